@@ -1,0 +1,1 @@
+"""_napari layer of napari-cytosyn."""

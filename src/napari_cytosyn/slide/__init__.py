@@ -1,0 +1,1 @@
+"""slide layer of napari-cytosyn."""
