@@ -1,0 +1,399 @@
+"""Inpainted real slides: the untouched real file plus an edit store, read through as one pyramid.
+
+The real slide is only ever read. Every edit goes to the edit store, a zarr store with the same
+pyramid geometry as the real slide holding, per level, the synthetic RGB and a mask of where it
+applies. A composite pixel is the edit where the mask is set and the real pixel elsewhere, so
+outside every mask the composite is the real slide, bit for bit.
+
+Coarse levels: an edited level-``k`` pixel is the area average of the level-0 *composite* over
+the ``d x d`` block it covers (``d`` = the level's downsample), and it is marked as edited when
+any pixel of that block is; pixels of unedited blocks come from the real file's own level.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .pyramid import downsample_area
+from .store import SlideStore, StoreError, StoreMismatchError, read_store_attrs
+
+KIND = "edit-store"
+_TILE_PX = 2048  # level-0 px per side processed at once when refreshing coarse levels
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+class CompositeSlide:
+    """A real slide with inpainted edits, exposed with the ``Slide`` reading surface.
+
+    Parameters
+    ----------
+    real_slide: a ``Slide`` from :func:`napari_cytosyn.slide.open_slide`, or a path to one.
+    edit_store: directory of the edit store; created when absent, opened (and checked to
+        belong to ``real_slide``) when present.
+    chunk_px: chunking of a new edit store.
+    overwrite: replace an existing edit store (its edits are lost).
+    """
+
+    def __init__(
+        self,
+        real_slide: Any,
+        edit_store: str | os.PathLike,
+        chunk_px: int = 512,
+        overwrite: bool = False,
+    ) -> None:
+        if isinstance(real_slide, str | os.PathLike):
+            from .real import open_slide
+
+            real_slide = open_slide(real_slide)
+        self.real = real_slide
+        edit_store = Path(edit_store)
+        source = {
+            "name": real_slide.name,
+            "path": str(Path(real_slide.path).resolve()),
+            "level_shapes": [[int(h), int(w)] for h, w in real_slide.level_shapes],
+            "mpp": list(real_slide.mpp) if real_slide.mpp else None,
+        }
+        if Path(edit_store).resolve() == Path(real_slide.path).resolve():
+            raise StoreError("the edit store must not be the real slide itself")
+        if read_store_attrs(edit_store) is not None and not overwrite:
+            self.store = SlideStore.open(edit_store, KIND)
+            stored = self.store.attrs["source"]
+            if stored["level_shapes"] != source["level_shapes"]:
+                raise StoreMismatchError(
+                    f"{edit_store} holds edits of {stored['name']!r} with level shapes "
+                    f"{stored['level_shapes']}, not of {source['name']!r} "
+                    f"{source['level_shapes']}; use another edit store"
+                )
+        else:
+            self.store = SlideStore.create(
+                edit_store,
+                KIND,
+                [tuple(s) for s in real_slide.level_shapes],
+                chunk_px,
+                {"source": source, "edits": []},
+                overwrite=overwrite,
+            )
+            for k, (h, w) in enumerate(real_slide.level_shapes):
+                self.store.root.create_array(
+                    f"mask/{k}",
+                    shape=(h, w),
+                    chunks=(chunk_px, chunk_px),
+                    dtype="uint8",
+                    fill_value=0,
+                    dimension_names=["y", "x"],
+                )
+        self._masks = [self.store.open_array(f"mask/{k}") for k in range(self.store.n_levels)]
+
+    # -- the Slide surface ----------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def name(self) -> str:
+        return f"{self.real.name} (edited)"
+
+    @property
+    def level_shapes(self) -> list[tuple[int, int]]:
+        return [tuple(s) for s in self.real.level_shapes]
+
+    @property
+    def downsamples(self) -> list[float]:
+        return list(self.real.downsamples)
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        return self.real.mpp
+
+    @property
+    def objective_power(self) -> float | None:
+        return self.real.objective_power
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return dict(self.real.properties)
+
+    @property
+    def edits(self) -> list[dict[str, Any]]:
+        """The edits applied so far (region, model, settings, time), oldest first."""
+        return list(self.store.attrs.get("edits", []))
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-able description of the real slide and the edits."""
+        return {
+            "source": self.store.attrs["source"],
+            "edit_store": str(self.store.path),
+            "edits": self.edits,
+            "real": self.real.metadata(),
+        }
+
+    def _factor(self, level: int) -> int:
+        return max(1, round(self.real.downsamples[level]))
+
+    def _edited_chunks(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        c = self.store.chunk_px
+        return self.store.completion(level).grid[y0 // c : -(-y1 // c), x0 // c : -(-x1 // c)]
+
+    def read_edits(
+        self, level: int, y: int, x: int, h: int, w: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Edit RGB ``(h, w, 3)`` uint8 and mask ``(h, w)`` bool over a region inside the level,
+        or ``None`` when no edit touches it."""
+        if not self._edited_chunks(level, y, y + h, x, x + w).any():
+            return None
+        rgb = np.asarray(self.store.level_array(level)[y : y + h, x : x + w])
+        mask = np.asarray(self._masks[level][y : y + h, x : x + w]).astype(bool)
+        return rgb, mask
+
+    def mask_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """``(h, w)`` bool: where the composite shows synthetic pixels (inside the level)."""
+        edits = self.read_edits(level, y, x, h, w)
+        return np.zeros((h, w), dtype=bool) if edits is None else edits[1]
+
+    def read_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Composite pixels ``(h, w, 3)`` uint8; outside the level white, like the real slide."""
+        out = self.real.read_region(level, y, x, h, w)
+        H, W = self.level_shapes[level]
+        y0, x0, y1, x1 = max(0, y), max(0, x), min(H, y + h), min(W, x + w)
+        if y1 <= y0 or x1 <= x0:
+            return out
+        edits = self.read_edits(level, y0, x0, y1 - y0, x1 - x0)
+        if edits is not None:
+            view = out[y0 - y : y1 - y, x0 - x : x1 - x]
+            np.copyto(view, edits[0], where=edits[1][..., None])
+        return out
+
+    def _compose_block(self, block: np.ndarray, level: int, block_info=None) -> np.ndarray:
+        (y0, y1), (x0, x1), _ = block_info[0]["array-location"]
+        edits = self.read_edits(level, y0, x0, y1 - y0, x1 - x0)
+        if edits is None:
+            return block
+        out = np.array(block, copy=True)
+        np.copyto(out, edits[0], where=edits[1][..., None])
+        return out
+
+    @property
+    def levels(self) -> list:
+        """Dask arrays ``(h_k, w_k, 3)`` uint8, chunked like the real slide's; a block reads the
+        real slide and overlays the edits (blocks without edits are the real blocks)."""
+        n = len(self.edits)
+        return [
+            real.map_blocks(
+                self._compose_block,
+                level=k,
+                dtype=np.uint8,
+                name=f"composite-{id(self):x}-{n}-{k}",
+                meta=np.empty((0, 0, 0), np.uint8),
+            )
+            for k, real in enumerate(self.real.levels)
+        ]
+
+    @property
+    def mask_levels(self) -> list:
+        """Dask arrays ``(h_k, w_k)`` bool per level: where the composite is synthetic."""
+        import dask.array as da
+
+        return [
+            da.from_zarr(self._masks[k], chunks=(self.store.chunk_px,) * 2).astype(bool)
+            for k in range(self.store.n_levels)
+        ]
+
+    def thumbnail(self, max_px: int = 1024) -> np.ndarray:
+        """RGB thumbnail ``(h, w, 3)`` uint8 of the composite, longer side <= ``max_px``."""
+        from skimage.transform import resize
+
+        k = next(
+            (k for k, s in enumerate(self.level_shapes) if max(s) <= 4 * max_px),
+            len(self.level_shapes) - 1,
+        )
+        H, W = self.level_shapes[k]
+        img = self.read_region(k, 0, 0, H, W)
+        if max(H, W) <= max_px:
+            return img
+        d = math.ceil(max(H, W) / max_px)
+        small = downsample_area(img, d)
+        if max(small.shape[:2]) <= max_px:
+            return small
+        scale = max_px / max(small.shape[:2])
+        shape = (max(1, round(small.shape[0] * scale)), max(1, round(small.shape[1] * scale)))
+        return (resize(small, shape, order=1, preserve_range=True) + 0.5).astype(np.uint8)
+
+    # -- editing --------------------------------------------------------------------------
+
+    def inpaint(
+        self,
+        region: tuple[int, int, int, int],
+        mask: np.ndarray,
+        model: Any,
+        settings: Any = None,
+        progress: Any = None,
+        cancel: Any = None,
+        halo_px: int | None = None,
+        slide_mpp: float | None = None,
+        max_side_px: int = 8192,
+    ) -> dict[str, Any]:
+        """Replace the pixels under ``mask`` by synthetic tissue that blends with the context.
+
+        Parameters
+        ----------
+        region: ``(y, x, h, w)`` of the mask in level-0 px of the real slide.
+        mask: ``(h, w)`` bool, True where to synthesize.
+        model: a ``LatentDiffusionModel``; the context is read at its ``mpp`` (a 0.25 um/px
+            slide is read at 0.5 um/px for a 0.5 um/px model) and the result resampled back.
+        settings: ``SamplerSettings``.
+        progress, cancel: forwarded to ``napari_cytosyn.sampling.inpaint``.
+        halo_px: context around the mask's bounding box in level-0 px (default: one model
+            tile, converted to slide px).
+        slide_mpp: level-0 um/px of the real slide when the file does not say (otherwise the
+            model's mpp is assumed).
+        max_side_px: refuse contexts larger than this at model resolution.
+
+        Returns the edit's record (also appended to :attr:`edits`).
+        """
+        from napari_cytosyn.sampling import SamplerSettings
+        from napari_cytosyn.sampling import inpaint as sample_inpaint
+
+        settings = settings if settings is not None else SamplerSettings()
+        y, x, h, w = (int(v) for v in region)
+        mask = np.asarray(mask)
+        H0, W0 = self.level_shapes[0]
+        if mask.dtype != bool:
+            raise TypeError(f"mask must be a bool array, got {mask.dtype}")
+        if mask.shape != (h, w):
+            raise ValueError(f"mask shape {mask.shape} does not match region size {(h, w)}")
+        if h <= 0 or w <= 0:
+            raise ValueError(f"region size must be positive, got h={h} w={w}")
+        if y < 0 or x < 0 or y + h > H0 or x + w > W0:
+            raise ValueError(
+                f"region y={y} x={x} h={h} w={w} extends outside the slide ({H0} x {W0} px); "
+                "crop the mask to the slide"
+            )
+        if not mask.any():
+            raise ValueError("the mask is empty: nothing to inpaint")
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        by0, by1 = y + int(rows[0]), y + int(rows[-1]) + 1
+        bx0, bx1 = x + int(cols[0]), x + int(cols[-1]) + 1
+
+        mpp = slide_mpp or (self.real.mpp[0] if self.real.mpp else None) or float(model.mpp)
+        factor = float(model.mpp) / float(mpp)  # slide px per model px
+        halo = int(halo_px) if halo_px is not None else math.ceil(model.tile_px * factor)
+        cy0, cy1 = max(0, by0 - halo), min(H0, by1 + halo)
+        cx0, cx1 = max(0, bx0 - halo), min(W0, bx1 + halo)
+        ch, cw = cy1 - cy0, cx1 - cx0
+        model_side = max(ch, cw) / factor
+        if model_side > max_side_px:
+            raise ValueError(
+                f"the mask needs a {ch} x {cw} px context ({model_side:.0f} px a side at the "
+                f"model's {model.mpp} um/px), over the {max_side_px} px limit; inpaint smaller "
+                "regions one at a time"
+            )
+
+        context = self.read_region(0, cy0, cx0, ch, cw)
+        ctx_mask = np.zeros((ch, cw), dtype=bool)
+        ctx_mask[y - cy0 : y - cy0 + h, x - cx0 : x - cx0 + w] = mask
+        img_m, mask_m = _to_model(context, ctx_mask, factor)
+        out_m = sample_inpaint(model, img_m, mask_m, settings, progress=progress, cancel=cancel)
+        out = _from_model(np.asarray(out_m, dtype=np.uint8), (ch, cw), factor)
+
+        self._write_level0(cy0, cx0, out, ctx_mask)
+        self._refresh_levels(by0, by1, bx0, bx1)
+        record = {
+            "region": [y, x, h, w],
+            "bbox": [by0, bx0, by1 - by0, bx1 - bx0],
+            "mask_px": int(mask.sum()),
+            "slide_mpp": float(mpp),
+            "model_mpp": float(model.mpp),
+            "model": _jsonable(model.provenance()),
+            "settings": _jsonable(settings.to_dict()),
+            "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+        self.store.set_attrs(edits=[*self.edits, record])
+        return record
+
+    def _write_level0(self, y0: int, x0: int, rgb: np.ndarray, mask: np.ndarray) -> None:
+        """Merge ``rgb`` where ``mask`` into level 0 of the edit store, chunk by chunk."""
+        self._merge(0, y0, x0, rgb, mask)
+
+    def _merge(self, level: int, y0: int, x0: int, rgb: np.ndarray, mask: np.ndarray) -> None:
+        c = self.store.chunk_px
+        h, w = mask.shape
+        for cy in range(y0 // c, -(-(y0 + h) // c)):
+            for cx in range(x0 // c, -(-(x0 + w) // c)):
+                ty0, ty1, tx0, tx1 = self.store.bounds(level, cy, cx)
+                ty0, ty1, tx0, tx1 = max(ty0, y0), min(ty1, y0 + h), max(tx0, x0), min(tx1, x0 + w)
+                m = mask[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
+                if not m.any():
+                    continue
+                old_rgb = np.asarray(self.store.level_array(level)[ty0:ty1, tx0:tx1])
+                old_mask = np.asarray(self._masks[level][ty0:ty1, tx0:tx1])
+                new = rgb[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
+                # Pixels first, mask second: a reader never sees a mask over stale pixels of a
+                # chunk that had none before.
+                self.store.level_array(level)[ty0:ty1, tx0:tx1] = np.where(
+                    m[..., None], new, old_rgb
+                )
+                self._masks[level][ty0:ty1, tx0:tx1] = np.maximum(old_mask, m.astype(np.uint8))
+                self.store.completion(level).mark(cy, cx)
+
+    def _refresh_levels(self, by0: int, by1: int, bx0: int, bx1: int) -> None:
+        """Recompute coarse-level edits over the level-0 box ``[by0, by1) x [bx0, bx1)``."""
+        H0, W0 = self.level_shapes[0]
+        for k in range(1, len(self.level_shapes)):
+            d = self._factor(k)
+            hk, wk = self.level_shapes[k]
+            ky0, ky1 = by0 // d, min(hk, -(-by1 // d))
+            kx0, kx1 = bx0 // d, min(wk, -(-bx1 // d))
+            step = max(1, _TILE_PX // d)
+            for ty in range(ky0, ky1, step):
+                for tx in range(kx0, kx1, step):
+                    th, tw = min(step, ky1 - ty), min(step, kx1 - tx)
+                    ly0, lx0 = ty * d, tx * d
+                    lh, lw = min(th * d, H0 - ly0), min(tw * d, W0 - lx0)
+                    if lh <= 0 or lw <= 0:
+                        continue
+                    mask0 = self.mask_region(0, ly0, lx0, lh, lw)
+                    if not mask0.any():
+                        continue
+                    comp0 = self.read_region(0, ly0, lx0, lh, lw)
+                    rgb = downsample_area(comp0, d)[:th, :tw]
+                    m = downsample_area(mask0.astype(np.uint8), d)[:th, :tw] > 0
+                    # The d x d block of a ceil-rounded average may reach past a floor-rounded
+                    # level: only pixels that exist in the level are written.
+                    self._merge(k, ty, tx, rgb, m)
+
+
+def _to_model(rgb: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resample slide px to model px (``factor`` slide px per model px)."""
+    if abs(factor - 1.0) < 1e-3:
+        return rgb, mask
+    if abs(factor - round(factor)) < 1e-3 and factor > 1:
+        d = round(factor)
+        return downsample_area(rgb, d), downsample_area(mask.astype(np.uint8), d) > 0
+    from skimage.transform import resize
+
+    shape = (max(1, round(rgb.shape[0] / factor)), max(1, round(rgb.shape[1] / factor)))
+    img = resize(rgb, shape, order=1, anti_aliasing=factor > 1, preserve_range=True)
+    m = resize(mask.astype(np.float32), shape, order=1, anti_aliasing=False) > 0
+    return (img + 0.5).astype(np.uint8), m
+
+
+def _from_model(rgb: np.ndarray, shape: tuple[int, int], factor: float) -> np.ndarray:
+    """Resample model px back to a slide-px array of ``shape``."""
+    if rgb.shape[:2] == shape:
+        return rgb
+    from skimage.transform import resize
+
+    img = resize(rgb, shape, order=1, anti_aliasing=factor < 1, preserve_range=True)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,574 @@
+"""Synthetic slides: a spec plus a zarr store, generated chunk by chunk where they are looked at.
+
+A :class:`SyntheticSlide` of any size exists as soon as it is created: its store holds only
+metadata until chunks are asked for. A level-0 chunk is rendered by the sampling engine's lazy
+mode (bit-identical whatever the order of requests), written atomically, then marked done; a
+level-``k`` chunk is the area average of its four level-``k - 1`` children, built as soon as
+the last child is finished. Readers see only finished chunks; two threads asking for one chunk
+compute it once.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .pyramid import build_parent_chunk, child_chunks, level_shapes
+from .store import SlideStore, StoreError, StoreMismatchError
+
+KIND = "synthetic-slide"
+MAX_SIDE_PX = 10_000_000  # 10 Mpx a side (5 m of tissue at 0.5 um/px): beyond is a typo
+WHITE = 255
+
+ChunkKey = tuple[int, int, int]  # (level, cy, cx)
+
+
+@dataclass
+class RenderedChunk:
+    """What rendering one level-0 chunk produces.
+
+    ``rgb``: ``(chunk_px, chunk_px, 3)`` uint8. ``latents``: final latents of the chunk
+    ``(C, chunk_px / f, chunk_px / f)`` float32, or ``None`` when the renderer has none.
+    """
+
+    rgb: np.ndarray
+    latents: np.ndarray | None = None
+
+
+class ChunkRenderer(Protocol):
+    """Computes level-0 chunks of a synthetic slide from its spec, deterministically."""
+
+    chunk_px: int
+    latent_factor: int
+    latent_channels: int
+
+    def render(self, cy: int, cx: int) -> RenderedChunk:
+        """Chunk ``(cy, cx)`` of the chunk grid anchored at the slide origin."""
+        ...
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+class SyntheticSlide:
+    """A lazily generated slide backed by a :class:`~.store.SlideStore`.
+
+    Exposes the same reading surface as a real ``Slide`` (``levels``, ``level_shapes``,
+    ``downsamples``, ``mpp``, ``read_region``, ``thumbnail``, ``metadata``) plus generation:
+    :meth:`ensure_chunk`, :meth:`missing_chunks`, :meth:`render_all`.
+    """
+
+    def __init__(
+        self,
+        store: SlideStore,
+        renderer: ChunkRenderer | Callable[[], ChunkRenderer] | None,
+    ) -> None:
+        self.store = store
+        self._renderer = renderer
+        self._tissue = (
+            np.asarray(store.open_array("tissue_mask")[...], dtype=bool)
+            if store.attrs.get("tissue_mask")
+            else None
+        )
+        self._listeners: list[Callable[[int, int, int], None]] = []
+        self.compute_count = 0  # level-0 chunks rendered by this object (not read back)
+        self._token = uuid.uuid4().hex[:12]
+
+    # -- creation -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        store: str | os.PathLike,
+        model: Any,
+        width: int,
+        height: int,
+        seed: int,
+        settings: Any = None,
+        tissue_mask: np.ndarray | None = None,
+        chunk_px: int = 512,
+        overwrite: bool = False,
+    ) -> SyntheticSlide:
+        """Create a synthetic slide; instant whatever its size (nothing is generated yet).
+
+        Parameters
+        ----------
+        store: directory of the zarr store to create.
+        model: a ``LatentDiffusionModel`` (its ``mpp`` becomes the slide's).
+        width, height: level-0 size in px at the model's mpp.
+        seed: integer seed; the same seed and settings give the same pixels.
+        settings: ``SamplerSettings`` (defaults of the sampling engine when ``None``).
+        tissue_mask: optional ``(h, w)`` bool at any resolution covering the whole slide;
+            tissue is synthesized only where True, white background elsewhere.
+        chunk_px: output chunk size in px (also the store's chunking).
+        overwrite: replace an existing store of ours at ``store``.
+        """
+        from napari_cytosyn.sampling import SamplerSettings
+
+        _check_size(width, height)
+        if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        settings = settings if settings is not None else SamplerSettings()
+        renderer = DiffusionChunkRenderer(model, settings, int(seed), chunk_px, None)
+        attrs = {
+            "width": int(width),
+            "height": int(height),
+            "seed": int(seed),
+            "mpp": float(model.mpp),
+            "model": _jsonable(model.provenance()),
+            "settings": _jsonable(settings.to_dict()),
+            "lazy_spec": _jsonable(renderer.spec_dict()),
+            "tissue_mask": tissue_mask is not None,
+        }
+        mask = None
+        if tissue_mask is not None:
+            mask = np.asarray(tissue_mask)
+            if mask.ndim != 2 or mask.size == 0:
+                raise ValueError(f"tissue_mask must be a non-empty 2-D array, got {mask.shape}")
+            attrs["tissue_fraction"] = float(mask.astype(bool).mean())
+        st = SlideStore.create(
+            store,
+            KIND,
+            level_shapes(height, width, chunk_px),
+            chunk_px,
+            attrs,
+            overwrite=overwrite,
+        )
+        if mask is not None:
+            st.root.create_array("tissue_mask", data=mask.astype(np.uint8))
+        st.root.create_array(
+            "latents",
+            shape=(
+                model.latent_channels,
+                -(-height // model.latent_factor),
+                -(-width // model.latent_factor),
+            ),
+            chunks=(
+                model.latent_channels,
+                chunk_px // model.latent_factor,
+                chunk_px // model.latent_factor,
+            ),
+            dtype="float32",
+            fill_value=0.0,
+            dimension_names=["c", "y", "x"],
+        )
+        renderer.cache = _phase_cache(st)
+        return cls(st, renderer)
+
+    @classmethod
+    def open(
+        cls,
+        store: str | os.PathLike,
+        model: Any = None,
+        settings: Any = None,
+        mode: str = "r+",
+    ) -> SyntheticSlide:
+        """Open an existing synthetic slide.
+
+        ``model`` and ``settings`` are checked against the store's; a mismatch raises
+        :class:`~.store.StoreMismatchError` (chunks from two recipes must never mix). Without a
+        model, finished chunks can be read and missing ones are generated with the model named
+        in the store, loaded by :func:`napari_cytosyn.models.load_model` on first need.
+        """
+        st = SlideStore.open(store, KIND, mode=mode)
+        attrs = st.attrs
+        if model is not None:
+            stored, given = attrs["model"], _jsonable(model.provenance())
+            if stored != given:
+                raise StoreMismatchError(
+                    f"{st.path} was generated with model {stored}, not {given}; open it without "
+                    "a model, with the same model, or create a new store"
+                )
+        if settings is not None and _jsonable(settings.to_dict()) != attrs["settings"]:
+            raise StoreMismatchError(
+                f"{st.path} was generated with sampler settings {attrs['settings']}, not "
+                f"{_jsonable(settings.to_dict())}; open it without settings or create a new store"
+            )
+
+        def make_renderer() -> ChunkRenderer:
+            from napari_cytosyn.sampling import SamplerSettings
+
+            m = model
+            if m is None:
+                from napari_cytosyn.models import load_model
+
+                m = load_model(attrs["model"]["name"])
+            return DiffusionChunkRenderer(
+                m,
+                SamplerSettings.from_dict(attrs["settings"]),
+                int(attrs["seed"]),
+                st.chunk_px,
+                _phase_cache(st),
+            )
+
+        return cls(st, make_renderer if st.writable else None)
+
+    # -- description --------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def name(self) -> str:
+        return self.store.path.name
+
+    @property
+    def seed(self) -> int:
+        return int(self.store.attrs["seed"])
+
+    @property
+    def chunk_px(self) -> int:
+        return self.store.chunk_px
+
+    @property
+    def level_shapes(self) -> list[tuple[int, int]]:
+        return self.store.level_shapes
+
+    @property
+    def downsamples(self) -> list[float]:
+        """Level-``k`` px per level-0 px: exactly ``2**k`` (ceil-rounded factor-2 pyramid)."""
+        return [2.0**k for k in range(self.store.n_levels)]
+
+    @property
+    def mpp(self) -> tuple[float, float]:
+        """Level-0 microns per pixel ``(x, y)``: the model's."""
+        m = float(self.store.attrs["mpp"])
+        return (m, m)
+
+    @property
+    def objective_power(self) -> float | None:
+        return round(10.0 / float(self.store.attrs["mpp"]), 1)
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return dict(self.store.attrs)
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-able description: the store's attributes plus progress."""
+        done = self.store.completion(0)
+        return {
+            **_jsonable(self.store.attrs),
+            "path": str(self.path),
+            "chunks_done": done.count(),
+            "chunks_total": int(np.prod(done.shape)),
+        }
+
+    # -- tissue layout ------------------------------------------------------------------
+
+    def tissue_in_chunk(self, cy: int, cx: int) -> np.ndarray | None:
+        """``(h, w)`` bool tissue mask of a level-0 chunk, or ``None`` without a tissue mask."""
+        if self._tissue is None:
+            return None
+        y0, y1, x0, x1 = self.store.bounds(0, cy, cx)
+        H, W = self.level_shapes[0]
+        mh, mw = self._tissue.shape
+        rows = np.minimum((np.arange(y0, y1) * mh) // H, mh - 1)
+        cols = np.minimum((np.arange(x0, x1) * mw) // W, mw - 1)
+        return self._tissue[np.ix_(rows, cols)]
+
+    # -- generation ---------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[int, int, int], None]) -> None:
+        """Call ``callback(level, cy, cx)`` after every chunk this object writes."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[int, int, int], None]) -> None:
+        self._listeners.remove(callback)
+
+    def is_done(self, level: int, cy: int, cx: int) -> bool:
+        return self.store.is_done(level, cy, cx)
+
+    def renderer(self) -> ChunkRenderer:
+        """The chunk renderer (built on first use when the slide was opened from disk)."""
+        if self._renderer is None:
+            raise StoreError(
+                f"{self.path} was opened read-only; missing chunks cannot be generated"
+            )
+        if not hasattr(self._renderer, "render"):
+            with self.store.lock:
+                if not hasattr(self._renderer, "render"):
+                    self._renderer = self._renderer()
+        return self._renderer
+
+    def ensure_chunk(self, level: int, cy: int, cx: int) -> np.ndarray:
+        """Pixels of a chunk ``(h, w, 3)`` uint8, generating (and storing) it if missing.
+
+        Exactly once per chunk across threads: a thread asking for a chunk in flight waits for
+        it. A level-``k`` chunk generates the missing chunks below it first.
+        """
+        written: list[ChunkKey] = []
+        out = self._ensure(level, cy, cx, written)
+        self._cascade(written)
+        return out
+
+    def generate_chunk(self, level: int, cy: int, cx: int) -> list[ChunkKey]:
+        """Make sure a chunk is finished; returns the chunks written by this call (may be [])."""
+        written: list[ChunkKey] = []
+        if not self.store.is_done(level, cy, cx):
+            self._ensure(level, cy, cx, written)
+        self._cascade(written)
+        return written
+
+    def _ensure(self, level: int, cy: int, cx: int, written: list[ChunkKey]) -> np.ndarray:
+        if self.store.is_done(level, cy, cx):
+            return self.store.read_chunk(level, cy, cx)
+        with self.store.flight.hold((level, cy, cx)):
+            if self.store.is_done(level, cy, cx):
+                return self.store.read_chunk(level, cy, cx)
+            rgb = self._compute(level, cy, cx, written)
+            self.store.write_chunk(level, cy, cx, rgb)
+            written.append((level, cy, cx))
+        self._notify(level, cy, cx)
+        return rgb
+
+    def _compute(self, level: int, cy: int, cx: int, written: list[ChunkKey]) -> np.ndarray:
+        y0, y1, x0, x1 = self.store.bounds(level, cy, cx)
+        if level > 0:
+            children = {
+                (y, x): self._ensure(level - 1, y, x, written)
+                for y, x in child_chunks(self.level_shapes[level - 1], self.chunk_px, cy, cx)
+            }
+            return build_parent_chunk(children, self.level_shapes[level], self.chunk_px, cy, cx)
+        tissue = self.tissue_in_chunk(cy, cx)
+        if tissue is not None and not tissue.any():
+            return np.full((y1 - y0, x1 - x0, 3), WHITE, dtype=np.uint8)
+        result = self.renderer().render(cy, cx)
+        self.compute_count += 1
+        rgb = np.ascontiguousarray(result.rgb[: y1 - y0, : x1 - x0])
+        if tissue is not None:
+            rgb = np.where(tissue[..., None], rgb, np.uint8(WHITE))
+        if result.latents is not None:
+            f = self.renderer().latent_factor
+            lat = self.store.root["latents"]
+            ly0, lx0 = y0 // f, x0 // f
+            ly1, lx1 = min(-(-y1 // f), lat.shape[1]), min(-(-x1 // f), lat.shape[2])
+            lat[:, ly0:ly1, lx0:lx1] = result.latents[:, : ly1 - ly0, : lx1 - lx0]
+        return rgb
+
+    def _cascade(self, written: list[ChunkKey]) -> None:
+        """Build parents whose children have all become finished."""
+        pending = list(written)
+        while pending:
+            level, cy, cx = pending.pop()
+            if level + 1 >= self.store.n_levels:
+                continue
+            py, px = cy // 2, cx // 2
+            if self.store.is_done(level + 1, py, px):
+                continue
+            kids = child_chunks(self.level_shapes[level], self.chunk_px, py, px)
+            if all(self.store.is_done(level, y, x) for y, x in kids):
+                more: list[ChunkKey] = []
+                self._ensure(level + 1, py, px, more)
+                written.extend(more)
+                pending.extend(more)
+
+    def _notify(self, level: int, cy: int, cx: int) -> None:
+        for callback in list(self._listeners):
+            callback(level, cy, cx)
+
+    def missing_chunks(
+        self, level: int, region: tuple[int, int, int, int] | None = None
+    ) -> list[tuple[int, int]]:
+        """Unfinished chunks ``(cy, cx)`` of ``level`` intersecting ``region`` ``(y0, x0, y1, x1)``
+        in level px (the whole level when ``None``), row-major."""
+        ny, nx = self.store.grid(level)
+        if region is None:
+            sy, sx = slice(0, ny), slice(0, nx)
+        else:
+            y0, x0, y1, x1 = _clip_region(region, self.level_shapes[level])
+            c = self.chunk_px
+            sy, sx = slice(y0 // c, -(-y1 // c)), slice(x0 // c, -(-x1 // c))
+        grid = self.store.completion(level).grid[sy, sx]
+        ys, xs = np.nonzero(grid == 0)
+        return [(int(y) + sy.start, int(x) + sx.start) for y, x in zip(ys, xs, strict=True)]
+
+    def render_all(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Any = None,
+        chunks: Iterable[tuple[int, int]] | None = None,
+    ) -> int:
+        """Generate every missing level-0 chunk (or the given ones) and the pyramid above.
+
+        ``progress(done, total)`` is called after each chunk; ``cancel.is_set()`` is checked
+        between chunks (raises ``Cancelled``). Returns the number of chunks generated.
+        """
+        from napari_cytosyn.sampling import Cancelled
+
+        todo = list(chunks) if chunks is not None else self.missing_chunks(0)
+        made = 0
+        for i, (cy, cx) in enumerate(todo):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"render_all cancelled after {i} of {len(todo)} chunks")
+            made += bool(self.generate_chunk(0, cy, cx))
+            if progress is not None:
+                progress(i + 1, len(todo))
+        return made
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read_region(
+        self, level: int, y: int, x: int, h: int, w: int, generate: bool = True
+    ) -> np.ndarray:
+        """Pixels ``(h, w, 3)`` uint8 of a level; missing chunks are generated, or white when
+        ``generate`` is False. The region must lie inside the level."""
+        H, W = self.level_shapes[level]
+        if h <= 0 or w <= 0 or y < 0 or x < 0 or y + h > H or x + w > W:
+            raise ValueError(
+                f"region y={y} x={x} h={h} w={w} is not inside level {level} of shape {(H, W)}"
+            )
+        c = self.chunk_px
+        cys, cxs = range(y // c, -(-(y + h) // c)), range(x // c, -(-(x + w) // c))
+        grid = self.store.completion(level).grid
+        if grid[cys.start : cys.stop, cxs.start : cxs.stop].all() or not generate:
+            # Finished (or not to be generated): one zarr read, decoded in parallel by zarr.
+            out = np.asarray(self.store.level_array(level)[y : y + h, x : x + w])
+            if not generate:
+                for cy in cys:
+                    for cx in cxs:
+                        if not grid[cy, cx]:
+                            y0, y1, x0, x1 = self.store.bounds(level, cy, cx)
+                            out[
+                                max(y0, y) - y : min(y1, y + h) - y,
+                                max(x0, x) - x : min(x1, x + w) - x,
+                            ] = WHITE
+            return out
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        for cy in cys:
+            for cx in cxs:
+                y0, y1, x0, x1 = self.store.bounds(level, cy, cx)
+                chunk = self.ensure_chunk(level, cy, cx)
+                ty0, ty1, tx0, tx1 = max(y0, y), min(y1, y + h), max(x0, x), min(x1, x + w)
+                out[ty0 - y : ty1 - y, tx0 - x : tx1 - x] = chunk[
+                    ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0
+                ]
+        return out
+
+    def _dask_level(self, level: int, generate: bool):
+        import dask.array as da
+
+        source = _LevelSource(self, level, generate)
+        c = self.chunk_px
+        return da.from_array(
+            source,
+            chunks=(c, c, 3),
+            asarray=False,
+            fancy=False,
+            lock=False,
+            name=f"synthetic-{self._token}-{level}-{'gen' if generate else 'stored'}",
+            meta=np.empty((0, 0, 0), dtype=np.uint8),
+        )
+
+    @property
+    def levels(self) -> list:
+        """Dask arrays ``(h_k, w_k, 3)`` uint8 per level; computing a chunk reads it from the
+        store or generates it when missing (for scripts and dask clusters)."""
+        return [self._dask_level(k, True) for k in range(self.store.n_levels)]
+
+    @property
+    def stored_levels(self) -> list:
+        """Dask arrays that read only finished chunks (white elsewhere) and never generate:
+        what a viewer shows while a :class:`~.viewport.ViewportRenderer` fills them in."""
+        return [self._dask_level(k, False) for k in range(self.store.n_levels)]
+
+    def thumbnail(self, max_px: int = 1024, generate: bool = False) -> np.ndarray:
+        """RGB ``(h, w, 3)`` uint8 of the coarsest level that fits ``max_px`` (downsampled
+        further if needed); unfinished chunks are white unless ``generate``."""
+        from skimage.transform import resize
+
+        k = next(
+            (k for k, s in enumerate(self.level_shapes) if max(s) <= max_px),
+            self.store.n_levels - 1,
+        )
+        H, W = self.level_shapes[k]
+        img = self.read_region(k, 0, 0, H, W, generate=generate)
+        if max(H, W) <= max_px:
+            return img
+        scale = max_px / max(H, W)
+        shape = (max(1, round(H * scale)), max(1, round(W * scale)))
+        return (resize(img, shape, order=1, anti_aliasing=True, preserve_range=True) + 0.5).astype(
+            np.uint8
+        )
+
+
+class _LevelSource:
+    """Array-like for ``dask.array.from_array``: slicing reads (or generates) a region."""
+
+    ndim = 3
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, slide: SyntheticSlide, level: int, generate: bool) -> None:
+        self.slide, self.level, self.generate = slide, level, generate
+        self.shape = (*slide.level_shapes[level], 3)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        sy, sx = (key + (slice(None),) * 2)[:2]
+        y0, y1, _ = sy.indices(self.shape[0])
+        x0, x1, _ = sx.indices(self.shape[1])
+        if y1 <= y0 or x1 <= x0:
+            return np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), dtype=np.uint8)
+        out = self.slide.read_region(self.level, y0, x0, y1 - y0, x1 - x0, generate=self.generate)
+        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
+
+
+def _check_size(width: int, height: int) -> None:
+    for name, v in (("width", width), ("height", height)):
+        if not isinstance(v, int | np.integer) or isinstance(v, bool):
+            raise TypeError(f"{name} must be an integer number of px, got {v!r}")
+        if v <= 0:
+            raise ValueError(f"{name} must be at least 1 px, got {v}")
+        if v > MAX_SIDE_PX:
+            raise ValueError(
+                f"{name} of {v} px exceeds the {MAX_SIDE_PX} px limit; check the units (px at "
+                "the model's mpp, not nm)"
+            )
+
+
+def _clip_region(
+    region: tuple[int, int, int, int], shape: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    y0, x0, y1, x1 = (int(v) for v in region)
+    return max(0, y0), max(0, x0), min(shape[0], y1), min(shape[1], x1)
+
+
+def _phase_cache(store: SlideStore) -> Any:
+    from .phase_cache import ZarrPhaseCache
+
+    return ZarrPhaseCache(store.path / "phase_cache")
+
+
+class DiffusionChunkRenderer:
+    """Level-0 chunks from the sampling engine's lazy mode (``render_chunk``)."""
+
+    def __init__(self, model: Any, settings: Any, seed: int, chunk_px: int, cache: Any) -> None:
+        from napari_cytosyn.sampling import LazySpec
+
+        self.model = model
+        self.settings = settings
+        self.seed = seed
+        self.chunk_px = chunk_px
+        self.latent_factor = int(model.latent_factor)
+        self.latent_channels = int(model.latent_channels)
+        self.spec = LazySpec(seed=seed, settings=settings, chunk_px=chunk_px)
+        self.cache = cache
+
+    def spec_dict(self) -> dict[str, Any]:
+        to_dict = getattr(self.spec, "to_dict", None)
+        return to_dict() if to_dict is not None else {"seed": self.seed, "chunk_px": self.chunk_px}
+
+    def render(self, cy: int, cx: int) -> RenderedChunk:
+        from napari_cytosyn.sampling import render_chunk
+
+        rgb = render_chunk(self.model, self.spec, cy, cx, self.cache)
+        return RenderedChunk(rgb=np.asarray(rgb, dtype=np.uint8))

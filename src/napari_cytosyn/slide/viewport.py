@@ -1,0 +1,217 @@
+"""The viewport renderer: generates what the viewer is looking at, in a worker thread.
+
+napari slices layers on the GUI thread, so the sampler must never run inside a draw call. The
+viewer tells a :class:`ViewportRenderer` which region of which level is visible; a worker thread
+plans the missing chunks (visible before off-screen, finest level first, nearest the centre of
+the view first), generates them one by one, writes each to the store and reports it through
+``on_chunk(level, cy, cx)`` (called from the worker thread: marshal it to the GUI thread, e.g.
+with a Qt signal, before touching a layer). A new request replaces the plan of the previous
+one, so work the user has scrolled away from is dropped; only the chunk in flight finishes
+(it is stored, so it is not wasted).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .pyramid import child_chunks
+
+ChunkKey = tuple[int, int, int]
+
+
+@dataclass
+class RendererStats:
+    """Counters of a renderer's work (read them for progress displays and benchmarks)."""
+
+    requests: int = 0
+    planned: int = 0
+    written: int = 0
+    dropped: int = 0
+    errors: int = 0
+    first_chunk_s: float | None = None
+    last_error: BaseException | None = field(default=None, repr=False)
+
+
+class ViewportRenderer:
+    """Fills the visible part of a :class:`~.synthetic.SyntheticSlide` in a worker thread.
+
+    Parameters
+    ----------
+    slide: the synthetic slide (anything with ``level_shapes``, ``chunk_px``, ``is_done``,
+        ``generate_chunk``).
+    on_chunk: ``callback(level, cy, cx)`` after each written chunk (pyramid parents included).
+    on_error: ``callback(exception)`` when generating a chunk fails; the renderer keeps going
+        with the next chunk.
+    max_base_chunks: at most this many level-0 chunks are planned per request (nearest the
+        centre first), so zooming out over a huge slide does not queue millions of chunks.
+    margin_chunks: also plan this many rings of chunks around the view (after the visible
+        ones), so panning finds them ready.
+    """
+
+    def __init__(
+        self,
+        slide: Any,
+        on_chunk: Callable[[int, int, int], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        max_base_chunks: int = 256,
+        margin_chunks: int = 0,
+    ) -> None:
+        self.slide = slide
+        self.on_chunk = on_chunk
+        self.on_error = on_error
+        self.max_base_chunks = int(max_base_chunks)
+        self.margin_chunks = int(margin_chunks)
+        self.stats = RendererStats()
+        self._cond = threading.Condition()
+        self._plan: list[ChunkKey] = []
+        self._generation = 0
+        self._busy = False
+        self._closed = False
+        self._t_request = 0.0
+        self._thread = threading.Thread(target=self._run, name="cytosyn-viewport", daemon=True)
+        self._thread.start()
+
+    # -- planning -------------------------------------------------------------------------
+
+    def plan(self, level: int, region: tuple[int, int, int, int]) -> list[ChunkKey]:
+        """Missing chunks for a view of ``level`` over ``region`` ``(y0, x0, y1, x1)`` in that
+        level's px, in the order they will be generated.
+
+        Level-0 chunks come first (visible ones by distance from the view centre, then the
+        margin), then the coarser chunks up to ``level`` that they complete. A coarser chunk
+        is built from its children by the slide as soon as they are all finished.
+        """
+        n_levels = len(self.slide.level_shapes)
+        if not 0 <= level < n_levels:
+            raise ValueError(f"level {level} does not exist; the slide has {n_levels} levels")
+        H, W = self.slide.level_shapes[level]
+        y0, x0, y1, x1 = (int(v) for v in region)
+        y0, x0, y1, x1 = max(0, y0), max(0, x0), min(H, y1), min(W, x1)
+        if y1 <= y0 or x1 <= x0:
+            return []
+        c = self.slide.chunk_px
+        visible = {
+            (cy, cx) for cy in range(y0 // c, -(-y1 // c)) for cx in range(x0 // c, -(-x1 // c))
+        }
+        ny, nx = _grid(self.slide.level_shapes[level], c)
+        m = self.margin_chunks
+        ring = {
+            (cy, cx)
+            for cy in range(max(0, y0 // c - m), min(ny, -(-y1 // c) + m))
+            for cx in range(max(0, x0 // c - m), min(nx, -(-x1 // c) + m))
+        } - visible
+        centre = ((y0 + y1) / 2 / c, (x0 + x1) / 2 / c)
+        order: list[ChunkKey] = []
+        for group in (visible, ring):
+            keys = sorted(
+                group, key=lambda k: (k[0] + 0.5 - centre[0]) ** 2 + (k[1] + 0.5 - centre[1]) ** 2
+            )
+            order += [(level, cy, cx) for cy, cx in keys]
+        # Expand to the finest level: each chunk's level-0 descendants, in the same order.
+        base: list[ChunkKey] = []
+        seen: set[ChunkKey] = set()
+        for key in order:
+            for leaf in self._descendants(key):
+                if leaf not in seen:
+                    seen.add(leaf)
+                    if not self.slide.is_done(*leaf):
+                        base.append(leaf)
+        base = base[: self.max_base_chunks]
+        coarse = [k for k in order if k[0] > 0 and not self.slide.is_done(*k)]
+        return base + coarse
+
+    def _descendants(self, key: ChunkKey) -> list[ChunkKey]:
+        level, cy, cx = key
+        if self.slide.is_done(level, cy, cx) or level == 0:
+            return [key] if level == 0 else []
+        out: list[ChunkKey] = []
+        for y, x in child_chunks(self.slide.level_shapes[level - 1], self.slide.chunk_px, cy, cx):
+            out += self._descendants((level - 1, y, x))
+        return out
+
+    # -- requests -------------------------------------------------------------------------
+
+    def request(self, level: int, region: tuple[int, int, int, int]) -> int:
+        """Show ``region`` ``(y0, x0, y1, x1)`` (level px) of ``level``; replaces the previous
+        request's remaining plan. Returns the number of chunks planned."""
+        plan = self.plan(level, region)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("this ViewportRenderer is closed")
+            self.stats.dropped += len(self._plan)
+            self.stats.requests += 1
+            self.stats.planned += len(plan)
+            self._plan = plan
+            self._generation += 1
+            self._t_request = time.perf_counter()
+            self._cond.notify_all()
+        return len(plan)
+
+    def pending(self) -> int:
+        """Chunks planned and not yet started."""
+        with self._cond:
+            return len(self._plan)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the current plan is finished; False on timeout."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._plan or self._busy:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Drop the plan and stop the worker (after the chunk in flight)."""
+        with self._cond:
+            self._closed = True
+            self.stats.dropped += len(self._plan)
+            self._plan = []
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ViewportRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- worker ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._plan and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                key = self._plan.pop(0)
+                self._busy = True
+                t0 = self._t_request
+            try:
+                if not self.slide.is_done(*key):
+                    for written in self.slide.generate_chunk(*key):
+                        self.stats.written += 1
+                        if self.stats.first_chunk_s is None:
+                            self.stats.first_chunk_s = time.perf_counter() - t0
+                        if self.on_chunk is not None:
+                            self.on_chunk(*written)
+            except Exception as exc:  # reported, and the next chunk is tried
+                self.stats.errors += 1
+                self.stats.last_error = exc
+                if self.on_error is not None:
+                    self.on_error(exc)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+
+def _grid(shape: tuple[int, int], chunk_px: int) -> tuple[int, int]:
+    return -(-shape[0] // chunk_px), -(-shape[1] // chunk_px)
