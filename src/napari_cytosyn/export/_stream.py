@@ -1,0 +1,236 @@
+"""Pieces shared by the writers: atomic outputs, a bounded tile loop, 2x downsampling.
+
+Memory of an export is bounded by ``workers x window x block`` pixels, whatever the slide size:
+tiles are read, converted and written one block at a time, and never more than ``window``
+blocks per worker are in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+R = TypeVar("R")
+ProgressFn = Callable[[int, int], None]
+
+
+def check_cancel(cancel: Any) -> None:
+    """Raise ``napari_cytosyn.sampling.Cancelled`` when ``cancel.is_set()``."""
+    if cancel is not None and cancel.is_set():
+        try:
+            from napari_cytosyn.sampling import Cancelled
+        except ImportError:  # sampling layer not importable: keep the export usable
+            Cancelled = InterruptedError
+        raise Cancelled("export cancelled")
+
+
+def output_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Validate an output path: refuse an existing one unless ``overwrite``; parent must exist."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder {path.parent} does not exist; create it first")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; on success move it to ``path``.
+
+    On an exception the temporary output is removed and an existing ``path`` is untouched, so
+    a failed or interrupted export never leaves a half-written file under the final name.
+    Existing outputs are refused unless ``overwrite``.
+    """
+    path = output_path(path, overwrite)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if path.exists():
+        trash = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(path, trash)
+        os.replace(tmp, path)
+        _remove(trash)
+    else:
+        os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def bounded_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int,
+    window: int | None = None,
+    cancel: Any = None,
+) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, results in order, at most ``window`` in flight.
+
+    Unlike ``ThreadPoolExecutor.map`` it does not submit every item up front, so memory stays
+    bounded for millions of tiles. ``cancel.is_set()`` is checked before each submission.
+    """
+    workers = max(1, int(workers))
+    window = window or 2 * workers
+    if workers == 1:
+        for item in items:
+            check_cancel(cancel)
+            yield fn(item)
+        return
+    pending: deque[Future[R]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="cytosyn-export") as pool:
+        try:
+            for item in items:
+                check_cancel(cancel)
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def tile_grid(shape_hw: Sequence[int], tile: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """Row-major tiles ``(y0, y1, x0, x1)`` covering ``shape_hw`` with tiles of ``tile`` px."""
+    h, w = int(shape_hw[0]), int(shape_hw[1])
+    ty, tx = int(tile[0]), int(tile[1])
+    return [
+        (y0, min(y0 + ty, h), x0, min(x0 + tx, w))
+        for y0 in range(0, h, ty)
+        for x0 in range(0, w, tx)
+    ]
+
+
+def read_block(level: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Region ``[y0:y1, x0:x1]`` of a numpy/zarr/dask array as numpy, computed synchronously.
+
+    Tiles are read from a thread pool already; nested dask thread pools would only oversubscribe.
+    """
+    block = level[y0:y1, x0:x1]
+    compute = getattr(block, "compute", None)
+    if callable(compute):
+        return np.asarray(compute(scheduler="synchronous"))
+    return np.asarray(block)
+
+
+def aligned_block_px(level: Any, tile_px: int, cap_px: int = 4096) -> tuple[int, int]:
+    """Read-block size for ``level``: its chunk size when that is a multiple of ``tile_px``.
+
+    Reading a 512 px tile out of a 1024 px source chunk would decompress that chunk 4 times;
+    reading whole source chunks and writing the 4 output tiles in them decompresses it once.
+    """
+    chunks = getattr(level, "chunks", None)
+    if chunks is None or not isinstance(chunks[0], tuple):
+        return tile_px, tile_px
+    cy, cx = chunks[0][0], chunks[1][0]
+    if cy % tile_px == 0 and cx % tile_px == 0:
+        return min(cy, cap_px), min(cx, cap_px)
+    return tile_px, tile_px
+
+
+def pyramid_shapes(shape_hw: Sequence[int], min_px: int) -> list[tuple[int, int]]:
+    """Shapes of a 2x pyramid from ``shape_hw`` down to the first level with sides <= ``min_px``."""
+    h, w = int(shape_hw[0]), int(shape_hw[1])
+    shapes = [(h, w)]
+    while max(h, w) > min_px:
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+        shapes.append((h, w))
+    return shapes
+
+
+def downsample(
+    block: np.ndarray, factor: int | tuple[int, int] = 2, reduce: str = "mean"
+) -> np.ndarray:
+    """Downsample ``(h, w)`` or ``(h, w, c)`` uint8 by ``factor`` x ``factor`` blocks.
+
+    ``reduce="mean"`` (images): rounded box mean; ``reduce="max"`` (masks and labels): a pixel
+    is synthetic at a coarse level when any of its children is. Edges that do not divide by the
+    factor replicate the last row/column, so the output shape is ``ceil(h/fy), ceil(w/fx)``.
+    """
+    fy, fx = (factor, factor) if isinstance(factor, int) else factor
+    if fy == 1 and fx == 1:
+        return block
+    h, w = block.shape[:2]
+    ph, pw = -h % fy, -w % fx
+    if ph or pw:
+        block = np.pad(block, [(0, ph), (0, pw)] + [(0, 0)] * (block.ndim - 2), mode="edge")
+    h2, w2 = block.shape[0] // fy, block.shape[1] // fx
+    cells = block.reshape(h2, fy, w2, fx, *block.shape[2:])
+    if reduce == "max":
+        return cells.max(axis=(1, 3))
+    if reduce != "mean":
+        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    n = fy * fx
+    total = cells.sum(axis=(1, 3), dtype=np.uint32)
+    return ((total + n // 2) // n).astype(block.dtype)
+
+
+def level_downsamples(shapes: Sequence[Sequence[int]]) -> list[tuple[float, float]]:
+    """Per-level downsample ``(dy, dx)`` relative to level 0 from the level shapes.
+
+    Ratios within 2 % of an integer are snapped to it: a 2x pyramid of an odd-sized image has
+    shape ratios like 7.98 where every reader (and the pixels) mean 8.
+    """
+
+    def snap(r: float) -> float:
+        n = round(r)
+        return float(n) if n >= 1 and abs(r - n) <= 0.02 * n else r
+
+    h0, w0 = shapes[0][0], shapes[0][1]
+    return [(snap(h0 / s[0]), snap(w0 / s[1])) for s in shapes]
+
+
+def validate_levels(levels: Sequence[Any], what: str = "levels") -> None:
+    """Check a pyramid: non-empty, (y, x, 3) uint8 at each level, shrinking."""
+    if not levels:
+        raise ValueError(f"{what} is empty; pass at least the full-resolution level")
+    prev = None
+    for i, lv in enumerate(levels):
+        shape, dtype = tuple(lv.shape), np.dtype(lv.dtype)
+        if len(shape) != 3 or shape[2] != 3 or dtype != np.uint8:
+            raise ValueError(
+                f"{what}[{i}] must be (y, x, 3) uint8 RGB, got shape {shape} dtype {dtype}"
+            )
+        if prev is not None and (shape[0] > prev[0] or shape[1] > prev[1]):
+            raise ValueError(f"{what}[{i}] {shape[:2]} is larger than level {i - 1} {prev[:2]}")
+        prev = shape
+
+
+def validate_masks(mask_levels: Sequence[Any], shapes: Sequence[Sequence[int]]) -> None:
+    """Check a mask pyramid against the image level shapes: (y, x) integer, same sizes."""
+    if len(mask_levels) not in (1, len(shapes)):
+        raise ValueError(
+            f"mask pyramid has {len(mask_levels)} levels; give 1 (full resolution) or "
+            f"{len(shapes)} (one per image level)"
+        )
+    for i, m in enumerate(mask_levels):
+        if tuple(m.shape) != tuple(shapes[i][:2]):
+            raise ValueError(
+                f"mask level {i} has shape {tuple(m.shape)}, "
+                f"image level {i} is {tuple(shapes[i][:2])}"
+            )
+        if np.dtype(m.dtype).kind not in "biu":
+            raise ValueError(f"mask level {i} must be bool or integer labels, got {m.dtype}")

@@ -1,0 +1,136 @@
+"""The recipe of a synthetic image, as a JSON-able dict stored next to the pixels.
+
+Every export carries one ``provenance`` dict (OME-Zarr: group attribute ``napari_cytosyn``;
+OME-TIFF: JSON in the OME ``Image/Description``). Its keys are stable so that a segmentation
+pipeline can read back how an image was made:
+
+``software``          ``{"name": "napari-cytosyn", "version": "0.1.0"}``
+``created``           ISO 8601 UTC timestamp
+``model``             the model's own ``provenance()`` (name, revision, ...), or ``None``
+``seed``              integer seed, or ``None``
+``sampler``           ``SamplerSettings.to_dict()`` (sampler, steps, guidance, ...), or ``None``
+``source``            ``{"name", "path", "sha256"}`` of the real slide a composite was made from
+``synthetic``         free-form description of what is synthetic (size, mpp, mask area, ...)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROVENANCE_KEY = "napari_cytosyn"
+_HASH_BLOCK = 8 * 1024 * 1024
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 8 MiB blocks (constant memory for multi-GB slides).
+
+    A directory (e.g. an OME-Zarr store, an MRXS data folder) is hashed as the sorted list of
+    its files' relative paths and contents, so equal trees give equal digests.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(file.relative_to(path).as_posix().encode())
+            digest.update(b"\0")
+            _update_from_file(digest, file)
+        return digest.hexdigest()
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot checksum {path}: no such file or directory")
+    _update_from_file(digest, path)
+    return digest.hexdigest()
+
+
+def _update_from_file(digest: Any, path: Path) -> None:
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` converted to plain JSON types (numpy scalars, tuples, Paths, dataclasses).
+
+    Non-finite floats become ``None`` because JSON (and zarr attributes) cannot hold them.
+    """
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return jsonable(to_dict())
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item) and getattr(value, "ndim", 1) == 0:
+        return jsonable(item())
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return jsonable(dataclasses.asdict(value))
+    return str(value)
+
+
+def build_provenance(
+    *,
+    model: Any = None,
+    seed: int | None = None,
+    sampler: Any = None,
+    source_path: str | Path | None = None,
+    source_name: str | None = None,
+    source_sha256: str | None = None,
+    checksum_source: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Provenance dict for an export (see the module docstring for the keys).
+
+    Parameters
+    ----------
+    model: a ``LatentDiffusionModel`` (its ``provenance()`` is stored), a dict describing the
+        model, a model name, or ``None`` for images that no model touched.
+    seed: the generation seed.
+    sampler: ``SamplerSettings`` (anything with ``to_dict()``) or a dict.
+    source_path: the real slide a composite was made from; hashed with SHA-256 unless
+        ``source_sha256`` is given or ``checksum_source`` is false.
+    extra: more JSON-able keys merged in last (e.g. ``{"synthetic": {...}}``).
+    """
+    from napari_cytosyn import __version__
+
+    if model is None or isinstance(model, str | Mapping):
+        model_info = {"name": model} if isinstance(model, str) else model
+    else:
+        describe = getattr(model, "provenance", None)
+        model_info = describe() if callable(describe) else {"name": getattr(model, "name", None)}
+    source = None
+    if source_path is not None or source_name is not None:
+        sha = source_sha256
+        if sha is None and source_path is not None and checksum_source:
+            sha = file_sha256(source_path)
+        source = {
+            "name": source_name or (Path(source_path).name if source_path else None),
+            "path": str(source_path) if source_path is not None else None,
+            "sha256": sha,
+        }
+    record: dict[str, Any] = {
+        "software": {"name": "napari-cytosyn", "version": __version__},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "model": model_info,
+        "seed": None if seed is None else int(seed),
+        "sampler": sampler,
+        "source": source,
+    }
+    if extra:
+        record.update(extra)
+    out = jsonable(record)
+    json.dumps(out)  # fail here, not halfway through writing a store
+    return out
