@@ -1,1 +1,55 @@
-"""sampling layer of napari-cytosyn."""
+"""Sampling engine: schedules, samplers, tiling, lazy random access, inpainting, noise.
+
+Pure torch/numpy; imports no zarr, openslide, napari or Qt. Torch-using names are imported
+lazily on first access, so ``from napari_cytosyn.sampling import SamplerSettings`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .settings import SAMPLERS, Cancelled, SamplerSettings
+
+_LAZY = {
+    "noise": ".noise",
+    "noise_field": ".noise",
+    "NOISE_CELL_LATENT": ".noise",
+    "time_grid": ".schedules",
+    "shift_time": ".schedules",
+    "sample_euler": ".samplers",
+    "sample_ancestral": ".samplers",
+    "sample_euler_maruyama": ".samplers",
+    "sample_heun": ".samplers",
+    "sample_dpmpp_2m": ".samplers",
+    "get_sampler": ".samplers",
+    "model_denoiser": ".samplers",
+    "fused_denoiser": ".tiling",
+    "decode_tiled": ".tiling",
+    "encode_tiled": ".tiling",
+    "generate_region": ".region",
+    "seam_score": ".metrics",
+    "lattice_lines": ".metrics",
+    "LazySpec": ".lazy",
+    "PhaseCache": ".lazy",
+    "MemoryPhaseCache": ".lazy",
+    "render_chunk": ".lazy",
+    "render_region_lazy": ".lazy",
+    "final_latents": ".lazy",
+    "inpaint": ".inpaint",
+}
+
+__all__ = ["SAMPLERS", "Cancelled", "SamplerSettings", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

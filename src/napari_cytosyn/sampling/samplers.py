@@ -1,0 +1,294 @@
+"""Samplers as pure functions over an x0 denoiser (k-diffusion style).
+
+Every sampler has the signature ``sample_x(denoise, x, ts, interpolant, *, noise=None,
+step_offset=0, callback=None) -> x`` where
+
+- ``denoise(x, t) -> x0_hat`` takes a latent tensor and a python float time (t = 1 noise);
+- ``ts`` is a decreasing list of times; the sampler moves ``x`` from ``ts[0]`` to ``ts[-1]``;
+- ``noise(i) -> Tensor`` gives the fresh standard normal noise of absolute step ``i``
+  (stochastic samplers only), shaped like ``x``; tiling code provides lattice-anchored noise;
+- ``step_offset`` is the absolute index of the first step (for noise streams and messages);
+- ``callback(i, t, t_next, x)`` runs after each step.
+
+They work on any interpolant ``x_t = alpha(t) x0 + sigma(t) eps`` (flow or VP). Multistep
+state (DPM-Solver++ 2M) lives inside one call: calling a sampler on a sub-range of the grid
+restarts it there with a first-order step, which is what lazy phases do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..models.latent import NonFiniteOutputError
+from ..models.protocol import Interpolant
+
+Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
+NoiseFn = Callable[[int], torch.Tensor]
+StepCallback = Callable[[int, float, float, torch.Tensor], None]
+
+
+def alpha_sigma(interpolant: Interpolant, t: float) -> tuple[float, float]:
+    """``(alpha(t), sigma(t))`` as python floats."""
+    tt = torch.tensor([t], dtype=torch.float64)
+    return float(interpolant.alpha(tt)[0]), float(interpolant.sigma(tt)[0])
+
+
+def _derivatives(interpolant: Interpolant, t: float) -> tuple[float, float]:
+    if interpolant.name == "flow":
+        return -1.0, 1.0
+    d = 1e-4
+    lo, hi = max(0.0, t - d), min(1.0, t + d)
+    a0, s0 = alpha_sigma(interpolant, lo)
+    a1, s1 = alpha_sigma(interpolant, hi)
+    return (a1 - a0) / (hi - lo), (s1 - s0) / (hi - lo)
+
+
+def check_finite(x: torch.Tensor, what: str, step: int, t: float, t_next: float) -> None:
+    """Raise :class:`NonFiniteOutputError` naming the step and dtype if ``x`` has NaN/inf."""
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise NonFiniteOutputError(
+            f"{what} has {bad} non-finite values at step {step} (t={t:.4f} -> {t_next:.4f}) "
+            f"in {x.dtype}; the model overflowed or diverged; try float32, fewer guidance or "
+            "another sampler"
+        )
+
+
+def _eps(x: torch.Tensor, x0: torch.Tensor, a: float, s: float) -> torch.Tensor:
+    return (x - a * x0) / s
+
+
+def _denoise_checked(
+    denoise: Denoiser, x: torch.Tensor, t: float, step: int, t_next: float
+) -> torch.Tensor:
+    x0 = denoise(x, t)
+    check_finite(x0, "denoiser output", step, t, t_next)
+    return x0
+
+
+def sample_euler(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    ts: list[float],
+    interpolant: Interpolant,
+    *,
+    noise: NoiseFn | None = None,
+    step_offset: int = 0,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Deterministic DDIM step ``x_s = a_s x0 + s_s eps_hat`` (Song et al. 2021, eq. 12, eta=0).
+
+    For the linear flow path this is exactly Euler on the probability-flow ODE.
+    """
+    for k in range(len(ts) - 1):
+        i, t, tn = step_offset + k, ts[k], ts[k + 1]
+        a, s = alpha_sigma(interpolant, t)
+        an, sn = alpha_sigma(interpolant, tn)
+        x0 = _denoise_checked(denoise, x, t, i, tn)
+        x = x0 if sn == 0.0 else an * x0 + sn * _eps(x, x0, a, s)
+        check_finite(x, "sampler state", i, t, tn)
+        if callback is not None:
+            callback(i, t, tn, x)
+    return x
+
+
+def sample_ancestral(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    ts: list[float],
+    interpolant: Interpolant,
+    *,
+    noise: NoiseFn | None = None,
+    step_offset: int = 0,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Ancestral step: sample the Gaussian posterior ``q(x_s | x_t, x0_hat)`` (DDPM; DDIM eta=1).
+
+    ``c^2 = s_s^2 (1 - (a_t s_s)^2 / (a_s s_t)^2)``;
+    ``x_s = a_s x0 + sqrt(s_s^2 - c^2) eps_hat + c z``.
+    """
+    if noise is None:
+        raise ValueError("the ancestral sampler needs a noise source")
+    for k in range(len(ts) - 1):
+        i, t, tn = step_offset + k, ts[k], ts[k + 1]
+        a, s = alpha_sigma(interpolant, t)
+        an, sn = alpha_sigma(interpolant, tn)
+        x0 = _denoise_checked(denoise, x, t, i, tn)
+        if sn == 0.0:
+            x = x0
+        else:
+            ratio = (a * sn) / (an * s) if an > 0 else 0.0
+            c = sn * math.sqrt(max(0.0, 1.0 - ratio * ratio))
+            x = an * x0 + math.sqrt(max(0.0, sn * sn - c * c)) * _eps(x, x0, a, s) + c * noise(i)
+        check_finite(x, "sampler state", i, t, tn)
+        if callback is not None:
+            callback(i, t, tn, x)
+    return x
+
+
+def sample_euler_maruyama(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    ts: list[float],
+    interpolant: Interpolant,
+    *,
+    noise: NoiseFn | None = None,
+    step_offset: int = 0,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Euler–Maruyama on the reverse SDE with diffusion ``w(t) = sigma(t)`` (SiT's default).
+
+    ``dx = [v - w/2 * score] dt + sqrt(w) dW``, score ``= -eps_hat / sigma``,
+    ``v = alpha' x0 + sigma' eps_hat``; the last step to t = 0 returns ``x0_hat``.
+    """
+    if noise is None:
+        raise ValueError("the euler_maruyama sampler needs a noise source")
+    for k in range(len(ts) - 1):
+        i, t, tn = step_offset + k, ts[k], ts[k + 1]
+        a, s = alpha_sigma(interpolant, t)
+        x0 = _denoise_checked(denoise, x, t, i, tn)
+        if tn == 0.0:
+            x = x0
+        else:
+            da, ds = _derivatives(interpolant, t)
+            eps = _eps(x, x0, a, s)
+            w = s
+            drift = da * x0 + ds * eps + 0.5 * w * eps / s
+            dt = tn - t
+            x = x + drift * dt + math.sqrt(w * -dt) * noise(i)
+        check_finite(x, "sampler state", i, t, tn)
+        if callback is not None:
+            callback(i, t, tn, x)
+    return x
+
+
+def sample_heun(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    ts: list[float],
+    interpolant: Interpolant,
+    *,
+    noise: NoiseFn | None = None,
+    step_offset: int = 0,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Heun's 2nd-order method (Karras et al. 2022, Alg. 1), Euler on the step to t = 0.
+
+    Flow path: on ``dx/dt = (x - x0_hat) / t``. Other paths: on ``dy/dsigma' = eps_hat`` with
+    ``y = x / alpha``, ``sigma' = sigma / alpha`` (EDM's variables). Two model calls per step.
+    """
+    flow = interpolant.name == "flow"
+    for k in range(len(ts) - 1):
+        i, t, tn = step_offset + k, ts[k], ts[k + 1]
+        a, s = alpha_sigma(interpolant, t)
+        an, sn = alpha_sigma(interpolant, tn)
+        x0 = _denoise_checked(denoise, x, t, i, tn)
+        if sn == 0.0:
+            x = x0
+        elif flow:
+            d1 = (x - x0) / t
+            xp = x + (tn - t) * d1
+            d2 = (xp - _denoise_checked(denoise, xp, tn, i, tn)) / tn
+            x = x + (tn - t) * 0.5 * (d1 + d2)
+        elif a == 0.0:
+            x = an * x0 + sn * _eps(x, x0, a, s)
+        else:
+            sig, sig_n = s / a, sn / an
+            y = x / a
+            e1 = _eps(x, x0, a, s)
+            yp = y + (sig_n - sig) * e1
+            xp = an * yp
+            e2 = _eps(xp, _denoise_checked(denoise, xp, tn, i, tn), an, sn)
+            x = an * (y + (sig_n - sig) * 0.5 * (e1 + e2))
+        check_finite(x, "sampler state", i, t, tn)
+        if callback is not None:
+            callback(i, t, tn, x)
+    return x
+
+
+def _lam(a: float, s: float) -> float:
+    if a <= 0.0:
+        return -math.inf
+    if s <= 0.0:
+        return math.inf
+    return math.log(a) - math.log(s)
+
+
+def sample_dpmpp_2m(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    ts: list[float],
+    interpolant: Interpolant,
+    *,
+    noise: NoiseFn | None = None,
+    step_offset: int = 0,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), data prediction, in ``lambda = log(a/s)``.
+
+    ``x_s = (s_s/s_t) x - a_s (e^{-h} - 1) D`` with ``D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev``,
+    ``r = h_prev / h``; the first step of a call and the step to t = 0 are first order.
+    """
+    x0_prev: torch.Tensor | None = None
+    h_prev = math.inf
+    for k in range(len(ts) - 1):
+        i, t, tn = step_offset + k, ts[k], ts[k + 1]
+        a, s = alpha_sigma(interpolant, t)
+        an, sn = alpha_sigma(interpolant, tn)
+        x0 = _denoise_checked(denoise, x, t, i, tn)
+        lam, lam_n = _lam(a, s), _lam(an, sn)
+        h = lam_n - lam
+        if sn == 0.0:
+            x = x0
+        else:
+            d = x0
+            if x0_prev is not None and math.isfinite(h_prev) and math.isfinite(h):
+                r = h_prev / h
+                d = (1.0 + 1.0 / (2.0 * r)) * x0 - (1.0 / (2.0 * r)) * x0_prev
+            expm = -1.0 if math.isinf(h) else math.expm1(-h)
+            x = (sn / s) * x - an * expm * d
+        x0_prev, h_prev = x0, h
+        check_finite(x, "sampler state", i, t, tn)
+        if callback is not None:
+            callback(i, t, tn, x)
+    return x
+
+
+SAMPLER_FUNCTIONS = {
+    "euler": sample_euler,
+    "ancestral": sample_ancestral,
+    "euler_maruyama": sample_euler_maruyama,
+    "heun": sample_heun,
+    "dpmpp_2m": sample_dpmpp_2m,
+}
+
+#: Model calls per step (cost accounting).
+CALLS_PER_STEP = {"euler": 1, "ancestral": 1, "euler_maruyama": 1, "heun": 2, "dpmpp_2m": 1}
+
+
+def get_sampler(name: str):
+    """The sampler function called ``name``; raises ``ValueError`` naming the choices."""
+    try:
+        return SAMPLER_FUNCTIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_FUNCTIONS)}"
+        ) from None
+
+
+def model_denoiser(model, guidance: float = 1.0, guidance_interval=(0.0, 1.0), cond=None):
+    """Wrap ``model.denoise`` into ``denoise(x, t) -> x0`` with guidance on its interval.
+
+    ``x`` is ``(B, C, h, w)``; the model is called once with the whole batch.
+    """
+    lo, hi = guidance_interval
+
+    def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
+        g = guidance if lo <= t <= hi else 1.0
+        tt = torch.full((x.shape[0],), t, dtype=torch.float32)
+        return model.denoise(x, tt, cond=cond, guidance=g).float().cpu()
+
+    return denoise

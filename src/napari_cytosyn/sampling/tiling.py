@@ -1,0 +1,193 @@
+"""Window lattices, blending weights, the fused (tiled) denoiser and tiled VAE decode/encode.
+
+Tiling is a transform of the denoiser: :func:`fused_denoiser` evaluates the model on windows of
+a canvas, in batches, and fuses their x0 predictions with smooth weights (Mixture of Diffusers,
+Jiménez 2023), so any sampler takes one step on the whole canvas unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from .noise import uniform
+from .settings import check_cancel
+
+ProgressFn = Callable[[int, int], None]
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` float in [-1, 1] -> ``(H, W, 3)`` uint8 (round half to even, clamped)."""
+    x = ((rgb.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().clamp(0, 255)
+    return x.to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def to_float(image: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def window_profile(n: int, kind: str) -> torch.Tensor:
+    """1-D blending weight of length ``n`` (float64, > 0 everywhere)."""
+    pos = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    if kind == "uniform":
+        return torch.ones(n, dtype=torch.float64)
+    if kind == "tent":
+        return (1.0 - (2.0 * pos - 1.0).abs()).clamp(min=1e-3)
+    if kind == "gaussian":
+        return torch.exp(-((pos - 0.5) ** 2) / (2 * 0.15**2)).clamp(min=1e-3)
+    raise ValueError(f"unknown window weights {kind!r}; choose gaussian, tent or uniform")
+
+
+def lattice_positions(start: int, length: int, window: int, stride: int, offset: int) -> list[int]:
+    """Window starts ``offset + k * stride`` (absolute latents) covering ``[start, start+length)``.
+
+    Windows are clamped into the canvas (so the ones at the border may sit off the lattice);
+    a canvas shorter than ``window`` gets one window of its own length at ``start``.
+    """
+    if length <= window:
+        return [start]
+    end = start + length
+    k0 = math.floor((start - offset) / stride)
+    k1 = math.ceil((end - window - offset) / stride)
+    out: list[int] = []
+    for k in range(k0, k1 + 1):
+        p = min(max(offset + k * stride, start), end - window)
+        if not out or out[-1] != p:
+            out.append(p)
+    return out
+
+
+def aligned_span(lo: int, hi: int, window: int, stride: int) -> tuple[int, int]:
+    """Smallest lattice-aligned span ``[k0*stride, k1*stride + window)`` containing ``[lo, hi)``."""
+    k0 = math.floor(lo / stride)
+    k1 = max(k0, math.ceil((hi - window) / stride))
+    return k0 * stride, k1 * stride + window
+
+
+def fused_denoiser(
+    denoise: Callable[[torch.Tensor, float], torch.Tensor],
+    origin: tuple[int, int],
+    window: int,
+    stride: int,
+    weights: str = "tent",
+    batch_size: int = 8,
+    seed: int | None = None,
+    progress: Callable[[], None] | None = None,
+    cancel: Any = None,
+) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """Turn a window denoiser into a canvas denoiser ``D(x (1,C,H,W), t) -> x0 (1,C,H,W)``.
+
+    Windows lie on the lattice ``offset + k * stride`` in absolute latents, ``origin`` being the
+    absolute position of canvas pixel (0, 0). With ``seed`` given, the offset is a seeded
+    function of ``t`` (SpotDiffusion-style shifting); otherwise 0. Memory beyond the canvas is
+    ``batch_size`` windows. ``progress()`` is called after each batch, ``cancel`` checked before.
+    """
+    prof_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def weight(h: int, w: int) -> torch.Tensor:
+        if (h, w) not in prof_cache:
+            wy, wx = window_profile(h, weights), window_profile(w, weights)
+            prof_cache[(h, w)] = (wy[:, None] * wx[None, :]).float()
+        return prof_cache[(h, w)]
+
+    def fused(x: torch.Tensor, t: float) -> torch.Tensor:
+        _, c, hh, ww = x.shape
+        oy = ox = 0
+        if seed is not None:
+            u = uniform(seed, "lattice", (round(t * 1e9),), 2)
+            oy, ox = int(u[0] * stride), int(u[1] * stride)
+        ys = lattice_positions(origin[0], hh, window, stride, oy)
+        xs = lattice_positions(origin[1], ww, window, stride, ox)
+        wins = [(py - origin[0], px - origin[1]) for py in ys for px in xs]
+        acc = torch.zeros((c, hh, ww), dtype=torch.float32)
+        norm = torch.zeros((1, hh, ww), dtype=torch.float32)
+        wh, wwid = min(window, hh), min(window, ww)
+        wgt = weight(wh, wwid)
+        for b in range(0, len(wins), batch_size):
+            check_cancel(cancel)
+            chunk = wins[b : b + batch_size]
+            batch = torch.stack([x[0, :, py : py + wh, px : px + wwid] for py, px in chunk])
+            x0 = denoise(batch, t)
+            for (py, px), out in zip(chunk, x0, strict=True):
+                acc[:, py : py + wh, px : px + wwid] += out * wgt
+                norm[:, py : py + wh, px : px + wwid] += wgt
+            if progress is not None:
+                progress()
+        return (acc / norm).unsqueeze(0)
+
+    return fused
+
+
+def count_windows(h: int, w: int, origin: tuple[int, int], window: int, stride: int) -> int:
+    """Windows per fused call on an ``h x w`` canvas (offset 0)."""
+    ny = len(lattice_positions(origin[0], h, window, stride, 0))
+    nx = len(lattice_positions(origin[1], w, window, stride, 0))
+    return ny * nx
+
+
+def decode_tiled(
+    model: Any,
+    z: torch.Tensor,
+    rect: tuple[int, int, int, int] | None = None,
+    tile_latent: int = 64,
+    halo_latent: int = 8,
+    cancel: Any = None,
+) -> torch.Tensor:
+    """Decode ``rect = (y, x, h, w)`` (latents, within ``z`` ``(C, H, W)``) tile by tile.
+
+    Each tile is decoded from its latent crop plus ``halo_latent`` on every side (clipped to
+    ``z``) and only its centre is kept, so memory is bounded by one tile and, for a decoder whose
+    receptive field fits in the halo, the result equals a whole-canvas decode. Returns
+    ``(3, h * f, w * f)`` float32 in [-1, 1].
+    """
+    _, hz, wz = z.shape
+    y, x, h, w = rect if rect is not None else (0, 0, hz, wz)
+    f = model.latent_factor
+    out = torch.empty((3, h * f, w * f), dtype=torch.float32)
+    for ty in range(y, y + h, tile_latent):
+        for tx in range(x, x + w, tile_latent):
+            check_cancel(cancel)
+            th, tw = min(tile_latent, y + h - ty), min(tile_latent, x + w - tx)
+            ya, xa = max(0, ty - halo_latent), max(0, tx - halo_latent)
+            yb, xb = min(hz, ty + th + halo_latent), min(wz, tx + tw + halo_latent)
+            rgb = model.decode(z[None, :, ya:yb, xa:xb]).float().cpu()[0]
+            oy, ox = (ty - ya) * f, (tx - xa) * f
+            out[:, (ty - y) * f : (ty - y + th) * f, (tx - x) * f : (tx - x + tw) * f] = rgb[
+                :, oy : oy + th * f, ox : ox + tw * f
+            ]
+    return out
+
+
+def encode_tiled(
+    model: Any,
+    rgb: torch.Tensor,
+    tile_latent: int = 64,
+    halo_latent: int = 8,
+    cancel: Any = None,
+) -> torch.Tensor:
+    """Encode ``(3, H, W)`` float in [-1, 1] (H, W multiples of ``latent_factor``) by tiles.
+
+    Tiles of ``tile_latent`` latents are encoded with a pixel halo of ``halo_latent`` latents and
+    their centres kept. Returns ``(C, H / f, W / f)`` float32.
+    """
+    f = model.latent_factor
+    _, hp, wp = rgb.shape
+    if hp % f or wp % f:
+        raise ValueError(f"encode_tiled needs H, W divisible by {f}, got {hp}x{wp}")
+    h, w = hp // f, wp // f
+    out = torch.empty((model.latent_channels, h, w), dtype=torch.float32)
+    for ty in range(0, h, tile_latent):
+        for tx in range(0, w, tile_latent):
+            check_cancel(cancel)
+            th, tw = min(tile_latent, h - ty), min(tile_latent, w - tx)
+            ya, xa = max(0, ty - halo_latent), max(0, tx - halo_latent)
+            yb, xb = min(h, ty + th + halo_latent), min(w, tx + tw + halo_latent)
+            z = model.encode(rgb[None, :, ya * f : yb * f, xa * f : xb * f]).float().cpu()[0]
+            oy, ox = ty - ya, tx - xa
+            out[:, ty : ty + th, tx : tx + tw] = z[:, oy : oy + th, ox : ox + tw]
+    return out
