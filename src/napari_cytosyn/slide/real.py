@@ -1,0 +1,373 @@
+"""Real whole-slide images: one `Slide` object over OpenSlide, tifffile and OME-Zarr backends.
+
+`open_slide(path)` picks the backend from the file itself (not only its name):
+
+- OpenSlide (with the ``openslide-bin`` wheel): SVS, NDPI, MRXS, SCN, BIF, VMS/VMU and generic tiled
+  pyramidal TIFF whose levels are separate IFDs.
+- tifffile: OME-TIFF (pyramids in SubIFDs), other TIFFs OpenSlide does not recognise (flat TIFF).
+- zarr-python: OME-Zarr (NGFF 0.4 on zarr v2, 0.5 on zarr v3).
+
+Every backend serves in-bounds regions of a level as (h, w, 3) uint8. `Slide` turns that into lazy
+dask levels whose chunks are whole multiples of the file's own tiles, and whose slices read only the
+pixels they need (dask fuses a slice of a chunk into the read of that chunk).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import dask.array
+
+__all__ = [
+    "OPENSLIDE_SUFFIXES",
+    "SLIDE_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "ZARR_SUFFIXES",
+    "Slide",
+    "SlideReadError",
+    "open_slide",
+]
+
+#: File name endings OpenSlide's vendor backends are tried for.
+OPENSLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide")
+#: TIFF endings; OME-TIFF and TIFFs OpenSlide does not recognise go through tifffile.
+TIFF_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
+#: OME-Zarr directory endings.
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
+#: Every ending `open_slide` claims.
+SLIDE_SUFFIXES = OPENSLIDE_SUFFIXES + TIFF_SUFFIXES + ZARR_SUFFIXES
+
+#: Chunks of the dask levels are whole multiples of the file's tiles within these bounds (px).
+MIN_CHUNK_PX = 256
+MAX_CHUNK_PX = 1024
+
+
+class SlideReadError(ValueError):
+    """A file exists but cannot be read as an RGB uint8 slide; the message names file and reason."""
+
+
+class SlideBackend(Protocol):
+    """What a reader backend provides to `Slide` (internal; one per file format family)."""
+
+    format: str
+    level_shapes: list[tuple[int, int]]
+    tile_shapes: list[tuple[int, int] | None]
+    mpp: tuple[float, float] | None
+    objective_power: float | None
+    properties: dict[str, str]
+
+    def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Read an in-bounds region of ``level`` as (h, w, 3) uint8."""
+
+    def close(self) -> None:
+        """Release file handles."""
+
+
+def chunk_px(tile_px: int | None) -> int:
+    """Chunk edge for a level whose tiles are ``tile_px`` wide: the largest multiple of the tile
+    that fits in ``MAX_CHUNK_PX`` (at least one tile, clamped to [MIN_CHUNK_PX, MAX_CHUNK_PX])."""
+    if not tile_px or tile_px <= 0:
+        return 512
+    if tile_px >= MAX_CHUNK_PX:
+        return MAX_CHUNK_PX
+    return max(MIN_CHUNK_PX, (MAX_CHUNK_PX // tile_px) * tile_px)
+
+
+class _LevelSource:
+    """Array-like view of one level for `dask.array.from_array`.
+
+    dask fuses ``level[y0:y1, x0:x1]`` into ``source[...]`` of each chunk it touches, so a region
+    read through the dask level asks the backend for exactly its own pixels, never whole chunks.
+    """
+
+    def __init__(self, read: Callable[[int, int, int, int], np.ndarray], shape: tuple[int, int]):
+        self._read = read
+        self.shape = (shape[0], shape[1], 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        ys, xs, cs = key
+        if (
+            isinstance(ys, slice)
+            and isinstance(xs, slice)
+            and ys.step in (None, 1)
+            and xs.step
+            in (
+                None,
+                1,
+            )
+        ):
+            y0, y1, _ = ys.indices(self.shape[0])
+            x0, x1, _ = xs.indices(self.shape[1])
+            h, w = max(0, y1 - y0), max(0, x1 - x0)
+            block = self._read(y0, x0, h, w) if h and w else np.empty((h, w, 3), np.uint8)
+            return block if cs == slice(None) else block[:, :, cs]
+        # Anything else (steps, integers, fancy indices): read the bounding box, index in memory.
+        yr = np.arange(self.shape[0])[ys]
+        xr = np.arange(self.shape[1])[xs]
+        if np.size(yr) == 0 or np.size(xr) == 0:
+            return np.empty((self.shape[0], self.shape[1], 3), np.uint8)[ys, xs, cs]
+        y0, y1 = int(np.min(yr)), int(np.max(yr)) + 1
+        x0, x1 = int(np.min(xr)), int(np.max(xr)) + 1
+        block = self._read(y0, x0, y1 - y0, x1 - x0)
+        return block[_shift(ys, y0), _shift(xs, x0), cs]
+
+
+def _shift(index: Any, offset: int) -> Any:
+    """Re-express an index into a full axis as an index into the axis' [offset:] part."""
+    if isinstance(index, slice):
+        start, stop, step = index.indices(2**62)
+        if step < 0:
+            return np.arange(start, stop, step) - offset
+        return slice(start - offset, stop - offset, step)
+    return np.asarray(index) - offset
+
+
+class Slide:
+    """A real whole-slide image, opened read-only, with lazy dask levels.
+
+    Attributes:
+        path: the file or OME-Zarr directory.
+        name: file name without its slide ending (``"case1"`` for ``case1.ome.tiff``).
+        format: backend and vendor, e.g. ``"openslide:aperio"``, ``"ome-tiff"``, ``"ome-zarr:0.4"``.
+        levels: one dask array per level, (y, x, 3) uint8, finest first.
+        level_shapes: (height, width) px of each level.
+        downsamples: level-0 px per level px (mean of y and x; not always a power of 2).
+        mpp: (x, y) micrometres per level-0 pixel, or None when the file does not say.
+        objective_power: nominal objective magnification, or None.
+        properties: vendor and file properties as strings.
+    """
+
+    def __init__(self, path: str | os.PathLike, backend: SlideBackend):
+        import dask.array as da
+
+        self.path = Path(path)
+        self.name = _stem(self.path)
+        self._backend = backend
+        self.format = backend.format
+        self.level_shapes = [(int(h), int(w)) for h, w in backend.level_shapes]
+        h0, w0 = self.level_shapes[0]
+        self.downsamples = [((h0 / h) + (w0 / w)) / 2.0 for h, w in self.level_shapes]
+        self.mpp = backend.mpp
+        self.objective_power = backend.objective_power
+        self.properties = dict(backend.properties)
+        self.levels: list[dask.array.Array] = []
+        for level, (shape, tile) in enumerate(
+            zip(self.level_shapes, backend.tile_shapes, strict=True)
+        ):
+            th, tw = tile if tile else (None, None)
+            source = _LevelSource(self._reader(level), shape)
+            self.levels.append(
+                da.from_array(
+                    source,
+                    chunks=(chunk_px(th), chunk_px(tw), 3),
+                    name=f"slide-{self.name}-{id(self):x}-level{level}",
+                    asarray=False,
+                    inline_array=True,
+                    meta=np.empty((0, 0, 0), np.uint8),
+                )
+            )
+
+    def _reader(self, level: int) -> Callable[[int, int, int, int], np.ndarray]:
+        backend, path = self._backend, self.path
+
+        def read(y: int, x: int, h: int, w: int) -> np.ndarray:
+            try:
+                return backend.read(level, y, x, h, w)
+            except SlideReadError:
+                raise
+            except Exception as exc:  # decoder errors surface here, not at open time
+                raise SlideReadError(
+                    f"{path}: reading level {level} region y={y} x={x} h={h} w={w} failed: "
+                    f"{type(exc).__name__}: {exc}. The file may be corrupt or truncated."
+                ) from exc
+
+        return read
+
+    @property
+    def n_levels(self) -> int:
+        """Number of pyramid levels."""
+        return len(self.level_shapes)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """(height, width) of level 0 in px."""
+        return self.level_shapes[0]
+
+    def read_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Read a region of one level, directly (no dask).
+
+        Args:
+            level: pyramid level, 0 = finest.
+            y, x: top-left corner in that level's px; the region may extend past the level's edges.
+            h, w: size in px (>= 0).
+
+        Returns:
+            (h, w, 3) uint8; pixels outside the level are white (255), like empty glass.
+        """
+        if not 0 <= level < self.n_levels:
+            raise IndexError(f"{self.path}: level {level} out of range 0..{self.n_levels - 1}")
+        if h < 0 or w < 0:
+            raise ValueError(f"read_region size must be >= 0, got h={h} w={w}")
+        lh, lw = self.level_shapes[level]
+        y0, x0 = max(0, y), max(0, x)
+        y1, x1 = min(lh, y + h), min(lw, x + w)
+        if y0 == y and x0 == x and y1 == y + h and x1 == x + w:
+            return self._reader(level)(y, x, h, w) if h and w else np.empty((h, w, 3), np.uint8)
+        out = np.full((h, w, 3), 255, np.uint8)
+        if y1 > y0 and x1 > x0:
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._reader(level)(y0, x0, y1 - y0, x1 - x0)
+        return out
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """The finest level whose downsample is <= ``downsample`` (level 0 if none is)."""
+        best = 0
+        for level, ds in enumerate(self.downsamples):
+            if ds <= downsample * (1 + 1e-6):
+                best = level
+        return best
+
+    def thumbnail(self, max_px: int = 1024) -> np.ndarray:
+        """A thumbnail whose longer side is at most ``max_px``.
+
+        Reads the coarsest level still at least ``max_px`` on its longer side, strip by strip, and
+        area-averages it by an integer factor, so memory stays bounded for any slide size.
+
+        Returns:
+            (h, w, 3) uint8 with max(h, w) <= max_px.
+        """
+        if max_px < 1:
+            raise ValueError(f"max_px must be >= 1, got {max_px}")
+        h0, w0 = self.level_shapes[0]
+        level = self.best_level_for_downsample(max(h0, w0) / max_px)
+        lh, lw = self.level_shapes[level]
+        factor = max(1, math.ceil(max(lh, lw) / max_px))
+        th, tw = max(1, lh // factor), max(1, lw // factor)
+        out = np.empty((th, tw, 3), np.uint8)
+        rows_per_strip = max(1, 4096 // factor)
+        for r0 in range(0, th, rows_per_strip):
+            r1 = min(th, r0 + rows_per_strip)
+            strip = self.read_region(level, r0 * factor, 0, (r1 - r0) * factor, tw * factor)
+            binned = strip.reshape(r1 - r0, factor, tw, factor, 3).mean(axis=(1, 3))
+            out[r0:r1] = np.round(binned).astype(np.uint8)
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-able description: path, name, format, levels, mpp (or None), properties."""
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "format": self.format,
+            "level_shapes": [list(s) for s in self.level_shapes],
+            "downsamples": list(self.downsamples),
+            "mpp": list(self.mpp) if self.mpp is not None else None,
+            "mpp_known": self.mpp is not None,
+            "objective_power": self.objective_power,
+            "properties": dict(self.properties),
+        }
+
+    def close(self) -> None:
+        """Close the underlying file handles; the dask levels stop working afterwards."""
+        self._backend.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mpp = f"{self.mpp[0]:.4g}x{self.mpp[1]:.4g} um/px" if self.mpp else "mpp unknown"
+        return (
+            f"Slide({str(self.path)!r}, format={self.format!r}, level_shapes={self.level_shapes}, "
+            f"{mpp})"
+        )
+
+
+def _stem(path: Path) -> str:
+    name = path.name.rstrip("/")
+    low = name.lower()
+    for suffix in sorted(SLIDE_SUFFIXES, key=len, reverse=True):
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _is_zarr_dir(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / f).exists() for f in ("zarr.json", ".zgroup", ".zattrs", ".zarray")
+    )
+
+
+def open_slide(path: str | os.PathLike) -> Slide:
+    """Open a real whole-slide image read-only.
+
+    Args:
+        path: a slide file (SVS, NDPI, MRXS, SCN, BIF, VMS/VMU, generic tiled TIFF, OME-TIFF, flat
+            TIFF) or an OME-Zarr directory (NGFF 0.4 or 0.5).
+
+    Returns:
+        A `Slide` with lazy (y, x, 3) uint8 dask levels.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        SlideReadError: the file is not a slide this package reads (unsupported format, directory
+            that is not OME-Zarr, corrupt or truncated file, data that is not RGB uint8).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such slide file or directory")
+    low = path.name.lower()
+    if path.is_dir():
+        if _is_zarr_dir(path):
+            from napari_cytosyn.slide._omezarr import OmeZarrBackend
+
+            return Slide(path, OmeZarrBackend(path))
+        raise SlideReadError(
+            f"{path}: is a directory but not an OME-Zarr image (no zarr.json, .zgroup or .zattrs); "
+            "give a slide file or an OME-Zarr directory"
+        )
+    if low.endswith(ZARR_SUFFIXES):
+        raise SlideReadError(f"{path}: a .zarr path must be a directory (an OME-Zarr image)")
+    _check_readable(path)
+    if _has_tiff_magic(path):
+        from napari_cytosyn.slide._tiff import open_tiff_backend
+
+        return Slide(path, open_tiff_backend(path))
+    if low.endswith(TIFF_SUFFIXES):
+        raise SlideReadError(f"{path}: named like a TIFF but does not start with a TIFF header")
+    from napari_cytosyn.slide._openslide import OpenSlideBackend, detect_vendor
+
+    if low.endswith(OPENSLIDE_SUFFIXES) or detect_vendor(path) is not None:
+        return Slide(path, OpenSlideBackend(path))
+    raise SlideReadError(
+        f"{path}: unsupported slide format (supported: {', '.join(SLIDE_SUFFIXES)}; "
+        "OME-Zarr directories)"
+    )
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise SlideReadError(f"{path}: cannot be read: {exc}") from exc
+    if path.stat().st_size == 0:
+        raise SlideReadError(f"{path}: file is empty")
+
+
+def _has_tiff_magic(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head[:2] in (b"II", b"MM") and head[2:4] in (b"*\x00", b"\x00*", b"+\x00", b"\x00+")
