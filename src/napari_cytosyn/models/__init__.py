@@ -1,1 +1,95 @@
-"""Model backends behind one small protocol (see :mod:`.protocol`)."""
+"""Model backends behind one small protocol (see :mod:`.protocol`).
+
+``load_model(name, device, dtype, **hub_options)`` returns a
+:class:`~.protocol.LatentDiffusionModel`; ``available()`` lists the registered models with
+their licence and access metadata. Importing this package does not import torch; the backends
+are imported when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .hub import (
+    HubOptions,
+    ModelAccessError,
+    PickleWeightsRefused,
+    RemoteCodeRefused,
+    UnknownModelError,
+)
+from .registry import ModelInfo, available, get_info, parse_name
+
+if TYPE_CHECKING:
+    from .protocol import LatentDiffusionModel
+
+__all__ = [
+    "HubOptions",
+    "ModelAccessError",
+    "ModelInfo",
+    "PickleWeightsRefused",
+    "RemoteCodeRefused",
+    "UnknownModelError",
+    "available",
+    "get_info",
+    "load_model",
+]
+
+log = logging.getLogger(__name__)
+
+
+def load_model(
+    name: str = "cytosyn-tiny",
+    device: str = "auto",
+    dtype: str = "auto",
+    *,
+    embedder: Any = None,
+    **hub_options: Any,
+) -> LatentDiffusionModel:
+    """Load a model by registry name, ``name:source``, or ``diffusers:<hub id or folder>``.
+
+    Parameters
+    ----------
+    name: ``cytosyn-tiny`` (default, offline), ``cytosyn``, ``pixcell-256``, ``pixcell-1024``,
+        ``diffusers:<source>``; registered names also take ``name:<hub id or folder>``.
+    device: ``"auto"`` (cuda, then mps, then cpu) or a torch device name.
+    dtype: ``"auto"`` (bf16 on GPUs that support it, float32 otherwise) or a dtype name.
+    embedder: optional reference encoder ``rgb (B,3,H,W) in [-1,1] -> (B, D)`` replacing the
+        model's own (H0-mini / UNI2-h) for ``model.embed``.
+    hub_options: see :class:`~.hub.HubOptions` (revision, token, cache_dir,
+        local_files_only, trust_remote_code, progress).
+
+    Returns a model whose ``denoise`` falls back to float32 once, with a warning, if a
+    reduced-precision step yields NaN/inf. The licence notice is logged before loading;
+    ``get_info(name).notice`` gives the same text for a GUI.
+    """
+    info, source = parse_name(name)
+    options = HubOptions.from_kwargs(hub_options)
+    from .backend import BackendModel
+    from .device import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if info.backend != "embedded":
+        log.warning(info.notice)
+    if info.backend == "embedded":
+        from .embedded import load_embedded
+
+        model = BackendModel.wrap(load_embedded(device=dev))
+        if dt != model.dtype:
+            for part in (model.vae, model.net):
+                if hasattr(part, "to"):
+                    part.to(dt)
+            model.dtype = dt
+        return model
+    if info.backend == "cytosyn":
+        from .cytosyn import load_cytosyn
+
+        return load_cytosyn(info, source or info.source, options, dev, dt, embedder=embedder)
+    if info.backend == "pixcell":
+        from .pixcell import load_pixcell
+
+        return load_pixcell(info, source or info.source, options, dev, dt, embedder=embedder)
+    from .diffusers_generic import load_diffusers
+
+    return load_diffusers(info, source, options, dev, dt)

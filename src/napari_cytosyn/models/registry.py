@@ -1,0 +1,189 @@
+"""Named models, their metadata, and the dispatch from a name to a backend loader.
+
+Names:
+- ``cytosyn-tiny``: the embedded demonstration model (ships in the wheel, works offline);
+- ``cytosyn``: Owkin/Bioptimus CytoSyn (``Owkin-Bioptimus/CytoSyn``, gated, non-commercial);
+- ``pixcell-256``, ``pixcell-1024``: Stony Brook PixCell (``StonyBrook-CVLab/PixCell-*``);
+- ``diffusers:<hub id or folder>``: any unconditional latent diffusion folder.
+
+Any registered name also takes an explicit source, ``cytosyn:/data/CytoSyn`` or
+``pixcell-256:/mnt/models/PixCell-256``, to use a local copy or a mirror of the repository.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .hub import UnknownModelError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a user should know about a model before using it.
+
+    name: registry name. backend: which loader builds it. source: default hub id (``None`` for
+    embedded). licence / gated / access_url: terms and where to accept them. mpp: um/px of the
+    training data. tile_px: native tile. latent_channels: 4 (SD-VAE) or 16 (SD3 VAE).
+    conditioning: reference encoder used for guidance (``None``: unconditional).
+    defaults: recommended sampler settings from the authors' public usage.
+    """
+
+    name: str
+    backend: str
+    source: str | None
+    licence: str
+    gated: bool
+    mpp: float
+    tile_px: int
+    latent_channels: int
+    conditioning: str | None
+    description: str
+    access_url: str | None = None
+    conditioning_access: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def notice(self) -> str:
+        """One paragraph on licence and access, to show before the model is used."""
+        parts = [f"{self.name}: {self.description}", f"Licence: {self.licence}."]
+        if self.gated:
+            parts.append(
+                f"Gated on Hugging Face: request access at {self.access_url} with your account "
+                "and log in (`hf auth login`) or set HF_TOKEN before the first download."
+            )
+        if self.conditioning and self.conditioning_access:
+            parts.append(
+                f"Reference conditioning uses {self.conditioning}: {self.conditioning_access}"
+            )
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able metadata (for provenance and the GUI)."""
+        return asdict(self)
+
+
+_REGISTRY: dict[str, ModelInfo] = {
+    info.name: info
+    for info in (
+        ModelInfo(
+            name="cytosyn-tiny",
+            backend="embedded",
+            source=None,
+            licence="BSD-3-Clause (trained by napari-cytosyn on BSD-licensed sample images)",
+            gated=False,
+            mpp=0.5,
+            tile_px=224,
+            latent_channels=4,
+            conditioning=None,
+            description="small demonstration model shipped with the plugin; works offline. "
+            "It is not a foundation model and its tissue is only plausible at low zoom.",
+        ),
+        ModelInfo(
+            name="cytosyn",
+            backend="cytosyn",
+            source="Owkin-Bioptimus/CytoSyn",
+            licence="CC-BY-NC-ND 4.0, non-commercial academic research only (see the model card)",
+            gated=True,
+            mpp=0.5,
+            tile_px=224,
+            latent_channels=4,
+            conditioning="H0-mini (bioptimus/H0-mini, ViT-B/14, via timm)",
+            description="REPA-E SiT-XL/2 latent diffusion model with an SD-VAE f8d4, trained on "
+            "~40M TCGA H&E tiles at 0.5 um/px (Owkin & Bioptimus).",
+            access_url="https://huggingface.co/Owkin-Bioptimus/CytoSyn",
+            conditioning_access="gated, CC-BY-NC-ND 4.0; request access at "
+            "https://huggingface.co/bioptimus/H0-mini and `pip install timm`.",
+            defaults={
+                "steps": 250,
+                "guidance": 1.0,
+                "guidance_conditioned": 2.5,
+                "guidance_interval": (0.0, 0.75),
+            },
+        ),
+        ModelInfo(
+            name="pixcell-256",
+            backend="pixcell",
+            source="StonyBrook-CVLab/PixCell-256",
+            licence="as stated on the model card (check before use)",
+            gated=False,
+            mpp=0.5,
+            tile_px=256,
+            latent_channels=16,
+            conditioning="UNI2-h (MahmoodLab/UNI2-h, 1 token per 256 px tile, via timm)",
+            description="PixArt-Sigma DiT-XL/2 with the SD3.5 VAE, conditioned on UNI2-h "
+            "embeddings (Stony Brook CVLab).",
+            access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-256",
+            conditioning_access="gated, CC-BY-NC-ND 4.0; request access at "
+            "https://huggingface.co/MahmoodLab/UNI2-h and `pip install timm`.",
+            defaults={"steps": 20, "guidance": 1.0, "guidance_conditioned": 2.0},
+        ),
+        ModelInfo(
+            name="pixcell-1024",
+            backend="pixcell",
+            source="StonyBrook-CVLab/PixCell-1024",
+            licence="as stated on the model card (check before use)",
+            gated=False,
+            mpp=0.5,
+            tile_px=1024,
+            latent_channels=16,
+            conditioning="UNI2-h (MahmoodLab/UNI2-h, a 4x4 grid of 256 px crops, via timm)",
+            description="PixCell at 1024 px: PixArt-Sigma DiT-XL/2, SD3.5 VAE, 16 UNI2-h tokens.",
+            access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-1024",
+            conditioning_access="gated, CC-BY-NC-ND 4.0; request access at "
+            "https://huggingface.co/MahmoodLab/UNI2-h and `pip install timm`.",
+            defaults={"steps": 20, "guidance": 1.0, "guidance_conditioned": 2.0},
+        ),
+    )
+}
+
+
+def available() -> list[ModelInfo]:
+    """Registered models, default first. ``diffusers:<source>`` loads any other folder."""
+    return list(_REGISTRY.values())
+
+
+def parse_name(name: str) -> tuple[ModelInfo, str | None]:
+    """``name`` or ``name:source`` -> (registry entry, explicit source or ``None``).
+
+    ``diffusers:<source>`` returns a generic entry (metadata read from the folder on load).
+    """
+    if not isinstance(name, str) or not name:
+        raise UnknownModelError(f"model name must be a non-empty string, got {name!r}")
+    key, sep, source = name.partition(":")
+    # A Windows path like C:\models has a one-letter "key"; such names are not registry names.
+    if sep and len(key) == 1:
+        key, sep, source = name, "", ""
+    if key == "diffusers":
+        if not source:
+            raise UnknownModelError("'diffusers:' needs a hub id or a folder after the colon")
+        return (
+            ModelInfo(
+                name=name,
+                backend="diffusers",
+                source=source,
+                licence="see the model's own card/licence",
+                gated=False,
+                mpp=0.5,
+                tile_px=0,
+                latent_channels=0,
+                conditioning=None,
+                description=f"generic diffusers latent diffusion model from {source}",
+                access_url=None if "/" not in source else f"https://huggingface.co/{source}",
+            ),
+            source,
+        )
+    if key not in _REGISTRY:
+        names = ", ".join([*_REGISTRY, "diffusers:<hub id or folder>"])
+        raise UnknownModelError(f"unknown model {name!r}; available: {names}")
+    if sep and not source:
+        raise UnknownModelError(f"{key + ':'!r} needs a hub id or a folder after the colon")
+    if sep and key == "cytosyn-tiny":
+        raise UnknownModelError("cytosyn-tiny is embedded in the package and takes no source")
+    return _REGISTRY[key], (source or None)
+
+
+def get_info(name: str) -> ModelInfo:
+    """Registry entry for ``name`` (also accepts ``name:source``)."""
+    return parse_name(name)[0]

@@ -1,0 +1,184 @@
+"""Registry, hub safety rules, device/dtype choice and the float32 fallback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from napari_cytosyn.models import (
+    HubOptions,
+    ModelAccessError,
+    PickleWeightsRefused,
+    UnknownModelError,
+    available,
+    get_info,
+    load_model,
+)
+from napari_cytosyn.models.backend import BackendModel, PrecisionFallbackWarning
+from napari_cytosyn.models.device import resolve_device, resolve_dtype
+from napari_cytosyn.models.hub import _progress_tqdm, check_safetensors
+from napari_cytosyn.models.protocol import FlowInterpolant
+from napari_cytosyn.models.registry import parse_name
+
+
+def test_available_lists_registered_models_with_metadata():
+    infos = {i.name: i for i in available()}
+    assert next(iter(infos)) == "cytosyn-tiny"
+    assert set(infos) == {"cytosyn-tiny", "cytosyn", "pixcell-256", "pixcell-1024"}
+    cyto = infos["cytosyn"]
+    assert (cyto.source, cyto.gated, cyto.tile_px, cyto.mpp, cyto.latent_channels) == (
+        "Owkin-Bioptimus/CytoSyn",
+        True,
+        224,
+        0.5,
+        4,
+    )
+    assert "non-commercial" in cyto.licence
+    assert "H0-mini" in cyto.conditioning
+    assert cyto.defaults["guidance_interval"] == (0.0, 0.75)
+    assert infos["pixcell-256"].tile_px == 256 and infos["pixcell-1024"].tile_px == 1024
+    assert infos["pixcell-1024"].latent_channels == 16
+    assert infos["cytosyn-tiny"].gated is False and infos["cytosyn-tiny"].source is None
+    assert (
+        infos["cytosyn"].to_dict()["access_url"] == "https://huggingface.co/Owkin-Bioptimus/CytoSyn"
+    )
+
+
+def test_notice_shows_licence_and_how_to_get_access_for_gated_models():
+    notice = get_info("cytosyn").notice
+    assert "CC-BY-NC-ND 4.0" in notice
+    assert "https://huggingface.co/Owkin-Bioptimus/CytoSyn" in notice
+    assert "HF_TOKEN" in notice
+    assert "Gated" not in get_info("cytosyn-tiny").notice
+
+
+def test_names_with_explicit_sources_are_parsed():
+    info, source = parse_name("cytosyn:/data/CytoSyn")
+    assert info.name == "cytosyn" and source == "/data/CytoSyn"
+    info, source = parse_name("diffusers:someone/some-ldm")
+    assert info.backend == "diffusers" and source == "someone/some-ldm"
+    assert parse_name("pixcell-256") == (get_info("pixcell-256"), None)
+
+
+@pytest.mark.parametrize("name", ["stable-diffusion", "diffusers:", "cytosyn-tiny:/x", ""])
+def test_unknown_or_malformed_names_are_refused_with_the_list(name):
+    with pytest.raises(UnknownModelError) as err:
+        load_model(name)
+    if name == "stable-diffusion":
+        assert "cytosyn-tiny" in str(err.value) and "diffusers:<hub id or folder>" in str(err.value)
+
+
+def test_unknown_hub_option_is_named():
+    with pytest.raises(TypeError, match="revsion"):
+        HubOptions.from_kwargs({"revsion": "main"})
+
+
+def test_gated_model_offline_without_token_gives_clear_message(tmp_path):
+    with pytest.raises(ModelAccessError) as err:
+        load_model("cytosyn", device="cpu", cache_dir=str(tmp_path / "empty-cache"))
+    text = str(err.value)
+    assert "Owkin-Bioptimus/CytoSyn" in text
+    assert "offline mode" in text
+    assert "gated" in text and "HF_TOKEN" in text
+    assert "No Hugging Face token was found" in text
+    assert "local copy" in text
+
+
+def test_local_files_only_is_offline_even_without_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelAccessError, match="not in the local cache"):
+        load_model("pixcell-256", local_files_only=True, cache_dir=str(tmp_path))
+
+
+def test_pickle_only_component_is_refused(cytosyn_native, tmp_path):
+    folder = shutil.copytree(cytosyn_native, tmp_path / "pickled")
+    weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.rename(folder / "vae" / "diffusion_pytorch_model.bin")
+    with pytest.raises(
+        PickleWeightsRefused, match=r"pickled weights \(diffusion_pytorch_model.bin\)"
+    ):
+        load_model(f"cytosyn:{folder}", device="cpu")
+    (folder / "vae" / "diffusion_pytorch_model.bin").rename(folder / "vae" / "model.ckpt")
+    with pytest.raises(PickleWeightsRefused, match=r"model\.ckpt"):
+        check_safetensors(folder, ["transformer", "vae"])
+
+
+def test_progress_adapter_reports_bytes():
+    seen = []
+    bar_cls = _progress_tqdm(lambda done, total: seen.append((done, total)))
+    bar = bar_cls(total=1000, unit="B", disable=True)
+    bar.update(400)
+    bar.update(600)
+    assert seen == [(400, 1000), (1000, 1000)]
+
+
+def test_importing_models_package_does_not_import_torch():
+    code = (
+        "import sys, napari_cytosyn.models as m; m.available(); m.get_info('cytosyn'); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_device_and_dtype_resolution_on_this_machine():
+    expected = "cuda" if torch.cuda.is_available() else None
+    dev = resolve_device("auto")
+    if expected:
+        assert dev.type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resolve_dtype("float8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu-ish")
+
+
+class _VaeStub(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+
+class _NanInReducedPrecision(nn.Module):
+    """Stands in for a network whose bf16 activations overflow: NaN unless run in float32."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, z, t, cond=None):
+        if self.gain.dtype != torch.float32:
+            return torch.full_like(z, float("nan"))
+        return z * self.gain
+
+
+def test_non_finite_bf16_step_retries_in_float32_with_a_warning():
+    net = _NanInReducedPrecision().to(torch.bfloat16)
+    model = BackendModel(
+        name="overflowing",
+        vae=_VaeStub().to(torch.bfloat16),
+        net=net,
+        interpolant=FlowInterpolant(),
+        target="flow",
+        dtype=torch.bfloat16,
+    )
+    z = torch.ones(1, 4, 2, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x0 = model.denoise(z, torch.tensor([0.5]))
+    assert any(issubclass(w.category, PrecisionFallbackWarning) for w in caught)
+    assert model.dtype == torch.float32 and net.gain.dtype == torch.float32
+    assert model.info["precision_fallback"] == "float32"
+    # v = 2 z in float32 -> x0 = z - 0.5 * 2 z = 0
+    torch.testing.assert_close(x0, torch.zeros_like(z))
