@@ -90,7 +90,10 @@ def write_ome_zarr(
         current = ["y", "x", "c"] + [n for n in "tz" if n in axes]
         data = np.transpose(data, [current.index(n) for n in axes])
         chunks = tuple(chunk_px if n in "yx" else 1 for n in axes)
-        arr = root.create_array(str(index), shape=data.shape, dtype=np.uint8, chunks=chunks)
+        names = {"dimension_names": list(axes)} if zarr_format == 3 else {}
+        arr = root.create_array(
+            str(index), shape=data.shape, dtype=np.uint8, chunks=chunks, **names
+        )
         arr[...] = data
         scale = [1.0] * len(axes)
         if mpp is not None:
