@@ -97,6 +97,7 @@ class SyntheticSlide:
         tissue_mask: np.ndarray | None = None,
         chunk_px: int = 512,
         overwrite: bool = False,
+        lazy: dict[str, Any] | None = None,
     ) -> SyntheticSlide:
         """Create a synthetic slide; instant whatever its size (nothing is generated yet).
 
@@ -111,14 +112,21 @@ class SyntheticSlide:
             tissue is synthesized only where True, white background elsewhere.
         chunk_px: output chunk size in px (also the store's chunking).
         overwrite: replace an existing store of ours at ``store``.
+        lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ``group``...).
         """
-        from napari_cytosyn.sampling import SamplerSettings
+        from napari_cytosyn.sampling import LazySpec, SamplerSettings
 
         _check_size(width, height)
         if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
             raise TypeError(f"seed must be an integer, got {seed!r}")
-        settings = settings if settings is not None else SamplerSettings()
-        renderer = DiffusionChunkRenderer(model, settings, int(seed), chunk_px, None)
+        if chunk_px % model.latent_factor:
+            raise ValueError(
+                f"chunk_px={chunk_px} must be a multiple of the model's latent factor "
+                f"{model.latent_factor}"
+            )
+        # The slide's seed is the sampler's seed: one number identifies the pixels.
+        settings = (settings if settings is not None else SamplerSettings()).replace(seed=int(seed))
+        spec = LazySpec(settings=settings, chunk_px=int(chunk_px), **(lazy or {}))
         attrs = {
             "width": int(width),
             "height": int(height),
@@ -126,7 +134,8 @@ class SyntheticSlide:
             "mpp": float(model.mpp),
             "model": _jsonable(model.provenance()),
             "settings": _jsonable(settings.to_dict()),
-            "lazy_spec": _jsonable(renderer.spec_dict()),
+            "lazy_spec": _jsonable(spec.to_dict()),
+            "lazy_fingerprint": spec.fingerprint(),
             "tissue_mask": tissue_mask is not None,
         }
         mask = None
@@ -161,8 +170,7 @@ class SyntheticSlide:
             fill_value=0.0,
             dimension_names=["c", "y", "x"],
         )
-        renderer.cache = _phase_cache(st)
-        return cls(st, renderer)
+        return cls(st, DiffusionChunkRenderer(model, spec, _phase_cache(st)))
 
     @classmethod
     def open(
@@ -188,27 +196,30 @@ class SyntheticSlide:
                     f"{st.path} was generated with model {stored}, not {given}; open it without "
                     "a model, with the same model, or create a new store"
                 )
-        if settings is not None and _jsonable(settings.to_dict()) != attrs["settings"]:
-            raise StoreMismatchError(
-                f"{st.path} was generated with sampler settings {attrs['settings']}, not "
-                f"{_jsonable(settings.to_dict())}; open it without settings or create a new store"
-            )
+        if settings is not None:
+            given = _jsonable(settings.replace(seed=int(attrs["seed"])).to_dict())
+            if given != attrs["settings"]:
+                raise StoreMismatchError(
+                    f"{st.path} was generated with sampler settings {attrs['settings']}, not "
+                    f"{given}; open it without settings (the seed is the slide's) or create a "
+                    "new store"
+                )
 
         def make_renderer() -> ChunkRenderer:
-            from napari_cytosyn.sampling import SamplerSettings
+            from napari_cytosyn.sampling import LazySpec
 
             m = model
             if m is None:
                 from napari_cytosyn.models import load_model
 
                 m = load_model(attrs["model"]["name"])
-            return DiffusionChunkRenderer(
-                m,
-                SamplerSettings.from_dict(attrs["settings"]),
-                int(attrs["seed"]),
-                st.chunk_px,
-                _phase_cache(st),
-            )
+            spec = LazySpec.from_dict(attrs["lazy_spec"])
+            if spec.fingerprint() != attrs["lazy_fingerprint"]:
+                raise StoreMismatchError(
+                    f"{st.path}: this version of the sampling engine reads the stored lazy spec "
+                    "differently; the stored chunks cannot be continued, create a new store"
+                )
+            return DiffusionChunkRenderer(m, spec, _phase_cache(st))
 
         return cls(st, make_renderer if st.writable else None)
 
@@ -549,26 +560,21 @@ def _phase_cache(store: SlideStore) -> Any:
 
 
 class DiffusionChunkRenderer:
-    """Level-0 chunks from the sampling engine's lazy mode (``render_chunk``)."""
+    """Level-0 chunks (and their final latents) from the sampling engine's lazy mode."""
 
-    def __init__(self, model: Any, settings: Any, seed: int, chunk_px: int, cache: Any) -> None:
-        from napari_cytosyn.sampling import LazySpec
-
+    def __init__(self, model: Any, spec: Any, cache: Any) -> None:
         self.model = model
-        self.settings = settings
-        self.seed = seed
-        self.chunk_px = chunk_px
+        self.spec = spec
+        self.chunk_px = int(spec.chunk_px)
         self.latent_factor = int(model.latent_factor)
         self.latent_channels = int(model.latent_channels)
-        self.spec = LazySpec(seed=seed, settings=settings, chunk_px=chunk_px)
         self.cache = cache
 
-    def spec_dict(self) -> dict[str, Any]:
-        to_dict = getattr(self.spec, "to_dict", None)
-        return to_dict() if to_dict is not None else {"seed": self.seed, "chunk_px": self.chunk_px}
-
     def render(self, cy: int, cx: int) -> RenderedChunk:
-        from napari_cytosyn.sampling import render_chunk
+        from napari_cytosyn.sampling import final_latents, render_chunk
 
         rgb = render_chunk(self.model, self.spec, cy, cx, self.cache)
-        return RenderedChunk(rgb=np.asarray(rgb, dtype=np.uint8))
+        # The phase states are cached by now: the latents cost one more blend, not a render.
+        n = self.chunk_px // self.latent_factor
+        z = final_latents(self.model, self.spec, cy * n, cx * n, n, n, self.cache)
+        return RenderedChunk(rgb=np.asarray(rgb, dtype=np.uint8), latents=z.numpy())

@@ -1,0 +1,114 @@
+"""The viewport renderer: plan order, worker-thread generation, callbacks, dropping stale work."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_cytosyn.models.grf import GRFModel
+from napari_cytosyn.sampling import SamplerSettings
+from napari_cytosyn.slide.synthetic import SyntheticSlide
+from napari_cytosyn.slide.viewport import ViewportRenderer
+
+CHUNK = 64
+
+
+@pytest.fixture
+def slide(tmp_path) -> SyntheticSlide:
+    return SyntheticSlide.create(
+        tmp_path / "s.zarr", GRFModel(), 640, 512, 5, SamplerSettings(steps=4), chunk_px=CHUNK
+    )
+
+
+def test_plan_puts_visible_chunks_first_nearest_the_centre_then_the_margin(slide):
+    renderer = ViewportRenderer(slide, margin_chunks=1)
+    try:
+        plan = renderer.plan(0, (128, 128, 320, 320))  # 3 x 3 visible chunks, centre (3, 3)
+    finally:
+        renderer.close()
+    visible = {(0, cy, cx) for cy in range(2, 5) for cx in range(2, 5)}
+    assert plan[0] == (0, 3, 3)
+    assert set(plan[:9]) == visible
+    assert set(plan[9:]) == {(0, cy, cx) for cy in range(1, 6) for cx in range(1, 6)} - visible
+
+
+def test_plan_for_a_coarse_level_renders_finest_chunks_first(slide):
+    renderer = ViewportRenderer(slide)
+    try:
+        plan = renderer.plan(1, (0, 0, 64, 64))  # level-1 chunk (0, 0) = 4 level-0 chunks
+    finally:
+        renderer.close()
+    assert plan[:4] and all(k[0] == 0 for k in plan[:4])
+    assert {k[1:] for k in plan[:4]} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert plan[4:] == [(1, 0, 0)]
+
+
+def test_renderer_generates_visible_chunks_in_a_worker_and_reports_each(slide):
+    seen: list[tuple[int, int, int]] = []
+    threads: set[str] = set()
+
+    def on_chunk(level: int, cy: int, cx: int) -> None:
+        seen.append((level, cy, cx))
+        threads.add(threading.current_thread().name)
+
+    with ViewportRenderer(slide, on_chunk=on_chunk) as renderer:
+        renderer.request(0, (0, 0, 128, 192))
+        assert renderer.wait(timeout=60)
+    assert {k for k in seen if k[0] == 0} == {(0, cy, cx) for cy in range(2) for cx in range(3)}
+    assert threading.current_thread().name not in threads
+    for _, cy, cx in seen:
+        if _ == 0:
+            assert slide.is_done(0, cy, cx)
+    shown = slide.read_region(0, 0, 0, 128, 192, generate=False)
+    assert shown.std() > 1.0 and not (shown == 255).all(axis=2).any()
+
+
+def test_a_new_request_drops_the_work_scrolled_away_from(slide):
+    started = threading.Event()
+    release = threading.Event()
+    first: list[tuple[int, int, int]] = []
+
+    def on_chunk(level: int, cy: int, cx: int) -> None:
+        first.append((level, cy, cx))
+        started.set()
+        release.wait(30)
+
+    renderer = ViewportRenderer(slide, on_chunk=on_chunk)
+    try:
+        renderer.request(0, (0, 0, 192, 192))  # 9 chunks
+        assert started.wait(60)
+        renderer.request(0, (448, 576, 512, 640))  # far corner: 1 chunk
+        release.set()
+        assert renderer.wait(timeout=60)
+    finally:
+        renderer.close()
+    level0 = [k for k in first if k[0] == 0]
+    assert level0[-1] == (0, 7, 9)
+    assert len(level0) <= 3  # the chunk in flight (and at most one racing it), then the new view
+    assert renderer.stats.dropped >= 7
+    assert not slide.is_done(0, 2, 2)
+
+
+def test_generation_errors_are_reported_and_the_worker_keeps_going(slide):
+    errors: list[BaseException] = []
+    real = slide.generate_chunk
+
+    def flaky(level: int, cy: int, cx: int):
+        if (cy, cx) == (0, 0):
+            raise RuntimeError("boom")
+        return real(level, cy, cx)
+
+    slide.generate_chunk = flaky
+    with ViewportRenderer(slide, on_error=errors.append) as renderer:
+        renderer.request(0, (0, 0, 64, 128))
+        assert renderer.wait(timeout=60)
+    assert [str(e) for e in errors] == ["boom"]
+    assert slide.is_done(0, 0, 1) and not slide.is_done(0, 0, 0)
+
+
+def test_requests_for_missing_levels_are_refused(slide):
+    with ViewportRenderer(slide) as renderer, pytest.raises(ValueError, match="level 9"):
+        renderer.request(9, (0, 0, 10, 10))
+    assert np.all(slide.store.completion(0).grid == 0)
