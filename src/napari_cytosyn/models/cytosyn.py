@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,14 +124,16 @@ def _remote_parts(folder: Path, label: str, options: HubOptions, dtype: torch.dt
 
     require_remote_code(folder, label, options, python_files(folder))
     pipeline_file = folder / "pipeline.py"
-    pipe = DiffusionPipeline.from_pretrained(
-        folder,
-        custom_pipeline=str(pipeline_file) if pipeline_file.is_file() else None,
-        trust_remote_code=True,
-        use_safetensors=True,
-        torch_dtype=dtype,
-        local_files_only=True,
-    )
+    with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; both still work
+        warnings.simplefilter("ignore", FutureWarning)
+        pipe = DiffusionPipeline.from_pretrained(
+            folder,
+            custom_pipeline=str(pipeline_file) if pipeline_file.is_file() else None,
+            trust_remote_code=True,
+            use_safetensors=True,
+            torch_dtype=dtype,
+            local_files_only=True,
+        )
     modules = {k: v for k, v in pipe.components.items() if isinstance(v, nn.Module)}
     vae = modules.get("vae")
     transformer = next(

@@ -15,6 +15,7 @@ message: there is no prompt in this tool.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,11 @@ def diffusers_class(spec: tuple[str, str], where: str):
 
 def load_module(folder: Path, name: str, cls, dtype: torch.dtype) -> nn.Module:
     """``cls.from_pretrained(folder/name)`` with safetensors only and no network."""
-    return cls.from_pretrained(
-        folder / name, torch_dtype=dtype, use_safetensors=True, local_files_only=True
-    ).eval()
+    with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; both still work
+        warnings.simplefilter("ignore", FutureWarning)
+        return cls.from_pretrained(
+            folder / name, torch_dtype=dtype, use_safetensors=True, local_files_only=True
+        ).eval()
 
 
 def vae_factor(vae) -> int:

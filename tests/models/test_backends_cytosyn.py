@@ -1,0 +1,122 @@
+"""CytoSyn backend on tiny same-structure SiT models saved in the repository layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cytosyn.models import ModelAccessError, RemoteCodeRefused, load_model
+from napari_cytosyn.models.protocol import LatentDiffusionModel
+from napari_cytosyn.models.sit import SiTTransformer, sincos_2d
+from napari_cytosyn.sampling import SamplerSettings, generate_region
+
+
+def test_native_folder_loads_with_cytosyn_geometry_and_repa_e_latent_scaling(cytosyn_native):
+    model = load_model(f"cytosyn:{cytosyn_native}", device="cpu")
+    assert isinstance(model, LatentDiffusionModel)
+    assert (model.tile_px, model.latent_factor, model.latent_channels, model.mpp) == (
+        224,
+        8,
+        4,
+        0.5,
+    )
+    assert model.target == "flow" and model.interpolant.name == "flow"
+    assert model.info["load_route"] == "native"
+    assert model.info["latent_scaling_from"] == "latent_norm"
+    # batch-norm stats saved in the checkpoint: mean (0.5, -0.2, 0.1, 0), var (4, 1, 0.25, 1)
+    scale = torch.tensor(model.scaling.scale)
+    torch.testing.assert_close(scale, torch.tensor([0.5, 1.0, 2.0, 1.0]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(model.scaling.shift), torch.tensor([0.5, -0.2, 0.1, 0.0])
+    )
+
+
+def test_denoise_turns_sit_velocity_into_x0(cytosyn_native):
+    model = load_model(f"cytosyn:{cytosyn_native}", device="cpu")
+    sit = SiTTransformer.from_pretrained(cytosyn_native / "transformer")
+    z = torch.randn(2, 4, 28, 28)
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        v = sit(z, t)
+    # REPA linear path: x_t = (1 - t) x0 + t eps, v = eps - x0  =>  x0 = x_t - t v
+    expected = z - t[:, None, None, None] * v
+    torch.testing.assert_close(model.denoise(z, t), expected, atol=1e-5, rtol=1e-5)
+    # learn_sigma: the network outputs 8 channels; only the first 4 are the velocity
+    assert sit.final_linear.out_features == 2 * 2 * 8
+
+
+def test_velocity_matches_exact_flow_on_a_constructed_point(cytosyn_native):
+    """At t = 1 the flow x_t is pure noise and x0 = eps - v; check the sign convention."""
+    model = load_model(f"cytosyn:{cytosyn_native}", device="cpu")
+    z = torch.randn(1, 4, 28, 28)
+    v = model.net(z, torch.ones(1), None)
+    torch.testing.assert_close(model.denoise(z, torch.ones(1)), z - v, atol=1e-5, rtol=1e-5)
+
+
+def test_position_table_puts_x_in_the_first_half():
+    table = sincos_2d(2, 3, 8)  # rows y, columns x
+    assert table.shape == (6, 8)
+    # tokens in the same column share the x half; tokens in the same row share the y half
+    torch.testing.assert_close(table[0, :4], table[3, :4])
+    torch.testing.assert_close(table[0, 4:], table[1, 4:])
+    assert not torch.allclose(table[0, :4], table[1, :4])
+
+
+def test_remote_code_needs_opt_in_and_warns_naming_the_repository(cytosyn_remote):
+    with pytest.raises(RemoteCodeRefused) as err:
+        load_model(f"cytosyn:{cytosyn_remote}", device="cpu")
+    assert "pipeline.py" in str(err.value) and "trust_remote_code=True" in str(err.value)
+    with pytest.warns(UserWarning, match=f"running Python code from {cytosyn_remote}"):
+        model = load_model(f"cytosyn:{cytosyn_remote}", device="cpu", trust_remote_code=True)
+    assert model.info["load_route"] == "remote_code"
+    assert type(model.net.transformer).__name__ == "RepoSiT"
+    # the repository's class carries the same weights; our adapter must call it identically
+    sit = SiTTransformer.from_pretrained(cytosyn_remote / "transformer")
+    z, t = torch.randn(1, 4, 28, 28), torch.tensor([0.5])
+    with torch.no_grad():
+        expected = z - 0.5 * sit(z, t)
+    torch.testing.assert_close(model.denoise(z, t), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_conditioning_with_an_injected_encoder_and_guidance(cytosyn_native):
+    calls = []
+
+    def stand_in_h0_mini(rgb):  # (B, 3, H, W) -> (B, 16) features
+        calls.append(tuple(rgb.shape))
+        return rgb.mean(dim=(2, 3)).repeat(1, 6)[:, :16]
+
+    model = load_model(f"cytosyn:{cytosyn_native}", device="cpu", embedder=stand_in_h0_mini)
+    ref = torch.rand(1, 3, 224, 224) * 2 - 1
+    cond = model.embed(ref)
+    assert cond.shape == (1, 16) and calls == [(1, 3, 224, 224)]
+    z, t = torch.randn(2, 4, 28, 28), torch.tensor([0.5, 0.5])
+    uncond = model.denoise(z, t)
+    conditioned = model.denoise(z, t, cond=cond)
+    guided = model.denoise(z, t, cond=cond, guidance=2.5)
+    assert not torch.allclose(uncond, conditioned)
+    # CFG on the velocity is affine, so on x0 too: x0_g = x0_u + 2.5 (x0_c - x0_u)
+    torch.testing.assert_close(guided, uncond + 2.5 * (conditioned - uncond), atol=1e-4, rtol=1e-4)
+
+
+def test_h0_mini_missing_gives_a_clear_message(cytosyn_native):
+    model = load_model(f"cytosyn:{cytosyn_native}", device="cpu")
+    try:
+        import timm  # noqa: F401
+
+        expected = "bioptimus/H0-mini"
+    except ImportError:
+        expected = "pip install timm"
+    with pytest.raises(ModelAccessError, match=expected):
+        model.embed(torch.zeros(1, 3, 224, 224))
+
+
+def test_generates_a_tiled_region_through_the_sampler(cytosyn_native):
+    torch.set_num_threads(1)
+    model = load_model(f"cytosyn:{cytosyn_native}", device="cpu")
+    settings = SamplerSettings(sampler="euler", steps=3, seed=7, batch_size=4)
+    rgb = generate_region(model, settings, 16, 40, 96, 300)
+    assert rgb.shape == (96, 300, 3) and rgb.dtype == np.uint8
+    assert rgb.std() > 0
+    again = generate_region(model, settings, 16, 40, 96, 300)
+    np.testing.assert_array_equal(rgb, again)
