@@ -151,11 +151,13 @@ def _pattern_tiles(
 ) -> Iterator[np.ndarray]:
     # Tiles are cut from one periodic block per level (cheap for gigapixel sizes); the tissue
     # ellipse is then applied per tile, so the slide still has glass around its tissue.
-    period = tile_px * max(1, 2048 // tile_px)
-    block = sample_tissue(0, 0, period, period, height, width, ds, glass=False)
+    most = max(1, 2048 // tile_px)
+    period_y = tile_px * min(most, -(-shape[0] // tile_px))
+    period_x = tile_px * min(most, -(-shape[1] // tile_px))
+    block = sample_tissue(0, 0, period_y, period_x, height, width, ds, glass=False)
     for ty in range(0, shape[0], tile_px):
         for tx in range(0, shape[1], tile_px):
-            py, px = ty % period, tx % period
+            py, px = ty % period_y, tx % period_x
             tile = block[py : py + tile_px, px : px + tile_px]
             yy = ((np.arange(tile_px) + ty + 0.5) * ds / height - 0.5)[:, None] / 0.46
             xx = ((np.arange(tile_px) + tx + 0.5) * ds / width - 0.5)[None, :] / 0.46
