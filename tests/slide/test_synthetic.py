@@ -173,7 +173,7 @@ def test_opening_with_another_model_or_settings_is_refused(tmp_path):
     [(0, 100, ValueError), (100, -5, ValueError), (10**9, 100, ValueError), (1.5, 100, TypeError)],
 )
 def test_absurd_sizes_are_refused(tmp_path, width, height, error):
-    with pytest.raises(error, match="width|height"):
+    with pytest.raises(error, match=r"width|height"):
         make(tmp_path / "s.zarr", width=width, height=height)
     assert not (tmp_path / "s.zarr").exists()
 

@@ -289,8 +289,12 @@ class CompositeSlide:
         mpp = slide_mpp or (self.real.mpp[0] if self.real.mpp else None) or float(model.mpp)
         factor = float(model.mpp) / float(mpp)  # slide px per model px
         halo = int(halo_px) if halo_px is not None else math.ceil(model.tile_px * factor)
-        cy0, cy1 = max(0, by0 - halo), min(H0, by1 + halo)
-        cx0, cx1 = max(0, bx0 - halo), min(W0, bx1 + halo)
+        # Align the context to whole latents at the model's resolution where the slide allows
+        # (an integer number of slide px per model px), so resampling and encoding agree.
+        unit = round(factor * model.latent_factor) if abs(factor - round(factor)) < 1e-3 else 1
+        unit = max(1, unit)
+        cy0, cy1 = max(0, (by0 - halo) // unit * unit), min(H0, -(-(by1 + halo) // unit) * unit)
+        cx0, cx1 = max(0, (bx0 - halo) // unit * unit), min(W0, -(-(bx1 + halo) // unit) * unit)
         ch, cw = cy1 - cy0, cx1 - cx0
         model_side = max(ch, cw) / factor
         if model_side > max_side_px:
@@ -312,6 +316,8 @@ class CompositeSlide:
         record = {
             "region": [y, x, h, w],
             "bbox": [by0, bx0, by1 - by0, bx1 - bx0],
+            "context": [cy0, cx0, ch, cw],
+            "model_px": [int(img_m.shape[0]), int(img_m.shape[1])],
             "mask_px": int(mask.sum()),
             "slide_mpp": float(mpp),
             "model_mpp": float(model.mpp),

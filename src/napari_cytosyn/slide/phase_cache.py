@@ -7,16 +7,21 @@ or by another process, reuses today's work. Implements the ``PhaseCache`` interf
 
 Each entry is one small zarr array named after its key. It is written under a temporary name and
 renamed into place, so a reader (or a process that was killed mid-write) never sees half an
-entry. A bounded in-memory LRU sits in front of the disk.
+entry. A bounded in-memory LRU sits in front of the disk, and disk writes happen behind the
+caller's back in a writer thread (creating a zarr array costs ~15 ms, a chunk needs dozens of
+states): the sampler never waits for the disk, and an entry lost to a crash is simply
+recomputed, bit-identically.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shutil
 import threading
 import uuid
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -54,13 +59,21 @@ class ZarrPhaseCache:
         self._lru: OrderedDict[str, Any] = OrderedDict()
         self._lru_bytes = 0
         self._guard = threading.Lock()
+        self._pending: dict[str, Any] = {}
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
         self.hits = 0
         self.misses = 0
         self.disk_reads = 0
+        self.disk_writes = 0
+        self.write_errors = 0
 
     def __contains__(self, key: Any) -> bool:
         name = key_name(key)
-        return name in self._lru or (self.path / name / "zarr.json").is_file()
+        with self._guard:
+            if name in self._lru or name in self._pending:
+                return True
+        return (self.path / name / "zarr.json").is_file()
 
     def get(self, key: Any):
         """The tensor stored under ``key``, or ``None``."""
@@ -72,6 +85,9 @@ class ZarrPhaseCache:
                 self._lru.move_to_end(name)
                 self.hits += 1
                 return self._lru[name].clone()
+            if name in self._pending:
+                self.hits += 1
+                return self._pending[name].clone()
         entry = self.path / name
         if not (entry / "zarr.json").is_file():
             with self._guard:
@@ -90,13 +106,57 @@ class ZarrPhaseCache:
         return tensor.clone()
 
     def put(self, key: Any, tensor: Any) -> None:
-        """Store ``tensor`` (any shape and dtype) under ``key``; an existing entry is kept."""
+        """Store ``tensor`` (any shape and dtype) under ``key``; an existing entry is kept.
+
+        Returns at once; the disk write happens in the writer thread (see :meth:`flush`).
+        """
         import torch
 
         name = key_name(key)
-        entry = self.path / name
         t = tensor.detach().cpu() if isinstance(tensor, torch.Tensor) else torch.as_tensor(tensor)
-        self._remember(name, t.clone())
+        t = t.clone()
+        self._remember(name, t)
+        with self._guard:
+            if name in self._pending or (self.path / name / "zarr.json").is_file():
+                return
+            self._pending[name] = t
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="cytosyn-phase-cache", daemon=True
+                )
+                self._writer.start()
+        self._queue.put(name)
+
+    def flush(self) -> None:
+        """Block until every entry put so far is on disk."""
+        self._queue.join()
+
+    def _write_loop(self) -> None:
+        while True:
+            name = self._queue.get()
+            try:
+                with self._guard:
+                    tensor = self._pending.get(name)
+                if tensor is not None:
+                    self._write(name, tensor)
+            except Exception as exc:  # a cache that cannot write still serves from memory
+                self.write_errors += 1
+                if self.write_errors == 1:
+                    warnings.warn(
+                        f"phase cache {self.path}: writing {name} failed ({exc}); states will "
+                        "be recomputed instead of reused",
+                        RuntimeWarning,
+                        stacklevel=1,
+                    )
+            finally:
+                with self._guard:
+                    self._pending.pop(name, None)
+                self._queue.task_done()
+
+    def _write(self, name: str, t: Any) -> None:
+        import torch
+
+        entry = self.path / name
         if (entry / "zarr.json").is_file():
             return
         dtype = str(t.dtype)
@@ -114,6 +174,7 @@ class ZarrPhaseCache:
             except OSError:
                 if not (entry / "zarr.json").is_file():
                     raise
+            self.disk_writes += 1
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -133,10 +194,12 @@ class ZarrPhaseCache:
                 self._lru_bytes -= old.element_size() * old.nelement()
 
     def clear_memory(self) -> None:
-        """Drop the in-memory copies (the disk entries stay)."""
+        """Write pending entries, then drop the in-memory copies (the disk entries stay)."""
+        self.flush()
         with self._guard:
             self._lru.clear()
             self._lru_bytes = 0
 
     def __len__(self) -> int:
+        """Number of entries on disk (call :meth:`flush` first to count pending ones)."""
         return sum(1 for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
