@@ -1,0 +1,243 @@
+"""Render synthetic slides on dask.distributed: chunks are tasks, workers write to the store.
+
+No scheduler of our own: a level-0 chunk of a synthetic slide
+(:class:`~napari_cytosyn.slide.synthetic.SyntheticSlide`) is one ``client.submit`` task. Each
+worker process keeps one opened slide and one loaded model per (store, model) in a module-level
+cache, so the model is loaded once per process, not once per task. A task renders its chunk with
+the store's own ``generate_chunk``: pixels are written atomically, then marked in the completion
+map (under a file lock shared by all processes).
+
+Why this survives failures:
+
+- a task that raises is retried (``retries``); a worker process that dies is replaced by its
+  nanny and the scheduler reruns the tasks it held (``distributed.scheduler.allowed-failures``);
+  a chunk half-written by a killed worker was never marked, so it is computed again;
+- chunks are deterministic functions of (seed, settings, position), so a chunk computed twice is
+  the same bytes, whichever worker computed it;
+- an interrupted run leaves the completion map behind: the next run submits only the chunks that
+  are still missing (resume).
+
+Coarser pyramid levels are built from their children at the end, in the client process (they
+are cheap: 2x2 area means), because a worker only sees its own marks until it rereads the map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ModelSource = str | Callable[[], Any] | None
+ProgressFn = Callable[[int, int], None]
+
+_CACHE_LOCK = threading.Lock()
+_WORKER_MODELS: dict[str, Any] = {}
+_WORKER_SLIDES: dict[tuple[str, str], Any] = {}
+
+
+def model_key(model: ModelSource, device: str = "auto") -> str:
+    """Cache key of a model source: the registry name, or a digest of the pickled factory."""
+    if model is None or isinstance(model, str):
+        return f"name:{model}:{device}"
+    return "factory:" + hashlib.sha256(pickle.dumps(model)).hexdigest()[:16]
+
+
+def _load(model: ModelSource, device: str, store: str) -> Any:
+    if callable(model):
+        return model()
+    from napari_cytosyn.models import load_model
+
+    if model is None:
+        from napari_cytosyn.slide.store import read_store_attrs
+
+        model = read_store_attrs(store)["model"]["name"]
+    return load_model(model, device=device)
+
+
+def worker_model(model: ModelSource, device: str = "auto", store: str = "") -> Any:
+    """The model for this process, loaded on first use and cached (one load per worker)."""
+    key = model_key(model, device)
+    with _CACHE_LOCK:
+        if key not in _WORKER_MODELS:
+            _WORKER_MODELS[key] = _load(model, device, store)
+        return _WORKER_MODELS[key]
+
+
+def _worker_slide(store: str, model: ModelSource, device: str, torch_threads: int | None) -> Any:
+    key = (store, model_key(model, device))
+    with _CACHE_LOCK:
+        slide = _WORKER_SLIDES.get(key)
+    if slide is not None:
+        return slide
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    loaded = worker_model(model, device, store)
+    slide = SyntheticSlide.open(store, model=loaded)
+    with _CACHE_LOCK:
+        return _WORKER_SLIDES.setdefault(key, slide)
+
+
+def render_chunk_task(
+    store: str,
+    cy: int,
+    cx: int,
+    model: ModelSource = None,
+    device: str = "auto",
+    torch_threads: int | None = 1,
+) -> tuple[int, int, bool]:
+    """Task body: make level-0 chunk ``(cy, cx)`` of ``store`` finished on this worker.
+
+    Returns ``(cy, cx, rendered)``; ``rendered`` is False when another run had finished it.
+    """
+    slide = _worker_slide(store, model, device, torch_threads)
+    slide.store.completion(0).refresh()
+    written = slide.generate_chunk(0, cy, cx)
+    return cy, cx, any(level == 0 for level, _, _ in written)
+
+
+def finish_pyramid(slide: Any, progress: ProgressFn | None = None) -> int:
+    """Build every missing coarse-level chunk from its (finished) children; returns the count.
+
+    Refuses (ValueError) while level-0 chunks are missing, so it never renders with a model.
+    """
+    slide.store.refresh()
+    missing0 = slide.missing_chunks(0)
+    if missing0:
+        raise ValueError(
+            f"{len(missing0)} level-0 chunks of {slide.path} are still missing; render them first"
+        )
+    todo = [
+        (k, cy, cx) for k in range(1, slide.store.n_levels) for cy, cx in slide.missing_chunks(k)
+    ]
+    for i, (k, cy, cx) in enumerate(todo):
+        if not slide.store.is_done(k, cy, cx):
+            slide.generate_chunk(k, cy, cx)
+        if progress is not None:
+            progress(i + 1, len(todo))
+    return len(todo)
+
+
+def make_client(workers: int | None = None, scheduler: str | None = None, **cluster_kwargs: Any):
+    """A dask ``Client``: joined to ``scheduler`` (an address), or on a new ``LocalCluster``.
+
+    The local cluster has ``workers`` single-threaded worker *processes* (a model per process;
+    torch uses its own threads). Close the client (and its cluster) when done.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler)
+    n = int(workers or 1)
+    if n < 1:
+        raise ValueError(f"--workers must be >= 1, got {n}")
+    options = {
+        "n_workers": n,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": None,
+        "memory_limit": 0,
+        **cluster_kwargs,
+    }
+    cluster = LocalCluster(**options)
+    client = Client(cluster)
+    client._cytosyn_owns_cluster = True  # closed with the client by close_client
+    return client
+
+
+def close_client(client: Any) -> None:
+    """Close a client from :func:`make_client` (and the local cluster it started)."""
+    cluster = client.cluster if getattr(client, "_cytosyn_owns_cluster", False) else None
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def render_distributed(
+    store: str | os.PathLike,
+    *,
+    model: ModelSource = None,
+    device: str = "auto",
+    client: Any = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    retries: int = 2,
+    torch_threads: int | None = 1,
+    chunks: Sequence[tuple[int, int]] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: Any = None,
+) -> int:
+    """Render the missing level-0 chunks of a synthetic-slide store on a dask cluster.
+
+    Parameters
+    ----------
+    store: path of a store made by ``SyntheticSlide.create`` (a shared filesystem path when the
+        cluster spans machines).
+    model: registry name for ``load_model`` in each worker, a picklable zero-argument factory
+        returning the model (e.g. a class), or ``None`` for the model named in the store.
+    client: an existing ``distributed.Client``; else one is made from ``workers`` (a new
+        ``LocalCluster`` of that many processes) or ``scheduler`` (an address) and closed after.
+    retries: extra attempts for a task that raised.
+    torch_threads: ``torch.set_num_threads`` in each worker (1 keeps processes from fighting
+        over cores and makes float reductions run the same way in every process).
+    chunks: ``(cy, cx)`` level-0 chunks to render (default: all missing ones).
+    progress: ``progress(done, total)`` after each chunk; ``cancel.is_set()`` stops submitting
+        and cancels pending tasks (raising ``Cancelled``); finished chunks stay finished.
+
+    Returns the number of level-0 chunks rendered by this call. Coarser levels are completed at
+    the end (:func:`finish_pyramid`).
+    """
+    from distributed import as_completed
+
+    from napari_cytosyn.sampling import Cancelled
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    store = str(Path(store).resolve())
+    slide = SyntheticSlide.open(store, mode="r+")
+    todo = list(chunks) if chunks is not None else slide.missing_chunks(0)
+    own = client is None
+    if own:
+        client = make_client(workers, scheduler)
+    rendered = 0
+    try:
+        if todo:
+            run = uuid.uuid4().hex[:8]
+            futures = [
+                client.submit(
+                    render_chunk_task,
+                    store,
+                    cy,
+                    cx,
+                    model,
+                    device,
+                    torch_threads,
+                    key=f"cytosyn-chunk-{run}-{cy}-{cx}",
+                    retries=retries,
+                    pure=False,
+                )
+                for cy, cx in todo
+            ]
+            try:
+                for done, fut in enumerate(as_completed(futures), start=1):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled(f"rendering cancelled after {done - 1} of {len(todo)}")
+                    _, _, made = fut.result()
+                    rendered += bool(made)
+                    if progress is not None:
+                        progress(done, len(todo))
+            except BaseException:
+                client.cancel(futures)
+                raise
+        finish_pyramid(slide)
+    finally:
+        if own:
+            close_client(client)
+    return rendered
