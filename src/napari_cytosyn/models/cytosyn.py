@@ -167,17 +167,34 @@ def load_cytosyn(
     else:
         transformer, vae, pipe = _remote_parts(folder, str(source), options, dtype)
         route = "remote_code"
+    ref = embedder
+    cond_dim = getattr(getattr(transformer, "config", None), "cond_dim", 768)
+    if ref is None and cond_dim is not None:
+        ref = TimmReferenceEncoder(H0_MINI, options, device)
+    provenance = {"source": str(source), "revision": options.revision, "load_route": route}
+    return assemble_cytosyn(info, transformer, vae, device, dtype, ref, pipe, provenance)
+
+
+def assemble_cytosyn(
+    info: ModelInfo,
+    transformer: nn.Module,
+    vae: nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    embedder: Any = None,
+    pipe: Any = None,
+    provenance: dict[str, Any] | None = None,
+) -> BackendModel:
+    """Wrap a SiT velocity network and an SD-VAE into the protocol model (used by the loader
+    and by benchmarks that build a randomly initialised CytoSyn-shaped model in memory)."""
     scaling, scaling_from = latent_scaling_of(transformer, pipe, vae)
-    transformer.to(device)
-    vae.to(device)
+    transformer.to(device, dtype).eval()
+    vae.to(device, dtype).eval()
     factor = vae_factor(vae)
     cond_dim = getattr(getattr(transformer, "config", None), "cond_dim", 768)
     sample_size = getattr(
         getattr(transformer, "config", None), "sample_size", info.tile_px // factor
     )
-    ref = embedder
-    if ref is None and cond_dim is not None:
-        ref = TimmReferenceEncoder(H0_MINI, options, device)
     return BackendModel(
         name=info.name,
         vae=vae,
@@ -191,13 +208,11 @@ def load_cytosyn(
         scaling=scaling,
         dtype=dtype,
         uncond=UNCOND if cond_dim is not None else None,
-        embedder=ref,
+        embedder=embedder,
         embed_error="this checkpoint was built without reference conditioning",
         info={
-            "source": str(source),
-            "revision": options.revision,
+            **(provenance or {}),
             "backend": "cytosyn",
-            "load_route": route,
             "latent_scaling_from": scaling_from,
             "recommended": dict(info.defaults),
         },
