@@ -182,3 +182,53 @@ def test_non_finite_bf16_step_retries_in_float32_with_a_warning():
     assert model.info["precision_fallback"] == "float32"
     # v = 2 z in float32 -> x0 = z - 0.5 * 2 z = 0
     torch.testing.assert_close(x0, torch.zeros_like(z))
+
+
+def _fake_hub_cache(cache, repo_id, folder, commit):
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_offline_load_uses_the_cached_snapshot_and_pins_revisions(cytosyn_native, tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    _fake_hub_cache(tmp_path / "cache", "Owkin-Bioptimus/CytoSyn", cytosyn_native, commit)
+    model = load_model("cytosyn", device="cpu", cache_dir=str(tmp_path / "cache"))
+    assert model.info["source"] == "Owkin-Bioptimus/CytoSyn" and model.tile_px == 224
+    pinned = load_model("cytosyn", device="cpu", cache_dir=str(tmp_path / "cache"), revision=commit)
+    assert pinned.provenance()["revision"] == commit
+    with pytest.raises(ModelAccessError, match="revision v2"):
+        load_model("cytosyn", device="cpu", cache_dir=str(tmp_path / "cache"), revision="v2")
+
+
+def test_downloads_ask_for_safe_files_with_the_environment_token(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    seen = {}
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        seen.update(kwargs, repo_id=repo_id)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("stop here")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelAccessError, match="could not be reached"):
+        load_model("pixcell-256", device="cpu", revision="abc", cache_dir=str(tmp_path))
+    assert seen["repo_id"] == "StonyBrook-CVLab/PixCell-256"
+    assert seen["token"] == "hf_test_token" and seen["revision"] == "abc"
+    assert seen["local_files_only"] is False and seen["cache_dir"] == str(tmp_path)
+    patterns = seen["allow_patterns"]
+    assert "*.safetensors" in patterns
+    assert not any(p.endswith((".bin", ".ckpt", ".pt", ".pth", ".pkl")) for p in patterns)
+
+
+def test_default_model_is_the_embedded_one():
+    pytest.importorskip("napari_cytosyn.models.embedded")
+    model = load_model(device="cpu")
+    assert isinstance(model, BackendModel)
+    assert (model.tile_px, model.latent_factor, model.latent_channels) == (224, 8, 4)
+    z = torch.randn(1, 4, 28, 28)
+    x0 = model.denoise(z, torch.tensor([0.5]))
+    assert x0.shape == z.shape and torch.isfinite(x0).all()
