@@ -81,3 +81,21 @@ def test_opaque_regions_keep_their_pixels_unchanged():
     out = composite_on_white(rgba)
     np.testing.assert_array_equal(out, rgba[..., :3])
     assert out.flags.c_contiguous
+
+
+def test_native_premultiplied_buffer_composites_like_the_public_path():
+    from napari_cytosyn.slide._openslide import premultiplied_bgra_on_white
+
+    rgba = np.array([[[10, 20, 30, 255], [0, 0, 0, 0], [100, 0, 200, 128]]], dtype=np.uint8)
+    alpha = rgba[..., 3:].astype(np.uint16)
+    premult = ((rgba[..., :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    bgra = np.concatenate([premult[..., ::-1], rgba[..., 3:]], axis=-1)
+    out = premultiplied_bgra_on_white(bgra)
+    np.testing.assert_array_equal(out, [[[10, 20, 30], [255, 255, 255], [177, 127, 227]]])
+
+
+def test_reads_past_the_slide_edge_are_white_through_openslide(generic_tiff_slide, slide_levels):
+    with open_slide(generic_tiff_slide) as slide:
+        region = slide._backend.read(0, 1000, 1400, 200, 200)  # OpenSlide pads with transparency
+        np.testing.assert_array_equal(region[:104, :136], slide_levels[0][1000:, 1400:])
+        assert (region[104:] == 255).all() and (region[:, 136:] == 255).all()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from napari_cytosyn.slide.real import SlideReadError
+
+_UINT32_P = ctypes.POINTER(ctypes.c_uint32)
 
 
 def detect_vendor(path: str | Path) -> str | None:
@@ -20,10 +24,10 @@ def detect_vendor(path: str | Path) -> str | None:
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    """Composite un-premultiplied RGBA on white.
+    """Composite un-premultiplied RGBA (as ``OpenSlide.read_region`` returns it) on white.
 
     Args:
-        rgba: (h, w, 4) uint8 as OpenSlide returns it (transparent where there is no tissue scan).
+        rgba: (h, w, 4) uint8, transparent where the scanner recorded nothing.
 
     Returns:
         (h, w, 3) uint8, C-contiguous.
@@ -34,6 +38,24 @@ def composite_on_white(rgba: np.ndarray) -> np.ndarray:
     a = alpha[..., None].astype(np.uint16)
     inv = 255 - rgba[..., :3].astype(np.uint16)
     return (255 - (inv * a + 127) // 255).astype(np.uint8)
+
+
+def premultiplied_bgra_on_white(bgra: np.ndarray) -> np.ndarray:
+    """Composite OpenSlide's native premultiplied ARGB (little-endian bytes B, G, R, A) on white.
+
+    With premultiplied colour c' = c * a / 255, ``c * a + 255 * (1 - a)`` is ``c' + 255 - a``.
+
+    Args:
+        bgra: (h, w, 4) uint8 view of OpenSlide's uint32 ARGB buffer.
+
+    Returns:
+        (h, w, 3) uint8 RGB, C-contiguous.
+    """
+    rgb = bgra[..., [2, 1, 0]]  # fancy indexing: one contiguous copy
+    alpha = bgra[..., 3]
+    if alpha.size and alpha.min() != 255:
+        rgb += (255 - alpha)[..., None]  # c' <= a, so the sum never exceeds 255
+    return rgb
 
 
 class OpenSlideBackend:
@@ -66,12 +88,24 @@ class OpenSlideBackend:
         self.mpp = _mpp(props)
         power = props.get("openslide.objective-power")
         self.objective_power = _float_or_none(power)
+        # openslide-python's ctypes binding of openslide_read_region (fills premultiplied ARGB);
+        # fall back to the public PIL path if a future version renames it.
+        self._read_argb = getattr(openslide.lowlevel, "_read_region", None)
+        if sys.byteorder != "little" or not hasattr(self._osr, "_osr"):
+            self._read_argb = None
 
     def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """In-bounds region of ``level`` as (h, w, 3) uint8 (OpenSlide's RGBA on white)."""
         ds = self._downsamples[level]
-        image = self._osr.read_region((round(x * ds), round(y * ds)), level, (w, h))
-        return composite_on_white(np.asarray(image))
+        x0, y0 = round(x * ds), round(y * ds)
+        if self._read_argb is None:
+            image = self._osr.read_region((x0, y0), level, (w, h))
+            return composite_on_white(np.asarray(image))
+        # Straight into a numpy buffer: skips the un-premultiply pass and the PIL image that
+        # openslide-python builds, and releases the GIL while OpenSlide decodes.
+        buf = np.empty((h, w), np.uint32)
+        self._read_argb(self._osr._osr, buf.ctypes.data_as(_UINT32_P), x0, y0, level, w, h)
+        return premultiplied_bgra_on_white(buf.view(np.uint8).reshape(h, w, 4))
 
     def close(self) -> None:
         self._osr.close()
