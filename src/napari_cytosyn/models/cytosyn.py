@@ -96,7 +96,7 @@ def latent_scaling_of(transformer: nn.Module, pipe: Any, vae) -> tuple[LatentSca
         return LatentScaling(tuple((1.0 / std).tolist()), tuple(mean.tolist())), "latent_norm"
     bn = getattr(transformer, "bn", None)
     if isinstance(bn, nn.BatchNorm2d) and bn.running_var is not None:
-        std = (bn.running_var.float() + bn.eps).sqrt().cpu()
+        std = bn.running_var.float().sqrt().cpu()
         return LatentScaling(
             tuple((1 / std).tolist()), tuple(bn.running_mean.float().tolist())
         ), "bn"

@@ -195,9 +195,13 @@ class SiTTransformer(ModelMixin, ConfigMixin):
         return out[:, :c] if self.config.learn_sigma else out
 
     def latent_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel ``(mean, std)`` of VAE latents recorded by the REPA-E batch-norm."""
+        """Per-channel ``(mean, std)`` of VAE latents recorded by the REPA-E batch-norm.
+
+        ``std = sqrt(running_var)`` without the batch-norm epsilon, as REPA-E's sampling script
+        scales latents by ``running_var.rsqrt()``.
+        """
         mean = self.latent_norm.running_mean.detach().float().cpu()
-        std = (self.latent_norm.running_var.detach().float().cpu() + self.latent_norm.eps).sqrt()
+        std = self.latent_norm.running_var.detach().float().cpu().sqrt()
         return mean, std
 
 
