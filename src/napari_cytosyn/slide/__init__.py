@@ -13,3 +13,25 @@ __all__ = [
     "SlideReadError",
     "open_slide",
 ]
+
+# Synthetic slides, composites and the viewport renderer (imported on first use: they pull in
+# zarr, and napari imports this package at start-up).
+_LAZY = {
+    "SyntheticSlide": ".synthetic",
+    "CompositeSlide": ".composite",
+    "ViewportRenderer": ".viewport",
+    "ZarrPhaseCache": ".phase_cache",
+    "otsu_tissue_mask": ".tissue",
+    "StoreError": ".store",
+    "StoreExistsError": ".store",
+    "StoreMismatchError": ".store",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
