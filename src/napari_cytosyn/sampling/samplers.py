@@ -8,7 +8,9 @@ step_offset=0, callback=None) -> x`` where
 - ``noise(i) -> Tensor`` gives the fresh standard normal noise of absolute step ``i``
   (stochastic samplers only), shaped like ``x``; tiling code provides lattice-anchored noise;
 - ``step_offset`` is the absolute index of the first step (for noise streams and messages);
-- ``callback(i, t, t_next, x)`` runs after each step.
+- ``callback(i, t, t_next, x)`` runs after each step;
+- ``project(i, t_next, x) -> x`` (optional) maps the state after each step, before anything
+  else sees it (inpainting re-imposes the known latents there).
 
 They work on any interpolant ``x_t = alpha(t) x0 + sigma(t) eps`` (flow or VP). Multistep
 state (DPM-Solver++ 2M) lives inside one call: calling a sampler on a sub-range of the grid
@@ -28,6 +30,7 @@ from ..models.protocol import Interpolant
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 NoiseFn = Callable[[int], torch.Tensor]
 StepCallback = Callable[[int, float, float, torch.Tensor], None]
+ProjectFn = Callable[[int, float, torch.Tensor], torch.Tensor]
 
 
 def alpha_sigma(interpolant: Interpolant, t: float) -> tuple[float, float]:
@@ -78,6 +81,7 @@ def sample_euler(
     noise: NoiseFn | None = None,
     step_offset: int = 0,
     callback: StepCallback | None = None,
+    project: ProjectFn | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM step ``x_s = a_s x0 + s_s eps_hat`` (Song et al. 2021, eq. 12, eta=0).
 
@@ -90,6 +94,8 @@ def sample_euler(
         x0 = _denoise_checked(denoise, x, t, i, tn)
         x = x0 if sn == 0.0 else an * x0 + sn * _eps(x, x0, a, s)
         check_finite(x, "sampler state", i, t, tn)
+        if project is not None:
+            x = project(i, tn, x)
         if callback is not None:
             callback(i, t, tn, x)
     return x
@@ -104,6 +110,7 @@ def sample_ancestral(
     noise: NoiseFn | None = None,
     step_offset: int = 0,
     callback: StepCallback | None = None,
+    project: ProjectFn | None = None,
 ) -> torch.Tensor:
     """Ancestral step: sample the Gaussian posterior ``q(x_s | x_t, x0_hat)`` (DDPM; DDIM eta=1).
 
@@ -124,6 +131,8 @@ def sample_ancestral(
             c = sn * math.sqrt(max(0.0, 1.0 - ratio * ratio))
             x = an * x0 + math.sqrt(max(0.0, sn * sn - c * c)) * _eps(x, x0, a, s) + c * noise(i)
         check_finite(x, "sampler state", i, t, tn)
+        if project is not None:
+            x = project(i, tn, x)
         if callback is not None:
             callback(i, t, tn, x)
     return x
@@ -138,6 +147,7 @@ def sample_euler_maruyama(
     noise: NoiseFn | None = None,
     step_offset: int = 0,
     callback: StepCallback | None = None,
+    project: ProjectFn | None = None,
 ) -> torch.Tensor:
     """Euler–Maruyama on the reverse SDE with diffusion ``w(t) = sigma(t)`` (SiT's default).
 
@@ -160,6 +170,8 @@ def sample_euler_maruyama(
             dt = tn - t
             x = x + drift * dt + math.sqrt(w * -dt) * noise(i)
         check_finite(x, "sampler state", i, t, tn)
+        if project is not None:
+            x = project(i, tn, x)
         if callback is not None:
             callback(i, t, tn, x)
     return x
@@ -174,6 +186,7 @@ def sample_heun(
     noise: NoiseFn | None = None,
     step_offset: int = 0,
     callback: StepCallback | None = None,
+    project: ProjectFn | None = None,
 ) -> torch.Tensor:
     """Heun's 2nd-order method (Karras et al. 2022, Alg. 1), Euler on the step to t = 0.
 
@@ -204,6 +217,8 @@ def sample_heun(
             e2 = _eps(xp, _denoise_checked(denoise, xp, tn, i, tn), an, sn)
             x = an * (y + (sig_n - sig) * 0.5 * (e1 + e2))
         check_finite(x, "sampler state", i, t, tn)
+        if project is not None:
+            x = project(i, tn, x)
         if callback is not None:
             callback(i, t, tn, x)
     return x
@@ -226,6 +241,7 @@ def sample_dpmpp_2m(
     noise: NoiseFn | None = None,
     step_offset: int = 0,
     callback: StepCallback | None = None,
+    project: ProjectFn | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), data prediction, in ``lambda = log(a/s)``.
 
@@ -252,6 +268,8 @@ def sample_dpmpp_2m(
             x = (sn / s) * x - an * expm * d
         x0_prev, h_prev = x0, h
         check_finite(x, "sampler state", i, t, tn)
+        if project is not None:
+            x = project(i, tn, x)
         if callback is not None:
             callback(i, t, tn, x)
     return x

@@ -1,0 +1,408 @@
+"""Lazy random-access mode: any chunk from a bounded neighbourhood, bit-identically.
+
+The step schedule is split into phases. In a *tile phase* the latent plane is cut into
+non-overlapping ``W x W`` windows (tiles) on a lattice whose offset changes from phase to phase
+by about half a window (seeded), so the seams a phase leaves fall inside the next phase's tiles
+and are denoised away (SpotDiffusion's shifting, done per phase instead of per step). Inside a
+phase every tile evolves on its own, so a tile's state at the end of phase ``k`` depends only on
+the phase ``k - 1`` tiles under it: the dependency cone is bounded by the number of phases
+(InfiniteDiffusion's idea). The last ``blend_steps`` steps form a *blend phase* on overlapping
+windows whose results are cross-faded with tent weights, so the last lattice leaves no hard
+line; it costs ``1 / (1 - blend_overlap)^2`` per step, on a few cheap low-noise steps.
+
+Every state is cached under ``(phase, cell_y, cell_x)`` in a :class:`PhaseCache`, so neighbours
+reuse work and a whole slide costs each (phase, cell) once. Tiles are computed in fixed groups
+of ``group x group`` windows (one model batch of fixed content), so no result depends on which
+chunk asked first: on CPU a chunk is bit-identical whatever the request order.
+
+Cost, amortised over a large area: ``1 + blend_steps / steps * (1 / (1 - blend_overlap)^2 - 1)``
+times naive tiling. A single isolated chunk pays for its dependency cone (about one window more
+per phase on each side).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from .noise import noise_field, uniform
+from .region import window_of
+from .samplers import alpha_sigma, get_sampler, model_denoiser
+from .schedules import time_grid
+from .settings import SamplerSettings, check_cancel
+from .tiling import to_uint8, window_profile
+
+
+@runtime_checkable
+class PhaseCache(Protocol):
+    """Where lazy mode keeps phase states. Keys are tuples ``(phase, cell_y, cell_x)`` of ints.
+
+    A cache belongs to one (model, :class:`LazySpec`); use ``spec.fingerprint()`` to check.
+    Values are CPU float32 tensors ``(C, W, W)``; ``put`` must store them losslessly.
+    """
+
+    def get(self, key: tuple[int, int, int]) -> torch.Tensor | None: ...
+
+    def put(self, key: tuple[int, int, int], tensor: torch.Tensor) -> None: ...
+
+
+class MemoryPhaseCache:
+    """A thread-safe in-memory :class:`PhaseCache` (a dict); ``clear()`` empties it."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[int, int, int]) -> torch.Tensor | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            return value
+
+    def put(self, key: tuple[int, int, int], tensor: torch.Tensor) -> None:
+        with self._lock:
+            self._data[key] = tensor.detach().to("cpu", torch.float32).contiguous()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+@dataclass(frozen=True)
+class LazySpec:
+    """Everything that fixes the pixels of a lazily rendered slide.
+
+    Parameters
+    ----------
+    settings: sampler settings (sampler, steps, seed, window, guidance, decode halo...).
+    seed: when given, overrides ``settings.seed`` (the two are kept equal).
+    chunk_px: output chunk side in pixels; a multiple of the model's latent factor.
+    phase_times: protocol times (decreasing, in (0, 1)) where a tile phase ends and the next,
+        shifted lattice begins. ``()`` = a single tile phase.
+    blend_steps: number of final steps run on overlapping windows that are cross-faded.
+    blend_overlap: overlap fraction of the blend-phase windows (stride ``W (1 - overlap)``).
+    context_latent: tile phases evaluate each ``W``-latent window but keep only its centre
+        ``W - 2 * context_latent`` (overlap-save); the rest is context. Costs
+        ``(W / (W - 2 m))^2``.
+    group: tiles per side computed together as one fixed model batch (``group**2`` windows).
+    """
+
+    settings: SamplerSettings = field(default_factory=SamplerSettings)
+    seed: int | None = None
+    chunk_px: int = 512
+    phase_times: tuple[float, ...] = (0.7, 0.4)
+    blend_steps: int = 3
+    blend_overlap: float = 0.5
+    context_latent: int = 0
+    group: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.settings, SamplerSettings):
+            raise TypeError(f"settings must be a SamplerSettings, got {type(self.settings)}")
+        if self.seed is not None and self.seed != self.settings.seed:
+            object.__setattr__(self, "settings", self.settings.replace(seed=int(self.seed)))
+        object.__setattr__(self, "seed", self.settings.seed)
+        pt = tuple(float(v) for v in self.phase_times)
+        object.__setattr__(self, "phase_times", pt)
+        if any(not 0.0 < v < 1.0 for v in pt) or any(a <= b for a, b in itertools.pairwise(pt)):
+            raise ValueError(f"phase_times must be decreasing values in (0, 1), got {pt!r}")
+        if not isinstance(self.chunk_px, int) or self.chunk_px < 8:
+            raise ValueError(f"chunk_px must be an integer >= 8, got {self.chunk_px!r}")
+        if not 0 <= self.blend_steps < self.settings.steps:
+            raise ValueError(
+                f"blend_steps must be in [0, steps) = [0, {self.settings.steps}), "
+                f"got {self.blend_steps!r}"
+            )
+        if not 0.0 <= self.blend_overlap < 1.0:
+            raise ValueError(f"blend_overlap must be in [0, 1), got {self.blend_overlap!r}")
+        if not isinstance(self.context_latent, int) or self.context_latent < 0:
+            raise ValueError(f"context_latent must be an integer >= 0, got {self.context_latent!r}")
+        if not isinstance(self.group, int) or self.group < 1:
+            raise ValueError(f"group must be an integer >= 1, got {self.group!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (settings nested); inverse :meth:`from_dict`."""
+        return {
+            "settings": self.settings.to_dict(),
+            "seed": self.seed,
+            "chunk_px": self.chunk_px,
+            "phase_times": list(self.phase_times),
+            "blend_steps": self.blend_steps,
+            "blend_overlap": self.blend_overlap,
+            "context_latent": self.context_latent,
+            "group": self.group,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LazySpec:
+        kw = dict(d)
+        kw["settings"] = SamplerSettings.from_dict(kw["settings"])
+        kw["phase_times"] = tuple(kw.get("phase_times", ()))
+        return cls(**kw)
+
+    def fingerprint(self) -> str:
+        """Short hash of :meth:`to_dict`, to tie a phase cache to this spec."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Phase:
+    index: int
+    first_step: int
+    last_step: int  # exclusive
+    offset: tuple[int, int]
+    stride: int  # lattice period of the cells
+    extent: int  # side of the stored cell state (the core of a tile; the whole blend window)
+    context: int  # latents of context on each side of a tile's core (evaluated, not kept)
+    blend: bool
+
+
+class LazyPlan:
+    """The phase structure of a spec for one model (lattices, steps), and the engine on it."""
+
+    def __init__(self, model: Any, spec: LazySpec, cache: PhaseCache, cancel: Any = None):
+        self.model = model
+        self.spec = spec
+        self.cache = cache
+        self.cancel = cancel
+        st = spec.settings
+        self.window = window_of(model, st)
+        self.ts = time_grid(st.steps, st.time_shift)
+        self.evaluations = 0
+        w = self.window
+        tile_end = st.steps - spec.blend_steps
+        bounds = [0]
+        for tb in spec.phase_times:
+            i = next((k for k, tv in enumerate(self.ts) if tv <= tb), st.steps)
+            if bounds[-1] < i < tile_end:
+                bounds.append(i)
+        bounds.append(tile_end)
+        phases: list[_Phase] = []
+        m = spec.context_latent
+        core = w - 2 * m
+        if core < 1:
+            raise ValueError(f"context_latent={m} leaves no core in a {w}-latent window")
+        oy = ox = 0
+        for k in range(len(bounds) - 1):
+            if k > 0:
+                u = uniform(st.seed, "lazy-lattice", (k,), 2)
+                oy = (oy + core // 2 + int((u[0] - 0.5) * core / 4)) % core
+                ox = (ox + core // 2 + int((u[1] - 0.5) * core / 4)) % core
+            phases.append(_Phase(k, bounds[k], bounds[k + 1], (oy, ox), core, core, m, False))
+        if spec.blend_steps > 0:
+            stride = max(1, round(w * (1.0 - spec.blend_overlap)))
+            oy, ox = (oy + stride // 2) % stride, (ox + stride // 2) % stride
+            k = len(phases)
+            phases.append(_Phase(k, tile_end, st.steps, (oy, ox), stride, w, 0, True))
+        self.phases = phases
+        self._sampler = get_sampler(st.sampler)
+        self._denoise = model_denoiser(model, st.guidance, st.guidance_interval)
+        self._prof = window_profile(w, "tent").float()
+        self._lock = threading.Lock()
+
+    # -- geometry ---------------------------------------------------------------------------
+    def _cell_range(self, phase: _Phase, axis: int, lo: int, hi: int) -> range:
+        o, s, e = phase.offset[axis], phase.stride, phase.extent
+        first = math.floor((lo - o - e) / s) + 1
+        last = math.ceil((hi - o) / s) - 1
+        return range(first, last + 1)
+
+    def _origin(self, phase: _Phase, i: int, j: int) -> tuple[int, int]:
+        """Absolute latent position of cell ``(i, j)``'s stored state."""
+        return phase.offset[0] + i * phase.stride, phase.offset[1] + j * phase.stride
+
+    def _gather(self, p: int, y: int, x: int, h: int, w: int) -> torch.Tensor:
+        """Stored states of (non-blend) phase ``p`` cropped to an absolute rectangle."""
+        ph = self.phases[p]
+        out = torch.empty((self.model.latent_channels, h, w), dtype=torch.float32)
+        e = ph.extent
+        for i in self._cell_range(ph, 0, y, y + h):
+            for j in self._cell_range(ph, 1, x, x + w):
+                oy, ox = self._origin(ph, i, j)
+                ya, yb = max(y, oy), min(y + h, oy + e)
+                xa, xb = max(x, ox), min(x + w, ox + e)
+                tile = self.state(p, i, j)
+                out[:, ya - y : yb - y, xa - x : xb - x] = tile[
+                    :, ya - oy : yb - oy, xa - ox : xb - ox
+                ]
+        return out
+
+    # -- states -----------------------------------------------------------------------------
+    def state(self, p: int, i: int, j: int) -> torch.Tensor:
+        """End-of-phase state ``(C, W, W)`` of window ``(i, j)`` of phase ``p`` (cached)."""
+        got = self.cache.get((p, i, j))
+        if got is not None:
+            return got
+        g = self.spec.group
+        gi, gj = i // g, j // g
+        members = [(gi * g + a, gj * g + b) for a in range(g) for b in range(g)]
+        outs = self._run_group(self.phases[p], members)
+        for (mi, mj), out in zip(members, outs, strict=True):
+            self.cache.put((p, mi, mj), out)
+        return outs[members.index((i, j))]
+
+    def input_field(self, p: int, y: int, x: int, h: int, w: int) -> torch.Tensor:
+        """Latents ``(C, h, w)`` at the START of phase ``p`` over an absolute rectangle."""
+        if p == 0:
+            _, s1 = alpha_sigma(self.model.interpolant, 1.0)
+            c = self.model.latent_channels
+            return s1 * noise_field(self.spec.seed, "init", y, x, h, w, c)
+        if self.phases[p - 1].blend:
+            raise RuntimeError("the blend phase is always the last one")
+        return self._gather(p - 1, y, x, h, w)
+
+    def _run_group(self, phase: _Phase, members: list[tuple[int, int]]) -> list[torch.Tensor]:
+        check_cancel(self.cancel)
+        w, m, e = self.window, phase.context, phase.extent
+        origins = [(oy - m, ox - m) for oy, ox in (self._origin(phase, i, j) for i, j in members)]
+        x = torch.stack([self.input_field(phase.index, oy, ox, w, w) for oy, ox in origins])
+        ts = self.ts[phase.first_step : phase.last_step + 1]
+        noise = None
+        if self.spec.settings.stochastic:
+            c = self.model.latent_channels
+
+            def noise(i: int) -> torch.Tensor:
+                return torch.stack(
+                    [noise_field(self.spec.seed, f"step{i}", oy, ox, w, w, c) for oy, ox in origins]
+                )
+
+        def counted(z: torch.Tensor, t: float) -> torch.Tensor:
+            with self._lock:
+                self.evaluations += z.shape[0]
+            return self._denoise(z, t)
+
+        out = self._sampler(
+            counted, x, ts, self.model.interpolant, noise=noise, step_offset=phase.first_step
+        )
+        return [o[:, m : m + e, m : m + e].contiguous() for o in out]
+
+    def final_latents(self, y: int, x: int, h: int, w: int) -> torch.Tensor:
+        """Final (t = 0) latents ``(C, h, w)`` over an absolute latent rectangle."""
+        last = self.phases[-1]
+        if not last.blend:
+            return self._gather(last.index, y, x, h, w)
+        c = self.model.latent_channels
+        acc = torch.zeros((c, h, w), dtype=torch.float32)
+        norm = torch.zeros((1, h, w), dtype=torch.float32)
+        wgt = self._prof[:, None] * self._prof[None, :]
+        for i in self._cell_range(last, 0, y, y + h):
+            for j in self._cell_range(last, 1, x, x + w):
+                oy, ox = self._origin(last, i, j)
+                ya, yb = max(y, oy), min(y + h, oy + self.window)
+                xa, xb = max(x, ox), min(x + w, ox + self.window)
+                win = self.state(last.index, i, j)
+                sy, sx = slice(ya - oy, yb - oy), slice(xa - ox, xb - ox)
+                ty, tx = slice(ya - y, yb - y), slice(xa - x, xb - x)
+                acc[:, ty, tx] += win[:, sy, sx] * wgt[sy, sx]
+                norm[:, ty, tx] += wgt[sy, sx]
+        return acc / norm
+
+    def lattice_lines_px(self) -> list[tuple[int, int, int, bool]]:
+        """``(offset_y_px, offset_x_px, period_px, blend)`` of every phase's window borders."""
+        f = self.model.latent_factor
+        return [(p.offset[0] * f, p.offset[1] * f, p.stride * f, p.blend) for p in self.phases]
+
+
+def render_chunk(
+    model: Any,
+    spec: LazySpec,
+    chunk_y: int,
+    chunk_x: int,
+    cache: PhaseCache,
+    cancel: Any = None,
+) -> np.ndarray:
+    """Render output chunk ``(chunk_y, chunk_x)`` (indices) -> ``(chunk_px, chunk_px, 3)`` uint8.
+
+    The chunk covers pixels ``[chunk_y * chunk_px, (chunk_y + 1) * chunk_px)`` (same for x) of
+    the slide at model resolution. It is decoded from the final latents under it plus
+    ``settings.decode_halo_latent`` on every side, keeping the centre. Phase states are taken
+    from / written to ``cache``. On CPU the result is bit-identical whatever was rendered before.
+    """
+    return _LazyRenderer(model, spec, cache, cancel).chunk(chunk_y, chunk_x)
+
+
+class _LazyRenderer:
+    def __init__(self, model: Any, spec: LazySpec, cache: PhaseCache, cancel: Any = None):
+        f = model.latent_factor
+        if spec.chunk_px % f:
+            raise ValueError(
+                f"chunk_px={spec.chunk_px} must be a multiple of the model's latent factor {f}"
+            )
+        self.plan = LazyPlan(model, spec, cache, cancel)
+        self.model = model
+        self.spec = spec
+        self.cancel = cancel
+
+    def chunk(self, cy: int, cx: int) -> np.ndarray:
+        f = self.model.latent_factor
+        n = self.spec.chunk_px // f
+        halo = self.spec.settings.decode_halo_latent
+        y, x = cy * n - halo, cx * n - halo
+        z = self.plan.final_latents(y, x, n + 2 * halo, n + 2 * halo)
+        check_cancel(self.cancel)
+        rgb = self.model.decode(z.unsqueeze(0)).float().cpu()[0]
+        a = halo * f
+        return to_uint8(rgb[:, a : a + self.spec.chunk_px, a : a + self.spec.chunk_px])
+
+
+def final_latents(
+    model: Any, spec: LazySpec, y_lat: int, x_lat: int, h_lat: int, w_lat: int, cache: PhaseCache
+) -> torch.Tensor:
+    """Final latents ``(C, h_lat, w_lat)`` float32 of the lazy slide at absolute latents."""
+    return LazyPlan(model, spec, cache).final_latents(y_lat, x_lat, h_lat, w_lat)
+
+
+def render_region_lazy(
+    model: Any,
+    spec: LazySpec,
+    y_px: int,
+    x_px: int,
+    h_px: int,
+    w_px: int,
+    cache: PhaseCache | None = None,
+    progress=None,
+    cancel: Any = None,
+) -> np.ndarray:
+    """Any pixel region of the lazy slide, assembled from :func:`render_chunk` chunks.
+
+    Returns ``(h_px, w_px, 3)`` uint8, equal pixel for pixel to the chunks that cover it.
+    ``progress(done, total)`` counts chunks.
+    """
+    cache = MemoryPhaseCache() if cache is None else cache
+    renderer = _LazyRenderer(model, spec, cache, cancel)
+    c = spec.chunk_px
+    cy0, cy1 = y_px // c, (y_px + h_px - 1) // c
+    cx0, cx1 = x_px // c, (x_px + w_px - 1) // c
+    out = np.empty((h_px, w_px, 3), dtype=np.uint8)
+    total = (cy1 - cy0 + 1) * (cx1 - cx0 + 1)
+    done = 0
+    for cy in range(cy0, cy1 + 1):
+        for cx in range(cx0, cx1 + 1):
+            check_cancel(cancel)
+            tile = renderer.chunk(cy, cx)
+            ya, yb = max(y_px, cy * c), min(y_px + h_px, (cy + 1) * c)
+            xa, xb = max(x_px, cx * c), min(x_px + w_px, (cx + 1) * c)
+            out[ya - y_px : yb - y_px, xa - x_px : xb - x_px] = tile[
+                ya - cy * c : yb - cy * c, xa - cx * c : xb - cx * c
+            ]
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return out
