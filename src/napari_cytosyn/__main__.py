@@ -11,7 +11,18 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo; returns the process exit code."""
+    """Run the demo; returns the process exit code.
+
+    ``python -m napari_cytosyn SUBCOMMAND ...`` runs the ``napari-cytosyn`` command line instead.
+    """
+    import sys
+
+    from napari_cytosyn.cli import SUBCOMMANDS
+    from napari_cytosyn.cli import main as cli_main
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        return cli_main(argv)
     parser = argparse.ArgumentParser(prog="python -m napari_cytosyn", description=__doc__)
     parser.add_argument("slide", nargs="?", help="print this slide instead of a generated sample")
     parser.add_argument("--out", type=Path, help="where to write the sample (default: temp dir)")

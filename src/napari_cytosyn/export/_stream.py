@@ -136,16 +136,26 @@ def read_block(level: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     return np.asarray(block)
 
 
+def source_chunk_hw(level: Any) -> tuple[int, int] | None:
+    """(y, x) chunk size of a dask or zarr array (first chunk for dask), or ``None``."""
+    chunks = getattr(level, "chunks", None)
+    if not chunks or len(chunks) < 2:
+        return None
+    if isinstance(chunks[0], tuple):  # dask: tuple of per-block sizes per axis
+        return int(chunks[0][0]), int(chunks[1][0])
+    return int(chunks[0]), int(chunks[1])
+
+
 def aligned_block_px(level: Any, tile_px: int, cap_px: int = 4096) -> tuple[int, int]:
     """Read-block size for ``level``: its chunk size when that is a multiple of ``tile_px``.
 
     Reading a 512 px tile out of a 1024 px source chunk would decompress that chunk 4 times;
     reading whole source chunks and writing the 4 output tiles in them decompresses it once.
     """
-    chunks = getattr(level, "chunks", None)
-    if chunks is None or not isinstance(chunks[0], tuple):
+    chunk = source_chunk_hw(level)
+    if chunk is None:
         return tile_px, tile_px
-    cy, cx = chunks[0][0], chunks[1][0]
+    cy, cx = chunk
     if cy % tile_px == 0 and cx % tile_px == 0:
         return min(cy, cap_px), min(cx, cap_px)
     return tile_px, tile_px

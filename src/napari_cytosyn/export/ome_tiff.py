@@ -32,6 +32,7 @@ from napari_cytosyn.export._stream import (
     bounded_map,
     pyramid_shapes,
     read_block,
+    source_chunk_hw,
     tile_grid,
     validate_levels,
     validate_masks,
@@ -50,11 +51,14 @@ Reader = Callable[[int, int, int, int], np.ndarray]
 
 def _tile_px_for(level: Any, default: int) -> int:
     """The source's chunk edge when it is a usable TIFF tile (multiple of 16, 256-1024 px)."""
-    chunks = getattr(level, "chunks", None)
-    if chunks is not None and isinstance(chunks[0], tuple):
-        cy, cx = chunks[0][0], chunks[1][0]
-        if cy == cx and cy % 16 == 0 and 256 <= cy <= 1024:
-            return int(cy)
+    chunk = source_chunk_hw(level)
+    if (
+        chunk is not None
+        and chunk[0] == chunk[1]
+        and chunk[0] % 16 == 0
+        and 256 <= chunk[0] <= 1024
+    ):
+        return chunk[0]
     return default
 
 

@@ -1,0 +1,178 @@
+"""Export benchmark: a rendered 20,000 x 20,000 px synthetic slide to OME-Zarr and OME-TIFF.
+
+Compares each writer with a plain zarr copy of the same chunks (all pyramid levels, same Blosc
+zstd-5 compressor, same thread count, no metadata, no transposition) and reports the peak RSS
+of every export, each run in a fresh subprocess so that ``ru_maxrss`` is the export's own.
+
+The slide is NOT rendered with a model (that would take hours on a CPU): its store is filled
+with a cheap deterministic H&E-like pattern (8 tiles of ``slide.sample.sample_tissue`` picked
+by a hash of the chunk position), marked complete, and its pyramid is built from the children
+exactly like a rendered slide's. The writers cannot tell the difference.
+
+    python benchmarks/export.py            # 20,000 x 20,000 px
+    python benchmarks/export.py --quick    # 4,096 x 4,096 px
+
+Last line: ``RESULT {"ome_zarr_ratio": ..., "ome_tiff_ratio": ..., "peak_rss_gib": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+WORKERS = 4
+
+
+def fill_store(path: Path, side: int, chunk_px: int) -> None:
+    """A complete synthetic-slide store of ``side`` x ``side`` px holding the sample pattern."""
+    from napari_cytosyn.distributed import finish_pyramid
+    from napari_cytosyn.models.grf import GRFModel
+    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.slide.sample import sample_tissue
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    slide = SyntheticSlide.create(
+        path, GRFModel(), side, side, seed=0, settings=SamplerSettings(steps=4), chunk_px=chunk_px
+    )
+    tiles = [
+        sample_tissue(k * chunk_px, 0, chunk_px, chunk_px, 8 * chunk_px, chunk_px, glass=False)
+        for k in range(8)
+    ]
+    store = slide.store
+    ny, nx = store.grid(0)
+
+    def put(c: tuple[int, int]) -> None:
+        cy, cx = c
+        y0, y1, x0, x1 = store.bounds(0, cy, cx)
+        tile = tiles[(cy * 7919 + cx * 104729) % 8]
+        store.write_chunk(0, cy, cx, np.ascontiguousarray(tile[: y1 - y0, : x1 - x0]))
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(put, [(cy, cx) for cy in range(ny) for cx in range(nx)]))
+    finish_pyramid(SyntheticSlide.open(path, mode="r+"))
+
+
+def plain_copy(store: Path, out: Path) -> None:
+    """Baseline: every chunk of every level copied into a zarr v2 array, same codec and threads."""
+    import zarr
+    from numcodecs import Blosc
+
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    slide = SyntheticSlide.open(store, mode="r")
+    root = zarr.open_group(str(out), mode="w", zarr_format=2)
+    for k in range(slide.store.n_levels):
+        src = slide.store.level_array(k)
+        dst = root.create_array(
+            str(k),
+            shape=src.shape,
+            chunks=src.chunks,
+            dtype="uint8",
+            compressors=[Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE)],
+            chunk_key_encoding={"name": "v2", "separator": "/"},
+        )
+        c = slide.chunk_px
+
+        def copy(cyx: tuple[int, int], src=src, dst=dst, c=c) -> None:
+            y, x = cyx[0] * c, cyx[1] * c
+            dst[y : y + c, x : x + c] = src[y : y + c, x : x + c]
+
+        ny, nx = slide.store.grid(k)
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(copy, [(cy, cx) for cy in range(ny) for cx in range(nx)]))
+
+
+def run_one(kind: str, store: Path, out: Path) -> dict[str, float]:
+    """One timed export in this (fresh) process."""
+    from napari_cytosyn.export import export_slide
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    t0 = time.perf_counter()
+    if kind == "copy":
+        plain_copy(store, out)
+    else:
+        slide = SyntheticSlide.open(store, mode="r")
+        export_slide(slide, out, workers=WORKERS, compression="jpeg")
+    seconds = time.perf_counter() - t0
+    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return {"seconds": seconds, "rss_gib": rss_gib}
+
+
+def in_subprocess(kind: str, store: Path, out: Path) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", kind, str(store), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} export failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="4,096 px slide")
+    parser.add_argument("--side", type=int, help="slide side in px (overrides --quick)")
+    parser.add_argument("--chunk-px", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs of each (best kept)")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("KIND", "STORE", "OUT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        kind, store, out = args.child
+        print(json.dumps(run_one(kind, Path(store), Path(out))))
+        return
+
+    side = args.side or (4096 if args.quick else 20_000)
+    work = Path(tempfile.mkdtemp(prefix="cytosyn-bench-export-"))
+    try:
+        store = work / "slide.cytosyn"
+        t0 = time.perf_counter()
+        fill_store(store, side, args.chunk_px)
+        print(
+            f"filled a {side} x {side} px store with a deterministic pattern (not rendered by a "
+            f"model), pyramid built from children: {time.perf_counter() - t0:.1f} s"
+        )
+        best: dict[str, dict[str, float]] = {}
+        outs = {"copy": "copy.zarr", "ome-zarr": "slide.ome.zarr", "ome-tiff": "slide.ome.tif"}
+        for _ in range(args.repeats):
+            for kind, name in outs.items():  # side by side, same conditions
+                out = work / name
+                result = in_subprocess(kind, store, out)
+                size_mb = sum(p.stat().st_size for p in [out, *out.rglob("*")] if p.is_file()) / 1e6
+                result["size_mb"] = size_mb
+                print(
+                    f"{kind:>9}: {result['seconds']:7.2f} s  peak RSS {result['rss_gib']:.3f} GiB"
+                    f"  {size_mb:8.1f} MB"
+                )
+                if kind not in best or result["seconds"] < best[kind]["seconds"]:
+                    best[kind] = result
+                shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink()
+        copy_s = best["copy"]["seconds"]
+        result = {
+            "side_px": side,
+            "workers": WORKERS,
+            "copy_s": round(copy_s, 3),
+            "ome_zarr_s": round(best["ome-zarr"]["seconds"], 3),
+            "ome_tiff_s": round(best["ome-tiff"]["seconds"], 3),
+            "ome_zarr_ratio": round(best["ome-zarr"]["seconds"] / copy_s, 3),
+            "ome_tiff_ratio": round(best["ome-tiff"]["seconds"] / copy_s, 3),
+            "peak_rss_gib": round(max(best[k]["rss_gib"] for k in ("ome-zarr", "ome-tiff")), 3),
+            "copy_peak_rss_gib": round(best["copy"]["rss_gib"], 3),
+            "pattern_not_model": True,
+        }
+        print("RESULT " + json.dumps(result))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

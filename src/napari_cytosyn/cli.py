@@ -1,0 +1,549 @@
+"""``napari-cytosyn``: headless synthesis, inpainting, rendering, export and inspection.
+
+Subcommands (``napari-cytosyn SUBCOMMAND --help`` for all flags)::
+
+    synthesize --width W --height H --seed S [--model M] [--mpp 0.5] --out PATH
+    inpaint SLIDE --mask MASK [--mask-level L] --out PATH
+    render STORE
+    export STORE_OR_SLIDE --out PATH
+    info PATH
+    demo --out DIR
+
+The output format follows the extension: ``*.ome.zarr`` (OME-Zarr, NGFF 0.4 unless
+``--ome-version 0.5``), ``*.ome.tif`` (pyramidal OME-TIFF); ``synthesize`` writes a synthetic
+slide store for any other name. Exit status: 0 on success, 1 with a one-line reason on bad input
+or failure, 2 on a usage error, 130 when interrupted (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from napari_cytosyn.cli_masks import read_mask
+
+PROG = "napari-cytosyn"
+SUBCOMMANDS = ("synthesize", "inpaint", "render", "export", "info", "demo")
+
+
+class CliError(Exception):
+    """Bad input on the command line: reported as one line, exit status 1."""
+
+
+# -- progress -------------------------------------------------------------------------------
+
+
+class ProgressBar:
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+
+    def __init__(self, desc: str, unit: str, enabled: bool = True) -> None:
+        self.desc, self.unit, self.enabled = desc, unit, enabled
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None or self._bar.total != total:
+            from tqdm import tqdm
+
+            self.close()
+            self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@contextlib.contextmanager
+def progress_bar(args: argparse.Namespace, desc: str, unit: str) -> Iterator[ProgressBar]:
+    bar = ProgressBar(desc, unit, enabled=not args.quiet)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def say(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
+# -- models and settings --------------------------------------------------------------------
+
+
+class PyModelFactory:
+    """``py:package.module:callable``: a model from any importable zero-argument factory.
+
+    Picklable by its spec, so dask workers import and call it themselves.
+    """
+
+    def __init__(self, spec: str) -> None:
+        module, _, attr = spec.removeprefix("py:").partition(":")
+        if not module or not attr:
+            raise CliError(f"--model {spec!r}: expected py:package.module:factory")
+        self.spec, self.module, self.attr = spec, module, attr
+
+    def __call__(self) -> Any:
+        import importlib
+
+        try:
+            factory = getattr(importlib.import_module(self.module), self.attr)
+        except (ImportError, AttributeError) as exc:
+            raise CliError(f"--model {self.spec!r}: cannot import it ({exc})") from exc
+        return factory()
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (PyModelFactory, (self.spec,))
+
+
+def model_source(name: str) -> str | PyModelFactory:
+    """What workers load: a registry name, or a :class:`PyModelFactory` for ``py:`` specs."""
+    return PyModelFactory(name) if name.startswith("py:") else name
+
+
+def load_cli_model(name: str, device: str) -> Any:
+    source = model_source(name)
+    if isinstance(source, PyModelFactory):
+        return source()
+    from napari_cytosyn.models import load_model
+
+    return load_model(source, device=device)
+
+
+def sampler_settings(args: argparse.Namespace, seed: int) -> Any:
+    """``SamplerSettings`` from the flags, with the model's recommended steps by default."""
+    from napari_cytosyn.sampling import SamplerSettings
+
+    steps = args.steps
+    if steps is None and not args.model.startswith("py:"):
+        from napari_cytosyn.models import get_info
+
+        steps = get_info(args.model).defaults.get("steps")
+    options: dict[str, Any] = {"seed": int(seed)}
+    if steps is not None:
+        options["steps"] = int(steps)
+    if args.sampler:
+        options["sampler"] = args.sampler
+    return SamplerSettings(**options)
+
+
+# -- output paths ---------------------------------------------------------------------------
+
+
+def export_target(path: Path) -> bool:
+    """True when ``path`` names an export file (``.ome.zarr``, ``.ome.tif``)."""
+    from napari_cytosyn.export import output_format
+
+    try:
+        output_format(path)
+    except ValueError:
+        return False
+    return True
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Fail before any work when the output cannot be written."""
+    from napari_cytosyn.export._stream import output_path
+
+    output_path(path, overwrite)
+
+
+def export(args: argparse.Namespace, slide: Any, out: Path) -> Path:
+    from napari_cytosyn.export import export_slide
+
+    with progress_bar(args, f"export {out.name}", "chunk") as bar:
+        written = export_slide(
+            slide,
+            out,
+            version=args.ome_version,
+            compression=args.compression,
+            overwrite=args.overwrite,
+            progress=bar,
+        )
+    say(args, f"wrote {written}")
+    return written
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+
+def render_store(args: argparse.Namespace, slide: Any, model: Any, source: Any) -> None:
+    """Render every missing chunk: in this process, or on dask with --workers/--scheduler."""
+    missing = len(slide.missing_chunks(0))
+    if missing == 0:
+        from napari_cytosyn.distributed import finish_pyramid
+
+        finish_pyramid(slide)
+        return
+    with progress_bar(args, f"render {slide.name}", "chunk") as bar:
+        if args.workers or args.scheduler:
+            from napari_cytosyn.distributed import render_distributed
+
+            render_distributed(
+                slide.path,
+                model=source,
+                device=args.device,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                progress=bar,
+            )
+        else:
+            slide.render_all(progress=bar)
+            from napari_cytosyn.distributed import finish_pyramid
+
+            finish_pyramid(slide)
+
+
+def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, settings: Any) -> Any:
+    """Reopen a matching store (resume), or create it; a different recipe needs --overwrite."""
+    from napari_cytosyn.slide.store import StoreMismatchError, read_store_attrs
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    attrs = read_store_attrs(store) if store.exists() else None
+    if attrs is not None and attrs.get("kind") == "synthetic-slide":
+        same_size = (attrs["width"], attrs["height"], attrs["seed"]) == (
+            args.width,
+            args.height,
+            args.seed,
+        )
+        try:
+            if same_size:
+                slide = SyntheticSlide.open(store, model=model, settings=settings)
+                done = slide.store.completion(0).count()
+                say(args, f"resuming {store} ({done} chunks already rendered)")
+                return slide
+        except StoreMismatchError:
+            pass
+        if not args.overwrite:
+            raise CliError(
+                f"{store} holds a different synthetic slide; pass --overwrite to replace it "
+                "or --store to use another store"
+            )
+    return SyntheticSlide.create(
+        store,
+        model,
+        args.width,
+        args.height,
+        seed=args.seed,
+        settings=settings,
+        chunk_px=args.chunk_px,
+        overwrite=args.overwrite,
+    )
+
+
+# -- subcommands ----------------------------------------------------------------------------
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    to_file = export_target(out)
+    if to_file:
+        check_output(out, args.overwrite)
+    store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
+    model = load_cli_model(args.model, args.device)
+    if args.mpp is not None and abs(args.mpp - float(model.mpp)) > 0.01 * float(model.mpp):
+        raise CliError(
+            f"model {model.name!r} generates at {model.mpp} um/px, not {args.mpp}; resampled "
+            "synthesis is not supported: omit --mpp or pass --mpp "
+            f"{model.mpp}"
+        )
+    settings = sampler_settings(args, args.seed)
+    slide = open_or_create_store(args, store, model, settings)
+    render_store(args, slide, model, model_source(args.model))
+    say(args, f"synthetic slide store {store} is complete")
+    if to_file:
+        from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+        export(args, SyntheticSlide.open(store, mode="r"), out)
+    return 0
+
+
+def _store_beside(out: Path) -> Path:
+    stem = out.name
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr"):
+        stem = stem.removesuffix(suffix)
+    return out.with_name(f"{stem}.cytosyn")
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    from napari_cytosyn.slide import open_slide
+    from napari_cytosyn.slide.composite import CompositeSlide
+
+    out = Path(args.out)
+    if not export_target(out):
+        raise CliError(f"--out {out.name!r}: name it *.ome.zarr or *.ome.tif")
+    check_output(out, args.overwrite)
+    slide = open_slide(args.slide)
+    components = read_mask(args.mask, slide, args.mask_level)
+    model = load_cli_model(args.model, args.device)
+    settings = sampler_settings(args, args.seed)
+    with contextlib.ExitStack() as stack:
+        if args.edit_store:
+            edit_store = Path(args.edit_store)
+        else:
+            tmp = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix=f".{out.name}.edits-", dir=out.parent)
+            )
+            edit_store = Path(tmp) / "edits"
+        composite = CompositeSlide(slide, edit_store, overwrite=not args.edit_store)
+        for i, (region, mask) in enumerate(components, start=1):
+            desc = f"inpaint {i}/{len(components)}"
+            with progress_bar(args, desc, "step") as bar:
+                composite.inpaint(region, mask, model, settings, progress=bar)
+        export(args, composite, out)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from napari_cytosyn.slide.store import read_store_attrs
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    store = Path(args.store)
+    attrs = read_store_attrs(store) if store.exists() else None
+    if attrs is None or attrs.get("kind") != "synthetic-slide":
+        raise CliError(f"{store} is not a synthetic slide store (made by `synthesize`)")
+    name = args.model or attrs["model"]["name"]
+    model = load_cli_model(name, args.device)
+    slide = SyntheticSlide.open(store, model=model)
+    render_store(args, slide, model, model_source(name))
+    say(args, f"{store} is complete")
+    return 0
+
+
+def open_any(path: Path) -> Any:
+    """A synthetic store, an edit store (as its composite) or a slide file, opened for reading."""
+    from napari_cytosyn.slide import open_slide
+    from napari_cytosyn.slide.store import read_store_attrs
+
+    attrs = read_store_attrs(path) if path.is_dir() else None
+    kind = attrs.get("kind") if attrs else None
+    if kind == "synthetic-slide":
+        from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+        return SyntheticSlide.open(path, mode="r")
+    if kind == "edit-store":
+        from napari_cytosyn.slide.composite import CompositeSlide
+
+        source = attrs["source"]["path"]
+        if not Path(source).exists():
+            raise CliError(f"{path} edits {source}, which no longer exists")
+        return CompositeSlide(source, path)
+    return open_slide(path)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if not export_target(out):
+        raise CliError(f"--out {out.name!r}: name it *.ome.zarr or *.ome.tif")
+    check_output(out, args.overwrite)
+    export(args, open_any(Path(args.source)), out)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from napari_cytosyn.export import slide_provenance
+    from napari_cytosyn.export.slide_export import slide_kind
+
+    path = Path(args.path)
+    if not path.exists():
+        raise CliError(f"{path} does not exist")
+    slide = open_any(path)
+    info: dict[str, Any] = {
+        "path": str(path),
+        "kind": slide_kind(slide),
+        "name": slide.name,
+        "mpp": list(slide.mpp) if slide.mpp else None,
+        "level_shapes": [list(s) for s in slide.level_shapes],
+    }
+    if info["kind"] == "synthetic":
+        meta = slide.metadata()
+        info.update(chunks_done=meta["chunks_done"], chunks_total=meta["chunks_total"])
+        info["provenance"] = slide_provenance(slide)
+    elif info["kind"] == "composite":
+        info["edits"] = slide.edits
+    else:
+        info["format"] = getattr(slide, "format", None)
+        embedded = _export_provenance(path)
+        if embedded is not None:
+            info["provenance"] = embedded
+            made_from = (embedded.get("synthetic") or {}).get("kind")
+            info["kind"] = f"export of a {made_from}" if made_from else "export"
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['name']} ({info['kind']}{', ' + info['format'] if info.get('format') else ''})")
+    mpp = info["mpp"]
+    print(f"  mpp: {f'{mpp[0]:.4g} x {mpp[1]:.4g} um/px' if mpp else 'unknown'}")
+    for k, (h, w) in enumerate(info["level_shapes"]):
+        print(f"  level {k}: {h} x {w} px")
+    if "chunks_total" in info:
+        print(f"  rendered: {info['chunks_done']} / {info['chunks_total']} chunks")
+    if "edits" in info:
+        print(f"  edits: {len(info['edits'])}")
+    prov = info.get("provenance")
+    if prov:
+        model = (prov.get("model") or {}).get("name")
+        steps = (prov.get("sampler") or {}).get("steps")
+        print(f"  provenance: model {model}, seed {prov.get('seed')}, steps {steps}")
+    return 0
+
+
+def _export_provenance(path: Path) -> dict[str, Any] | None:
+    """The provenance our writers stored in an OME-Zarr or OME-TIFF, if any."""
+    from napari_cytosyn.export.provenance import PROVENANCE_KEY
+
+    try:
+        if path.is_dir():
+            import zarr
+
+            return zarr.open_group(str(path), mode="r").attrs.get(PROVENANCE_KEY) or None
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            if not tf.is_ome:
+                return None
+            image = tifffile.xml2dict(tf.ome_metadata)["OME"]["Image"]
+            image = image[0] if isinstance(image, list) else image
+            return json.loads(image["Description"]) if image.get("Description") else None
+    except Exception:  # not ours, not parseable: info still prints the pyramid
+        return None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from napari_cytosyn.demo import run_demo
+
+    run_demo(args, progress_bar=lambda desc, unit: progress_bar(args, desc, unit))
+    return 0
+
+
+# -- parser and entry point ------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
+    if model:
+        p.add_argument(
+            "--model",
+            default="cytosyn-tiny",
+            help="registry name (default "
+            "cytosyn-tiny), name:source, diffusers:<folder or hub id>, or "
+            "py:package.module:factory",
+        )
+        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+        p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+        p.add_argument("--sampler", help="euler (default), euler_maruyama, ancestral, heun, ...")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument(
+        "--ome-version",
+        choices=("0.4", "0.5"),
+        default="0.4",
+        help="OME-Zarr version: 0.4 (zarr v2, default) or 0.5 (zarr v3)",
+    )
+    p.add_argument(
+        "--compression", default="jpeg", help="OME-TIFF tiles: jpeg (default), deflate, lzw, none"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _distributed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, help="render on a local dask cluster of N processes")
+    p.add_argument("--scheduler", help="render on an existing dask scheduler (tcp://host:port)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    from napari_cytosyn import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+
+    p = sub.add_parser("synthesize", help="create (and render, export) a synthetic slide")
+    p.add_argument("--width", type=int, required=True, help="level-0 width in px")
+    p.add_argument("--height", type=int, required=True, help="level-0 height in px")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--mpp", type=float, help="um/px; must equal the model's (checked)")
+    p.add_argument("--out", required=True, help="*.ome.zarr / *.ome.tif, or a store folder")
+    p.add_argument("--store", help="synthetic slide store (default: OUT stem + .cytosyn)")
+    p.add_argument("--chunk-px", type=int, default=512, help="chunk size in px (default 512)")
+    _common(p)
+    _distributed(p)
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("inpaint", help="inpaint masked regions of a slide and export it")
+    p.add_argument("slide", help="a slide file (SVS, NDPI, MRXS, TIFF, OME-TIFF, OME-Zarr)")
+    p.add_argument(
+        "--mask",
+        required=True,
+        help="GeoJSON polygons in level-0 px, or a mask image (non-zero = inpaint)",
+    )
+    p.add_argument(
+        "--mask-level",
+        type=int,
+        default=0,
+        help="slide level whose pixel grid a mask image matches (default 0)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="*.ome.zarr or *.ome.tif")
+    p.add_argument("--edit-store", help="keep the edit store here (default: temporary)")
+    _common(p)
+    p.set_defaults(func=cmd_inpaint)
+
+    p = sub.add_parser("render", help="render the missing chunks of a synthetic slide store")
+    p.add_argument("store")
+    p.add_argument("--model", help="model to render with (default: the one named in the store)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    _distributed(p)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("export", help="export a store, an edit store or a slide")
+    p.add_argument("source", metavar="STORE_OR_SLIDE")
+    p.add_argument("--out", required=True, help="*.ome.zarr or *.ome.tif")
+    _common(p, model=False)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("info", help="describe a slide, store or export")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_info, quiet=True)
+
+    p = sub.add_parser("demo", help="headless synthesis + inpainting demo (OME-Zarr + PNG)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, default=768, help="slide side in px (default 768)")
+    p.add_argument("--seed", type=int, default=0)
+    _common(p)
+    p.set_defaults(func=cmd_demo, chunk_px=256, workers=None, scheduler=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``napari-cytosyn``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if getattr(args, "debug", False) or os.environ.get("NAPARI_CYTOSYN_DEBUG"):
+            raise
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""The `napari-cytosyn` command line, end to end in subprocesses (GRF test model, tiny slides)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import zarr
+
+from napari_cytosyn.cli import main
+
+GRF = "py:napari_cytosyn.models.grf:GRFModel"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run_cli(*args, check=True, timeout=120):
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_cytosyn.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def reference_level0(tmp_path, width, height, seed, steps, chunk_px):
+    """The same synthetic slide rendered in this process, single-threaded."""
+    import torch
+
+    from napari_cytosyn.models.grf import GRFModel
+    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    torch.set_num_threads(1)
+    settings = SamplerSettings(steps=steps, seed=seed)
+    slide = SyntheticSlide.create(
+        tmp_path / "reference.cytosyn", GRFModel(), width, height, seed, settings, chunk_px=chunk_px
+    )
+    slide.render_all()
+    return np.asarray(slide.store.level_array(0)[...])
+
+
+def test_synthesize_exports_valid_ome_zarr_then_info_and_export_to_tiff(tmp_path):
+    import ome_zarr_models
+    import tifffile
+
+    out = tmp_path / "syn.ome.zarr"
+    run_cli("synthesize", "--width", 320, "--height", 256, "--seed", 3, "--model", GRF,
+            "--steps", 4, "--chunk-px", 128, "--out", out, "-q")  # fmt: skip
+    root = zarr.open_group(str(out), mode="r")
+    ome_zarr_models.open_ome_zarr(root)  # raises unless valid NGFF 0.4
+    prov = root.attrs["napari_cytosyn"]
+    assert prov["seed"] == 3 and prov["model"]["name"] == "grf" and prov["sampler"]["steps"] == 4
+    level0 = np.moveaxis(root["0"][...], 0, -1)
+    np.testing.assert_array_equal(level0, reference_level0(tmp_path, 320, 256, 3, 4, 128))
+
+    store = tmp_path / "syn.cytosyn"  # kept beside the export, for `render`/resume
+    info = json.loads(run_cli("info", store, "--json").stdout)
+    assert info["kind"] == "synthetic"
+    assert info["chunks_done"] == info["chunks_total"] == 6
+    assert info["level_shapes"][0] == [256, 320]
+
+    tif = tmp_path / "syn.ome.tif"
+    run_cli("export", store, "--out", tif, "--compression", "deflate", "-q")
+    with tifffile.TiffFile(tif) as tf:
+        np.testing.assert_array_equal(tf.series[0].levels[0].asarray(), level0)
+    info = json.loads(run_cli("info", tif, "--json").stdout)
+    assert info["provenance"]["seed"] == 3 and info["mpp"] == [0.5, 0.5]
+
+
+def test_existing_output_is_refused_with_one_line_and_left_untouched(tmp_path):
+    out = tmp_path / "x.ome.zarr"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    proc = run_cli("synthesize", "--width", 64, "--height", 64, "--seed", 0, "--model", GRF,
+                   "--out", out, check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0
+    assert "already exists" in proc.stderr and "--overwrite" in proc.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    assert not (tmp_path / "x.cytosyn").exists()  # failed before doing any work
+
+
+def test_bad_input_gives_one_line_reasons_and_nonzero_exit(tmp_path, capsys, generic_tiff_slide):
+    cases = [
+        (["synthesize", "--width", "64", "--height", "64", "--seed", "0",
+          "--model", "no-such-model", "--out", str(tmp_path / "a.ome.zarr")], "unknown model"),
+        (["export", str(tmp_path / "missing.svs"), "--out", str(tmp_path / "b.ome.zarr")], ""),
+        (["export", str(generic_tiff_slide), "--out", str(tmp_path / "b.png")], "*.ome.zarr"),
+        (["inpaint", str(generic_tiff_slide), "--mask", str(tmp_path / "none.geojson"),
+          "--out", str(tmp_path / "c.ome.zarr")], "does not exist"),
+    ]  # fmt: skip
+    outside = tmp_path / "outside.geojson"
+    outside.write_text(json.dumps({"type": "Polygon", "coordinates": [
+        [[1500, 10], [1700, 10], [1700, 100], [1500, 10]]]}))  # fmt: skip
+    cases.append((["inpaint", str(generic_tiff_slide), "--mask", str(outside),
+                   "--out", str(tmp_path / "d.ome.zarr")], "outside the slide"))  # fmt: skip
+    empty = tmp_path / "empty.png"
+    import imageio.v3 as iio
+
+    iio.imwrite(empty, np.zeros((1104, 1536), np.uint8))
+    cases.append((["inpaint", str(generic_tiff_slide), "--mask", str(empty),
+                   "--out", str(tmp_path / "e.ome.zarr")], "empty"))  # fmt: skip
+    for argv, reason in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("napari-cytosyn: error:") and "\n" not in err, err
+        assert reason in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "outside.geojson"]
+
+
+def test_interrupted_synthesize_resumes_and_gives_the_same_pixels(tmp_path):
+    out = tmp_path / "big.ome.zarr"
+    argv = [sys.executable, "-m", "napari_cytosyn.cli", "synthesize", "--width", "512",
+            "--height", "384", "--seed", "9", "--model", GRF, "--steps", "6",
+            "--chunk-px", "128", "--out", str(out), "-q"]  # fmt: skip
+    proc = subprocess.Popen(argv, env=ENV, stderr=subprocess.PIPE, text=True)
+    done_dir = tmp_path / "big.cytosyn" / "levels" / "0" / "c"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if done_dir.exists() and sum(1 for p in done_dir.rglob("0") if p.is_file()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run the same command again to resume" in err
+    assert not out.exists()
+
+    resumed = subprocess.run(argv[:-1], env=ENV, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    done_before = int(resumed.stderr.split("(")[1].split()[0])
+    assert 3 <= done_before < 12
+    level0 = np.moveaxis(zarr.open_group(str(out), mode="r")["0"][...], 0, -1)
+    np.testing.assert_array_equal(level0, reference_level0(tmp_path, 512, 384, 9, 6, 128))
