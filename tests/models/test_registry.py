@@ -112,10 +112,15 @@ def test_pickle_only_component_is_refused(cytosyn_native, tmp_path):
 def test_progress_adapter_reports_bytes():
     seen = []
     bar_cls = _progress_tqdm(lambda done, total: seen.append((done, total)))
-    bar = bar_cls(total=1000, unit="B", disable=True)
-    bar.update(400)
-    bar.update(600)
-    assert seen == [(400, 1000), (1000, 1000)]
+    files = bar_cls(total=3, disable=True)
+    files.update(1)  # reported: no bytes bar yet
+    written = bar_cls(total=1000, unit="B", desc="Reconstructing", disable=True)
+    transfer = bar_cls(total=1000, unit="B", desc="Downloading bytes", disable=True)
+    written.update(400)
+    transfer.update(400)
+    files.update(1)  # not reported any more: bytes are
+    written.update(600)
+    assert seen == [(1, 3), (400, 1000), (1000, 1000)]
 
 
 def test_importing_models_package_does_not_import_torch():

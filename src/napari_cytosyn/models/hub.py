@@ -62,7 +62,8 @@ class HubOptions:
     cache_dir: hub cache folder (``None`` = ``HF_HOME``/``HF_HUB_CACHE`` defaults).
     local_files_only: never use the network (also implied by ``HF_HUB_OFFLINE=1``).
     trust_remote_code: allow Python files shipped with the model to run.
-    progress: ``progress(done_bytes, total_bytes)`` during downloads.
+    progress: ``progress(done_bytes, total_bytes)`` during downloads (files instead of bytes
+        with huggingface_hub versions that report no byte progress).
     """
 
     revision: str | None = None
@@ -93,19 +94,31 @@ def is_local_source(source: str | os.PathLike) -> bool:
 
 
 def _progress_tqdm(callback: DownloadProgress):
-    """A tqdm class for ``snapshot_download`` that reports byte progress to ``callback``."""
+    """A tqdm class for ``snapshot_download`` that reports progress to ``callback``.
+
+    Recent huggingface_hub versions open several bars with this class: bytes written
+    ("Reconstructing"), bytes transferred ("Downloading bytes") and files done. The written-bytes
+    bar is reported; the files bar only while no bytes bar exists (older versions have none).
+    """
     from huggingface_hub.utils import tqdm as hf_tqdm
+
+    state = {"bytes_bar": False}
 
     class _CallbackTqdm(hf_tqdm):
         # Counted here as well: a disabled tqdm (HF_HUB_DISABLE_PROGRESS_BARS) keeps no state.
         def __init__(self, *args, **kwargs):
             self._cb_done = int(kwargs.get("initial") or 0)
             self._cb_total = int(kwargs.get("total") or 0)
+            is_bytes = kwargs.get("unit") == "B"
+            transfer = str(kwargs.get("desc") or "").startswith("Downloading bytes")
+            self._cb_kind = "skip" if transfer else ("bytes" if is_bytes else "files")
+            state["bytes_bar"] |= self._cb_kind == "bytes"
             super().__init__(*args, **kwargs)
 
         def update(self, n=1):
             self._cb_done += int(n or 0)
-            callback(self._cb_done, int(getattr(self, "total", None) or self._cb_total))
+            if self._cb_kind == "bytes" or (self._cb_kind == "files" and not state["bytes_bar"]):
+                callback(self._cb_done, int(getattr(self, "total", None) or self._cb_total))
             return super().update(n)
 
     return _CallbackTqdm
