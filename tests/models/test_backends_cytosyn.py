@@ -22,7 +22,8 @@ def test_native_folder_loads_with_cytosyn_geometry_and_repa_e_latent_scaling(cyt
         0.5,
     )
     assert model.target == "flow" and model.interpolant.name == "flow"
-    assert model.info["load_route"] == "native"
+    assert model.info["load_route"] == "native" and model.info["commit"] is None
+    assert model.name == f"cytosyn:{cytosyn_native}"  # reloads the same local copy
     assert model.info["latent_scaling_from"] == "latent_norm"
     # batch-norm stats saved in the checkpoint: mean (0.5, -0.2, 0.1, 0), var (4, 1, 0.25, 1)
     scale = torch.tensor(model.scaling.scale)

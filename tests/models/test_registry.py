@@ -203,6 +203,7 @@ def test_offline_load_uses_the_cached_snapshot_and_pins_revisions(cytosyn_native
     assert model.info["source"] == "Owkin-Bioptimus/CytoSyn" and model.tile_px == 224
     pinned = load_model("cytosyn", device="cpu", cache_dir=str(tmp_path / "cache"), revision=commit)
     assert pinned.provenance()["revision"] == commit
+    assert model.provenance()["commit"] == commit and model.name == "cytosyn"
     with pytest.raises(ModelAccessError, match="revision v2"):
         load_model("cytosyn", device="cpu", cache_dir=str(tmp_path / "cache"), revision="v2")
 

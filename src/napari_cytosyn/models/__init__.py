@@ -59,7 +59,8 @@ def load_model(
     hub_options: see :class:`~.hub.HubOptions` (revision, token, cache_dir,
         local_files_only, trust_remote_code, progress).
 
-    Returns a model whose ``denoise`` falls back to float32 once, with a warning, if a
+    Returns a model whose ``name`` is ``name`` as given (so provenance reloads the same model)
+    and whose ``denoise`` falls back to float32 once, with a warning, if a
     reduced-precision step yields NaN/inf. The licence notice is logged before loading;
     ``get_info(name).notice`` gives the same text for a GUI.
     """
@@ -81,15 +82,18 @@ def load_model(
                 if hasattr(part, "to"):
                     part.to(dt)
             model.dtype = dt
-        return model
-    if info.backend == "cytosyn":
+    elif info.backend == "cytosyn":
         from .cytosyn import load_cytosyn
 
-        return load_cytosyn(info, source or info.source, options, dev, dt, embedder=embedder)
-    if info.backend == "pixcell":
+        model = load_cytosyn(info, source or info.source, options, dev, dt, embedder=embedder)
+    elif info.backend == "pixcell":
         from .pixcell import load_pixcell
 
-        return load_pixcell(info, source or info.source, options, dev, dt, embedder=embedder)
-    from .diffusers_generic import load_diffusers
+        model = load_pixcell(info, source or info.source, options, dev, dt, embedder=embedder)
+    else:
+        from .diffusers_generic import load_diffusers
 
-    return load_diffusers(info, source, options, dev, dt)
+        model = load_diffusers(info, source, options, dev, dt)
+    # The name that loads this model again (with its explicit source), for stored provenance.
+    model.name = name
+    return model

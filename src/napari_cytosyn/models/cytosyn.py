@@ -44,6 +44,7 @@ from .hub import (
     python_files,
     read_json,
     require_remote_code,
+    snapshot_commit,
 )
 from .latent import LatentScaling
 from .protocol import FlowInterpolant
@@ -171,7 +172,12 @@ def load_cytosyn(
     cond_dim = getattr(getattr(transformer, "config", None), "cond_dim", 768)
     if ref is None and cond_dim is not None:
         ref = TimmReferenceEncoder(H0_MINI, options, device)
-    provenance = {"source": str(source), "revision": options.revision, "load_route": route}
+    provenance = {
+        "source": str(source),
+        "revision": options.revision,
+        "commit": snapshot_commit(folder),
+        "load_route": route,
+    }
     return assemble_cytosyn(info, transformer, vae, device, dtype, ref, pipe, provenance)
 
 

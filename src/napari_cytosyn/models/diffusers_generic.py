@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from .backend import BackendModel
-from .hub import HubOptions, ModelAccessError, check_safetensors, fetch, read_json
+from .hub import (
+    HubOptions,
+    ModelAccessError,
+    check_safetensors,
+    fetch,
+    read_json,
+    snapshot_commit,
+)
 from .latent import LatentScaling
 from .protocol import FlowInterpolant, VPInterpolant
 from .registry import ModelInfo
@@ -168,6 +175,11 @@ def load_diffusers(
         latent_channels=int(vae.config.latent_channels),
         scaling=vae_scaling(vae),
         dtype=dtype,
-        info={"source": str(source), "revision": options.revision, "backend": "diffusers"},
+        info={
+            "source": str(source),
+            "revision": options.revision,
+            "commit": snapshot_commit(folder),
+            "backend": "diffusers",
+        },
         embed_error="generic diffusers models are unconditional",
     )

@@ -197,6 +197,14 @@ def fetch(
     return Path(folder)
 
 
+def snapshot_commit(folder: Path) -> str | None:
+    """The commit a hub-cache snapshot folder holds (``.../snapshots/<sha>``), else ``None``."""
+    name = folder.name
+    if folder.parent.name == "snapshots" and len(name) == 40:
+        return name
+    return None
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON file as a dict, with the file named in the error."""
     try:

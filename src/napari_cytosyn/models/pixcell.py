@@ -33,7 +33,14 @@ from .diffusers_generic import (
     vae_factor,
 )
 from .encoders import UNI2_H, TimmReferenceEncoder, grid_embedder
-from .hub import HubOptions, ModelAccessError, check_safetensors, fetch, read_json
+from .hub import (
+    HubOptions,
+    ModelAccessError,
+    check_safetensors,
+    fetch,
+    read_json,
+    snapshot_commit,
+)
 from .latent import LatentScaling
 from .registry import ModelInfo
 
@@ -199,6 +206,7 @@ def load_pixcell(
         info={
             "source": str(source),
             "revision": options.revision,
+            "commit": snapshot_commit(folder),
             "backend": "pixcell",
             "uni_tokens": n_tokens,
             "recommended": dict(info.defaults),
