@@ -132,3 +132,55 @@ def test_bfloat16_runs_close_to_float32(cytosyn_native):
     a, b = fp32.denoise(z, t), bf16.denoise(z, t)
     assert b.dtype == torch.float32
     assert (a - b).abs().mean() < 0.05 * a.abs().mean()
+
+
+class _FakeTimm:
+    """Just enough of timm's surface for the reference encoder: create_model + data config."""
+
+    def __init__(self, fail: Exception | None = None):
+        import types
+
+        self.fail = fail
+        self.created = []
+        self.layers = types.SimpleNamespace(SwiGLUPacked=object)
+        self.data = types.SimpleNamespace(
+            resolve_data_config=lambda cfg, model: {"mean": (0.5, 0.5, 0.5), "std": (0.25,) * 3}
+        )
+
+    def create_model(self, name, pretrained, **kwargs):
+        self.created.append((name, pretrained, kwargs))
+        if self.fail is not None:
+            raise self.fail
+
+        class Vit(torch.nn.Module):
+            def forward_features(self, x):  # (B, 3, 224, 224) -> (B, 1 + 4, 3) tokens
+                cls = x.mean(dim=(2, 3))
+                return torch.cat([cls[:, None], torch.zeros(x.shape[0], 4, 3)], dim=1)
+
+        return Vit()
+
+
+def test_h0_mini_encoder_normalises_resizes_and_takes_the_class_token(monkeypatch, cytosyn_native):
+    import sys
+
+    fake = _FakeTimm()
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    model = load_model(f"cytosyn:{cytosyn_native}", device="cpu")
+    rgb = torch.zeros(2, 3, 448, 448)  # mid-grey in [-1, 1] -> 0.5 in [0, 1] -> 0 normalised
+    rgb[1] = 1.0  # white -> (1 - 0.5) / 0.25 = 2
+    feats = model.embed(rgb)
+    torch.testing.assert_close(feats, torch.tensor([[0.0] * 3, [2.0] * 3]))
+    name, pretrained, kwargs = fake.created[0]
+    assert (name, pretrained) == ("hf-hub:bioptimus/H0-mini", True)
+    assert kwargs["act_layer"] is torch.nn.SiLU
+
+
+def test_h0_mini_without_access_names_the_gated_repository(monkeypatch, cytosyn_native):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", _FakeTimm(fail=OSError("401 gated")))
+    model = load_model(f"cytosyn:{cytosyn_native}", device="cpu")
+    with pytest.raises(ModelAccessError) as err:
+        model.embed(torch.zeros(1, 3, 224, 224))
+    assert "401 gated" in str(err.value)
+    assert "https://huggingface.co/bioptimus/H0-mini" in str(err.value)

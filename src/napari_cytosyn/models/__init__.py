@@ -76,12 +76,7 @@ def load_model(
     if info.backend == "embedded":
         from .embedded import load_embedded
 
-        model = BackendModel.wrap(load_embedded(device=dev))
-        if dt != model.dtype:
-            for part in (model.vae, model.net):
-                if hasattr(part, "to"):
-                    part.to(dt)
-            model.dtype = dt
+        model = BackendModel.wrap(load_embedded(device=str(dev), dtype=dt))
     elif info.backend == "cytosyn":
         from .cytosyn import load_cytosyn
 

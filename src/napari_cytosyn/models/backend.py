@@ -70,8 +70,11 @@ class BackendModel(LatentDiffusion):
         warnings.warn(message, PrecisionFallbackWarning, stacklevel=3)
         log.warning(message)
         for part in (self.vae, self.net, *self.modules):
-            if isinstance(part, torch.nn.Module):
-                part.to(torch.float32)
+            # a plain-callable net (not an nn.Module) is cast through the modules it holds
+            held = [part] if isinstance(part, torch.nn.Module) else list(vars(part).values())
+            for module in held:
+                if isinstance(module, torch.nn.Module):
+                    module.to(torch.float32)
         self.dtype = torch.float32
         self.info["precision_fallback"] = "float32"
 

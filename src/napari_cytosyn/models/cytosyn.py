@@ -171,7 +171,7 @@ def load_cytosyn(
     ref = embedder
     cond_dim = getattr(getattr(transformer, "config", None), "cond_dim", 768)
     if ref is None and cond_dim is not None:
-        ref = TimmReferenceEncoder(H0_MINI, options, device)
+        ref = TimmReferenceEncoder(H0_MINI, device)
     provenance = {
         "source": str(source),
         "revision": options.revision,

@@ -5,9 +5,11 @@ Both are gated pathology foundation models on the Hugging Face Hub, loaded with
 so a user without access can still sample unconditionally. Missing timm or missing access gives a
 :class:`~.hub.ModelAccessError` that says what to do.
 
-The embedding is the class token after the final norm (``forward_features(x)[:, 0]``), computed on
-the region resized to 224 px and normalised with the mean/std of the model's own pretrained config.
-PixCell-1024 conditions on a 4 x 4 grid of 256 px crops, embedded one by one, row-major.
+timm fetches the weights through huggingface_hub with its usual settings (token from the login or
+``HF_TOKEN``, default cache, ``HF_HUB_OFFLINE``). The embedding is the class token after the
+final norm (``forward_features(x)[:, 0]``), computed on the region resized to 224 px and
+normalised with the mean/std of the model's own pretrained config. PixCell-1024 conditions on a
+4 x 4 grid of 256 px crops, embedded one by one, row-major.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from .hub import HubOptions, ModelAccessError
+from .hub import ModelAccessError
 
 H0_MINI = "bioptimus/H0-mini"
 UNI2_H = "MahmoodLab/UNI2-h"
@@ -52,9 +54,8 @@ def _swiglu_kwargs() -> dict[str, Any]:
 class TimmReferenceEncoder:
     """Lazily loaded timm ViT: ``rgb (B, 3, H, W) in [-1, 1] -> (B, D)`` class-token features."""
 
-    def __init__(self, hub_id: str, options: HubOptions, device: torch.device, input_px: int = 224):
+    def __init__(self, hub_id: str, device: torch.device, input_px: int = 224):
         self.hub_id = hub_id
-        self.options = options
         self.device = device
         self.input_px = input_px
         self._model = None
@@ -69,10 +70,6 @@ class TimmReferenceEncoder:
                 f"installed: `pip install timm`, then request access to {self.hub_id} at "
                 f"https://huggingface.co/{self.hub_id}."
             ) from None
-        if self.options.offline:
-            import os
-
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             model = timm.create_model(
                 f"hf-hub:{self.hub_id}", pretrained=True, **_TIMM_KWARGS[self.hub_id]()

@@ -183,7 +183,7 @@ def load_pixcell(
     vae.to(device)
     ref = embedder
     if ref is None:
-        ref = TimmReferenceEncoder(UNI2_H, options, device)
+        ref = TimmReferenceEncoder(UNI2_H, device)
     if grid > 1:
         ref = grid_embedder(ref, grid)
     else:
