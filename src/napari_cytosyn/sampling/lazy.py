@@ -98,19 +98,20 @@ class LazySpec:
     blend_steps: number of final steps run on overlapping windows that are cross-faded.
     blend_overlap: overlap fraction of the blend-phase windows (stride ``W (1 - overlap)``).
     context_latent: tile phases evaluate each ``W``-latent window but keep only its centre
-        ``W - 2 * context_latent`` (overlap-save); the rest is context. Costs
-        ``(W / (W - 2 m))^2``.
+        ``W - 2 m`` (overlap-save); the rest is context the denoiser sees but whose update is
+        discarded. Costs ``(W / (W - 2 m))^2``. One int for all tile phases or one per phase
+        (the last value repeats).
     group: tiles per side computed together as one fixed model batch (``group**2`` windows).
     """
 
     settings: SamplerSettings = field(default_factory=SamplerSettings)
     seed: int | None = None
     chunk_px: int = 512
-    phase_times: tuple[float, ...] = (0.7, 0.4)
-    blend_steps: int = 3
+    phase_times: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2)
+    blend_steps: int = 0
     blend_overlap: float = 0.5
-    context_latent: int = 0
-    group: int = 2
+    context_latent: int | tuple[int, ...] = (1, 2, 2, 1, 1)
+    group: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.settings, SamplerSettings):
@@ -131,8 +132,14 @@ class LazySpec:
             )
         if not 0.0 <= self.blend_overlap < 1.0:
             raise ValueError(f"blend_overlap must be in [0, 1), got {self.blend_overlap!r}")
-        if not isinstance(self.context_latent, int) or self.context_latent < 0:
-            raise ValueError(f"context_latent must be an integer >= 0, got {self.context_latent!r}")
+        ctx = self.context_latent
+        ctx = (ctx,) if isinstance(ctx, int) else tuple(ctx)
+        if not ctx or any(not isinstance(v, int) or v < 0 for v in ctx):
+            raise ValueError(
+                "context_latent must be an integer >= 0 or a tuple of them (one per tile phase), "
+                f"got {self.context_latent!r}"
+            )
+        object.__setattr__(self, "context_latent", ctx[0] if len(ctx) == 1 else ctx)
         if not isinstance(self.group, int) or self.group < 1:
             raise ValueError(f"group must be an integer >= 1, got {self.group!r}")
 
@@ -145,7 +152,11 @@ class LazySpec:
             "phase_times": list(self.phase_times),
             "blend_steps": self.blend_steps,
             "blend_overlap": self.blend_overlap,
-            "context_latent": self.context_latent,
+            "context_latent": (
+                self.context_latent
+                if isinstance(self.context_latent, int)
+                else list(self.context_latent)
+            ),
             "group": self.group,
         }
 
@@ -154,6 +165,8 @@ class LazySpec:
         kw = dict(d)
         kw["settings"] = SamplerSettings.from_dict(kw["settings"])
         kw["phase_times"] = tuple(kw.get("phase_times", ()))
+        if isinstance(kw.get("context_latent"), list):
+            kw["context_latent"] = tuple(kw["context_latent"])
         return cls(**kw)
 
     def fingerprint(self) -> str:
@@ -195,12 +208,14 @@ class LazyPlan:
                 bounds.append(i)
         bounds.append(tile_end)
         phases: list[_Phase] = []
-        m = spec.context_latent
-        core = w - 2 * m
-        if core < 1:
-            raise ValueError(f"context_latent={m} leaves no core in a {w}-latent window")
+        ctx = spec.context_latent
+        ctx = (ctx,) if isinstance(ctx, int) else ctx
         oy = ox = 0
         for k in range(len(bounds) - 1):
+            m = ctx[min(k, len(ctx) - 1)]
+            core = w - 2 * m
+            if core < 1:
+                raise ValueError(f"context_latent={m} leaves no core in a {w}-latent window")
             if k > 0:
                 u = uniform(st.seed, "lazy-lattice", (k,), 2)
                 oy = (oy + core // 2 + int((u[0] - 0.5) * core / 4)) % core

@@ -71,9 +71,9 @@ class SamplerSettings:
     seed: int = 0
     time_shift: float = 1.0
     window_latent: int | None = None
-    overlap: float = 0.5
-    weights: str = "gaussian"
-    shift_lattice: bool = False
+    overlap: float = 0.25
+    weights: str = "tent"
+    shift_lattice: bool = True
     batch_size: int = 8
     decode_tile_latent: int = 64
     decode_halo_latent: int = 8
