@@ -61,7 +61,7 @@ def test_non_diffusers_or_text_conditioned_components_are_refused(generic_ddpm, 
     (folder / "model_index.json").write_text(
         json.dumps({**index, "unet": ["diffusers", "UNet2DConditionModel"]})
     )
-    with pytest.raises(ModelAccessError, match="text-conditioned"):
+    with pytest.raises(ModelAccessError, match="conditioned on text"):
         load_model(f"diffusers:{folder}", device="cpu")
     del index["vae"]
     (folder / "model_index.json").write_text(json.dumps(index))
@@ -81,3 +81,21 @@ def test_generic_model_generates_a_tiled_region(generic_ddpm):
     settings = SamplerSettings(sampler="euler", steps=3, seed=1, batch_size=4)
     rgb = generate_region(model, settings, 8, 8, 72, 180)
     assert rgb.shape == (72, 180, 3) and rgb.dtype == np.uint8 and rgb.std() > 0
+
+
+def test_class_conditional_unet_is_refused(generic_ddpm, tmp_path):
+    folder = shutil.copytree(generic_ddpm, tmp_path / "classes")
+    shutil.rmtree(folder / "unet")
+    UNet2DModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        num_class_embeds=10,
+    ).save_pretrained(folder / "unet")
+    with pytest.raises(ModelAccessError, match="conditioned on class labels"):
+        load_model(f"diffusers:{folder}", device="cpu")

@@ -37,7 +37,15 @@ from .registry import ModelInfo
 
 log = logging.getLogger(__name__)
 
-_TEXT_CONDITIONED = ("UNet2DConditionModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
+# Networks that need a prompt or labels this tool does not have, and what they need.
+_CONDITIONED = {
+    "UNet2DConditionModel": "text",
+    "SD3Transformer2DModel": "text",
+    "FluxTransformer2DModel": "text",
+    "PixArtTransformer2DModel": "text (for PixCell use the pixcell-256/-1024 names)",
+    "DiTTransformer2DModel": "class labels",
+    "Transformer2DModel": "class labels or text",
+}
 
 
 def component_spec(index: dict[str, Any], name: str) -> tuple[str, str] | None:
@@ -143,16 +151,21 @@ def load_diffusers(
             f"{source} is not a latent diffusion folder: model_index.json needs a 'unet' or "
             "'transformer' and a 'vae'"
         )
-    if net_spec[1] in _TEXT_CONDITIONED:
+    if net_spec[1] in _CONDITIONED:
         raise ModelAccessError(
-            f"{source} has a text-conditioned {net_spec[1]}; only unconditional latent "
-            "diffusion models are supported by the generic diffusers backend"
+            f"{source}: its {net_spec[1]} is conditioned on {_CONDITIONED[net_spec[1]]}; the "
+            "generic diffusers backend supports unconditional latent diffusion models only"
         )
     net_cls = diffusers_class(net_spec, f"the {net_name}")
     vae_cls = diffusers_class(vae_spec, "the vae")
     check_safetensors(folder, [net_name, "vae"])
     interpolant, target, timestep_scale = load_schedule(folder, index)
     net = load_module(folder, net_name, net_cls, dtype).to(device)
+    if net.config.get("num_class_embeds") or net.config.get("class_embed_type"):
+        raise ModelAccessError(
+            f"{source}: its {net_spec[1]} is conditioned on class labels; the generic diffusers "
+            "backend supports unconditional latent diffusion models only"
+        )
     vae = load_module(folder, "vae", vae_cls, dtype).to(device)
     factor = vae_factor(vae)
     sample_size = net.config.get("sample_size") or 32
