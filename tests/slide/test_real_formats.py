@@ -111,3 +111,16 @@ def test_metadata_is_json_serialisable(slide_case):
     assert meta["level_shapes"] == [list(s) for s in slide.level_shapes]
     assert meta["name"] == slide.name
     assert not slide.name.endswith((".tif", ".tiff", ".zarr"))
+
+
+def test_slides_and_lazy_levels_pickle_by_path(slide_case, slide_levels):
+    import pickle
+
+    slide, fmt, _ = slide_case
+    region = slide.levels[1][100:300, 200:500]
+    again = pickle.loads(pickle.dumps(region))  # as a dask worker process receives it
+    np.testing.assert_array_equal(again.compute(), slide_levels[1][100:300, 200:500])
+    reopened = pickle.loads(pickle.dumps(slide))
+    assert reopened.format == fmt
+    assert reopened.level_shapes == slide.level_shapes
+    reopened.close()

@@ -99,3 +99,18 @@ def test_reads_past_the_slide_edge_are_white_through_openslide(generic_tiff_slid
         region = slide._backend.read(0, 1000, 1400, 200, 200)  # OpenSlide pads with transparency
         np.testing.assert_array_equal(region[:104, :136], slide_levels[0][1000:, 1400:])
         assert (region[104:] == 255).all() and (region[:, 136:] == 255).all()
+
+
+def test_dask_levels_compute_on_a_local_cluster_worker_process(generic_tiff_slide, slide_levels):
+    from distributed import Client, LocalCluster
+
+    with (
+        open_slide(generic_tiff_slide) as slide,
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        region = slide.levels[0][200:900, 300:1300]
+        result = client.compute(region).result(timeout=60)
+        np.testing.assert_array_equal(result, slide_levels[0][200:900, 300:1300])

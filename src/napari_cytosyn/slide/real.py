@@ -14,6 +14,7 @@ pixels they need (dask fuses a slice of a chunk into the read of that chunk).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -87,11 +88,23 @@ class _LevelSource:
     read through the dask level asks the backend for exactly its own pixels, never whole chunks.
     """
 
-    def __init__(self, read: Callable[[int, int, int, int], np.ndarray], shape: tuple[int, int]):
+    def __init__(
+        self,
+        read: Callable[[int, int, int, int], np.ndarray],
+        shape: tuple[int, int],
+        path: Path,
+        level: int,
+    ):
         self._read = read
         self.shape = (shape[0], shape[1], 3)
         self.dtype = np.dtype(np.uint8)
         self.ndim = 3
+        self._path = path
+        self._level = level
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # File handles do not pickle: a dask worker reopens the slide (once per process).
+        return (_reopened_level_source, (str(self._path), self._level))
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
@@ -122,6 +135,15 @@ class _LevelSource:
         x0, x1 = int(np.min(xr)), int(np.max(xr)) + 1
         block = self._read(y0, x0, y1 - y0, x1 - x0)
         return block[_shift(ys, y0), _shift(xs, x0), cs]
+
+
+@functools.lru_cache(maxsize=8)
+def _reopened(path: str) -> Slide:
+    return open_slide(path)
+
+
+def _reopened_level_source(path: str, level: int) -> _LevelSource:
+    return _reopened(path)._sources[level]
 
 
 def _shift(index: Any, offset: int) -> Any:
@@ -163,11 +185,13 @@ class Slide:
         self.objective_power = backend.objective_power
         self.properties = dict(backend.properties)
         self.levels: list[dask.array.Array] = []
+        self._sources: list[_LevelSource] = []
         for level, (shape, tile) in enumerate(
             zip(self.level_shapes, backend.tile_shapes, strict=True)
         ):
             th, tw = tile if tile else (None, None)
-            source = _LevelSource(self._reader(level), shape)
+            source = _LevelSource(self._reader(level), shape, self.path, level)
+            self._sources.append(source)
             self.levels.append(
                 da.from_array(
                     source,
@@ -280,6 +304,10 @@ class Slide:
     def close(self) -> None:
         """Close the underlying file handles; the dask levels stop working afterwards."""
         self._backend.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles by path (handles cannot travel); unpickling reopens the file.
+        return (open_slide, (str(self.path),))
 
     def __enter__(self) -> Slide:
         return self
