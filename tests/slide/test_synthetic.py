@@ -22,7 +22,14 @@ CHUNK = 64
 
 def make(path: Path, width: int = 200, height: int = 136, seed: int = 7, **kw) -> SyntheticSlide:
     return SyntheticSlide.create(
-        path, GRFModel(), width, height, seed, SETTINGS, chunk_px=kw.pop("chunk_px", CHUNK), **kw
+        path,
+        GRFModel(boundary="periodic"),
+        width,
+        height,
+        seed,
+        SETTINGS,
+        chunk_px=kw.pop("chunk_px", CHUNK),
+        **kw,
     )
 
 
@@ -33,7 +40,13 @@ def dir_bytes(path: Path) -> int:
 def test_creating_a_200k_slide_is_instant_and_allocates_nothing_proportional(tmp_path):
     t0 = time.perf_counter()
     slide = SyntheticSlide.create(
-        tmp_path / "big.zarr", GRFModel(), 200_000, 200_000, 1, SETTINGS, chunk_px=512
+        tmp_path / "big.zarr",
+        GRFModel(boundary="periodic"),
+        200_000,
+        200_000,
+        1,
+        SETTINGS,
+        chunk_px=512,
     )
     elapsed = time.perf_counter() - t0
     assert elapsed < 2.0
@@ -110,7 +123,7 @@ def test_dask_levels_generate_missing_chunks_and_stored_levels_do_not(tmp_path):
     block = slide.levels[0][:64, 64:128].compute()
     assert slide.compute_count == 1
     assert np.array_equal(block, slide.stored_levels[0][:64, 64:128].compute())
-    again = SyntheticSlide.open(tmp_path / "s.zarr", GRFModel())
+    again = SyntheticSlide.open(tmp_path / "s.zarr", GRFModel(boundary="periodic"))
     assert np.array_equal(again.levels[0][:64, 64:128].compute(), block)
     assert again.compute_count == 0
 
@@ -162,10 +175,14 @@ def test_a_directory_that_is_not_ours_is_refused_and_kept(tmp_path):
 def test_opening_with_another_model_or_settings_is_refused(tmp_path):
     make(tmp_path / "s.zarr")
     with pytest.raises(StoreMismatchError, match="model"):
-        SyntheticSlide.open(tmp_path / "s.zarr", GRFModel(nu=2.0))
+        SyntheticSlide.open(
+            tmp_path / "s.zarr", GRFModel(boundary="periodic", lengths_latent=(1.0, 1.0, 1.0, 1.0))
+        )
     with pytest.raises(StoreMismatchError, match="settings"):
         SyntheticSlide.open(tmp_path / "s.zarr", settings=SamplerSettings(steps=5))
-    assert SyntheticSlide.open(tmp_path / "s.zarr", GRFModel(), SETTINGS).seed == 7
+    assert (
+        SyntheticSlide.open(tmp_path / "s.zarr", GRFModel(boundary="periodic"), SETTINGS).seed == 7
+    )
 
 
 @pytest.mark.parametrize(
@@ -183,7 +200,7 @@ def test_a_mark_without_its_chunk_file_is_cleared_on_reopen(tmp_path):
     slide.ensure_chunk(0, 0, 1)
     slide.store.chunk_file(0, 0, 1).unlink()
     with pytest.warns(UserWarning, match="marked done but is missing"):
-        again = SyntheticSlide.open(tmp_path / "s.zarr", GRFModel())
+        again = SyntheticSlide.open(tmp_path / "s.zarr", GRFModel(boundary="periodic"))
     assert not again.is_done(0, 0, 1)
     again.ensure_chunk(0, 0, 1)
     assert again.compute_count == 1

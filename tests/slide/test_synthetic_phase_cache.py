@@ -46,7 +46,7 @@ def test_key_names_are_distinct_and_file_safe():
 
 
 def test_lazy_chunks_from_the_zarr_cache_equal_those_from_memory(tmp_path):
-    model = GRFModel()
+    model = GRFModel(boundary="periodic")
     spec = LazySpec(settings=SamplerSettings(steps=4, seed=3), chunk_px=64)
     disk = ZarrPhaseCache(tmp_path / "pc")
     a = render_chunk(model, spec, 1, 2, disk)

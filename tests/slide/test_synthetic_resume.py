@@ -24,7 +24,7 @@ RENDER = textwrap.dedent(
     from napari_cytosyn.models.grf import GRFModel
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
-    slide = SyntheticSlide.open(sys.argv[1], GRFModel())
+    slide = SyntheticSlide.open(sys.argv[1], GRFModel(boundary="periodic"))
     def report(done, total):
         print(done, flush=True)
     slide.render_all(progress=report)
@@ -34,7 +34,7 @@ RENDER = textwrap.dedent(
 
 def test_killed_render_leaves_no_torn_chunk_and_resumes_without_recomputing(tmp_path):
     path = tmp_path / "s.zarr"
-    SyntheticSlide.create(path, GRFModel(), W, H, 3, SETTINGS, chunk_px=CHUNK)
+    SyntheticSlide.create(path, GRFModel(boundary="periodic"), W, H, 3, SETTINGS, chunk_px=CHUNK)
     script = tmp_path / "render.py"
     script.write_text(RENDER)
     proc = subprocess.Popen(
@@ -50,7 +50,7 @@ def test_killed_render_leaves_no_torn_chunk_and_resumes_without_recomputing(tmp_
     assert proc.returncode == -signal.SIGKILL
 
     total = (H // CHUNK) * (W // CHUNK)
-    resumed = SyntheticSlide.open(path, GRFModel())
+    resumed = SyntheticSlide.open(path, GRFModel(boundary="periodic"))
     done_before = resumed.store.completion(0).count()
     assert reported <= done_before < total
     # Every chunk marked done is complete and readable.
@@ -61,7 +61,7 @@ def test_killed_render_leaves_no_torn_chunk_and_resumes_without_recomputing(tmp_
     assert resumed.compute_count == total - done_before
 
     reference = SyntheticSlide.create(
-        tmp_path / "ref.zarr", GRFModel(), W, H, 3, SETTINGS, chunk_px=CHUNK
+        tmp_path / "ref.zarr", GRFModel(boundary="periodic"), W, H, 3, SETTINGS, chunk_px=CHUNK
     )
     reference.render_all()
     for k in range(resumed.store.n_levels):

@@ -18,7 +18,13 @@ CHUNK = 64
 @pytest.fixture
 def slide(tmp_path) -> SyntheticSlide:
     return SyntheticSlide.create(
-        tmp_path / "s.zarr", GRFModel(), 640, 512, 5, SamplerSettings(steps=4), chunk_px=CHUNK
+        tmp_path / "s.zarr",
+        GRFModel(boundary="periodic"),
+        640,
+        512,
+        5,
+        SamplerSettings(steps=4),
+        chunk_px=CHUNK,
     )
 
 

@@ -22,6 +22,7 @@ import shutil
 import threading
 import uuid
 import warnings
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+_LIVE: weakref.WeakSet[ZarrPhaseCache] = weakref.WeakSet()
 _SAFE = re.compile(r"[^A-Za-z0-9_.=-]")
 # zarr has no bfloat16; such tensors are stored as float32 and cast back on read.
 _UPCAST = {"torch.bfloat16": "float32"}
@@ -55,6 +57,9 @@ class ZarrPhaseCache:
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / "zarr.json").exists():
             zarr.open_group(str(self.path), mode="a")
+        # Identity of the directory: a cache whose directory was replaced (store overwritten)
+        # must not write stale states into the new one.
+        self._dir_id = _dir_id(self.path)
         self._memory_bytes = int(memory_mb * 2**20)
         self._lru: OrderedDict[str, Any] = OrderedDict()
         self._lru_bytes = 0
@@ -67,6 +72,7 @@ class ZarrPhaseCache:
         self.disk_reads = 0
         self.disk_writes = 0
         self.write_errors = 0
+        _LIVE.add(self)
 
     def __contains__(self, key: Any) -> bool:
         name = key_name(key)
@@ -157,7 +163,7 @@ class ZarrPhaseCache:
         import torch
 
         entry = self.path / name
-        if (entry / "zarr.json").is_file():
+        if _dir_id(self.path) != self._dir_id or (entry / "zarr.json").is_file():
             return
         dtype = str(t.dtype)
         data = t.to(torch.float32).numpy() if dtype in _UPCAST else t.numpy()
@@ -203,3 +209,19 @@ class ZarrPhaseCache:
     def __len__(self) -> int:
         """Number of entries on disk (call :meth:`flush` first to count pending ones)."""
         return sum(1 for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _dir_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def flush_caches_under(path: str | os.PathLike) -> None:
+    """Finish pending writes of every cache of this process inside ``path`` (before deleting it)."""
+    root = Path(path).resolve()
+    for cache in list(_LIVE):
+        if cache.path.resolve().is_relative_to(root):
+            cache.flush()

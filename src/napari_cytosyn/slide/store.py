@@ -246,7 +246,7 @@ class SlideStore:
                         f"{path} already holds a napari-cytosyn store; open it, or pass "
                         "overwrite=True to replace it"
                     )
-                shutil.rmtree(path)
+                _remove_store(path)
         meta = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -395,3 +395,13 @@ class SlideStore:
         with self.lock:
             self.attrs.update(updates)
             self.root.attrs[ATTRS_KEY] = self.attrs
+
+
+def _remove_store(path: Path) -> None:
+    """Delete a store of ours: flush this process's writers into it, move it aside, delete."""
+    from .phase_cache import flush_caches_under
+
+    flush_caches_under(path)
+    trash = path.with_name(f".{path.name}.deleting-{os.getpid()}-{threading.get_ident()}")
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)

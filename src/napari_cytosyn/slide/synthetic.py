@@ -82,6 +82,7 @@ class SyntheticSlide:
         self._listeners: list[Callable[[int, int, int], None]] = []
         self.compute_count = 0  # level-0 chunks rendered by this object (not read back)
         self._token = uuid.uuid4().hex[:12]
+        self._dask_cache: dict[tuple[int, bool], Any] = {}
 
     # -- creation -------------------------------------------------------------------------
 
@@ -466,19 +467,17 @@ class SyntheticSlide:
         return out
 
     def _dask_level(self, level: int, generate: bool):
-        import dask.array as da
+        from ._chunk_array import chunk_array
 
-        source = _LevelSource(self, level, generate)
-        c = self.chunk_px
-        return da.from_array(
-            source,
-            chunks=(c, c, 3),
-            asarray=False,
-            fancy=False,
-            lock=False,
-            name=f"synthetic-{self._token}-{level}-{'gen' if generate else 'stored'}",
-            meta=np.empty((0, 0, 0), dtype=np.uint8),
-        )
+        key = (level, generate)
+        if key not in self._dask_cache:
+            self._dask_cache[key] = chunk_array(
+                f"synthetic-{self._token}-{level}-{'gen' if generate else 'stored'}",
+                self.level_shapes[level],
+                self.chunk_px,
+                _ChunkReader(self, level, generate),
+            )
+        return self._dask_cache[key]
 
     @property
     def levels(self) -> list:
@@ -512,25 +511,37 @@ class SyntheticSlide:
         )
 
 
-class _LevelSource:
-    """Array-like for ``dask.array.from_array``: slicing reads (or generates) a region."""
+class _ChunkReader:
+    """Reads (or generates) one chunk of a level: the task function of the dask levels.
 
-    ndim = 3
-    dtype = np.dtype(np.uint8)
+    Pickles as the store's path, so a dask.distributed worker reopens the slide (and loads the
+    model named in the store) instead of receiving a copy of the model with every task.
+    """
 
     def __init__(self, slide: SyntheticSlide, level: int, generate: bool) -> None:
         self.slide, self.level, self.generate = slide, level, generate
-        self.shape = (*slide.level_shapes[level], 3)
 
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        sy, sx = (key + (slice(None),) * 2)[:2]
-        y0, y1, _ = sy.indices(self.shape[0])
-        x0, x1, _ = sx.indices(self.shape[1])
-        if y1 <= y0 or x1 <= x0:
-            return np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), dtype=np.uint8)
-        out = self.slide.read_region(self.level, y0, x0, y1 - y0, x1 - x0, generate=self.generate)
-        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
+    def __call__(self, cy: int, cx: int) -> np.ndarray:
+        slide = self.slide
+        if slide.store.is_done(self.level, cy, cx):
+            return slide.store.read_chunk(self.level, cy, cx)
+        if self.generate:
+            return slide.ensure_chunk(self.level, cy, cx)
+        y0, y1, x0, x1 = slide.store.bounds(self.level, cy, cx)
+        return np.full((y1 - y0, x1 - x0, 3), WHITE, dtype=np.uint8)
+
+    def __reduce__(self):
+        return (_reader_in_process, (str(self.slide.path), self.level, self.generate))
+
+
+_OPEN_IN_PROCESS: dict[str, SyntheticSlide] = {}
+
+
+def _reader_in_process(path: str, level: int, generate: bool) -> _ChunkReader:
+    slide = _OPEN_IN_PROCESS.get(path)
+    if slide is None:
+        slide = _OPEN_IN_PROCESS.setdefault(path, SyntheticSlide.open(path))
+    return _ChunkReader(slide, level, generate)
 
 
 def _check_size(width: int, height: int) -> None:

@@ -1,0 +1,146 @@
+"""Viewport benchmark: how fast a fresh synthetic slide fills the screen, and reads back.
+
+One run, one CPU process:
+1. create a fresh 100,000 x 100,000 px synthetic slide (instant, sparse);
+2. ask a :class:`ViewportRenderer` for a 1024 x 768 px viewport at level 0 (placed off the
+   chunk grid, like a real view) and time the first finished chunk and all visible chunks;
+3. read the finished region back through the slide's dask level and through ``read_region``,
+   and through plain zarr reads of the same store, alternating, best of N: ``read_ratio`` =
+   slide dask read time / plain zarr read time (1.0 = no overhead).
+
+Targets (issue 6, embedded model on this CPU): first chunk <= 3 s, all visible <= 20 s,
+read ratio <= 1.2. Last line: ``RESULT {json}``.
+
+    python benchmarks/viewport.py                 # embedded model (cytosyn-tiny)
+    python benchmarks/viewport.py --model grf     # Gaussian-random-field test model
+    python benchmarks/viewport.py --quick         # smaller viewport, fewer repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def load(name: str):
+    if name == "grf":
+        from napari_cytosyn.models.grf import GRFModel
+
+        return GRFModel(boundary="periodic"), "grf"
+    from napari_cytosyn.models import load_model
+
+    return load_model(name, device="cpu"), name
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="cytosyn-tiny", help="model name, or 'grf'")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--chunk-px", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--quick", action="store_true", help="512 x 384 viewport, fewer repeats")
+    args = ap.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+    from napari_cytosyn.slide.viewport import ViewportRenderer
+
+    model, model_name = load(args.model)
+    vw, vh = (512, 384) if args.quick else (1024, 768)
+    repeats = 5 if args.quick else 20
+    settings = SamplerSettings(steps=args.steps)
+    print(f"model {model_name}, steps {args.steps}, chunk {args.chunk_px} px, viewport {vw}x{vh}")
+    print(f"torch threads {torch.get_num_threads()}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        slide = SyntheticSlide.create(
+            Path(tmp) / "bench.zarr",
+            model,
+            100_000,
+            100_000,
+            2026,
+            settings,
+            chunk_px=args.chunk_px,
+        )
+        create_s = time.perf_counter() - t0
+        print(f"create 100k x 100k: {create_s * 1000:.1f} ms")
+
+        y0, x0 = 50_000 + 100, 50_000 + 60  # off the chunk grid
+        region = (y0, x0, y0 + vh, x0 + vw)
+        first = threading.Event()
+        times: dict[str, float] = {}
+
+        def on_chunk(level: int, cy: int, cx: int) -> None:
+            if level == 0 and not first.is_set():
+                times["first"] = time.perf_counter() - t_req
+                first.set()
+
+        with ViewportRenderer(slide, on_chunk=on_chunk) as renderer:
+            t_req = time.perf_counter()
+            planned = renderer.request(0, region)
+            renderer.wait()
+            all_visible_s = time.perf_counter() - t_req
+        first_chunk_s = times["first"]
+        print(
+            f"visible chunks {planned}; first chunk {first_chunk_s:.2f} s; "
+            f"all visible {all_visible_s:.2f} s"
+        )
+
+        import zarr
+
+        plain = zarr.open_array(str(Path(tmp) / "bench.zarr" / "levels" / "0"), mode="r")
+        level0 = slide.levels[0]
+        sl = (slice(y0, y0 + vh), slice(x0, x0 + vw))
+        ref = np.asarray(plain[sl])
+        assert np.array_equal(level0[sl].compute(scheduler="threads"), ref)
+        assert np.array_equal(slide.read_region(0, y0, x0, vh, vw), ref)
+        t_plain, t_dask, t_region = [], [], []
+        for _ in range(repeats):  # alternate so background load hits all three alike
+            t_plain.append(best_of(lambda: plain[sl], 1))
+            t_dask.append(best_of(lambda: level0[sl].compute(scheduler="threads"), 1))
+            t_region.append(best_of(lambda: slide.read_region(0, y0, x0, vh, vw), 1))
+        plain_s, dask_s, region_s = min(t_plain), min(t_dask), min(t_region)
+        mpx = vh * vw / 1e6
+        print(
+            f"read {vh}x{vw}: plain zarr {plain_s * 1000:.1f} ms ({mpx / plain_s:.0f} MP/s), "
+            f"slide dask {dask_s * 1000:.1f} ms, read_region {region_s * 1000:.1f} ms"
+        )
+
+    result = {
+        "first_chunk_s": round(first_chunk_s, 3),
+        "all_visible_s": round(all_visible_s, 3),
+        "read_ratio": round(dask_s / plain_s, 3),
+        "read_region_ratio": round(region_s / plain_s, 3),
+        "visible_chunks": planned,
+        "create_ms": round(create_s * 1000, 1),
+        "model": model_name,
+        "steps": args.steps,
+        "chunk_px": args.chunk_px,
+        "viewport": [vw, vh],
+        "torch_threads": torch.get_num_threads(),
+    }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
