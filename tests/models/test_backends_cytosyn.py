@@ -184,3 +184,15 @@ def test_h0_mini_without_access_names_the_gated_repository(monkeypatch, cytosyn_
         model.embed(torch.zeros(1, 3, 224, 224))
     assert "401 gated" in str(err.value)
     assert "https://huggingface.co/bioptimus/H0-mini" in str(err.value)
+
+
+def test_pickled_weights_are_refused_before_any_remote_code_runs(cytosyn_remote, tmp_path):
+    import shutil
+
+    from napari_cytosyn.models import PickleWeightsRefused
+
+    folder = shutil.copytree(cytosyn_remote, tmp_path / "pickled_remote")
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_suffix(".bin"))
+    with pytest.raises(PickleWeightsRefused, match="transformer"):
+        load_model(f"cytosyn:{folder}", device="cpu", trust_remote_code=True)

@@ -123,6 +123,7 @@ def _native_parts(folder: Path, index: dict[str, Any], dtype: torch.dtype):
 def _remote_parts(folder: Path, label: str, options: HubOptions, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
 
+    check_safetensors(folder, [n for n in ("transformer", "vae") if (folder / n).is_dir()])
     require_remote_code(folder, label, options, python_files(folder))
     pipeline_file = folder / "pipeline.py"
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; both still work
@@ -160,8 +161,8 @@ def load_cytosyn(
     folder = fetch(source, options, gated=info.gated, licence=info.licence)
     index = read_json(folder / "model_index.json")
     spec = component_spec(index, "transformer")
-    if spec is None:
-        raise ModelAccessError(f"{source}: model_index.json lists no transformer")
+    if spec is None or component_spec(index, "vae") is None:
+        raise ModelAccessError(f"{source}: model_index.json needs a 'transformer' and a 'vae'")
     if spec[0] in NATIVE_LIBRARIES and spec[1] == "SiTTransformer":
         transformer, vae, pipe = _native_parts(folder, index, dtype)
         route = "native"
