@@ -107,7 +107,7 @@ def slide_provenance(slide: Any, checksum_source: bool = True) -> dict[str, Any]
             seed=settings.get("seed"),
             sampler=settings or None,
             source_path=source.get("path"),
-            source_name=source.get("name"),
+            source_name=Path(source["path"]).name if source.get("path") else source.get("name"),
             checksum_source=checksum_source and Path(source.get("path", "")).exists(),
             extra={
                 "synthetic": {
@@ -121,7 +121,7 @@ def slide_provenance(slide: Any, checksum_source: bool = True) -> dict[str, Any]
         )
     return build_provenance(
         source_path=slide.path,
-        source_name=slide.name,
+        source_name=Path(slide.path).name,
         checksum_source=checksum_source,
         extra={"synthetic": None},
     )
