@@ -1,0 +1,134 @@
+"""Quality metrics for H&E tiles: stain histograms and classical nuclei statistics.
+
+These compare synthetic tiles with real ones without any learned feature extractor:
+
+- colour deconvolution (Ruifrok & Johnston 2001, skimage ``rgb2hed``) into haematoxylin and
+  eosin concentrations, compared with the 1-D Wasserstein distance of their distributions;
+- a classical nuclei segmentation (Otsu threshold on smoothed haematoxylin, hole filling,
+  distance-transform watershed) giving nuclei density per mm^2 and mean nuclear area in um^2.
+
+All functions take ``(H, W, 3)`` uint8 RGB arrays (or lists of them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Fixed histogram ranges (rgb2hed optical densities) so histograms of different images compare.
+H_RANGE = (-0.05, 0.35)
+E_RANGE = (-0.05, 0.35)
+N_BINS = 128
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}; "
+            "drop alpha and convert with np.uint8 first"
+        )
+    return rgb
+
+
+def hed(rgb: np.ndarray) -> np.ndarray:
+    """Haematoxylin/eosin/DAB optical densities ``(H, W, 3)`` float64 of a uint8 RGB image."""
+    from skimage.color import rgb2hed
+
+    return rgb2hed(_check_rgb(rgb))
+
+
+def hed_histograms(images: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised H and E histograms (each ``(N_BINS,)`` float64 summing to 1) over ``images``."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    h_hist = np.zeros(N_BINS)
+    e_hist = np.zeros(N_BINS)
+    for im in images:
+        d = hed(im)
+        h_hist += np.histogram(d[..., 0], bins=N_BINS, range=H_RANGE)[0]
+        e_hist += np.histogram(d[..., 1], bins=N_BINS, range=E_RANGE)[0]
+    return h_hist / max(h_hist.sum(), 1), e_hist / max(e_hist.sum(), 1)
+
+
+def _w1(p: np.ndarray, q: np.ndarray, bin_width: float) -> float:
+    """1-D Wasserstein distance between two histograms on the same bins."""
+    return float(np.abs(np.cumsum(p) - np.cumsum(q)).sum() * bin_width)
+
+
+def hed_distance(a: np.ndarray | list[np.ndarray], b: np.ndarray | list[np.ndarray]) -> float:
+    """Mean of the H and E Wasserstein distances (optical-density units) between image sets."""
+    ha, ea = hed_histograms(a)
+    hb, eb = hed_histograms(b)
+    wh = (H_RANGE[1] - H_RANGE[0]) / N_BINS
+    we = (E_RANGE[1] - E_RANGE[0]) / N_BINS
+    return 0.5 * (_w1(ha, hb, wh) + _w1(ea, eb, we))
+
+
+def segment_nuclei(rgb: np.ndarray, mpp: float = 0.5) -> np.ndarray:
+    """Label image ``(H, W)`` int32 of nuclei found by a classical pipeline.
+
+    Haematoxylin channel, Gaussian smoothing (0.5 um), Otsu threshold, hole filling, removal of
+    objects under 8 um^2, and a distance-transform watershed that splits touching nuclei whose
+    centres are at least 3 um apart.
+    """
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+    from skimage.filters import gaussian, threshold_otsu
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    h = gaussian(hed(rgb)[..., 0], sigma=0.5 / mpp)
+    if float(h.max() - h.min()) < 1e-6:
+        return np.zeros(h.shape, np.int32)
+    mask = ndi.binary_fill_holes(h > threshold_otsu(h))
+    mask = ndi.binary_opening(mask, iterations=1)
+    min_px = max(1, round(8.0 / mpp**2))
+    lab = label(mask)
+    sizes = np.bincount(lab.ravel())
+    mask = (sizes >= min_px)[lab] & mask
+    dist = ndi.distance_transform_edt(mask)
+    peaks = peak_local_max(dist, min_distance=max(1, round(3.0 / mpp)), labels=label(mask))
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-dist, markers, mask=mask).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class NucleiStats:
+    """Nuclei density (per mm^2 of image) and mean nuclear area (um^2) over a set of images."""
+
+    count: int
+    area_mm2: float
+    density_per_mm2: float
+    mean_area_um2: float
+
+
+def nuclei_stats(images: np.ndarray | list[np.ndarray], mpp: float = 0.5) -> NucleiStats:
+    """Pool :func:`segment_nuclei` over ``images`` (each ``(H, W, 3)`` uint8 at ``mpp``)."""
+    if mpp <= 0:
+        raise ValueError(f"mpp must be positive microns per pixel, got {mpp}")
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    count, px_total, nuc_px = 0, 0, 0
+    for im in images:
+        lab = segment_nuclei(im, mpp)
+        n = int(lab.max())
+        count += n
+        nuc_px += int((lab > 0).sum())
+        px_total += lab.size
+    area_mm2 = px_total * mpp**2 / 1e6
+    return NucleiStats(
+        count=count,
+        area_mm2=area_mm2,
+        density_per_mm2=count / area_mm2 if area_mm2 else 0.0,
+        mean_area_um2=nuc_px * mpp**2 / count if count else 0.0,
+    )
+
+
+def relative_error(value: float, reference: float) -> float:
+    """``|value - reference| / |reference|``; inf when the reference is 0 and value is not."""
+    if reference == 0:
+        return 0.0 if value == 0 else float("inf")
+    return abs(value - reference) / abs(reference)
