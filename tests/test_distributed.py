@@ -96,3 +96,18 @@ def test_resume_renders_only_the_missing_chunks(tmp_path, client, reference):
     assert rendered == 5
     _, levels = _levels(path)
     np.testing.assert_array_equal(levels[0], np.asarray(reference.store.level_array(0)[...]))
+
+
+def test_cli_render_joins_an_existing_scheduler(tmp_path, client, reference, capsys):
+    from napari_cytosyn.cli import main
+
+    path = tmp_path / "c.cytosyn"
+    _create(path)
+    model = "py:napari_cytosyn.models.grf:GRFModel"  # imported by each worker itself
+    address = client.scheduler.address
+    assert main(["render", str(path), "--model", model, "--scheduler", address, "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    slide, levels = _levels(path)
+    for k, level in enumerate(levels):
+        assert slide.store.completion(k).grid.all()
+        np.testing.assert_array_equal(level, np.asarray(reference.store.level_array(k)[...]))
