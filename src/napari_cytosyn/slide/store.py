@@ -206,6 +206,7 @@ class SlideStore:
         self.lock = _StoreLock(path / _LOCK_FILE, writable)
         self.flight = SingleFlight()
         self._levels = [self._open_array(f"levels/{k}") for k in range(len(self.level_shapes))]
+        self._fast = [_plain_zstd(path / "levels" / str(k)) for k in range(len(self.level_shapes))]
         self._done = [
             CompletionMap(self._open_array(f"done/{k}"), self.lock)
             for k in range(len(self.level_shapes))
@@ -367,9 +368,22 @@ class SlideStore:
     def is_done(self, level: int, cy: int, cx: int) -> bool:
         return self._done[level].is_done(cy, cx)
 
-    def read_chunk(self, level: int, cy: int, cx: int) -> np.ndarray:
-        """Pixels ``(h, w, 3)`` uint8 of a chunk as stored (fill value 255 where never written)."""
+    def read_chunk(self, level: int, cy: int, cx: int, copy: bool = True) -> np.ndarray:
+        """Pixels ``(h, w, 3)`` uint8 of a chunk as stored (fill value 255 where never written).
+
+        ``copy=False`` may return a read-only view (for callers that copy it anyway)."""
         y0, y1, x0, x1 = self.bounds(level, cy, cx)
+        if self._fast[level] is not None:
+            # One file read and one zstd decode: ~10x less overhead than a zarr call for a
+            # single chunk (zarr's async machinery costs ~1.5 ms per call).
+            try:
+                raw = self.chunk_file(level, cy, cx).read_bytes()
+            except FileNotFoundError:
+                return np.full((y1 - y0, x1 - x0, 3), 255, dtype=np.uint8)
+            c = self.chunk_px
+            full = np.frombuffer(self._fast[level].decode(raw), dtype=np.uint8).reshape(c, c, 3)
+            view = full[: y1 - y0, : x1 - x0]
+            return view.copy() if copy else view
         return np.asarray(self._levels[level][y0:y1, x0:x1])
 
     def write_chunk(self, level: int, cy: int, cx: int, rgb: np.ndarray) -> None:
@@ -405,3 +419,24 @@ def _remove_store(path: Path) -> None:
     trash = path.with_name(f".{path.name}.deleting-{os.getpid()}-{threading.get_ident()}")
     os.rename(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def _plain_zstd(array_dir: Path) -> Any:
+    """A zstd codec when the array's chunks are plain bytes + zstd (our default), else None."""
+    import json
+
+    try:
+        meta = json.loads((array_dir / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    codecs = meta.get("codecs", [])
+    encoding = meta.get("chunk_key_encoding", {}).get("configuration", {})
+    if (
+        meta.get("data_type") != "uint8"
+        or [c.get("name") for c in codecs] != ["bytes", "zstd"]
+        or encoding.get("separator", "/") != "/"
+    ):
+        return None
+    from numcodecs import Zstd
+
+    return Zstd()

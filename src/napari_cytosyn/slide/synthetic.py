@@ -440,30 +440,22 @@ class SyntheticSlide:
                 f"region y={y} x={x} h={h} w={w} is not inside level {level} of shape {(H, W)}"
             )
         c = self.chunk_px
-        cys, cxs = range(y // c, -(-(y + h) // c)), range(x // c, -(-(x + w) // c))
-        grid = self.store.completion(level).grid
-        if grid[cys.start : cys.stop, cxs.start : cxs.stop].all() or not generate:
-            # Finished (or not to be generated): one zarr read, decoded in parallel by zarr.
-            out = np.asarray(self.store.level_array(level)[y : y + h, x : x + w])
-            if not generate:
-                for cy in cys:
-                    for cx in cxs:
-                        if not grid[cy, cx]:
-                            y0, y1, x0, x1 = self.store.bounds(level, cy, cx)
-                            out[
-                                max(y0, y) - y : min(y1, y + h) - y,
-                                max(x0, x) - x : min(x1, x + w) - x,
-                            ] = WHITE
-            return out
         out = np.empty((h, w, 3), dtype=np.uint8)
-        for cy in cys:
-            for cx in cxs:
+        for cy in range(y // c, -(-(y + h) // c)):
+            for cx in range(x // c, -(-(x + w) // c)):
                 y0, y1, x0, x1 = self.store.bounds(level, cy, cx)
-                chunk = self.ensure_chunk(level, cy, cx)
+                if self.store.is_done(level, cy, cx):
+                    chunk = self.store.read_chunk(level, cy, cx, copy=False)
+                elif generate:
+                    chunk = self.ensure_chunk(level, cy, cx)
+                else:
+                    chunk = None
                 ty0, ty1, tx0, tx1 = max(y0, y), min(y1, y + h), max(x0, x), min(x1, x + w)
-                out[ty0 - y : ty1 - y, tx0 - x : tx1 - x] = chunk[
-                    ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0
-                ]
+                target = out[ty0 - y : ty1 - y, tx0 - x : tx1 - x]
+                if chunk is None:
+                    target[...] = WHITE
+                else:
+                    target[...] = chunk[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
         return out
 
     def _dask_level(self, level: int, generate: bool):
