@@ -58,3 +58,21 @@ def test_non_uint8_layer_is_refused_with_a_reason(tmp_path):
     layer = Image(np.zeros((64, 64), np.float32))
     with pytest.raises(TypeError, match="8-bit"):
         napari.save_layers(str(tmp_path / "x.ome.zarr"), [layer], plugin="napari-cytosyn")
+
+
+def test_slide_opened_in_the_viewer_saves_with_its_scale_and_source_checksum(
+    make_napari_viewer, generic_tiff_slide, slide_levels, tmp_path
+):
+    from napari_cytosyn.export import file_sha256
+
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(generic_tiff_slide), plugin="napari-cytosyn")
+    assert layer.multiscale
+    out = tmp_path / "copy.ome.zarr"
+    viewer.layers.save(str(out), selected=False, plugin="napari-cytosyn")
+    root = zarr.open_group(str(out), mode="r")
+    assert sorted(root.array_keys()) == ["0", "1", "2"]  # the slide's own pyramid
+    np.testing.assert_array_equal(np.moveaxis(root["0"][...], 0, -1), slide_levels[0])
+    scale0 = root.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
+    assert scale0["scale"] == [1.0, 0.5, 0.5]
+    assert root.attrs["napari_cytosyn"]["source"]["sha256"] == file_sha256(generic_tiff_slide)

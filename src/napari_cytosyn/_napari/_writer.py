@@ -5,8 +5,11 @@ layer data (a list of arrays for multiscale layers), ``meta`` the layer attribut
 
 Physical size comes, in this order, from ``meta["metadata"]["mpp"]`` (set by our readers and
 widgets), else from the layer ``scale`` when its ``units`` are micrometres; otherwise the file
-is written in pixel units. ``meta["metadata"]["provenance"]`` and
-``meta["metadata"]["synthetic_mask"]`` (a ``(y, x)`` array or pyramid) are exported when present.
+is written in pixel units. ``meta["metadata"]["synthetic_mask"]`` (a ``(y, x)`` array or
+pyramid) becomes the synthetic-mask label image. Provenance is ``meta["metadata"]["provenance"]``
+when given, else rebuilt from what the layer shows: the synthetic-slide or edit store named in
+``metadata["cytosyn"]`` (model, seed, sampler, edits), or the real slide file at
+``metadata["path"]`` (name and SHA-256).
 """
 
 from __future__ import annotations
@@ -86,17 +89,41 @@ def _mask_levels(meta: dict[str, Any]) -> list[Any] | None:
     return list(mask) if isinstance(mask, list | tuple) else [mask]
 
 
+def _provenance(meta: dict[str, Any]) -> dict[str, Any] | None:
+    from pathlib import Path
+
+    from napari_cytosyn.export import build_provenance, slide_provenance
+
+    layer_meta = meta.get("metadata") or {}
+    if layer_meta.get("provenance") is not None:
+        return layer_meta["provenance"]
+    ours = layer_meta.get("cytosyn") or {}
+    store = ours.get("store")
+    if ours.get("kind") == "synthetic" and store and Path(store).exists():
+        from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+        return slide_provenance(SyntheticSlide.open(store, mode="r"))
+    source = layer_meta.get("source_path")
+    if ours.get("kind") == "composite" and store and source and Path(source).exists():
+        from napari_cytosyn.slide.composite import CompositeSlide
+
+        return slide_provenance(CompositeSlide(source, store))
+    path = layer_meta.get("path")
+    if path and Path(path).is_file():
+        return build_provenance(source_path=path, extra={"synthetic": None})
+    return None
+
+
 def write_ome_zarr_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as OME-Zarr (NGFF 0.4); returns ``[path]``."""
     from napari_cytosyn.export import write_ome_zarr
 
-    layer_meta = meta.get("metadata") or {}
     out = write_ome_zarr(
         path,
         _levels_rgb(data),
         mpp=_mpp(meta),
         mask_levels=_mask_levels(meta),
-        provenance=layer_meta.get("provenance"),
+        provenance=_provenance(meta),
         name=meta.get("name"),
         overwrite=True,  # napari's save dialog has already asked before replacing
     )
@@ -107,13 +134,12 @@ def write_ome_tiff_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str
     """Write one image layer as a pyramidal, JPEG-compressed OME-TIFF; returns ``[path]``."""
     from napari_cytosyn.export import write_ome_tiff
 
-    layer_meta = meta.get("metadata") or {}
     out = write_ome_tiff(
         path,
         _levels_rgb(data),
         mpp=_mpp(meta),
         mask_levels=_mask_levels(meta),
-        provenance=layer_meta.get("provenance"),
+        provenance=_provenance(meta),
         name=meta.get("name"),
         overwrite=True,
     )
