@@ -165,6 +165,8 @@ def inpaint(
         free = free_at(t)
         return free * fused(x, t) + (1.0 - free) * known.unsqueeze(0)
 
+    denoise.model_dtype = fused.model_dtype
+
     def project(i: int, t_next: float, x: torch.Tensor) -> torch.Tensor:
         free = free_at(t_next)
         return free * x + (1.0 - free) * known_at(t_next)

@@ -303,6 +303,8 @@ class LazyPlan:
                 self.evaluations += z.shape[0]
             return self._denoise(z, t)
 
+        counted.model_dtype = self._denoise.model_dtype
+
         out = self._sampler(
             counted, x, ts, self.model.interpolant, noise=noise, step_offset=phase.first_step
         )

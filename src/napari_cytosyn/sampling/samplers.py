@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -49,14 +50,24 @@ def _derivatives(interpolant: Interpolant, t: float) -> tuple[float, float]:
     return (a1 - a0) / (hi - lo), (s1 - s0) / (hi - lo)
 
 
-def check_finite(x: torch.Tensor, what: str, step: int, t: float, t_next: float) -> None:
-    """Raise :class:`NonFiniteOutputError` naming the step and dtype if ``x`` has NaN/inf."""
+def check_finite(
+    x: torch.Tensor, what: str, step: int, t: float, t_next: float, dtype: Any = None
+) -> None:
+    """Raise :class:`NonFiniteOutputError` naming the step and dtype if ``x`` has NaN/inf.
+
+    ``dtype`` is the dtype the model computed in (defaults to ``x.dtype``).
+    """
     if not torch.isfinite(x).all():
+        dtype = x.dtype if dtype is None else dtype
         bad = int((~torch.isfinite(x)).sum())
+        hint = (
+            "lower the guidance or try another sampler"
+            if dtype in (torch.float32, torch.float64)
+            else "run the model in float32 (dtype='float32')"
+        )
         raise NonFiniteOutputError(
             f"{what} has {bad} non-finite values at step {step} (t={t:.4f} -> {t_next:.4f}) "
-            f"in {x.dtype}; the model overflowed or diverged; try float32, fewer guidance or "
-            "another sampler"
+            f"in {dtype}; {hint}"
         )
 
 
@@ -67,8 +78,11 @@ def _eps(x: torch.Tensor, x0: torch.Tensor, a: float, s: float) -> torch.Tensor:
 def _denoise_checked(
     denoise: Denoiser, x: torch.Tensor, t: float, step: int, t_next: float
 ) -> torch.Tensor:
-    x0 = denoise(x, t)
-    check_finite(x0, "denoiser output", step, t, t_next)
+    try:
+        x0 = denoise(x, t)
+    except NonFiniteOutputError as err:
+        raise NonFiniteOutputError(f"at step {step} (t={t:.4f} -> {t_next:.4f}): {err}") from err
+    check_finite(x0, "denoiser output", step, t, t_next, getattr(denoise, "model_dtype", None))
     return x0
 
 
@@ -309,4 +323,5 @@ def model_denoiser(model, guidance: float = 1.0, guidance_interval=(0.0, 1.0), c
         tt = torch.full((x.shape[0],), t, dtype=torch.float32)
         return model.denoise(x, tt, cond=cond, guidance=g).float().cpu()
 
+    denoise.model_dtype = getattr(model, "dtype", None)
     return denoise

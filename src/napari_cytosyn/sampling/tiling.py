@@ -120,6 +120,7 @@ def fused_denoiser(
                 progress()
         return (acc / norm).unsqueeze(0)
 
+    fused.model_dtype = getattr(denoise, "model_dtype", None)
     return fused
 
 
