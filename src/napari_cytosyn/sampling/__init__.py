@@ -12,9 +12,9 @@ from typing import Any
 from .settings import SAMPLERS, Cancelled, SamplerSettings
 
 _LAZY = {
-    "noise": ".noise",
-    "noise_field": ".noise",
-    "NOISE_CELL_LATENT": ".noise",
+    "noise": ".counter_noise",
+    "noise_field": ".counter_noise",
+    "NOISE_CELL_LATENT": ".counter_noise",
     "time_grid": ".schedules",
     "shift_time": ".schedules",
     "sample_euler": ".samplers",
@@ -36,7 +36,7 @@ _LAZY = {
     "render_chunk": ".lazy",
     "render_region_lazy": ".lazy",
     "final_latents": ".lazy",
-    "inpaint": ".inpaint",
+    "inpaint": ".inpainting",
 }
 
 __all__ = ["SAMPLERS", "Cancelled", "SamplerSettings", *sorted(_LAZY)]

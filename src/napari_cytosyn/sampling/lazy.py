@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .noise import noise_field, uniform
+from .counter_noise import noise_field, uniform
 from .region import window_of
 from .samplers import alpha_sigma, get_sampler, model_denoiser
 from .schedules import time_grid

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .noise import noise_field
+from .counter_noise import noise_field
 from .samplers import CALLS_PER_STEP, alpha_sigma, get_sampler, model_denoiser
 from .schedules import time_grid
 from .settings import SamplerSettings, check_cancel

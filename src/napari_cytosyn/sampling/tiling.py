@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .noise import uniform
+from .counter_noise import uniform
 from .settings import check_cancel
 
 ProgressFn = Callable[[int, int], None]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .noise import noise_field
+from .counter_noise import noise_field
 from .region import stride_of, window_of
 from .samplers import CALLS_PER_STEP, alpha_sigma, get_sampler, model_denoiser
 from .schedules import time_grid
