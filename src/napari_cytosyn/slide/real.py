@@ -111,26 +111,22 @@ class _LevelSource:
             key = (key,)
         key = key + (slice(None),) * (3 - len(key))
         ys, xs, cs = key
-        if (
-            isinstance(ys, slice)
-            and isinstance(xs, slice)
-            and ys.step in (None, 1)
-            and xs.step
-            in (
-                None,
-                1,
-            )
-        ):
+        unit_steps = isinstance(ys, slice) and isinstance(xs, slice) and ys.step in (None, 1)
+        if unit_steps and xs.step in (None, 1):
             y0, y1, _ = ys.indices(self.shape[0])
             x0, x1, _ = xs.indices(self.shape[1])
             h, w = max(0, y1 - y0), max(0, x1 - x0)
             block = self._read(y0, x0, h, w) if h and w else np.empty((h, w, 3), np.uint8)
-            return block if cs == slice(None) else block[:, :, cs]
+            return block if isinstance(cs, slice) and cs == slice(None) else block[:, :, cs]
         # Anything else (steps, integers, fancy indices): read the bounding box, index in memory.
         yr = np.arange(self.shape[0])[ys]
         xr = np.arange(self.shape[1])[xs]
         if np.size(yr) == 0 or np.size(xr) == 0:
-            return np.empty((self.shape[0], self.shape[1], 3), np.uint8)[ys, xs, cs]
+            # Shape of an empty selection, without allocating the level.
+            virtual = np.lib.stride_tricks.as_strided(
+                np.empty(1, np.uint8), shape=self.shape, strides=(0, 0, 0)
+            )
+            return np.array(virtual[ys, xs, cs])
         y0, y1 = int(np.min(yr)), int(np.max(yr)) + 1
         x0, x1 = int(np.min(xr)), int(np.max(xr)) + 1
         block = self._read(y0, x0, y1 - y0, x1 - x0)
