@@ -131,7 +131,8 @@ def mask_from_labels(
     )
     ends = data_to_data(labels, target, corners)
     lo, hi = ends.min(axis=0), ends.max(axis=0)
-    y, x, h, w = _clip_bbox(lo + 0.5, hi - 0.5, shape_hw, labels.name)
+    # Target pixels whose centres lie in [lo, hi): the painted area, no more.
+    y, x, h, w = _clip_bbox(np.ceil(lo), np.ceil(hi) - 1, shape_hw, labels.name)
     # Centres of the target's pixels, expressed in the labels' data coordinates.
     ys = data_to_data(target, labels, np.stack([np.arange(y, y + h), np.zeros(h)], 1))[:, 0]
     xs = data_to_data(target, labels, np.stack([np.zeros(w), np.arange(x, x + w)], 1))[:, 1]

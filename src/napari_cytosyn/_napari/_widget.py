@@ -61,7 +61,7 @@ class _LayerCombo(QComboBox):
 
     def layer(self) -> Any | None:
         name = self.currentText()
-        return self.viewer.layers.get(name, None)
+        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 (LayerList has no .get)
 
     def select(self, layer: Any) -> None:
         self.refresh()
