@@ -212,3 +212,15 @@ def test_read_only_slide_reads_but_refuses_to_generate(tmp_path):
     assert ro.read_region(0, 0, 0, 64, 64).std() > 1.0
     with pytest.raises(StoreError, match="read-only"):
         ro.ensure_chunk(0, 1, 1)
+
+
+def test_dask_levels_pickle_as_the_store_path_for_cluster_workers(tmp_path):
+    import pickle
+
+    slide = make(tmp_path / "s.zarr")
+    slide.ensure_chunk(0, 1, 1)
+    slide.stored_levels[0].compute()  # fills the layer's key cache, which must not be shipped
+    payload = pickle.dumps(slide.stored_levels[0][64:128, 64:128])
+    assert len(payload) < 20_000  # no model, no pixels: the path and the graph
+    restored = pickle.loads(payload)
+    assert np.array_equal(restored.compute(), slide.read_region(0, 64, 64, 64, 64))

@@ -75,6 +75,10 @@ class _ChunkLayer(Layer):
     def __len__(self) -> int:
         return self.ny * self.nx
 
+    def __getstate__(self) -> dict:
+        # The key set is a cache (one tuple per chunk); rebuilt where needed, never shipped.
+        return {**self.__dict__, "_keys": None}
+
     def is_materialized(self) -> bool:
         return False
 
