@@ -1,0 +1,62 @@
+"""Speed of the embedded default model: seconds for a 1024 x 1024 px region on this machine.
+
+Loads ``cytosyn-tiny`` on the CPU and times ``generate_region`` (tiled denoising of the whole
+canvas, then tiled decoding) with the model's default number of steps and the sampling
+engine's default settings otherwise. Model loading is excluded; one warm-up 224 px tile is run.
+
+    python benchmarks/embedded_speed.py            # 1024 x 1024 px
+    python benchmarks/embedded_speed.py --quick    # 512 x 512 px (time reported as is)
+
+Last line: ``RESULT {"seconds_1024": ..., "steps": ..., ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--sampler", default="euler")
+    args = parser.parse_args()
+    side = 512 if args.quick else 1024
+
+    import torch
+
+    from napari_cytosyn.models.embedded import load_embedded
+    from napari_cytosyn.sampling import SamplerSettings, generate_region
+
+    torch.set_num_threads(args.threads)
+    model = load_embedded(device="cpu")
+    steps = args.steps or int(model.info["default_steps"])
+    settings = SamplerSettings(sampler=args.sampler, steps=steps, seed=0)
+    generate_region(model, SamplerSettings(sampler=args.sampler, steps=1), 0, 0, 224, 224)
+    t0 = time.perf_counter()
+    rgb = generate_region(model, settings, 0, 0, side, side)
+    seconds = time.perf_counter() - t0
+    print(
+        f"{side} x {side} px, {steps} {args.sampler} steps, {args.threads} threads: {seconds:.1f} s"
+    )
+    print(
+        f"output {rgb.shape} {rgb.dtype}, mean RGB {rgb.reshape(-1, 3).mean(0).round(1).tolist()}"
+    )
+    key = "seconds_1024" if side == 1024 else f"seconds_{side}"
+    result = {
+        key: round(seconds, 2),
+        "side_px": side,
+        "steps": steps,
+        "sampler": args.sampler,
+        "threads": args.threads,
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+    }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
