@@ -4,9 +4,10 @@
 2. Sample over the whole canvas with the fused window denoiser; after every step the known
    latents, noised to the current level along the same noise as the initial state, replace the
    state outside the (latent-dilated) mask (Blended Latent Diffusion, Avrahami et al. 2023), and
-   the denoiser's x0 there is the known latent. A band of ``release_band_latent`` latents around
-   the dilated mask is released gradually: ring ``d`` is generated only once ``t <= 1 - d / (B +
-   1)`` (differential diffusion, Levin & Fried 2024), which hides the latent seam.
+   the denoiser's x0 there is the known latent. A band of ``release_band_latent`` latents along
+   the inside of the dilated mask is released gradually: ring ``d`` (counted inwards) is
+   generated only once ``t <= d / (B + 1)`` (differential diffusion, Levin & Fried 2024), so the
+   border keeps the real tissue's layout and only its fine detail is regenerated.
 3. Optional RePaint resampling (Lugmayr et al. 2022): every ``resample_jumps`` steps the state is
    re-noised back that many steps with fresh seeded noise and resampled, ``resample_n`` passes.
 4. Decode (tiled, with halo) and composite in PIXEL space with an alpha that is 0 outside the
@@ -43,20 +44,25 @@ def _dilate(m: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def latent_release_times(mask: np.ndarray, f: int, dilate: int, band: int) -> torch.Tensor:
-    """Per latent, the time below which it is generated: 1 inside, ``1 - d/(band+1)`` in ring d.
+    """Per latent, the time below which it is generated (differential diffusion's change map).
 
-    Latents outside the band get ``-1`` (never generated: always the known image). ``mask`` is
-    the pixel mask ``(H, W)`` bool with H, W multiples of ``f``; returns ``(H/f, W/f)`` float64.
+    The pixel mask is max-pooled to latents and dilated by ``dilate``. Inside that latent mask,
+    ring ``d`` counted inwards from its border (``d = 1`` on the border) is released at
+    ``t = d / (band + 1)`` and deeper latents at ``t = 1`` (always generated); latents outside
+    get ``-1`` (never generated: always the known image). The border therefore changes only at
+    low noise (fine detail), the centre becomes entirely new, and the transition the feather
+    ramp crosses stays close to the real tissue. ``mask``: ``(H, W)`` bool, H, W multiples of
+    ``f``; returns ``(H/f, W/f)`` float64.
     """
     m = torch.from_numpy(mask.astype(np.float32))
-    lat = F.max_pool2d(m[None, None], f)[0, 0]
-    core = _dilate(lat, dilate)
+    core = _dilate(F.max_pool2d(m[None, None], f)[0, 0], dilate)
     release = torch.where(core > 0, 1.0, -1.0).to(torch.float64)
-    prev = core
+    outside = 1.0 - core
     for d in range(1, band + 1):
-        ring = _dilate(core, d)
-        release = torch.where((ring > 0) & (prev == 0), 1.0 - d / (band + 1), release)
-        prev = ring
+        # Latents of the mask within chessboard distance d of the outside form rings 1..d.
+        near = _dilate(outside, d) * core
+        ring = (near > 0) & (release == 1.0)
+        release = torch.where(ring, d / (band + 1), release)
     return release
 
 

@@ -78,10 +78,10 @@ class SamplerSettings:
     decode_tile_latent: int = 64
     decode_halo_latent: int = 8
     mask_dilate_latent: int = 1
-    release_band_latent: int = 3
+    release_band_latent: int = 5
     resample_jumps: int = 0
     resample_n: int = 2
-    feather_px: int = 8
+    feather_px: int = 16
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
