@@ -7,7 +7,8 @@ N at the coarsest level. Each region is read once through the dask level
 (``np.asarray(openslide.OpenSlide.read_region(...))``), interleaved region by region with the order
 alternating, so both see the same disk cache and the same background load; every pair is checked
 pixel for pixel. The whole measurement is repeated with fresh handles (cold OpenSlide tile caches);
-the ratios reported are medians over repeats (dask time / OpenSlide time; target <= 1.2).
+the ratios reported are medians over repeats (dask time / OpenSlide time; target <= 1.2), for wall
+time and for process CPU time (all threads; less sensitive to other load on the machine).
 
     python benchmarks/read_slide.py            # full size
     python benchmarks/read_slide.py --quick    # 6,000 px slide, 50 regions
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -26,51 +28,49 @@ import numpy as np
 
 
 def measure(path: Path, level_name: str, n: int, size: int, seed: int) -> dict[str, float]:
-    """One repeat: fresh handles, ``n`` random regions of one level, three ways."""
+    """One repeat: fresh handles (one per method, so no method warms another's tile cache),
+    ``n`` random regions of one level, read three ways in rotating order."""
     import openslide
 
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide._openslide import composite_on_white
 
-    slide = open_slide(path)
     osr = openslide.OpenSlide(str(path))
+    slide = open_slide(path)
+    slide_rr = open_slide(path)
     level = 0 if level_name == "level0" else slide.n_levels - 1
     h, w = slide.level_shapes[level]
     ds = osr.level_downsamples[level]
     rng = np.random.default_rng(seed)
-    ys = rng.integers(0, h - size + 1, n)
-    xs = rng.integers(0, w - size + 1, n)
-    t_dask = t_direct = t_region = 0.0
-    for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist(), strict=True)):
-
-        def direct(y=y, x=x):
-            return np.asarray(osr.read_region((round(x * ds), round(y * ds)), level, (size, size)))
-
-        def dask_read(y=y, x=x):
-            return slide.levels[level][y : y + size, x : x + size].compute()
-
-        order = (direct, dask_read) if i % 2 == 0 else (dask_read, direct)
+    ys = rng.integers(0, h - size + 1, n).tolist()
+    xs = rng.integers(0, w - size + 1, n).tolist()
+    wall = {"openslide": 0.0, "dask": 0.0, "read_region": 0.0}
+    cpu = dict.fromkeys(wall, 0.0)
+    for i, (y, x) in enumerate(zip(ys, xs, strict=True)):
+        methods = {
+            "openslide": lambda y=y, x=x: np.asarray(
+                osr.read_region((round(x * ds), round(y * ds)), level, (size, size))
+            ),
+            "dask": lambda y=y, x=x: slide.levels[level][y : y + size, x : x + size].compute(),
+            "read_region": lambda y=y, x=x: slide_rr.read_region(level, y, x, size, size),
+        }
+        names = list(methods)
+        names = names[i % 3 :] + names[: i % 3]
         results = {}
-        for fn in order:
-            t0 = time.perf_counter()
-            results[fn.__name__] = fn()
-            dt = time.perf_counter() - t0
-            if fn is direct:
-                t_direct += dt
-            else:
-                t_dask += dt
-        if not np.array_equal(results["dask_read"], composite_on_white(results["direct"])):
-            raise AssertionError(f"dask and OpenSlide disagree at level {level} y={y} x={x}")
-        t0 = time.perf_counter()
-        slide.read_region(level, int(y), int(x), size, size)
-        t_region += time.perf_counter() - t0
-    slide.close()
-    osr.close()
-    return {
-        "dask_ms": 1e3 * t_dask / n,
-        "openslide_ms": 1e3 * t_direct / n,
-        "read_region_ms": 1e3 * t_region / n,
-    }
+        for name in names:
+            t0, c0 = time.perf_counter(), time.process_time()
+            results[name] = methods[name]()
+            wall[name] += time.perf_counter() - t0
+            cpu[name] += time.process_time() - c0
+        expected = composite_on_white(results["openslide"])
+        for name in ("dask", "read_region"):
+            if not np.array_equal(results[name], expected):
+                raise AssertionError(f"{name} and OpenSlide disagree: level {level} y={y} x={x}")
+    for handle in (slide, slide_rr, osr):
+        handle.close()
+    out = {f"{k}_ms": 1e3 * v / n for k, v in wall.items()}
+    out.update({f"{k}_cpu_ms": 1e3 * v / n for k, v in cpu.items()})
+    return out
 
 
 def main() -> None:
@@ -100,7 +100,9 @@ def main() -> None:
                 f"wrote {path} ({args.size_px}^2 px, JPEG q90, 256-px tiles) "
                 f"in {time.perf_counter() - t0:.1f} s"
             )
-        result: dict[str, float | int | str] = {
+        load_before = round(os.getloadavg()[0], 2)
+        result: dict[str, float | int | str | None] = {
+            "load_average_1min_before": load_before,
             "slide_px": args.size_px,
             "regions": args.regions,
             "region_px": 512,
@@ -111,22 +113,30 @@ def main() -> None:
                 measure(path, level_name, args.regions, 512, args.seed + 1000 * r)
                 for r in range(args.repeats)
             ]
-            ratios = [r["dask_ms"] / r["openslide_ms"] for r in runs]
-            region_ratios = [r["read_region_ms"] / r["openslide_ms"] for r in runs]
-            for r, ratio in zip(runs, ratios, strict=True):
+            for r in runs:
                 print(
-                    f"{level_name:>8}: dask {r['dask_ms']:6.2f} ms  "
-                    f"openslide {r['openslide_ms']:6.2f} ms  "
-                    f"Slide.read_region {r['read_region_ms']:6.2f} ms  ratio {ratio:.3f}"
+                    f"{level_name:>8}: wall ms  dask {r['dask_ms']:6.2f}  openslide "
+                    f"{r['openslide_ms']:6.2f}  Slide.read_region {r['read_region_ms']:6.2f}  "
+                    f"| CPU ms  dask {r['dask_cpu_ms']:6.2f}  "
+                    f"openslide {r['openslide_cpu_ms']:6.2f}  "
+                    f"Slide.read_region {r['read_region_cpu_ms']:6.2f}"
                 )
-            result[f"dask_ms_{level_name}"] = round(
-                statistics.median(r["dask_ms"] for r in runs), 3
+
+            def median(key, runs=runs):
+                return round(statistics.median(r[key] for r in runs), 3)
+
+            def median_ratio(num, den, runs=runs):
+                return round(statistics.median(r[num] / r[den] for r in runs), 3)
+
+            for key in ("dask_ms", "openslide_ms", "read_region_ms"):
+                result[f"{key[:-3]}_ms_{level_name}"] = median(key)
+            result[f"ratio_{level_name}"] = median_ratio("dask_ms", "openslide_ms")
+            result[f"ratio_read_region_{level_name}"] = median_ratio(
+                "read_region_ms", "openslide_ms"
             )
-            result[f"openslide_ms_{level_name}"] = round(
-                statistics.median(r["openslide_ms"] for r in runs), 3
-            )
-            result[f"ratio_{level_name}"] = round(statistics.median(ratios), 3)
-            result[f"ratio_read_region_{level_name}"] = round(statistics.median(region_ratios), 3)
+            result[f"cpu_ratio_{level_name}"] = median_ratio("dask_cpu_ms", "openslide_cpu_ms")
+        result["load_average_1min"] = round(os.getloadavg()[0], 2)
+        result["cpu_count"] = os.cpu_count()
     print("RESULT " + json.dumps(result))
 
 
