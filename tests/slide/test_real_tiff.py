@@ -39,3 +39,21 @@ def test_planar_rgb_tiff_is_returned_channels_last(tmp_path, slide_levels):
     with open_slide(path) as slide:
         assert slide.mpp is None
         np.testing.assert_array_equal(slide.levels[0].compute(), image)
+
+
+def test_thumbnail_of_a_single_level_slide_reads_it_in_bounded_blocks(tmp_path, slide_levels):
+    from napari_cytosyn.slide.sample import downsample_area
+
+    path = tmp_path / "flat_big.tif"
+    image = slide_levels[0]
+    tifffile.imwrite(path, image, photometric="rgb", tile=(256, 256))
+    with open_slide(path) as slide:
+        reads = []
+        read = slide._backend.read
+        slide._backend.read = lambda *a: reads.append(a[3] * a[4]) or read(*a)
+        thumb = slide.thumbnail(max_px=96)  # factor 16 on the only level
+        assert thumb.shape == (69, 96, 3)
+        np.testing.assert_allclose(
+            thumb.astype(float), downsample_area(image, 16).astype(float), atol=1
+        )
+        assert max(reads) <= 4096 * 4096

@@ -261,7 +261,7 @@ class Slide:
     def thumbnail(self, max_px: int = 1024) -> np.ndarray:
         """A thumbnail whose longer side is at most ``max_px``.
 
-        Reads the coarsest level still at least ``max_px`` on its longer side, strip by strip, and
+        Reads the coarsest level still at least ``max_px`` on its longer side, block by block, and
         area-averages it by an integer factor, so memory stays bounded for any slide size.
 
         Returns:
@@ -275,12 +275,16 @@ class Slide:
         factor = max(1, math.ceil(max(lh, lw) / max_px))
         th, tw = max(1, lh // factor), max(1, lw // factor)
         out = np.empty((th, tw, 3), np.uint8)
-        rows_per_strip = max(1, 4096 // factor)
-        for r0 in range(0, th, rows_per_strip):
-            r1 = min(th, r0 + rows_per_strip)
-            strip = self.read_region(level, r0 * factor, 0, (r1 - r0) * factor, tw * factor)
-            binned = strip.reshape(r1 - r0, factor, tw, factor, 3).mean(axis=(1, 3))
-            out[r0:r1] = np.round(binned).astype(np.uint8)
+        step = max(1, 4096 // factor)  # output px per block: blocks of <= ~4096^2 level px
+        for r0 in range(0, th, step):
+            r1 = min(th, r0 + step)
+            for c0 in range(0, tw, step):
+                c1 = min(tw, c0 + step)
+                block = self.read_region(
+                    level, r0 * factor, c0 * factor, (r1 - r0) * factor, (c1 - c0) * factor
+                )
+                binned = block.reshape(r1 - r0, factor, c1 - c0, factor, 3).mean(axis=(1, 3))
+                out[r0:r1, c0:c1] = np.round(binned).astype(np.uint8)
         return out
 
     def metadata(self) -> dict[str, Any]:
