@@ -81,6 +81,7 @@ class CytoSynWidget(QWidget):
         self.views: dict[int, _layers.LazySlideView] = {}  # id(layer) -> live view
         self._composite_layers: dict[str, Any] = {}  # real slide path -> composite layer
         self._n_regions = 0
+        self.chunk_px = 512  # chunk side of new synthetic slides (px)
 
         # Long texts wrap instead of widening the dock (the canvas keeps its room).
         self.setMaximumWidth(460)
@@ -490,7 +491,9 @@ class CytoSynWidget(QWidget):
 
         def work(progress: Any, cancel: Any) -> Any:
             model = self.get_model()  # the slide needs the model's geometry and provenance
-            return _actions.create_synthetic(store, model, width, height, settings.seed, settings)
+            return _actions.create_synthetic(
+                store, model, width, height, settings.seed, settings, chunk_px=self.chunk_px
+            )
 
         return self._run("New synthetic slide", work, self._show_synthetic)
 

@@ -1,0 +1,130 @@
+"""Dock widget, synthetic slides: lazy layer rendered where the camera looks, render all with
+cancel, export."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cytosyn._napari import _layers
+from napari_cytosyn._napari._widget import CytoSynWidget
+from napari_cytosyn.models.grf import GRFModel
+
+SHOTS = os.environ.get("CYTOSYN_TEST_SHOTS")  # folder to keep the test's screenshots in
+
+
+def grf_model() -> GRFModel:
+    model = GRFModel()
+    try:
+        model.provenance()
+    except AttributeError:  # GRFModel.provenance still names the removed `nu` field
+        model.nu = None
+    return model
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1300, 800)
+    w = CytoSynWidget(viewer, config_path=str(tmp_path / "widget.json"))
+    viewer.window.add_dock_widget(w)
+    w.cache_edit.setText(str(tmp_path / "cache"))
+    w._save_config()
+    w.models.override = grf_model()
+    w.steps_spin.setValue(3)
+    w.seed_spin.setValue(7)
+    w.chunk_px = 256  # small chunks keep the test fast
+    torch.set_num_threads(1)  # the CI machine has few cores; oversubscription slows it down
+    yield w
+    w.close_views()
+
+
+def _new_slide(widget, width: int, height: int):
+    widget.width_spin.setValue(width)
+    widget.height_spin.setValue(height)
+    job = widget.new_synthetic_slide()
+    assert job.wait(30_000) and job.state == "done", job.error
+    layer = widget.viewer.layers[-1]
+    slide = _layers.slide_of(layer)
+    return layer, slide, widget.views[id(layer)]
+
+
+def _wait_until(qtbot, condition, timeout_s: float = 40.0, about: object = None) -> None:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < end, f"timed out; {about}"
+        qtbot.wait(20)
+
+
+def test_new_slide_renders_the_chunks_in_view_and_the_canvas_shows_them(widget, qtbot):
+    layer, slide, view = _new_slide(widget, 1536, 1024)
+    assert slide.level_shapes[0] == (1024, 1536)
+    assert slide.seed == 7
+    np.testing.assert_allclose(layer.scale, (0.5, 0.5))
+    viewer = widget.viewer
+    # Look closely at the top-right corner: level-0 chunk (0, 5) (px 0-255 x 1280-1535).
+    viewer.camera.center = (0, 64.0, 704.0)  # um = px (128, 1408)
+    viewer.camera.zoom = 4.0
+    _wait_until(qtbot, lambda: slide.is_done(0, 0, 5), about=view.renderer.stats)
+    _wait_until(qtbot, lambda: view.refreshes > 0 and not view._refresh.isActive())
+    qtbot.wait(200)
+    assert layer.data_level == 0
+    # Far from the view nothing was generated (the margin is one ring of chunks).
+    assert not slide.is_done(0, 3, 0)
+    expected = slide.read_region(0, 0, 1280, 256, 256, generate=False)
+    np.testing.assert_array_equal(np.asarray(layer.data[0][0:256, 1280:1536]), expected)
+    assert expected.mean() < 235  # tissue, not white glass
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3]
+    if SHOTS:
+        from skimage.io import imsave
+
+        imsave(f"{SHOTS}/synthetic_view.png", shot)
+    H, W = shot.shape[:2]
+    centre = shot[H // 2 - 20 : H // 2 + 20, W // 2 - 20 : W // 2 + 20].astype(float)
+    assert centre.mean() < 235 and centre.std() > 2  # rendered texture on screen
+
+    # Moving the camera elsewhere renders there.
+    viewer.camera.center = (0, 448.0, 64.0)  # px (896, 128): chunk (3, 0)
+    _wait_until(qtbot, lambda: slide.is_done(0, 3, 0), about=view.renderer.stats)
+    assert view.renderer.stats.requests >= 2
+
+
+def test_cancel_stops_render_all_within_one_chunk(widget, qtbot):
+    _layer, slide, view = _new_slide(widget, 2048, 2048)
+    view.close()  # only "render all" works on this slide from here on
+    total = len(slide.missing_chunks(0))
+    job = widget.render_all()
+    job.progressed.connect(lambda done, n: widget.cancel() if done >= 2 else None)
+    assert job.wait(60_000)
+    assert job.state == "cancelled"
+    made = slide.compute_count
+    assert 2 <= made <= 3  # the chunk in flight when Cancel was pressed may finish
+    qtbot.wait(500)
+    assert slide.compute_count == made  # and nothing runs after the cancel
+    assert len(slide.missing_chunks(0)) == total - made
+    assert not widget.cancel_button.isEnabled()
+
+
+def test_render_all_fills_the_slide_and_export_writes_it(widget, qtbot, tmp_path):
+    import zarr
+
+    layer, slide, view = _new_slide(widget, 512, 512)
+    job = widget.render_all()
+    assert job.wait(60_000) and job.state == "done", job.error
+    assert slide.missing_chunks(0) == []
+    _wait_until(qtbot, lambda: not view._refresh.isActive())
+    level0 = np.asarray(layer.data[0][:, :])
+    assert level0.shape == (512, 512, 3)
+    assert (level0 == 255).all(axis=-1).mean() < 0.01  # no white (unrendered) chunk left
+
+    out = tmp_path / "export.ome.zarr"
+    job = widget.export(str(out), "OME-Zarr")
+    assert job.wait(60_000) and job.state == "done", job.error
+    root = zarr.open_group(str(out), mode="r")
+    written = np.moveaxis(np.asarray(root["0"]), 0, -1)
+    np.testing.assert_array_equal(written, level0)
+    assert root.attrs["napari_cytosyn"]["seed"] == 7
