@@ -134,14 +134,57 @@ def _set_ome_attrs(group: Any, version: NgffVersion, ome: dict[str, Any], **extr
     group.attrs.update(jsonable(attrs))
 
 
+# Blosc-zstd level 1: on H&E tiles levels 3-5 cost 6-10x the CPU for < 3 % smaller chunks.
+BLOSC = {"cname": "zstd", "clevel": 1}
+
+
 def _compressor(zarr_format: int) -> Any:
     if zarr_format == 2:
         from numcodecs import Blosc
 
-        return Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE)
+        return Blosc(**BLOSC, shuffle=Blosc.SHUFFLE)
     from zarr.codecs import BloscCodec
 
-    return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+    return BloscCodec(**BLOSC, shuffle="shuffle")
+
+
+class ChunkFiles:
+    """Writes whole chunks of a new, local uint8 zarr array as files, bypassing zarr's API.
+
+    Each chunk is Blosc-encoded (the array's own codec, as a standard Blosc frame) and written
+    to the file named by the array's chunk key encoding. Zarr's per-call overhead otherwise
+    costs as much as the compression; the output is the same bytes zarr would write, and the
+    tests read it back through zarr, ome-zarr-py and our reader.
+    """
+
+    def __init__(self, array: Any) -> None:
+        from numcodecs import Blosc
+
+        self.array = array
+        self.root = Path(array.store.root) / array.path
+        self.chunks = tuple(int(c) for c in array.chunks)
+        self.codec = Blosc(**BLOSC, shuffle=Blosc.SHUFFLE)
+
+    @staticmethod
+    def supports(array: Any) -> bool:
+        """True for arrays in a local directory store (where chunk files can be written)."""
+        return getattr(array.store, "root", None) is not None and array.dtype == np.uint8
+
+    def write(self, y0: int, x0: int, block_cyx: np.ndarray) -> None:
+        """Write ``block_cyx`` (c, h, w) at ``(y0, x0)``; both chunk-aligned, whole chunks."""
+        c, cy, cx = self.chunks
+        _, h, w = block_cyx.shape
+        for by in range(0, h, cy):
+            for bx in range(0, w, cx):
+                piece = block_cyx[:, by : by + cy, bx : bx + cx]
+                if piece.shape[1:] != (cy, cx):  # edge chunk: zarr stores it padded
+                    full = np.zeros((c, cy, cx), np.uint8)
+                    full[:, : piece.shape[1], : piece.shape[2]] = piece
+                    piece = full
+                key = self.array.metadata.encode_chunk_key((0, (y0 + by) // cy, (x0 + bx) // cx))
+                path = self.root / key
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(self.codec.encode(np.ascontiguousarray(piece)))
 
 
 def create_level_array(
@@ -213,13 +256,17 @@ def _write_level(
     tick: Callable[[int], None],
 ) -> None:
     h, w = dst.shape[1], dst.shape[2]
+    files = ChunkFiles(dst) if ChunkFiles.supports(dst) else None
 
     def job(tile: tuple[int, int, int, int]) -> int:
         y0, y1, x0, x1 = tile
         data = read(y0, y1, x0, x1)
         if data.dtype != np.uint8:
             data = data.astype(np.uint8)
-        dst[:, y0:y1, x0:x1] = np.moveaxis(data, -1, 0)
+        if files is not None:
+            files.write(y0, x0, np.moveaxis(data, -1, 0))
+        else:
+            dst[:, y0:y1, x0:x1] = np.moveaxis(data, -1, 0)
         return math.ceil((y1 - y0) / chunk_px) * math.ceil((x1 - x0) / chunk_px)
 
     for n in bounded_map(job, tile_grid((h, w), block_px), workers, cancel=cancel):
