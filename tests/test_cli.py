@@ -107,12 +107,17 @@ def test_bad_input_gives_one_line_reasons_and_nonzero_exit(tmp_path, capsys, gen
     iio.imwrite(empty, np.zeros((1104, 1536), np.uint8))
     cases.append((["inpaint", str(generic_tiff_slide), "--mask", str(empty),
                    "--out", str(tmp_path / "e.ome.zarr")], "empty"))  # fmt: skip
+    broken = tmp_path / "broken.svs"
+    broken.write_bytes(b"II*\x00" + bytes(64))
+    cases.append((["info", str(broken)], "broken.svs"))
+    cases.append((["export", str(broken), "--out", str(tmp_path / "f.ome.tif")], "broken.svs"))
     for argv, reason in cases:
         assert main(argv) == 1, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("napari-cytosyn: error:") and "\n" not in err, err
         assert reason in err, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png", "outside.geojson"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["broken.svs", "empty.png", "outside.geojson"]  # no output, no leftovers
 
 
 def test_interrupted_synthesize_resumes_and_gives_the_same_pixels(tmp_path):
