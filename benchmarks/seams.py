@@ -124,12 +124,13 @@ def main() -> None:
         )
 
     grid = [(0, 0, win_px)]
-    naive = base.replace(overlap=0.0, weights="uniform", decode_halo_latent=0)
+    fixed = base.replace(shift_lattice=False)
+    naive = fixed.replace(overlap=0.0, weights="uniform", decode_halo_latent=0)
     run("naive", lambda: generate_region(model, naive, 0, 0, n, n), grid)
     half = [(0, 0, stride_of(win, 0.5) * f), *grid]
-    md = base.replace(overlap=0.5, weights="uniform")
+    md = fixed.replace(overlap=0.5, weights="uniform")
     run("multidiffusion", lambda: generate_region(model, md, 0, 0, n, n), half)
-    mod = base.replace(overlap=0.5, weights="gaussian")
+    mod = fixed.replace(overlap=0.5, weights="gaussian")
     run("mixture_of_diffusers", lambda: generate_region(model, mod, 0, 0, n, n), half)
     region = base.replace(overlap=0.25, weights="tent", shift_lattice=True)
     run(
@@ -162,7 +163,7 @@ def main() -> None:
         # Untiled reference: one window over a canvas with a margin of 64 latents on each side.
         margin = 64
         side = math.ceil(n / f) + 2 * margin
-        ref_settings = base.replace(window_latent=side, overlap=0.0, weights="uniform")
+        ref_settings = fixed.replace(window_latent=side, overlap=0.0, weights="uniform")
         z = sample_canvas(model, ref_settings, Canvas(-margin, -margin, side, side))
         ref = to_uint8(decode_tiled(model, z[0]))
         ref = ref[margin * f : margin * f + n, margin * f : margin * f + n].astype(np.float64)

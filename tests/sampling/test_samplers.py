@@ -88,3 +88,16 @@ class _NaNAfter(GRFModel):
 def test_nan_from_the_model_raises_naming_step_and_dtype(name):
     with pytest.raises(NonFiniteOutputError, match=r"step 3 .*float32"):
         _run(_NaNAfter(bad_call=4), name, 6)
+
+
+def test_grf_model_fulfils_the_protocol_with_json_provenance():
+    import json
+
+    from napari_cytosyn.models.protocol import LatentDiffusionModel
+
+    model = GRFModel()
+    assert isinstance(model, LatentDiffusionModel)
+    assert json.loads(json.dumps(model.provenance()))["name"] == "grf"
+    rgb = torch.rand(1, 3, 32, 48) * 2 - 1
+    assert model.encode(rgb).shape == (1, 4, 4, 6)
+    assert model.decode(model.encode(rgb)).shape == (1, 3, 32, 48)

@@ -1,23 +1,26 @@
 """Lazy random-access mode: any chunk from a bounded neighbourhood, bit-identically.
 
-The step schedule is split into phases. In a *tile phase* the latent plane is cut into
-non-overlapping ``W x W`` windows (tiles) on a lattice whose offset changes from phase to phase
-by about half a window (seeded), so the seams a phase leaves fall inside the next phase's tiles
-and are denoised away (SpotDiffusion's shifting, done per phase instead of per step). Inside a
-phase every tile evolves on its own, so a tile's state at the end of phase ``k`` depends only on
-the phase ``k - 1`` tiles under it: the dependency cone is bounded by the number of phases
-(InfiniteDiffusion's idea). The last ``blend_steps`` steps form a *blend phase* on overlapping
-windows whose results are cross-faded with tent weights, so the last lattice leaves no hard
-line; it costs ``1 / (1 - blend_overlap)^2`` per step, on a few cheap low-noise steps.
+The step schedule is split into phases at ``phase_times``. In a *tile phase* the latent plane
+is cut into cells on a lattice whose offset moves by about half a cell (seeded) from phase to
+phase, so the seams a phase leaves fall inside the next phase's cells (SpotDiffusion's shifting,
+done per phase instead of per step). Each cell is evolved through the phase's steps on its own,
+as one ``W x W`` model window of which only the centre ``W - 2 m`` is kept: the ``m`` latents of
+context on each side are evaluated but their update is discarded (overlap-save). On the GRF
+model the outermost latent of a window carries most of the boundary error, so 1-2 latents of
+context in the middle phases remove the seams for ``(W / (W - 2m))^2`` the cost. Inside a phase
+cells are independent, so a cell's state at the end of phase ``k`` depends only on the phase
+``k - 1`` cells under its window: the dependency cone is bounded by the number of phases
+(InfiniteDiffusion's idea). Optionally the last ``blend_steps`` steps run on overlapping windows
+cross-faded with tent weights (a *blend phase*).
 
 Every state is cached under ``(phase, cell_y, cell_x)`` in a :class:`PhaseCache`, so neighbours
-reuse work and a whole slide costs each (phase, cell) once. Tiles are computed in fixed groups
-of ``group x group`` windows (one model batch of fixed content), so no result depends on which
+reuse work and a whole slide costs each (phase, cell) once. Cells are computed in fixed groups of
+``group x group`` windows (one model batch of fixed content), so no result depends on which
 chunk asked first: on CPU a chunk is bit-identical whatever the request order.
 
-Cost, amortised over a large area: ``1 + blend_steps / steps * (1 / (1 - blend_overlap)^2 - 1)``
-times naive tiling. A single isolated chunk pays for its dependency cone (about one window more
-per phase on each side).
+Cost amortised over a large area: ``sum_k steps_k (W / stride_k)^2 / steps`` times naive tiling
+(1.24 with the defaults). An isolated chunk or region also pays for its dependency cone, about
+one window more per phase on each side.
 """
 
 from __future__ import annotations
