@@ -136,12 +136,14 @@ def main() -> None:
     run(
         "region",
         lambda: generate_region(model, region, 0, 0, n, n),
-        [(0, 0, stride_of(win, region.overlap) * f), *grid],
+        [(0, 0, stride_of(win, region.overlap) * f), (0, 0, region.decode_tile_latent * f), *grid],
     )
     spec = LazySpec(settings=base, chunk_px=512, group=args.group)
     cache = MemoryPhaseCache()
     plan = LazyPlan(model, spec, cache)
+    # Phase lattices, and the chunk grid (each chunk is decoded on its own, with a halo).
     lazy_lattices = [(oy, ox, p) for oy, ox, p, _ in plan.lattice_lines_px()]
+    lazy_lattices.append((0, 0, spec.chunk_px))
     run("lazy", lambda: render_region_lazy(model, spec, 0, 0, n, n, cache), lazy_lattices)
     model.windows = 0
     t0 = time.perf_counter()
