@@ -125,7 +125,9 @@ def main() -> None:
 
     grid = [(0, 0, win_px)]
     fixed = base.replace(shift_lattice=False)
-    naive = fixed.replace(overlap=0.0, weights="uniform", decode_halo_latent=0)
+    naive = fixed.replace(
+        overlap=0.0, weights="uniform", decode_halo_latent=0, decode_blend_latent=0
+    )
     run("naive", lambda: generate_region(model, naive, 0, 0, n, n), grid)
     half = [(0, 0, stride_of(win, 0.5) * f), *grid]
     md = fixed.replace(overlap=0.5, weights="uniform")

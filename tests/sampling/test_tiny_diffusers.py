@@ -91,3 +91,19 @@ def test_inpainting_with_a_real_autoencoder_keeps_outside_pixels(tiny):
     out = inpaint(tiny, image, mask, SamplerSettings(steps=3, resample_jumps=1, resample_n=2))
     assert np.array_equal(out[~mask], image[~mask])
     assert not np.array_equal(out[mask], image[mask])
+
+
+def test_blended_tiled_decode_hides_groupnorm_tile_steps(tiny):
+    from napari_cytosyn.models.grf import GRFModel
+    from napari_cytosyn.sampling import lattice_lines, seam_score
+    from napari_cytosyn.sampling.tiling import decode_tiled, to_uint8
+
+    z = GRFModel().sample_prior(48, 48, torch.Generator().manual_seed(1))
+    lines = lattice_lines(384, 128)
+
+    def tile_seam(blend: int) -> float:
+        rgb = decode_tiled(tiny, z, None, tile_latent=16, halo_latent=4, blend_latent=blend)
+        return seam_score(to_uint8(rgb), lines, lines)
+
+    hard, blended = tile_seam(0), tile_seam(3)
+    assert blended < hard and blended < 1.1, (hard, blended)

@@ -196,7 +196,15 @@ def inpaint(
             x = sampler(
                 denoise, start, ts[a : b + 1], interp, noise=noise, step_offset=a, project=project
             )
-    rgb = decode_tiled(model, x[0], None, st.decode_tile_latent, st.decode_halo_latent, cancel)
+    rgb = decode_tiled(
+        model,
+        x[0],
+        None,
+        st.decode_tile_latent,
+        st.decode_halo_latent,
+        cancel,
+        st.decode_blend_latent,
+    )
     gen = rgb[:, :h_px, :w_px].permute(1, 2, 0).numpy()
     alpha = feather_alpha(mask, st.feather_px)[..., None]
     orig = image.astype(np.float32) / 127.5 - 1.0

@@ -154,7 +154,13 @@ def generate_region(
     canvas, rect = region_canvas(model, settings, y_px, x_px, h_px, w_px)
     z = sample_canvas(model, settings, canvas, progress=progress, cancel=cancel, cond=cond)
     rgb = decode_tiled(
-        model, z[0], rect, settings.decode_tile_latent, settings.decode_halo_latent, cancel
+        model,
+        z[0],
+        rect,
+        settings.decode_tile_latent,
+        settings.decode_halo_latent,
+        cancel,
+        settings.decode_blend_latent,
     )
     f = model.latent_factor
     oy = y_px - (canvas.y + rect[0]) * f

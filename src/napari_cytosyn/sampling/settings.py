@@ -55,6 +55,8 @@ class SamplerSettings:
         (SpotDiffusion-style) so no fixed line carries the window borders.
     batch_size: windows per model call; bounds activation memory.
     decode_tile_latent, decode_halo_latent: tiled VAE decode: tile size and halo in latents.
+    decode_blend_latent: region mode and inpainting: neighbouring decoded tiles overlap by twice
+        this and are cross-faded (hides per-tile GroupNorm colour steps); <= the halo.
     mask_dilate_latent: inpainting: dilation of the latent mask in latents.
     release_band_latent: inpainting: width (latents) of the band outside the dilated mask that
         is released gradually over the steps (differential diffusion); 0 = hard mask.
@@ -77,6 +79,7 @@ class SamplerSettings:
     batch_size: int = 8
     decode_tile_latent: int = 64
     decode_halo_latent: int = 8
+    decode_blend_latent: int = 2
     mask_dilate_latent: int = 1
     release_band_latent: int = 5
     resample_jumps: int = 0
@@ -123,6 +126,11 @@ class SamplerSettings:
             self.decode_tile_latent >= 1 and self.decode_halo_latent >= 0,
             "decode_tile_latent must be >= 1 and decode_halo_latent >= 0, got "
             f"{self.decode_tile_latent!r}, {self.decode_halo_latent!r}",
+        )
+        _require(
+            0 <= self.decode_blend_latent <= self.decode_halo_latent,
+            "decode_blend_latent must be in [0, decode_halo_latent], got "
+            f"{self.decode_blend_latent!r}",
         )
         _require(
             self.mask_dilate_latent >= 0 and self.release_band_latent >= 0,

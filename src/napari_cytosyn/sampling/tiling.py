@@ -131,6 +131,16 @@ def count_windows(h: int, w: int, origin: tuple[int, int], window: int, stride: 
     return ny * nx
 
 
+def _ramp(n: int, lo_blend: int, hi_blend: int) -> torch.Tensor:
+    """1-D weights of length ``n``: linear ramps of ``2*lo_blend`` / ``2*hi_blend`` at the ends."""
+    w = torch.ones(n, dtype=torch.float32)
+    for k in range(2 * lo_blend):
+        w[k] = (k + 0.5) / (2 * lo_blend)
+    for k in range(2 * hi_blend):
+        w[n - 1 - k] = min(float(w[n - 1 - k]), (k + 0.5) / (2 * hi_blend))
+    return w
+
+
 def decode_tiled(
     model: Any,
     z: torch.Tensor,
@@ -138,18 +148,26 @@ def decode_tiled(
     tile_latent: int = 64,
     halo_latent: int = 8,
     cancel: Any = None,
+    blend_latent: int = 0,
 ) -> torch.Tensor:
     """Decode ``rect = (y, x, h, w)`` (latents, within ``z`` ``(C, H, W)``) tile by tile.
 
     Each tile is decoded from its latent crop plus ``halo_latent`` on every side (clipped to
-    ``z``) and only its centre is kept, so memory is bounded by one tile and, for a decoder whose
-    receptive field fits in the halo, the result equals a whole-canvas decode. Returns
-    ``(3, h * f, w * f)`` float32 in [-1, 1].
+    ``z``). Without blending only its centre is kept; with ``blend_latent = b > 0`` neighbouring
+    tiles overlap by ``2 b`` latents and are cross-faded linearly there, which hides the colour
+    steps that per-tile GroupNorm statistics cause in a real VAE decoder (needs
+    ``halo_latent >= b``). Memory is bounded by one tile. For a decoder whose receptive field
+    fits in the halo the result equals a whole-canvas decode. Returns ``(3, h * f, w * f)``
+    float32 in [-1, 1].
     """
+    if blend_latent > halo_latent:
+        raise ValueError(f"blend_latent={blend_latent} needs halo_latent >= it, got {halo_latent}")
     _, hz, wz = z.shape
     y, x, h, w = rect if rect is not None else (0, 0, hz, wz)
     f = model.latent_factor
-    out = torch.empty((3, h * f, w * f), dtype=torch.float32)
+    out = torch.zeros((3, h * f, w * f), dtype=torch.float32)
+    norm = torch.zeros((1, h * f, w * f), dtype=torch.float32) if blend_latent else None
+    b = blend_latent
     for ty in range(y, y + h, tile_latent):
         for tx in range(x, x + w, tile_latent):
             check_cancel(cancel)
@@ -157,11 +175,24 @@ def decode_tiled(
             ya, xa = max(0, ty - halo_latent), max(0, tx - halo_latent)
             yb, xb = min(hz, ty + th + halo_latent), min(wz, tx + tw + halo_latent)
             rgb = model.decode(z[None, :, ya:yb, xa:xb]).float().cpu()[0]
-            oy, ox = (ty - ya) * f, (tx - xa) * f
-            out[:, (ty - y) * f : (ty - y + th) * f, (tx - x) * f : (tx - x + tw) * f] = rgb[
-                :, oy : oy + th * f, ox : ox + tw * f
-            ]
-    return out
+            # Kept span (latents, absolute): the tile plus b into each inner neighbour.
+            by0 = b if ty > y else 0
+            by1 = b if ty + th < y + h else 0
+            bx0 = b if tx > x else 0
+            bx1 = b if tx + tw < x + w else 0
+            ky0, ky1, kx0, kx1 = ty - by0, ty + th + by1, tx - bx0, tx + tw + bx1
+            crop = rgb[:, (ky0 - ya) * f : (ky1 - ya) * f, (kx0 - xa) * f : (kx1 - xa) * f]
+            sy = slice((ky0 - y) * f, (ky1 - y) * f)
+            sx = slice((kx0 - x) * f, (kx1 - x) * f)
+            if norm is None:
+                out[:, sy, sx] = crop
+            else:
+                wy = _ramp((ky1 - ky0) * f, by0 * f, by1 * f)
+                wx = _ramp((kx1 - kx0) * f, bx0 * f, bx1 * f)
+                wgt = wy[:, None] * wx[None, :]
+                out[:, sy, sx] += crop * wgt
+                norm[:, sy, sx] += wgt
+    return out if norm is None else out / norm
 
 
 def encode_tiled(
