@@ -210,6 +210,48 @@ def train_vae(args, images, rng, out: Path) -> tuple[AutoencoderKL, int]:
     return vae, step
 
 
+def finetune_decoder(args, vae, images, rng, out: Path) -> int:
+    """Train only the decoder (encoder frozen, so latents and their scaling do not change).
+
+    Decodes posterior samples of larger crops (``--decoder-crop``) with the same L1 + gradient +
+    FFT loss; returns the number of steps.
+    """
+    vae.requires_grad_(False)
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=args.decoder_lr, weight_decay=0.0)
+    im0 = images[0]
+    hold = torch.from_numpy(im0[-HOLDOUT_PX:, -HOLDOUT_PX:].copy()).permute(2, 0, 1)[None] * 2 - 1
+    t0, step = time.time(), 0
+    while (time.time() - t0) < args.decoder_minutes * 60:
+        frac = (time.time() - t0) / (args.decoder_minutes * 60)
+        for g in opt.param_groups:
+            g["lr"] = args.decoder_lr * 0.5 * (1 + math.cos(math.pi * frac))
+        x = vae_batch(images, rng, args.vae_batch, args.decoder_crop)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        rec = vae.decode(z).sample
+        loss = (
+            (rec - x).abs().mean()
+            + args.grad_weight * gradient_l1(rec, x)
+            + args.fft_weight * fft_l1(rec, x)
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0:
+            with torch.no_grad():
+                hp = psnr(vae.decode(vae.encode(hold).latent_dist.mean).sample.clamp(-1, 1), hold)
+            log(f"decoder step {step} loss {loss.item():.4f} holdout_psnr {hp:.2f}")
+    vae.requires_grad_(False).eval()
+    save_half(vae, out / "vae")
+    log(f"decoder fine-tune done: {step} steps in {(time.time() - t0) / 60:.1f} min")
+    return step
+
+
 # ---------------------------------------------------------------- latents
 
 
@@ -350,7 +392,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--vae-minutes", type=float, default=25.0)
+    ap.add_argument("--vae-minutes", type=float, default=20.0)
     ap.add_argument("--unet-minutes", type=float, default=40.0)
     ap.add_argument("--vae-steps", type=int, default=0, help="fixed step count (overrides minutes)")
     ap.add_argument(
@@ -363,9 +405,12 @@ def main() -> None:
     ap.add_argument("--fft-weight", type=float, default=0.1)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
     ap.add_argument(
-        "--gan-frac", type=float, default=0.2, help="last fraction of VAE training with GAN"
+        "--gan-frac", type=float, default=0.0, help="last fraction of VAE training with GAN"
     )
     ap.add_argument("--gan-weight", type=float, default=0.05)
+    ap.add_argument("--decoder-minutes", type=float, default=0.0, help="decoder-only fine-tune")
+    ap.add_argument("--decoder-crop", type=int, default=128)
+    ap.add_argument("--decoder-lr", type=float, default=2e-4)
     ap.add_argument("--jitters", type=int, default=2, help="stain variants per encoded view")
     ap.add_argument("--unet-batch", type=int, default=16)
     ap.add_argument("--unet-lr", type=float, default=5e-4)
@@ -387,6 +432,9 @@ def main() -> None:
     else:
         vae, vae_steps = train_vae(args, images, rng, args.out)
     vae_min = (time.time() - t_all) / 60
+    if args.unet_minutes == 0 and not args.unet_steps:  # decoder-only run
+        finetune_decoder(args, vae, images, rng, args.out)
+        return
     vae.requires_grad_(False)
     t_enc = time.time()
     latents = encode_variants(vae, images, rng, args.jitters)
@@ -416,6 +464,11 @@ def main() -> None:
         unet_minutes=round((time.time() - t_u) / 60, 1),
         total_minutes=round((time.time() - t_all) / 60, 1),
     )
+    if args.decoder_minutes > 0:
+        t_d = time.time()
+        info["training"]["decoder_steps"] = finetune_decoder(args, vae, images, rng, args.out)
+        info["training"]["decoder_minutes"] = round((time.time() - t_d) / 60, 1)
+    info["training"]["total_minutes"] = round((time.time() - t_all) / 60, 1)
     write_model_config(args.out, mean, std, info)
     log(f"all done in {(time.time() - t_all) / 60:.1f} min")
 
