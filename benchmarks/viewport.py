@@ -28,11 +28,15 @@ from pathlib import Path
 import numpy as np
 
 
-def load(name: str):
+def load(name: str, embedded_path: str | None):
     if name == "grf":
         from napari_cytosyn.models.grf import GRFModel
 
         return GRFModel(boundary="periodic"), "grf"
+    if embedded_path:  # same architecture, other weights (e.g. a checkpoint still training)
+        from napari_cytosyn.models.embedded import load_embedded
+
+        return load_embedded("cpu", path=embedded_path), f"cytosyn-tiny@{embedded_path}"
     from napari_cytosyn.models import load_model
 
     return load_model(name, device="cpu"), name
@@ -50,6 +54,9 @@ def best_of(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="cytosyn-tiny", help="model name, or 'grf'")
+    ap.add_argument(
+        "--embedded-path", default=None, help="load cytosyn-tiny weights from this folder"
+    )
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--chunk-px", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -64,7 +71,7 @@ def main() -> None:
     from napari_cytosyn.slide.synthetic import SyntheticSlide
     from napari_cytosyn.slide.viewport import ViewportRenderer
 
-    model, model_name = load(args.model)
+    model, model_name = load(args.model, args.embedded_path)
     vw, vh = (512, 384) if args.quick else (1024, 768)
     repeats = 5 if args.quick else 20
     settings = SamplerSettings(steps=args.steps)

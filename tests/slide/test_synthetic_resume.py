@@ -14,8 +14,8 @@ from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import SamplerSettings
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
-SETTINGS = SamplerSettings(steps=12)
-W, H, CHUNK = 384, 256, 64
+SETTINGS = SamplerSettings(steps=8)
+W, H, CHUNK = 256, 192, 64
 
 RENDER = textwrap.dedent(
     """
