@@ -311,8 +311,6 @@ class CompositeSlide:
         out_m = sample_inpaint(model, img_m, mask_m, settings, progress=progress, cancel=cancel)
         out = _from_model(np.asarray(out_m, dtype=np.uint8), (ch, cw), factor)
 
-        self._write_level0(cy0, cx0, out, ctx_mask)
-        self._refresh_levels(by0, by1, bx0, bx1)
         record = {
             "region": [y, x, h, w],
             "bbox": [by0, bx0, by1 - by0, bx1 - bx0],
@@ -325,7 +323,11 @@ class CompositeSlide:
             "settings": _jsonable(settings.to_dict()),
             "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
-        self.store.set_attrs(edits=[*self.edits, record])
+        # One edit at a time writes (threads and processes): merges read, modify and write.
+        with self.store.lock:
+            self._write_level0(cy0, cx0, out, ctx_mask)
+            self._refresh_levels(by0, by1, bx0, bx1)
+            self.store.set_attrs(edits=[*self.edits, record])
         return record
 
     def _write_level0(self, y0: int, x0: int, rgb: np.ndarray, mask: np.ndarray) -> None:
