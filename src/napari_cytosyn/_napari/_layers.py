@@ -79,13 +79,35 @@ class SlideLevel:
         return self.shape[0]
 
 
+def read_finished(slide: Any, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+    """Pixels ``(h, w, 3)`` uint8 of a synthetic slide's finished chunks, white elsewhere.
+
+    Reads chunk files one by one through the store's direct path (one file read and one
+    decode per chunk): on the GUI thread this avoids zarr's asynchronous machinery, whose many
+    thread hand-offs each wait for the GIL while the renderer is busy.
+    """
+    store = slide.store
+    c = store.chunk_px
+    out = np.full((h, w, 3), 255, dtype=np.uint8)
+    grid = store.completion(level).grid
+    for cy in range(y // c, -(-(y + h) // c)):
+        for cx in range(x // c, -(-(x + w) // c)):
+            if not grid[cy, cx]:
+                continue
+            y0, y1, x0, x1 = store.bounds(level, cy, cx)
+            chunk = store.read_chunk(level, cy, cx, copy=False)
+            ty0, ty1, tx0, tx1 = max(y0, y), min(y1, y + h), max(x0, x), min(x1, x + w)
+            out[ty0 - y : ty1 - y, tx0 - x : tx1 - x] = chunk[
+                ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0
+            ]
+    return out
+
+
 def synthetic_levels(slide: Any) -> list[SlideLevel]:
     """Levels of a ``SyntheticSlide`` that show finished chunks only (white elsewhere)."""
     return [
         SlideLevel(
-            lambda y, x, h, w, k=k: slide.read_region(k, y, x, h, w, generate=False),
-            shape,
-            slide.chunk_px,
+            lambda y, x, h, w, k=k: read_finished(slide, k, y, x, h, w), shape, slide.chunk_px
         )
         for k, shape in enumerate(slide.level_shapes)
     ]
@@ -205,6 +227,8 @@ class LazySlideView:
         self.viewer, self.layer, self.slide = viewer, layer, slide
         self.chunks_landed = 0
         self.refreshes = 0
+        self._thumbnail_stale = False
+        self.live = True  # refresh the layer as chunks land (False: only on camera changes)
         self._relay = _ChunkRelay()
         self._relay.chunk.connect(self._on_chunk)
         if on_error is not None:
@@ -243,14 +267,28 @@ class LazySlideView:
 
     def _on_chunk(self, level: int, cy: int, cx: int) -> None:
         self.chunks_landed += 1
-        if not self._refresh.isActive():
+        # A refresh re-slices and re-uploads the whole view (the costly part of the GUI's work):
+        # only chunks that change what is on screen ask for one.
+        if level == len(self.slide.level_shapes) - 1:
+            self._thumbnail_stale = True  # the overview changed: the layer list icon too
+        if self.live and self.is_visible(level, cy, cx) and not self._refresh.isActive():
             self._refresh.start()
+
+    def is_visible(self, level: int, cy: int, cx: int) -> bool:
+        """Whether chunk ``(level, cy, cx)`` lies in the region napari currently shows."""
+        if not self.layer.visible or level != int(self.layer.data_level):
+            return False
+        c = self.slide.chunk_px
+        corners = np.asarray(self.layer.corner_pixels)[:, -2:]
+        (y0, x0), (y1, x1) = corners[0], corners[1]
+        return cy * c <= y1 and (cy + 1) * c > y0 and cx * c <= x1 and (cx + 1) * c > x0
 
     def _do_refresh(self) -> None:
         if self._closed:
             return
         self.refreshes += 1
-        self.layer.refresh(extent=False, thumbnail=True)
+        self.layer.refresh(extent=False, thumbnail=self._thumbnail_stale)
+        self._thumbnail_stale = False
 
     def schedule(self, event: Any = None) -> None:
         """Ask for the view after the camera has settled (restarts the debounce timer)."""

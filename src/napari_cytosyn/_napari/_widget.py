@@ -351,8 +351,8 @@ class CytoSynWidget(QWidget):
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def _run(self, title: str, work: Any, on_done: Any) -> Job:
-        job = Job(title, work)
+    def _run(self, title: str, work: Any, on_done: Any, total: int | None = None) -> Job:
+        job = Job(title, work, total=total)
         job.done.connect(on_done)
         job.failed.connect(lambda exc: self._fail(title, exc))
         job.cancelled.connect(lambda: self._say(f"{title}: cancelled."))
@@ -519,6 +519,7 @@ class CytoSynWidget(QWidget):
             f"Render all of {slide.name}",
             _actions.render_all_work(slide),
             lambda n: self._say(f"{slide.name}: {n} chunk(s) rendered."),
+            total=len(slide.missing_chunks(0)),
         )
 
     def export(self, path: str | None = None, fmt: str | None = None) -> Job | None:

@@ -9,6 +9,7 @@ convention as the headless API (``generate_region``, ``CompositeSlide.inpaint``,
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +28,21 @@ class Job(QObject):
     cancelled = Signal()
     finished = Signal()
 
-    def __init__(self, title: str, work: Work) -> None:
+    def __init__(
+        self,
+        title: str,
+        work: Work,
+        total: int | None = None,
+        show_progress: bool = True,
+        min_update_s: float = 0.25,
+    ) -> None:
         super().__init__()
         self.title = title
+        self.total = total
+        self.show_progress = show_progress
+        self.min_update_s = min_update_s
+        self._last_update = 0.0
+        self.is_finished = False
         self.cancel_event = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
@@ -44,7 +57,10 @@ class Job(QObject):
         from napari.utils import progress
         from superqt.utils import create_worker
 
-        self._pbar = progress(total=0, desc=self.title)
+        # A known total from the start: an indeterminate (animated) bar repaints the window
+        # continuously, which costs the event loop far more than the work's own updates.
+        if self.show_progress:
+            self._pbar = progress(total=self.total or 0, desc=self.title)
         # superqt's worker (napari's relays every error, a Cancel included, as a notification;
         # the widget reports failures itself and treats Cancelled as a normal outcome).
         self._worker = create_worker(self._run, _start_thread=False, _ignore_errors=True)
@@ -69,6 +85,11 @@ class Job(QObject):
     def _on_progress(self, done: int, total: int) -> None:
         if self._pbar is None:
             return
+        # Every update repaints the window; a few per second is all a person can read.
+        now = time.monotonic()
+        if done < total and now - self._last_update < self.min_update_s:
+            return
+        self._last_update = now
         if self._pbar.total != total:
             self._pbar.total = total
         if done != self._pbar.n:
@@ -94,16 +115,15 @@ class Job(QObject):
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
+        self.is_finished = True
         self.finished.emit()
 
     def wait(self, timeout_ms: int = 60_000) -> bool:
         """Process Qt events until the job has finished (tests, scripts); False on timeout."""
-        import time
-
         from qtpy.QtWidgets import QApplication
 
         end = time.monotonic() + timeout_ms / 1000
-        while self.state in ("pending", "running") or self._pbar is not None:
+        while not self.is_finished:
             if time.monotonic() > end:
                 return False
             QApplication.processEvents()

@@ -1,0 +1,301 @@
+"""GUI event-loop stall while a synthetic slide renders in napari.
+
+A QTimer ticks every 10 ms on the GUI thread and records the gap between ticks; a gap well over
+10 ms means the event loop was blocked. Phases, side by side in one process and one viewer, the
+camera parked over the middle of the slide at level 0 (one screen px per slide px), with a few
+camera moves to send the renderer new requests:
+
+1. ``idle``: the timer alone (what the machine and the display give);
+   ``repaint_floor``: a label in the window changes 4x a second: the cost of any repaint here
+   (with napari's OpenGL canvas in the window, Qt composites the whole window on every update);
+2. ``render_no_refresh``: camera parked; the lazy view renders the chunks in view and a "Render
+   all" job (no progress bar) fills the rest, but the layer is not refreshed: what generation
+   itself costs the GUI thread (GIL contention, signals);
+3. ``refresh_only``: no generation; the camera hops and the layer is refreshed at the rate
+   chunks landed in phase 4: what napari's own re-slice + texture upload + redraw costs here;
+4. ``render``: the real thing: camera hops, generation, refreshes as chunks land, napari
+   progress bar of the "Render all" job; ``render_no_progress_bar``: the same without napari's
+   progress bar (whose activity spinner repaints the window continuously).
+
+Needs a display (run under ``xvfb-run -a``; Xvfb renders OpenGL in software, so napari's own
+redraws are far slower there than on a desktop GPU). Examples::
+
+    xvfb-run -a python benchmarks/gui_stall.py --quick
+    xvfb-run -a python benchmarks/gui_stall.py --model cytosyn-tiny --seconds 20
+    xvfb-run -a python benchmarks/gui_stall.py --embedded-path runs/smoke/w
+
+Prints the figures; last line ``RESULT {json}``: ``max_stall_ms`` (largest tick gap minus the
+10 ms period) of phase 4, and of the other phases for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TICK_MS = 10
+
+
+def load(args: argparse.Namespace):
+    if args.embedded_path:
+        from napari_cytosyn.models.backend import BackendModel
+        from napari_cytosyn.models.embedded import load_embedded
+
+        return BackendModel.wrap(load_embedded(device="cpu", path=args.embedded_path))
+    if args.model == "grf":
+        from napari_cytosyn.models.grf import GRFModel
+
+        model = GRFModel()
+        try:
+            model.provenance()
+        except AttributeError:  # GRFModel.provenance still names the removed `nu` field
+            model.nu = None
+        return model
+    from napari_cytosyn.models import load_model
+
+    return load_model(args.model, device="cpu")
+
+
+class TickRecorder:
+    """Records the gaps between QTimer ticks (ms)."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.gaps: list[float] = []
+        self._last = time.perf_counter()
+        self.timer = QTimer()
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append((now - self._last) * 1000)
+        self._last = now
+
+    def start(self) -> None:
+        self.gaps.clear()
+        self._last = time.perf_counter()
+        self.timer.start()
+
+    def stop(self) -> dict:
+        self.timer.stop()
+        g = np.asarray(self.gaps[1:] or [0.0])
+        return {
+            "ticks": len(g),
+            "max_gap_ms": float(g.max()),
+            "max_stall_ms": float(max(0.0, g.max() - TICK_MS)),
+            "p99_gap_ms": float(np.percentile(g, 99)),
+            "median_gap_ms": float(np.median(g)),
+            "gaps_over_50ms": int((g > 50).sum()),
+        }
+
+
+def settle(app, seconds: float = 1.5) -> None:
+    """Let first draws (shader compilation, texture allocation) happen before measuring."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.002)
+
+
+def run_phase(app, rec: TickRecorder, seconds: float, step=None, every_s: float = 2.0) -> dict:
+    """Pump events for ``seconds`` with the tick recorder on; ``step(k)`` every ``every_s``."""
+    rec.start()
+    end = time.perf_counter() + seconds
+    next_step, k = time.perf_counter(), 0
+    while time.perf_counter() < end:
+        if step is not None and time.perf_counter() >= next_step:
+            step(k)
+            k += 1
+            next_step += every_s
+        app.processEvents()
+        time.sleep(0.002)
+    return rec.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="GRF model, small slide, short run")
+    parser.add_argument("--model", default="grf", help="grf, cytosyn-tiny, or a registry name")
+    parser.add_argument("--embedded-path", default=None, help="folder of embedded weights")
+    parser.add_argument("--size", type=int, default=8192, help="slide side (px)")
+    parser.add_argument("--chunk", type=int, default=512, help="chunk side (px)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each phase")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--window", type=int, default=1000, help="viewer window width (px)")
+    args = parser.parse_args()
+    if args.quick:
+        args.model, args.size, args.chunk, args.steps, args.seconds = "grf", 2048, 256, 4, 8.0
+
+    import napari
+    import torch
+    from qtpy.QtWidgets import QApplication, QLabel
+
+    from napari_cytosyn._napari import _layers
+    from napari_cytosyn._napari._qt._jobs import Job
+    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    torch.set_num_threads(args.threads)
+    model = load(args)
+    settings = SamplerSettings(steps=args.steps, seed=5)
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(args.window, int(args.window * 0.75))
+    app = QApplication.instance()
+    tmp = Path(tempfile.mkdtemp(prefix="gui_stall_"))
+    mpp = float(model.mpp)
+    zoom = 1.0 / mpp  # one screen px per level-0 px: level 0 is what napari reads
+
+    centre_um = (args.size * mpp / 2, args.size * mpp / 2)
+    view_um = 400 * mpp  # the camera hops by about half a screen
+
+    def hop(k: int) -> None:
+        dy, dx = ((0, 0), (1, 0), (1, 1), (0, 1))[k % 4]
+        viewer.camera.center = (centre_um[0] + dy * view_um, centre_um[1] + dx * view_um)
+
+    def make_slide(name: str):
+        slide = SyntheticSlide.create(
+            tmp / name,
+            model,
+            args.size,
+            args.size,
+            seed=2,
+            settings=settings,
+            chunk_px=args.chunk,
+        )
+        viewer.camera.zoom = zoom
+        hop(0)
+        layer, view = _layers.add_synthetic_layer(viewer, slide)
+        viewer.camera.zoom = zoom
+        hop(0)
+        return slide, layer, view
+
+    # Warm-up: first calls (imports, allocator, kernels) are not what a user sees twice.
+    warm = SyntheticSlide.create(
+        tmp / "warm.zarr",
+        model,
+        args.chunk,
+        args.chunk,
+        seed=0,
+        settings=settings,
+        chunk_px=args.chunk,
+    )
+    Job("warm-up", lambda progress, cancel: warm.render_all()).start().wait(300_000)
+
+    rec = TickRecorder()
+    phases: dict[str, dict] = {}
+    phases["idle"] = run_phase(app, rec, min(5.0, args.seconds))
+    # The floor of any visible change here: a label's text changes 4x a second (each change
+    # repaints the window; under Xvfb the OpenGL canvas makes that a full software composite).
+    label = QLabel("0")
+    viewer.window.add_dock_widget(label, name="tick")
+    settle(app)
+    phases["repaint_floor"] = run_phase(
+        app, rec, min(5.0, args.seconds), lambda k: label.setText(str(k)), 0.25
+    )
+
+    # 2. generation without refreshes
+    slide, layer, view = make_slide("a.zarr")
+    view.live = False  # chunks land, the layer is not re-sliced for them
+    job = Job(
+        "Render all",
+        lambda progress, cancel: slide.render_all(progress, cancel),
+        show_progress=False,
+    ).start()
+    settle(app)
+    phases["render_no_refresh"] = run_phase(app, rec, args.seconds)  # camera parked
+    job.cancel()
+    job.wait(120_000)
+    view.close(timeout=60)
+    made_a = slide.compute_count
+    viewer.layers.remove(layer)
+
+    # 4. generation with refreshes (run before 3 so that 3 can copy its refresh rate), with
+    # napari's progress bar (4) and without it (4b: napari's activity spinner animates while a
+    # progress bar is open, and every frame of it repaints the window)
+    runs = {}
+    for name, show in (("render", True), ("render_no_progress_bar", False)):
+        slide, layer, view = make_slide(f"{name}.zarr")
+        job = Job(
+            "Render all",
+            lambda progress, cancel, s=slide: s.render_all(progress, cancel),
+            total=len(slide.missing_chunks(0)),
+            show_progress=show,
+        ).start()
+        settle(app)
+        t0 = time.perf_counter()
+        phases[name] = run_phase(app, rec, args.seconds, hop)
+        elapsed = time.perf_counter() - t0
+        job.cancel()
+        job.wait(120_000)
+        view.close(timeout=60)
+        runs[name] = (view.refreshes, slide.compute_count, elapsed)
+        if name != "render":
+            viewer.layers.remove(layer)
+        else:
+            keep = layer
+    layer = keep
+    refreshes, made_b, elapsed = runs["render"]
+
+    # 3. the same number of refreshes of the same (now partly rendered) layer, no generation
+    every = args.seconds / max(1, refreshes)
+
+    def refresh_and_hop(k: int) -> None:
+        if k % max(1, round(2.0 / every)) == 0:
+            hop(k)
+        layer.refresh(extent=False, thumbnail=False)
+
+    phases["refresh_only"] = run_phase(app, rec, args.seconds, refresh_and_hop, every)
+
+    print(
+        f"model={getattr(model, 'name', args.model)} slide={args.size}px chunk={args.chunk}px "
+        f"steps={args.steps} torch_threads={args.threads} phase={args.seconds:.0f}s"
+    )
+    names = (
+        "idle",
+        "repaint_floor",
+        "render_no_refresh",
+        "refresh_only",
+        "render",
+        "render_no_progress_bar",
+    )
+    for name in names:
+        print(f"{name:>18}: {json.dumps({k: round(v, 1) for k, v in phases[name].items()})}")
+    print(
+        f"chunks rendered: {made_a} (no refresh), {made_b} in {elapsed:.1f} s with "
+        f"{refreshes} layer refreshes"
+    )
+    result = {
+        "max_stall_ms": round(phases["render"]["max_stall_ms"], 1),
+        "p99_gap_ms": round(phases["render"]["p99_gap_ms"], 1),
+        "render_no_refresh_max_stall_ms": round(phases["render_no_refresh"]["max_stall_ms"], 1),
+        "refresh_only_max_stall_ms": round(phases["refresh_only"]["max_stall_ms"], 1),
+        "idle_max_stall_ms": round(phases["idle"]["max_stall_ms"], 1),
+        "repaint_floor_max_stall_ms": round(phases["repaint_floor"]["max_stall_ms"], 1),
+        "repaint_floor_p99_gap_ms": round(phases["repaint_floor"]["p99_gap_ms"], 1),
+        "render_no_refresh_p99_gap_ms": round(phases["render_no_refresh"]["p99_gap_ms"], 1),
+        "render_no_progress_bar_max_stall_ms": round(
+            phases["render_no_progress_bar"]["max_stall_ms"], 1
+        ),
+        "render_no_progress_bar_p99_gap_ms": round(
+            phases["render_no_progress_bar"]["p99_gap_ms"], 1
+        ),
+        "chunks_rendered": made_b,
+        "refreshes": refreshes,
+        "model": getattr(model, "name", args.model),
+        "chunk_px": args.chunk,
+        "target_ms": 100,
+    }
+    viewer.close()
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
