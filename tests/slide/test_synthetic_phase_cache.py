@@ -59,3 +59,18 @@ def test_lazy_chunks_from_the_zarr_cache_equal_those_from_memory(tmp_path):
     assert (c == a).all()
     assert model.calls == calls  # every phase state came from disk
     assert reopened.disk_reads > 0
+
+
+def test_entries_are_plain_zarr_arrays(tmp_path):
+    import zarr
+
+    cache = ZarrPhaseCache(tmp_path / "pc")
+    value = torch.randn(4, 5, 6)
+    cache.put((1, -2, 3), value)
+    cache.put("scalar", torch.tensor(2.5))
+    cache.flush()
+    arr = zarr.open_array(str(tmp_path / "pc" / key_name((1, -2, 3))), mode="r")
+    assert arr.shape == (4, 5, 6) and arr.attrs["torch_dtype"] == "torch.float32"
+    assert (arr[...] == value.numpy()).all()
+    cache.clear_memory()
+    assert cache.get("scalar").shape == () and float(cache.get("scalar")) == 2.5
