@@ -123,6 +123,7 @@ def composite_levels(composite: Any, chunk_px: int = 512) -> list[SlideLevel]:
 
 # Which slide object a layer shows, for layers made here (the widget needs the object back).
 _SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def slide_of(layer: Any) -> Any | None:
@@ -160,6 +161,31 @@ def add_synthetic_layer(viewer: Any, slide: Any, **view_options: Any) -> tuple[A
     _SOURCES[layer] = slide
     view = LazySlideView(viewer, layer, slide, **view_options)
     return layer, view
+
+
+def synthetic_layer_data(viewer: Any, slide: Any) -> tuple[list, dict[str, Any], str]:
+    """Layer data tuple of a lazy synthetic slide (for sample data and readers).
+
+    When napari adds the layer to ``viewer``, it gets a :class:`LazySlideView`, as with
+    :func:`add_synthetic_layer`."""
+    kwargs = synthetic_layer_kwargs(slide)
+    store = kwargs["metadata"][META_KEY]["store"]
+
+    def on_inserted(event: Any) -> None:
+        layer = event.value
+        if layer.metadata.get(META_KEY, {}).get("store") != store or layer in _SOURCES:
+            return
+        viewer.layers.events.inserted.disconnect(on_inserted)
+        _SOURCES[layer] = slide
+        _VIEWS[layer] = LazySlideView(viewer, layer, slide)
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    return synthetic_levels(slide), kwargs, "image"
+
+
+def view_of(layer: Any) -> LazySlideView | None:
+    """The live view of a synthetic layer added through :func:`synthetic_layer_data`."""
+    return _VIEWS.get(layer)
 
 
 def add_composite_layer(viewer: Any, composite: Any, real_layer: Any) -> Any:

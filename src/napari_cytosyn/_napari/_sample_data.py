@@ -19,6 +19,8 @@ import numpy as np
 from ._config import load_config
 
 SAMPLE_PX = 2048  # side of the pattern sample (px at 0.5 um/px)
+SYNTHETIC_PX = 16384  # side of the synthetic sample (px at the model's mpp)
+SYNTHETIC_STEPS = 30  # sampler steps of the synthetic sample
 
 
 def training_image() -> tuple[np.ndarray, dict[str, Any]] | None:
@@ -95,8 +97,9 @@ def he_slide() -> list[tuple[Any, dict[str, Any], str]]:
 
 
 def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
-    """npe2 sample: a 16384 x 16384 px synthetic slide from the embedded model, rendered lazily
-    where the viewer looks (a renderer is attached to the current viewer)."""
+    """npe2 sample: a synthetic slide (``SYNTHETIC_PX`` a side) of the embedded model.
+
+    It renders lazily where the viewer looks (a renderer is attached to the current viewer)."""
     import napari
 
     from napari_cytosyn.models import load_model
@@ -109,13 +112,12 @@ def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
         raise RuntimeError("the synthetic sample needs an open napari viewer")
     config = load_config()
     model = load_model("cytosyn-tiny", device=config.device)
-    settings = SamplerSettings(steps=30, seed=1)
+    settings = SamplerSettings(steps=SYNTHETIC_STEPS, seed=1)
     store = config.cache_path() / "samples" / "synthetic-sample.zarr"
     if store.exists():
         from napari_cytosyn.slide.synthetic import SyntheticSlide
 
         slide = SyntheticSlide.open(store, model=model)
     else:
-        slide = _actions.create_synthetic(store, model, 16384, 16384, 1, settings)
-    _layers.add_synthetic_layer(viewer, slide)
-    return []
+        slide = _actions.create_synthetic(store, model, SYNTHETIC_PX, SYNTHETIC_PX, 1, settings)
+    return [_layers.synthetic_layer_data(viewer, slide)]

@@ -1,0 +1,113 @@
+"""Dock widget controls: persisted settings, model information, sampler settings, seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from napari_cytosyn._napari._config import WidgetConfig, load_config, save_config
+from napari_cytosyn._napari._widget import GENERIC, CytoSynWidget
+from napari_cytosyn.sampling import SAMPLERS, SamplerSettings
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    return str(tmp_path / "conf" / "widget.json")
+
+
+def test_model_device_and_cache_folder_persist_across_widgets(
+    make_napari_viewer, config_path, tmp_path
+):
+    viewer = make_napari_viewer()
+    first = CytoSynWidget(viewer, config_path=config_path)
+    first.model_combo.setCurrentText("cytosyn")
+    first.source_edit.setText("/data/CytoSyn")
+    first.source_edit.editingFinished.emit()
+    first.device_combo.setCurrentText("cpu")
+    first.cache_edit.setText(str(tmp_path / "stores"))
+    first.cache_edit.editingFinished.emit()
+    first.trust_remote_code.setChecked(True)
+
+    stored = json.loads(Path(config_path).read_text())
+    assert stored == {
+        "model": "cytosyn",
+        "source": "/data/CytoSyn",
+        "device": "cpu",
+        "cache_dir": str(tmp_path / "stores"),
+    }  # trust_remote_code is never remembered
+    second = CytoSynWidget(viewer, config_path=config_path)
+    assert second.model_combo.currentText() == "cytosyn"
+    assert second.source_edit.text() == "/data/CytoSyn"
+    assert second.device_combo.currentText() == "cpu"
+    assert second.cache_edit.text() == str(tmp_path / "stores")
+    assert second.config.cache_path() == tmp_path / "stores"
+    assert not second.trust_remote_code.isChecked()
+
+
+def test_broken_settings_file_gives_defaults(tmp_path):
+    path = tmp_path / "widget.json"
+    path.write_text("{not json")
+    assert load_config(path) == WidgetConfig()
+    save_config(WidgetConfig(model="pixcell-256"), path)
+    assert load_config(path).model == "pixcell-256"
+
+
+def test_model_picker_shows_licence_and_gating(make_napari_viewer, config_path):
+    widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
+    names = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+    assert names[0] == "cytosyn-tiny" and "cytosyn" in names and names[-1] == GENERIC
+    widget.model_combo.setCurrentText("cytosyn")
+    text = widget.model_info.text()
+    assert "CC-BY-NC-ND" in text and "Gated" in text and "request access" in text
+    assert "0.5 µm/px" in widget.mpp_label.text()
+    widget.model_combo.setCurrentText("cytosyn-tiny")
+    assert "BSD-3-Clause" in widget.model_info.text()
+    assert "Access: open" in widget.model_info.text()
+
+
+def test_model_name_combines_picker_and_source(make_napari_viewer, config_path):
+    widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
+    widget.model_combo.setCurrentText("cytosyn")
+    widget.source_edit.setText("/models/CytoSyn")
+    assert widget.model_name() == "cytosyn:/models/CytoSyn"
+    widget.model_combo.setCurrentText("cytosyn-tiny")
+    assert widget.model_name() == "cytosyn-tiny"  # embedded: no source
+    widget.model_combo.setCurrentText(GENERIC)
+    assert widget.model_name() == "diffusers:/models/CytoSyn"
+    widget.source_edit.setText("")
+    with pytest.raises(ValueError, match="hub id or choose a folder"):
+        widget.model_name()
+
+
+def test_sampler_controls_make_sampler_settings(make_napari_viewer, config_path):
+    widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
+    assert [widget.sampler_combo.itemText(i) for i in range(widget.sampler_combo.count())] == list(
+        SAMPLERS
+    )
+    widget.sampler_combo.setCurrentText("heun")
+    widget.steps_spin.setValue(12)
+    widget.guidance_spin.setValue(2.5)
+    widget.seed_spin.setValue(1234)
+    assert widget.sampler_settings() == SamplerSettings(
+        sampler="heun", steps=12, guidance=2.5, seed=1234
+    )
+
+
+def test_random_seed_button_draws_new_seeds(make_napari_viewer, config_path):
+    widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
+    seeds = {widget.random_seed() for _ in range(5)}
+    assert len(seeds) == 5
+    assert widget.seed_spin.value() in seeds
+    assert all(0 <= s < 2**31 for s in seeds)
+
+
+def test_actions_without_inputs_explain_what_is_missing(make_napari_viewer, config_path):
+    widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
+    assert widget.inpaint() is None
+    assert "choose a slide layer and a mask layer" in widget.status.text()
+    assert widget.render_all() is None
+    assert "select a synthetic slide" in widget.status.text()
+    assert widget.export("/tmp/x.ome.zarr", "OME-Zarr") is None
+    assert "select a synthetic slide or an edited" in widget.status.text()
