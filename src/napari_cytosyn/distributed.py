@@ -1,11 +1,12 @@
 """Render synthetic slides on dask.distributed: chunks are tasks, workers write to the store.
 
 No scheduler of our own: a level-0 chunk of a synthetic slide
-(:class:`~napari_cytosyn.slide.synthetic.SyntheticSlide`) is one ``client.submit`` task. Each
-worker process keeps one opened slide and one loaded model per (store, model) in a module-level
-cache, so the model is loaded once per process, not once per task. A task renders its chunk with
-the store's own ``generate_chunk``: pixels are written atomically, then marked in the completion
-map (under a file lock shared by all processes).
+(:class:`~napari_cytosyn.slide.synthetic.SyntheticSlide`), or a small block of neighbouring
+chunks, is one ``client.submit`` task. Each worker process keeps one opened slide and one loaded
+model per (store, model) in a module-level cache, so the model is loaded once per process, not
+once per task. A task renders its chunks with the store's own ``generate_chunk``: pixels are
+written atomically, then marked in the completion map (under a file lock shared by all
+processes).
 
 Why this survives failures:
 
@@ -86,22 +87,38 @@ def _worker_slide(store: str, model: ModelSource, device: str, torch_threads: in
         return _WORKER_SLIDES.setdefault(key, slide)
 
 
-def render_chunk_task(
+def render_chunks_task(
     store: str,
-    cy: int,
-    cx: int,
+    chunks: Sequence[tuple[int, int]],
     model: ModelSource = None,
     device: str = "auto",
     torch_threads: int | None = 1,
-) -> tuple[int, int, bool]:
-    """Task body: make level-0 chunk ``(cy, cx)`` of ``store`` finished on this worker.
+) -> int:
+    """Task body: make the level-0 ``chunks`` ``[(cy, cx), ...]`` of ``store`` finished here.
 
-    Returns ``(cy, cx, rendered)``; ``rendered`` is False when another run had finished it.
+    Returns how many of them this task rendered (chunks finished meanwhile by another run or a
+    retried task are skipped).
     """
     slide = _worker_slide(store, model, device, torch_threads)
     slide.store.completion(0).refresh()
-    written = slide.generate_chunk(0, cy, cx)
-    return cy, cx, any(level == 0 for level, _, _ in written)
+    made = 0
+    for cy, cx in chunks:
+        written = slide.generate_chunk(0, cy, cx)
+        made += any(level == 0 for level, _, _ in written)
+    return made
+
+
+def group_chunks(chunks: Sequence[tuple[int, int]], group: int) -> list[list[tuple[int, int]]]:
+    """Chunks grouped into ``group x group`` blocks of the chunk grid (row-major in a block).
+
+    Neighbouring chunks share the windows of their dependency cones (lazy mode): a block
+    rendered by one worker computes those shared windows once, where single-chunk tasks spread
+    over several workers would each compute them.
+    """
+    blocks: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for cy, cx in sorted(chunks):
+        blocks.setdefault((cy // group, cx // group), []).append((cy, cx))
+    return list(blocks.values())
 
 
 def finish_pyramid(slide: Any, progress: ProgressFn | None = None) -> int:
@@ -172,6 +189,7 @@ def render_distributed(
     retries: int = 2,
     torch_threads: int | None = 1,
     chunks: Sequence[tuple[int, int]] | None = None,
+    group: int = 2,
     progress: ProgressFn | None = None,
     cancel: Any = None,
 ) -> int:
@@ -189,8 +207,10 @@ def render_distributed(
     torch_threads: ``torch.set_num_threads`` in each worker (1 keeps processes from fighting
         over cores and makes float reductions run the same way in every process).
     chunks: ``(cy, cx)`` level-0 chunks to render (default: all missing ones).
-    progress: ``progress(done, total)`` after each chunk; ``cancel.is_set()`` stops submitting
-        and cancels pending tasks (raising ``Cancelled``); finished chunks stay finished.
+    group: a task renders a ``group x group`` block of neighbouring chunks (1 = one chunk per
+        task); see :func:`group_chunks`.
+    progress: ``progress(done, total)`` in chunks after each task; ``cancel.is_set()`` stops
+        submitting and cancels pending tasks (raising ``Cancelled``); finished chunks stay finished.
 
     Returns the number of level-0 chunks rendered by this call. Coarser levels are completed at
     the end (:func:`finish_pyramid`).
@@ -210,31 +230,32 @@ def render_distributed(
     try:
         if todo:
             run = uuid.uuid4().hex[:8]
-            futures = [
+            blocks = group_chunks(todo, max(1, int(group)))
+            futures = {
                 client.submit(
-                    render_chunk_task,
+                    render_chunks_task,
                     store,
-                    cy,
-                    cx,
+                    block,
                     model,
                     device,
                     torch_threads,
-                    key=f"cytosyn-chunk-{run}-{cy}-{cx}",
+                    key=f"cytosyn-chunks-{run}-{block[0][0]}-{block[0][1]}",
                     retries=retries,
                     pure=False,
-                )
-                for cy, cx in todo
-            ]
+                ): len(block)
+                for block in blocks
+            }
+            done = 0
             try:
-                for done, fut in enumerate(as_completed(futures), start=1):
+                for fut in as_completed(list(futures)):
                     if cancel is not None and cancel.is_set():
-                        raise Cancelled(f"rendering cancelled after {done - 1} of {len(todo)}")
-                    _, _, made = fut.result()
-                    rendered += bool(made)
+                        raise Cancelled(f"rendering cancelled after {done} of {len(todo)} chunks")
+                    rendered += fut.result()
+                    done += futures[fut]
                     if progress is not None:
                         progress(done, len(todo))
             except BaseException:
-                client.cancel(futures)
+                client.cancel(list(futures))
                 raise
         finish_pyramid(slide)
     finally:
