@@ -1,0 +1,201 @@
+"""Rebuild the user-guide screenshots (docs/images/ui-*.png) by driving the real widget.
+
+Runs napari with the CytoSyn dock widget, opens the small H&E sample, draws masks, inpaints,
+synthesizes a region, creates a synthetic slide and lets it render around the view, then saves
+canvas and widget screenshots. Needs a display (``xvfb-run -a``). Examples::
+
+    xvfb-run -a python scripts/make_screenshots.py                      # embedded cytosyn-tiny
+    xvfb-run -a python scripts/make_screenshots.py --embedded-path runs/train/w
+    xvfb-run -a python scripts/make_screenshots.py --model grf --out /tmp/shots   # fast check
+
+Every image is written by this script; nothing in docs/images/ui-*.png is edited by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(args: argparse.Namespace):
+    if args.embedded_path:
+        from napari_cytosyn.models.backend import BackendModel
+        from napari_cytosyn.models.embedded import load_embedded
+
+        return BackendModel.wrap(load_embedded(device="cpu", path=args.embedded_path))
+    if args.model == "grf":
+        from napari_cytosyn.models.grf import GRFModel
+
+        model = GRFModel()
+        try:
+            model.provenance()
+        except AttributeError:  # GRFModel.provenance still names the removed `nu` field
+            model.nu = None
+        return model
+    from napari_cytosyn.models import load_model
+
+    return load_model(args.model, device="cpu")
+
+
+def pump(app, seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def save(img: np.ndarray, path: Path) -> None:
+    from skimage.io import imsave
+
+    imsave(path, np.ascontiguousarray(img[..., :3]), check_contrast=False)
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="cytosyn-tiny", help="cytosyn-tiny, grf, ...")
+    parser.add_argument("--embedded-path", default=None, help="folder of embedded weights")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import napari
+    import torch
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cytosyn._napari import _layers
+    from napari_cytosyn._napari._widget import CytoSynWidget
+
+    torch.set_num_threads(2)
+    work = Path(tempfile.mkdtemp(prefix="cytosyn_shots_"))
+    config = work / "widget.json"
+    config.write_text(f'{{"cache_dir": "{work / "cache"}", "device": "cpu"}}')
+    os.environ["NAPARI_CYTOSYN_CONFIG"] = str(config)
+
+    viewer = napari.Viewer(show=True, title="napari-cytosyn")
+    viewer.window._qt_window.resize(1500, 950)
+    app = QApplication.instance()
+    widget = CytoSynWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="CytoSyn")
+    widget.models.override = load(args)
+    widget.steps_spin.setValue(args.steps)
+    widget.seed_spin.setValue(42)
+    widget.chunk_px = 256
+
+    # 1. The widget next to the sample slide, with a rectangle and an ellipse drawn on it.
+    [real] = viewer.open_sample("napari-cytosyn", "he_slide")
+    h0, w0 = real.data[0].shape[:2]
+    mpp = float(real.scale[-1])
+    cy, cx = h0 / 2 * mpp, w0 / 2 * mpp  # world um
+    s = min(h0, w0) * mpp
+    rect = np.array(
+        [
+            [cy - 0.12 * s, cx - 0.2 * s],
+            [cy - 0.12 * s, cx - 0.02 * s],
+            [cy + 0.04 * s, cx - 0.02 * s],
+            [cy + 0.04 * s, cx - 0.2 * s],
+        ]
+    )
+    ellipse = np.array(
+        [
+            [cy - 0.02 * s, cx + 0.04 * s],
+            [cy - 0.02 * s, cx + 0.2 * s],
+            [cy + 0.12 * s, cx + 0.2 * s],
+            [cy + 0.12 * s, cx + 0.04 * s],
+        ]
+    )
+    shapes = viewer.add_shapes(
+        [rect, ellipse],
+        shape_type=["rectangle", "ellipse"],
+        name="mask",
+        edge_color="yellow",
+        face_color=[1, 1, 0, 0.15],
+        edge_width=2,
+        units=("um", "um"),
+    )
+    widget.image_combo.select(real)
+    widget.mask_combo.select(shapes)
+    viewer.camera.center = (cy, cx)
+    viewer.camera.zoom = 900 / (0.55 * s)
+    pump(app, 2)
+    save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-widget.png")
+    save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-inpaint-before.png")
+
+    # 2. Inpaint: the composite layer appears above the slide.
+    job = widget.inpaint()
+    assert job is not None and job.wait(3_600_000) and job.state == "done", job and job.error
+    shapes.visible = False
+    pump(app, 2)
+    save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-inpaint-after.png")
+    save(_grab(widget), args.out / "ui-widget-panel.png")
+
+    # 3. Synthesize region: fill a rectangle drawn on the glass next to the tissue.
+    viewer.layers.remove(shapes)
+    box = viewer.add_shapes(
+        [
+            np.array(
+                [
+                    [0.1 * s, 1.02 * w0 * mpp],
+                    [0.1 * s, 1.02 * w0 * mpp + 0.4 * s],
+                    [0.5 * s, 1.02 * w0 * mpp + 0.4 * s],
+                    [0.5 * s, 1.02 * w0 * mpp],
+                ]
+            )
+        ],
+        shape_type="rectangle",
+        name="region",
+        edge_color="yellow",
+        face_color=[0, 0, 0, 0],
+        units=("um", "um"),
+    )
+    widget.mask_combo.select(box)
+    job = widget.synthesize_region()
+    assert job is not None and job.wait(3_600_000) and job.state == "done", job and job.error
+    viewer.reset_view()
+    pump(app, 2)
+    save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-synthesize-region.png")
+
+    # 4. New synthetic slide: it renders around the view while the user looks.
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    widget.width_spin.setValue(4096)
+    widget.height_spin.setValue(4096)
+    job = widget.new_synthetic_slide()
+    assert job.wait(600_000) and job.state == "done", job.error
+    layer = viewer.layers[-1]
+    view = widget.views[id(layer)]
+    slide = _layers.slide_of(layer)
+    viewer.camera.center = (2048 * slide.mpp[1], 2048 * slide.mpp[0])
+    viewer.camera.zoom = 1.0
+    end = time.perf_counter() + 1800
+    while slide.compute_count < 6 and time.perf_counter() < end:
+        pump(app, 0.5)
+    pump(app, 1)
+    save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-synthetic-slide.png")
+    view.close(timeout=600)
+    widget.close_views()
+    viewer.close()
+
+
+def _grab(widget) -> np.ndarray:
+    """The dock widget as an RGB array (what the user sees in the panel)."""
+    from qtpy.QtGui import QImage
+
+    image = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    w, h, stride = image.width(), image.height(), image.bytesPerLine()
+    ptr = image.constBits()
+    ptr.setsize(stride * h)
+    buf = np.frombuffer(ptr, dtype=np.uint8)
+    return buf.reshape(h, stride)[:, : w * 3].reshape(h, w, 3).copy()
+
+
+if __name__ == "__main__":
+    main()
