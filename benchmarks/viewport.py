@@ -72,11 +72,25 @@ def main() -> None:
     from napari_cytosyn.slide.viewport import ViewportRenderer
 
     model, model_name = load(args.model, args.embedded_path)
+    # Count model work, to tell the sampler's cost from the slide machinery's.
+    usage = {"windows": 0, "seconds": 0.0}
+    denoise = model.denoise
+
+    def counted_denoise(z, t, *a, **kw):
+        t0 = time.perf_counter()
+        out = denoise(z, t, *a, **kw)
+        usage["seconds"] += time.perf_counter() - t0
+        usage["windows"] += int(z.shape[0])
+        return out
+
+    model.denoise = counted_denoise
     vw, vh = (512, 384) if args.quick else (1024, 768)
     repeats = 5 if args.quick else 20
     settings = SamplerSettings(steps=args.steps)
     print(f"model {model_name}, steps {args.steps}, chunk {args.chunk_px} px, viewport {vw}x{vh}")
     print(f"torch threads {torch.get_num_threads()}")
+
+    import napari_cytosyn.sampling.lazy  # noqa: F401 - module import is not slide creation
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -108,6 +122,11 @@ def main() -> None:
             renderer.wait()
             all_visible_s = time.perf_counter() - t_req
         first_chunk_s = times["first"]
+        model_s, windows = usage["seconds"], usage["windows"]
+        print(
+            f"model: {windows} window evaluations, {model_s:.1f} s "
+            f"({model_s / all_visible_s:.0%} of the wall time)"
+        )
         print(
             f"visible chunks {planned}; first chunk {first_chunk_s:.2f} s; "
             f"all visible {all_visible_s:.2f} s"
@@ -139,6 +158,8 @@ def main() -> None:
         "read_ratio": round(dask_s / plain_s, 3),
         "read_region_ratio": round(region_s / plain_s, 3),
         "visible_chunks": planned,
+        "window_evals": windows,
+        "model_s": round(model_s, 2),
         "create_ms": round(create_s * 1000, 1),
         "model": model_name,
         "steps": args.steps,
