@@ -11,6 +11,7 @@ compute it once.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ class SyntheticSlide:
         )
         self._listeners: list[Callable[[int, int, int], None]] = []
         self.compute_count = 0  # level-0 chunks rendered by this object (not read back)
+        self._count_lock = threading.Lock()
         self._token = uuid.uuid4().hex[:12]
         self._dask_cache: dict[tuple[int, bool], Any] = {}
 
@@ -355,7 +357,8 @@ class SyntheticSlide:
         if tissue is not None and not tissue.any():
             return np.full((y1 - y0, x1 - x0, 3), WHITE, dtype=np.uint8)
         result = self.renderer().render(cy, cx)
-        self.compute_count += 1
+        with self._count_lock:
+            self.compute_count += 1
         rgb = np.ascontiguousarray(result.rgb[: y1 - y0, : x1 - x0])
         if tissue is not None:
             rgb = np.where(tissue[..., None], rgb, np.uint8(WHITE))
