@@ -370,16 +370,60 @@ class _LazyRenderer:
         self.spec = spec
         self.cancel = cancel
 
+    def _decode(self, y: int, x: int, h: int, w: int) -> torch.Tensor:
+        """Decode the final latents of an absolute latent rectangle (no cropping)."""
+        z = self.plan.final_latents(y, x, h, w)
+        check_cancel(self.cancel)
+        return self.model.decode(z.unsqueeze(0)).float().cpu()[0]
+
     def chunk(self, cy: int, cx: int) -> np.ndarray:
+        """Decode chunk ``(cy, cx)``: its own crop plus, with blending, its borders and corners.
+
+        Without blending the chunk is decoded from its latents plus the halo and the centre is
+        kept. With ``b = settings.decode_blend_latent > 0``, pixels within ``b`` latents of a
+        chunk border are cross-faded towards a decode of a crop centred on that border (or, near
+        a corner, on that corner). Those crops are functions of the border alone, so both chunks
+        at a border use the same decode there and meet without a step, whatever the per-crop
+        GroupNorm statistics of the decoder. Costs ~2.2x the decoder work at 64 + 2 x 8 latents.
+        """
         f = self.model.latent_factor
         n = self.spec.chunk_px // f
         halo = self.spec.settings.decode_halo_latent
-        y, x = cy * n - halo, cx * n - halo
-        z = self.plan.final_latents(y, x, n + 2 * halo, n + 2 * halo)
-        check_cancel(self.cancel)
-        rgb = self.model.decode(z.unsqueeze(0)).float().cpu()[0]
+        b = min(self.spec.settings.decode_blend_latent, n // 2)
+        y0, x0 = cy * n, cx * n
+        own = self._decode(y0 - halo, x0 - halo, n + 2 * halo, n + 2 * halo)
         a = halo * f
-        return to_uint8(rgb[:, a : a + self.spec.chunk_px, a : a + self.spec.chunk_px])
+        px = self.spec.chunk_px
+        rgb = own[:, a : a + px, a : a + px]
+        if b == 0:
+            return to_uint8(rgb)
+        # 1-D partition of unity along a chunk side: low border, interior, high border.
+        u = (torch.arange(px, dtype=torch.float32) + 0.5) / (b * f)
+        lo = (1.0 - u).clamp(min=0.0)
+        hi = lo.flip(0)
+        mid = 1.0 - lo - hi
+        prof = {-1: lo, 0: mid, 1: hi}
+        e = b + halo  # half-size of a border crop, in latents
+        out = rgb * (mid[:, None] * mid[None, :])
+        for sy in (-1, 0, 1):
+            for sx in (-1, 0, 1):
+                if sy == 0 and sx == 0:
+                    continue
+                # Crop centred on the border line(s): rows/cols span the chunk (plus halo)
+                # along an axis without a border, 2 e around the border line otherwise.
+                by = y0 + (n if sy == 1 else 0)
+                bx = x0 + (n if sx == 1 else 0)
+                ry, rh = (by - e, 2 * e) if sy else (y0 - halo, n + 2 * halo)
+                rx, rw = (bx - e, 2 * e) if sx else (x0 - halo, n + 2 * halo)
+                dec = self._decode(ry, rx, rh, rw)
+                oy, ox = (y0 - ry) * f, (x0 - rx) * f
+                # Only the part of the chunk inside the crop carries weight; take that part.
+                wy, wx = prof[sy], prof[sx]
+                ya, yb = (0, px) if sy == 0 else ((0, b * f) if sy == -1 else (px - b * f, px))
+                xa, xb = (0, px) if sx == 0 else ((0, b * f) if sx == -1 else (px - b * f, px))
+                part = dec[:, oy + ya : oy + yb, ox + xa : ox + xb]
+                out[:, ya:yb, xa:xb] += part * (wy[ya:yb, None] * wx[None, xa:xb])
+        return to_uint8(out)
 
 
 def final_latents(
