@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=768, help="slide side in px (default 768)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
-    p.set_defaults(func=cmd_demo, chunk_px=256, workers=None, scheduler=None)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,7 +1,9 @@
 """The headless demo behind ``napari-cytosyn demo --out DIR``: synthesize, inpaint, export, preview.
 
-1. synthesize a ``size x size`` px slide with the model (default: the embedded ``cytosyn-tiny``)
-   into ``DIR/synthetic.cytosyn`` and export it as ``DIR/synthetic.ome.zarr``;
+1. synthesize a ``size x size`` px image with the model (default: the embedded ``cytosyn-tiny``)
+   in region mode (one coherent canvas: for a demo-sized image much cheaper than the lazy
+   random-access mode of gigapixel synthetic slides) and write it, with its provenance, as
+   ``DIR/synthetic.ome.zarr``;
 2. open that OME-Zarr as a slide and inpaint a disc in its centre (the edits go to
    ``DIR/inpainted.edits``); export the composite as ``DIR/inpainted.ome.zarr`` with the mask as
    its ``labels/synthetic`` image;
@@ -45,19 +47,11 @@ def run_demo(args: argparse.Namespace, progress_bar: Callable[[str, str], Any]) 
     """Run the demo described in the module docstring; returns what it wrote and measured."""
     import imageio.v3 as iio
 
-    from napari_cytosyn.cli import (
-        CliError,
-        export,
-        load_cli_model,
-        model_source,
-        open_or_create_store,
-        render_store,
-        sampler_settings,
-        say,
-    )
+    from napari_cytosyn.cli import CliError, export, load_cli_model, sampler_settings, say
+    from napari_cytosyn.export import build_provenance, write_ome_zarr
+    from napari_cytosyn.sampling import generate_region
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.composite import CompositeSlide
-    from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -74,12 +68,20 @@ def run_demo(args: argparse.Namespace, progress_bar: Callable[[str, str], Any]) 
     started = time.perf_counter()
     model = load_cli_model(args.model, args.device)
     settings = sampler_settings(args, args.seed)
-    args.width = args.height = args.size
 
-    store = out / "synthetic.cytosyn"
-    slide = open_or_create_store(args, store, model, settings)
-    render_store(args, slide, model, model_source(args.model))
-    export(args, SyntheticSlide.open(store, mode="r"), synthetic_zarr)
+    with progress_bar("synthesize", "batch") as bar:
+        image = generate_region(model, settings, 0, 0, args.size, args.size, progress=bar)
+    provenance = build_provenance(
+        model=model,
+        seed=args.seed,
+        sampler=settings,
+        extra={"synthetic": {"kind": "region", "fully_synthetic": True, "size_px": args.size}},
+    )
+    write_ome_zarr(
+        synthetic_zarr, [image], mpp=float(model.mpp), provenance=provenance,
+        chunk_px=256, overwrite=args.overwrite,
+    )  # fmt: skip
+    say(args, f"wrote {synthetic_zarr}")
 
     real = open_slide(synthetic_zarr)
     region, mask = disc_mask(args.size)
