@@ -79,6 +79,8 @@ _REGISTRY: dict[str, ModelInfo] = {
             conditioning=None,
             description="small demonstration model shipped with the plugin; works offline. "
             "It is not a foundation model and its tissue is only plausible at low zoom.",
+            # trained and measured with 12 Euler steps (docs/models.md)
+            defaults={"steps": 12, "guidance": 1.0},
         ),
         ModelInfo(
             name="cytosyn",
