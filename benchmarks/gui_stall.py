@@ -50,12 +50,7 @@ def load(args: argparse.Namespace):
     if args.model == "grf":
         from napari_cytosyn.models.grf import GRFModel
 
-        model = GRFModel()
-        try:
-            model.provenance()
-        except AttributeError:  # GRFModel.provenance still names the removed `nu` field
-            model.nu = None
-        return model
+        return GRFModel()
     from napari_cytosyn.models import load_model
 
     return load_model(args.model, device="cpu")

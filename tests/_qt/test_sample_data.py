@@ -53,12 +53,7 @@ def test_synthetic_sample_renders_where_the_viewer_looks(
 
     def grf(name, device="auto", **kw):
         assert name == "cytosyn-tiny"
-        model = GRFModel()
-        try:
-            model.provenance()
-        except AttributeError:  # GRFModel.provenance still names the removed `nu` field
-            model.nu = None
-        return model
+        return GRFModel()
 
     # The embedded model is replaced by the fast test model; the sample's wiring is the same.
     monkeypatch.setattr(models, "load_model", grf)

@@ -18,12 +18,7 @@ SHOTS = os.environ.get("CYTOSYN_TEST_SHOTS")  # folder to keep the test's screen
 
 
 def grf_model() -> GRFModel:
-    model = GRFModel()
-    try:
-        model.provenance()
-    except AttributeError:  # GRFModel.provenance still names the removed `nu` field
-        model.nu = None
-    return model
+    return GRFModel()
 
 
 @pytest.fixture
