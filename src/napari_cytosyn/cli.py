@@ -522,10 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="headless synthesis + inpainting demo (OME-Zarr + PNG)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--size", type=int, default=768, help="slide side in px (default 768)")
+    p.add_argument("--size", type=int, default=512, help="image side in px (default 512)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
-    p.set_defaults(func=cmd_demo)
+    # a few minutes on a laptop CPU with the embedded model (pass --steps for more)
+    p.set_defaults(func=cmd_demo, steps=12)
     return parser
 
 
