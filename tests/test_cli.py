@@ -194,3 +194,24 @@ def test_mask_image_at_a_coarse_level_maps_to_level0_components(tmp_path, generi
     components = sorted(read_mask(path, slide, level=1), key=lambda c: c[0])
     assert [region for region, _ in components] == [(20, 60, 20, 20), (200, 400, 10, 20)]
     assert all(m.all() for _, m in components)
+
+
+def test_demo_writes_synthetic_and_inpainted_ome_zarr_and_a_preview(tmp_path):
+    import imageio.v3 as iio
+    import ome_zarr_models
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--size", "128", "--steps", "4", "--model", GRF,
+                 "-q"]) == 0  # fmt: skip
+    synthetic = zarr.open_group(str(out / "synthetic.ome.zarr"), mode="r")
+    inpainted = zarr.open_group(str(out / "inpainted.ome.zarr"), mode="r")
+    ome_zarr_models.open_ome_zarr(inpainted["labels/synthetic"])
+    mask = inpainted["labels/synthetic/0"][0].astype(bool)
+    assert 0.05 < mask.mean() < 0.3  # the centred disc
+    before = np.moveaxis(synthetic["0"][...], 0, -1)
+    after = np.moveaxis(inpainted["0"][...], 0, -1)
+    np.testing.assert_array_equal(after[~mask], before[~mask])
+    assert synthetic.attrs["napari_cytosyn"]["sampler"]["steps"] == 4
+    preview = iio.imread(out / "preview.png")
+    assert preview.shape == (128, 2 * 128 + 8, 3)
+    assert main(["demo", "--out", str(out), "--size", "128", "--model", GRF, "-q"]) == 1
