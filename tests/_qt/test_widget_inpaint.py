@@ -177,3 +177,23 @@ def test_inpaint_with_line_shape_is_refused_with_a_message(setup):
     widget.mask_combo.select(shapes)
     assert widget.inpaint() is None
     assert "encloses no area" in widget.status.text()
+
+
+def test_second_inpaint_of_the_same_slide_lands_in_the_same_edited_layer(setup):
+    viewer, widget, real = setup
+    boxes = [((200, 250), (220, 280)), ((400, 450), (420, 480))]  # world um
+    for (y0, x0), (y1, x1) in boxes:
+        shapes = viewer.add_shapes(
+            [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)], shape_type="rectangle"
+        )
+        widget.image_combo.select(real)  # the real slide both times
+        widget.mask_combo.select(shapes)
+        job = widget.inpaint()
+        assert job.wait(90_000) and job.state == "done", job.error
+    edited = [ly for ly in viewer.layers if ly.name.endswith("(edited)")]
+    assert len(edited) == 1
+    composite = edited[0]
+    assert len(_layers.slide_of(composite).edits) == 2
+    for (y0, x0), _ in boxes:
+        box = (int(y0 * 2) + 4, int(x0 * 2) + 4, 30, 50)  # inside the rectangle, level-0 px
+        assert np.any(_level0(composite, *box) != _level0(real, *box))

@@ -8,6 +8,7 @@ models), layers come from :mod:`._layers`, and every long piece of work runs in 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Qt
@@ -412,7 +413,12 @@ class CytoSynWidget(QWidget):
                     f"{image.name!r} was not opened from a slide file; open the slide with the "
                     "napari-cytosyn reader (File > Open) first"
                 )
-            composite = _actions.open_composite(path, self.config.cache_path())
+            shown = self._composite_layers.get(str(Path(path).resolve()))
+            if shown is not None and shown in self.viewer.layers:
+                # One CompositeSlide per slide file, so the edited layer sees every new edit.
+                composite = _layers.slide_of(shown)
+            else:
+                composite = _actions.open_composite(path, self.config.cache_path())
         region, mask = mask_from_layer(mask_layer, image, composite.level_shapes[0])
         self._snapshot_model_choice()
         work = _actions.inpaint_work(
@@ -421,7 +427,7 @@ class CytoSynWidget(QWidget):
         return self._run("Inpaint", work, lambda rec: self._show_composite(image, composite, rec))
 
     def _show_composite(self, image: Any, composite: Any, record: dict) -> None:
-        key = str(composite.real.path)
+        key = str(Path(composite.real.path).resolve())
         layer = self._composite_layers.get(key)
         if layer is None or layer not in self.viewer.layers:
             if _layers.slide_of(image) is composite:
@@ -527,8 +533,6 @@ class CytoSynWidget(QWidget):
         return self._guard("Export", lambda: self._start_export(path, fmt))
 
     def _start_export(self, path: str | None, fmt: str | None) -> Job | None:
-        from pathlib import Path
-
         fmt = fmt or self.format_combo.currentText()
         layer = self.image_combo.layer()
         slide = _layers.slide_of(layer) if layer is not None else None
