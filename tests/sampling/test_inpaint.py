@@ -46,6 +46,20 @@ def test_odd_sizes_and_masks_touching_the_border(grf):
     assert not np.array_equal(out[mask], image[mask])
 
 
+@pytest.mark.parametrize("shape", [(520, 528), (517, 531)])
+def test_regions_whose_last_decode_tile_is_narrower_than_the_blend(grf, shape):
+    # 66 latents = one 64-latent decode tile plus a 2-latent sliver, narrower than twice the
+    # cross-fade: the sliver's neighbour must not reach past the canvas.
+    h, w = shape
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), bool)
+    mask[100:200, 150:300] = True
+    out = inpaint(grf, image, mask, SamplerSettings(steps=3, seed=3))
+    assert out.shape == image.shape
+    assert np.array_equal(out[~mask], image[~mask])
+    assert not np.array_equal(out[mask], image[mask])
+
+
 def test_empty_mask_returns_the_image_and_bad_inputs_are_refused(grf, scene):
     image, mask = scene
     same = inpaint(grf, image, np.zeros_like(mask), SamplerSettings(steps=4))

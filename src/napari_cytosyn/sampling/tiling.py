@@ -134,9 +134,9 @@ def count_windows(h: int, w: int, origin: tuple[int, int], window: int, stride: 
 def _ramp(n: int, lo_blend: int, hi_blend: int) -> torch.Tensor:
     """1-D weights of length ``n``: linear ramps of ``2*lo_blend`` / ``2*hi_blend`` at the ends."""
     w = torch.ones(n, dtype=torch.float32)
-    for k in range(2 * lo_blend):
+    for k in range(min(2 * lo_blend, n)):
         w[k] = (k + 0.5) / (2 * lo_blend)
-    for k in range(2 * hi_blend):
+    for k in range(min(2 * hi_blend, n)):
         w[n - 1 - k] = min(float(w[n - 1 - k]), (k + 0.5) / (2 * hi_blend))
     return w
 
@@ -177,9 +177,10 @@ def decode_tiled(
             rgb = model.decode(z[None, :, ya:yb, xa:xb]).float().cpu()[0]
             # Kept span (latents, absolute): the tile plus b into each inner neighbour.
             by0 = b if ty > y else 0
-            by1 = b if ty + th < y + h else 0
+            # a last tile narrower than b limits how far its neighbour reaches into it
+            by1 = min(b, y + h - ty - th)
             bx0 = b if tx > x else 0
-            bx1 = b if tx + tw < x + w else 0
+            bx1 = min(b, x + w - tx - tw)
             ky0, ky1, kx0, kx1 = ty - by0, ty + th + by1, tx - bx0, tx + tw + bx1
             crop = rgb[:, (ky0 - ya) * f : (ky1 - ya) * f, (kx0 - xa) * f : (kx1 - xa) * f]
             sy = slice((ky0 - y) * f, (ky1 - y) * f)
