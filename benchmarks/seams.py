@@ -88,6 +88,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="1024 px, 10 steps")
     ap.add_argument("--group", type=int, default=1, help="lazy mode: tiles per batch group side")
+    ap.add_argument(
+        "--phase-times",
+        default=None,
+        help="lazy mode: comma-separated phase_times (default: LazySpec's); '' = one phase",
+    )
+    ap.add_argument(
+        "--context", default=None, help="lazy mode: comma-separated context_latent per phase"
+    )
+    ap.add_argument("--chunk-px", type=int, default=512, help="lazy mode: chunk side in px")
+    ap.add_argument(
+        "--lazy-only", action="store_true", help="run naive (the cost unit) and lazy only"
+    )
     args = ap.parse_args()
     if args.quick:
         args.size, args.steps = 1024, 10
@@ -129,18 +141,28 @@ def main() -> None:
         overlap=0.0, weights="uniform", decode_halo_latent=0, decode_blend_latent=0
     )
     run("naive", lambda: generate_region(model, naive, 0, 0, n, n), grid)
-    half = [(0, 0, stride_of(win, 0.5) * f), *grid]
-    md = fixed.replace(overlap=0.5, weights="uniform")
-    run("multidiffusion", lambda: generate_region(model, md, 0, 0, n, n), half)
-    mod = fixed.replace(overlap=0.5, weights="gaussian")
-    run("mixture_of_diffusers", lambda: generate_region(model, mod, 0, 0, n, n), half)
-    region = base.replace(overlap=0.25, weights="tent", shift_lattice=True)
-    run(
-        "region",
-        lambda: generate_region(model, region, 0, 0, n, n),
-        [(0, 0, stride_of(win, region.overlap) * f), (0, 0, region.decode_tile_latent * f), *grid],
-    )
-    spec = LazySpec(settings=base, chunk_px=512, group=args.group)
+    if not args.lazy_only:
+        half = [(0, 0, stride_of(win, 0.5) * f), *grid]
+        md = fixed.replace(overlap=0.5, weights="uniform")
+        run("multidiffusion", lambda: generate_region(model, md, 0, 0, n, n), half)
+        mod = fixed.replace(overlap=0.5, weights="gaussian")
+        run("mixture_of_diffusers", lambda: generate_region(model, mod, 0, 0, n, n), half)
+        region = base.replace(overlap=0.25, weights="tent", shift_lattice=True)
+        run(
+            "region",
+            lambda: generate_region(model, region, 0, 0, n, n),
+            [
+                (0, 0, stride_of(win, region.overlap) * f),
+                (0, 0, region.decode_tile_latent * f),
+                *grid,
+            ],
+        )
+    lazy_kw: dict[str, Any] = {}
+    if args.phase_times is not None:
+        lazy_kw["phase_times"] = tuple(float(v) for v in args.phase_times.split(",") if v)
+    if args.context is not None:
+        lazy_kw["context_latent"] = tuple(int(v) for v in args.context.split(","))
+    spec = LazySpec(settings=base, chunk_px=args.chunk_px, group=args.group, **lazy_kw)
     cache = MemoryPhaseCache()
     plan = LazyPlan(model, spec, cache)
     # Phase lattices, and the chunk grid (each chunk is decoded on its own, with a halo).

@@ -83,6 +83,22 @@ def test_lazy_chunks_are_order_independent_with_a_real_network(tiny):
     assert np.array_equal(render_chunk(tiny, spec, 1, 1, cache), alone)
 
 
+def test_lazy_neighbours_reuse_border_decodes_without_changing_pixels(tiny):
+    from napari_cytosyn.sampling.lazy import BORDER_DECODES
+
+    spec = LazySpec(settings=SamplerSettings(steps=3, seed=5), chunk_px=64, phase_times=(0.5,))
+    cache = MemoryPhaseCache()
+    BORDER_DECODES.clear()
+    render_chunk(tiny, spec, 0, 0, cache)
+    hits = BORDER_DECODES.hits
+    after_neighbour = render_chunk(tiny, spec, 0, 1, cache)
+    # (0, 1) shares its left border and two corners with (0, 0): 3 of its 8 crops are reused.
+    assert BORDER_DECODES.hits - hits == 3
+    BORDER_DECODES.clear()
+    fresh = render_chunk(tiny, spec, 0, 1, MemoryPhaseCache())
+    assert np.array_equal(after_neighbour, fresh)
+
+
 def test_inpainting_with_a_real_autoencoder_keeps_outside_pixels(tiny):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (75, 98, 3), dtype=np.uint8)

@@ -19,8 +19,10 @@ reuse work and a whole slide costs each (phase, cell) once. Cells are computed i
 chunk asked first: on CPU a chunk is bit-identical whatever the request order.
 
 Cost amortised over a large area: ``sum_k steps_k (W / stride_k)^2 / steps`` times naive tiling
-(1.24 with the defaults). An isolated chunk or region also pays for its dependency cone, about
-one window more per phase on each side.
+(1.29 with the defaults: 3 phases split at t = 0.7 and 0.4, context 2, 2, 1). An isolated chunk
+or region also pays for its dependency cone, about one window more per phase on each side, which
+is why the defaults use 3 phases rather than more (docs/sampling.md, "Lazy mode: cost of a fresh
+view").
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import itertools
 import json
 import math
 import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -110,10 +114,10 @@ class LazySpec:
     settings: SamplerSettings = field(default_factory=SamplerSettings)
     seed: int | None = None
     chunk_px: int = 512
-    phase_times: tuple[float, ...] = (0.8, 0.6, 0.4, 0.2)
+    phase_times: tuple[float, ...] = (0.7, 0.4)
     blend_steps: int = 0
     blend_overlap: float = 0.5
-    context_latent: int | tuple[int, ...] = (1, 2, 2, 1, 1)
+    context_latent: int | tuple[int, ...] = (2, 2, 1)
     group: int = 1
 
     def __post_init__(self) -> None:
@@ -358,6 +362,73 @@ def render_chunk(
     return _LazyRenderer(model, spec, cache, cancel).chunk(chunk_y, chunk_x)
 
 
+class _BorderDecodes:
+    """Bounded, thread-safe memory of the border/corner crop decodes of lazy chunks.
+
+    Two chunks that share a border (four that share a corner) decode the same crop, a function
+    of the border alone; keeping recent ones lets the second chunk reuse the first one's decode
+    instead of running the decoder again. Entries are keyed per model (weakly, so a model's
+    entries go with it) by ``(spec fingerprint, crop rectangle)``; a hit returns exactly the
+    tensor a fresh decode of that crop gave, so pixels do not depend on what was cached.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        # id(model) -> (weak reference to the model, its table); models may be unhashable.
+        self._per_model: dict[int, tuple[weakref.ref, OrderedDict]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def _table(self, model: Any) -> OrderedDict | None:
+        entry = self._per_model.get(id(model))
+        if entry is not None and entry[0]() is model:
+            return entry[1]
+        per_model = self._per_model
+        key = id(model)
+
+        def forget(ref: weakref.ref) -> None:  # the model died: drop its decodes
+            if per_model.get(key, (None,))[0] is ref:
+                per_model.pop(key, None)
+
+        try:
+            ref = weakref.ref(model, forget)
+        except TypeError:  # not weakly referenceable: no caching
+            return None
+        table: OrderedDict = OrderedDict()
+        per_model[key] = (ref, table)
+        return table
+
+    def get(self, model: Any, key: tuple) -> torch.Tensor | None:
+        with self._lock:
+            table = self._table(model)
+            got = None if table is None else table.get(key)
+            if got is None:
+                self.misses += 1
+                return None
+            table.move_to_end(key)
+            self.hits += 1
+            return got
+
+    def put(self, model: Any, key: tuple, value: torch.Tensor) -> None:
+        with self._lock:
+            table = self._table(model)
+            if table is None or value.nbytes > self.max_bytes:
+                return
+            table[key] = value
+            total = sum(v.nbytes for v in table.values())
+            while total > self.max_bytes:
+                _, old = table.popitem(last=False)
+                total -= old.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._per_model.clear()
+
+
+BORDER_DECODES = _BorderDecodes()
+
+
 class _LazyRenderer:
     def __init__(self, model: Any, spec: LazySpec, cache: PhaseCache, cancel: Any = None):
         f = model.latent_factor
@@ -369,6 +440,7 @@ class _LazyRenderer:
         self.model = model
         self.spec = spec
         self.cancel = cancel
+        self._fingerprint = spec.fingerprint()
 
     def _decode(self, y: int, x: int, h: int, w: int) -> torch.Tensor:
         """Decode the final latents of an absolute latent rectangle (no cropping)."""
@@ -384,7 +456,8 @@ class _LazyRenderer:
         chunk border are cross-faded towards a decode of a crop centred on that border (or, near
         a corner, on that corner). Those crops are functions of the border alone, so both chunks
         at a border use the same decode there and meet without a step, whatever the per-crop
-        GroupNorm statistics of the decoder. Costs ~2.2x the decoder work at 64 + 2 x 8 latents.
+        GroupNorm statistics of the decoder. Costs ~2.2x the decoder work at 64 + 2 x 8 latents
+        for an isolated chunk; neighbours share border decodes through :data:`BORDER_DECODES`.
         """
         f = self.model.latent_factor
         n = self.spec.chunk_px // f
@@ -415,7 +488,11 @@ class _LazyRenderer:
                 bx = x0 + (n if sx == 1 else 0)
                 ry, rh = (by - e, 2 * e) if sy else (y0 - halo, n + 2 * halo)
                 rx, rw = (bx - e, 2 * e) if sx else (x0 - halo, n + 2 * halo)
-                dec = self._decode(ry, rx, rh, rw)
+                key = (self._fingerprint, ry, rx, rh, rw)
+                dec = BORDER_DECODES.get(self.model, key)
+                if dec is None:
+                    dec = self._decode(ry, rx, rh, rw)
+                    BORDER_DECODES.put(self.model, key, dec)
                 oy, ox = (y0 - ry) * f, (x0 - rx) * f
                 # Only the part of the chunk inside the crop carries weight; take that part.
                 wy, wx = prof[sy], prof[sx]
