@@ -131,7 +131,15 @@ def test_interrupted_synthesize_resumes_and_gives_the_same_pixels(tmp_path):
     argv = [sys.executable, "-m", "napari_cytosyn.cli", "synthesize", "--width", "1024",
             "--height", "768", "--seed", "9", "--model", GRF, "--steps", "4",
             "--chunk-px", "128", "--out", str(out), "-q"]  # fmt: skip
-    proc = subprocess.Popen(argv, env=ENV, stderr=subprocess.PIPE, text=True)
+    # A runner that starts the suite in the background (SIGINT ignored, inherited across exec)
+    # would make the CLI deaf to the interrupt: give the child the default disposition.
+    proc = subprocess.Popen(
+        argv,
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     done_dir = tmp_path / "big.cytosyn" / "levels" / "0" / "c"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None:
