@@ -64,7 +64,7 @@ def test_synthetic_sample_renders_where_the_viewer_looks(
     assert _layers.view_of(layer) is not None
     assert layer.metadata["cytosyn"]["kind"] == "synthetic"
     assert slide.level_shapes[0] == (16384, 16384)
-    centre = (8192 // 512, 8192 // 512)
+    centre = (8192 // slide.chunk_px, 8192 // slide.chunk_px)
     viewer.camera.center = (0, 4096.0, 4096.0)
     viewer.camera.zoom = 2.0
     end = time.monotonic() + 60

@@ -111,3 +111,13 @@ def test_actions_without_inputs_explain_what_is_missing(make_napari_viewer, conf
     assert "select a synthetic slide" in widget.status.text()
     assert widget.export("/tmp/x.ome.zarr", "OME-Zarr") is None
     assert "select a synthetic slide or an edited" in widget.status.text()
+
+
+def test_steps_follow_the_chosen_models_recommendation(make_napari_viewer, config_path):
+    from napari_cytosyn.models import get_info
+
+    widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
+    widget.model_combo.setCurrentText("cytosyn-tiny")
+    assert widget.steps_spin.value() == get_info("cytosyn-tiny").defaults["steps"] == 12
+    widget.model_combo.setCurrentText("cytosyn")
+    assert widget.steps_spin.value() == get_info("cytosyn").defaults["steps"] == 250

@@ -120,7 +120,7 @@ def synthesize_work(
 
 
 def create_synthetic(
-    store: Path, model: Any, width: int, height: int, seed: int, settings: Any, chunk_px: int = 512
+    store: Path, model: Any, width: int, height: int, seed: int, settings: Any, chunk_px: int = 256
 ) -> Any:
     """Create a ``SyntheticSlide`` (instant; nothing is generated yet)."""
     from napari_cytosyn.slide.synthetic import SyntheticSlide

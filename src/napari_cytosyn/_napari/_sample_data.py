@@ -20,7 +20,7 @@ from ._config import load_config
 
 SAMPLE_PX = 2048  # side of the pattern sample (px at 0.5 um/px)
 SYNTHETIC_PX = 16384  # side of the synthetic sample (px at the model's mpp)
-SYNTHETIC_STEPS = 30  # sampler steps of the synthetic sample
+SYNTHETIC_STEPS: int | None = None  # sampler steps of the synthetic sample; None: the model's
 
 
 def training_image() -> tuple[np.ndarray, dict[str, Any]] | None:
@@ -102,7 +102,7 @@ def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
     It renders lazily where the viewer looks (a renderer is attached to the current viewer)."""
     import napari
 
-    from napari_cytosyn.models import load_model
+    from napari_cytosyn.models import get_info, load_model
     from napari_cytosyn.sampling import SamplerSettings
 
     from . import _actions, _layers
@@ -112,7 +112,8 @@ def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
         raise RuntimeError("the synthetic sample needs an open napari viewer")
     config = load_config()
     model = load_model("cytosyn-tiny", device=config.device)
-    settings = SamplerSettings(steps=SYNTHETIC_STEPS, seed=1)
+    steps = SYNTHETIC_STEPS or int(get_info("cytosyn-tiny").defaults["steps"])
+    settings = SamplerSettings(steps=steps, seed=1)
     store = config.cache_path() / "samples" / "synthetic-sample.zarr"
     if store.exists():
         from napari_cytosyn.slide.synthetic import SyntheticSlide

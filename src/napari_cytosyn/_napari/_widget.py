@@ -82,7 +82,8 @@ class CytoSynWidget(QWidget):
         self.views: dict[int, _layers.LazySlideView] = {}  # id(layer) -> live view
         self._composite_layers: dict[str, Any] = {}  # real slide path -> composite layer
         self._n_regions = 0
-        self.chunk_px = 512  # chunk side of new synthetic slides (px)
+        # 256 px chunks: a fresh view's first chunk lands sooner (docs/sampling.md, lazy mode)
+        self.chunk_px = 256  # chunk side of new synthetic slides (px)
 
         # Long texts wrap instead of widening the dock (the canvas keeps its room).
         self.setMaximumWidth(460)
@@ -181,7 +182,7 @@ class CytoSynWidget(QWidget):
         form.addRow("Seed", row)
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 1000)
-        self.steps_spin.setValue(30)
+        self.steps_spin.setValue(self._recommended_steps())
         form.addRow("Steps", self.steps_spin)
         self.guidance_spin = QDoubleSpinBox()
         self.guidance_spin.setRange(0.0, 20.0)
@@ -273,7 +274,17 @@ class CytoSynWidget(QWidget):
     def _on_model_changed(self, *args: Any) -> None:
         self.models = _actions.ModelProvider() if self.models.override is None else self.models
         self._update_model_info()
+        self.steps_spin.setValue(self._recommended_steps())
         self._save_config()
+
+    def _recommended_steps(self) -> int:
+        """The registry's recommended steps for the chosen model (30 when it has none)."""
+        from napari_cytosyn.models import get_info
+
+        name = self.model_combo.currentText()
+        if name == GENERIC:
+            return 30
+        return int(get_info(name).defaults.get("steps", 30))
 
     def _update_model_info(self) -> None:
         from napari_cytosyn.models import get_info
