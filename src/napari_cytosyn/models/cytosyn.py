@@ -34,15 +34,20 @@ import torch
 from torch import nn
 
 from .backend import UNCOND, BackendModel
-from .diffusers_generic import component_spec, diffusers_class, load_module, vae_factor, vae_scaling
+from .diffusers_generic import (
+    component_spec,
+    diffusers_class,
+    fetch_pipeline,
+    load_module,
+    vae_factor,
+    vae_scaling,
+)
 from .encoders import H0_MINI, TimmReferenceEncoder
 from .hub import (
     HubOptions,
     ModelAccessError,
     check_safetensors,
-    fetch,
     python_files,
-    read_json,
     require_remote_code,
     snapshot_commit,
 )
@@ -158,11 +163,8 @@ def load_cytosyn(
     embedder: Any = None,
 ) -> BackendModel:
     """Load CytoSyn from its hub id or a local copy of the repository folder."""
-    folder = fetch(source, options, gated=info.gated, licence=info.licence)
-    index = read_json(folder / "model_index.json")
+    folder, index = fetch_pipeline(source, options, info)
     spec = component_spec(index, "transformer")
-    if spec is None or component_spec(index, "vae") is None:
-        raise ModelAccessError(f"{source}: model_index.json needs a 'transformer' and a 'vae'")
     if spec[0] in NATIVE_LIBRARIES and spec[1] == "SiTTransformer":
         transformer, vae, pipe = _native_parts(folder, index, dtype)
         route = "native"

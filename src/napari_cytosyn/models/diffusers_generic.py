@@ -56,6 +56,18 @@ def component_spec(index: dict[str, Any], name: str) -> tuple[str, str] | None:
     return str(spec[0]), str(spec[1])
 
 
+def fetch_pipeline(source: str, options: HubOptions, info: ModelInfo) -> tuple[Path, dict]:
+    """Fetch a registered model's repository folder; returns it and its ``model_index.json``.
+
+    Refuses a folder whose index lacks a ``transformer`` or a ``vae`` component.
+    """
+    folder = fetch(source, options, gated=info.gated, licence=info.licence)
+    index = read_json(folder / "model_index.json")
+    if component_spec(index, "transformer") is None or component_spec(index, "vae") is None:
+        raise ModelAccessError(f"{source}: model_index.json needs a 'transformer' and a 'vae'")
+    return folder, index
+
+
 def diffusers_class(spec: tuple[str, str], where: str):
     """The diffusers class named by ``spec``; anything outside diffusers is refused."""
     import diffusers

@@ -28,6 +28,7 @@ from .backend import UNCOND, BackendModel
 from .diffusers_generic import (
     component_spec,
     diffusers_class,
+    fetch_pipeline,
     load_module,
     load_schedule,
     vae_factor,
@@ -37,7 +38,6 @@ from .hub import (
     HubOptions,
     ModelAccessError,
     check_safetensors,
-    fetch,
     read_json,
     snapshot_commit,
 )
@@ -161,11 +161,8 @@ def load_pixcell(
     embedder: Any = None,
 ) -> BackendModel:
     """Load PixCell-256/-1024 from a hub id or a local copy of the repository folder."""
-    folder = fetch(source, options, gated=info.gated, licence=info.licence)
-    index = read_json(folder / "model_index.json")
+    folder, index = fetch_pipeline(source, options, info)
     vae_spec = component_spec(index, "vae")
-    if component_spec(index, "transformer") is None or vae_spec is None:
-        raise ModelAccessError(f"{source}: model_index.json needs a 'transformer' and a 'vae'")
     check_safetensors(folder, ["transformer", "vae"])
     interpolant, target, timestep_scale = load_schedule(folder, index)
     if target == "flow":
