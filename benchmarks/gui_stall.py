@@ -17,11 +17,19 @@ camera moves to send the renderer new requests:
    progress bar of the "Render all" job; ``render_no_progress_bar``: the same without napari's
    progress bar (whose activity spinner repaints the window continuously).
 
+Every tick gap over 40 ms of phase 4 is attributed: GUI-thread time in the layer's reads of
+chunk pixels (``read``), in napari's layer refreshes (``refresh``: slicing, which includes
+``read``, and the hand-over to vispy), in the canvas draw (``paint``: vispy's OpenGL calls, and
+napari's re-slicing after a camera move), and in the window's update (``window``: Qt composing
+the whole window, which includes ``paint``); the rest is waiting (the GIL, the CPU).
+
 Needs a display (run under ``xvfb-run -a``; Xvfb renders OpenGL in software, so napari's own
 redraws are far slower there than on a desktop GPU). Examples::
 
     xvfb-run -a python benchmarks/gui_stall.py --quick
     xvfb-run -a python benchmarks/gui_stall.py --model cytosyn-tiny --seconds 20
+    xvfb-run -a python benchmarks/gui_stall.py --quick --no-chunk-cache   # the layer decodes
+    xvfb-run -a python benchmarks/gui_stall.py --quick --async-slicing    # napari's experiment
     xvfb-run -a python benchmarks/gui_stall.py --embedded-path runs/smoke/w
 
 Prints the figures; last line ``RESULT {json}``: ``max_stall_ms`` (largest tick gap minus the
@@ -31,8 +39,12 @@ Prints the figures; last line ``RESULT {json}``: ``max_stall_ms`` (largest tick 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
+import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,12 +68,70 @@ def load(args: argparse.Namespace):
     return load_model(args.model, device="cpu")
 
 
+class GuiTimeline:
+    """Intervals the GUI thread spends in a few known places (see the module doc), so that a
+    long tick gap can be attributed. Wraps the methods in place for the benchmark's process."""
+
+    def __init__(self) -> None:
+        from napari._qt.qt_main_window import _QtMainWindow
+        from napari.layers.base.base import Layer
+        from qtpy.QtCore import QEvent
+        from vispy.app.backends._qt import CanvasBackendDesktop
+
+        from napari_cytosyn._napari._layers import SlideLevel
+
+        self.events: list[tuple[str, float, float]] = []
+        self._main = threading.main_thread().ident
+        self._wrap(SlideLevel, "__getitem__", "read")
+        self._wrap(Layer, "refresh", "refresh")
+        self._wrap(CanvasBackendDesktop, "paintGL", "paint")
+        update = QEvent.Type.UpdateRequest
+        self._wrap(_QtMainWindow, "event", "window", lambda args: args[1].type() == update)
+
+    def _wrap(self, cls, name: str, label: str, when=None) -> None:
+        original = getattr(cls, name)
+        events, main = self.events, self._main
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            if threading.get_ident() != main or (when is not None and not when(args)):
+                return original(*args, **kwargs)
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                events.append((label, t0, time.perf_counter()))
+
+        setattr(cls, name, timed)
+
+    def attribute(self, ticks: list[float], over_ms: float = 40.0) -> list[dict]:
+        """For each gap between ``ticks`` over ``over_ms``: its length and the ms spent in each
+        place (outermost calls only, clipped to the gap), worst first."""
+        out = []
+        for a, b in itertools.pairwise(ticks):
+            if (b - a) * 1000 <= over_ms:
+                continue
+            spent: dict[str, float] = {"gap": (b - a) * 1000}
+            for label in ("read", "refresh", "paint", "window"):
+                spans = sorted((x, y) for n, x, y in self.events if n == label and y > a and x < b)
+                total, end = 0.0, a
+                for x, y in spans:  # nested calls (napari refreshes inside a paint) count once
+                    x, y = max(x, end, a), min(y, b)
+                    if y > x:
+                        total += y - x
+                        end = y
+                spent[label] = total * 1000
+            out.append({k: round(v, 1) for k, v in spent.items()})
+        return sorted(out, key=lambda d: -d["gap"])
+
+
 class TickRecorder:
     """Records the gaps between QTimer ticks (ms)."""
 
     def __init__(self) -> None:
         from qtpy.QtCore import QTimer
 
+        self.ticks: list[float] = []
         self.gaps: list[float] = []
         self._last = time.perf_counter()
         self.timer = QTimer()
@@ -71,11 +141,13 @@ class TickRecorder:
     def _tick(self) -> None:
         now = time.perf_counter()
         self.gaps.append((now - self._last) * 1000)
+        self.ticks.append(now)
         self._last = now
 
     def start(self) -> None:
         self.gaps.clear()
         self._last = time.perf_counter()
+        self.ticks = [self._last]
         self.timer.start()
 
     def stop(self) -> dict:
@@ -120,24 +192,39 @@ def main() -> None:
     parser.add_argument("--model", default="grf", help="grf, cytosyn-tiny, or a registry name")
     parser.add_argument("--embedded-path", default=None, help="folder of embedded weights")
     parser.add_argument("--size", type=int, default=8192, help="slide side (px)")
-    parser.add_argument("--chunk", type=int, default=512, help="chunk side (px)")
+    parser.add_argument("--chunk", type=int, default=256, help="chunk side (px; the widget's)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each phase")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--window", type=int, default=1000, help="viewer window width (px)")
+    parser.add_argument(
+        "--no-chunk-cache",
+        action="store_true",
+        help="the layer reads and decodes chunk files on the GUI thread (before the chunk cache)",
+    )
+    parser.add_argument(
+        "--async-slicing",
+        action="store_true",
+        help="napari's experimental asynchronous slicing (NAPARI_ASYNC=1, not saved)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.model, args.size, args.chunk, args.steps, args.seconds = "grf", 2048, 256, 4, 8.0
+    if args.async_slicing:
+        os.environ["NAPARI_ASYNC"] = "1"  # read when napari's settings load; never saved
 
     import napari
     import torch
     from qtpy.QtWidgets import QApplication, QLabel
 
-    from napari_cytosyn._napari import _layers
+    from napari_cytosyn._napari import _chunk_cache, _layers
     from napari_cytosyn._napari._qt._jobs import Job
     from napari_cytosyn.sampling import SamplerSettings
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
+    if args.no_chunk_cache:
+        _chunk_cache.DEFAULT_CACHE_MB = 0
+    timeline = GuiTimeline()
     torch.set_num_threads(args.threads)
     model = load(args)
     settings = SamplerSettings(steps=args.steps, seed=5)
@@ -215,7 +302,7 @@ def main() -> None:
     # 4. generation with refreshes (run before 3 so that 3 can copy its refresh rate), with
     # napari's progress bar (4) and without it (4b: napari's activity spinner animates while a
     # progress bar is open, and every frame of it repaints the window)
-    runs = {}
+    runs, worst = {}, {}
     for name, show in (("render", True), ("render_no_progress_bar", False)):
         slide, layer, view = make_slide(f"{name}.zarr")
         job = Job(
@@ -225,19 +312,30 @@ def main() -> None:
             show_progress=show,
         ).start()
         settle(app)
+        timeline.events.clear()
         t0 = time.perf_counter()
         phases[name] = run_phase(app, rec, args.seconds, hop)
         elapsed = time.perf_counter() - t0
+        worst[name] = timeline.attribute(rec.ticks)
         job.cancel()
         job.wait(120_000)
         view.close(timeout=60)
-        runs[name] = (view.refreshes, slide.compute_count, elapsed)
+        cache = view.cache
+        runs[name] = (
+            view.refreshes,
+            view.refreshes_skipped,
+            slide.compute_count,
+            elapsed,
+            f"{cache.hits} hits, {cache.misses} misses",
+        )
         if name != "render":
             viewer.layers.remove(layer)
         else:
             keep = layer
+            keep.visible = False  # 4b measures one layer too, not two stacked
     layer = keep
-    refreshes, made_b, elapsed = runs["render"]
+    layer.visible = True
+    refreshes, skipped, made_b, elapsed, cache_stats = runs["render"]
 
     # 3. the same number of refreshes of the same (now partly rendered) layer, no generation
     every = args.seconds / max(1, refreshes)
@@ -265,8 +363,13 @@ def main() -> None:
         print(f"{name:>18}: {json.dumps({k: round(v, 1) for k, v in phases[name].items()})}")
     print(
         f"chunks rendered: {made_a} (no refresh), {made_b} in {elapsed:.1f} s with "
-        f"{refreshes} layer refreshes"
+        f"{refreshes} layer refreshes ({skipped} skipped: napari had re-sliced already); "
+        f"chunk cache: {cache_stats}"
     )
+    for name in ("render", "render_no_progress_bar"):
+        print(f"GUI-thread ms in the gaps over 40 ms of {name} (worst first):")
+        for row in worst[name][:8]:
+            print(f"    {json.dumps(row)}")
     result = {
         "max_stall_ms": round(phases["render"]["max_stall_ms"], 1),
         "p99_gap_ms": round(phases["render"]["p99_gap_ms"], 1),
@@ -282,7 +385,10 @@ def main() -> None:
         "render_no_progress_bar_p99_gap_ms": round(
             phases["render_no_progress_bar"]["p99_gap_ms"], 1
         ),
+        "render_worst_gap_ms": worst["render"][0] if worst["render"] else None,
         "chunks_rendered": made_b,
+        "chunk_cache": not args.no_chunk_cache,
+        "async_slicing": bool(args.async_slicing),
         "refreshes": refreshes,
         "model": getattr(model, "name", args.model),
         "chunk_px": args.chunk,

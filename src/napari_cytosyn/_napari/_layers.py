@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
+from ._chunk_cache import ChunkCache, chunk_cache
+
 META_KEY = "cytosyn"  # layer.metadata[META_KEY]: what kind of slide a layer shows, JSON-able
 
 ReadFn = Callable[[int, int, int, int], np.ndarray]  # (y, x, h, w) -> (h, w, 3) uint8
@@ -79,12 +81,15 @@ class SlideLevel:
         return self.shape[0]
 
 
-def read_finished(slide: Any, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+def read_finished(
+    slide: Any, level: int, y: int, x: int, h: int, w: int, cache: ChunkCache | None = None
+) -> np.ndarray:
     """Pixels ``(h, w, 3)`` uint8 of a synthetic slide's finished chunks, white elsewhere.
 
-    Reads chunk files one by one through the store's direct path (one file read and one
-    decode per chunk): on the GUI thread this avoids zarr's asynchronous machinery, whose many
-    thread hand-offs each wait for the GIL while the renderer is busy.
+    Finished chunks come from ``cache`` (decoded chunks in memory, see
+    :mod:`._chunk_cache`) or, without one, from the store's direct path (one file read and one
+    decode per chunk, avoiding zarr's asynchronous machinery, whose many thread hand-offs each
+    wait for the GIL while the renderer is busy).
     """
     store = slide.store
     c = store.chunk_px
@@ -95,7 +100,10 @@ def read_finished(slide: Any, level: int, y: int, x: int, h: int, w: int) -> np.
             if not grid[cy, cx]:
                 continue
             y0, y1, x0, x1 = store.bounds(level, cy, cx)
-            chunk = store.read_chunk(level, cy, cx, copy=False)
+            if cache is not None:
+                chunk = cache.get(level, cy, cx)
+            else:
+                chunk = store.read_chunk(level, cy, cx, copy=False)
             ty0, ty1, tx0, tx1 = max(y0, y), min(y1, y + h), max(x0, x), min(x1, x + w)
             out[ty0 - y : ty1 - y, tx0 - x : tx1 - x] = chunk[
                 ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0
@@ -104,10 +112,14 @@ def read_finished(slide: Any, level: int, y: int, x: int, h: int, w: int) -> np.
 
 
 def synthetic_levels(slide: Any) -> list[SlideLevel]:
-    """Levels of a ``SyntheticSlide`` that show finished chunks only (white elsewhere)."""
+    """Levels of a ``SyntheticSlide`` that show finished chunks only (white elsewhere), read
+    through the slide's :func:`~._chunk_cache.chunk_cache`."""
+    cache = chunk_cache(slide)
     return [
         SlideLevel(
-            lambda y, x, h, w, k=k: read_finished(slide, k, y, x, h, w), shape, slide.chunk_px
+            lambda y, x, h, w, k=k: read_finished(slide, k, y, x, h, w, cache),
+            shape,
+            slide.chunk_px,
         )
         for k, shape in enumerate(slide.level_shapes)
     ]
@@ -221,6 +233,14 @@ def composite_metadata(composite: Any) -> dict[str, Any]:
     }
 
 
+def _sync_slicing() -> bool:
+    """Whether napari slices layers on the GUI thread (its default; async slicing is an
+    experimental setting), i.e. whether a slice seen on the GUI thread is the newest one."""
+    from napari.settings import get_settings
+
+    return not get_settings().experimental.async_
+
+
 class _ChunkRelay(QObject):
     """Carries chunk notifications from worker threads to the GUI thread (queued signal)."""
 
@@ -234,7 +254,10 @@ class LazySlideView:
     Camera and canvas changes are debounced (``debounce_ms``); the view then asks the renderer
     for the chunks of the level napari shows (``layer.data_level``) over the visible region
     (``layer.corner_pixels``). Chunks written by any thread of this process (the renderer, a
-    "render all" job) trigger a layer refresh, coalesced to at most one per ``refresh_ms``.
+    "render all" job) trigger a layer refresh, coalesced to at most one per ``refresh_ms`` and
+    skipped when napari has re-sliced the layer since (a camera move shows them already). The
+    writing thread decodes each visible chunk into the slide's chunk cache, so the GUI thread's
+    re-slice copies pixels from memory instead of reading and decoding files.
     """
 
     def __init__(
@@ -253,6 +276,11 @@ class LazySlideView:
         self.viewer, self.layer, self.slide = viewer, layer, slide
         self.chunks_landed = 0
         self.refreshes = 0
+        self.refreshes_skipped = 0
+        self.cache = chunk_cache(slide)
+        # Visible chunks landed, and how many of them napari's latest slice of the layer saw.
+        self._landed_seq = 0
+        self._sliced_seq = 0
         self._thumbnail_stale = False
         self.live = True  # refresh the layer as chunks land (False: only on camera changes)
         self._relay = _ChunkRelay()
@@ -286,10 +314,18 @@ class LazySlideView:
             ev.connect(self.schedule)
         self.viewer.dims.events.ndisplay.connect(self.schedule)
         self.layer.events.visible.connect(self.schedule)
+        self.layer.events.set_data.connect(self._on_sliced)
         self.viewer.layers.events.removed.connect(self._on_removed)
 
     def _from_thread(self, level: int, cy: int, cx: int) -> None:
+        # Runs in the thread that wrote the chunk: decode it here, not on the GUI thread. Only
+        # chunks on screen, so a "render all" does not push them out of the cache.
+        if not self._closed and self.is_visible(level, cy, cx):
+            self.cache.prefetch(level, cy, cx)
         self._relay.chunk.emit(level, cy, cx)
+
+    def _on_sliced(self, event: Any = None) -> None:
+        self._sliced_seq = self._landed_seq
 
     def _on_chunk(self, level: int, cy: int, cx: int) -> None:
         self.chunks_landed += 1
@@ -297,8 +333,10 @@ class LazySlideView:
         # only chunks that change what is on screen ask for one.
         if level == len(self.slide.level_shapes) - 1:
             self._thumbnail_stale = True  # the overview changed: the layer list icon too
-        if self.live and self.is_visible(level, cy, cx) and not self._refresh.isActive():
-            self._refresh.start()
+        if self.live and self.is_visible(level, cy, cx):
+            self._landed_seq += 1
+            if not self._refresh.isActive():
+                self._refresh.start()
 
     def is_visible(self, level: int, cy: int, cx: int) -> bool:
         """Whether chunk ``(level, cy, cx)`` lies in the region napari currently shows."""
@@ -311,6 +349,9 @@ class LazySlideView:
 
     def _do_refresh(self) -> None:
         if self._closed:
+            return
+        if self._sliced_seq >= self._landed_seq and not self._thumbnail_stale and _sync_slicing():
+            self.refreshes_skipped += 1  # napari re-sliced after they landed: on screen already
             return
         self.refreshes += 1
         self.layer.refresh(extent=False, thumbnail=self._thumbnail_stale)
@@ -352,6 +393,7 @@ class LazySlideView:
         for ev in (cam.center, cam.zoom):
             ev.disconnect(self.schedule)
         self.viewer.dims.events.ndisplay.disconnect(self.schedule)
+        self.layer.events.set_data.disconnect(self._on_sliced)
         self.viewer.layers.events.removed.disconnect(self._on_removed)
         self.slide.remove_listener(self._from_thread)
         self.renderer.close(timeout=timeout)
