@@ -169,6 +169,11 @@ def main() -> None:
     lazy_lattices = [(oy, ox, p) for oy, ox, p, _ in plan.lattice_lines_px()]
     lazy_lattices.append((0, 0, spec.chunk_px))
     run("lazy", lambda: render_region_lazy(model, spec, 0, 0, n, n, cache), lazy_lattices)
+    # Which lattice sets the max: each phase lattice and the chunk grid (decode borders) alone.
+    results["lazy"]["seam_by_lattice"] = {
+        f"period{p}_offset{oy},{ox}": round(score(images["lazy"], [(oy, ox, p)]), 4)
+        for oy, ox, p in lazy_lattices
+    }
     model.windows = 0
     t0 = time.perf_counter()
     render_region_lazy(model, spec, 0, n, n, n, cache)
