@@ -1,4 +1,5 @@
-"""Sample data: a small real H&E slide and a synthetic slide rendered where the viewer looks."""
+"""Sample data: the small real H&E slide (shipped image, credited) and a synthetic slide rendered
+where the viewer looks."""
 
 from __future__ import annotations
 
@@ -22,28 +23,59 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_he_sample_is_a_pyramidal_slide_at_half_a_micron(make_napari_viewer, cache):
+def test_he_sample_is_the_shipped_real_image_as_a_credited_40x_pyramid(make_napari_viewer, cache):
     viewer = make_napari_viewer()
     [layer] = viewer.open_sample(PLUGIN, "he_slide")
-    path, credit = _sample_data.real_sample_path(cache)
+    path, image = _sample_data.real_sample_path(cache)
     assert path.parent == cache / "samples" and path.exists()
     assert layer.metadata["path"] == str(path)
-    assert layer.metadata["credit"] == credit
-    if _sample_data.training_image() is None:
-        assert "test pattern" in credit  # says plainly that it is not real tissue
-    else:
-        assert "BSD" in credit
-    assert layer.multiscale and len(layer.data) >= 3
-    np.testing.assert_allclose(layer.scale, (0.5, 0.5))
-    shapes = [d.shape[:2] for d in layer.data]
-    for fine, coarse in itertools.pairwise(shapes):
-        assert coarse == (fine[0] // 2, fine[1] // 2)
-    coarsest = np.asarray(layer.data[-1][:, :])
-    assert coarsest.dtype == np.uint8 and coarsest.std() > 10  # an image, not a blank
+    # Credited where the user sees it: the layer's name and metadata.
+    assert "TIA Centre" in layer.name
+    assert layer.metadata["credit"] == image.credit
+    assert "TIA Centre" in image.credit and "BSD-3-Clause" in image.credit
+    assert layer.metadata["sample_source"]["package"] == "tiatoolbox==2.1.3"
+    # Level 0 is the shipped image, pixel for pixel (lossless), at 0.25 um/px.
+    assert image.rgb.shape == (1000, 1000, 3)
+    np.testing.assert_array_equal(np.asarray(layer.data[0][:, :]), image.rgb)
+    np.testing.assert_allclose(layer.scale, (0.25, 0.25))
+    assert layer.multiscale and [d.shape[:2] for d in layer.data] == [
+        (1000, 1000),
+        (500, 500),
+        (250, 250),
+    ]
+    for fine, coarse in itertools.pairwise(layer.data):
+        f = np.asarray(fine[:, :]).astype(float)
+        expected = f.reshape(f.shape[0] // 2, 2, f.shape[1] // 2, 2, 3).mean(axis=(1, 3))
+        assert np.abs(np.asarray(coarse[:, :]) - expected).max() <= 1  # 2x area average
+    # H&E, not a blank or a pattern: purple nuclei and pink tissue cover most of it.
+    rgb = image.rgb.astype(int)
+    stained = (rgb[..., 1] < rgb[..., 0] - 20) & (rgb[..., 1] < rgb[..., 2] - 10)
+    assert stained.mean() > 0.6
     # Written once: opening the sample again reuses the file.
     mtime = path.stat().st_mtime_ns
     viewer.open_sample(PLUGIN, "he_slide")
     assert path.stat().st_mtime_ns == mtime
+
+
+def test_sample_image_is_refused_when_it_is_not_the_credited_file(tmp_path, monkeypatch):
+    import shutil
+    from importlib import resources
+
+    shipped = resources.files("napari_cytosyn._napari") / "sample_data"
+    fake = tmp_path / "sample_data"
+    shutil.copytree(str(shipped), fake)
+    (fake / "tiatoolbox_target_image.png").write_bytes(b"not the image")
+
+    class Package:
+        def __truediv__(self, name):
+            return fake if name == "sample_data" else None
+
+    monkeypatch.setattr(_sample_data.resources, "files", lambda name: Package())
+    with pytest.raises(ValueError, match="sha256"):
+        _sample_data.sample_image()
+    (fake / "sources.json").unlink()
+    with pytest.raises(FileNotFoundError, match="reinstall"):
+        _sample_data.sample_image()
 
 
 def test_synthetic_sample_renders_where_the_viewer_looks(

@@ -1,4 +1,7 @@
-"""Dock widget, inpainting: sample slide + drawn mask -> composite layer; the slide is untouched."""
+"""Dock widget, inpainting: sample slide + drawn mask -> composite layer; the slide is untouched.
+
+The sample is the real 1000 x 1000 px H&E image at 0.25 um/px (250 um a side); the test model
+generates at 0.5 um/px, so every inpaint here also crosses the two pixel sizes."""
 
 from __future__ import annotations
 
@@ -58,8 +61,9 @@ def _level0(layer, y, x, h, w) -> np.ndarray:
 def test_sample_opens_as_multiscale_slide(setup):
     _viewer, widget, real = setup
     assert real.multiscale and real.rgb
-    np.testing.assert_allclose(real.scale, (0.5, 0.5))
-    assert real.metadata["credit"]
+    np.testing.assert_allclose(real.scale, (0.25, 0.25))
+    assert real.data[0].shape[:2] == (1000, 1000)
+    assert "TIA Centre" in real.metadata["credit"]
     assert widget.image_combo.layer() is real
 
 
@@ -67,12 +71,12 @@ def test_inpaint_shapes_changes_composite_inside_mask_only(setup, qtbot):
     viewer, widget, real = setup
     path = real.metadata["path"]
     sha_before = _sha(path)
-    # A rectangle and an ellipse, in world um (0.5 um/px): px boxes 400-520 x 500-700 and
-    # around (560, 900).
+    # A rectangle and an ellipse, in world um (0.25 um/px): px boxes 400-520 x 240-440 and
+    # 520-600 x 600-720.
     shapes = viewer.add_shapes(
         [
-            np.array([[200, 250], [200, 350], [260, 350], [260, 250]], float),
-            np.array([[260, 420], [260, 480], [300, 480], [300, 420]], float),
+            np.array([[100, 60], [100, 110], [130, 110], [130, 60]], float),
+            np.array([[130, 150], [130, 180], [150, 180], [150, 150]], float),
         ],
         shape_type=["rectangle", "ellipse"],
         name="mask",
@@ -108,8 +112,8 @@ def test_inpaint_shapes_changes_composite_inside_mask_only(setup, qtbot):
     # On screen: with the composite shown, the rectangle's centre differs from the real slide;
     # far from the mask the two views are identical.
     shapes.visible = False  # the shapes' fill would cover what is under it
-    viewer.camera.center = (0, 230.0, 300.0)
-    viewer.camera.zoom = 2.0
+    viewer.camera.center = (0, 115.0, 85.0)  # the rectangle's centre, um
+    viewer.camera.zoom = 6.0  # 1.5 screen px per level-0 px: the view lies inside the slide
     qtbot.wait(300)
     shown = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     composite.visible = False
@@ -130,8 +134,8 @@ def test_inpaint_shapes_changes_composite_inside_mask_only(setup, qtbot):
 
 def test_inpaint_painted_labels_at_coarse_scale(setup):
     viewer, widget, real = setup
-    # Paint on a labels layer 4x coarser than level 0 (2 um per labels px).
-    labels_data = np.zeros((128, 128), np.uint8)
+    # Paint on a labels layer 8x coarser than level 0 (2 um per labels px).
+    labels_data = np.zeros((125, 125), np.uint8)
     labels_data[40:50, 60:75] = 1
     labels = viewer.add_labels(labels_data, scale=(2.0, 2.0), name="painted")
     widget.image_combo.select(real)
@@ -140,8 +144,8 @@ def test_inpaint_painted_labels_at_coarse_scale(setup):
     assert job.wait(90_000) and job.state == "done", job.error
     composite = viewer.layers[f"{real.name} (edited)"]
     (y, x, h, w), mask = mask_from_layer(labels, real, tuple(real.data[0].shape[:2]))
-    # Labels px i spans level-0 px [4i - 2, 4i + 2) (pixel centres at 2 um * i = 0.5 um * 4i).
-    assert (y, x, h, w) == (158, 238, 40, 60)
+    # Labels px i spans level-0 px [8i - 4, 8i + 4) (pixel centres at 2 um * i = 0.25 um * 8i).
+    assert (y, x, h, w) == (316, 476, 80, 120)
     assert mask.all()
     before, after = (
         _level0(real, y - 8, x - 8, h + 16, w + 16),
@@ -156,7 +160,7 @@ def test_inpaint_painted_labels_at_coarse_scale(setup):
 def test_inpaint_cancel_stops_and_leaves_no_edit(setup):
     viewer, widget, real = setup
     shapes = viewer.add_shapes(
-        [np.array([[100, 100], [100, 300], [300, 300], [300, 100]], float)],
+        [np.array([[50, 50], [50, 200], [200, 200], [200, 50]], float)],
         shape_type="rectangle",
     )
     widget.image_combo.select(real)
@@ -181,7 +185,7 @@ def test_inpaint_with_line_shape_is_refused_with_a_message(setup):
 
 def test_second_inpaint_of_the_same_slide_lands_in_the_same_edited_layer(setup):
     viewer, widget, real = setup
-    boxes = [((200, 250), (220, 280)), ((400, 450), (420, 480))]  # world um
+    boxes = [((100, 125), (110, 140)), ((200, 225), (210, 240))]  # world um
     for (y0, x0), (y1, x1) in boxes:
         shapes = viewer.add_shapes(
             [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)], shape_type="rectangle"
@@ -195,5 +199,5 @@ def test_second_inpaint_of_the_same_slide_lands_in_the_same_edited_layer(setup):
     composite = edited[0]
     assert len(_layers.slide_of(composite).edits) == 2
     for (y0, x0), _ in boxes:
-        box = (int(y0 * 2) + 4, int(x0 * 2) + 4, 30, 50)  # inside the rectangle, level-0 px
+        box = (int(y0 * 4) + 4, int(x0 * 4) + 4, 30, 50)  # inside the rectangle, level-0 px
         assert np.any(_level0(composite, *box) != _level0(real, *box))

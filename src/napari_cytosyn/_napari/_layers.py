@@ -201,10 +201,11 @@ def view_of(layer: Any) -> LazySlideView | None:
 
 
 def add_composite_layer(viewer: Any, composite: Any, real_layer: Any) -> Any:
-    """Add a composite (real slide + edits) layer right above ``real_layer``, same placement."""
+    """Add a composite (real slide + edits) layer right above ``real_layer``, same placement,
+    named after it (``"<real layer> (edited)"``)."""
     layer = viewer.add_image(
         composite_levels(composite),
-        name=composite.name,
+        name=f"{real_layer.name} (edited)",
         rgb=True,
         multiscale=True,
         contrast_limits=(0, 255),

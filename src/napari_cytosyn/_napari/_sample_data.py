@@ -1,15 +1,18 @@
 """Sample data: a small real H&E slide, and a synthetic slide rendered where you look.
 
-The real sample is built from the public H&E image the embedded model was trained on when that
-image ships in the package (``models/weights/cytosyn-tiny/`` with a ``sources.json`` credit);
-otherwise it is the deterministic H&E-like test pattern of :mod:`napari_cytosyn.slide.sample`,
-and the layer name says so. Either way it is written once as a pyramidal TIFF in the cache
-folder and opened through the plugin's reader, exactly like a user's slide.
+The real sample is a public H&E image shipped in the package (``sample_data/``, credited in its
+``sources.json``, with its licence): the TIA Centre's 1000 x 1000 px field of a carcinoma at
+about 0.25 um/px (40x), which the embedded model was trained on (downsampled to 0.5 um/px). It
+is written once as a three-level pyramidal TIFF (1000, 500, 250 px; lossless) in the cache
+folder and opened through the plugin's reader, exactly like a user's slide. At 40x it is what
+most real slides are, so inpainting it exercises the resampling between the slide's and the
+model's (0.5 um/px) pixel sizes.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,31 +21,63 @@ import numpy as np
 
 from ._config import load_config
 
-SAMPLE_PX = 2048  # side of the pattern sample (px at 0.5 um/px)
 SYNTHETIC_PX = 16384  # side of the synthetic sample (px at the model's mpp)
 SYNTHETIC_STEPS: int | None = None  # sampler steps of the synthetic sample; None: the model's
+MIN_LEVEL_PX = 200  # the pyramid stops before a level's shorter side drops under this
 
 
-def training_image() -> tuple[np.ndarray, dict[str, Any]] | None:
-    """The embedded model's public training image ``(h, w, 3)`` uint8 at 0.5 um/px and its
-    credit, when the package ships one; ``None`` otherwise."""
-    folder = resources.files("napari_cytosyn") / "models" / "weights" / "cytosyn-tiny"
+@dataclass(frozen=True)
+class SampleImage:
+    """A public image shipped as sample data: pixels ``(h, w, 3)`` uint8, level-0 um/px, and
+    its ``sources.json`` entry (credit, licence, origin, checksum)."""
+
+    rgb: np.ndarray
+    mpp: float
+    source: dict[str, Any]
+
+    @property
+    def credit(self) -> str:
+        """One line for people: what it is, who made it, under which licence."""
+        s = self.source
+        return (
+            f"{s['title']}; {s['credit']}; licence {s['licence']}; "
+            f"about {self.mpp:g} um/px ({10 / self.mpp:.0f}x)"
+        )
+
+
+def sample_image() -> SampleImage:
+    """The real H&E image shipped in ``napari_cytosyn/_napari/sample_data``.
+
+    Raises ``FileNotFoundError`` naming the folder when the package was installed without it,
+    and ``ValueError`` when the file is not the one ``sources.json`` describes."""
+    import hashlib
+
+    folder = resources.files("napari_cytosyn._napari") / "sample_data"
     try:
-        sources = json.loads((folder / "sources.json").read_text())
-    except (OSError, ValueError):
-        return None
-    for entry in sources if isinstance(sources, list) else []:
-        name = entry.get("file", "")
-        if name.endswith(".png") and (folder / name).is_file():
-            from skimage.io import imread
+        [entry] = json.loads((folder / "sources.json").read_text())
+        raw = (folder / entry["file"]).read_bytes()
+    except (OSError, ValueError, KeyError) as exc:
+        raise FileNotFoundError(
+            f"the H&E sample image is missing from {folder} ({exc}); reinstall napari-cytosyn"
+        ) from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != entry["sha256"]:
+        raise ValueError(
+            f"{entry['file']} in {folder} has sha256 {digest}, not the {entry['sha256']} of "
+            "its sources.json entry; reinstall napari-cytosyn"
+        )
+    from skimage.io import imread
 
-            with resources.as_file(folder / name) as path:
-                rgb = np.asarray(imread(path))[..., :3].astype(np.uint8)
-            return rgb, entry
-    return None
+    with resources.as_file(folder / entry["file"]) as path:
+        rgb = np.asarray(imread(path))[..., :3].astype(np.uint8)
+    if list(rgb.shape) != entry["shape"]:
+        raise ValueError(f"{entry['file']} is {rgb.shape}, sources.json says {entry['shape']}")
+    return SampleImage(rgb=rgb, mpp=float(entry["mpp"]), source=entry)
 
 
-def _pyramid(level0: np.ndarray, min_px: int = 128) -> list[np.ndarray]:
+def sample_pyramid(level0: np.ndarray, min_px: int = MIN_LEVEL_PX) -> list[np.ndarray]:
+    """Levels ``(h, w, 3)`` uint8, finest first, each the 2x area average of the one before,
+    down to the last whose shorter side is at least ``min_px``."""
     from napari_cytosyn.slide.sample import downsample_area
 
     levels = [level0]
@@ -53,46 +88,43 @@ def _pyramid(level0: np.ndarray, min_px: int = 128) -> list[np.ndarray]:
     return levels
 
 
-def real_sample_path(cache_dir: Path | None = None) -> tuple[Path, str]:
-    """Write (once) and return the real sample slide file and its credit line."""
-    from napari_cytosyn.slide.sample import write_pyramidal_tiff, write_sample_slide
+def real_sample_path(cache_dir: Path | None = None) -> tuple[Path, SampleImage]:
+    """Write (once) the sample's pyramidal TIFF in ``cache_dir/samples``; returns its path and
+    the image it was built from."""
+    from napari_cytosyn.slide.sample import write_pyramidal_tiff
 
+    image = sample_image()
     folder = (cache_dir or load_config().cache_path()) / "samples"
     folder.mkdir(parents=True, exist_ok=True)
-    found = training_image()
-    if found is not None:
-        rgb, entry = found
-        credit = (
-            f"{entry.get('member', 'training image')} from {entry.get('package', 'a BSD package')}"
-            " (BSD licence), resampled to 0.5 um/px"
-        )
-        path = folder / "he_training_image.tif"
-        if not path.exists():
-            write_pyramidal_tiff(
-                path,
-                _pyramid(rgb),
-                mpp=(0.5, 0.5),
-                tile_px=256,
-                compression="zlib",
-                description=credit,
-            )
-        return path, credit
-    credit = "napari-cytosyn H&E-like test pattern (no real tissue)"
-    path = folder / f"he_pattern_{SAMPLE_PX}.tif"
+    # The checksum in the name: a changed image never reuses a stale pyramid.
+    path = folder / f"he_sample_{image.source['sha256'][:12]}.tif"
     if not path.exists():
-        write_sample_slide(
-            path, SAMPLE_PX, SAMPLE_PX, n_levels=4, mpp=(0.5, 0.5), compression="zlib"
+        tmp = path.with_suffix(".tif.partial")
+        write_pyramidal_tiff(
+            tmp,
+            sample_pyramid(image.rgb),
+            mpp=(image.mpp, image.mpp),
+            tile_px=256,
+            compression="zlib",
+            description=image.credit,
         )
-    return path, credit
+        tmp.replace(path)  # complete or absent: an interrupted write is never opened
+    return path, image
 
 
 def he_slide() -> list[tuple[Any, dict[str, Any], str]]:
-    """npe2 sample: the small real H&E slide as a multiscale layer (see module doc)."""
+    """npe2 sample: the small real H&E slide as a multiscale layer (see module doc); its name
+    and ``metadata["credit"]`` / ``metadata["sample_source"]`` say where it comes from."""
     from ._reader import read_slides
 
-    path, credit = real_sample_path()
+    path, image = real_sample_path()
     [(data, kwargs, kind)] = read_slides(str(path))
-    kwargs["metadata"] = {**kwargs["metadata"], "credit": credit}
+    kwargs["name"] = "H&E sample 40x (TIA Centre, BSD-3)"
+    kwargs["metadata"] = {
+        **kwargs["metadata"],
+        "credit": image.credit,
+        "sample_source": image.source,
+    }
     return [(data, kwargs, kind)]
 
 
