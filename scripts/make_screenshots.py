@@ -1,8 +1,8 @@
 """Rebuild the user-guide screenshots (docs/images/ui-*.png) by driving the real widget.
 
-Runs napari with the CytoSyn dock widget, opens the small H&E sample, draws masks, inpaints,
-synthesizes a region, creates a synthetic slide and lets it render around the view, then saves
-canvas and widget screenshots. Needs a display (``xvfb-run -a``). Examples::
+Runs napari with the CytoSyn dock widget, opens the small H&E sample (real tissue, shipped with
+the plugin), draws masks, inpaints, synthesizes a region, creates a synthetic slide and lets it
+render around the view, then saves canvas and widget screenshots. Needs a display (``xvfb-run -a``). Examples::
 
     xvfb-run -a python scripts/make_screenshots.py                      # embedded cytosyn-tiny
     xvfb-run -a python scripts/make_screenshots.py --embedded-path runs/train/w
@@ -85,7 +85,8 @@ def main() -> None:
     widget.seed_spin.setValue(42)
     widget.chunk_px = 256
 
-    # 1. The widget next to the sample slide, with a rectangle and an ellipse drawn on it.
+    # 1. The widget next to the sample slide (the real 250 um H&E field at 0.25 um/px), with a
+    # rectangle and an ellipse drawn on it, each about 85 um (170 px of the model) across.
     [real] = viewer.open_sample("napari-cytosyn", "he_slide")
     h0, w0 = real.data[0].shape[:2]
     mpp = float(real.scale[-1])
@@ -93,18 +94,18 @@ def main() -> None:
     s = min(h0, w0) * mpp
     rect = np.array(
         [
-            [cy - 0.12 * s, cx - 0.2 * s],
-            [cy - 0.12 * s, cx - 0.02 * s],
-            [cy + 0.04 * s, cx - 0.02 * s],
-            [cy + 0.04 * s, cx - 0.2 * s],
+            [cy - 0.36 * s, cx - 0.4 * s],
+            [cy - 0.36 * s, cx - 0.06 * s],
+            [cy - 0.02 * s, cx - 0.06 * s],
+            [cy - 0.02 * s, cx - 0.4 * s],
         ]
     )
     ellipse = np.array(
         [
-            [cy - 0.02 * s, cx + 0.04 * s],
-            [cy - 0.02 * s, cx + 0.2 * s],
-            [cy + 0.12 * s, cx + 0.2 * s],
-            [cy + 0.12 * s, cx + 0.04 * s],
+            [cy + 0.04 * s, cx + 0.04 * s],
+            [cy + 0.04 * s, cx + 0.4 * s],
+            [cy + 0.38 * s, cx + 0.4 * s],
+            [cy + 0.38 * s, cx + 0.04 * s],
         ]
     )
     shapes = viewer.add_shapes(
@@ -118,8 +119,8 @@ def main() -> None:
     )
     widget.image_combo.select(real)
     widget.mask_combo.select(shapes)
-    viewer.camera.center = (cy, cx)
-    viewer.camera.zoom = 900 / (0.55 * s)
+    pump(app, 1)  # the canvas takes its final size before the view is fitted to it
+    viewer.reset_view()  # the whole field: the embedded model is made for low zoom
     pump(app, 2)
     save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-widget.png")
     save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-inpaint-before.png")
