@@ -130,6 +130,20 @@ def test_dask_levels_generate_missing_chunks_and_stored_levels_do_not(tmp_path):
     assert again.compute_count == 0
 
 
+def test_finished_chunks_read_as_fresh_writable_arrays_equal_to_zarr(tmp_path):
+    slide = make(tmp_path / "s.zarr")
+    slide.render_all()
+    plain = zarr.open_array(str(tmp_path / "s.zarr" / "levels" / "0"), mode="r")
+    for cy, cx in [(0, 0), (2, 3)]:  # (2, 3) is cut by the border: 8 x 8 px
+        y0, y1, x0, x1 = slide.store.bounds(0, cy, cx)
+        a = slide.store.read_chunk(0, cy, cx, copy=False)
+        assert np.array_equal(a, plain[y0:y1, x0:x1])
+        a[...] = 0  # writable, and owned by the caller
+        assert np.array_equal(slide.store.read_chunk(0, cy, cx), plain[y0:y1, x0:x1])
+    region = slide.levels[0][30:100, 50:190].compute()
+    assert np.array_equal(region, plain[30:100, 50:190])
+
+
 def test_tissue_mask_synthesizes_only_inside_and_leaves_white_glass(tmp_path):
     mask = np.zeros((4, 4), bool)
     mask[:2, :2] = True  # top-left quarter of a 128 x 128 slide = chunk (0, 0)

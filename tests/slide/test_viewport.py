@@ -118,3 +118,42 @@ def test_requests_for_missing_levels_are_refused(slide):
     with ViewportRenderer(slide) as renderer, pytest.raises(ValueError, match="level 9"):
         renderer.request(9, (0, 0, 10, 10))
     assert np.all(slide.store.completion(0).grid == 0)
+
+
+def test_chunks_after_the_first_are_prepared_in_groups_visible_apart_from_margin(tmp_path, slide):
+    calls: list[list[tuple[int, int]]] = []
+    real = slide.prepare_chunks
+
+    def recording(chunks):
+        calls.append(list(chunks))
+        return real(chunks)
+
+    slide.prepare_chunks = recording
+    with ViewportRenderer(slide, margin_chunks=1, lookahead_chunks=3) as renderer:
+        renderer.request(0, (128, 128, 256, 320))  # 2 x 3 visible chunks
+        assert renderer.wait(timeout=120)
+    visible = {(cy, cx) for cy in range(2, 4) for cx in range(2, 5)}
+    margin = {(cy, cx) for cy in range(1, 5) for cx in range(1, 6)} - visible
+    prepared = [set(c) for c in calls]
+    assert all(0 < len(c) <= 3 for c in prepared)
+    assert all(c <= visible or c <= margin for c in prepared)  # never mixed
+    first = (2, 3)  # nearest the centre: generated alone, as soon as possible
+    assert first not in set().union(*prepared)
+    assert set().union(*prepared) == (visible | margin) - {first}
+    # Same pixels as a slide whose chunks were each rendered on their own.
+    other = SyntheticSlide.create(
+        tmp_path / "o.zarr",
+        GRFModel(boundary="periodic"),
+        640,
+        512,
+        5,
+        SamplerSettings(steps=4),
+        chunk_px=CHUNK,
+    )
+    for cy, cx in sorted(visible | margin):
+        assert np.array_equal(other.ensure_chunk(0, cy, cx), slide.store.read_chunk(0, cy, cx))
+
+
+def test_lookahead_must_be_at_least_one(slide):
+    with pytest.raises(ValueError, match="lookahead_chunks"):
+        ViewportRenderer(slide, lookahead_chunks=0)

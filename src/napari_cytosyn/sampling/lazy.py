@@ -14,9 +14,14 @@ cells are independent, so a cell's state at the end of phase ``k`` depends only 
 cross-faded with tent weights (a *blend phase*).
 
 Every state is cached under ``(phase, cell_y, cell_x)`` in a :class:`PhaseCache`, so neighbours
-reuse work and a whole slide costs each (phase, cell) once. Cells are computed in fixed groups of
-``group x group`` windows (one model batch of fixed content), so no result depends on which
-chunk asked first: on CPU a chunk is bit-identical whatever the request order.
+reuse work and a whole slide costs each (phase, cell) once. Before a region is assembled, the
+states its final latents depend on are planned phase by phase (the cone is pure geometry) and the
+missing ones are evaluated ``batch`` windows per model call. The model is always called with
+exactly ``batch`` windows (the last call of a phase is padded with zeros): a network's output for
+one window changes in the last bits with the batch SIZE on CPU, but not with the other windows of
+a batch of fixed size, so no result depends on which chunk asked first or what shared its batch
+(a chunk is bit-identical whatever the request order). Specs with ``batch = 0`` (slides made
+before batching) compute cells in fixed groups of ``group x group`` windows, one model call each.
 
 Cost amortised over a large area: ``sum_k steps_k (W / stride_k)^2 / steps`` times naive tiling
 (1.29 with the defaults: 3 phases split at t = 0.7 and 0.4, context 2, 2, 1). An isolated chunk
@@ -83,6 +88,10 @@ class MemoryPhaseCache:
         with self._lock:
             self._data[key] = tensor.detach().to("cpu", torch.float32).contiguous()
 
+    def __contains__(self, key: tuple[int, int, int]) -> bool:
+        with self._lock:
+            return key in self._data
+
     def __len__(self) -> int:
         return len(self._data)
 
@@ -108,7 +117,13 @@ class LazySpec:
         ``W - 2 m`` (overlap-save); the rest is context the denoiser sees but whose update is
         discarded. Costs ``(W / (W - 2 m))^2``. One int for all tile phases or one per phase
         (the last value repeats).
-    group: tiles per side computed together as one fixed model batch (``group**2`` windows).
+    group: tiles per side computed together (``group**2`` windows); with ``batch = 0`` a group is
+        one model call.
+    batch: windows per model call, always exactly this many (the last call of a phase is
+        padded with zeros) so that the batch a window is evaluated in cannot change its result.
+        ``0`` = one call per group (how slides made before batching were computed).
+    decode_halo_latent, decode_blend_latent: halo and border cross-fade of the chunk decode, in
+        latents; ``None`` = the settings' values (slides made before these fields existed).
     """
 
     settings: SamplerSettings = field(default_factory=SamplerSettings)
@@ -119,6 +134,9 @@ class LazySpec:
     blend_overlap: float = 0.5
     context_latent: int | tuple[int, ...] = (2, 2, 1)
     group: int = 1
+    batch: int = 4
+    decode_halo_latent: int | None = 4
+    decode_blend_latent: int | None = 2
 
     def __post_init__(self) -> None:
         if not isinstance(self.settings, SamplerSettings):
@@ -149,10 +167,32 @@ class LazySpec:
         object.__setattr__(self, "context_latent", ctx[0] if len(ctx) == 1 else ctx)
         if not isinstance(self.group, int) or self.group < 1:
             raise ValueError(f"group must be an integer >= 1, got {self.group!r}")
+        if not isinstance(self.batch, int) or self.batch < 0:
+            raise ValueError(f"batch must be an integer >= 0 (windows per call), got {self.batch}")
+        for name in ("decode_halo_latent", "decode_blend_latent"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 0):
+                raise ValueError(f"{name} must be None or an integer >= 0, got {v!r}")
+
+    @property
+    def halo_latent(self) -> int:
+        """Decode halo in latents (the spec's, else the settings')."""
+        h = self.decode_halo_latent
+        return self.settings.decode_halo_latent if h is None else h
+
+    @property
+    def blend_latent(self) -> int:
+        """Chunk-border cross-fade in latents (the spec's, else the settings')."""
+        b = self.decode_blend_latent
+        return self.settings.decode_blend_latent if b is None else b
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (settings nested); inverse :meth:`from_dict`."""
-        return {
+        """JSON-serialisable dict (settings nested); inverse :meth:`from_dict`.
+
+        Fields added after slides were first stored are left out at their legacy values
+        (``batch = 0``, decode halo/blend ``None``), so a stored spec keeps its fingerprint.
+        """
+        d = {
             "settings": self.settings.to_dict(),
             "seed": self.seed,
             "chunk_px": self.chunk_px,
@@ -166,6 +206,12 @@ class LazySpec:
             ),
             "group": self.group,
         }
+        if self.batch:
+            d["batch"] = self.batch
+        for name in ("decode_halo_latent", "decode_blend_latent"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LazySpec:
@@ -174,6 +220,10 @@ class LazySpec:
         kw["phase_times"] = tuple(kw.get("phase_times", ()))
         if isinstance(kw.get("context_latent"), list):
             kw["context_latent"] = tuple(kw["context_latent"])
+        # Absent = stored before the field existed: the legacy behaviour, not today's default.
+        kw.setdefault("batch", 0)
+        kw.setdefault("decode_halo_latent", None)
+        kw.setdefault("decode_blend_latent", None)
         return cls(**kw)
 
     def fingerprint(self) -> str:
@@ -205,7 +255,8 @@ class LazyPlan:
         st = spec.settings
         self.window = window_of(model, st)
         self.ts = time_grid(st.steps, st.time_shift)
-        self.evaluations = 0
+        self.evaluations = 0  # windows x steps through the model, padding excluded
+        self.padded_evaluations = 0  # zero windows that filled up batches
         w = self.window
         tile_end = st.steps - spec.blend_steps
         bounds = [0]
@@ -272,13 +323,80 @@ class LazyPlan:
         got = self.cache.get((p, i, j))
         if got is not None:
             return got
+        if self.spec.batch:
+            self._prepare(p, {(i, j)})
+            got = self.cache.get((p, i, j))
+            if got is not None:
+                return got
+            # A cache that drops entries at once (a full LRU): compute this one directly.
+            return self._run_batch(self.phases[p], [(i, j)])[0]
         g = self.spec.group
         gi, gj = i // g, j // g
         members = [(gi * g + a, gj * g + b) for a in range(g) for b in range(g)]
-        outs = self._run_group(self.phases[p], members)
+        outs = self._run_batch(self.phases[p], members)
         for (mi, mj), out in zip(members, outs, strict=True):
             self.cache.put((p, mi, mj), out)
         return outs[members.index((i, j))]
+
+    def _cached(self, key: tuple[int, int, int]) -> bool:
+        contains = getattr(self.cache, "__contains__", None)
+        if contains is not None:
+            return contains(key)
+        return self.cache.get(key) is not None
+
+    def _covering(self, p: int, y: int, x: int, h: int, w: int) -> set[tuple[int, int]]:
+        """Cells of phase ``p`` whose stored state overlaps an absolute latent rectangle."""
+        ph = self.phases[p]
+        return {
+            (i, j)
+            for i in self._cell_range(ph, 0, y, y + h)
+            for j in self._cell_range(ph, 1, x, x + w)
+        }
+
+    def _prepare(self, p: int, cells: set[tuple[int, int]]) -> None:
+        """Compute every missing state that the given cells of phase ``p`` depend on, and them.
+
+        The cone is walked top-down (a cached state needs nothing below it), then each phase's
+        missing cells are evaluated bottom-up, ``spec.batch`` windows per model call.
+        """
+        g = self.spec.group
+        missing: list[list[tuple[int, int]]] = [[] for _ in self.phases]
+        todo = cells
+        for q in range(p, -1, -1):
+            if g > 1:
+                todo = {
+                    ((i // g) * g + a, (j // g) * g + b)
+                    for i, j in todo
+                    for a in range(g)
+                    for b in range(g)
+                }
+            below: set[tuple[int, int]] = set()
+            ph = self.phases[q]
+            for i, j in sorted(todo):
+                if self._cached((q, i, j)):
+                    continue
+                missing[q].append((i, j))
+                if q > 0:
+                    oy, ox = self._origin(ph, i, j)
+                    m = ph.context
+                    below |= self._covering(q - 1, oy - m, ox - m, self.window, self.window)
+            todo = below
+        b = self.spec.batch
+        for q, todo_q in enumerate(missing):
+            for k in range(0, len(todo_q), b):
+                members = todo_q[k : k + b]
+                outs = self._run_batch(self.phases[q], members)
+                for key, out in zip(members, outs, strict=True):
+                    self.cache.put((q, *key), out)
+
+    def prepare(self, y: int, x: int, h: int, w: int) -> None:
+        """Compute (batched) every phase state the final latents of a rectangle depend on.
+
+        Optional: :meth:`final_latents` does it too; calling it once for the union of several
+        rectangles (a chunk and its decode margins) fills the model batches better.
+        """
+        if self.spec.batch:
+            self._prepare(len(self.phases) - 1, self._covering(len(self.phases) - 1, y, x, h, w))
 
     def input_field(self, p: int, y: int, x: int, h: int, w: int) -> torch.Tensor:
         """Latents ``(C, h, w)`` at the START of phase ``p`` over an absolute rectangle."""
@@ -290,24 +408,33 @@ class LazyPlan:
             raise RuntimeError("the blend phase is always the last one")
         return self._gather(p - 1, y, x, h, w)
 
-    def _run_group(self, phase: _Phase, members: list[tuple[int, int]]) -> list[torch.Tensor]:
+    def _run_batch(self, phase: _Phase, members: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Evolve the windows of ``members`` through ``phase`` in one batch (padded to
+        ``spec.batch`` windows when batching) and return their kept centres."""
         check_cancel(self.cancel)
         w, m, e = self.window, phase.context, phase.extent
         origins = [(oy - m, ox - m) for oy, ox in (self._origin(phase, i, j) for i, j in members)]
+        pad = max(0, self.spec.batch - len(origins))
+        c = self.model.latent_channels
         x = torch.stack([self.input_field(phase.index, oy, ox, w, w) for oy, ox in origins])
+        if pad:
+            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
         ts = self.ts[phase.first_step : phase.last_step + 1]
         noise = None
         if self.spec.settings.stochastic:
-            c = self.model.latent_channels
 
             def noise(i: int) -> torch.Tensor:
-                return torch.stack(
+                z = torch.stack(
                     [noise_field(self.spec.seed, f"step{i}", oy, ox, w, w, c) for oy, ox in origins]
                 )
+                return torch.cat([z, z.new_zeros((pad, *z.shape[1:]))]) if pad else z
+
+        real = len(origins)
 
         def counted(z: torch.Tensor, t: float) -> torch.Tensor:
             with self._lock:
-                self.evaluations += z.shape[0]
+                self.evaluations += real
+                self.padded_evaluations += z.shape[0] - real
             return self._denoise(z, t)
 
         counted.model_dtype = self._denoise.model_dtype
@@ -315,10 +442,11 @@ class LazyPlan:
         out = self._sampler(
             counted, x, ts, self.model.interpolant, noise=noise, step_offset=phase.first_step
         )
-        return [o[:, m : m + e, m : m + e].contiguous() for o in out]
+        return [o[:, m : m + e, m : m + e].contiguous() for o in out[:real]]
 
     def final_latents(self, y: int, x: int, h: int, w: int) -> torch.Tensor:
         """Final (t = 0) latents ``(C, h, w)`` over an absolute latent rectangle."""
+        self.prepare(y, x, h, w)
         last = self.phases[-1]
         if not last.blend:
             return self._gather(last.index, y, x, h, w)
@@ -356,10 +484,27 @@ def render_chunk(
 
     The chunk covers pixels ``[chunk_y * chunk_px, (chunk_y + 1) * chunk_px)`` (same for x) of
     the slide at model resolution. It is decoded from the final latents under it plus
-    ``settings.decode_halo_latent`` on every side, keeping the centre. Phase states are taken
+    ``spec.halo_latent`` on every side, keeping the centre. Phase states are taken
     from / written to ``cache``. On CPU the result is bit-identical whatever was rendered before.
     """
     return _LazyRenderer(model, spec, cache, cancel).chunk(chunk_y, chunk_x)
+
+
+def prepare_chunks(
+    model: Any,
+    spec: LazySpec,
+    chunks: list[tuple[int, int]],
+    cache: PhaseCache,
+    cancel: Any = None,
+) -> None:
+    """Compute the phase states that rendering ``chunks`` (indices ``(cy, cx)``) needs.
+
+    One plan for all of them, so their windows share full model batches: preparing the next
+    few chunks of a view together wastes fewer padded batch slots than rendering them one by
+    one. Optional (:func:`render_chunk` computes what is missing); pixels are the same either
+    way.
+    """
+    _LazyRenderer(model, spec, cache, cancel).prepare(chunks)
 
 
 class _BorderDecodes:
@@ -442,6 +587,23 @@ class _LazyRenderer:
         self.cancel = cancel
         self._fingerprint = spec.fingerprint()
 
+    def _latent_rect(self, cy: int, cx: int) -> tuple[int, int, int, int]:
+        """Absolute latent rectangle ``(y, x, h, w)`` whose final latents chunk ``(cy, cx)``'s
+        decode reads: the chunk plus halo and border cross-fade on every side."""
+        n = self.spec.chunk_px // self.model.latent_factor
+        r = self.spec.halo_latent + min(self.spec.blend_latent, n // 2)
+        return cy * n - r, cx * n - r, n + 2 * r, n + 2 * r
+
+    def prepare(self, chunks: list[tuple[int, int]]) -> None:
+        if not self.spec.batch:
+            return
+        plan = self.plan
+        last = len(plan.phases) - 1
+        cells: set[tuple[int, int]] = set()
+        for cy, cx in chunks:
+            cells |= plan._covering(last, *self._latent_rect(cy, cx))
+        plan._prepare(last, cells)
+
     def _decode(self, y: int, x: int, h: int, w: int) -> torch.Tensor:
         """Decode the final latents of an absolute latent rectangle (no cropping)."""
         z = self.plan.final_latents(y, x, h, w)
@@ -452,7 +614,7 @@ class _LazyRenderer:
         """Decode chunk ``(cy, cx)``: its own crop plus, with blending, its borders and corners.
 
         Without blending the chunk is decoded from its latents plus the halo and the centre is
-        kept. With ``b = settings.decode_blend_latent > 0``, pixels within ``b`` latents of a
+        kept. With ``b = spec.blend_latent > 0``, pixels within ``b`` latents of a
         chunk border are cross-faded towards a decode of a crop centred on that border (or, near
         a corner, on that corner). Those crops are functions of the border alone, so both chunks
         at a border use the same decode there and meet without a step, whatever the per-crop
@@ -461,9 +623,11 @@ class _LazyRenderer:
         """
         f = self.model.latent_factor
         n = self.spec.chunk_px // f
-        halo = self.spec.settings.decode_halo_latent
-        b = min(self.spec.settings.decode_blend_latent, n // 2)
+        halo = self.spec.halo_latent
+        b = min(self.spec.blend_latent, n // 2)
         y0, x0 = cy * n, cx * n
+        # Every latent the crops below need, planned at once: fuller model batches.
+        self.plan.prepare(*self._latent_rect(cy, cx))
         own = self._decode(y0 - halo, x0 - halo, n + 2 * halo, n + 2 * halo)
         a = halo * f
         px = self.spec.chunk_px

@@ -54,6 +54,11 @@ class ChunkRenderer(Protocol):
         ...
 
 
+def _prepare_of(renderer: Any) -> Callable[[list[tuple[int, int]]], None] | None:
+    """A renderer's optional ``prepare(chunks)``: precompute what several chunks share."""
+    return getattr(renderer, "prepare", None)
+
+
 def _jsonable(value: Any) -> Any:
     import json
 
@@ -391,6 +396,26 @@ class SyntheticSlide:
         for callback in list(self._listeners):
             callback(level, cy, cx)
 
+    def prepare_chunks(self, chunks: Iterable[tuple[int, int]]) -> None:
+        """Precompute, in one batched pass, what rendering these level-0 chunks needs.
+
+        With the diffusion renderer that is the phase states under them: the chunks then only
+        decode when generated, and their windows shared full model batches. Finished chunks and
+        chunks outside the tissue are skipped; a renderer without ``prepare`` does nothing.
+        """
+        todo = []
+        for cy, cx in chunks:
+            if self.store.is_done(0, cy, cx):
+                continue
+            tissue = self.tissue_in_chunk(cy, cx)
+            if tissue is None or tissue.any():
+                todo.append((int(cy), int(cx)))
+        if not todo:
+            return
+        prepare = _prepare_of(self.renderer())
+        if prepare is not None:
+            prepare(todo)
+
     def missing_chunks(
         self, level: int, region: tuple[int, int, int, int] | None = None
     ) -> list[tuple[int, int]]:
@@ -584,3 +609,9 @@ class DiffusionChunkRenderer:
         n = self.chunk_px // self.latent_factor
         z = final_latents(self.model, self.spec, cy * n, cx * n, n, n, self.cache)
         return RenderedChunk(rgb=np.asarray(rgb, dtype=np.uint8), latents=z.numpy())
+
+    def prepare(self, chunks: list[tuple[int, int]]) -> None:
+        """Compute the phase states of several chunks together (fuller model batches)."""
+        from napari_cytosyn.sampling.lazy import prepare_chunks
+
+        prepare_chunks(self.model, self.spec, chunks, self.cache)

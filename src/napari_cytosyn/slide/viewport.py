@@ -50,6 +50,11 @@ class ViewportRenderer:
         centre first), so zooming out over a huge slide does not queue millions of chunks.
     margin_chunks: also plan this many rings of chunks around the view (after the visible
         ones), so panning finds them ready.
+    lookahead_chunks: after the first chunk of a request, the next level-0 chunks of the plan
+        are prepared this many at a time (``slide.prepare_chunks``, when the slide has it): their
+        model windows share full batches, which costs fewer padded slots than one chunk at a
+        time. ``1`` = one chunk at a time. The first chunk is always prepared alone, so it shows
+        as soon as possible.
     """
 
     def __init__(
@@ -59,12 +64,19 @@ class ViewportRenderer:
         on_error: Callable[[BaseException], None] | None = None,
         max_base_chunks: int = 256,
         margin_chunks: int = 0,
+        lookahead_chunks: int = 4,
     ) -> None:
         self.slide = slide
         self.on_chunk = on_chunk
         self.on_error = on_error
         self.max_base_chunks = int(max_base_chunks)
         self.margin_chunks = int(margin_chunks)
+        if int(lookahead_chunks) < 1:
+            raise ValueError(f"lookahead_chunks must be >= 1, got {lookahead_chunks!r}")
+        self.lookahead_chunks = int(lookahead_chunks)
+        self._prepared: set[ChunkKey] = set()
+        self._first_of_request = True
+        self._margin_only: set[ChunkKey] = set()
         self.stats = RendererStats()
         self._cond = threading.Condition()
         self._plan: list[ChunkKey] = []
@@ -85,6 +97,12 @@ class ViewportRenderer:
         margin), then the coarser chunks up to ``level`` that they complete. A coarser chunk
         is built from its children by the slide as soon as they are all finished.
         """
+        return self._plan_view(level, region)[0]
+
+    def _plan_view(
+        self, level: int, region: tuple[int, int, int, int]
+    ) -> tuple[list[ChunkKey], set[ChunkKey]]:
+        """:meth:`plan`, and the planned level-0 chunks that are only in the margin."""
         n_levels = len(self.slide.level_shapes)
         if not 0 <= level < n_levels:
             raise ValueError(f"level {level} does not exist; the slide has {n_levels} levels")
@@ -92,7 +110,7 @@ class ViewportRenderer:
         y0, x0, y1, x1 = (int(v) for v in region)
         y0, x0, y1, x1 = max(0, y0), max(0, x0), min(H, y1), min(W, x1)
         if y1 <= y0 or x1 <= x0:
-            return []
+            return [], set()
         c = self.slide.chunk_px
         visible = {
             (cy, cx) for cy in range(y0 // c, -(-y1 // c)) for cx in range(x0 // c, -(-x1 // c))
@@ -106,23 +124,28 @@ class ViewportRenderer:
         } - visible
         centre = ((y0 + y1) / 2 / c, (x0 + x1) / 2 / c)
         order: list[ChunkKey] = []
+        n_visible = 0
         for group in (visible, ring):
             keys = sorted(
                 group, key=lambda k: (k[0] + 0.5 - centre[0]) ** 2 + (k[1] + 0.5 - centre[1]) ** 2
             )
             order += [(level, cy, cx) for cy, cx in keys]
+            n_visible = n_visible or len(order)
         # Expand to the finest level: each chunk's level-0 descendants, in the same order.
         base: list[ChunkKey] = []
         seen: set[ChunkKey] = set()
-        for key in order:
+        margin_only: set[ChunkKey] = set()
+        for i, key in enumerate(order):
             for leaf in self._descendants(key):
                 if leaf not in seen:
                     seen.add(leaf)
                     if not self.slide.is_done(*leaf):
                         base.append(leaf)
+                        if i >= n_visible:
+                            margin_only.add(leaf)
         base = base[: self.max_base_chunks]
         coarse = [k for k in order if k[0] > 0 and not self.slide.is_done(*k)]
-        return base + coarse
+        return base + coarse, margin_only
 
     def _descendants(self, key: ChunkKey) -> list[ChunkKey]:
         level, cy, cx = key
@@ -138,7 +161,7 @@ class ViewportRenderer:
     def request(self, level: int, region: tuple[int, int, int, int]) -> int:
         """Show ``region`` ``(y0, x0, y1, x1)`` (level px) of ``level``; replaces the previous
         request's remaining plan. Returns the number of chunks planned."""
-        plan = self.plan(level, region)
+        plan, margin_only = self._plan_view(level, region)
         with self._cond:
             if self._closed:
                 raise RuntimeError("this ViewportRenderer is closed")
@@ -147,6 +170,8 @@ class ViewportRenderer:
             self.stats.planned += len(plan)
             self._plan = plan
             self._generation += 1
+            self._first_of_request = True
+            self._margin_only = margin_only
             self._t_request = time.perf_counter()
             self._cond.notify_all()
         return len(plan)
@@ -194,7 +219,10 @@ class ViewportRenderer:
                 key = self._plan.pop(0)
                 self._busy = True
                 t0 = self._t_request
+                ahead = self._lookahead(key)
             try:
+                if ahead:
+                    self.slide.prepare_chunks([(cy, cx) for _, cy, cx in ahead])
                 if not self.slide.is_done(*key):
                     for written in self.slide.generate_chunk(*key):
                         self.stats.written += 1
@@ -211,6 +239,26 @@ class ViewportRenderer:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _lookahead(self, key: ChunkKey) -> list[ChunkKey]:
+        """Level-0 chunks to prepare together before generating ``key`` (called locked)."""
+        first, self._first_of_request = self._first_of_request, False
+        if (
+            first
+            or key[0] != 0
+            or key in self._prepared
+            or self.lookahead_chunks < 2
+            or not hasattr(self.slide, "prepare_chunks")
+        ):
+            return []
+        # Visible chunks are not held back to share batches with chunks of the margin.
+        margin = key in self._margin_only
+        same = [k for k in self._plan if k[0] == 0 and (k in self._margin_only) == margin]
+        ahead = [key, *same[: self.lookahead_chunks - 1]]
+        if len(self._prepared) > 4096:  # only a hint to skip replanning: keep it small
+            self._prepared.clear()
+        self._prepared.update(ahead)
+        return ahead
 
 
 def _grid(shape: tuple[int, int], chunk_px: int) -> tuple[int, int]:

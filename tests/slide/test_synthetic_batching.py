@@ -1,0 +1,149 @@
+"""Batched lazy rendering: fixed-size model batches, preparing several chunks, stored specs.
+
+A real (tiny, random) diffusers UNet and VAE: on CPU their output for one window changes in
+the last bits with the batch size, so these tests check bit-identity of chunks whatever was
+computed before or alongside them, and that the model only ever sees ``spec.batch`` windows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cytosyn.models.latent import LatentDiffusion
+from napari_cytosyn.models.protocol import FlowInterpolant
+from napari_cytosyn.sampling import SamplerSettings
+from napari_cytosyn.sampling.lazy import (
+    LazyPlan,
+    LazySpec,
+    MemoryPhaseCache,
+    prepare_chunks,
+    render_chunk,
+    render_region_lazy,
+)
+from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LatentDiffusion:
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+    ).eval()
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+    ).eval()
+    sizes: list[int] = []
+
+    def net(z, t, cond):
+        sizes.append(int(z.shape[0]))
+        return unet(z, t * 999).sample
+
+    model = LatentDiffusion(
+        name="tiny-random",
+        vae=vae,
+        net=net,
+        interpolant=FlowInterpolant(),
+        target="flow",
+        tile_px=32,
+        latent_factor=2,
+    )
+    model.info["batch_sizes"] = sizes  # read by the tests, not part of the model
+    return model
+
+
+def _spec(**kw) -> LazySpec:
+    return LazySpec(settings=SamplerSettings(steps=4, seed=7), chunk_px=32, **kw)
+
+
+def test_batched_chunks_are_bit_identical_whatever_was_computed_before(tiny):
+    spec = _spec()
+    assert spec.batch == 4
+    sizes = tiny.info["batch_sizes"]
+    sizes.clear()
+    alone = render_chunk(tiny, spec, 1, 2, MemoryPhaseCache())
+    cache = MemoryPhaseCache()
+    region = render_region_lazy(tiny, spec, 32, 32, 32, 64, cache)  # its left neighbour first
+    assert np.array_equal(region[:, 32:], alone)
+    other = MemoryPhaseCache()
+    prepare_chunks(tiny, spec, [(2, 3), (0, 0), (1, 1)], other)  # other batches, other order
+    assert np.array_equal(render_chunk(tiny, spec, 1, 2, other), alone)
+    assert set(sizes) == {4}  # every model call had exactly spec.batch windows
+
+
+def test_a_batch_size_is_part_of_the_recipe(tiny):
+    # Batch 1 and batch 4 differ in the last bits on CPU: they are different slides.
+    a = render_chunk(tiny, _spec(batch=1), 0, 0, MemoryPhaseCache())
+    b = render_chunk(tiny, _spec(batch=4), 0, 0, MemoryPhaseCache())
+    assert _spec(batch=1).fingerprint() != _spec(batch=4).fingerprint()
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # same image all the same
+
+
+def test_preparing_chunks_together_wastes_fewer_padded_slots(tiny):
+    spec = _spec(batch=8)
+    chunks = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    one_by_one = LazyPlan(tiny, spec, MemoryPhaseCache())
+    together = LazyPlan(tiny, spec, MemoryPhaseCache())
+    for cy, cx in chunks:
+        one_by_one.prepare(cy * 16 - 6, cx * 16 - 6, 28, 28)
+    cache = MemoryPhaseCache()
+    prepare_chunks(tiny, spec, chunks, cache)
+    together = LazyPlan(tiny, spec, cache)
+    assert together.evaluations == 0  # render_chunk below finds every state prepared
+    assert render_chunk(tiny, spec, 1, 1, cache).shape == (32, 32, 3)
+    fresh = LazyPlan(tiny, spec, MemoryPhaseCache())
+    fresh._prepare(
+        len(fresh.phases) - 1,
+        set().union(
+            *(
+                fresh._covering(len(fresh.phases) - 1, y * 16 - 6, x * 16 - 6, 28, 28)
+                for y, x in chunks
+            )
+        ),
+    )
+    assert fresh.evaluations == one_by_one.evaluations  # the same windows...
+    assert fresh.padded_evaluations < one_by_one.padded_evaluations  # ...in fuller batches
+
+
+def test_a_spec_stored_before_batching_keeps_its_fingerprint_and_pixels(tiny):
+    legacy = {k: v for k, v in _spec().to_dict().items()}
+    for key in ("batch", "decode_halo_latent", "decode_blend_latent"):
+        legacy.pop(key)
+    back = LazySpec.from_dict(legacy)
+    assert back.batch == 0 and back.decode_halo_latent is None
+    assert back.halo_latent == back.settings.decode_halo_latent == 8
+    assert back.to_dict() == legacy  # same dict, so the same fingerprint as when stored
+    assert back.fingerprint() != _spec().fingerprint()
+    # Legacy = one model call per group of windows, the settings' decode halo.
+    sizes = tiny.info["batch_sizes"]
+    sizes.clear()
+    render_chunk(tiny, back, 0, 0, MemoryPhaseCache())
+    assert set(sizes) == {1}
+
+
+def test_synthetic_slide_prepares_chunks_and_renders_the_same_pixels(tmp_path, tiny):
+    settings = SamplerSettings(steps=4)
+    a = SyntheticSlide.create(tmp_path / "a.zarr", tiny, 96, 96, 3, settings, chunk_px=32)
+    b = SyntheticSlide.create(tmp_path / "b.zarr", tiny, 96, 96, 3, settings, chunk_px=32)
+    b.prepare_chunks([(0, 0), (0, 1), (1, 0), (1, 1)])
+    assert b.compute_count == 0  # preparing computes states, not chunks
+    for cy, cx in [(1, 1), (0, 1)]:
+        assert np.array_equal(a.ensure_chunk(0, cy, cx), b.ensure_chunk(0, cy, cx))
+    b.prepare_chunks([(1, 1)])  # a finished chunk: nothing to do
