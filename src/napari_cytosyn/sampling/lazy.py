@@ -698,7 +698,13 @@ def render_region_lazy(
     out = np.empty((h_px, w_px, 3), dtype=np.uint8)
     total = (cy1 - cy0 + 1) * (cx1 - cx0 + 1)
     done = 0
+    # Plan bands of >= 32 chunks at once: full model batches (padding only at the end of each
+    # phase of a band, not of every chunk), while progress still moves band by band.
+    band = max(1, -(-32 // (cx1 - cx0 + 1)))
     for cy in range(cy0, cy1 + 1):
+        if (cy - cy0) % band == 0:
+            rows = range(cy, min(cy + band, cy1 + 1))
+            renderer.prepare([(r, cx) for r in rows for cx in range(cx0, cx1 + 1)])
         for cx in range(cx0, cx1 + 1):
             check_cancel(cancel)
             tile = renderer.chunk(cy, cx)
