@@ -26,6 +26,7 @@ from .store import SlideStore, StoreError, StoreMismatchError
 KIND = "synthetic-slide"
 MAX_SIDE_PX = 10_000_000  # 10 Mpx a side (5 m of tissue at 0.5 um/px): beyond is a typo
 WHITE = 255
+RENDER_ALL_AHEAD = 4  # chunks whose phase states render_all computes together
 
 ChunkKey = tuple[int, int, int]  # (level, cy, cx)
 
@@ -450,6 +451,9 @@ class SyntheticSlide:
         for i, (cy, cx) in enumerate(todo):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"render_all cancelled after {i} of {len(todo)} chunks")
+            if i % RENDER_ALL_AHEAD == 0:
+                # The next chunks' windows share full model batches (fewer padded slots).
+                self.prepare_chunks(todo[i : i + RENDER_ALL_AHEAD])
             made += bool(self.generate_chunk(0, cy, cx))
             if progress is not None:
                 progress(i + 1, len(todo))
