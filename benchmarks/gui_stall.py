@@ -21,7 +21,9 @@ Every tick gap over 40 ms of phase 4 is attributed: GUI-thread time in the layer
 chunk pixels (``read``), in napari's layer refreshes (``refresh``: slicing, which includes
 ``read``, and the hand-over to vispy), in the canvas draw (``paint``: vispy's OpenGL calls, and
 napari's re-slicing after a camera move), and in the window's update (``window``: Qt composing
-the whole window, which includes ``paint``); the rest is waiting (the GIL, the CPU).
+the whole window, which includes ``paint``), and in Python's garbage collector (``gc0``-``gc2``
+by generation; a collection in any thread holds the GIL); the rest is waiting (the GIL, the
+CPU) or other event handlers.
 
 Needs a display (run under ``xvfb-run -a``; Xvfb renders OpenGL in software, so napari's own
 redraws are far slower there than on a desktop GPU). Examples::
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import itertools
 import json
 import os
@@ -87,6 +90,15 @@ class GuiTimeline:
         self._wrap(CanvasBackendDesktop, "paintGL", "paint")
         update = QEvent.Type.UpdateRequest
         self._wrap(_QtMainWindow, "event", "window", lambda args: args[1].type() == update)
+        self._gc_start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        # Python's garbage collector holds the GIL: a collection in any thread stalls the GUI.
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.events.append((f"gc{info['generation']}", self._gc_start, time.perf_counter()))
 
     def _wrap(self, cls, name: str, label: str, when=None) -> None:
         original = getattr(cls, name)
@@ -112,7 +124,7 @@ class GuiTimeline:
             if (b - a) * 1000 <= over_ms:
                 continue
             spent: dict[str, float] = {"gap": (b - a) * 1000}
-            for label in ("read", "refresh", "paint", "window"):
+            for label in ("read", "refresh", "paint", "window", "gc0", "gc1", "gc2"):
                 spans = sorted((x, y) for n, x, y in self.events if n == label and y > a and x < b)
                 total, end = 0.0, a
                 for x, y in spans:  # nested calls (napari refreshes inside a paint) count once

@@ -18,6 +18,7 @@ import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from ._chunk_cache import ChunkCache, chunk_cache
+from ._qt._jobs import lower_thread_priority
 
 META_KEY = "cytosyn"  # layer.metadata[META_KEY]: what kind of slide a layer shows, JSON-able
 
@@ -257,8 +258,9 @@ class LazySlideView:
     (``layer.corner_pixels``). Chunks written by any thread of this process (the renderer, a
     "render all" job) trigger a layer refresh, coalesced to at most one per ``refresh_ms`` and
     skipped when napari has re-sliced the layer since (a camera move shows them already). The
-    writing thread decodes each visible chunk into the slide's chunk cache, so the GUI thread's
-    re-slice copies pixels from memory instead of reading and decoding files.
+    writing thread decodes each chunk on screen or a screen away into the slide's chunk cache,
+    so the GUI thread's re-slices (refreshes, pans) copy pixels from memory instead of reading
+    and decoding files.
     """
 
     def __init__(
@@ -320,9 +322,12 @@ class LazySlideView:
 
     def _from_thread(self, level: int, cy: int, cx: int) -> None:
         # Runs in the thread that wrote the chunk: decode it here, not on the GUI thread. Only
-        # chunks on screen, so a "render all" does not push them out of the cache.
-        if not self._closed and self.is_visible(level, cy, cx):
+        # chunks on screen or a screen away (where a pan goes next), so that a "render all"
+        # across a big slide does not push them out of the cache.
+        if not self._closed and self.is_visible(level, cy, cx, margin_screens=1.0):
             self.cache.prefetch(level, cy, cx)
+        # The renderer's thread yields the CPU to the GUI thread from its second chunk on.
+        lower_thread_priority()
         self._relay.chunk.emit(level, cy, cx)
 
     def _on_sliced(self, event: Any = None) -> None:
@@ -339,13 +344,16 @@ class LazySlideView:
             if not self._refresh.isActive():
                 self._refresh.start()
 
-    def is_visible(self, level: int, cy: int, cx: int) -> bool:
-        """Whether chunk ``(level, cy, cx)`` lies in the region napari currently shows."""
+    def is_visible(self, level: int, cy: int, cx: int, margin_screens: float = 0.0) -> bool:
+        """Whether chunk ``(level, cy, cx)`` lies in the region napari currently shows,
+        widened by ``margin_screens`` times its size on every side."""
         if not self.layer.visible or level != int(self.layer.data_level):
             return False
         c = self.slide.chunk_px
         corners = np.asarray(self.layer.corner_pixels)[:, -2:]
         (y0, x0), (y1, x1) = corners[0], corners[1]
+        my, mx = margin_screens * (y1 - y0), margin_screens * (x1 - x0)
+        y0, y1, x0, x1 = y0 - my, y1 + my, x0 - mx, x1 + mx
         return cy * c <= y1 and (cy + 1) * c > y0 and cx * c <= x1 and (cx + 1) * c > x0
 
     def _do_refresh(self) -> None:
