@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from dask._task_spec import Task
 from dask.highlevelgraph import HighLevelGraph, Layer, MaterializedLayer
 
 
@@ -40,6 +41,20 @@ def chunk_array(
     return da.Array(graph, name, chunks, meta=np.empty((0, 0, 0), dtype=np.uint8))
 
 
+class _ReadTask(Task):
+    """A chunk read that dask never fuses with the tasks reading from it.
+
+    dask fuses a chunk read with the slice taken of it into one task that runs a small graph of
+    its own (ordered, reference-counted): measured ~0.1 ms per chunk, 2-3 ms on a 20-chunk
+    viewport read, a fifth of the whole read. A read is a root task, so keeping it apart costs
+    the scheduler little.
+    """
+
+    @property
+    def block_fusion(self) -> bool:
+        return True
+
+
 class _ChunkLayer(Layer):
     """A graph layer with one task per chunk, generated on demand and culled without
     materialising the whole grid."""
@@ -63,11 +78,9 @@ class _ChunkLayer(Layer):
         )
 
     def __getitem__(self, key: Any) -> Any:
-        from dask._task_spec import Task
-
         if key not in self:
             raise KeyError(key)
-        return Task(key, self.read_chunk, key[1], key[2])
+        return _ReadTask(key, self.read_chunk, key[1], key[2])
 
     def __iter__(self) -> Iterator[tuple]:
         return ((self.name, i, j, 0) for i in range(self.ny) for j in range(self.nx))
