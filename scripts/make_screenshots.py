@@ -2,7 +2,8 @@
 
 Runs napari with the CytoSyn dock widget, opens the small H&E sample (real tissue, shipped with
 the plugin), draws masks, inpaints, synthesizes a region, creates a synthetic slide and lets it
-render around the view, then saves canvas and widget screenshots. Needs a display (``xvfb-run -a``). Examples::
+render around the view, then saves canvas and widget screenshots. Needs a display
+(``xvfb-run -a``). Examples::
 
     xvfb-run -a python scripts/make_screenshots.py                      # embedded cytosyn-tiny
     xvfb-run -a python scripts/make_screenshots.py --embedded-path runs/train/w

@@ -1,0 +1,190 @@
+"""The live view of a synthetic slide's layer: renders where the camera looks and refreshes the
+layer as chunks land (see :class:`LazySlideView`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from ._chunk_cache import chunk_cache
+from ._qt._jobs import lower_thread_priority
+
+
+def _sync_slicing() -> bool:
+    """Whether napari slices layers on the GUI thread (its default; async slicing is an
+    experimental setting), i.e. whether a slice seen on the GUI thread is the newest one."""
+    from napari.settings import get_settings
+
+    return not get_settings().experimental.async_
+
+
+class _ChunkRelay(QObject):
+    """Carries chunk notifications from worker threads to the GUI thread (queued signal)."""
+
+    chunk = Signal(int, int, int)
+    error = Signal(str)
+
+
+class LazySlideView:
+    """Keeps a synthetic slide's layer filled where the camera looks.
+
+    Camera and canvas changes are debounced (``debounce_ms``); the view then asks the renderer
+    for the chunks of the level napari shows (``layer.data_level``) over the visible region
+    (``layer.corner_pixels``). Chunks written by any thread of this process (the renderer, a
+    "render all" job) trigger a layer refresh, coalesced to at most one per ``refresh_ms`` and
+    skipped when napari has re-sliced the layer since (a camera move shows them already). The
+    writing thread decodes each chunk on screen or a screen away into the slide's chunk cache,
+    so the GUI thread's re-slices (refreshes, pans) copy pixels from memory instead of reading
+    and decoding files.
+    """
+
+    def __init__(
+        self,
+        viewer: Any,
+        layer: Any,
+        slide: Any,
+        debounce_ms: int = 120,
+        refresh_ms: int = 150,
+        margin_chunks: int = 1,
+        max_base_chunks: int = 64,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        from napari_cytosyn.slide.viewport import ViewportRenderer
+
+        self.viewer, self.layer, self.slide = viewer, layer, slide
+        self.chunks_landed = 0
+        self.refreshes = 0
+        self.refreshes_skipped = 0
+        self.cache = chunk_cache(slide)
+        # Visible chunks landed, and how many of them napari's latest slice of the layer saw.
+        self._landed_seq = 0
+        self._sliced_seq = 0
+        self._thumbnail_stale = False
+        self.live = True  # refresh the layer as chunks land (False: only on camera changes)
+        self._relay = _ChunkRelay()
+        self._relay.chunk.connect(self._on_chunk)
+        if on_error is not None:
+            self._relay.error.connect(on_error)
+        self._debounce = QTimer()
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(int(debounce_ms))
+        self._debounce.timeout.connect(self.request_view)
+        self._refresh = QTimer()
+        self._refresh.setSingleShot(True)
+        self._refresh.setInterval(int(refresh_ms))
+        self._refresh.timeout.connect(self._do_refresh)
+        self.renderer = ViewportRenderer(
+            slide,
+            on_chunk=None,
+            on_error=lambda exc: self._relay.error.emit(f"{type(exc).__name__}: {exc}"),
+            max_base_chunks=max_base_chunks,
+            margin_chunks=margin_chunks,
+        )
+        # The slide tells about every chunk it writes, whoever asked for it.
+        slide.add_listener(self._from_thread)
+        self._connect()
+        self._closed = False
+        self.schedule()
+
+    def _connect(self) -> None:
+        cam = self.viewer.camera.events
+        for ev in (cam.center, cam.zoom):
+            ev.connect(self.schedule)
+        self.viewer.dims.events.ndisplay.connect(self.schedule)
+        self.layer.events.visible.connect(self.schedule)
+        self.layer.events.set_data.connect(self._on_sliced)
+        self.viewer.layers.events.removed.connect(self._on_removed)
+
+    def _from_thread(self, level: int, cy: int, cx: int) -> None:
+        # Runs in the thread that wrote the chunk: decode it here, not on the GUI thread. Only
+        # chunks on screen or a screen away (where a pan goes next), so that a "render all"
+        # across a big slide does not push them out of the cache.
+        if not self._closed and self.is_visible(level, cy, cx, margin_screens=1.0):
+            self.cache.prefetch(level, cy, cx)
+        # The renderer's thread yields the CPU to the GUI thread from its second chunk on.
+        lower_thread_priority()
+        self._relay.chunk.emit(level, cy, cx)
+
+    def _on_sliced(self, event: Any = None) -> None:
+        self._sliced_seq = self._landed_seq
+
+    def _on_chunk(self, level: int, cy: int, cx: int) -> None:
+        self.chunks_landed += 1
+        # A refresh re-slices and re-uploads the whole view (the costly part of the GUI's work):
+        # only chunks that change what is on screen ask for one.
+        if level == len(self.slide.level_shapes) - 1:
+            self._thumbnail_stale = True  # the overview changed: the layer list icon too
+        if self.live and self.is_visible(level, cy, cx):
+            self._landed_seq += 1
+            if not self._refresh.isActive():
+                self._refresh.start()
+
+    def is_visible(self, level: int, cy: int, cx: int, margin_screens: float = 0.0) -> bool:
+        """Whether chunk ``(level, cy, cx)`` lies in the region napari currently shows,
+        widened by ``margin_screens`` times its size on every side."""
+        if not self.layer.visible or level != int(self.layer.data_level):
+            return False
+        c = self.slide.chunk_px
+        corners = np.asarray(self.layer.corner_pixels)[:, -2:]
+        (y0, x0), (y1, x1) = corners[0], corners[1]
+        my, mx = margin_screens * (y1 - y0), margin_screens * (x1 - x0)
+        y0, y1, x0, x1 = y0 - my, y1 + my, x0 - mx, x1 + mx
+        return cy * c <= y1 and (cy + 1) * c > y0 and cx * c <= x1 and (cx + 1) * c > x0
+
+    def _do_refresh(self) -> None:
+        if self._closed:
+            return
+        if self._sliced_seq >= self._landed_seq and not self._thumbnail_stale and _sync_slicing():
+            self.refreshes_skipped += 1  # napari re-sliced after they landed: on screen already
+            return
+        self.refreshes += 1
+        self.layer.refresh(extent=False, thumbnail=self._thumbnail_stale)
+        self._thumbnail_stale = False
+
+    def schedule(self, event: Any = None) -> None:
+        """Ask for the view after the camera has settled (restarts the debounce timer)."""
+        if not self._closed:
+            self._debounce.start()
+
+    def visible_request(self) -> tuple[int, tuple[int, int, int, int]]:
+        """``(level, (y0, x0, y1, x1))`` that napari currently shows, in that level's px."""
+        level = int(self.layer.data_level)
+        corners = np.asarray(self.layer.corner_pixels)[:, -2:]
+        y0, x0 = (int(v) for v in corners[0])
+        y1, x1 = (int(v) + 1 for v in corners[1])
+        if y1 - y0 <= 1 and x1 - x0 <= 1:  # not drawn yet: the whole coarsest level
+            level = len(self.slide.level_shapes) - 1
+            y0, x0 = 0, 0
+            y1, x1 = self.slide.level_shapes[level]
+        return level, (y0, x0, y1, x1)
+
+    def request_view(self) -> int:
+        """Plan the chunks in view now; returns how many were planned."""
+        if self._closed or not self.layer.visible:
+            return 0
+        level, region = self.visible_request()
+        return self.renderer.request(level, region)
+
+    def close(self, timeout: float | None = 0.0) -> None:
+        """Stop rendering and unhook events. The chunk in flight still finishes and is stored;
+        ``timeout`` is how long to wait for it (``0``: do not block the GUI)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._debounce.stop()
+        self._refresh.stop()
+        cam = self.viewer.camera.events
+        for ev in (cam.center, cam.zoom):
+            ev.disconnect(self.schedule)
+        self.viewer.dims.events.ndisplay.disconnect(self.schedule)
+        self.layer.events.set_data.disconnect(self._on_sliced)
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
+        self.slide.remove_listener(self._from_thread)
+        self.renderer.close(timeout=timeout)
+
+    def _on_removed(self, event: Any) -> None:
+        if event.value is self.layer:
+            self.close()
