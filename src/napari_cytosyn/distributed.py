@@ -101,6 +101,9 @@ def render_chunks_task(
     """
     slide = _worker_slide(store, model, device, torch_threads)
     slide.store.completion(0).refresh()
+    # The phase states under all of the task's chunks in one batched pass (full model batches;
+    # one chunk at a time pads every batch). Finished chunks are skipped there.
+    slide.prepare_chunks(chunks)
     made = 0
     for cy, cx in chunks:
         written = slide.generate_chunk(0, cy, cx)
