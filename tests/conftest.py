@@ -128,3 +128,59 @@ def ome_zarr_v05_slide(tmp_path_factory, slide_levels) -> Path:
 def ome_zarr_writer() -> Callable[..., Path]:
     """`write_ome_zarr` for tests that need their own variant (axes, units, versions)."""
     return write_ome_zarr
+
+
+def tiny_latent_diffusion(vae_levels: int, tile_px: int, net_hook=None):
+    """A tiny random diffusers latent-diffusion model (AutoencoderKL + UNet2DModel, seed 0).
+
+    ``vae_levels`` sets the latent factor ``2 ** (vae_levels - 1)``; ``net_hook(z)``, if given,
+    sees every batch the network is called with.
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    from napari_cytosyn.models.latent import LatentDiffusion
+    from napari_cytosyn.models.protocol import FlowInterpolant
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * vae_levels,
+        up_block_types=("UpDecoderBlock2D",) * vae_levels,
+        block_out_channels=(8,) * vae_levels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+    ).eval()
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+    ).eval()
+
+    def net(z, t, cond):
+        if net_hook is not None:
+            net_hook(z)
+        return unet(z, t * 999).sample
+
+    return LatentDiffusion(
+        name="tiny-random",
+        vae=vae,
+        net=net,
+        interpolant=FlowInterpolant(),
+        target="flow",
+        tile_px=tile_px,
+        latent_factor=2 ** (vae_levels - 1),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion() -> Callable[..., object]:
+    """`tiny_latent_diffusion` (a builder: tests choose the latent factor and a batch hook)."""
+    return tiny_latent_diffusion

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from napari_cytosyn.models.latent import LatentDiffusion
-from napari_cytosyn.models.protocol import FlowInterpolant
 from napari_cytosyn.sampling import (
     LazySpec,
     MemoryPhaseCache,
@@ -24,42 +23,8 @@ from napari_cytosyn.sampling import (
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LatentDiffusion:
-    from diffusers import AutoencoderKL, UNet2DModel
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-    ).eval()
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-    ).eval()
-
-    def net(z, t, cond):
-        return unet(z, t * 999).sample
-
-    return LatentDiffusion(
-        name="tiny-random",
-        vae=vae,
-        net=net,
-        interpolant=FlowInterpolant(),
-        target="flow",
-        tile_px=64,
-    )
+def tiny(tiny_diffusion) -> LatentDiffusion:
+    return tiny_diffusion(4, tile_px=64)
 
 
 def test_region_mode_runs_a_real_network_at_odd_sizes(tiny):

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cytosyn.models.latent import LatentDiffusion
-from napari_cytosyn.models.protocol import FlowInterpolant
 from napari_cytosyn.sampling import SamplerSettings
 from napari_cytosyn.sampling.lazy import (
     LazyPlan,
@@ -26,45 +24,9 @@ from napari_cytosyn.slide.synthetic import SyntheticSlide
 
 
 @pytest.fixture(scope="module")
-def tiny() -> LatentDiffusion:
-    from diffusers import AutoencoderKL, UNet2DModel
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-    ).eval()
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-    ).eval()
+def tiny(tiny_diffusion) -> LatentDiffusion:
     sizes: list[int] = []
-
-    def net(z, t, cond):
-        sizes.append(int(z.shape[0]))
-        return unet(z, t * 999).sample
-
-    model = LatentDiffusion(
-        name="tiny-random",
-        vae=vae,
-        net=net,
-        interpolant=FlowInterpolant(),
-        target="flow",
-        tile_px=32,
-        latent_factor=2,
-    )
+    model = tiny_diffusion(2, tile_px=32, net_hook=lambda z: sizes.append(int(z.shape[0])))
     model.info["batch_sizes"] = sizes  # read by the tests, not part of the model
     return model
 
