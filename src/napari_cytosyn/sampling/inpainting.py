@@ -32,7 +32,7 @@ from .counter_noise import noise_field
 from .region import stride_of, window_of
 from .samplers import CALLS_PER_STEP, alpha_sigma, get_sampler, model_denoiser
 from .schedules import time_grid
-from .settings import SamplerSettings, check_cancel
+from .settings import SamplerSettings, check_cancel, counting_progress
 from .tiling import count_windows, decode_tiled, encode_tiled, fused_denoiser, to_float
 
 
@@ -147,12 +147,7 @@ def inpaint(
     extra = sum(b - a for a, b in segments[:-1]) * (st.resample_n - 1)
     win = window_of(model, st)
     nb = math.ceil(count_windows(h, w, (0, 0), win, stride_of(win, st.overlap)) / st.batch_size)
-    done = [0, (st.steps + extra) * CALLS_PER_STEP[st.sampler] * nb]
-
-    def tick() -> None:
-        done[0] += 1
-        if progress is not None:
-            progress(min(done[0], done[1]), done[1])
+    tick = counting_progress(progress, (st.steps + extra) * CALLS_PER_STEP[st.sampler] * nb)
 
     base = model_denoiser(model, st.guidance, st.guidance_interval, cond)
     fused = fused_denoiser(

@@ -12,7 +12,7 @@ import torch
 from .counter_noise import noise_field
 from .samplers import CALLS_PER_STEP, alpha_sigma, get_sampler, model_denoiser
 from .schedules import time_grid
-from .settings import SamplerSettings, check_cancel
+from .settings import SamplerSettings, check_cancel, counting_progress
 from .tiling import aligned_span, count_windows, decode_tiled, fused_denoiser, to_uint8
 
 
@@ -87,7 +87,6 @@ def sample_canvas(
     progress=None,
     cancel: Any = None,
     cond: Any = None,
-    done_total: list[int] | None = None,
 ) -> torch.Tensor:
     """Run the sampler over ``canvas`` with the fused window denoiser; returns ``(1, C, h, w)``.
 
@@ -101,15 +100,7 @@ def sample_canvas(
         ts = time_grid(settings.steps, settings.time_shift)
     nwin = count_windows(canvas.h, canvas.w, (canvas.y, canvas.x), win, stride)
     nbatch = math.ceil(nwin / settings.batch_size)
-    if done_total is None:
-        calls = CALLS_PER_STEP[settings.sampler] * (len(ts) - 1)
-        done_total = [0, calls * nbatch]
-
-    def tick() -> None:
-        done_total[0] += 1
-        if progress is not None:
-            progress(min(done_total[0], done_total[1]), done_total[1])
-
+    tick = counting_progress(progress, CALLS_PER_STEP[settings.sampler] * (len(ts) - 1) * nbatch)
     base = model_denoiser(model, settings.guidance, settings.guidance_interval, cond)
     denoise = fused_denoiser(
         base,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,20 @@ def check_cancel(cancel: Any) -> None:
     """Raise :class:`Cancelled` when ``cancel`` (``threading.Event``-like or ``None``) is set."""
     if cancel is not None and cancel.is_set():
         raise Cancelled("generation cancelled by the caller")
+
+
+def counting_progress(progress: Any, total: int) -> Callable[[], None]:
+    """A no-argument callback for each batch of work: counts the calls and reports
+    ``progress(done, total)`` (``done`` capped at ``total``; nothing when ``progress`` is None)."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(min(done, total), total)
+
+    return tick
 
 
 def _require(cond: bool, message: str) -> None:
