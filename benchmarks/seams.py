@@ -97,6 +97,13 @@ def main() -> None:
         "--context", default=None, help="lazy mode: comma-separated context_latent per phase"
     )
     ap.add_argument("--chunk-px", type=int, default=512, help="lazy mode: chunk side in px")
+    ap.add_argument("--batch", type=int, help="lazy mode: LazySpec.batch (default: LazySpec's)")
+    ap.add_argument(
+        "--autocast",
+        default="off",
+        choices=("auto", "off", "bfloat16"),
+        help="SamplerSettings.autocast for every method (default off: float32)",
+    )
     ap.add_argument(
         "--lazy-only", action="store_true", help="run naive (the cost unit) and lazy only"
     )
@@ -106,7 +113,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = CountingModel(load(args.model))
     n = args.size
-    base = SamplerSettings(steps=args.steps, sampler=args.sampler, seed=args.seed)
+    base = SamplerSettings(
+        steps=args.steps, sampler=args.sampler, seed=args.seed, autocast=args.autocast
+    )
     f = model.latent_factor
     win = window_of(model, base)
     win_px = win * f
@@ -162,6 +171,8 @@ def main() -> None:
         lazy_kw["phase_times"] = tuple(float(v) for v in args.phase_times.split(",") if v)
     if args.context is not None:
         lazy_kw["context_latent"] = tuple(int(v) for v in args.context.split(","))
+    if args.batch is not None:
+        lazy_kw["batch"] = args.batch
     spec = LazySpec(settings=base, chunk_px=args.chunk_px, group=args.group, **lazy_kw)
     cache = MemoryPhaseCache()
     plan = LazyPlan(model, spec, cache)
@@ -207,7 +218,14 @@ def main() -> None:
     print()
     for name, r in results.items():
         print(f"{name:22s} " + "  ".join(f"{k}={v}" for k, v in r.items() if k != "spec"))
-    meta = {"model": args.model, "size_px": n, "steps": args.steps, "sampler": args.sampler}
+    meta = {
+        "model": args.model,
+        "size_px": n,
+        "steps": args.steps,
+        "sampler": args.sampler,
+        "autocast": args.autocast,
+        "lazy_batch": spec.batch,
+    }
     print("RESULT " + json.dumps({**results, "meta": meta}))
 
 

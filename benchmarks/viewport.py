@@ -63,6 +63,13 @@ def main() -> None:
     ap.add_argument("--chunk-px", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--quick", action="store_true", help="512 x 384 viewport, fewer repeats")
+    ap.add_argument(
+        "--autocast",
+        default="auto",
+        choices=("auto", "off", "bfloat16"),
+        help="SamplerSettings.autocast (default auto: bfloat16 where the CPU has it natively)",
+    )
+    ap.add_argument("--batch", type=int, help="LazySpec.batch (default: the product's)")
     args = ap.parse_args()
 
     import torch
@@ -99,7 +106,8 @@ def main() -> None:
     usage.update(decode_s=0.0, decodes=0)
     vw, vh = (512, 384) if args.quick else (1024, 768)
     repeats = 5 if args.quick else 20
-    settings = SamplerSettings(steps=args.steps)
+    settings = SamplerSettings(steps=args.steps, autocast=args.autocast)
+    lazy = {"batch": args.batch} if args.batch else None
     print(f"model {model_name}, steps {args.steps}, chunk {args.chunk_px} px, viewport {vw}x{vh}")
     print(f"torch threads {torch.get_num_threads()}")
 
@@ -115,7 +123,11 @@ def main() -> None:
             2026,
             settings,
             chunk_px=args.chunk_px,
+            lazy=lazy,
         )
+        stored = slide.store.attrs["lazy_spec"]
+        autocast = stored["settings"].get("autocast", "off")
+        print(f"autocast {autocast}, model batch {stored.get('batch', 0)}")
         create_s = time.perf_counter() - t0
         print(f"create 100k x 100k: {create_s * 1000:.1f} ms")
 
@@ -199,6 +211,8 @@ def main() -> None:
         "chunk_px": args.chunk_px,
         "viewport": [vw, vh],
         "torch_threads": torch.get_num_threads(),
+        "autocast": autocast,
+        "batch": stored.get("batch", 0),
     }
     print("RESULT " + json.dumps(result))
 

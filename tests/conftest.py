@@ -7,6 +7,7 @@ power of two), area-averaged from level 0, stored losslessly: readers are checke
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +15,11 @@ import numpy as np
 import pytest
 
 from napari_cytosyn.slide.sample import downsample_area, sample_tissue, write_pyramidal_tiff
+
+# ``autocast="auto"`` (the settings' default) would run the networks in bfloat16 on CPUs with
+# native bfloat16 and in float32 elsewhere; the suite pins ``auto`` to ``off`` (subprocesses
+# inherit it) so pixels do not depend on the machine. bfloat16 is tested explicitly.
+os.environ.setdefault("NAPARI_CYTOSYN_AUTOCAST", "off")
 
 #: Level-0 (height, width) px of the test slides.
 SLIDE_HW = (1104, 1536)

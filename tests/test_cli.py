@@ -233,3 +233,18 @@ def test_demo_writes_synthetic_and_inpainted_ome_zarr_and_a_preview(tmp_path):
     preview = iio.imread(out / "preview.png")
     assert preview.shape == (128, 2 * 128 + 8, 3)
     assert main(["demo", "--out", str(out), "--size", "128", "--model", GRF, "-q"]) == 1
+
+
+def test_autocast_flag_reaches_the_sampler_settings(capsys):
+    import pytest
+
+    from napari_cytosyn.cli import build_parser, sampler_settings
+
+    base = ["synthesize", "--width", "64", "--height", "64", "--seed", "1", "--out", "x.ome.zarr"]
+    args = build_parser().parse_args([*base, "--model", GRF])
+    assert sampler_settings(args, 1).autocast == "auto"
+    args = build_parser().parse_args([*base, "--model", GRF, "--autocast", "off"])
+    assert sampler_settings(args, 1).autocast == "off"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--autocast", "half"])
+    assert "invalid choice: 'half'" in capsys.readouterr().err

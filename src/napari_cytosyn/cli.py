@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_cytosyn.cli_masks import read_mask
+from napari_cytosyn.sampling.settings import AUTOCAST
 
 PROG = "napari-cytosyn"
 SUBCOMMANDS = ("synthesize", "inpaint", "render", "export", "info", "demo")
@@ -133,6 +134,7 @@ def sampler_settings(args: argparse.Namespace, seed: int) -> Any:
         options["steps"] = int(steps)
     if args.sampler:
         options["sampler"] = args.sampler
+    options["autocast"] = getattr(args, "autocast", "auto")
     return SamplerSettings(**options)
 
 
@@ -440,6 +442,13 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
         p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
         p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
         p.add_argument("--sampler", help="euler (default), euler_maruyama, ancestral, heun, ...")
+        p.add_argument(
+            "--autocast",
+            choices=AUTOCAST,
+            default="auto",
+            help="run the networks in bfloat16 (bfloat16), in the model's dtype (off), or in "
+            "bfloat16 where the CPU/GPU computes it natively (auto, default)",
+        )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument(
         "--ome-version",

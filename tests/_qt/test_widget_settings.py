@@ -36,6 +36,7 @@ def test_model_device_and_cache_folder_persist_across_widgets(
         "source": "/data/CytoSyn",
         "device": "cpu",
         "cache_dir": str(tmp_path / "stores"),
+        "autocast": "auto",
     }  # trust_remote_code is never remembered
     second = CytoSynWidget(viewer, config_path=config_path)
     assert second.model_combo.currentText() == "cytosyn"
@@ -93,6 +94,12 @@ def test_sampler_controls_make_sampler_settings(make_napari_viewer, config_path)
     assert widget.sampler_settings() == SamplerSettings(
         sampler="heun", steps=12, guidance=2.5, seed=1234
     )
+    assert widget.autocast_combo.currentText() == "auto"
+    widget.autocast_combo.setCurrentText("off")
+    assert widget.sampler_settings().autocast == "off"
+    # remembered like the device: a new widget starts with it
+    again = CytoSynWidget(make_napari_viewer(), config_path=config_path)
+    assert again.autocast_combo.currentText() == "off"
 
 
 def test_random_seed_button_draws_new_seeds(make_napari_viewer, config_path):

@@ -109,3 +109,41 @@ def test_synthetic_slide_prepares_chunks_and_renders_the_same_pixels(tmp_path, t
     for cy, cx in [(1, 1), (0, 1)]:
         assert np.array_equal(a.ensure_chunk(0, cy, cx), b.ensure_chunk(0, cy, cx))
     b.prepare_chunks([(1, 1)])  # a finished chunk: nothing to do
+
+
+def _rect(plan: LazyPlan, cy: int, cx: int) -> tuple[int, int, int, int]:
+    return cy * 16 - 6, cx * 16 - 6, 28, 28  # chunk (16 latents) + halo 4 + blend 2
+
+
+def test_padded_slots_compute_the_next_chunks_windows_and_pixels_stay_the_same(tiny):
+    spec = _spec(batch=8)
+    later = [(0, 1), (1, 0), (1, 1)]
+    plain = LazyPlan(tiny, spec, MemoryPhaseCache())
+    plain.prepare_rects([_rect(plain, 0, 0)])
+    filled_cache = MemoryPhaseCache()
+    filled = LazyPlan(tiny, spec, filled_cache)
+    filled.prepare_rects([_rect(filled, 0, 0)], [[_rect(filled, *c)] for c in later])
+    # Same number of model slots (the same batches), fewer of them padding...
+    assert plain.padded_evaluations > 0
+    total = plain.evaluations + plain.padded_evaluations
+    assert filled.evaluations + filled.padded_evaluations == total
+    assert filled.padded_evaluations < plain.padded_evaluations
+    # ... and the extra windows are ones the next chunks need: they cost less afterwards.
+    after_plain = LazyPlan(tiny, spec, plain.cache)
+    after_filled = LazyPlan(tiny, spec, filled_cache)
+    for plan in (after_plain, after_filled):
+        plan.prepare_rects([_rect(plan, *c) for c in later])
+    assert after_filled.evaluations < after_plain.evaluations
+    # Pixels do not depend on it: the same as each chunk rendered from an empty cache.
+    for cy, cx in [(0, 0), *later]:
+        alone = render_chunk(tiny, spec, cy, cx, MemoryPhaseCache())
+        assert np.array_equal(render_chunk(tiny, spec, cy, cx, filled_cache), alone)
+
+
+def test_synthetic_slide_passes_upcoming_chunks_to_the_renderer(tmp_path, tiny):
+    settings = SamplerSettings(steps=4)
+    a = SyntheticSlide.create(tmp_path / "a.zarr", tiny, 96, 96, 3, settings, chunk_px=32)
+    b = SyntheticSlide.create(tmp_path / "b.zarr", tiny, 96, 96, 3, settings, chunk_px=32)
+    b.prepare_chunks([(0, 0)], upcoming=[(0, 1), (2, 2)])
+    for cy, cx in [(0, 0), (0, 1), (2, 2)]:
+        assert np.array_equal(a.ensure_chunk(0, cy, cx), b.ensure_chunk(0, cy, cx))

@@ -121,12 +121,12 @@ def test_requests_for_missing_levels_are_refused(slide):
 
 
 def test_chunks_after_the_first_are_prepared_in_groups_visible_apart_from_margin(tmp_path, slide):
-    calls: list[list[tuple[int, int]]] = []
+    calls: list[tuple[list[tuple[int, int]], list[tuple[int, int]]]] = []
     real = slide.prepare_chunks
 
-    def recording(chunks):
-        calls.append(list(chunks))
-        return real(chunks)
+    def recording(chunks, upcoming=()):
+        calls.append((list(chunks), list(upcoming)))
+        return real(chunks, upcoming)
 
     slide.prepare_chunks = recording
     with ViewportRenderer(slide, margin_chunks=1, lookahead_chunks=3) as renderer:
@@ -134,12 +134,15 @@ def test_chunks_after_the_first_are_prepared_in_groups_visible_apart_from_margin
         assert renderer.wait(timeout=120)
     visible = {(cy, cx) for cy in range(2, 4) for cx in range(2, 5)}
     margin = {(cy, cx) for cy in range(1, 5) for cx in range(1, 6)} - visible
-    prepared = [set(c) for c in calls]
+    prepared = [set(c) for c, _ in calls]
+    first = (2, 3)  # nearest the centre: prepared alone, as soon as possible
+    assert prepared[0] == {first}
+    # ... its padded batch slots go to the visible chunks that come next
+    assert set(calls[0][1]) <= visible - {first} and len(calls[0][1]) == 3
     assert all(0 < len(c) <= 3 for c in prepared)
     assert all(c <= visible or c <= margin for c in prepared)  # never mixed
-    first = (2, 3)  # nearest the centre: generated alone, as soon as possible
-    assert first not in set().union(*prepared)
-    assert set().union(*prepared) == (visible | margin) - {first}
+    assert set().union(*prepared) == visible | margin
+    assert sum(len(c) for c in prepared) == len(visible | margin)  # each chunk planned once
     # Same pixels as a slide whose chunks were each rendered on their own.
     other = SyntheticSlide.create(
         tmp_path / "o.zarr",

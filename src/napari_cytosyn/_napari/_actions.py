@@ -93,8 +93,10 @@ def synthesize_work(
     get_model: Callable[[], Any],
     settings: Any,
     max_px: int = 4096 * 4096,
-) -> Callable[[Progress, Any], list[np.ndarray]]:
-    """Generate new tissue for each ``(y, x, h, w)`` box (model px, slide-origin anchored)."""
+) -> Callable[[Progress, Any], tuple[list[np.ndarray], Any]]:
+    """Generate new tissue for each ``(y, x, h, w)`` box (model px, slide-origin anchored).
+
+    The work returns ``(images, settings)``: the settings as run (``autocast`` resolved)."""
     total_px = sum(h * w for _, _, h, w in boxes_px)
     if total_px > max_px:
         raise ValueError(
@@ -102,10 +104,11 @@ def synthesize_work(
             f"{max_px / 1e6:.0f} Mpx limit for region mode; create a synthetic slide instead"
         )
 
-    def work(progress: Progress, cancel: Any) -> list[np.ndarray]:
-        from napari_cytosyn.sampling import generate_region
+    def work(progress: Progress, cancel: Any) -> tuple[list[np.ndarray], Any]:
+        from napari_cytosyn.sampling import generate_region, resolve_settings
 
         model = get_model()
+        run = resolve_settings(settings, model)
         out = []
         n = len(boxes_px)
         for i, (y, x, h, w) in enumerate(boxes_px):
@@ -113,8 +116,8 @@ def synthesize_work(
             def sub(done: int, total: int, i: int = i) -> None:
                 progress(i * total + done, n * total)
 
-            out.append(generate_region(model, settings, y, x, h, w, progress=sub, cancel=cancel))
-        return out
+            out.append(generate_region(model, run, y, x, h, w, progress=sub, cancel=cancel))
+        return out, run
 
     return work
 

@@ -45,12 +45,14 @@ class WidgetConfig:
     source: hub id or local folder for the model (``""``: the registry's default source).
     device: ``auto`` or a torch device name.
     cache_dir: folder for edit stores and synthetic slides (``""``: :func:`default_cache_dir`).
+    autocast: ``SamplerSettings.autocast`` of new work (``auto``, ``off``, ``bfloat16``).
     """
 
     model: str = "cytosyn-tiny"
     source: str = ""
     device: str = "auto"
     cache_dir: str = ""
+    autocast: str = "auto"
 
     def cache_path(self) -> Path:
         """The cache folder as a path (the default one when unset)."""

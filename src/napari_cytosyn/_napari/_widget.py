@@ -154,6 +154,21 @@ class CytoSynWidget(QWidget):
         self.device_combo.currentTextChanged.connect(self._save_config)
         form.addRow("Device", self.device_combo)
 
+        from napari_cytosyn.sampling.settings import AUTOCAST
+
+        self.autocast_combo = QComboBox()
+        self.autocast_combo.addItems(list(AUTOCAST))
+        if self.config.autocast in AUTOCAST:
+            self.autocast_combo.setCurrentText(self.config.autocast)
+        self.autocast_combo.setToolTip(
+            "auto: bfloat16 where the CPU/GPU computes it natively (about 1.6x faster on the "
+            "embedded model), else the model's float32\noff: always the model's dtype\n"
+            "bfloat16: always bfloat16 (emulated, slower, without native support)\n"
+            "A synthetic slide keeps the precision it was created with."
+        )
+        self.autocast_combo.currentTextChanged.connect(self._save_config)
+        form.addRow("Precision", self.autocast_combo)
+
         self.cache_edit = QLineEdit(str(self.config.cache_path()))
         self.cache_edit.setToolTip("Edit stores and synthetic slides are kept here")
         self.cache_edit.editingFinished.connect(self._save_config)
@@ -308,6 +323,7 @@ class CytoSynWidget(QWidget):
             source=self.source_edit.text().strip(),
             device=self.device_combo.currentText(),
             cache_dir=self.cache_edit.text().strip(),
+            autocast=self.autocast_combo.currentText(),
         )
         save_config(self.config, self._config_path)
 
@@ -353,6 +369,7 @@ class CytoSynWidget(QWidget):
             steps=int(self.steps_spin.value()),
             guidance=float(self.guidance_spin.value()),
             seed=int(self.seed_spin.value()),
+            autocast=self.autocast_combo.currentText(),
         )
 
     def random_seed(self) -> int:
@@ -474,10 +491,10 @@ class CytoSynWidget(QWidget):
         settings = self.sampler_settings()
         work = _actions.synthesize_work(boxes, self.get_model, settings)
         return self._run(
-            "Synthesize region", work, lambda out: self._show_regions(boxes, out, mpp, settings)
+            "Synthesize region", work, lambda out: self._show_regions(boxes, *out, mpp)
         )
 
-    def _show_regions(self, boxes: list, images: list, mpp: float, settings: Any) -> None:
+    def _show_regions(self, boxes: list, images: list, settings: Any, mpp: float) -> None:
         for (y, x, h, w), rgb in zip(boxes, images, strict=True):
             self._n_regions += 1
             self.viewer.add_image(

@@ -68,6 +68,9 @@ class LatentDiffusion:
     uncond: Any = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    #: Its networks may run under ``torch.autocast`` (``SamplerSettings.autocast``).
+    supports_autocast = True
+
     @property
     def device(self) -> torch.device:
         params = getattr(self.vae, "parameters", None)
@@ -110,9 +113,12 @@ class LatentDiffusion:
             pred = self.net(z, tt, cond).float()
         x0 = prediction_to_x0(pred, z_t.float(), t.float(), self.interpolant, self.target)
         if not torch.isfinite(x0).all():
+            if torch.is_autocast_enabled(self.device.type):
+                hint = "under bfloat16 autocast; try autocast 'off'"
+            else:
+                hint = f"in {self.dtype}; try dtype float32"
             raise NonFiniteOutputError(
-                f"model {self.name!r} returned non-finite values at t={float(t.max()):.4f} "
-                f"in {self.dtype}; try dtype float32"
+                f"model {self.name!r} returned non-finite values at t={float(t.max()):.4f} {hint}"
             )
         return x0
 

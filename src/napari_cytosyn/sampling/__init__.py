@@ -37,6 +37,9 @@ _LAZY = {
     "render_region_lazy": ".lazy",
     "final_latents": ".lazy",
     "inpaint": ".inpainting",
+    "resolve_autocast": ".precision",
+    "resolve_settings": ".precision",
+    "native_bf16": ".precision",
 }
 
 __all__ = ["SAMPLERS", "Cancelled", "SamplerSettings", *sorted(_LAZY)]

@@ -128,7 +128,13 @@ def inpaint(
     mask_p = np.pad(mask, pad, mode="edge")
 
     st = settings
-    known = encode_tiled(model, to_float(img_p), st.decode_tile_latent, st.decode_halo_latent)
+    known = encode_tiled(
+        model,
+        to_float(img_p),
+        st.decode_tile_latent,
+        st.decode_halo_latent,
+        autocast=st.autocast,
+    )
     c, h, w = known.shape
     release = latent_release_times(mask_p, f, st.mask_dilate_latent, st.release_band_latent)
     interp = model.interpolant
@@ -149,7 +155,7 @@ def inpaint(
     nb = math.ceil(count_windows(h, w, (0, 0), win, stride_of(win, st.overlap)) / st.batch_size)
     tick = counting_progress(progress, (st.steps + extra) * CALLS_PER_STEP[st.sampler] * nb)
 
-    base = model_denoiser(model, st.guidance, st.guidance_interval, cond)
+    base = model_denoiser(model, st.guidance, st.guidance_interval, cond, st.autocast)
     fused = fused_denoiser(
         base,
         (0, 0),
@@ -199,6 +205,7 @@ def inpaint(
         st.decode_halo_latent,
         cancel,
         st.decode_blend_latent,
+        st.autocast,
     )
     gen = rgb[:, :h_px, :w_px].permute(1, 2, 0).numpy()
     alpha = feather_alpha(mask, st.feather_px)[..., None]

@@ -45,7 +45,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from . import precision
 from .counter_noise import noise_field, uniform
+from .precision import resolve_autocast
 from .region import window_of
 from .samplers import alpha_sigma, get_sampler, model_denoiser
 from .schedules import time_grid
@@ -100,6 +102,14 @@ class MemoryPhaseCache:
             self._data.clear()
 
 
+#: ``LazySpec.batch`` when not given: windows per model call. Under bfloat16 autocast larger
+#: batches cost less per window (embedded model, 2-core CPU: 12.0 / 8.5 / 7.6 ms per window at
+#: 4 / 8 / 16) and the slots that would be padding compute the next chunks' windows; in float32
+#: the first chunk of a view comes sooner with 4 (``benchmarks/viewport.py``, docs/slides.md).
+BATCH_DEFAULT = 4
+BATCH_BF16 = 16
+
+
 @dataclass(frozen=True)
 class LazySpec:
     """Everything that fixes the pixels of a lazily rendered slide.
@@ -121,7 +131,9 @@ class LazySpec:
         one model call.
     batch: windows per model call, always exactly this many (the last call of a phase is
         padded with zeros) so that the batch a window is evaluated in cannot change its result.
-        ``0`` = one call per group (how slides made before batching were computed).
+        ``0`` = one call per group (how slides made before batching were computed). ``None``:
+        :data:`BATCH_BF16` under ``autocast="bfloat16"``, else :data:`BATCH_DEFAULT`. Slots that
+        would be padding may compute windows of chunks wanted next (:func:`prepare_chunks`).
     decode_halo_latent, decode_blend_latent: halo and border cross-fade of the chunk decode, in
         latents; ``None`` = the settings' values (slides made before these fields existed).
     """
@@ -134,7 +146,7 @@ class LazySpec:
     blend_overlap: float = 0.5
     context_latent: int | tuple[int, ...] = (2, 2, 1)
     group: int = 1
-    batch: int = 4
+    batch: int | None = None
     decode_halo_latent: int | None = 4
     decode_blend_latent: int | None = 2
 
@@ -167,6 +179,9 @@ class LazySpec:
         object.__setattr__(self, "context_latent", ctx[0] if len(ctx) == 1 else ctx)
         if not isinstance(self.group, int) or self.group < 1:
             raise ValueError(f"group must be an integer >= 1, got {self.group!r}")
+        if self.batch is None:
+            bf16 = self.settings.autocast == "bfloat16"
+            object.__setattr__(self, "batch", BATCH_BF16 if bf16 else BATCH_DEFAULT)
         if not isinstance(self.batch, int) or self.batch < 0:
             raise ValueError(f"batch must be an integer >= 0 (windows per call), got {self.batch}")
         for name in ("decode_halo_latent", "decode_blend_latent"):
@@ -286,7 +301,10 @@ class LazyPlan:
             phases.append(_Phase(k, tile_end, st.steps, (oy, ox), stride, w, 0, True))
         self.phases = phases
         self._sampler = get_sampler(st.sampler)
-        self._denoise = model_denoiser(model, st.guidance, st.guidance_interval)
+        self.autocast = resolve_autocast(st.autocast, model)
+        self._denoise = model_denoiser(
+            model, st.guidance, st.guidance_interval, None, self.autocast
+        )
         self._prof = window_profile(w, "tent").float()
         self._lock = threading.Lock()
 
@@ -353,12 +371,15 @@ class LazyPlan:
             for j in self._cell_range(ph, 1, x, x + w)
         }
 
-    def _prepare(self, p: int, cells: set[tuple[int, int]]) -> None:
-        """Compute every missing state that the given cells of phase ``p`` depend on, and them.
+    def _deps(self, q: int, i: int, j: int) -> set[tuple[int, int]]:
+        """Cells of phase ``q - 1`` that the window of cell ``(i, j)`` of phase ``q`` reads."""
+        oy, ox = self._origin(self.phases[q], i, j)
+        m = self.phases[q].context
+        return self._covering(q - 1, oy - m, ox - m, self.window, self.window)
 
-        The cone is walked top-down (a cached state needs nothing below it), then each phase's
-        missing cells are evaluated bottom-up, ``spec.batch`` windows per model call.
-        """
+    def _cone(self, p: int, cells: set[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+        """Missing cells, per phase, that computing ``cells`` of phase ``p`` needs (top-down
+        walk: a cached state needs nothing below it)."""
         g = self.spec.group
         missing: list[list[tuple[int, int]]] = [[] for _ in self.phases]
         todo = cells
@@ -371,18 +392,50 @@ class LazyPlan:
                     for b in range(g)
                 }
             below: set[tuple[int, int]] = set()
-            ph = self.phases[q]
             for i, j in sorted(todo):
                 if self._cached((q, i, j)):
                     continue
                 missing[q].append((i, j))
                 if q > 0:
-                    oy, ox = self._origin(ph, i, j)
-                    m = ph.context
-                    below |= self._covering(q - 1, oy - m, ox - m, self.window, self.window)
+                    below |= self._deps(q, i, j)
             todo = below
+        return missing
+
+    def _prepare(
+        self,
+        p: int,
+        cells: set[tuple[int, int]],
+        then: list[set[tuple[int, int]]] | None = None,
+    ) -> None:
+        """Compute every missing state that the given cells of phase ``p`` depend on, and them.
+
+        Each phase's missing cells are evaluated bottom-up, ``spec.batch`` windows per model
+        call. ``then``: cells of phase ``p`` wanted next, most urgent first; the last, partly
+        empty batch of each phase is filled with cells of their cones whose inputs are ready
+        (a window's result does not depend on its batch partners), so fewer slots are padding.
+        """
+        missing = self._cone(p, cells)
         b = self.spec.batch
+        wish: list[list[tuple[int, int]]] = [[] for _ in self.phases]
+        for later in then or ():
+            if all(len(m) % b == 0 for m in missing):
+                break
+            for q, cone_q in enumerate(self._cone(p, later)):
+                wish[q].extend(cone_q)
         for q, todo_q in enumerate(missing):
+            short = -len(todo_q) % b
+            if short and wish[q]:
+                taken = set(todo_q)
+                for cell in wish[q]:
+                    if short == 0:
+                        break
+                    if cell in taken or self._cached((q, *cell)):
+                        continue
+                    if q > 0 and not all(self._cached((q - 1, *d)) for d in self._deps(q, *cell)):
+                        continue
+                    todo_q.append(cell)
+                    taken.add(cell)
+                    short -= 1
             for k in range(0, len(todo_q), b):
                 members = todo_q[k : k + b]
                 outs = self._run_batch(self.phases[q], members)
@@ -397,6 +450,27 @@ class LazyPlan:
         """
         if self.spec.batch:
             self._prepare(len(self.phases) - 1, self._covering(len(self.phases) - 1, y, x, h, w))
+
+    def prepare_rects(
+        self,
+        rects: list[tuple[int, int, int, int]],
+        then: list[list[tuple[int, int, int, int]]] = (),
+    ) -> None:
+        """:meth:`prepare` for the union of ``rects`` in one plan; ``then``: groups of
+        rectangles wanted next (most urgent first) whose work may fill the padded batch slots."""
+        if not self.spec.batch:
+            return
+        last = len(self.phases) - 1
+        cells: set[tuple[int, int]] = set()
+        for r in rects:
+            cells |= self._covering(last, *r)
+        later = []
+        for group in then:
+            wanted: set[tuple[int, int]] = set()
+            for r in group:
+                wanted |= self._covering(last, *r)
+            later.append(wanted)
+        self._prepare(last, cells, later)
 
     def input_field(self, p: int, y: int, x: int, h: int, w: int) -> torch.Tensor:
         """Latents ``(C, h, w)`` at the START of phase ``p`` over an absolute rectangle."""
@@ -496,15 +570,18 @@ def prepare_chunks(
     chunks: list[tuple[int, int]],
     cache: PhaseCache,
     cancel: Any = None,
+    upcoming: list[tuple[int, int]] = (),
 ) -> None:
     """Compute the phase states that rendering ``chunks`` (indices ``(cy, cx)``) needs.
 
     One plan for all of them, so their windows share full model batches: preparing the next
     few chunks of a view together wastes fewer padded batch slots than rendering them one by
-    one. Optional (:func:`render_chunk` computes what is missing); pixels are the same either
-    way.
+    one. ``upcoming``: chunks wanted after these, most urgent first; the model batches that
+    would end partly empty are filled with windows of their dependency cones whose inputs are
+    ready. Optional (:func:`render_chunk` computes what is missing); pixels are the same
+    either way.
     """
-    _LazyRenderer(model, spec, cache, cancel).prepare(chunks)
+    _LazyRenderer(model, spec, cache, cancel).prepare(chunks, upcoming)
 
 
 class _BorderDecodes:
@@ -594,21 +671,17 @@ class _LazyRenderer:
         r = self.spec.halo_latent + min(self.spec.blend_latent, n // 2)
         return cy * n - r, cx * n - r, n + 2 * r, n + 2 * r
 
-    def prepare(self, chunks: list[tuple[int, int]]) -> None:
-        if not self.spec.batch:
-            return
-        plan = self.plan
-        last = len(plan.phases) - 1
-        cells: set[tuple[int, int]] = set()
-        for cy, cx in chunks:
-            cells |= plan._covering(last, *self._latent_rect(cy, cx))
-        plan._prepare(last, cells)
+    def prepare(self, chunks: list[tuple[int, int]], upcoming: list[tuple[int, int]] = ()) -> None:
+        self.plan.prepare_rects(
+            [self._latent_rect(cy, cx) for cy, cx in chunks],
+            [[self._latent_rect(cy, cx)] for cy, cx in upcoming],
+        )
 
     def _decode(self, y: int, x: int, h: int, w: int) -> torch.Tensor:
         """Decode the final latents of an absolute latent rectangle (no cropping)."""
         z = self.plan.final_latents(y, x, h, w)
         check_cancel(self.cancel)
-        return self.model.decode(z.unsqueeze(0)).float().cpu()[0]
+        return precision.decode(self.model, z.unsqueeze(0), self.plan.autocast)[0]
 
     def chunk(self, cy: int, cx: int) -> np.ndarray:
         """Decode chunk ``(cy, cx)``: its own crop plus, with blending, its borders and corners.

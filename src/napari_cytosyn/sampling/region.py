@@ -101,7 +101,9 @@ def sample_canvas(
     nwin = count_windows(canvas.h, canvas.w, (canvas.y, canvas.x), win, stride)
     nbatch = math.ceil(nwin / settings.batch_size)
     tick = counting_progress(progress, CALLS_PER_STEP[settings.sampler] * (len(ts) - 1) * nbatch)
-    base = model_denoiser(model, settings.guidance, settings.guidance_interval, cond)
+    base = model_denoiser(
+        model, settings.guidance, settings.guidance_interval, cond, settings.autocast
+    )
     denoise = fused_denoiser(
         base,
         (canvas.y, canvas.x),
@@ -152,6 +154,7 @@ def generate_region(
         settings.decode_halo_latent,
         cancel,
         settings.decode_blend_latent,
+        settings.autocast,
     )
     f = model.latent_factor
     oy = y_px - (canvas.y + rect[0]) * f

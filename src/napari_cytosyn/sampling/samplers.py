@@ -311,17 +311,24 @@ def get_sampler(name: str):
         ) from None
 
 
-def model_denoiser(model, guidance: float = 1.0, guidance_interval=(0.0, 1.0), cond=None):
+def model_denoiser(
+    model, guidance: float = 1.0, guidance_interval=(0.0, 1.0), cond=None, autocast: str = "off"
+):
     """Wrap ``model.denoise`` into ``denoise(x, t) -> x0`` with guidance on its interval.
 
-    ``x`` is ``(B, C, h, w)``; the model is called once with the whole batch.
+    ``x`` is ``(B, C, h, w)``; the model is called once with the whole batch, under
+    ``autocast`` (a :class:`~.settings.SamplerSettings` value, resolved here for ``model``).
     """
+    from .precision import network_scope, resolve_autocast
+
     lo, hi = guidance_interval
+    mode = resolve_autocast(autocast, model)
 
     def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
         g = guidance if lo <= t <= hi else 1.0
         tt = torch.full((x.shape[0],), t, dtype=torch.float32)
-        return model.denoise(x, tt, cond=cond, guidance=g).float().cpu()
+        with network_scope(model, mode):
+            return model.denoise(x, tt, cond=cond, guidance=g).float().cpu()
 
     denoise.model_dtype = getattr(model, "dtype", None)
     return denoise

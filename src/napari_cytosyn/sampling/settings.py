@@ -15,6 +15,9 @@ from typing import Any
 SAMPLERS = ("euler", "euler_maruyama", "ancestral", "heun", "dpmpp_2m")
 STOCHASTIC_SAMPLERS = ("euler_maruyama", "ancestral")
 WEIGHTS = ("gaussian", "tent", "uniform")
+#: How the networks run: ``auto`` picks ``bfloat16`` where the hardware computes it natively
+#: (see :func:`napari_cytosyn.sampling.precision.resolve_autocast`), ``off`` = the model's dtype.
+AUTOCAST = ("auto", "off", "bfloat16")
 
 
 class Cancelled(Exception):
@@ -79,6 +82,12 @@ class SamplerSettings:
         the state is re-noised back by that many steps and resampled, ``resample_n`` times in
         total. 0 = off.
     feather_px: inpainting: width of the pixel-space alpha ramp, laid INSIDE the user's mask.
+    autocast: ``off``: the networks run in the model's own dtype (float32 unless loaded
+        otherwise); ``bfloat16``: their convolutions and matrix products run in bfloat16 under
+        ``torch.autocast`` (weights, normalisations and the sampler stay float32); ``auto``:
+        ``bfloat16`` for a float32 model on a CPU or GPU that computes bfloat16 natively, else
+        ``off``. Slides and edits store the resolved value. Settings stored before this field
+        existed read as ``off``.
     """
 
     sampler: str = "euler"
@@ -100,6 +109,7 @@ class SamplerSettings:
     resample_jumps: int = 0
     resample_n: int = 2
     feather_px: int = 16
+    autocast: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +167,10 @@ class SamplerSettings:
             f"{self.resample_jumps!r}, {self.resample_n!r}",
         )
         _require(self.feather_px >= 0, f"feather_px must be >= 0, got {self.feather_px!r}")
+        _require(
+            self.autocast in AUTOCAST,
+            f"unknown autocast {self.autocast!r}; choose one of {', '.join(AUTOCAST)}",
+        )
 
     @property
     def stochastic(self) -> bool:
@@ -168,10 +182,16 @@ class SamplerSettings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict; ``from_dict(to_dict())`` gives an equal object."""
+        """JSON-serialisable dict; ``from_dict(to_dict())`` gives an equal object.
+
+        ``autocast = "off"`` is left out: settings stored before the field existed ran that way,
+        so their dicts (and the fingerprints of slides made with them) stay as they were.
+        """
         d = dataclasses.asdict(self)
         d["guidance_interval"] = list(self.guidance_interval)
         d["extra"] = dict(self.extra)
+        if self.autocast == "off":
+            del d["autocast"]
         return d
 
     @classmethod
@@ -185,6 +205,7 @@ class SamplerSettings:
                 "napari-cytosyn or is not sampler settings"
             )
         kw = dict(d)
+        kw.setdefault("autocast", "off")  # absent = stored before the field: no autocast
         if "guidance_interval" in kw:
             kw["guidance_interval"] = tuple(kw["guidance_interval"])
         return cls(**kw)

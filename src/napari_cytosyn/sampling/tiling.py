@@ -149,6 +149,7 @@ def decode_tiled(
     halo_latent: int = 8,
     cancel: Any = None,
     blend_latent: int = 0,
+    autocast: str = "off",
 ) -> torch.Tensor:
     """Decode ``rect = (y, x, h, w)`` (latents, within ``z`` ``(C, H, W)``) tile by tile.
 
@@ -157,14 +158,17 @@ def decode_tiled(
     tiles overlap by ``2 b`` latents and are cross-faded linearly there, which hides the colour
     steps that per-tile GroupNorm statistics cause in a real VAE decoder (needs
     ``halo_latent >= b``). Memory is bounded by one tile. For a decoder whose receptive field
-    fits in the halo the result equals a whole-canvas decode. Returns ``(3, h * f, w * f)``
-    float32 in [-1, 1].
+    fits in the halo the result equals a whole-canvas decode. ``autocast``: see
+    :class:`~.settings.SamplerSettings`. Returns ``(3, h * f, w * f)`` float32 in [-1, 1].
     """
+    from . import precision
+
     if blend_latent > halo_latent:
         raise ValueError(f"blend_latent={blend_latent} needs halo_latent >= it, got {halo_latent}")
     _, hz, wz = z.shape
     y, x, h, w = rect if rect is not None else (0, 0, hz, wz)
     f = model.latent_factor
+    mode = precision.resolve_autocast(autocast, model)
     out = torch.zeros((3, h * f, w * f), dtype=torch.float32)
     norm = torch.zeros((1, h * f, w * f), dtype=torch.float32) if blend_latent else None
     b = blend_latent
@@ -174,7 +178,7 @@ def decode_tiled(
             th, tw = min(tile_latent, y + h - ty), min(tile_latent, x + w - tx)
             ya, xa = max(0, ty - halo_latent), max(0, tx - halo_latent)
             yb, xb = min(hz, ty + th + halo_latent), min(wz, tx + tw + halo_latent)
-            rgb = model.decode(z[None, :, ya:yb, xa:xb]).float().cpu()[0]
+            rgb = precision.decode(model, z[None, :, ya:yb, xa:xb], mode)[0]
             # Kept span (latents, absolute): the tile plus b into each inner neighbour.
             by0 = b if ty > y else 0
             # a last tile narrower than b limits how far its neighbour reaches into it
@@ -202,12 +206,17 @@ def encode_tiled(
     tile_latent: int = 64,
     halo_latent: int = 8,
     cancel: Any = None,
+    autocast: str = "off",
 ) -> torch.Tensor:
     """Encode ``(3, H, W)`` float in [-1, 1] (H, W multiples of ``latent_factor``) by tiles.
 
     Tiles of ``tile_latent`` latents are encoded with a pixel halo of ``halo_latent`` latents and
-    their centres kept. Returns ``(C, H / f, W / f)`` float32.
+    their centres kept; ``autocast`` as in :func:`decode_tiled`. Returns ``(C, H / f, W / f)``
+    float32.
     """
+    from . import precision
+
+    mode = precision.resolve_autocast(autocast, model)
     f = model.latent_factor
     _, hp, wp = rgb.shape
     if hp % f or wp % f:
@@ -220,7 +229,8 @@ def encode_tiled(
             th, tw = min(tile_latent, h - ty), min(tile_latent, w - tx)
             ya, xa = max(0, ty - halo_latent), max(0, tx - halo_latent)
             yb, xb = min(h, ty + th + halo_latent), min(w, tx + tw + halo_latent)
-            z = model.encode(rgb[None, :, ya * f : yb * f, xa * f : xb * f]).float().cpu()[0]
+            crop = rgb[None, :, ya * f : yb * f, xa * f : xb * f]
+            z = precision.encode(model, crop, mode)[0]
             oy, ox = ty - ya, tx - xa
             out[:, ty : ty + th, tx : tx + tw] = z[:, oy : oy + th, ox : ox + tw]
     return out

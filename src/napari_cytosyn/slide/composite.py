@@ -262,10 +262,11 @@ class CompositeSlide:
 
         Returns the edit's record (also appended to :attr:`edits`).
         """
-        from napari_cytosyn.sampling import SamplerSettings
+        from napari_cytosyn.sampling import SamplerSettings, resolve_settings
         from napari_cytosyn.sampling import inpaint as sample_inpaint
 
-        settings = settings if settings is not None else SamplerSettings()
+        # The edit records how its networks ran ("auto" resolved for this model and machine).
+        settings = resolve_settings(settings if settings is not None else SamplerSettings(), model)
         y, x, h, w = (int(v) for v in region)
         mask = np.asarray(mask)
         H0, W0 = self.level_shapes[0]

@@ -123,7 +123,7 @@ class SyntheticSlide:
         overwrite: replace an existing store of ours at ``store``.
         lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ``group``...).
         """
-        from napari_cytosyn.sampling import LazySpec, SamplerSettings
+        from napari_cytosyn.sampling import LazySpec, SamplerSettings, resolve_settings
 
         _check_size(width, height)
         if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
@@ -133,8 +133,10 @@ class SyntheticSlide:
                 f"chunk_px={chunk_px} must be a multiple of the model's latent factor "
                 f"{model.latent_factor}"
             )
-        # The slide's seed is the sampler's seed: one number identifies the pixels.
+        # The slide's seed is the sampler's seed: one number identifies the pixels. The slide
+        # stores how its networks run ("auto" resolved here), so it renders alike everywhere.
         settings = (settings if settings is not None else SamplerSettings()).replace(seed=int(seed))
+        settings = resolve_settings(settings, model)
         spec = LazySpec(settings=settings, chunk_px=int(chunk_px), **(lazy or {}))
         attrs = {
             "width": int(width),
@@ -192,7 +194,8 @@ class SyntheticSlide:
         """Open an existing synthetic slide.
 
         ``model`` and ``settings`` are checked against the store's; a mismatch raises
-        :class:`~.store.StoreMismatchError` (chunks from two recipes must never mix). Without a
+        :class:`~.store.StoreMismatchError` (chunks from two recipes must never mix);
+        ``autocast="auto"`` in ``settings`` accepts the slide's stored mode. Without a
         model, finished chunks can be read and missing ones are generated with the model named
         in the store, loaded by :func:`napari_cytosyn.models.load_model` on first need.
         """
@@ -206,7 +209,10 @@ class SyntheticSlide:
                     "a model, with the same model, or create a new store"
                 )
         if settings is not None:
-            given = _jsonable(settings.replace(seed=int(attrs["seed"])).to_dict())
+            settings = settings.replace(seed=int(attrs["seed"]))
+            if settings.autocast == "auto":  # how the networks run is the slide's choice
+                settings = settings.replace(autocast=attrs["settings"].get("autocast", "off"))
+            given = _jsonable(settings.to_dict())
             if given != attrs["settings"]:
                 raise StoreMismatchError(
                     f"{st.path} was generated with sampler settings {attrs['settings']}, not "
@@ -397,13 +403,26 @@ class SyntheticSlide:
         for callback in list(self._listeners):
             callback(level, cy, cx)
 
-    def prepare_chunks(self, chunks: Iterable[tuple[int, int]]) -> None:
+    def prepare_chunks(
+        self, chunks: Iterable[tuple[int, int]], upcoming: Iterable[tuple[int, int]] = ()
+    ) -> None:
         """Precompute, in one batched pass, what rendering these level-0 chunks needs.
 
         With the diffusion renderer that is the phase states under them: the chunks then only
-        decode when generated, and their windows shared full model batches. Finished chunks and
-        chunks outside the tissue are skipped; a renderer without ``prepare`` does nothing.
+        decode when generated, and their windows shared full model batches. ``upcoming``:
+        level-0 chunks wanted after these, most urgent first; work for them fills model batches
+        that would otherwise be padded. Finished chunks and chunks outside the tissue are
+        skipped; a renderer without ``prepare`` does nothing.
         """
+        todo, later = self._to_render(chunks), self._to_render(upcoming)
+        if not todo:
+            return
+        prepare = _prepare_of(self.renderer())
+        if prepare is not None:
+            prepare(todo, later) if later else prepare(todo)
+
+    def _to_render(self, chunks: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The level-0 chunks among ``chunks`` that are unfinished and hold tissue."""
         todo = []
         for cy, cx in chunks:
             if self.store.is_done(0, cy, cx):
@@ -411,11 +430,7 @@ class SyntheticSlide:
             tissue = self.tissue_in_chunk(cy, cx)
             if tissue is None or tissue.any():
                 todo.append((int(cy), int(cx)))
-        if not todo:
-            return
-        prepare = _prepare_of(self.renderer())
-        if prepare is not None:
-            prepare(todo)
+        return todo
 
     def missing_chunks(
         self, level: int, region: tuple[int, int, int, int] | None = None
@@ -453,7 +468,8 @@ class SyntheticSlide:
                 raise Cancelled(f"render_all cancelled after {i} of {len(todo)} chunks")
             if i % RENDER_ALL_AHEAD == 0:
                 # The next chunks' windows share full model batches (fewer padded slots).
-                self.prepare_chunks(todo[i : i + RENDER_ALL_AHEAD])
+                ahead = RENDER_ALL_AHEAD
+                self.prepare_chunks(todo[i : i + ahead], todo[i + ahead : i + 2 * ahead])
             made += bool(self.generate_chunk(0, cy, cx))
             if progress is not None:
                 progress(i + 1, len(todo))
@@ -614,8 +630,9 @@ class DiffusionChunkRenderer:
         z = final_latents(self.model, self.spec, cy * n, cx * n, n, n, self.cache)
         return RenderedChunk(rgb=np.asarray(rgb, dtype=np.uint8), latents=z.numpy())
 
-    def prepare(self, chunks: list[tuple[int, int]]) -> None:
-        """Compute the phase states of several chunks together (fuller model batches)."""
+    def prepare(self, chunks: list[tuple[int, int]], upcoming: list[tuple[int, int]] = ()) -> None:
+        """Compute the phase states of several chunks together (fuller model batches); work
+        for the ``upcoming`` chunks fills what would be padding."""
         from napari_cytosyn.sampling.lazy import prepare_chunks
 
-        prepare_chunks(self.model, self.spec, chunks, self.cache)
+        prepare_chunks(self.model, self.spec, chunks, self.cache, upcoming=upcoming)

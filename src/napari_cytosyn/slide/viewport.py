@@ -54,7 +54,8 @@ class ViewportRenderer:
         are prepared this many at a time (``slide.prepare_chunks``, when the slide has it): their
         model windows share full batches, which costs fewer padded slots than one chunk at a
         time. ``1`` = one chunk at a time. The first chunk is always prepared alone, so it shows
-        as soon as possible.
+        as soon as possible. Batch slots that would be padding compute windows of the next
+        ``lookahead_chunks`` chunks instead (pixels do not depend on it).
     """
 
     def __init__(
@@ -219,10 +220,12 @@ class ViewportRenderer:
                 key = self._plan.pop(0)
                 self._busy = True
                 t0 = self._t_request
-                ahead = self._lookahead(key)
+                ahead, upcoming = self._lookahead(key)
             try:
                 if ahead:
-                    self.slide.prepare_chunks([(cy, cx) for _, cy, cx in ahead])
+                    self.slide.prepare_chunks(
+                        [(cy, cx) for _, cy, cx in ahead], [(cy, cx) for _, cy, cx in upcoming]
+                    )
                 if not self.slide.is_done(*key):
                     for written in self.slide.generate_chunk(*key):
                         self.stats.written += 1
@@ -240,25 +243,30 @@ class ViewportRenderer:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _lookahead(self, key: ChunkKey) -> list[ChunkKey]:
-        """Level-0 chunks to prepare together before generating ``key`` (called locked)."""
+    def _lookahead(self, key: ChunkKey) -> tuple[list[ChunkKey], list[ChunkKey]]:
+        """Level-0 chunks to prepare together before generating ``key``, and the ones after
+        them whose work may fill their padded model batches (called locked)."""
         first, self._first_of_request = self._first_of_request, False
         if (
-            first
-            or key[0] != 0
+            key[0] != 0
             or key in self._prepared
             or self.lookahead_chunks < 2
             or not hasattr(self.slide, "prepare_chunks")
         ):
-            return []
+            return [], []
         # Visible chunks are not held back to share batches with chunks of the margin.
         margin = key in self._margin_only
         same = [k for k in self._plan if k[0] == 0 and (k in self._margin_only) == margin]
-        ahead = [key, *same[: self.lookahead_chunks - 1]]
+        others = [k for k in self._plan if k[0] == 0 and (k in self._margin_only) != margin]
+        # The first chunk of a request is prepared alone, so it shows as soon as possible; the
+        # slots its batches would pad compute windows of the next chunks instead (free).
+        n = 1 if first else self.lookahead_chunks
+        ahead = [key, *same[: n - 1]]
+        upcoming = [*same[n - 1 :], *others][: self.lookahead_chunks]
         if len(self._prepared) > 4096:  # only a hint to skip replanning: keep it small
             self._prepared.clear()
         self._prepared.update(ahead)
-        return ahead
+        return ahead, upcoming
 
 
 def _grid(shape: tuple[int, int], chunk_px: int) -> tuple[int, int]:
