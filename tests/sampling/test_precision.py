@@ -123,7 +123,7 @@ def test_a_slide_stores_the_resolved_mode_and_reopens_with_auto(tmp_path, tiny, 
     stored = slide.store.attrs
     assert stored["settings"]["autocast"] == "bfloat16"
     assert stored["lazy_spec"]["settings"]["autocast"] == "bfloat16"
-    assert stored["lazy_spec"]["batch"] == BATCH_BF16  # larger batches pay off in bfloat16
+    assert stored["lazy_spec"]["batch"] == list(BATCH_BF16)  # larger batches pay in bfloat16
     first = slide.ensure_chunk(0, 0, 0)
     # "auto" accepts the slide's stored mode, whatever this machine would pick now.
     again = SyntheticSlide.open(tmp_path / "s.zarr", tiny, SamplerSettings(steps=4))

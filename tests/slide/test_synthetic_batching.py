@@ -147,3 +147,20 @@ def test_synthetic_slide_passes_upcoming_chunks_to_the_renderer(tmp_path, tiny):
     b.prepare_chunks([(0, 0)], upcoming=[(0, 1), (2, 2)])
     for cy, cx in [(0, 0), (0, 1), (2, 2)]:
         assert np.array_equal(a.ensure_chunk(0, cy, cx), b.ensure_chunk(0, cy, cx))
+
+
+def test_a_batch_size_per_phase_is_stored_and_used(tiny):
+    spec = _spec(batch=(8, 4))  # 8 in the first phase, 4 in the later ones
+    assert [spec.batch_of(q) for q in range(4)] == [8, 4, 4, 4]
+    back = LazySpec.from_dict(spec.to_dict())
+    assert back == spec and back.fingerprint() == spec.fingerprint()
+    assert spec.fingerprint() not in {_spec(batch=8).fingerprint(), _spec(batch=4).fingerprint()}
+    sizes = tiny.info["batch_sizes"]
+    sizes.clear()
+    alone = render_chunk(tiny, spec, 1, 1, MemoryPhaseCache())
+    assert sizes[0] == 8 and set(sizes) == {8, 4}
+    cache = MemoryPhaseCache()
+    prepare_chunks(tiny, spec, [(0, 0), (1, 2)], cache, upcoming=[(2, 2)])
+    assert np.array_equal(render_chunk(tiny, spec, 1, 1, cache), alone)
+    with pytest.raises(ValueError, match="tuple of integers >= 1"):
+        _spec(batch=(8, 0))

@@ -102,12 +102,13 @@ class MemoryPhaseCache:
             self._data.clear()
 
 
-#: ``LazySpec.batch`` when not given: windows per model call. Under bfloat16 autocast larger
-#: batches cost less per window (embedded model, 2-core CPU: 12.0 / 8.5 / 7.6 ms per window at
-#: 4 / 8 / 16) and the slots that would be padding compute the next chunks' windows; in float32
-#: the first chunk of a view comes sooner with 4 (``benchmarks/viewport.py``, docs/slides.md).
+#: ``LazySpec.batch`` when not given: windows per model call (per tile phase for a tuple).
+#: Under bfloat16 autocast larger batches cost less per window (embedded model, 2-core CPU:
+#: 12.0 / 8.5 / 7.6 ms per window at 4 / 8 / 16), but the later phases of a cone have fewer
+#: cells, so they use 8 (less padding); in float32 the first chunk of a view comes as soon
+#: with 4 (``benchmarks/viewport.py``; docs/sampling.md, "Lazy mode: cost of a fresh view").
 BATCH_DEFAULT = 4
-BATCH_BF16 = 16
+BATCH_BF16 = (16, 8, 8)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ class LazySpec:
         one model call.
     batch: windows per model call, always exactly this many (the last call of a phase is
         padded with zeros) so that the batch a window is evaluated in cannot change its result.
-        ``0`` = one call per group (how slides made before batching were computed). ``None``:
+        ``0`` = one call per group (how slides made before batching were computed). A tuple
+        gives one size per tile phase (the last repeats). ``None``:
         :data:`BATCH_BF16` under ``autocast="bfloat16"``, else :data:`BATCH_DEFAULT`. Slots that
         would be padding may compute windows of chunks wanted next (:func:`prepare_chunks`).
     decode_halo_latent, decode_blend_latent: halo and border cross-fade of the chunk decode, in
@@ -146,7 +148,7 @@ class LazySpec:
     blend_overlap: float = 0.5
     context_latent: int | tuple[int, ...] = (2, 2, 1)
     group: int = 1
-    batch: int | None = None
+    batch: int | tuple[int, ...] | None = None
     decode_halo_latent: int | None = 4
     decode_blend_latent: int | None = 2
 
@@ -182,7 +184,14 @@ class LazySpec:
         if self.batch is None:
             bf16 = self.settings.autocast == "bfloat16"
             object.__setattr__(self, "batch", BATCH_BF16 if bf16 else BATCH_DEFAULT)
-        if not isinstance(self.batch, int) or self.batch < 0:
+        if isinstance(self.batch, list | tuple):
+            object.__setattr__(self, "batch", tuple(self.batch))
+            if not self.batch or any(not isinstance(v, int) or v < 1 for v in self.batch):
+                raise ValueError(
+                    f"batch must be an integer >= 0 or a tuple of integers >= 1 (windows per "
+                    f"call, one per tile phase), got {self.batch!r}"
+                )
+        elif not isinstance(self.batch, int) or self.batch < 0:
             raise ValueError(f"batch must be an integer >= 0 (windows per call), got {self.batch}")
         for name in ("decode_halo_latent", "decode_blend_latent"):
             v = getattr(self, name)
@@ -200,6 +209,11 @@ class LazySpec:
         """Chunk-border cross-fade in latents (the spec's, else the settings')."""
         b = self.decode_blend_latent
         return self.settings.decode_blend_latent if b is None else b
+
+    def batch_of(self, phase: int) -> int:
+        """Windows per model call in phase ``phase`` (``0``: one call per group)."""
+        b = self.batch
+        return b if isinstance(b, int) else b[min(phase, len(b) - 1)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (settings nested); inverse :meth:`from_dict`.
@@ -222,7 +236,7 @@ class LazySpec:
             "group": self.group,
         }
         if self.batch:
-            d["batch"] = self.batch
+            d["batch"] = self.batch if isinstance(self.batch, int) else list(self.batch)
         for name in ("decode_halo_latent", "decode_blend_latent"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
@@ -233,6 +247,8 @@ class LazySpec:
         kw = dict(d)
         kw["settings"] = SamplerSettings.from_dict(kw["settings"])
         kw["phase_times"] = tuple(kw.get("phase_times", ()))
+        if isinstance(kw.get("batch"), list):
+            kw["batch"] = tuple(kw["batch"])
         if isinstance(kw.get("context_latent"), list):
             kw["context_latent"] = tuple(kw["context_latent"])
         # Absent = stored before the field existed: the legacy behaviour, not today's default.
@@ -411,18 +427,22 @@ class LazyPlan:
 
         Each phase's missing cells are evaluated bottom-up, ``spec.batch`` windows per model
         call. ``then``: cells of phase ``p`` wanted next, most urgent first; the last, partly
-        empty batch of each phase is filled with cells of their cones whose inputs are ready
-        (a window's result does not depend on its batch partners), so fewer slots are padding.
+        empty batch of each phase is filled with their work instead of zeros (a window's result
+        does not depend on its batch partners): first whole cones that fit in every phase, then
+        cells of their cones whose inputs are ready.
         """
         missing = self._cone(p, cells)
-        b = self.spec.batch
+        sizes = [self.spec.batch_of(q) for q in range(len(self.phases))]
+        if then and any(len(m) % b for m, b in zip(missing, sizes, strict=True)):
+            self._fill_with_cones(p, missing, then)
         wish: list[list[tuple[int, int]]] = [[] for _ in self.phases]
         for later in then or ():
-            if all(len(m) % b == 0 for m in missing):
+            if all(len(m) % b == 0 for m, b in zip(missing, sizes, strict=True)):
                 break
             for q, cone_q in enumerate(self._cone(p, later)):
                 wish[q].extend(cone_q)
         for q, todo_q in enumerate(missing):
+            b = sizes[q]
             short = -len(todo_q) % b
             if short and wish[q]:
                 taken = set(todo_q)
@@ -441,6 +461,34 @@ class LazyPlan:
                 outs = self._run_batch(self.phases[q], members)
                 for key, out in zip(members, outs, strict=True):
                     self.cache.put((q, *key), out)
+
+    def _fill_with_cones(
+        self,
+        p: int,
+        missing: list[list[tuple[int, int]]],
+        then: list[set[tuple[int, int]]],
+    ) -> None:
+        """Add to ``missing`` whole dependency cones of wanted cells of phase ``p`` (most urgent
+        first) wherever one fits in the free slots of every phase's last batch: a cone spans
+        the phases, so its cells become computable in this pass (bottom-up)."""
+        free = [-len(m) % self.spec.batch_of(q) for q, m in enumerate(missing)]
+        taken = [set(m) for m in missing]
+        for later in then:
+            for cell in sorted(later):
+                if not any(free):
+                    return
+                if cell in taken[p]:
+                    continue
+                extra = [
+                    [c for c in cone_q if c not in taken[q]]
+                    for q, cone_q in enumerate(self._cone(p, {cell}))
+                ]
+                if not any(extra) or any(len(e) > f for e, f in zip(extra, free, strict=True)):
+                    continue
+                for q, e in enumerate(extra):
+                    missing[q].extend(e)
+                    taken[q].update(e)
+                    free[q] -= len(e)
 
     def prepare(self, y: int, x: int, h: int, w: int) -> None:
         """Compute (batched) every phase state the final latents of a rectangle depend on.
@@ -488,7 +536,7 @@ class LazyPlan:
         check_cancel(self.cancel)
         w, m, e = self.window, phase.context, phase.extent
         origins = [(oy - m, ox - m) for oy, ox in (self._origin(phase, i, j) for i, j in members)]
-        pad = max(0, self.spec.batch - len(origins))
+        pad = max(0, self.spec.batch_of(phase.index) - len(origins))
         c = self.model.latent_channels
         x = torch.stack([self.input_field(phase.index, oy, ox, w, w) for oy, ox in origins])
         if pad:

@@ -65,7 +65,7 @@ class ViewportRenderer:
         on_error: Callable[[BaseException], None] | None = None,
         max_base_chunks: int = 256,
         margin_chunks: int = 0,
-        lookahead_chunks: int = 4,
+        lookahead_chunks: int = 8,
     ) -> None:
         self.slide = slide
         self.on_chunk = on_chunk
