@@ -15,17 +15,15 @@ from napari_cytosyn.slide.viewport import ViewportRenderer
 CHUNK = 64
 
 
+def _grf_slide(path) -> SyntheticSlide:
+    return SyntheticSlide.create(
+        path, GRFModel(boundary="periodic"), 640, 512, 5, SamplerSettings(steps=4), chunk_px=CHUNK
+    )
+
+
 @pytest.fixture
 def slide(tmp_path) -> SyntheticSlide:
-    return SyntheticSlide.create(
-        tmp_path / "s.zarr",
-        GRFModel(boundary="periodic"),
-        640,
-        512,
-        5,
-        SamplerSettings(steps=4),
-        chunk_px=CHUNK,
-    )
+    return _grf_slide(tmp_path / "s.zarr")
 
 
 def test_plan_puts_visible_chunks_first_nearest_the_centre_then_the_margin(slide):
@@ -144,15 +142,7 @@ def test_chunks_after_the_first_are_prepared_in_groups_visible_apart_from_margin
     assert set().union(*prepared) == visible | margin
     assert sum(len(c) for c in prepared) == len(visible | margin)  # each chunk planned once
     # Same pixels as a slide whose chunks were each rendered on their own.
-    other = SyntheticSlide.create(
-        tmp_path / "o.zarr",
-        GRFModel(boundary="periodic"),
-        640,
-        512,
-        5,
-        SamplerSettings(steps=4),
-        chunk_px=CHUNK,
-    )
+    other = _grf_slide(tmp_path / "o.zarr")
     for cy, cx in sorted(visible | margin):
         assert np.array_equal(other.ensure_chunk(0, cy, cx), slide.store.read_chunk(0, cy, cx))
 

@@ -496,8 +496,7 @@ class LazyPlan:
         Optional: :meth:`final_latents` does it too; calling it once for the union of several
         rectangles (a chunk and its decode margins) fills the model batches better.
         """
-        if self.spec.batch:
-            self._prepare(len(self.phases) - 1, self._covering(len(self.phases) - 1, y, x, h, w))
+        self.prepare_rects([(y, x, h, w)])
 
     def prepare_rects(
         self,

@@ -27,6 +27,7 @@ import torch
 
 from ..models.latent import NonFiniteOutputError
 from ..models.protocol import Interpolant
+from .precision import network_scope, resolve_autocast
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 NoiseFn = Callable[[int], torch.Tensor]
@@ -319,8 +320,6 @@ def model_denoiser(
     ``x`` is ``(B, C, h, w)``; the model is called once with the whole batch, under
     ``autocast`` (a :class:`~.settings.SamplerSettings` value, resolved here for ``model``).
     """
-    from .precision import network_scope, resolve_autocast
-
     lo, hi = guidance_interval
     mode = resolve_autocast(autocast, model)
 

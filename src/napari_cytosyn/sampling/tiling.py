@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import precision
 from .counter_noise import uniform
 from .settings import check_cancel
 
@@ -161,8 +162,6 @@ def decode_tiled(
     fits in the halo the result equals a whole-canvas decode. ``autocast``: see
     :class:`~.settings.SamplerSettings`. Returns ``(3, h * f, w * f)`` float32 in [-1, 1].
     """
-    from . import precision
-
     if blend_latent > halo_latent:
         raise ValueError(f"blend_latent={blend_latent} needs halo_latent >= it, got {halo_latent}")
     _, hz, wz = z.shape
@@ -214,8 +213,6 @@ def encode_tiled(
     their centres kept; ``autocast`` as in :func:`decode_tiled`. Returns ``(C, H / f, W / f)``
     float32.
     """
-    from . import precision
-
     mode = precision.resolve_autocast(autocast, model)
     f = model.latent_factor
     _, hp, wp = rgb.shape

@@ -418,8 +418,10 @@ class SyntheticSlide:
         if not todo:
             return
         prepare = _prepare_of(self.renderer())
-        if prepare is not None:
-            prepare(todo, later) if later else prepare(todo)
+        if prepare is not None and later:
+            prepare(todo, later)
+        elif prepare is not None:  # renderers may take no ``upcoming``
+            prepare(todo)
 
     def _to_render(self, chunks: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """The level-0 chunks among ``chunks`` that are unfinished and hold tissue."""
