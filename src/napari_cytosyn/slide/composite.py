@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +314,7 @@ class CompositeSlide:
         out = _from_model(np.asarray(out_m, dtype=np.uint8), (ch, cw), factor)
 
         record = {
+            "id": uuid.uuid4().hex[:12],
             "region": [y, x, h, w],
             "bbox": [by0, bx0, by1 - by0, bx1 - bx0],
             "context": [cy0, cx0, ch, cw],
@@ -326,10 +328,90 @@ class CompositeSlide:
         }
         # One edit at a time writes (threads and processes): merges read, modify and write.
         with self.store.lock:
+            # The edit's own pixels, kept so that it can be removed later (the merged levels
+            # hold only the newest edit where edits overlap).
+            self._save_edit_pixels(record["id"], out, ctx_mask)
             self._write_level0(cy0, cx0, out, ctx_mask)
             self._refresh_levels(by0, by1, bx0, bx1)
             self.store.set_attrs(edits=[*self.edits, record])
         return record
+
+    def _save_edit_pixels(self, edit_id: str, rgb: np.ndarray, mask: np.ndarray) -> None:
+        c = self.store.chunk_px
+        h, w = mask.shape
+        for name, data in (("rgb", rgb), ("mask", mask.astype(np.uint8))):
+            arr = self.store.root.create_array(
+                f"edit_pixels/{edit_id}/{name}",
+                shape=data.shape,
+                chunks=(min(c, h), min(c, w), *data.shape[2:]),
+                dtype="uint8",
+                fill_value=0,
+            )
+            arr[...] = data
+
+    def _edit_pixels(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        key = f"edit_pixels/{record.get('id')}"
+        if "id" not in record or key not in self.store.root:
+            raise StoreError(
+                f"{self.path}: edit made at {record.get('time_utc')} has no stored pixels; it "
+                "cannot be removed on its own (start a new edit store)"
+            )
+        return (
+            np.asarray(self.store.root[f"{key}/rgb"][...]),
+            np.asarray(self.store.root[f"{key}/mask"][...]).astype(bool),
+        )
+
+    def remove_edit(self, index: int) -> dict[str, Any]:
+        """Remove edit ``index`` (oldest first, as in :attr:`edits`); returns its record.
+
+        The pixels it covered show the real slide again, or the other edits that cover them
+        (replayed oldest first from their stored pixels); with every edit removed the composite
+        is the real slide, bit for bit, at every level.
+        """
+        with self.store.lock:
+            edits = self.edits
+            if not -len(edits) <= index < len(edits):
+                raise IndexError(f"{self.name} has {len(edits)} edit(s), no edit {index}")
+            record = edits.pop(index)
+            cy0, cx0, ch, cw = record["context"]
+            self._edit_pixels(record)  # refuse before changing anything
+            # Level 0: clear the removed edit's context, replay the others over it.
+            self._clear(0, cy0, cx0, cy0 + ch, cx0 + cw)
+            for other in edits:
+                oy, ox, oh, ow = other["context"]
+                y0, x0 = max(oy, cy0), max(ox, cx0)
+                y1, x1 = min(oy + oh, cy0 + ch), min(ox + ow, cx0 + cw)
+                if y1 <= y0 or x1 <= x0:
+                    continue
+                rgb, mask = self._edit_pixels(other)
+                sl = (slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
+                self._merge(0, y0, x0, rgb[sl], mask[sl])
+            # Coarse levels: clear the blocks over the context and recompute them from level 0.
+            for k in range(1, len(self.level_shapes)):
+                d = self._factor(k)
+                hk, wk = self.level_shapes[k]
+                self._clear(
+                    k,
+                    cy0 // d,
+                    cx0 // d,
+                    min(hk, -(-(cy0 + ch) // d)),
+                    min(wk, -(-(cx0 + cw) // d)),
+                )
+            self._refresh_levels(cy0, cy0 + ch, cx0, cx0 + cw)
+            group = f"edit_pixels/{record['id']}"
+            if group in self.store.root:
+                del self.store.root[group]
+            self.store.set_attrs(edits=edits)
+        return record
+
+    def _clear(self, level: int, y0: int, x0: int, y1: int, x1: int) -> None:
+        """Unset the mask (and reset the pixels) of ``level`` over ``[y0, y1) x [x0, x1)``."""
+        if y1 <= y0 or x1 <= x0:
+            return
+        if not self._edited_chunks(level, y0, y1, x0, x1).any():
+            return
+        self._masks[level][y0:y1, x0:x1] = 0
+        self.store.level_array(level)[y0:y1, x0:x1] = 255
 
     def _write_level0(self, y0: int, x0: int, rgb: np.ndarray, mask: np.ndarray) -> None:
         """Merge ``rgb`` where ``mask`` into level 0 of the edit store, chunk by chunk."""
