@@ -553,6 +553,7 @@ class LazyPlan:
         real = len(origins)
 
         def counted(z: torch.Tensor, t: float) -> torch.Tensor:
+            check_cancel(self.cancel)  # between model calls: Cancel acts within one call
             with self._lock:
                 self.evaluations += real
                 self.padded_evaluations += z.shape[0] - real

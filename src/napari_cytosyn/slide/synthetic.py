@@ -10,6 +10,7 @@ compute it once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -29,6 +30,26 @@ WHITE = 255
 RENDER_ALL_AHEAD = 4  # chunks whose phase states render_all computes together
 
 ChunkKey = tuple[int, int, int]  # (level, cy, cx)
+
+_CANCEL = threading.local()  # .event: the cancel flag of this thread's chunk renders
+
+
+@contextlib.contextmanager
+def cancel_scope(cancel: Any):
+    """Within the block, chunks rendered by this thread check ``cancel`` (``.is_set()``)
+    between model calls and raise ``Cancelled`` when it is set: a chunk in flight stops within
+    one model batch instead of finishing. Nothing of a cancelled chunk is written."""
+    previous = getattr(_CANCEL, "event", None)
+    _CANCEL.event = cancel
+    try:
+        yield
+    finally:
+        _CANCEL.event = previous
+
+
+def current_cancel() -> Any:
+    """The cancel flag of the innermost :func:`cancel_scope` of this thread (or ``None``)."""
+    return getattr(_CANCEL, "event", None)
 
 
 @dataclass
@@ -461,9 +482,13 @@ class SyntheticSlide:
         ``progress(done, total)`` is called after each chunk; ``cancel.is_set()`` is checked
         between chunks (raises ``Cancelled``). Returns the number of chunks generated.
         """
+        todo = list(chunks) if chunks is not None else self.missing_chunks(0)
+        with cancel_scope(cancel):
+            return self._render_list(todo, progress, cancel)
+
+    def _render_list(self, todo: list[tuple[int, int]], progress: Any, cancel: Any) -> int:
         from napari_cytosyn.sampling import Cancelled
 
-        todo = list(chunks) if chunks is not None else self.missing_chunks(0)
         made = 0
         for i, (cy, cx) in enumerate(todo):
             if cancel is not None and cancel.is_set():
@@ -626,7 +651,7 @@ class DiffusionChunkRenderer:
     def render(self, cy: int, cx: int) -> RenderedChunk:
         from napari_cytosyn.sampling import final_latents, render_chunk
 
-        rgb = render_chunk(self.model, self.spec, cy, cx, self.cache)
+        rgb = render_chunk(self.model, self.spec, cy, cx, self.cache, cancel=current_cancel())
         # The phase states are cached by now: the latents cost one more blend, not a render.
         n = self.chunk_px // self.latent_factor
         z = final_latents(self.model, self.spec, cy * n, cx * n, n, n, self.cache)
@@ -637,4 +662,6 @@ class DiffusionChunkRenderer:
         for the ``upcoming`` chunks fills what would be padding."""
         from napari_cytosyn.sampling.lazy import prepare_chunks
 
-        prepare_chunks(self.model, self.spec, chunks, self.cache, upcoming=upcoming)
+        prepare_chunks(
+            self.model, self.spec, chunks, self.cache, cancel=current_cancel(), upcoming=upcoming
+        )
