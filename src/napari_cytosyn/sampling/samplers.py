@@ -312,6 +312,15 @@ def get_sampler(name: str):
         ) from None
 
 
+#: A window rectangle ``(y, x, h, w)`` in absolute latents (slide origin at 0, 0).
+WindowRect = tuple[int, int, int, int]
+
+
+def is_window_condition(cond: Any) -> bool:
+    """Whether ``cond`` varies per window: it has ``for_windows(rects) -> cond`` (see below)."""
+    return callable(getattr(cond, "for_windows", None))
+
+
 def model_denoiser(
     model, guidance: float = 1.0, guidance_interval=(0.0, 1.0), cond=None, autocast: str = "off"
 ):
@@ -319,15 +328,31 @@ def model_denoiser(
 
     ``x`` is ``(B, C, h, w)``; the model is called once with the whole batch, under
     ``autocast`` (a :class:`~.settings.SamplerSettings` value, resolved here for ``model``).
+
+    Per-window conditions: when ``cond`` has a method ``for_windows(rects) -> cond`` (``rects``
+    a list of :data:`WindowRect`, one per batch row), the wrapper is marked ``per_window`` and
+    takes ``denoise(x, t, rects)``; the tiled engine (:func:`~.tiling.fused_denoiser`) passes
+    the absolute latent rectangle of every window, and the model receives
+    ``cond.for_windows(rects)`` (e.g. a layout mask cropped with each window).
     """
     lo, hi = guidance_interval
     mode = resolve_autocast(autocast, model)
+    per_window = is_window_condition(cond)
 
-    def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
+    def denoise(x: torch.Tensor, t: float, rects: list[WindowRect] | None = None) -> torch.Tensor:
         g = guidance if lo <= t <= hi else 1.0
         tt = torch.full((x.shape[0],), t, dtype=torch.float32)
+        c = cond
+        if per_window:
+            if rects is None or len(rects) != x.shape[0]:
+                raise ValueError(
+                    "a per-window condition needs one window rectangle per batch row; "
+                    "run it through the tiled engine (fused_denoiser)"
+                )
+            c = cond.for_windows(rects)
         with network_scope(model, mode):
-            return model.denoise(x, tt, cond=cond, guidance=g).float().cpu()
+            return model.denoise(x, tt, cond=c, guidance=g).float().cpu()
 
     denoise.model_dtype = getattr(model, "dtype", None)
+    denoise.per_window = per_window
     return denoise

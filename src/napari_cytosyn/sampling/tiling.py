@@ -87,7 +87,10 @@ def fused_denoiser(
     absolute position of canvas pixel (0, 0). With ``seed`` given, the offset is a seeded
     function of ``t`` (SpotDiffusion-style shifting); otherwise 0. Memory beyond the canvas is
     ``batch_size`` windows. ``progress()`` is called after each batch, ``cancel`` checked before.
+    A ``denoise`` marked ``per_window`` (see :func:`~.samplers.model_denoiser`) is called as
+    ``denoise(batch, t, rects)`` with each window's absolute latent ``(y, x, h, w)``.
     """
+    per_window = getattr(denoise, "per_window", False)
     prof_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def weight(h: int, w: int) -> torch.Tensor:
@@ -113,7 +116,11 @@ def fused_denoiser(
             check_cancel(cancel)
             chunk = wins[b : b + batch_size]
             batch = torch.stack([x[0, :, py : py + wh, px : px + wwid] for py, px in chunk])
-            x0 = denoise(batch, t)
+            if per_window:
+                rects = [(py + origin[0], px + origin[1], wh, wwid) for py, px in chunk]
+                x0 = denoise(batch, t, rects)
+            else:
+                x0 = denoise(batch, t)
             for (py, px), out in zip(chunk, x0, strict=True):
                 acc[:, py : py + wh, px : px + wwid] += out * wgt
                 norm[:, py : py + wh, px : px + wwid] += wgt
