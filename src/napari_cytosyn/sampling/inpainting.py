@@ -104,7 +104,10 @@ def inpaint(
     context (see module doc). ``mask``: ``(H, W)`` bool, True = generate. Every pixel where
     ``mask`` is False is bit-identical to ``image``. Any H, W >= 1 work (the canvas is padded by
     reflection to a multiple of the latent factor). ``progress(done, total)`` after each window
-    batch; ``cancel.is_set()`` checked before each batch (raises ``Cancelled``).
+    batch; ``cancel.is_set()`` checked before each batch (raises ``Cancelled``). ``cond``: the
+    model's condition, or a per-window one (``for_windows(rects)``, rectangles in the image's
+    latents) such as a reference field built on the real tissue around the mask
+    (:func:`~.conditioning.surround_field`).
     """
     image = np.asarray(image)
     mask = np.asarray(mask)

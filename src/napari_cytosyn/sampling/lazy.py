@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from . import precision
+from .conditioning import cond_fingerprint
 from .counter_noise import noise_field, uniform
 from .precision import resolve_autocast
 from .region import window_of
@@ -276,10 +277,23 @@ class _Phase:
 
 
 class LazyPlan:
-    """The phase structure of a spec for one model (lattices, steps), and the engine on it."""
+    """The phase structure of a spec for one model (lattices, steps), and the engine on it.
 
-    def __init__(self, model: Any, spec: LazySpec, cache: PhaseCache, cancel: Any = None):
+    ``cond``: the model's condition for every window, or a per-window one
+    (``cond.for_windows(rects)``, see :func:`~.samplers.model_denoiser`) that must depend on
+    a window's absolute position only (e.g. a reference field's); the cache belongs to it too.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        spec: LazySpec,
+        cache: PhaseCache,
+        cancel: Any = None,
+        cond: Any = None,
+    ):
         self.model = model
+        self.cond = cond
         self.spec = spec
         self.cache = cache
         self.cancel = cancel
@@ -319,7 +333,7 @@ class LazyPlan:
         self._sampler = get_sampler(st.sampler)
         self.autocast = resolve_autocast(st.autocast, model)
         self._denoise = model_denoiser(
-            model, st.guidance, st.guidance_interval, None, self.autocast
+            model, st.guidance, st.guidance_interval, cond, self.autocast
         )
         self._prof = window_profile(w, "tent").float()
         self._lock = threading.Lock()
@@ -551,12 +565,16 @@ class LazyPlan:
                 return torch.cat([z, z.new_zeros((pad, *z.shape[1:]))]) if pad else z
 
         real = len(origins)
+        # Padded slots repeat the last window's rectangle: a per-window condition needs one.
+        rects = [(oy, ox, w, w) for oy, ox in origins] + [(*origins[-1], w, w)] * pad
 
         def counted(z: torch.Tensor, t: float) -> torch.Tensor:
             check_cancel(self.cancel)  # between model calls: Cancel acts within one call
             with self._lock:
                 self.evaluations += real
                 self.padded_evaluations += z.shape[0] - real
+            if getattr(self._denoise, "per_window", False):
+                return self._denoise(z, t, rects)
             return self._denoise(z, t)
 
         counted.model_dtype = self._denoise.model_dtype
@@ -601,6 +619,7 @@ def render_chunk(
     chunk_x: int,
     cache: PhaseCache,
     cancel: Any = None,
+    cond: Any = None,
 ) -> np.ndarray:
     """Render output chunk ``(chunk_y, chunk_x)`` (indices) -> ``(chunk_px, chunk_px, 3)`` uint8.
 
@@ -608,8 +627,10 @@ def render_chunk(
     the slide at model resolution. It is decoded from the final latents under it plus
     ``spec.halo_latent`` on every side, keeping the centre. Phase states are taken
     from / written to ``cache``. On CPU the result is bit-identical whatever was rendered before.
+    ``cond``: the model's condition, or a per-window one (see :class:`LazyPlan`); ``cache``
+    must be its own.
     """
-    return _LazyRenderer(model, spec, cache, cancel).chunk(chunk_y, chunk_x)
+    return _LazyRenderer(model, spec, cache, cancel, cond).chunk(chunk_y, chunk_x)
 
 
 def prepare_chunks(
@@ -619,6 +640,7 @@ def prepare_chunks(
     cache: PhaseCache,
     cancel: Any = None,
     upcoming: list[tuple[int, int]] = (),
+    cond: Any = None,
 ) -> None:
     """Compute the phase states that rendering ``chunks`` (indices ``(cy, cx)``) needs.
 
@@ -627,9 +649,9 @@ def prepare_chunks(
     one. ``upcoming``: chunks wanted after these, most urgent first; the model batches that
     would end partly empty are filled with windows of their dependency cones whose inputs are
     ready. Optional (:func:`render_chunk` computes what is missing); pixels are the same
-    either way.
+    either way. ``cond``: as in :func:`render_chunk`.
     """
-    _LazyRenderer(model, spec, cache, cancel).prepare(chunks, upcoming)
+    _LazyRenderer(model, spec, cache, cancel, cond).prepare(chunks, upcoming)
 
 
 class _BorderDecodes:
@@ -700,17 +722,25 @@ BORDER_DECODES = _BorderDecodes()
 
 
 class _LazyRenderer:
-    def __init__(self, model: Any, spec: LazySpec, cache: PhaseCache, cancel: Any = None):
+    def __init__(
+        self,
+        model: Any,
+        spec: LazySpec,
+        cache: PhaseCache,
+        cancel: Any = None,
+        cond: Any = None,
+    ):
         f = model.latent_factor
         if spec.chunk_px % f:
             raise ValueError(
                 f"chunk_px={spec.chunk_px} must be a multiple of the model's latent factor {f}"
             )
-        self.plan = LazyPlan(model, spec, cache, cancel)
+        self.plan = LazyPlan(model, spec, cache, cancel, cond)
         self.model = model
         self.spec = spec
         self.cancel = cancel
-        self._fingerprint = spec.fingerprint()
+        # border decodes are shared between renderers of one spec AND one condition
+        self._fingerprint = spec.fingerprint() + cond_fingerprint(cond)
 
     def _latent_rect(self, cy: int, cx: int) -> tuple[int, int, int, int]:
         """Absolute latent rectangle ``(y, x, h, w)`` whose final latents chunk ``(cy, cx)``'s
@@ -789,10 +819,17 @@ class _LazyRenderer:
 
 
 def final_latents(
-    model: Any, spec: LazySpec, y_lat: int, x_lat: int, h_lat: int, w_lat: int, cache: PhaseCache
+    model: Any,
+    spec: LazySpec,
+    y_lat: int,
+    x_lat: int,
+    h_lat: int,
+    w_lat: int,
+    cache: PhaseCache,
+    cond: Any = None,
 ) -> torch.Tensor:
     """Final latents ``(C, h_lat, w_lat)`` float32 of the lazy slide at absolute latents."""
-    return LazyPlan(model, spec, cache).final_latents(y_lat, x_lat, h_lat, w_lat)
+    return LazyPlan(model, spec, cache, cond=cond).final_latents(y_lat, x_lat, h_lat, w_lat)
 
 
 def render_region_lazy(
@@ -805,14 +842,15 @@ def render_region_lazy(
     cache: PhaseCache | None = None,
     progress=None,
     cancel: Any = None,
+    cond: Any = None,
 ) -> np.ndarray:
     """Any pixel region of the lazy slide, assembled from :func:`render_chunk` chunks.
 
     Returns ``(h_px, w_px, 3)`` uint8, equal pixel for pixel to the chunks that cover it.
-    ``progress(done, total)`` counts chunks.
+    ``progress(done, total)`` counts chunks. ``cond``: as in :func:`render_chunk`.
     """
     cache = MemoryPhaseCache() if cache is None else cache
-    renderer = _LazyRenderer(model, spec, cache, cancel)
+    renderer = _LazyRenderer(model, spec, cache, cancel, cond)
     c = spec.chunk_px
     cy0, cy1 = y_px // c, (y_px + h_px - 1) // c
     cx0, cx1 = x_px // c, (x_px + w_px - 1) // c

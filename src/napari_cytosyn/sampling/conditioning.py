@@ -1,0 +1,379 @@
+"""Reference conditioning: embeddings of real tissue on a grid, interpolated to any window.
+
+A conditional model (CytoSyn with H0-mini, PixCell with UNI2-h, any backend whose ``embed()``
+works) generates tissue like a reference it is given as an embedding. A :class:`ConditionField`
+holds embeddings of reference cells (squares of real tissue, ``model.tile_px`` a side, at the
+model's resolution) whose centres lie on a regular grid, and answers "which embedding here?"
+for any position: bilinear between the four surrounding cell centres, using only cells that
+hold tissue; where some of the four are missing, the missing share goes to an inverse-distance
+average (power 4, so it stays local) of all the cells that exist. The answer depends on the
+position only, so a window's condition is a function of where it lies: tiled, lazy and
+distributed rendering keep their determinism and random access.
+
+The sampling engine resolves a ``cond`` with a ``for_windows(rects)`` method per model batch
+(absolute latent rectangles ``(y, x, h, w)`` of its windows -> the batch's ``cond``, see
+:func:`~.samplers.model_denoiser`); :meth:`ConditionField.window_cond` gives the one for a
+reference field (the field at each window's centre). Embeddings are computed in batches by
+:func:`embed_crops` from tissue pixels only: a cell is embedded only when its crop is mostly
+tissue (and, around an inpainting mask, mostly real tissue outside the mask:
+:func:`surround_field`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .settings import check_cancel
+from .tiling import to_float
+
+#: A cell counts as reference tissue when at least this fraction of its crop qualifies.
+MIN_CELL_TISSUE = 0.5
+#: Power of the inverse-distance weights that fill positions without tissue cells around them.
+IDW_POWER = 4.0
+
+
+def is_conditional(model: Any) -> bool:
+    """True when ``model`` takes a reference: it has ``embed()`` and an encoder behind it.
+
+    A model may say so itself with a ``conditional`` attribute; backends built without a
+    reference encoder (``embedder is None``) are unconditional.
+    """
+    flag = getattr(model, "conditional", None)
+    if flag is not None:
+        return bool(flag)
+    if not callable(getattr(model, "embed", None)):
+        return False
+    return getattr(model, "embedder", True) is not None
+
+
+def require_conditional(model: Any, what: str = "a reference") -> None:
+    """Raise ``ValueError`` naming the model when it cannot take ``what``."""
+    if not is_conditional(model):
+        name = getattr(model, "name", type(model).__name__)
+        raise ValueError(
+            f"model {name!r} is unconditional: it cannot generate tissue like {what}. Use a "
+            "conditional model (cytosyn, pixcell-256, pixcell-1024; see docs/models.md) or "
+            "drop the reference"
+        )
+
+
+def encoder_id(model: Any) -> str:
+    """What computed a model's embeddings, for recipes (the registry's description, else the
+    model's own name)."""
+    try:
+        from ..models import get_info
+
+        info = get_info(str(getattr(model, "name", "")))
+    except Exception:  # not a registry name (a test model, a py: factory)
+        info = None
+    if info is not None and info.conditioning:
+        return str(info.conditioning)
+    emb = getattr(model, "embedder", None)
+    hub = getattr(emb, "hub_id", None)
+    return str(hub) if hub else f"{getattr(model, 'name', type(model).__name__)}.embed"
+
+
+@dataclass(frozen=True, eq=False)
+class ConditionField:
+    """Reference embeddings on a grid of cells, interpolated to any position.
+
+    Parameters
+    ----------
+    embeddings: ``(ny, nx, *E)`` float32, one embedding per cell (anything where ``valid`` is
+        False is ignored).
+    valid: ``(ny, nx)`` bool, True where the cell holds reference tissue (at least one).
+    cell_px: distance between neighbouring cell centres, in model px.
+    origin_px: ``(y, x)`` model px of cell ``(0, 0)``'s centre; cell ``(i, j)`` is centred at
+        ``origin + (i, j) * cell_px``. Positions are in the coordinates of the canvas being
+        generated (a slide's level 0 at the model's mpp, or an inpainting context).
+    """
+
+    embeddings: np.ndarray
+    valid: np.ndarray
+    cell_px: float
+    origin_px: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        emb = np.ascontiguousarray(self.embeddings, dtype=np.float32)
+        valid = np.asarray(self.valid, dtype=bool)
+        if emb.ndim < 3 or valid.shape != emb.shape[:2]:
+            raise ValueError(
+                f"embeddings must be (ny, nx, *E) with valid (ny, nx); got {emb.shape} and "
+                f"{valid.shape}"
+            )
+        if not valid.any():
+            raise ValueError(
+                "no reference cell holds enough tissue to be embedded; choose a reference "
+                "region with tissue"
+            )
+        if not np.isfinite(emb[valid]).all():
+            raise ValueError("reference embeddings contain NaN or inf")
+        if not self.cell_px > 0:
+            raise ValueError(f"cell_px must be > 0, got {self.cell_px!r}")
+        object.__setattr__(self, "embeddings", emb)
+        object.__setattr__(self, "valid", valid)
+        object.__setattr__(self, "origin_px", tuple(float(v) for v in self.origin_px))
+        ys, xs = np.nonzero(valid)
+        object.__setattr__(self, "_cells", (ys.astype(np.float64), xs.astype(np.float64)))
+
+    @classmethod
+    def constant(cls, embedding: Any) -> ConditionField:
+        """A field that is ``embedding`` (``(*E,)``) everywhere: one reference for all windows."""
+        emb = np.asarray(torch.as_tensor(embedding).float().cpu().numpy(), dtype=np.float32)
+        return cls(emb[None, None], np.ones((1, 1), dtype=bool), 1.0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Cells ``(ny, nx)``."""
+        return tuple(self.valid.shape)
+
+    @property
+    def embedding_shape(self) -> tuple[int, ...]:
+        return tuple(self.embeddings.shape[2:])
+
+    def mean(self) -> np.ndarray:
+        """Mean embedding of the valid cells ``(*E,)`` float32."""
+        return self.embeddings[self.valid].astype(np.float64).mean(axis=0).astype(np.float32)
+
+    def at(self, y_px: Any, x_px: Any) -> np.ndarray:
+        """Embeddings at positions (model px): ``(*S, *E)`` float32 for positions of shape S.
+
+        Bilinear between the four cell centres around a position (clamped to the grid at its
+        edges); the weight of cells without tissue goes to the inverse-distance average of
+        all valid cells, so the result is continuous and uses tissue cells only.
+        """
+        y = np.asarray(y_px, dtype=np.float64)
+        x = np.asarray(x_px, dtype=np.float64)
+        y, x = np.broadcast_arrays(y, x)
+        shape = y.shape
+        gy = ((y.reshape(-1) - self.origin_px[0]) / self.cell_px).clip(0, self.shape[0] - 1)
+        gx = ((x.reshape(-1) - self.origin_px[1]) / self.cell_px).clip(0, self.shape[1] - 1)
+        flat = self.embeddings.reshape(self.shape[0], self.shape[1], -1).astype(np.float64)
+        out = np.zeros((gy.size, flat.shape[2]), dtype=np.float64)
+        share = np.zeros(gy.size, dtype=np.float64)
+        i0 = np.minimum(np.floor(gy).astype(np.int64), max(0, self.shape[0] - 2))
+        j0 = np.minimum(np.floor(gx).astype(np.int64), max(0, self.shape[1] - 2))
+        fy, fx = gy - i0, gx - j0
+        for di, wy in ((0, 1.0 - fy), (1, fy)):
+            for dj, wx in ((0, 1.0 - fx), (1, fx)):
+                ii = np.minimum(i0 + di, self.shape[0] - 1)
+                jj = np.minimum(j0 + dj, self.shape[1] - 1)
+                w = wy * wx * self.valid[ii, jj]
+                out += w[:, None] * flat[ii, jj]
+                share += w
+        missing = share < 1.0 - 1e-12
+        if missing.any():
+            out[missing] += (1.0 - share[missing])[:, None] * self._idw(gy[missing], gx[missing])
+        return out.reshape(*shape, *self.embedding_shape).astype(np.float32)
+
+    def _idw(self, gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
+        """Inverse-distance (power :data:`IDW_POWER`) average of the valid cells, ``(N, E)``."""
+        cy, cx = self._cells
+        vals = self.embeddings[self.valid].reshape(cy.size, -1).astype(np.float64)
+        out = np.empty((gy.size, vals.shape[1]), dtype=np.float64)
+        for k in range(0, gy.size, 256):  # bounded memory for many positions x many cells
+            d2 = (gy[k : k + 256, None] - cy[None]) ** 2 + (gx[k : k + 256, None] - cx[None]) ** 2
+            w = 1.0 / np.maximum(d2, 1e-12) ** (IDW_POWER / 2)
+            out[k : k + 256] = (w @ vals) / w.sum(axis=1, keepdims=True)
+        return out
+
+    def window_cond(self, latent_factor: int) -> FieldCondition:
+        """The per-window condition for the sampling engine: the embedding at each window's
+        centre; windows are absolute latent rectangles, ``latent_factor`` px per latent."""
+        return FieldCondition(self, int(latent_factor))
+
+    def fingerprint(self) -> str:
+        """Short hash of the cells, their validity and geometry (ties caches to the field)."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update(np.ascontiguousarray(self.embeddings).tobytes())
+        h.update(np.packbits(self.valid).tobytes())
+        h.update(repr((self.shape, self.cell_px, self.origin_px)).encode())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class FieldCondition:
+    """A :class:`ConditionField` as a per-window ``cond`` of the sampling engine.
+
+    ``for_windows(rects)`` (the hook of :func:`~.samplers.model_denoiser`): absolute latent
+    rectangles ``(y, x, h, w)`` -> ``(B, *E)`` float32, the field at each window's centre.
+    """
+
+    field: ConditionField
+    latent_factor: int
+
+    def for_windows(self, rects: Sequence[tuple[int, int, int, int]]) -> torch.Tensor:
+        f = float(self.latent_factor)
+        cy = np.array([(r[0] + r[2] / 2.0) * f for r in rects], dtype=np.float64)
+        cx = np.array([(r[1] + r[3] / 2.0) * f for r in rects], dtype=np.float64)
+        return torch.from_numpy(self.field.at(cy, cx))
+
+    def fingerprint(self) -> str:
+        return f"{self.field.fingerprint()}-f{self.latent_factor}"
+
+
+def cond_fingerprint(cond: Any) -> str:
+    """A key part for caches of rendered pixels: empty without a condition, else the
+    condition's ``fingerprint()`` (a tensor's bytes; other objects their id: results made with
+    them are not shared across objects)."""
+    if cond is None:
+        return ""
+    fp = getattr(cond, "fingerprint", None)
+    if callable(fp):
+        return str(fp())
+    if isinstance(cond, torch.Tensor | np.ndarray):
+        data = np.ascontiguousarray(torch.as_tensor(cond).float().cpu().numpy()).tobytes()
+        return hashlib.blake2b(data, digest_size=8).hexdigest()
+    return f"id{id(cond)}"
+
+
+# -- computing embeddings ----------------------------------------------------------------------
+
+
+def embed_px(model: Any) -> int:
+    """Side of a reference crop in model px: the model's native tile."""
+    return int(model.tile_px)
+
+
+def embed_crops(
+    model: Any,
+    crops: Sequence[np.ndarray] | Callable[[int], np.ndarray],
+    n: int | None = None,
+    batch_size: int = 16,
+    cancel: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """``model.embed`` of RGB crops, ``batch_size`` at a time: ``(N, *E)`` float32.
+
+    ``crops``: ``(h, w, 3)`` uint8 arrays of one size, or ``crops(k) -> crop`` with ``n`` crops
+    (read lazily, so only one batch of pixels is in memory).
+    """
+    require_conditional(model)
+    get = crops if callable(crops) else crops.__getitem__
+    total = len(crops) if n is None else int(n)
+    out: list[np.ndarray] = []
+    for k in range(0, total, batch_size):
+        check_cancel(cancel)
+        batch = [get(i) for i in range(k, min(total, k + batch_size))]
+        x = torch.stack([_to_float(c) for c in batch])
+        emb = model.embed(x)
+        out.append(torch.as_tensor(emb).float().cpu().numpy())
+        if progress is not None:
+            progress(min(total, k + batch_size), total)
+    if not out:
+        raise ValueError("no reference crops to embed")
+    return np.concatenate(out).astype(np.float32)
+
+
+def _to_float(crop: np.ndarray) -> torch.Tensor:
+    crop = np.asarray(crop)
+    if crop.ndim != 3 or crop.shape[2] < 3 or crop.dtype != np.uint8:
+        raise ValueError(f"reference crops must be (h, w, 3) uint8, got {crop.shape} {crop.dtype}")
+    return to_float(crop[..., :3])
+
+
+def grid_cells(h_px: int, w_px: int, cell_px: int) -> tuple[int, int]:
+    """Cells ``(ny, nx)`` of a grid of spacing ``cell_px`` whose centres cover ``h x w`` px
+    (cell ``(i, j)`` centred at ``((i + 0.5) cell, (j + 0.5) cell)``)."""
+    return max(1, math.ceil(h_px / cell_px)), max(1, math.ceil(w_px / cell_px))
+
+
+def crop_centred(image: np.ndarray, cy: float, cx: float, side: int) -> np.ndarray:
+    """A ``side`` px square of ``image`` centred at ``(cy, cx)``, shifted inside the image
+    (reflect-padded when the image is smaller)."""
+    h, w = image.shape[:2]
+    if h < side or w < side:
+        ph, pw = max(0, side - h), max(0, side - w)
+        mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
+        image = np.pad(image, ((0, ph), (0, pw)) + ((0, 0),) * (image.ndim - 2), mode=mode)
+        h, w = image.shape[:2]
+    y0 = int(min(max(0, round(cy - side / 2)), h - side))
+    x0 = int(min(max(0, round(cx - side / 2)), w - side))
+    return image[y0 : y0 + side, x0 : x0 + side]
+
+
+def surround_field(
+    model: Any,
+    image: np.ndarray,
+    mask: np.ndarray,
+    tissue: np.ndarray,
+    ring_px: int,
+    cell_px: int | None = None,
+    batch_size: int = 16,
+    cancel: Any = None,
+) -> ConditionField:
+    """Condition field from the real tissue in a ring around an inpainting mask.
+
+    ``image`` ``(H, W, 3)`` uint8 and ``mask``, ``tissue`` ``(H, W)`` bool are at the model's
+    resolution (an inpainting context). Cells (spacing ``cell_px``, default half the model's
+    tile) whose crop (``model.tile_px`` a side) is mostly real tissue (tissue and outside the
+    mask) and whose centre lies within ``ring_px`` of the mask are embedded, in batches. The
+    field is in the image's pixel coordinates; windows over a large mask get the embedding of
+    the nearby reference cells (a mask across tumour and stroma keeps both).
+    """
+    side = embed_px(model)
+    cell = int(cell_px or max(8, side // 2))
+    mask = np.asarray(mask, dtype=bool)
+    real = np.asarray(tissue, dtype=bool) & ~mask
+    h, w = mask.shape
+    ny, nx = grid_cells(h, w, cell)
+    centres_y = (np.arange(ny) + 0.5) * cell
+    centres_x = (np.arange(nx) + 0.5) * cell
+    near = _within(mask, ring_px)
+    frac = _box_fraction(real, side)
+    picks: list[tuple[int, int]] = []
+    for i, cy in enumerate(centres_y):
+        for j, cx in enumerate(centres_x):
+            yy, xx = min(h - 1, int(cy)), min(w - 1, int(cx))
+            if near[yy, xx] and not mask[yy, xx] and frac[yy, xx] >= MIN_CELL_TISSUE:
+                picks.append((i, j))
+    if not picks:
+        raise ValueError(
+            f"no real tissue within {ring_px} px (model resolution) of the mask to condition "
+            "on; widen the ring or choose a reference region"
+        )
+    emb = embed_crops(
+        model,
+        lambda k: crop_centred(image, centres_y[picks[k][0]], centres_x[picks[k][1]], side),
+        n=len(picks),
+        batch_size=batch_size,
+        cancel=cancel,
+    )
+    grid = np.zeros((ny, nx, *emb.shape[1:]), dtype=np.float32)
+    valid = np.zeros((ny, nx), dtype=bool)
+    for (i, j), e in zip(picks, emb, strict=True):
+        grid[i, j] = e
+        valid[i, j] = True
+    return ConditionField(grid, valid, float(cell), (cell / 2.0, cell / 2.0))
+
+
+def _within(mask: np.ndarray, r: int) -> np.ndarray:
+    """Pixels within chessboard distance ``r`` of ``mask`` (the mask included)."""
+    if r <= 0:
+        return mask.copy()
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    # Separable max filter: rows then columns (a (2r+1)^2 window, cheap for large r).
+    m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
+    m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
+    return m[0, 0].numpy() > 0
+
+
+def _box_fraction(ok: np.ndarray, side: int) -> np.ndarray:
+    """Fraction of ``ok`` pixels in the ``side`` px box centred on each pixel (zero padded)."""
+    s = np.pad(ok.astype(np.float64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    h, w = ok.shape
+    half = side // 2
+    y0 = np.clip(np.arange(h) - half, 0, h)
+    y1 = np.clip(np.arange(h) - half + side, 0, h)
+    x0 = np.clip(np.arange(w) - half, 0, w)
+    x1 = np.clip(np.arange(w) - half + side, 0, w)
+    total = s[y1][:, x1] - s[y0][:, x1] - s[y1][:, x0] + s[y0][:, x0]
+    return total / float(side * side)
