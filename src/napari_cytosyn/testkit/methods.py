@@ -34,6 +34,7 @@ def hematoxylin(rgb: np.ndarray) -> np.ndarray:
 
 def otsu_watershed(
     rgb: np.ndarray,
+    mpp: float = 0.5,
     sigma_px: float = 1.0,
     min_area_px: int = 12,
     min_distance_px: int = 4,
@@ -42,8 +43,13 @@ def otsu_watershed(
 
     ``sigma_px``: Gaussian smoothing before thresholding; ``min_area_px``: smaller objects are
     dropped; ``min_distance_px``: minimum distance between two seeds of the watershed (nuclei
-    are ~6-20 px across at 0.5 um/px).
+    are ~6-20 px across at 0.5 um/px). The three are given at 0.5 um/px and scaled to ``mpp``.
     """
+    if not mpp > 0:
+        raise ValueError(f"mpp must be positive, got {mpp}")
+    k = 0.5 / mpp
+    sigma_px, min_distance_px = sigma_px * k, max(1, round(min_distance_px * k))
+    min_area_px = max(1, round(min_area_px * k * k))
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
     from skimage.filters import gaussian, threshold_otsu
