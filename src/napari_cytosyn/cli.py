@@ -9,8 +9,9 @@ Subcommands (``napari-cytosyn SUBCOMMAND --help`` for all flags)::
     info PATH
     demo --out DIR
 
-The output format follows the extension: ``*.ome.zarr`` (OME-Zarr, NGFF 0.4 unless
-``--ome-version 0.5``), ``*.ome.tif`` (pyramidal OME-TIFF); ``synthesize`` writes a synthetic
+The output format follows the extension (or ``--format``): ``*.ome.zarr`` (OME-Zarr, NGFF 0.4
+unless ``--ome-version 0.5``), ``*.ome.tif`` (pyramidal OME-TIFF), ``*.tif``/``*.svs`` (tiled
+TIFF in the SVS layout, every level readable by OpenSlide); ``synthesize`` writes a synthetic
 slide store for any other name. Exit status: 0 on success, 1 with a one-line reason on bad input
 or failure, 2 on a usage error, 130 when interrupted (rerun the same command to resume).
 """
@@ -141,13 +142,15 @@ def sampler_settings(args: argparse.Namespace, seed: int) -> Any:
 # -- output paths ---------------------------------------------------------------------------
 
 
-def export_target(path: Path) -> bool:
-    """True when ``path`` names an export file (``.ome.zarr``, ``.ome.tif``)."""
+def export_target(path: Path, fmt: str | None = None) -> bool:
+    """True when ``path`` (or ``fmt``) names an export (``.ome.zarr``, ``.ome.tif``, ``.svs``)."""
     from napari_cytosyn.export import output_format
 
     try:
-        output_format(path)
+        output_format(path, fmt)
     except ValueError:
+        if fmt is not None:
+            raise
         return False
     return True
 
@@ -166,8 +169,10 @@ def export(args: argparse.Namespace, slide: Any, out: Path) -> Path:
         written = export_slide(
             slide,
             out,
+            format=args.format,
             version=args.ome_version,
             compression=args.compression,
+            mask=args.synthetic_mask,
             overwrite=args.overwrite,
             progress=bar,
         )
@@ -247,7 +252,7 @@ def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, sett
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    to_file = export_target(out)
+    to_file = export_target(out, args.format)
     if to_file:
         check_output(out, args.overwrite)
     store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
@@ -271,7 +276,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 def _store_beside(out: Path) -> Path:
     stem = out.name
-    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr"):
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".svs"):
         stem = stem.removesuffix(suffix)
     return out.with_name(f"{stem}.cytosyn")
 
@@ -281,8 +286,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     from napari_cytosyn.slide.composite import CompositeSlide
 
     out = Path(args.out)
-    if not export_target(out):
-        raise CliError(f"--out {out.name!r}: name it *.ome.zarr or *.ome.tif")
+    if not export_target(out, args.format):
+        raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
     check_output(out, args.overwrite)
     slide = open_slide(args.slide)
     components = read_mask(args.mask, slide, args.mask_level)
@@ -344,8 +349,8 @@ def open_any(path: Path) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if not export_target(out):
-        raise CliError(f"--out {out.name!r}: name it *.ome.zarr or *.ome.tif")
+    if not export_target(out, args.format):
+        raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
     check_output(out, args.overwrite)
     export(args, open_any(Path(args.source)), out)
     return 0
@@ -411,6 +416,10 @@ def _export_provenance(path: Path) -> dict[str, Any] | None:
         import tifffile
 
         with tifffile.TiffFile(path) as tf:
+            if tf.is_svs:
+                from napari_cytosyn.export.tiff import read_svs_provenance
+
+                return read_svs_provenance(tf.pages[0].description)
             if not tf.is_ome:
                 return None
             image = tifffile.xml2dict(tf.ome_metadata)["OME"]["Image"]
@@ -457,7 +466,21 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
         help="OME-Zarr version: 0.4 (zarr v2, default) or 0.5 (zarr v3)",
     )
     p.add_argument(
-        "--compression", default="jpeg", help="OME-TIFF tiles: jpeg (default), deflate, lzw, none"
+        "--format",
+        choices=("ome-zarr", "ome-tiff", "tiff"),
+        help="output format (default: from --out's extension); tiff = SVS-layout TIFF",
+    )
+    p.add_argument(
+        "--compression",
+        help="TIFF tiles: jpeg, deflate, lzw, none (default: deflate for inpainted slides, "
+        "jpeg otherwise)",
+    )
+    p.add_argument(
+        "--synthetic-mask",
+        choices=("sidecar", "ome-image"),
+        default="sidecar",
+        help="TIFF exports of inpainted slides: mask TIFF + GeoJSON beside the file (sidecar, "
+        "default) or a second OME image in the OME-TIFF (ome-image)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -482,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, required=True, help="level-0 height in px")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--mpp", type=float, help="um/px; must equal the model's (checked)")
-    p.add_argument("--out", required=True, help="*.ome.zarr / *.ome.tif, or a store folder")
+    p.add_argument("--out", required=True, help="*.ome.zarr / *.ome.tif / *.svs, or a store folder")
     p.add_argument("--store", help="synthetic slide store (default: OUT stem + .cytosyn)")
     p.add_argument("--chunk-px", type=int, default=512, help="chunk size in px (default 512)")
     _common(p)
@@ -503,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="slide level whose pixel grid a mask image matches (default 0)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="*.ome.zarr or *.ome.tif")
+    p.add_argument("--out", required=True, help="*.ome.zarr, *.ome.tif, *.tif or *.svs")
     p.add_argument("--edit-store", help="keep the edit store here (default: temporary)")
     _common(p)
     p.set_defaults(func=cmd_inpaint)
@@ -519,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a store, an edit store or a slide")
     p.add_argument("source", metavar="STORE_OR_SLIDE")
-    p.add_argument("--out", required=True, help="*.ome.zarr or *.ome.tif")
+    p.add_argument("--out", required=True, help="*.ome.zarr, *.ome.tif, *.tif or *.svs")
     _common(p, model=False)
     p.set_defaults(func=cmd_export)
 

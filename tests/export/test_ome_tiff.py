@@ -18,6 +18,7 @@ def test_lossless_ome_tiff_round_trips_pixel_exact_with_subifd_pyramid(tmp_path,
         [da.from_array(image, chunks=(256, 256, 3))],
         mpp=0.5,
         mask_levels=[mask],
+        mask="ome-image",
         provenance=prov,
         compression="deflate",
     )
@@ -90,3 +91,64 @@ def test_ome_tiff_refuses_existing_output_and_bad_settings(tmp_path, image):
     with tifffile.TiffFile(path) as tf:
         np.testing.assert_array_equal(tf.series[0].asarray(), image)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ome.tif"]
+
+
+def _large_image_pick(xml: str, tile_px: int) -> dict[int, str]:
+    """The OME image that large_image's OME-TIFF source shows at each level.
+
+    It files the OME Images with as many TiffData as the first by level
+    ``ceil(log2(max(SizeX, SizeY) / tile))`` in a dict, so the last image of a size wins.
+    """
+    images = tifffile.xml2dict(xml)["OME"]["Image"]
+    images = images if isinstance(images, list) else [images]
+
+    def n_tiffdata(image):
+        td = image["Pixels"].get("TiffData", [])
+        return len(td) if isinstance(td, list) else 1
+
+    first = n_tiffdata(images[0])
+    picked = {}
+    for image in images:
+        if n_tiffdata(image) != first:
+            continue
+        px = image["Pixels"]
+        ratio = max(px["SizeX"] / tile_px, px["SizeY"] / tile_px)
+        picked[max(0, int(np.ceil(np.log2(ratio))))] = image["Name"]
+    return picked
+
+
+def test_inpainted_ome_tiff_holds_only_the_tissue_so_large_image_shows_it(tmp_path, inpainted):
+    from napari_cytosyn.export import export_slide, sidecar_paths
+
+    out = export_slide(inpainted, tmp_path / "case.ome.tif", checksum_source=False)
+    with tifffile.TiffFile(out) as tf:
+        assert len(tf.series) == 1 and tf.series[0].shape[-1] == 3
+        assert tf.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE  # lossless default
+        assert set(_large_image_pick(tf.ome_metadata, 256).values()) == {"generic (edited)"}
+        real = inpainted.real
+        for k in range(real.n_levels):
+            mask = inpainted.mask_levels[k].compute()
+            got = tf.series[0].levels[k].asarray()
+            np.testing.assert_array_equal(got[~mask], real.levels[k].compute()[~mask])
+    mask_tif, geojson = sidecar_paths(out)
+    assert mask_tif.name == "case.synthetic-mask.tif" and geojson.is_file()
+    with tifffile.TiffFile(mask_tif) as tf:
+        np.testing.assert_array_equal(
+            tf.series[0].levels[1].asarray() != 0, inpainted.mask_levels[1].compute()
+        )
+
+
+def test_mask_kept_as_second_ome_image_is_what_large_image_would_show(tmp_path, inpainted):
+    """The documented limit of ``mask="ome-image"``: one file, but large_image shows the mask."""
+    from napari_cytosyn.export import export_slide, sidecar_paths
+
+    out = export_slide(inpainted, tmp_path / "one.ome.tif", mask="ome-image", checksum_source=False)
+    assert not any(p.exists() for p in sidecar_paths(out))
+    with tifffile.TiffFile(out) as tf:
+        image, mask = tf.series
+        assert image.shape[-1] == 3
+        assert mask.name == "synthetic mask"
+        np.testing.assert_array_equal(
+            mask.levels[0].asarray(), inpainted.mask_levels[0].compute().astype(np.uint8)
+        )
+        assert set(_large_image_pick(tf.ome_metadata, 256).values()) == {"synthetic mask"}

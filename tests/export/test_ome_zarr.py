@@ -184,3 +184,79 @@ def test_bad_input_is_rejected_before_anything_is_written(tmp_path, image):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_ome_zarr(tmp_path / "missing" / "a.ome.zarr", [image])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sharded_ngff_05_is_written_through_zarr_and_read_back_exactly(tmp_path, he_like):
+    import ome_zarr_models
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    image = he_like(600, 1100)
+    out = write_ome_zarr(
+        tmp_path / "s.ome.zarr", [image], mpp=0.5, version="0.5", chunk_px=64, shards=256
+    )
+    root = zarr.open_group(str(out), mode="r")
+    assert root["0"].chunks == (3, 64, 64) and root["0"].shards == (3, 256, 256)
+    assert ome_zarr_models.open_ome_zarr(root) is not None
+    np.testing.assert_array_equal(np.moveaxis(root["0"][:], 0, -1), image)
+    np.testing.assert_array_equal(np.moveaxis(root["1"][:], 0, -1), downsample(image, 2))
+    assert (out / "0" / "c" / "0" / "0" / "0").is_file()  # one shard file
+    assert not (out / "0" / "c" / "0" / "3").exists()  # not one file per 64 px chunk
+    nodes = list(Reader(parse_url(str(out)))())
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(nodes[0].data[0]), 0, -1), image)
+    # "auto" shards only arrays of more than 256 chunks; 0.4 (zarr v2) has no sharding
+    small = write_ome_zarr(tmp_path / "a.ome.zarr", [image], version="0.5", chunk_px=64)
+    assert zarr.open_group(str(small), mode="r")["0"].shards is None
+    with pytest.raises(ValueError, match=r"sharding needs NGFF 0\.5"):
+        write_ome_zarr(tmp_path / "b.ome.zarr", [image], version="0.4", shards=256)
+
+
+def test_inpainted_slide_exports_with_truthful_method_named_label_and_slide_name(
+    tmp_path, inpainted
+):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from napari_cytosyn.export import export_slide
+
+    out = export_slide(inpainted, tmp_path / "out.ome.zarr", checksum_source=False)
+    root = zarr.open_group(str(out), mode="r")
+    ms = _ome(root)["multiscales"][0]
+    assert ms["name"] == _ome(root)["omero"]["name"] == "generic (edited)"
+    assert "source slide's own levels" in ms["metadata"]["method"]
+    assert "box mean" not in ms["metadata"]["method"]
+    assert [root[str(k)].shape[1:] for k in range(3)] == inpainted.level_shapes
+    assert _ome(root)["omero"]["rdefs"]["model"] == "color"
+    for k in range(3):
+        mask = inpainted.mask_levels[k].compute()
+        np.testing.assert_array_equal(root[f"labels/synthetic/{k}"][0], mask.astype(np.uint8))
+        got = np.moveaxis(root[str(k)][:], 0, -1)
+        np.testing.assert_array_equal(got[~mask], inpainted.real.levels[k].compute()[~mask])
+    names = {n.metadata.get("name") for n in Reader(parse_url(str(out)))()}
+    assert "synthetic" in names and not any("labels/" in str(n) for n in names)
+
+
+def test_synthetic_store_exports_under_the_slide_name_not_the_folder(tmp_path):
+    from napari_cytosyn.distributed import finish_pyramid
+    from napari_cytosyn.export import export_slide
+    from napari_cytosyn.models.grf import GRFModel
+    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    store = tmp_path / "syn.cytosyn"
+    slide = SyntheticSlide.create(
+        store, GRFModel(), 300, 200, seed=1, settings=SamplerSettings(steps=2), chunk_px=256
+    )
+    rgb = np.full((256, 256, 3), 200, np.uint8)
+    ny, nx = slide.store.grid(0)
+    for cy in range(ny):
+        for cx in range(nx):
+            y0, y1, x0, x1 = slide.store.bounds(0, cy, cx)
+            slide.store.write_chunk(0, cy, cx, rgb[: y1 - y0, : x1 - x0])
+    finish_pyramid(SyntheticSlide.open(store, mode="r+"))
+    out = export_slide(SyntheticSlide.open(store, mode="r"), tmp_path / "x.ome.zarr")
+    root = zarr.open_group(str(out), mode="r")
+    assert _ome(root)["multiscales"][0]["name"] == "syn"
+    assert "synthetic store levels" in _ome(root)["multiscales"][0]["metadata"]["method"]
+    assert "labels" not in root  # every pixel is synthetic: the provenance says so instead
+    assert root.attrs["napari_cytosyn"]["synthetic"]["fully_synthetic"] is True

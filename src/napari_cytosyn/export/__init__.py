@@ -1,4 +1,5 @@
-"""Export layer: OME-Zarr (NGFF 0.4/0.5) and pyramidal OME-TIFF writers with provenance.
+"""Export layer: OME-Zarr (NGFF 0.4/0.5), pyramidal OME-TIFF and SVS-layout TIFF writers,
+the synthetic mask beside TIFF exports (mask TIFF + QuPath GeoJSON), provenance.
 
 Heavy imports (zarr, tifffile) happen inside the writer functions, so importing this package
 is cheap.
@@ -7,20 +8,26 @@ is cheap.
 from napari_cytosyn.export.ome_tiff import write_ome_tiff
 from napari_cytosyn.export.ome_zarr import write_ome_zarr
 from napari_cytosyn.export.provenance import build_provenance, file_sha256
+from napari_cytosyn.export.sidecars import sidecar_paths
 from napari_cytosyn.export.slide_export import (
+    FORMATS,
     IncompleteSlideError,
     export_slide,
     output_format,
     slide_provenance,
 )
+from napari_cytosyn.export.tiff import write_tiff
 
 __all__ = [
+    "FORMATS",
     "IncompleteSlideError",
     "build_provenance",
     "export_slide",
     "file_sha256",
     "output_format",
+    "sidecar_paths",
     "slide_provenance",
     "write_ome_tiff",
     "write_ome_zarr",
+    "write_tiff",
 ]

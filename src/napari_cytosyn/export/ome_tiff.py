@@ -5,8 +5,11 @@ Layout (what QuPath, OMERO, Bio-Formats and tifffile expect of a pyramidal OME-T
 - series 0, the RGB image: level 0 in the main IFD, coarser levels in its SubIFDs
   (``NewSubfileType = 1``); OME-XML ``PhysicalSizeX/Y`` in µm and TIFF resolution tags per level;
   the provenance JSON in the OME ``Image/Description``.
-- series 1 (only for composites), ``synthetic mask``: uint8 (1 = synthetic), same pyramid,
-  always deflate-compressed.
+- the synthetic mask of a composite: beside the file by default (``<stem>.synthetic-mask.tif``
+  and ``<stem>.synthetic.geojson``, :mod:`~napari_cytosyn.export.sidecars`), so the file holds
+  one OME image and readers that file OME images by size (large_image) show the tissue; with
+  ``mask="ome-image"`` series 1, ``synthetic mask``: uint8 (1 = synthetic), same pyramid,
+  deflate-compressed.
 
 Tiles are produced by a generator that reads the source blocks on a small thread pool (bounded
 look-ahead) and tifffile compresses them on its own thread pool, so memory does not grow with
@@ -20,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,122 +32,26 @@ import numpy as np
 from napari_cytosyn.export._stream import (
     ProgressFn,
     atomic_output,
-    bounded_map,
     pyramid_shapes,
-    read_block,
-    source_chunk_hw,
     tile_grid,
     validate_levels,
     validate_masks,
 )
-from napari_cytosyn.export.ome_zarr import (
-    _level_factor,
-    _reader_from_coarser,
-    _write_level,
-    create_level_array,
-    normalise_mpp,
+from napari_cytosyn.export._tiles import (
+    COMPRESSIONS,
+    Reader,
+    check_compression,
+    level_readers,
+    resolution_kwargs,
+    tile_px_for,
+    tiles,
 )
+from napari_cytosyn.export.ome_zarr import normalise_mpp
 
-COMPRESSIONS = {"jpeg": "jpeg", "deflate": "zlib", "zlib": "zlib", "lzw": "lzw", "none": None}
-Reader = Callable[[int, int, int, int], np.ndarray]
+__all__ = ["COMPRESSIONS", "MASK_PLACES", "write_ome_tiff"]
 
-
-def _tile_px_for(level: Any, default: int) -> int:
-    """The source's chunk edge when it is a usable TIFF tile (multiple of 16, 256-1024 px)."""
-    chunk = source_chunk_hw(level)
-    if (
-        chunk is not None
-        and chunk[0] == chunk[1]
-        and chunk[0] % 16 == 0
-        and 256 <= chunk[0] <= 1024
-    ):
-        return chunk[0]
-    return default
-
-
-def _tiles(
-    read: Reader,
-    shape: Sequence[int],
-    tile_px: int,
-    workers: int,
-    cancel: Any,
-    tick: Callable[[int], None],
-) -> Iterator[np.ndarray]:
-    """Row-major tiles of one level, each padded to ``(tile_px, tile_px, samples)``."""
-
-    def job(t: tuple[int, int, int, int]) -> np.ndarray:
-        y0, y1, x0, x1 = t
-        data = read(y0, y1, x0, x1)
-        if data.shape[0] != tile_px or data.shape[1] != tile_px:
-            full = np.zeros((tile_px, tile_px, data.shape[2]), np.uint8)
-            full[: data.shape[0], : data.shape[1]] = data
-            data = full
-        if data.shape[2] == 1:  # single-sample pages take (tile, tile) tiles
-            data = data[..., 0]
-        return np.ascontiguousarray(data, dtype=np.uint8)
-
-    for tile in bounded_map(job, tile_grid(shape, (tile_px, tile_px)), workers, cancel=cancel):
-        tick(1)
-        yield tile
-
-
-def _source_reader(level: Any, mask: bool = False) -> Reader:
-    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        block = read_block(level, y0, y1, x0, x1)
-        if mask:
-            return (block != 0).astype(np.uint8)[..., None]
-        return block
-
-    return read
-
-
-def _scratch_reader(arr: Any) -> Reader:
-    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return np.moveaxis(np.asarray(arr[:, y0:y1, x0:x1]), 0, -1)
-
-    return read
-
-
-class _SourceAsCYX:
-    """A (y, x, c) source seen as (c, y, x), so the zarr writer's coarsening can read it."""
-
-    def __init__(self, level: Any, mask: bool):
-        self.level, self.mask = level, mask
-        h, w = level.shape[:2]
-        self.shape = (1 if mask else 3, h, w)
-
-    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
-        _, ys, xs = key
-        block = read_block(self.level, ys.start, ys.stop, xs.start, xs.stop)
-        if self.mask:
-            block = (block != 0).astype(np.uint8)[..., None]
-        return np.moveaxis(block, -1, 0)
-
-
-def _build_scratch_levels(
-    source: Any,
-    shapes: Sequence[Sequence[int]],
-    scratch: Path,
-    mask: bool,
-    tile_px: int,
-    workers: int,
-    cancel: Any,
-) -> list[Reader]:
-    """Readers for levels ``1..`` built into a scratch zarr from ``source`` level 0."""
-    import zarr
-
-    root = zarr.open_group(str(scratch / ("mask" if mask else "image")), mode="w", zarr_format=3)
-    channels = 1 if mask else 3
-    prev: Any = _SourceAsCYX(source, mask)
-    readers: list[Reader] = []
-    for i, shape in enumerate(shapes[1:], start=1):
-        dst = create_level_array(root, str(i), (channels, *shape), (channels, tile_px, tile_px), 3)
-        factor = _level_factor(shapes[i - 1], shape)
-        read = _reader_from_coarser(prev, shape, factor, "max" if mask else "mean")
-        _write_level(dst, read, (tile_px, tile_px), tile_px, workers, cancel, lambda n: None)
-        readers.append(_scratch_reader(dst))
-        prev = dst
-    return readers
+#: Where a composite's synthetic mask goes: beside the file, or in it as a second OME image.
+MASK_PLACES = ("sidecar", "ome-image")
 
 
 def write_ome_tiff(
@@ -155,6 +62,7 @@ def write_ome_tiff(
     mask_levels: Sequence[Any] | None = None,
     provenance: dict[str, Any] | None = None,
     name: str | None = None,
+    mask: str = "sidecar",
     compression: str = "jpeg",
     quality: int = 90,
     tile_px: int = 512,
@@ -175,6 +83,11 @@ def write_ome_tiff(
     mpp: microns per pixel of level 0 (``x_um`` or ``(x_um, y_um)``); written as OME
         ``PhysicalSizeX/Y`` (µm) and as TIFF resolution (pixels per cm) on every level.
     mask_levels: ``(y, x)`` arrays, non-zero = synthetic; one per level or only the finest.
+    mask: where the mask goes: ``"sidecar"`` (default: ``<stem>.synthetic-mask.tif`` and
+        ``<stem>.synthetic.geojson`` beside the file, see
+        :mod:`~napari_cytosyn.export.sidecars`) or ``"ome-image"`` (a second OME image,
+        ``synthetic mask``, uint8 1 = synthetic, for one self-contained file; large_image's
+        OME-TIFF source then shows the mask instead of the tissue, see docs/export.md).
     compression: ``"jpeg"`` (lossy, ``quality`` 1-100), ``"deflate"``/``"zlib"`` or ``"lzw"``
         (lossless) or ``"none"``.
     tile_px: TIFF tile edge (multiple of 16); a source chunked in square 256-1024 px chunks that
@@ -187,20 +100,21 @@ def write_ome_tiff(
     import tifffile
 
     validate_levels(levels)
-    key = compression.lower()
-    if key not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {compression!r}")
-    codec = COMPRESSIONS[key]
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    codec = check_compression(compression, quality)
+    if mask not in MASK_PLACES:
+        raise ValueError(f"mask must be one of {MASK_PLACES}, got {mask!r}")
     mpp_xy = normalise_mpp(mpp)
-    tile_px = _tile_px_for(levels[0], int(tile_px))
+    tile_px = tile_px_for(levels[0], int(tile_px))
     if tile_px % 16:
         raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")
     given = [tuple(int(s) for s in lv.shape[:2]) for lv in levels]
     shapes = given if len(given) > 1 else pyramid_shapes(given[0], min_level_px or tile_px)
     if mask_levels is not None:
         validate_masks(mask_levels, shapes)
+        if mask == "sidecar":
+            from napari_cytosyn.export.sidecars import check_sidecars
+
+            check_sidecars(path, overwrite)
     workers = workers or min(4, os.cpu_count() or 1)
     name = name or Path(path).name.removesuffix(".tif").removesuffix(".tiff").removesuffix(".ome")
 
@@ -214,15 +128,11 @@ def write_ome_tiff(
         if progress is not None:
             progress(done, total)
 
+    embed_mask = mask_levels is not None and mask == "ome-image"
     with atomic_output(path, overwrite) as tmp:
         scratch = Path(tempfile.mkdtemp(prefix=f".{Path(path).name}.scratch-", dir=tmp.parent))
         try:
-            image_readers = _level_readers(levels, shapes, scratch, False, tile_px, workers, cancel)
-            mask_readers = (
-                _level_readers(mask_levels, shapes, scratch, True, tile_px, workers, cancel)
-                if mask_levels is not None
-                else None
-            )
+            image_readers = level_readers(levels, shapes, scratch, None, tile_px, workers, cancel)
             with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
                 image_meta: dict[str, Any] = {"axes": "YXS", "Name": name}
                 if provenance:
@@ -236,7 +146,11 @@ def write_ome_tiff(
                     tif, image_readers, shapes, 3, mpp_xy, image_meta, options, tile_px,
                     workers, cancel, tick,
                 )  # fmt: skip
-                if mask_readers is not None:
+                if embed_mask:
+                    assert mask_levels is not None
+                    mask_readers = level_readers(
+                        mask_levels, shapes, scratch, 1, tile_px, workers, cancel
+                    )
                     mask_meta = {"axes": "YX", "Name": "synthetic mask"}
                     mask_options = {"photometric": "minisblack", "compression": "zlib"}
                     _write_series(
@@ -245,25 +159,13 @@ def write_ome_tiff(
                     )  # fmt: skip
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    if mask_levels is not None and not embed_mask:
+        from napari_cytosyn.export.sidecars import write_mask_sidecars
+
+        write_mask_sidecars(
+            path, mask_levels, shapes, mpp_xy, tile_px, overwrite, workers, cancel, tick
+        )
     return Path(path)
-
-
-def _level_readers(
-    levels: Sequence[Any],
-    shapes: Sequence[Sequence[int]],
-    scratch: Path,
-    mask: bool,
-    tile_px: int,
-    workers: int,
-    cancel: Any,
-) -> list[Reader]:
-    if len(levels) == len(shapes):
-        return [_source_reader(lv, mask) for lv in levels]
-    first = _source_reader(levels[0], mask)
-    return [
-        first,
-        *_build_scratch_levels(levels[0], shapes, scratch, mask, tile_px, workers, cancel),
-    ]
 
 
 def _write_series(
@@ -279,14 +181,8 @@ def _write_series(
     cancel: Any,
     tick: Callable[[int], None],
 ) -> None:
-    h0, w0 = shapes[0]
     for i, (read, shape) in enumerate(zip(readers, shapes, strict=True)):
-        kwargs: dict[str, Any] = dict(options)
-        if mpp_xy is not None:
-            # pixels per centimetre of this level
-            dx, dy = w0 / shape[1], h0 / shape[0]
-            kwargs["resolution"] = (1e4 / (mpp_xy[0] * dx), 1e4 / (mpp_xy[1] * dy))
-            kwargs["resolutionunit"] = "CENTIMETER"
+        kwargs: dict[str, Any] = {**options, **resolution_kwargs(mpp_xy, shapes[0], shape)}
         if i == 0:
             meta = dict(metadata)
             if mpp_xy is not None:
@@ -300,7 +196,7 @@ def _write_series(
         else:
             kwargs.update(subfiletype=1, metadata=None)
         tif.write(
-            _tiles(read, shape, tile_px, workers, cancel, tick),
+            tiles(read, shape, tile_px, workers, cancel, tick),
             shape=(*shape, samples) if samples > 1 else tuple(shape),
             dtype=np.uint8,
             tile=(tile_px, tile_px),

@@ -3,8 +3,12 @@
 Layout of ``slide.ome.zarr``::
 
     .zattrs / zarr.json     multiscales (axes c, y, x; micrometer), omero (RGB), napari_cytosyn
-    0, 1, ...               uint8 (3, y, x) levels, chunks (3, chunk_px, chunk_px)
+    0, 1, ...               uint8 (3, y, x) levels, chunks (3, chunk_px, chunk_px), 0.5: shards
     labels/synthetic/0...   uint8 (1, y, x) mask levels (1 = synthetic), image-label metadata
+
+The NGFF metadata is built with ome-zarr-models (and the output opened with it before it is
+moved into place); chunks are written through zarr's API, so codec, chunk keys and shards are
+the arrays' own.
 
 Coordinate transforms: level ``k`` with downsample ``d`` has ``scale = mpp * d`` and
 ``translation = mpp * (d - 1) / 2``, so pixel centres of every level sit where the centre of the
@@ -12,8 +16,8 @@ level-0 block they average sits (box downsampling). Level 0 has no translation.
 
 Writing streams one block of chunks at a time from the source levels (dask, zarr or numpy), so
 peak memory is a few blocks per worker thread whatever the slide size. Levels the caller does
-not give are built from the level just written (read back from the output), never from a
-full-resolution copy in memory.
+not give are built from the level just written (read back from the output) with
+``skimage.measure.block_reduce``, never from a full-resolution copy in memory.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from napari_cytosyn.export.provenance import PROVENANCE_KEY, jsonable
 
 NgffVersion = Literal["0.4", "0.5"]
 MASK_LABEL = "synthetic"
-_RGB = (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
+_RGB = (("Red", "FF0000"), ("Green", "00FF00"), ("Blue", "0000FF"))
 
 
 def normalise_mpp(mpp: float | Sequence[float] | None) -> tuple[float, float] | None:
@@ -58,84 +62,139 @@ def normalise_mpp(mpp: float | Sequence[float] | None) -> tuple[float, float] | 
     return mx, my
 
 
-def multiscale_metadata(
+def _models(version: NgffVersion) -> Any:
+    if version == "0.4":
+        from ome_zarr_models import v04
+
+        return v04
+    from ome_zarr_models import v05
+
+    return v05
+
+
+def _multiscale(
     shapes: Sequence[Sequence[int]],
     mpp: tuple[float, float] | None,
     name: str,
     version: NgffVersion,
-    paths: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """One NGFF ``multiscales`` entry for (c, y, x) levels of the given (y, x) shapes."""
-    space = {"type": "space", "unit": "micrometer"} if mpp is not None else {"type": "space"}
-    axes = [{"name": "c", "type": "channel"}, {"name": "y", **space}, {"name": "x", **space}]
+    method: str,
+    reduce: str | None,
+) -> Any:
+    """One NGFF ``Multiscale`` (ome-zarr-models) for (c, y, x) levels of the given (y, x) shapes."""
+    from ome_zarr_models.common.coordinate_transformations import (
+        VectorScale,
+        VectorTranslation,
+    )
+
+    models = _models(version)
+    unit = {"unit": "micrometer"} if mpp is not None else {}
+    axes = [
+        models.axes.Axis(name="c", type="channel"),
+        models.axes.Axis(name="y", type="space", **unit),
+        models.axes.Axis(name="x", type="space", **unit),
+    ]
     my, mx = (mpp[1], mpp[0]) if mpp is not None else (1.0, 1.0)
     datasets = []
     for i, (dy, dx) in enumerate(level_downsamples(shapes)):
-        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [1.0, my * dy, mx * dx]}]
+        transforms: list[Any] = [VectorScale(type="scale", scale=[1.0, my * dy, mx * dx])]
         if i > 0:
             shift = [0.0, my * (dy - 1) / 2, mx * (dx - 1) / 2]
-            transforms.append({"type": "translation", "translation": shift})
+            transforms.append(VectorTranslation(type="translation", translation=shift))
         datasets.append(
-            {"path": paths[i] if paths else str(i), "coordinateTransformations": transforms}
+            models.multiscales.Dataset(path=str(i), coordinateTransformations=tuple(transforms))
         )
-    entry: dict[str, Any] = {
-        "name": name,
-        "axes": axes,
-        "datasets": datasets,
-        "type": "mean" if len(shapes) > 1 else None,
-        "metadata": {"method": "2x2 box mean (images), 2x2 max (masks)"},
-    }
-    if entry["type"] is None:
-        del entry["type"]
-    if version == "0.4":
-        entry = {"version": "0.4", **entry}
-    return entry
+    extra: dict[str, Any] = {"version": "0.4"} if version == "0.4" else {}
+    return models.multiscales.Multiscale(
+        axes=tuple(axes),
+        datasets=tuple(datasets),
+        name=name,
+        type=reduce if len(shapes) > 1 else None,
+        metadata={"method": method},
+        **extra,
+    )
 
 
-def omero_metadata(name: str, version: NgffVersion) -> dict[str, Any]:
-    """``omero`` rendering metadata for 8-bit RGB (red, green, blue channels, window 0-255)."""
+def _dump(model: Any) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def image_attrs(
+    shapes: Sequence[Sequence[int]],
+    mpp: tuple[float, float] | None,
+    name: str,
+    version: NgffVersion,
+    method: str,
+) -> dict[str, Any]:
+    """NGFF image attributes (``multiscales`` + ``omero``) built and validated by ome-zarr-models.
+
+    Returned as the group attributes to store: top-level keys for 0.4, under ``"ome"`` for 0.5.
+    """
+    from ome_zarr_models.common.omero import Channel, Omero, Window
+
+    models = _models(version)
+    window = Window(start=0, end=255, min=0, max=255)
     channels = [
-        {
-            "label": label,
-            "color": color,
-            "active": True,
-            "coefficient": 1.0,
-            "family": "linear",
-            "inverted": False,
-            "window": {"start": 0, "end": 255, "min": 0, "max": 255},
-        }
+        Channel(
+            color=color,
+            window=window,
+            label=label,
+            active=True,
+            coefficient=1.0,
+            family="linear",
+            inverted=False,
+        )
         for label, color in _RGB
     ]
-    meta: dict[str, Any] = {
-        "name": name,
-        "channels": channels,
-        "rdefs": {"model": "color", "defaultT": 0, "defaultZ": 0},
-    }
+    # "color" model: viewers that honour omero rendering show the three channels as one RGB
+    omero = Omero(
+        channels=channels, name=name, rdefs={"model": "color", "defaultT": 0, "defaultZ": 0}
+    )
+    multiscale = _multiscale(shapes, mpp, name, version, method, "mean")
     if version == "0.4":
-        meta["version"] = "0.4"
-    return meta
-
-
-def image_label_metadata(version: NgffVersion) -> dict[str, Any]:
-    """``image-label`` metadata of the synthetic mask: value 1 = synthetic (magenta)."""
-    meta: dict[str, Any] = {
-        "colors": [{"label-value": 1, "rgba": [255, 0, 255, 128]}],
-        "properties": [{"label-value": 1, "class": MASK_LABEL}],
-        "source": {"image": "../../"},
+        return _dump(models.image.ImageAttrs(multiscales=[multiscale], omero=omero))
+    return {
+        "ome": _dump(models.image.ImageAttrs(version="0.5", multiscales=[multiscale], omero=omero))
     }
+
+
+def label_attrs(
+    shapes: Sequence[Sequence[int]], mpp: tuple[float, float] | None, version: NgffVersion
+) -> dict[str, Any]:
+    """``image-label`` attributes of the synthetic mask: value 1 = synthetic (magenta)."""
+    models = _models(version)
+    types = models.image_label_types
+    Color, Label, Property, Source = types.Color, types.Label, types.Property, types.Source
+    label = Label(
+        colors=(Color(label_value=1, rgba=(255, 0, 255, 128)),),
+        properties=(Property(label_value=1, **{"class": MASK_LABEL}),),
+        source=Source(image="../../"),
+        **({"version": "0.4"} if version == "0.4" else {}),
+    )
+    method = "skimage.measure.block_reduce max: a pixel is synthetic if any of its children is"
+    multiscale = _multiscale(shapes, mpp, MASK_LABEL, version, method, "max")
+    attrs = models.image_label.ImageLabelAttrs(
+        multiscales=[multiscale],
+        image_label=label,
+        **({"version": "0.5"} if version == "0.5" else {}),
+    )
+    return _dump(attrs) if version == "0.4" else {"ome": _dump(attrs)}
+
+
+def labels_attrs(version: NgffVersion) -> dict[str, Any]:
+    """``labels`` group attributes listing the one label image, ``synthetic``."""
+    models = _models(version)
     if version == "0.4":
-        meta["version"] = "0.4"
-    return meta
-
-
-def _set_ome_attrs(group: Any, version: NgffVersion, ome: dict[str, Any], **extra: Any) -> None:
-    attrs = dict(ome) if version == "0.4" else {"ome": {"version": "0.5", **ome}}
-    attrs.update(extra)
-    group.attrs.update(jsonable(attrs))
+        return _dump(models.labels.LabelsAttrs(labels=[MASK_LABEL]))
+    return {"ome": _dump(models.labels.LabelsAttrs(version="0.5", labels=[MASK_LABEL]))}
 
 
 # Blosc-zstd level 1: on H&E tiles levels 3-5 cost 6-10x the CPU for < 3 % smaller chunks.
 BLOSC = {"cname": "zstd", "clevel": 1}
+#: Shards hold this many chunks per side when sharding is on (NGFF 0.5 only).
+SHARD_CHUNKS = 4
+#: ``shards="auto"`` shards arrays with more chunks than this: one file per 16 chunks matters
+#: on file systems and object stores once a level has many thousands of chunks.
+AUTO_SHARD_MIN_CHUNKS = 256
 
 
 def _compressor(zarr_format: int) -> Any:
@@ -148,47 +207,39 @@ def _compressor(zarr_format: int) -> Any:
     return BloscCodec(**BLOSC, shuffle="shuffle")
 
 
-class ChunkFiles:
-    """Writes whole chunks of a new, local uint8 zarr array as files, bypassing zarr's API.
+def shard_px_for(
+    shape_hw: Sequence[int], chunk_px: int, zarr_format: int, shards: str | int | None
+) -> int | None:
+    """Shard edge in px of an array, or ``None`` (not sharded).
 
-    Each chunk is Blosc-encoded (the array's own codec, as a standard Blosc frame) and written
-    to the file named by the array's chunk key encoding. Zarr's per-call overhead otherwise
-    costs as much as the compression; the output is the same bytes zarr would write, and the
-    tests read it back through zarr, ome-zarr-py and our reader.
+    ``shards``: ``"auto"`` (zarr v3 arrays with more than ``AUTO_SHARD_MIN_CHUNKS`` chunks get
+    shards of ``SHARD_CHUNKS`` x ``SHARD_CHUNKS`` chunks), ``None``/``0`` (never) or a shard edge
+    in px (a multiple of ``chunk_px``; zarr v3 only).
     """
-
-    def __init__(self, array: Any) -> None:
-        from numcodecs import Blosc
-
-        self.array = array
-        self.root = Path(array.store.root) / array.path
-        self.chunks = tuple(int(c) for c in array.chunks)
-        self.codec = Blosc(**BLOSC, shuffle=Blosc.SHUFFLE)
-
-    @staticmethod
-    def supports(array: Any) -> bool:
-        """True for arrays in a local directory store (where chunk files can be written)."""
-        return getattr(array.store, "root", None) is not None and array.dtype == np.uint8
-
-    def write(self, y0: int, x0: int, block_cyx: np.ndarray) -> None:
-        """Write ``block_cyx`` (c, h, w) at ``(y0, x0)``; both chunk-aligned, whole chunks."""
-        c, cy, cx = self.chunks
-        _, h, w = block_cyx.shape
-        for by in range(0, h, cy):
-            for bx in range(0, w, cx):
-                piece = block_cyx[:, by : by + cy, bx : bx + cx]
-                if piece.shape[1:] != (cy, cx):  # edge chunk: zarr stores it padded
-                    full = np.zeros((c, cy, cx), np.uint8)
-                    full[:, : piece.shape[1], : piece.shape[2]] = piece
-                    piece = full
-                key = self.array.metadata.encode_chunk_key((0, (y0 + by) // cy, (x0 + bx) // cx))
-                path = self.root / key
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(self.codec.encode(np.ascontiguousarray(piece)))
+    if not shards:
+        return None
+    if zarr_format == 2:
+        if shards == "auto":
+            return None
+        raise ValueError("sharding needs NGFF 0.5 (zarr v3); pass version='0.5' or no shards")
+    if shards == "auto":
+        n = math.ceil(shape_hw[0] / chunk_px) * math.ceil(shape_hw[1] / chunk_px)
+        return SHARD_CHUNKS * chunk_px if n > AUTO_SHARD_MIN_CHUNKS else None
+    shard = int(shards)
+    if shard <= 0 or shard % chunk_px:
+        raise ValueError(
+            f"shard edge must be a positive multiple of chunk_px {chunk_px}, got {shards}"
+        )
+    return shard
 
 
 def create_level_array(
-    group: Any, path: str, shape: Sequence[int], chunks: Sequence[int], zarr_format: int
+    group: Any,
+    path: str,
+    shape: Sequence[int],
+    chunks: Sequence[int],
+    zarr_format: int,
+    shard_px: int | None = None,
 ) -> Any:
     """A uint8 (c, y, x) array in ``group`` with NGFF-conformant chunk keys for the format."""
     kwargs: dict[str, Any] = {
@@ -203,6 +254,8 @@ def create_level_array(
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     else:
         kwargs["dimension_names"] = ("c", "y", "x")
+        if shard_px:
+            kwargs["shards"] = (int(chunks[0]), shard_px, shard_px)
     return group.create_array(**kwargs)
 
 
@@ -255,22 +308,78 @@ def _write_level(
     cancel: Any,
     tick: Callable[[int], None],
 ) -> None:
+    """Fill ``dst`` block by block through zarr's API (its own codec, chunk keys and shards).
+
+    Blocks are whole chunks (whole shards when sharded), so no chunk or shard is written by two
+    threads and zarr never reads back what it writes.
+    """
     h, w = dst.shape[1], dst.shape[2]
-    files = ChunkFiles(dst) if ChunkFiles.supports(dst) else None
 
     def job(tile: tuple[int, int, int, int]) -> int:
         y0, y1, x0, x1 = tile
         data = read(y0, y1, x0, x1)
-        if data.dtype != np.uint8:
-            data = data.astype(np.uint8)
-        if files is not None:
-            files.write(y0, x0, np.moveaxis(data, -1, 0))
-        else:
-            dst[:, y0:y1, x0:x1] = np.moveaxis(data, -1, 0)
+        dst[:, y0:y1, x0:x1] = np.moveaxis(data.astype(np.uint8, copy=False), -1, 0)
         return math.ceil((y1 - y0) / chunk_px) * math.ceil((x1 - x0) / chunk_px)
 
     for n in bounded_map(job, tile_grid((h, w), block_px), workers, cancel=cancel):
         tick(n)
+
+
+def _block_px(source: Any, chunk_px: int, shard_px: int | None) -> tuple[int, int]:
+    if shard_px:
+        return shard_px, shard_px
+    return aligned_block_px(source, chunk_px) if source is not None else (chunk_px, chunk_px)
+
+
+def build_scratch_pyramid(
+    level0: Any,
+    shapes: Sequence[Sequence[int]],
+    path: Path,
+    mask_value: int | None,
+    tile_px: int,
+    workers: int,
+    cancel: Any,
+) -> list[Any]:
+    """Levels ``1..`` of ``shapes`` built from ``level0`` into a scratch zarr at ``path``.
+
+    Each level is reduced from the one before (read back from the scratch), never from a
+    full-resolution copy in memory: box mean for images, max for a mask (``mask_value`` set,
+    pixels ``mask_value`` where ``level0`` is non-zero). Returns ``(c, y, x)`` zarr arrays.
+    """
+    import zarr
+
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    channels = 1 if mask_value is not None else 3
+    prev: Any = _SourceAsCYX(level0, mask_value)
+    built: list[Any] = []
+    for i, shape in enumerate(shapes[1:], start=1):
+        dst = create_level_array(root, str(i), (channels, *shape), (channels, tile_px, tile_px), 3)
+        factor = _level_factor(shapes[i - 1], shape)
+        reduce = "max" if mask_value is not None else "mean"
+        read = _reader_from_coarser(prev, shape, factor, reduce)
+        _write_level(dst, read, (tile_px, tile_px), tile_px, workers, cancel, lambda n: None)
+        built.append(dst)
+        prev = dst
+    return built
+
+
+class _SourceAsCYX:
+    """A (y, x, c) source (or a (y, x) mask) seen as (c, y, x) for level reduction."""
+
+    def __init__(self, level: Any, mask_value: int | None):
+        self.level, self.mask_value = level, mask_value
+        h, w = level.shape[:2]
+        self.shape = (1 if mask_value is not None else 3, h, w)
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        _, ys, xs = key
+        block = read_block(self.level, ys.start, ys.stop, xs.start, xs.stop)
+        if self.mask_value is not None:
+            block = ((block != 0) * np.uint8(self.mask_value)).astype(np.uint8)[..., None]
+        return np.moveaxis(block, -1, 0)
+
+
+BUILT_METHOD = "skimage.measure.block_reduce 2x2 mean, rounded (image); 2x2 max (mask)"
 
 
 def write_ome_zarr(
@@ -281,8 +390,10 @@ def write_ome_zarr(
     mask_levels: Sequence[Any] | None = None,
     provenance: dict[str, Any] | None = None,
     name: str | None = None,
+    pyramid_method: str | None = None,
     version: NgffVersion = "0.4",
     chunk_px: int = 512,
+    shards: str | int | None = "auto",
     min_level_px: int | None = None,
     overwrite: bool = False,
     workers: int | None = None,
@@ -303,13 +414,20 @@ def write_ome_zarr(
         ``labels/synthetic``.
     provenance: dict from :func:`~napari_cytosyn.export.provenance.build_provenance`, stored as
         the group attribute ``napari_cytosyn``.
+    name: the image name (NGFF ``multiscales[0].name`` and ``omero.name``); default: the
+        output's stem.
+    pyramid_method: how the given coarse levels were made, stored as
+        ``multiscales[0].metadata.method`` (levels this writer builds record its own method).
     version: ``"0.4"`` (zarr v2, default, widest reader support) or ``"0.5"`` (zarr v3).
     chunk_px: chunk edge of the output arrays (chunks are ``(3, chunk_px, chunk_px)``).
+    shards: 0.5 only: ``"auto"`` (default: 4 x 4 chunk shards for arrays of more than 256
+        chunks), ``None`` (no sharding) or a shard edge in px (a multiple of ``chunk_px``).
     workers: threads reading/compressing blocks (default ``min(4, cpu_count)``).
     progress: ``progress(done, total)`` in output chunks; ``cancel``: ``.is_set()`` aborts
         (raising ``Cancelled``) and leaves no output behind.
 
-    Returns the final path.
+    Returns the final path. The metadata is built with ome-zarr-models and the written group
+    is opened with it again before the output is moved into place.
     """
     import zarr
 
@@ -325,8 +443,11 @@ def write_ome_zarr(
     if mask_levels is not None:
         validate_masks(mask_levels, shapes)
     zarr_format = 2 if version == "0.4" else 3
+    shard_sizes = [shard_px_for(s, chunk_px, zarr_format, shards) for s in shapes]
     workers = workers or min(4, os.cpu_count() or 1)
     name = name or Path(path).name.removesuffix(".zarr").removesuffix(".ome")
+    given_method = pyramid_method or "levels as given by the caller"
+    method = given_method if len(levels) > 1 else BUILT_METHOD
 
     total = _chunk_count(shapes, chunk_px) * (2 if mask_levels is not None else 1)
     done = 0
@@ -339,76 +460,80 @@ def write_ome_zarr(
 
     with atomic_output(path, overwrite) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=zarr_format)
-        ome = {
-            "multiscales": [multiscale_metadata(shapes, mpp_xy, name, version)],
-            "omero": omero_metadata(name, version),
-        }
-        _set_ome_attrs(root, version, ome, **{PROVENANCE_KEY: provenance or {}})
+        attrs = image_attrs(shapes, mpp_xy, name, version, method)
+        root.attrs.update({**attrs, PROVENANCE_KEY: jsonable(provenance or {})})
         written: list[Any] = []
         for i, shape in enumerate(shapes):
+            shard = shard_sizes[i]
             dst = create_level_array(
-                root, str(i), (3, *shape), (3, chunk_px, chunk_px), zarr_format
+                root, str(i), (3, *shape), (3, chunk_px, chunk_px), zarr_format, shard
             )
             if i < len(levels):
                 read = _reader_from_source(levels[i])
-                block = aligned_block_px(levels[i], chunk_px)
+                block = _block_px(levels[i], chunk_px, shard)
             else:
                 factor = _level_factor(shapes[i - 1], shape)
                 read = _reader_from_coarser(written[-1], shape, factor, "mean")
-                block = (chunk_px, chunk_px)
+                block = _block_px(None, chunk_px, shard)
             _write_level(dst, read, block, chunk_px, workers, cancel, tick)
             written.append(dst)
         if mask_levels is not None:
             _write_mask(
-                root, mask_levels, shapes, version, zarr_format, chunk_px, workers, cancel, tick
-            )
+                root, mask_levels, shapes, mpp_xy, version, zarr_format, chunk_px, shard_sizes,
+                workers, cancel, tick,
+            )  # fmt: skip
+        validate_ome_zarr(tmp, mask=mask_levels is not None)
         if progress is not None and done != total:
             progress(total, total)
     return Path(path)
+
+
+def validate_ome_zarr(path: str | os.PathLike, mask: bool = False) -> None:
+    """Open the image (and its ``labels/synthetic``) with ome-zarr-models; raises if invalid."""
+    import ome_zarr_models
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    ome_zarr_models.open_ome_zarr(root)
+    if mask:
+        ome_zarr_models.open_ome_zarr(root["labels"])
+        ome_zarr_models.open_ome_zarr(root[f"labels/{MASK_LABEL}"])
 
 
 def _write_mask(
     root: Any,
     mask_levels: Sequence[Any],
     shapes: Sequence[Sequence[int]],
+    mpp_xy: tuple[float, float] | None,
     version: NgffVersion,
     zarr_format: int,
     chunk_px: int,
+    shard_sizes: Sequence[int | None],
     workers: int,
     cancel: Any,
     tick: Callable[[int], None],
 ) -> None:
     labels = root.create_group("labels")
-    _set_ome_attrs(labels, version, {"labels": [MASK_LABEL]})
+    labels.attrs.update(labels_attrs(version))
     group = labels.create_group(MASK_LABEL)
-    meta = multiscale_metadata(shapes, None, MASK_LABEL, version)
-    image_meta = root.attrs.asdict() if version == "0.4" else root.attrs["ome"]
-    # the mask lives in the same physical space as the image: copy its axes and transforms
-    img_ms = image_meta["multiscales"][0]
-    meta["axes"] = img_ms["axes"]
-    for ds, img_ds in zip(meta["datasets"], img_ms["datasets"], strict=True):
-        ds["coordinateTransformations"] = img_ds["coordinateTransformations"]
-    meta["type"] = "max" if len(shapes) > 1 else meta.get("type")
-    if meta["type"] is None:
-        del meta["type"]
-    _set_ome_attrs(
-        group,
-        version,
-        {"multiscales": [meta], "image-label": image_label_metadata(version)},
-    )
+    # the mask lives in the same physical space as the image: same axes and transforms
+    group.attrs.update(label_attrs(shapes, mpp_xy, version))
     written: list[Any] = []
     for i, shape in enumerate(shapes):
-        dst = create_level_array(group, str(i), (1, *shape), (1, chunk_px, chunk_px), zarr_format)
+        shard = shard_sizes[i]
+        dst = create_level_array(
+            group, str(i), (1, *shape), (1, chunk_px, chunk_px), zarr_format, shard
+        )
         if i < len(mask_levels):
             src = mask_levels[i]
 
             def read(y0: int, y1: int, x0: int, x1: int, src: Any = src) -> np.ndarray:
                 return (read_block(src, y0, y1, x0, x1) != 0).astype(np.uint8)[..., None]
 
-            block = aligned_block_px(src, chunk_px)
+            block = _block_px(src, chunk_px, shard)
         else:
             factor = _level_factor(shapes[i - 1], shape)
             read = _reader_from_coarser(written[-1], shape, factor, "max")
-            block = (chunk_px, chunk_px)
+            block = _block_px(None, chunk_px, shard)
         _write_level(dst, read, block, chunk_px, workers, cancel, tick)
         written.append(dst)

@@ -1,0 +1,126 @@
+"""Tile streams shared by the TIFF writers (OME-TIFF and the SVS-layout generic TIFF).
+
+A level is written from a ``Reader`` (``read(y0, y1, x0, x1) -> (h, w, samples) uint8``); the
+tiles of a level are read on a small thread pool with a bounded look-ahead and handed to
+tifffile in row-major order, which compresses them on its own pool. A single-level source gets
+its coarser levels built into a scratch zarr next to the output first, because TIFF levels are
+written one after the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cytosyn.export._stream import bounded_map, read_block, source_chunk_hw, tile_grid
+
+Reader = Callable[[int, int, int, int], np.ndarray]
+
+#: Compression names accepted by the TIFF writers -> tifffile's names (``None``: uncompressed).
+COMPRESSIONS = {"jpeg": "jpeg", "deflate": "zlib", "zlib": "zlib", "lzw": "lzw", "none": None}
+LOSSLESS = frozenset({"deflate", "zlib", "lzw", "none"})
+
+
+def check_compression(compression: str, quality: int) -> str | None:
+    """tifffile's name for ``compression``; raises ``ValueError`` naming the accepted ones."""
+    key = str(compression).lower()
+    if key not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {compression!r}")
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    return COMPRESSIONS[key]
+
+
+def tile_px_for(level: Any, default: int) -> int:
+    """The source's chunk edge when it is a usable TIFF tile (multiple of 16, 256-1024 px)."""
+    chunk = source_chunk_hw(level)
+    if (
+        chunk is not None
+        and chunk[0] == chunk[1]
+        and chunk[0] % 16 == 0
+        and 256 <= chunk[0] <= 1024
+    ):
+        return chunk[0]
+    return default
+
+
+def tiles(
+    read: Reader,
+    shape: Sequence[int],
+    tile_px: int,
+    workers: int,
+    cancel: Any,
+    tick: Callable[[int], None],
+) -> Iterator[np.ndarray]:
+    """Row-major tiles of one level, each padded to ``(tile_px, tile_px[, samples])``."""
+
+    def job(t: tuple[int, int, int, int]) -> np.ndarray:
+        y0, y1, x0, x1 = t
+        data = read(y0, y1, x0, x1)
+        if data.shape[0] != tile_px or data.shape[1] != tile_px:
+            full = np.zeros((tile_px, tile_px, data.shape[2]), np.uint8)
+            full[: data.shape[0], : data.shape[1]] = data
+            data = full
+        if data.shape[2] == 1:  # single-sample pages take (tile, tile) tiles
+            data = data[..., 0]
+        return np.ascontiguousarray(data, dtype=np.uint8)
+
+    for tile in bounded_map(job, tile_grid(shape, (tile_px, tile_px)), workers, cancel=cancel):
+        tick(1)
+        yield tile
+
+
+def source_reader(level: Any, mask_value: int | None = None) -> Reader:
+    """Reader of a ``(y, x, 3)`` image level, or of a ``(y, x)`` mask as ``mask_value``/0."""
+
+    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        block = read_block(level, y0, y1, x0, x1)
+        if mask_value is not None:
+            return ((block != 0) * np.uint8(mask_value)).astype(np.uint8)[..., None]
+        return block
+
+    return read
+
+
+def _scratch_reader(arr: Any) -> Reader:
+    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.moveaxis(np.asarray(arr[:, y0:y1, x0:x1]), 0, -1)
+
+    return read
+
+
+def level_readers(
+    levels: Sequence[Any],
+    shapes: Sequence[Sequence[int]],
+    scratch: Path,
+    mask_value: int | None,
+    tile_px: int,
+    workers: int,
+    cancel: Any,
+) -> list[Reader]:
+    """A reader per output level: the given levels, or level 0 plus levels built in ``scratch``."""
+    if len(levels) == len(shapes):
+        return [source_reader(lv, mask_value) for lv in levels]
+    from napari_cytosyn.export.ome_zarr import build_scratch_pyramid
+
+    built = build_scratch_pyramid(
+        levels[0], shapes, scratch / ("mask" if mask_value is not None else "image"),
+        mask_value, tile_px, workers, cancel,
+    )  # fmt: skip
+    return [source_reader(levels[0], mask_value), *(_scratch_reader(a) for a in built)]
+
+
+def resolution_kwargs(
+    mpp_xy: tuple[float, float] | None, shape0: Sequence[int], shape: Sequence[int]
+) -> dict[str, Any]:
+    """tifffile's ``resolution`` (pixels per centimetre of this level) and unit, or nothing."""
+    if mpp_xy is None:
+        return {}
+    dx, dy = shape0[1] / shape[1], shape0[0] / shape[0]
+    return {
+        "resolution": (1e4 / (mpp_xy[0] * dx), 1e4 / (mpp_xy[1] * dy)),
+        "resolutionunit": "CENTIMETER",
+    }

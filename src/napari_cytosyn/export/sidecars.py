@@ -1,0 +1,218 @@
+"""The synthetic mask beside a TIFF export: a mask TIFF and QuPath GeoJSON annotations.
+
+A TIFF export of an inpainted slide keeps the tissue alone in the file (readers that file
+images by size, such as large_image's OME-TIFF source, would otherwise show the mask) and
+writes next to it:
+
+- ``<stem>.synthetic-mask.tif``: uint8, 255 = synthetic, 0 = real, with the image's levels, tile
+  size and resolution in the same SVS layout as :mod:`~napari_cytosyn.export.tiff` (deflate), so
+  the same readers open it level by level, aligned with the image;
+- ``<stem>.synthetic.geojson``: the synthetic regions as a GeoJSON ``FeatureCollection`` of
+  ``Polygon`` features in level-0 pixel coordinates (x right, y down), each with QuPath's
+  annotation properties (``objectType: annotation``, ``classification: {name: Synthetic,
+  color}``), so File > Import objects in QuPath (or dragging the file onto the image) shows them
+  as annotations.
+
+Polygons trace the mask along the midpoints of pixel edges (``skimage.measure.find_contours``
+at 0.5, simplified within ``TOLERANCE_PX``), outer rings counter-clockwise on screen, holes
+clockwise. Each region is traced on the finest level where its bounding box holds at most
+``MAX_TRACE_PX`` pixels (level 0 for inpainted regions up to 4096 x 4096 px); coordinates are
+scaled to level 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cytosyn.export._stream import atomic_output, output_path
+from napari_cytosyn.export._tiles import level_readers
+from napari_cytosyn.export.tiff import tiff_options, tiff_stem, write_svs_pages
+
+MASK_VALUE = 255
+TOLERANCE_PX = 0.5
+MAX_TRACE_PX = 4096 * 4096
+CLASSIFICATION = {"name": "Synthetic", "color": [255, 0, 255]}
+
+
+def sidecar_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(mask TIFF, GeoJSON) written beside the TIFF export ``path``."""
+    path = Path(path)
+    stem = tiff_stem(path)
+    return (
+        path.with_name(f"{stem}.synthetic-mask.tif"),
+        path.with_name(f"{stem}.synthetic.geojson"),
+    )
+
+
+def check_sidecars(path: str | os.PathLike, overwrite: bool) -> None:
+    """Fail before anything is written when a sidecar exists and ``overwrite`` is false."""
+    for side in sidecar_paths(path):
+        output_path(side, overwrite)
+
+
+def write_mask_sidecars(
+    path: str | os.PathLike,
+    mask_levels: Sequence[Any],
+    shapes: Sequence[Sequence[int]],
+    mpp_xy: tuple[float, float] | None,
+    tile_px: int,
+    overwrite: bool,
+    workers: int,
+    cancel: Any,
+    tick: Callable[[int], None],
+) -> tuple[Path, Path]:
+    """Write the mask TIFF and the GeoJSON beside ``path``; returns their paths."""
+    import tifffile
+
+    from napari_cytosyn.export.tiff import svs_description
+
+    mask_path, geojson_path = sidecar_paths(path)
+    with atomic_output(mask_path, overwrite) as tmp:
+        scratch = Path(tempfile.mkdtemp(prefix=f".{mask_path.name}.scratch-", dir=tmp.parent))
+        try:
+            readers = level_readers(
+                mask_levels, shapes, scratch, MASK_VALUE, tile_px, workers, cancel
+            )
+            description = svs_description(
+                shapes[0], tile_px, "zlib", 0, mpp_xy, f"{tiff_stem(path)} synthetic mask"
+            )
+            with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+                write_svs_pages(
+                    tif, readers, shapes, 1, tile_px, mpp_xy, description,
+                    tiff_options("zlib", 0), workers, cancel, tick,
+                )  # fmt: skip
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        tf, levels = _open_levels(tmp)
+        with tf:
+            features = mask_features(levels, shapes)
+    with atomic_output(geojson_path, overwrite) as tmp:
+        tmp.write_text(json.dumps(feature_collection(features)))
+    return mask_path, geojson_path
+
+
+def read_mask_tiff(path: str | os.PathLike) -> list[np.ndarray]:
+    """The levels of a mask TIFF written by :func:`write_mask_sidecars`, ``(y, x)`` uint8."""
+    tf, levels = _open_levels(path)
+    with tf:
+        return [np.asarray(level[...]) for level in levels]
+
+
+def _open_levels(path: str | os.PathLike) -> tuple[Any, list[Any]]:
+    """(open ``TiffFile``, lazy ``(y, x)`` zarr views of its levels: tiles decoded on read)."""
+    import tifffile
+    import zarr
+
+    tf = tifffile.TiffFile(str(path))
+    series = tf.series[0]
+    return tf, [
+        zarr.open_array(series.aszarr(level=k), mode="r") for k in range(len(series.levels))
+    ]
+
+
+def _squeeze(block: Any) -> np.ndarray:
+    block = np.asarray(block)
+    while block.ndim > 2:
+        block = block[0] if block.shape[0] == 1 else block[..., 0]
+    return block
+
+
+def mask_features(
+    mask_levels: Sequence[Any], shapes: Sequence[Sequence[int]]
+) -> list[dict[str, Any]]:
+    """QuPath annotation features of the non-zero regions of a mask pyramid (finest first).
+
+    Regions are found on the coarsest level (a coarse pixel is set when any of its children
+    is), then each is traced on the finest level where its bounding box is at most
+    ``MAX_TRACE_PX`` pixels, restricted to the pixels under that coarse region so that no
+    region is traced twice.
+    """
+    from skimage.measure import label, regionprops
+
+    coarse = _squeeze(mask_levels[-1][...]) != 0
+    labels = label(coarse, connectivity=2)
+    h0, w0 = shapes[0]
+    hk, wk = shapes[-1]
+    features: list[dict[str, Any]] = []
+    for region in regionprops(labels):
+        r0, c0, r1, c1 = region.bbox
+        # finest level whose box (in that level's px) holds at most MAX_TRACE_PX pixels
+        for j, (hj, wj) in enumerate(shapes):
+            y0, y1 = math.floor(r0 * hj / hk), min(hj, math.ceil(r1 * hj / hk))
+            x0, x1 = math.floor(c0 * wj / wk), min(wj, math.ceil(c1 * wj / wk))
+            if (y1 - y0) * (x1 - x0) <= MAX_TRACE_PX or j == len(shapes) - 1:
+                break
+        sub = _squeeze(mask_levels[j][y0:y1, x0:x1]) != 0
+        # keep only the pixels whose coarse parent belongs to this region
+        rows = np.minimum((np.arange(y0, y1) * hk) // hj, hk - 1)
+        cols = np.minimum((np.arange(x0, x1) * wk) // wj, wk - 1)
+        sub &= labels[np.ix_(rows, cols)] == region.label
+        scale = (w0 / wj, h0 / hj)
+        for polygon in _polygons(sub, (x0, y0), scale):
+            features.append(_feature(polygon, len(features) + 1))
+    return features
+
+
+def _ring_area(ring: np.ndarray) -> float:
+    x, y = ring[:, 0], ring[:, 1]
+    return 0.5 * float(np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]))
+
+
+def _polygons(
+    mask: np.ndarray, origin_xy: tuple[int, int], scale_xy: tuple[float, float]
+) -> list[list[np.ndarray]]:
+    """Polygons (outer ring, holes...) of a bool mask, as (x, y) level-0 px rings."""
+    from skimage.measure import approximate_polygon, find_contours, points_in_poly
+
+    outers: list[np.ndarray] = []
+    holes: list[np.ndarray] = []
+    for contour in find_contours(np.pad(mask, 1).astype(np.float32), 0.5):
+        contour = approximate_polygon(contour, TOLERANCE_PX)
+        if len(contour) < 4:
+            continue
+        # (row, col) in the padded array -> (x, y) at pixel-edge coordinates of level 0
+        ring = np.stack(
+            [
+                (contour[:, 1] - 1 + 0.5 + origin_xy[0]) * scale_xy[0],
+                (contour[:, 0] - 1 + 0.5 + origin_xy[1]) * scale_xy[1],
+            ],
+            axis=1,
+        )
+        # with y pointing down, the outer boundary has positive shoelace area, holes negative
+        (outers if _ring_area(ring) > 0 else holes).append(ring)
+    polygons = [[outer] for outer in sorted(outers, key=_ring_area)]
+    for hole in holes:
+        for polygon in polygons:  # smallest enclosing outer ring first
+            if points_in_poly(hole[:1], polygon[0])[0]:
+                polygon.append(hole)
+                break
+    return polygons
+
+
+def _feature(rings: list[np.ndarray], index: int) -> dict[str, Any]:
+    coords = [[[round(float(x), 2), round(float(y), 2)] for x, y in ring] for ring in rings]
+    return {
+        "type": "Feature",
+        "id": f"synthetic-{index}",
+        "geometry": {"type": "Polygon", "coordinates": coords},
+        "properties": {
+            "objectType": "annotation",
+            "name": f"synthetic {index}",
+            "classification": dict(CLASSIFICATION),
+            "isLocked": True,
+        },
+    }
+
+
+def feature_collection(features: list[dict[str, Any]]) -> dict[str, Any]:
+    """A GeoJSON ``FeatureCollection`` of the given features."""
+    return {"type": "FeatureCollection", "features": features}
