@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn.export._stream import atomic_output, output_path
+from napari_cytosyn.export._svs import svs_description, tiff_options, tiff_stem, write_svs_pages
 from napari_cytosyn.export._tiles import level_readers
-from napari_cytosyn.export.tiff import tiff_options, tiff_stem, write_svs_pages
 
 MASK_VALUE = 255
 TOLERANCE_PX = 0.5
@@ -72,8 +72,6 @@ def write_mask_sidecars(
 ) -> tuple[Path, Path]:
     """Write the mask TIFF and the GeoJSON beside ``path``; returns their paths."""
     import tifffile
-
-    from napari_cytosyn.export.tiff import svs_description
 
     mask_path, geojson_path = sidecar_paths(path)
     with atomic_output(mask_path, overwrite) as tmp:
