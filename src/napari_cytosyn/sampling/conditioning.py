@@ -65,6 +65,14 @@ def require_conditional(model: Any, what: str = "a reference") -> None:
         )
 
 
+def recipe_settings(settings: Any, conditioned: bool) -> Any:
+    """``settings`` as a recipe stores them: guidance (scale and interval) only acts with a
+    condition, so without one it is stored as off (1.0 on ``(0, 1)``), whatever was asked."""
+    if conditioned or (settings.guidance == 1.0 and settings.guidance_interval == (0.0, 1.0)):
+        return settings
+    return settings.replace(guidance=1.0, guidance_interval=(0.0, 1.0))
+
+
 def encoder_id(model: Any) -> str:
     """What computed a model's embeddings, for recipes (the registry's description, else the
     model's own name)."""

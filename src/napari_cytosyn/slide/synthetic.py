@@ -120,14 +120,16 @@ class SyntheticSlide:
         cls,
         store: str | os.PathLike,
         model: Any,
-        width: int,
-        height: int,
+        width: int | None,
+        height: int | None,
         seed: int,
         settings: Any = None,
         tissue_mask: np.ndarray | None = None,
         chunk_px: int = 512,
         overwrite: bool = False,
         lazy: dict[str, Any] | None = None,
+        reference: Any = None,
+        reference_grid_um: float | None = None,
     ) -> SyntheticSlide:
         """Create a synthetic slide; instant whatever its size (nothing is generated yet).
 
@@ -143,9 +145,28 @@ class SyntheticSlide:
         chunk_px: output chunk size in px (also the store's chunking).
         overwrite: replace an existing store of ours at ``store``.
         lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ``group``...).
+        reference: a real ``Slide`` (or its path): make a synthetic twin of it. Width and
+            height (``None``) and the tissue mask (unless given) come from it, and every window
+            is conditioned on the embedding of the real tissue at its location, from a grid of
+            ``reference_grid_um`` (default one model tile) stored with the slide
+            (:mod:`~napari_cytosyn.slide.reference`). Needs a conditional model.
         """
         from napari_cytosyn.sampling import LazySpec, SamplerSettings, resolve_settings
+        from napari_cytosyn.sampling.conditioning import recipe_settings
 
+        field = None
+        if reference is not None:
+            from .reference import twin_inputs
+
+            (th, tw), tissue_mask, field, ref_record = twin_inputs(
+                model, reference, store, tissue_mask, reference_grid_um
+            )
+            if (width, height) not in ((None, None), (tw, th)):
+                raise ValueError(
+                    f"a twin of {ref_record['file']} is {tw} x {th} px at the model's "
+                    f"{model.mpp} um/px; pass width=None, height=None"
+                )
+            width, height = tw, th
         _check_size(width, height)
         if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
             raise TypeError(f"seed must be an integer, got {seed!r}")
@@ -158,6 +179,7 @@ class SyntheticSlide:
         # stores how its networks run ("auto" resolved here), so it renders alike everywhere.
         settings = (settings if settings is not None else SamplerSettings()).replace(seed=int(seed))
         settings = resolve_settings(settings, model)
+        settings = recipe_settings(settings, conditioned=field is not None)
         spec = LazySpec(settings=settings, chunk_px=int(chunk_px), **(lazy or {}))
         attrs = {
             "width": int(width),
@@ -170,6 +192,8 @@ class SyntheticSlide:
             "lazy_fingerprint": spec.fingerprint(),
             "tissue_mask": tissue_mask is not None,
         }
+        if field is not None:
+            attrs["reference"] = _jsonable(ref_record)
         mask = None
         if tissue_mask is not None:
             mask = np.asarray(tissue_mask)
@@ -202,7 +226,13 @@ class SyntheticSlide:
             fill_value=0.0,
             dimension_names=["c", "y", "x"],
         )
-        return cls(st, DiffusionChunkRenderer(model, spec, _phase_cache(st)))
+        cond = None
+        if field is not None:
+            from .reference import save_field
+
+            save_field(st.root, field)
+            cond = field.window_cond(model.latent_factor)
+        return cls(st, DiffusionChunkRenderer(model, spec, _phase_cache(st), cond))
 
     @classmethod
     def open(
@@ -230,7 +260,10 @@ class SyntheticSlide:
                     "a model, with the same model, or create a new store"
                 )
         if settings is not None:
+            from napari_cytosyn.sampling.conditioning import recipe_settings
+
             settings = settings.replace(seed=int(attrs["seed"]))
+            settings = recipe_settings(settings, conditioned="reference" in attrs)
             if settings.autocast == "auto":  # how the networks run is the slide's choice
                 settings = settings.replace(autocast=attrs["settings"].get("autocast", "off"))
             given = _jsonable(settings.to_dict())
@@ -255,7 +288,12 @@ class SyntheticSlide:
                     f"{st.path}: this version of the sampling engine reads the stored lazy spec "
                     "differently; the stored chunks cannot be continued, create a new store"
                 )
-            return DiffusionChunkRenderer(m, spec, _phase_cache(st))
+            cond = None
+            if "reference" in attrs:  # a twin: windows conditioned on the stored grid
+                from .reference import load_field
+
+                cond = load_field(st.root).window_cond(m.latent_factor)
+            return DiffusionChunkRenderer(m, spec, _phase_cache(st), cond)
 
         return cls(st, make_renderer if st.writable else None)
 
@@ -638,10 +676,13 @@ def _phase_cache(store: SlideStore) -> Any:
 
 
 class DiffusionChunkRenderer:
-    """Level-0 chunks (and their final latents) from the sampling engine's lazy mode."""
+    """Level-0 chunks (and their final latents) from the sampling engine's lazy mode.
 
-    def __init__(self, model: Any, spec: Any, cache: Any) -> None:
+    ``cond``: the model's condition, or a per-window one (a twin's reference field)."""
+
+    def __init__(self, model: Any, spec: Any, cache: Any, cond: Any = None) -> None:
         self.model = model
+        self.cond = cond
         self.spec = spec
         self.chunk_px = int(spec.chunk_px)
         self.latent_factor = int(model.latent_factor)
@@ -651,10 +692,12 @@ class DiffusionChunkRenderer:
     def render(self, cy: int, cx: int) -> RenderedChunk:
         from napari_cytosyn.sampling import final_latents, render_chunk
 
-        rgb = render_chunk(self.model, self.spec, cy, cx, self.cache, cancel=current_cancel())
+        rgb = render_chunk(
+            self.model, self.spec, cy, cx, self.cache, cancel=current_cancel(), cond=self.cond
+        )
         # The phase states are cached by now: the latents cost one more blend, not a render.
         n = self.chunk_px // self.latent_factor
-        z = final_latents(self.model, self.spec, cy * n, cx * n, n, n, self.cache)
+        z = final_latents(self.model, self.spec, cy * n, cx * n, n, n, self.cache, cond=self.cond)
         return RenderedChunk(rgb=np.asarray(rgb, dtype=np.uint8), latents=z.numpy())
 
     def prepare(self, chunks: list[tuple[int, int]], upcoming: list[tuple[int, int]] = ()) -> None:
@@ -663,5 +706,11 @@ class DiffusionChunkRenderer:
         from napari_cytosyn.sampling.lazy import prepare_chunks
 
         prepare_chunks(
-            self.model, self.spec, chunks, self.cache, cancel=current_cancel(), upcoming=upcoming
+            self.model,
+            self.spec,
+            chunks,
+            self.cache,
+            cancel=current_cancel(),
+            upcoming=upcoming,
+            cond=self.cond,
         )

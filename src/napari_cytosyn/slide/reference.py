@@ -1,0 +1,328 @@
+"""References on real slides: embedding grids for synthetic twins, regions for inpainting.
+
+A *synthetic twin* of a real slide has the real slide's size (at the model's resolution), its
+tissue layout (the real slide's tissue mask) and, window by window, its kind of tissue: the model
+is conditioned on a :class:`~napari_cytosyn.sampling.conditioning.ConditionField` computed on a
+grid over the real tissue (one embedding per grid cell that is mostly tissue, batched). The
+field lives in the twin's store with the real slide's checksum, the grid spacing and the encoder,
+so reopening the store (or rendering it on a dask worker) conditions exactly as before and
+recreating a twin of the same file reuses the embeddings. No pixel of the reference is stored.
+
+Coordinates: the twin's level 0 is the real slide's level 0 resampled to the model's mpp
+(``factor = model.mpp / slide mpp`` slide px per model px); cell ``(i, j)`` is centred at
+``((i + 0.5) g, (j + 0.5) g)`` model px for a grid of ``g`` px.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Store attribute and group holding a slide's reference.
+REFERENCE_KEY = "reference"
+
+
+def slide_checksum(path: str | os.PathLike) -> str:
+    """SHA-256 of a slide file, or of a slide folder's files (relative path, NUL, contents, in
+    sorted order): the digest export provenance records for a source slide."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if not path.exists():
+        raise FileNotFoundError(f"cannot checksum the reference {path}: no such file")
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as fh:
+            while block := fh.read(8 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def slide_mpp(slide: Any, model: Any) -> float:
+    """Level-0 um/px of ``slide`` (the model's when the file does not say)."""
+    mpp = getattr(slide, "mpp", None)
+    return float(mpp[0]) if mpp else float(model.mpp)
+
+
+def twin_size(slide: Any, model: Any) -> tuple[int, int]:
+    """``(height, width)`` of a twin of ``slide`` in model px (same physical extent)."""
+    factor = float(model.mpp) / slide_mpp(slide, model)
+    h0, w0 = slide.level_shapes[0]
+    return max(1, round(h0 / factor)), max(1, round(w0 / factor))
+
+
+def read_model_px(slide: Any, model: Any, y: float, x: float, side: int) -> np.ndarray:
+    """A ``side`` px square of ``slide`` at the model's resolution whose top-left corner is
+    ``(y, x)`` model px: ``(side, side, 3)`` uint8 (white outside the slide)."""
+    factor = float(model.mpp) / slide_mpp(slide, model)
+    level = slide.best_level_for_downsample(max(1.0, factor))
+    d = float(slide.downsamples[level])
+    scale = factor / d  # level px per model px
+    ly, lx = round(y * scale), round(x * scale)
+    n = max(1, round(side * scale))
+    rgb = slide.read_region(level, ly, lx, n, n)
+    if n == side:
+        return rgb
+    k = round(scale)
+    if abs(scale - k) < 1e-6 and k > 1:
+        return rgb.reshape(side, k, side, k, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    from skimage.transform import resize
+
+    out = resize(rgb, (side, side), order=1, anti_aliasing=scale > 1, preserve_range=True)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def tissue_fraction_of_boxes(
+    mask: np.ndarray, shape: tuple[int, int], boxes: list[tuple[float, float, float, float]]
+) -> np.ndarray:
+    """Tissue fraction of boxes ``(y0, x0, y1, x1)`` (px of a ``shape`` image) under a tissue
+    ``mask`` at any resolution that covers the whole image."""
+    mh, mw = mask.shape
+    h, w = shape
+    s = np.pad(mask.astype(np.float64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    out = np.empty(len(boxes), dtype=np.float64)
+    for k, (y0, x0, y1, x1) in enumerate(boxes):
+        r0 = min(mh - 1, max(0, math.floor(y0 * mh / h)))
+        r1 = min(mh, max(r0 + 1, math.ceil(y1 * mh / h)))
+        c0 = min(mw - 1, max(0, math.floor(x0 * mw / w)))
+        c1 = min(mw, max(c0 + 1, math.ceil(x1 * mw / w)))
+        total = s[r1, c1] - s[r0, c1] - s[r1, c0] + s[r0, c0]
+        out[k] = total / ((r1 - r0) * (c1 - c0))
+    return out
+
+
+def slide_tissue_mask(slide: Any, max_px: int = 1024) -> np.ndarray:
+    """Tissue mask of a slide from its thumbnail (Otsu; ``(h, w)`` bool)."""
+    from .tissue import otsu_tissue_mask
+
+    return otsu_tissue_mask(slide.thumbnail(max_px=max_px))
+
+
+def slide_field(
+    model: Any,
+    slide: Any,
+    tissue_mask: np.ndarray,
+    grid_px: int,
+    batch_size: int = 16,
+    progress: Any = None,
+    cancel: Any = None,
+) -> Any:
+    """Embeddings on a grid over the tissue of ``slide``: a ``ConditionField`` in model px.
+
+    Cells of ``grid_px`` model px; a cell's crop (``model.tile_px`` a side, centred on the cell)
+    is embedded when at least :data:`~napari_cytosyn.sampling.conditioning.MIN_CELL_TISSUE` of
+    it is tissue under ``tissue_mask``, ``batch_size`` crops per ``model.embed`` call.
+    """
+    from napari_cytosyn.sampling.conditioning import (
+        MIN_CELL_TISSUE,
+        ConditionField,
+        embed_crops,
+        embed_px,
+        grid_cells,
+    )
+
+    h, w = twin_size(slide, model)
+    side = embed_px(model)
+    ny, nx = grid_cells(h, w, grid_px)
+    centres = [((i + 0.5) * grid_px, (j + 0.5) * grid_px) for i in range(ny) for j in range(nx)]
+    boxes = [(cy - side / 2, cx - side / 2, cy + side / 2, cx + side / 2) for cy, cx in centres]
+    frac = tissue_fraction_of_boxes(np.asarray(tissue_mask, bool), (h, w), boxes)
+    picks = [k for k in range(len(centres)) if frac[k] >= MIN_CELL_TISSUE]
+    if not picks:
+        raise ValueError(
+            f"{getattr(slide, 'name', 'the reference')}: no grid cell of {grid_px} px is mostly "
+            "tissue; the tissue mask is empty or the grid is too coarse"
+        )
+
+    def crop(k: int) -> np.ndarray:
+        cy, cx = centres[picks[k]]
+        return read_model_px(slide, model, cy - side / 2, cx - side / 2, side)
+
+    emb = embed_crops(
+        model, crop, n=len(picks), batch_size=batch_size, cancel=cancel, progress=progress
+    )
+    grid = np.zeros((ny * nx, *emb.shape[1:]), dtype=np.float32)
+    valid = np.zeros(ny * nx, dtype=bool)
+    grid[picks] = emb
+    valid[picks] = True
+    return ConditionField(
+        grid.reshape(ny, nx, *emb.shape[1:]),
+        valid.reshape(ny, nx),
+        float(grid_px),
+        (grid_px / 2.0, grid_px / 2.0),
+    )
+
+
+def region_embedding(
+    model: Any,
+    slide: Any,
+    region: tuple[int, int, int, int],
+    tissue_mask: np.ndarray | None = None,
+    batch_size: int = 16,
+    cancel: Any = None,
+) -> np.ndarray:
+    """Mean embedding of the tissue in ``region`` ``(y, x, h, w)`` (level-0 px of ``slide``).
+
+    The region is cut into ``model.tile_px`` crops at the model's resolution (one crop when it
+    is smaller); crops that are mostly glass (by ``tissue_mask`` over the whole slide, default
+    the slide's Otsu mask, :func:`slide_tissue_mask`) are left out. Returns ``(*E,)`` float32.
+    """
+    from napari_cytosyn.sampling.conditioning import MIN_CELL_TISSUE, embed_crops, embed_px
+
+    y, x, h, w = (int(v) for v in region)
+    H0, W0 = slide.level_shapes[0]
+    if h <= 0 or w <= 0 or y < 0 or x < 0 or y + h > H0 or x + w > W0:
+        raise ValueError(
+            f"reference region y={y} x={x} h={h} w={w} is not inside the slide ({H0} x {W0} px)"
+        )
+    factor = float(model.mpp) / slide_mpp(slide, model)
+    side = embed_px(model)
+    my, mx, mh, mw = y / factor, x / factor, h / factor, w / factor
+    ny, nx = max(1, round(mh / side)), max(1, round(mw / side))
+    # crops spread evenly over the region (centred when it is smaller than one crop)
+    tops = [my + (mh - side) * (i / (ny - 1) if ny > 1 else 0.5) for i in range(ny)]
+    lefts = [mx + (mw - side) * (j / (nx - 1) if nx > 1 else 0.5) for j in range(nx)]
+    crops = [read_model_px(slide, model, ty, tx, side) for ty in tops for tx in lefts]
+    mask = slide_tissue_mask(slide) if tissue_mask is None else np.asarray(tissue_mask, bool)
+    boxes = [(ty, tx, ty + side, tx + side) for ty in tops for tx in lefts]
+    frac = tissue_fraction_of_boxes(mask, twin_size(slide, model), boxes)
+    keep = [c for c, f in zip(crops, frac, strict=True) if f >= MIN_CELL_TISSUE]
+    if not keep:
+        raise ValueError(
+            f"the reference region y={y} x={x} h={h} w={w} holds no tissue to condition on; "
+            "choose a region over tissue"
+        )
+    emb = embed_crops(model, keep, batch_size=batch_size, cancel=cancel)
+    return emb.astype(np.float64).mean(axis=0).astype(np.float32)
+
+
+def reference_record(slide: Any, model: Any, checksum: str, **extra: Any) -> dict[str, Any]:
+    """What a recipe stores about a reference: file, checksum, encoder (never pixels)."""
+    from napari_cytosyn.sampling.conditioning import encoder_id
+
+    path = Path(slide.path)
+    return {
+        "file": path.name,
+        "name": getattr(slide, "name", path.name),
+        "path": str(path.resolve()),
+        "sha256": checksum,
+        "encoder": encoder_id(model),
+        "model": str(getattr(model, "name", "")),
+        "slide_mpp": slide_mpp(slide, model),
+        "model_mpp": float(model.mpp),
+        **extra,
+    }
+
+
+def save_field(root: Any, field: Any) -> None:
+    """Write a field's cells into the zarr group ``root`` (``reference/embeddings``,
+    ``reference/valid``) with its geometry as attributes."""
+    group = root.require_group(REFERENCE_KEY)
+    group.create_array("embeddings", data=np.ascontiguousarray(field.embeddings), overwrite=True)
+    group.create_array("valid", data=field.valid.astype(np.uint8), overwrite=True)
+    group.attrs.update(
+        {
+            "cell_px": float(field.cell_px),
+            "origin_px": list(field.origin_px),
+            "fingerprint": field.fingerprint(),
+        }
+    )
+
+
+def load_field(root: Any) -> Any:
+    """The field saved by :func:`save_field`; its fingerprint is checked."""
+    from napari_cytosyn.sampling.conditioning import ConditionField
+
+    group = root[REFERENCE_KEY]
+    attrs = dict(group.attrs)
+    field = ConditionField(
+        np.asarray(group["embeddings"][...], dtype=np.float32),
+        np.asarray(group["valid"][...]).astype(bool),
+        float(attrs["cell_px"]),
+        tuple(attrs["origin_px"]),
+    )
+    if field.fingerprint() != attrs.get("fingerprint"):
+        raise ValueError(
+            "the reference embeddings stored in this slide do not match their fingerprint "
+            "(the store was modified); recreate the twin"
+        )
+    return field
+
+
+def cached_field(store: str | os.PathLike, record: dict[str, Any]) -> Any | None:
+    """A field already stored at ``store`` for the same reference (checksum, grid, encoder,
+    model), else ``None``: recreating a twin of the same file does not embed it again."""
+    from .store import read_store_attrs
+
+    try:
+        attrs = read_store_attrs(store)
+    except Exception:  # an unreadable or foreign folder: nothing to reuse
+        return None
+    old = (attrs or {}).get(REFERENCE_KEY)
+    keys = ("sha256", "grid_px", "encoder", "model", "model_mpp", "slide_mpp")
+    if not old or any(old.get(k) != record.get(k) for k in keys):
+        return None
+    import zarr
+
+    try:
+        return load_field(zarr.open_group(str(store), mode="r"))
+    except (KeyError, ValueError, FileNotFoundError):
+        return None
+
+
+def twin_inputs(
+    model: Any,
+    reference: Any,
+    store: str | os.PathLike,
+    tissue_mask: np.ndarray | None = None,
+    grid_um: float | None = None,
+    batch_size: int = 16,
+    progress: Any = None,
+    cancel: Any = None,
+) -> tuple[tuple[int, int], np.ndarray, Any, dict[str, Any]]:
+    """Everything a twin of ``reference`` (a ``Slide`` or a path) needs.
+
+    Returns ``((height, width) model px, tissue mask, field, record)``. The grid spacing is
+    ``grid_um`` (default: one model tile); the tissue mask the real slide's (Otsu on its
+    thumbnail) unless given. The field is taken from ``store`` when it already holds one for
+    the same file (checksum), grid and encoder.
+    """
+    from napari_cytosyn.sampling.conditioning import require_conditional
+
+    require_conditional(model, "a reference slide")
+    if isinstance(reference, str | os.PathLike):
+        from .real import open_slide
+
+        reference = open_slide(reference)
+    grid_px = int(model.tile_px) if grid_um is None else round(float(grid_um) / float(model.mpp))
+    if grid_px < 8:
+        raise ValueError(
+            f"grid spacing {grid_um} um is {grid_px} px at the model's {model.mpp} um/px; "
+            "use at least 8 px"
+        )
+    mask = slide_tissue_mask(reference) if tissue_mask is None else np.asarray(tissue_mask, bool)
+    if mask.ndim != 2 or not mask.any():
+        raise ValueError(f"{reference.name}: no tissue found on the reference slide")
+    record = reference_record(
+        reference,
+        model,
+        slide_checksum(reference.path),
+        grid_px=grid_px,
+        grid_um=grid_px * float(model.mpp),
+    )
+    field = cached_field(store, record)
+    if field is None:
+        field = slide_field(model, reference, mask, grid_px, batch_size, progress, cancel)
+    record.update(
+        cells=list(field.shape),
+        tissue_cells=int(field.valid.sum()),
+        embedding_shape=list(field.embedding_shape),
+        field_fingerprint=field.fingerprint(),
+    )
+    return twin_size(reference, model), mask, field, record

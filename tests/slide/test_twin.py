@@ -1,0 +1,198 @@
+"""Synthetic twins: a real slide's layout and, window by window, its kind of tissue."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_cytosyn.models.grf import ConditionalGRFModel, GRFModel
+from napari_cytosyn.sampling import SamplerSettings
+from napari_cytosyn.sampling.conditioning import ConditionField
+from napari_cytosyn.slide import open_slide
+from napari_cytosyn.slide.reference import load_field, region_embedding, slide_checksum
+from napari_cytosyn.slide.sample import write_pyramidal_tiff
+from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+PINK, PURPLE, GLASS = (200, 110, 160), (120, 60, 160), (246, 244, 246)
+SETTINGS = SamplerSettings(steps=3, seed=0)
+#: A small conditional model: 64 px tiles, so a 192 x 256 slide has a 3 x 4 grid.
+TwinModel = functools.partial(ConditionalGRFModel, tile_px=64)
+
+
+class CountingModel(ConditionalGRFModel):
+    """Counts the crops it embeds."""
+
+    embedded = 0
+
+    def embed(self, rgb):
+        CountingModel.embedded += rgb.shape[0]
+        return super().embed(rgb)
+
+
+def two_tissue_levels(h: int = 192, w: int = 256) -> list[np.ndarray]:
+    """Pink tissue on the left half, purple top right, glass bottom right."""
+    rng = np.random.default_rng(0)
+    img = np.empty((h, w, 3), np.uint8)
+    img[:, : w // 2] = PINK
+    img[:, w // 2 :] = PURPLE
+    img = np.clip(img.astype(int) + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)
+    img[h // 2 :, w // 2 :] = GLASS
+    return [img, img[::2, ::2].copy()]
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    path = tmp_path_factory.mktemp("real") / "two_tissues.tif"
+    write_pyramidal_tiff(path, two_tissue_levels(), mpp=(0.5, 0.5), tile_px=128)
+    return path
+
+
+def _twin(path, real, model=None, **kw):
+    return SyntheticSlide.create(
+        path,
+        model or TwinModel(),
+        None,
+        None,
+        seed=3,
+        settings=SETTINGS,
+        chunk_px=128,
+        reference=open_slide(real),
+        **kw,
+    )
+
+
+def _level0(slide):
+    h, w = slide.level_shapes[0]
+    return slide.read_region(0, 0, 0, h, w)
+
+
+@pytest.fixture(scope="module")
+def rendered(real, tmp_path_factory):
+    """A twin rendered chunk by chunk in row-major order: ``(slide, level-0 pixels)``."""
+    twin = _twin(tmp_path_factory.mktemp("twin") / "twin.cytosyn", real)
+    for cy, cx in twin.missing_chunks(0):
+        twin.ensure_chunk(0, cy, cx)
+    return twin, _level0(twin)
+
+
+def test_twin_takes_size_layout_and_kind_of_tissue_from_the_real_slide(rendered):
+    twin, img = rendered
+    assert twin.level_shapes[0] == (192, 256)
+    # glass where the real slide has glass, tissue elsewhere
+    assert (img[110:, 145:] == 255).all()
+    assert (img[:, :120] != 255).any(axis=2).mean() > 0.95
+    assert (img[:85, 135:] != 255).any(axis=2).mean() > 0.95
+    # pink where the real tissue is pink, purple where it is purple (green channel)
+    left = img[:, 10:115].reshape(-1, 3).mean(0)
+    right = img[:60, 170:250].reshape(-1, 3).mean(0)
+    assert left[1] > right[1] + 30
+    assert abs(left[1] - PINK[1]) < 20 and abs(right[1] - PURPLE[1]) < 20
+
+
+def test_recipe_stores_the_reference_never_its_pixels_and_reopens(real, tmp_path):
+    path = tmp_path / "twin.cytosyn"
+    twin = _twin(path, real)
+    ref = twin.metadata()["reference"]
+    assert ref["file"] == "two_tissues.tif"
+    assert ref["sha256"] == slide_checksum(real)
+    assert ref["grid_px"] == 64 and ref["grid_um"] == 32.0
+    assert ref["encoder"] == "grf-conditional.embed"
+    assert ref["cells"] == [3, 4] and 0 < ref["tissue_cells"] < 12
+    json.dumps(ref)  # plain JSON
+    group = zarr.open_group(str(path), mode="r")["reference"]
+    assert sorted(group.array_keys()) == ["embeddings", "valid"]  # features, not pixels
+    assert group["embeddings"].shape == (3, 4, 4)
+    assert twin.store.attrs["settings"]["guidance"] == 1.0
+    a = twin.ensure_chunk(0, 1, 1)
+    reopened = SyntheticSlide.open(path, model=TwinModel())
+    assert reopened.is_done(0, 1, 1)
+    b = reopened.ensure_chunk(0, 1, 0)
+    fresh = _twin(tmp_path / "fresh.cytosyn", real)
+    np.testing.assert_array_equal(fresh.ensure_chunk(0, 1, 0), b)
+    np.testing.assert_array_equal(fresh.ensure_chunk(0, 1, 1), a)
+    field = load_field(zarr.open_group(str(path), mode="r"))
+    assert field.fingerprint() == ref["field_fingerprint"]
+
+
+def test_twin_chunks_are_bit_identical_in_any_order(real, rendered, tmp_path):
+    b = _twin(tmp_path / "b.cytosyn", real)
+    for cy, cx in reversed(b.missing_chunks(0)):
+        b.ensure_chunk(0, cy, cx)
+    np.testing.assert_array_equal(_level0(b), rendered[1])
+
+
+def test_recreating_a_twin_of_the_same_file_reuses_its_embeddings(real, tmp_path):
+    path = tmp_path / "twin.cytosyn"
+    CountingModel.embedded = 0
+    _twin(path, real, model=CountingModel(tile_px=64))
+    first = CountingModel.embedded
+    assert first > 0
+    _twin(path, real, model=CountingModel(tile_px=64), overwrite=True)
+    assert CountingModel.embedded == first  # cached in the store, keyed by the checksum
+    _twin(path, real, model=CountingModel(tile_px=64), overwrite=True, reference_grid_um=64.0)
+    assert CountingModel.embedded > first  # another grid: embedded again
+
+
+def test_guidance_is_stored_only_where_a_condition_uses_it(real, tmp_path):
+    guided = SETTINGS.replace(guidance=2.0, guidance_interval=(0.0, 0.75))
+    twin = SyntheticSlide.create(
+        tmp_path / "t.cytosyn",
+        TwinModel(),
+        None,
+        None,
+        seed=3,
+        settings=guided,
+        chunk_px=128,
+        reference=real,
+    )
+    assert twin.store.attrs["settings"]["guidance"] == 2.0
+    assert twin.store.attrs["settings"]["guidance_interval"] == [0.0, 0.75]
+    plain = SyntheticSlide.create(
+        tmp_path / "p.cytosyn", TwinModel(), 256, 256, seed=3, settings=guided, chunk_px=128
+    )
+    assert plain.store.attrs["settings"]["guidance"] == 1.0
+    assert plain.store.attrs["settings"]["guidance_interval"] == [0.0, 1.0]
+    # reopening with the settings that were asked still matches the stored recipe
+    SyntheticSlide.open(tmp_path / "p.cytosyn", settings=guided)
+    # and guidance acts on the twin: other pixels than unguided
+    unguided = _twin(tmp_path / "u.cytosyn", real)
+    assert not np.array_equal(twin.ensure_chunk(0, 0, 0), unguided.ensure_chunk(0, 0, 0))
+
+
+def test_an_unconditional_model_is_told_it_takes_no_reference(real, tmp_path):
+    with pytest.raises(ValueError, match="'grf' is unconditional"):
+        _twin(tmp_path / "u.cytosyn", real, model=GRFModel())
+
+
+def test_region_embedding_is_the_mean_over_tissue_crops(real):
+    slide = open_slide(real)
+    model = TwinModel()
+    pink = region_embedding(model, slide, (0, 0, 96, 112))
+    purple = region_embedding(model, slide, (0, 136, 80, 112))
+    assert np.abs(pink - purple).sum() > 0.5
+    with pytest.raises(ValueError, match="holds no tissue"):
+        region_embedding(model, slide, (100, 140, 90, 110))
+    with pytest.raises(ValueError, match="not inside the slide"):
+        region_embedding(model, slide, (150, 200, 100, 100))
+    flat = ConditionField.constant(pink)
+    np.testing.assert_array_equal(flat.at(1e6, -5.0), pink)
+
+
+def test_twins_render_bit_identically_on_one_or_two_dask_workers(real, rendered, tmp_path):
+    pytest.importorskip("distributed")
+    from napari_cytosyn.distributed import close_client, make_client, render_distributed
+
+    expected = rendered[1]
+    for workers in (1, 2):
+        path = tmp_path / f"dask{workers}.cytosyn"
+        _twin(path, real)
+        client = make_client(workers=workers)
+        try:
+            render_distributed(path, model=TwinModel, client=client, group=1)
+        finally:
+            close_client(client)
+        np.testing.assert_array_equal(_level0(SyntheticSlide.open(path, mode="r")), expected)
