@@ -559,6 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     # a few minutes on a laptop CPU with the embedded model (pass --steps for more)
     p.set_defaults(func=cmd_demo, steps=12)
+
+    from napari_cytosyn.cli_testkit import add_testkit_parser
+
+    add_testkit_parser(sub)
     return parser
 
 

@@ -30,7 +30,8 @@ from napari_cytosyn.models.registry import parse_name
 def test_available_lists_registered_models_with_metadata():
     infos = {i.name: i for i in available()}
     assert next(iter(infos)) == "cytosyn-tiny"
-    assert set(infos) == {"cytosyn-tiny", "cytosyn", "pixcell-256", "pixcell-1024"}
+    assert {"cytosyn-tiny", "cytosyn", "pixcell-256", "pixcell-1024"} <= set(infos)
+    assert infos["cytosyn-tiny-cells"].backend == "embedded-cells"
     cyto = infos["cytosyn"]
     assert (cyto.source, cyto.gated, cyto.tile_px, cyto.mpp, cyto.latent_channels) == (
         "Owkin-Bioptimus/CytoSyn",

@@ -71,12 +71,16 @@ def load_model(
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    if info.backend != "embedded":
+    if info.backend not in ("embedded", "embedded-cells"):
         log.warning(info.notice)
     if info.backend == "embedded":
         from .embedded import load_embedded
 
         model = BackendModel.wrap(load_embedded(device=str(dev), dtype=dt))
+    elif info.backend == "embedded-cells":
+        from .cells import load_cells
+
+        model = BackendModel.wrap(load_cells(device=str(dev), dtype=dt))
     elif info.backend == "cytosyn":
         from .cytosyn import load_cytosyn
 

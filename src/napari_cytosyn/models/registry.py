@@ -2,6 +2,7 @@
 
 Names:
 - ``cytosyn-tiny``: the embedded demonstration model (ships in the wheel, works offline);
+- ``cytosyn-tiny-cells``: the embedded mask-conditioned model of the segmentation test kit;
 - ``cytosyn``: Owkin/Bioptimus CytoSyn (``Owkin-Bioptimus/CytoSyn``, gated, non-commercial);
 - ``pixcell-256``, ``pixcell-1024``: Stony Brook PixCell (``StonyBrook-CVLab/PixCell-*``);
 - ``diffusers:<hub id or folder>``: any unconditional latent diffusion folder.
@@ -80,6 +81,21 @@ _REGISTRY: dict[str, ModelInfo] = {
             description="small demonstration model shipped with the plugin; works offline. "
             "It is not a foundation model and its tissue is only plausible at low zoom.",
             # trained and measured with 12 Euler steps (docs/models.md)
+            defaults={"steps": 12, "guidance": 1.0},
+        ),
+        ModelInfo(
+            name="cytosyn-tiny-cells",
+            backend="embedded-cells",
+            source=None,
+            licence="BSD-3-Clause (trained by napari-cytosyn on BSD-licensed sample images)",
+            gated=False,
+            mpp=0.5,
+            tile_px=224,
+            latent_channels=4,
+            conditioning="nucleus mask (cond={'mask': (B, 1, H_px, W_px)}), classifier-free",
+            description="mask-conditioned demonstration model of the segmentation test kit: "
+            "nuclei where a layout says; shares cytosyn-tiny's autoencoder; works offline. "
+            "Trained on pseudo-labels of a classical segmenter on two images.",
             defaults={"steps": 12, "guidance": 1.0},
         ),
         ModelInfo(
@@ -181,8 +197,8 @@ def parse_name(name: str) -> tuple[ModelInfo, str | None]:
         raise UnknownModelError(f"unknown model {name!r}; available: {names}")
     if sep and not source:
         raise UnknownModelError(f"{key + ':'!r} needs a hub id or a folder after the colon")
-    if sep and key == "cytosyn-tiny":
-        raise UnknownModelError("cytosyn-tiny is embedded in the package and takes no source")
+    if sep and key in ("cytosyn-tiny", "cytosyn-tiny-cells"):
+        raise UnknownModelError(f"{key} is embedded in the package and takes no source")
     return _REGISTRY[key], (source or None)
 
 

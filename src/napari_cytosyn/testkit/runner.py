@@ -162,6 +162,19 @@ def _npe2_method(spec: str, command_id: str) -> Method:
     return Method(command_id.split(".")[-1], spec, run)
 
 
+def npe2_commands() -> list[tuple[str, str]]:
+    """``(command id, title)`` of every command of the installed napari plugins (npe2)."""
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    out = []
+    for manifest in pm.iter_manifests():
+        for c in (manifest.contributions.commands or []) if manifest.contributions else []:
+            out.append((c.id, c.title))
+    return sorted(out)
+
+
 def resolve_method(spec: str, timeout_s: float = 600.0) -> Method:
     """A :class:`Method` from a spec string (see the module doc)."""
     if not isinstance(spec, str) or not spec.strip():

@@ -1,0 +1,58 @@
+"""``napari-cytosyn testkit run|report|methods`` on a test set (made with the oracle painter)."""
+
+from __future__ import annotations
+
+import json
+
+from napari_cytosyn.cli import main
+from napari_cytosyn.testkit.dataset import generate_testset
+from napari_cytosyn.testkit.layouts import procedural_layout
+from napari_cytosyn.testkit.stress import variants_by_name
+
+
+def test_run_and_report_from_the_command_line(tmp_path, capsys, painter):
+    folder = generate_testset(
+        tmp_path / "set",
+        [procedural_layout((96, 96), seed=1)],
+        variants=variants_by_name("clean,noise"),
+        synthesize_fn=painter,
+    )
+    rc = main(
+        [
+            "testkit",
+            "run",
+            str(folder),
+            "--method",
+            "builtin:otsu_watershed",
+            "--method",
+            "napari_cytosyn.testkit.methods:threshold_components",
+            "--report",
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "otsu_watershed" in out and "threshold_components" in out
+    assert (folder / "runs" / "otsu_watershed" / "rows.csv").is_file()
+    summary = json.loads((folder / "report" / "summary.json").read_text())
+    assert len(summary) == 4
+    rc = main(["testkit", "report", str(folder), "--out", str(tmp_path / "rep")])
+    assert rc == 0 and (tmp_path / "rep" / "report.md").is_file()
+
+
+def test_errors_are_one_line(tmp_path, capsys, painter):
+    assert main(["testkit", "run", str(tmp_path), "--method", "builtin:otsu_watershed"]) == 1
+    assert "is not a test set" in capsys.readouterr().err
+    folder = generate_testset(
+        tmp_path / "s",
+        [procedural_layout((64, 64), seed=0)],
+        variants=variants_by_name("clean"),
+        synthesize_fn=painter,
+    )
+    assert main(["testkit", "run", str(folder), "--method", "builtin:nope"]) == 1
+    assert "unknown builtin method" in capsys.readouterr().err
+
+
+def test_methods_lists_builtins(capsys):
+    assert main(["testkit", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert "builtin:otsu_watershed" in out and "builtin:threshold_components" in out
