@@ -68,7 +68,7 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_cytosyn._napari import _layers
-    from napari_cytosyn._napari._widget import CytoSynWidget
+    from napari_cytosyn._napari._qt._widget import CytoSynWidget
 
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="cytosyn_shots_"))
@@ -82,8 +82,8 @@ def main() -> None:
     widget = CytoSynWidget(viewer)
     viewer.window.add_dock_widget(widget, name="CytoSyn")
     widget.models.override = load(args)
-    widget.steps_spin.setValue(args.steps)
-    widget.seed_spin.setValue(42)
+    widget.sampling.steps_spin.setValue(args.steps)
+    widget.sampling.seed_spin.setValue(42)
     widget.chunk_px = 256
 
     # 1. The widget next to the sample slide (the real 250 um H&E field at 0.25 um/px), with a
@@ -118,8 +118,8 @@ def main() -> None:
         edge_width=2,
         units=("um", "um"),
     )
-    widget.image_combo.select(real)
-    widget.mask_combo.select(shapes)
+    widget.edit_box.image_combo.select(real)
+    widget.edit_box.mask_combo.select(shapes)
     pump(app, 1)  # the canvas takes its final size before the view is fitted to it
     viewer.reset_view()  # the whole field: the embedded model is made for low zoom
     pump(app, 2)
@@ -153,7 +153,7 @@ def main() -> None:
         face_color=[0, 0, 0, 0],
         units=("um", "um"),
     )
-    widget.mask_combo.select(box)
+    widget.edit_box.mask_combo.select(box)
     job = widget.synthesize_region()
     assert job is not None and job.wait(3_600_000) and job.state == "done", job and job.error
     viewer.reset_view()
@@ -163,11 +163,11 @@ def main() -> None:
     # 4. New synthetic slide: it renders around the view while the user looks.
     for layer in list(viewer.layers):
         viewer.layers.remove(layer)
-    widget.width_spin.setValue(4096)
-    widget.height_spin.setValue(4096)
+    widget.synthetic_box.width_spin.setValue(4096)
+    widget.synthetic_box.height_spin.setValue(4096)
     job = widget.new_synthetic_slide()
     assert job.wait(600_000) and job.state == "done", job.error
-    layer = viewer.layers[-1]
+    layer = widget.edit_box.image_combo.layer()  # the new slide is selected
     view = widget.views[id(layer)]
     slide = _layers.slide_of(layer)
     viewer.camera.center = (2048 * slide.mpp[1], 2048 * slide.mpp[0])

@@ -14,7 +14,7 @@ import pytest
 
 from napari_cytosyn._napari import _layers
 from napari_cytosyn._napari._masks import mask_from_layer
-from napari_cytosyn._napari._widget import CytoSynWidget
+from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 
 PLUGIN = "napari-cytosyn"
@@ -39,10 +39,10 @@ def setup(make_napari_viewer, qtbot, tmp_path, cache_dir, monkeypatch):
     viewer.window._qt_window.resize(1300, 800)
     widget = CytoSynWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.cache_edit.setText(str(cache_dir))
+    widget.model_box.cache_edit.setText(str(cache_dir))
     widget._save_config()
     widget.models.override = grf_model()
-    widget.steps_spin.setValue(3)
+    widget.sampling.steps_spin.setValue(3)
     [real] = viewer.open_sample(PLUGIN, "he_slide")
     yield viewer, widget, real
     # Each test starts from the untouched slide: drop the edits this test made.
@@ -64,7 +64,7 @@ def test_sample_opens_as_multiscale_slide(setup):
     np.testing.assert_allclose(real.scale, (0.25, 0.25))
     assert real.data[0].shape[:2] == (1000, 1000)
     assert "TIA Centre" in real.metadata["credit"]
-    assert widget.image_combo.layer() is real
+    assert widget.edit_box.image_combo.layer() is real
 
 
 def test_inpaint_shapes_changes_composite_inside_mask_only(setup, qtbot):
@@ -81,8 +81,8 @@ def test_inpaint_shapes_changes_composite_inside_mask_only(setup, qtbot):
         shape_type=["rectangle", "ellipse"],
         name="mask",
     )
-    widget.image_combo.select(real)
-    widget.mask_combo.select(shapes)
+    widget.edit_box.image_combo.select(real)
+    widget.edit_box.mask_combo.select(shapes)
     job = widget.inpaint()
     assert job is not None
     assert job.wait(90_000) and job.state == "done", job.error
@@ -138,8 +138,8 @@ def test_inpaint_painted_labels_at_coarse_scale(setup):
     labels_data = np.zeros((125, 125), np.uint8)
     labels_data[40:50, 60:75] = 1
     labels = viewer.add_labels(labels_data, scale=(2.0, 2.0), name="painted")
-    widget.image_combo.select(real)
-    widget.mask_combo.select(labels)
+    widget.edit_box.image_combo.select(real)
+    widget.edit_box.mask_combo.select(labels)
     job = widget.inpaint()
     assert job.wait(90_000) and job.state == "done", job.error
     composite = viewer.layers[f"{real.name} (edited)"]
@@ -163,9 +163,9 @@ def test_inpaint_cancel_stops_and_leaves_no_edit(setup):
         [np.array([[50, 50], [50, 200], [200, 200], [200, 50]], float)],
         shape_type="rectangle",
     )
-    widget.image_combo.select(real)
-    widget.mask_combo.select(shapes)
-    widget.steps_spin.setValue(200)  # long enough to be cancelled in flight
+    widget.edit_box.image_combo.select(real)
+    widget.edit_box.mask_combo.select(shapes)
+    widget.sampling.steps_spin.setValue(200)  # long enough to be cancelled in flight
     job = widget.inpaint()
     job.progressed.connect(lambda done, total: widget.cancel() if done >= 1 else None)
     assert job.wait(90_000)
@@ -177,8 +177,8 @@ def test_inpaint_cancel_stops_and_leaves_no_edit(setup):
 def test_inpaint_with_line_shape_is_refused_with_a_message(setup):
     viewer, widget, real = setup
     shapes = viewer.add_shapes([np.array([[10, 10], [50, 50]], float)], shape_type="line")
-    widget.image_combo.select(real)
-    widget.mask_combo.select(shapes)
+    widget.edit_box.image_combo.select(real)
+    widget.edit_box.mask_combo.select(shapes)
     assert widget.inpaint() is None
     assert "encloses no area" in widget.status.text()
 
@@ -190,8 +190,8 @@ def test_second_inpaint_of_the_same_slide_lands_in_the_same_edited_layer(setup):
         shapes = viewer.add_shapes(
             [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)], shape_type="rectangle"
         )
-        widget.image_combo.select(real)  # the real slide both times
-        widget.mask_combo.select(shapes)
+        widget.edit_box.image_combo.select(real)  # the real slide both times
+        widget.edit_box.mask_combo.select(shapes)
         job = widget.inpaint()
         assert job.wait(90_000) and job.state == "done", job.error
     edited = [ly for ly in viewer.layers if ly.name.endswith("(edited)")]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from napari_cytosyn._napari._config import WidgetConfig, load_config, save_config
-from napari_cytosyn._napari._widget import GENERIC, CytoSynWidget
+from napari_cytosyn._napari._qt._widget import GENERIC, CytoSynWidget
 from napari_cytosyn.sampling import SAMPLERS, SamplerSettings
 
 
@@ -22,13 +22,13 @@ def test_model_device_and_cache_folder_persist_across_widgets(
 ):
     viewer = make_napari_viewer()
     first = CytoSynWidget(viewer, config_path=config_path)
-    first.model_combo.setCurrentText("cytosyn")
-    first.source_edit.setText("/data/CytoSyn")
-    first.source_edit.editingFinished.emit()
-    first.device_combo.setCurrentText("cpu")
-    first.cache_edit.setText(str(tmp_path / "stores"))
-    first.cache_edit.editingFinished.emit()
-    first.trust_remote_code.setChecked(True)
+    first.model_box.model_combo.setCurrentText("cytosyn")
+    first.model_box.source_edit.setText("/data/CytoSyn")
+    first.model_box.source_edit.editingFinished.emit()
+    first.model_box.device_combo.setCurrentText("cpu")
+    first.model_box.cache_edit.setText(str(tmp_path / "stores"))
+    first.model_box.cache_edit.editingFinished.emit()
+    first.model_box.trust_remote_code.setChecked(True)
 
     stored = json.loads(Path(config_path).read_text())
     assert stored == {
@@ -37,14 +37,15 @@ def test_model_device_and_cache_folder_persist_across_widgets(
         "device": "cpu",
         "cache_dir": str(tmp_path / "stores"),
         "autocast": "auto",
+        "export_dir": "",
     }  # trust_remote_code is never remembered
     second = CytoSynWidget(viewer, config_path=config_path)
-    assert second.model_combo.currentText() == "cytosyn"
-    assert second.source_edit.text() == "/data/CytoSyn"
-    assert second.device_combo.currentText() == "cpu"
-    assert second.cache_edit.text() == str(tmp_path / "stores")
+    assert second.model_box.model_combo.currentText() == "cytosyn"
+    assert second.model_box.source_edit.text() == "/data/CytoSyn"
+    assert second.model_box.device_combo.currentText() == "cpu"
+    assert second.model_box.cache_edit.text() == str(tmp_path / "stores")
     assert second.config.cache_path() == tmp_path / "stores"
-    assert not second.trust_remote_code.isChecked()
+    assert not second.model_box.trust_remote_code.isChecked()
 
 
 def test_broken_settings_file_gives_defaults(tmp_path):
@@ -57,56 +58,60 @@ def test_broken_settings_file_gives_defaults(tmp_path):
 
 def test_model_picker_shows_licence_and_gating(make_napari_viewer, config_path):
     widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
-    names = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+    names = [
+        widget.model_box.model_combo.itemText(i)
+        for i in range(widget.model_box.model_combo.count())
+    ]
     assert names[0] == "cytosyn-tiny" and "cytosyn" in names and names[-1] == GENERIC
-    widget.model_combo.setCurrentText("cytosyn")
-    text = widget.model_info.text()
+    widget.model_box.model_combo.setCurrentText("cytosyn")
+    text = widget.model_box.model_info.text()
     assert "CC-BY-NC-ND" in text and "Gated" in text and "request access" in text
-    assert "0.5 µm/px" in widget.mpp_label.text()
-    widget.model_combo.setCurrentText("cytosyn-tiny")
-    assert "BSD-3-Clause" in widget.model_info.text()
-    assert "Access: open" in widget.model_info.text()
+    assert "0.5 µm/px" in widget.synthetic_box.mpp_label.text()
+    widget.model_box.model_combo.setCurrentText("cytosyn-tiny")
+    assert "BSD-3-Clause" in widget.model_box.model_info.text()
+    assert "Access: open" in widget.model_box.model_info.text()
 
 
 def test_model_name_combines_picker_and_source(make_napari_viewer, config_path):
     widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
-    widget.model_combo.setCurrentText("cytosyn")
-    widget.source_edit.setText("/models/CytoSyn")
-    assert widget.model_name() == "cytosyn:/models/CytoSyn"
-    widget.model_combo.setCurrentText("cytosyn-tiny")
-    assert widget.model_name() == "cytosyn-tiny"  # embedded: no source
-    widget.model_combo.setCurrentText(GENERIC)
-    assert widget.model_name() == "diffusers:/models/CytoSyn"
-    widget.source_edit.setText("")
+    widget.model_box.model_combo.setCurrentText("cytosyn")
+    widget.model_box.source_edit.setText("/models/CytoSyn")
+    assert widget.model_box.model_name() == "cytosyn:/models/CytoSyn"
+    widget.model_box.model_combo.setCurrentText("cytosyn-tiny")
+    assert widget.model_box.model_name() == "cytosyn-tiny"  # embedded: no source
+    widget.model_box.model_combo.setCurrentText(GENERIC)
+    assert widget.model_box.model_name() == "diffusers:/models/CytoSyn"
+    widget.model_box.source_edit.setText("")
     with pytest.raises(ValueError, match="hub id or choose a folder"):
-        widget.model_name()
+        widget.model_box.model_name()
 
 
 def test_sampler_controls_make_sampler_settings(make_napari_viewer, config_path):
     widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
-    assert [widget.sampler_combo.itemText(i) for i in range(widget.sampler_combo.count())] == list(
-        SAMPLERS
-    )
-    widget.sampler_combo.setCurrentText("heun")
-    widget.steps_spin.setValue(12)
-    widget.guidance_spin.setValue(2.5)
-    widget.seed_spin.setValue(1234)
+    assert [
+        widget.sampling.sampler_combo.itemText(i)
+        for i in range(widget.sampling.sampler_combo.count())
+    ] == list(SAMPLERS)
+    widget.sampling.sampler_combo.setCurrentText("heun")
+    widget.sampling.steps_spin.setValue(12)
+    widget.sampling.guidance_spin.setValue(2.5)
+    widget.sampling.seed_spin.setValue(1234)
     assert widget.sampler_settings() == SamplerSettings(
         sampler="heun", steps=12, guidance=2.5, seed=1234
     )
-    assert widget.autocast_combo.currentText() == "auto"
-    widget.autocast_combo.setCurrentText("off")
+    assert widget.model_box.autocast_combo.currentText() == "auto"
+    widget.model_box.autocast_combo.setCurrentText("off")
     assert widget.sampler_settings().autocast == "off"
     # remembered like the device: a new widget starts with it
     again = CytoSynWidget(make_napari_viewer(), config_path=config_path)
-    assert again.autocast_combo.currentText() == "off"
+    assert again.model_box.autocast_combo.currentText() == "off"
 
 
 def test_random_seed_button_draws_new_seeds(make_napari_viewer, config_path):
     widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
-    seeds = {widget.random_seed() for _ in range(5)}
+    seeds = {widget.sampling.random_seed() for _ in range(5)}
     assert len(seeds) == 5
-    assert widget.seed_spin.value() in seeds
+    assert widget.sampling.seed_spin.value() in seeds
     assert all(0 <= s < 2**31 for s in seeds)
 
 
@@ -124,7 +129,7 @@ def test_steps_follow_the_chosen_models_recommendation(make_napari_viewer, confi
     from napari_cytosyn.models import get_info
 
     widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
-    widget.model_combo.setCurrentText("cytosyn-tiny")
-    assert widget.steps_spin.value() == get_info("cytosyn-tiny").defaults["steps"] == 12
-    widget.model_combo.setCurrentText("cytosyn")
-    assert widget.steps_spin.value() == get_info("cytosyn").defaults["steps"] == 250
+    widget.model_box.model_combo.setCurrentText("cytosyn-tiny")
+    assert widget.sampling.steps_spin.value() == get_info("cytosyn-tiny").defaults["steps"] == 12
+    widget.model_box.model_combo.setCurrentText("cytosyn")
+    assert widget.sampling.steps_spin.value() == get_info("cytosyn").defaults["steps"] == 250

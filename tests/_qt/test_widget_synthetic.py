@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from napari_cytosyn._napari import _layers
-from napari_cytosyn._napari._widget import CytoSynWidget
+from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 
 SHOTS = os.environ.get("CYTOSYN_TEST_SHOTS")  # folder to keep the test's screenshots in
@@ -27,11 +27,11 @@ def widget(make_napari_viewer, tmp_path):
     viewer.window._qt_window.resize(1300, 800)
     w = CytoSynWidget(viewer, config_path=str(tmp_path / "widget.json"))
     viewer.window.add_dock_widget(w)
-    w.cache_edit.setText(str(tmp_path / "cache"))
+    w.model_box.cache_edit.setText(str(tmp_path / "cache"))
     w._save_config()
     w.models.override = grf_model()
-    w.steps_spin.setValue(3)
-    w.seed_spin.setValue(7)
+    w.sampling.steps_spin.setValue(3)
+    w.sampling.seed_spin.setValue(7)
     w.chunk_px = 256  # small chunks keep the test fast
     torch.set_num_threads(1)  # the CI machine has few cores; oversubscription slows it down
     yield w
@@ -39,11 +39,11 @@ def widget(make_napari_viewer, tmp_path):
 
 
 def _new_slide(widget, width: int, height: int):
-    widget.width_spin.setValue(width)
-    widget.height_spin.setValue(height)
+    widget.synthetic_box.width_spin.setValue(width)
+    widget.synthetic_box.height_spin.setValue(height)
     job = widget.new_synthetic_slide()
     assert job.wait(30_000) and job.state == "done", job.error
-    layer = widget.viewer.layers[-1]
+    layer = widget.edit_box.image_combo.layer()  # the new slide is selected
     slide = _layers.slide_of(layer)
     return layer, slide, widget.views[id(layer)]
 
@@ -101,7 +101,7 @@ def test_cancel_stops_render_all_within_one_chunk(widget, qtbot):
     qtbot.wait(500)
     assert slide.compute_count == made  # and nothing runs after the cancel
     assert len(slide.missing_chunks(0)) == total - made
-    assert not widget.cancel_button.isEnabled()
+    assert not widget.progress.cancel_button.isEnabled()
 
 
 def test_render_all_fills_the_slide_and_export_writes_it(widget, qtbot, tmp_path):

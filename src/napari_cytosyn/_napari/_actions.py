@@ -7,6 +7,7 @@ only gathers inputs on the GUI thread and shows results when the work returns.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import threading
@@ -19,6 +20,33 @@ import numpy as np
 Progress = Callable[[int, int], None]
 
 
+# One lock for the whole process: model loading and the first import of heavy modules run one
+# at a time, whatever the viewer, dock or thread (diffusers resolves its names lazily, and two
+# threads resolving them at once fail with "cannot import name 'AutoencoderKL'").
+_LOAD_LOCK = threading.RLock()
+_IMPORTED = False
+
+
+def ensure_imports() -> None:
+    """Import torch and diffusers (when installed) once, under the process-wide load lock.
+
+    Worker threads call it before they touch a model, so no two threads import them at once."""
+    global _IMPORTED
+    if _IMPORTED:
+        return
+    with _LOAD_LOCK:
+        if _IMPORTED:
+            return
+        import torch  # noqa: F401
+
+        # optional: only the diffusers-based backends need it
+        with contextlib.suppress(ImportError):
+            from diffusers import AutoencoderKL, UNet2DModel  # noqa: F401
+        import napari_cytosyn.sampling  # noqa: F401
+
+        _IMPORTED = True
+
+
 class ModelProvider:
     """Loads models by (name, device, options) once and keeps them (thread-safe).
 
@@ -26,7 +54,6 @@ class ModelProvider:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._models: dict[tuple, Any] = {}
         self.override: Any = None
 
@@ -34,9 +61,10 @@ class ModelProvider:
         if self.override is not None:
             return self.override
         key = (name, device, tuple(sorted(hub_options.items())))
-        with self._lock:
+        with _LOAD_LOCK:
             model = self._models.get(key)
             if model is None:
+                ensure_imports()
                 from napari_cytosyn.models import load_model
 
                 model = load_model(name, device=device, **hub_options)
@@ -44,21 +72,52 @@ class ModelProvider:
             return model
 
 
-def edit_store_for(real_path: str | Path, cache_dir: Path) -> Path:
-    """Edit store of a real slide in the cache folder (one per slide file, stable name)."""
+EDIT_STORE_SUFFIX = ".cytosyn"
+
+
+def new_edit_store(real_path: str | Path, cache_dir: Path) -> Path:
+    """A new, unused edit store path for a real slide in the cache folder.
+
+    Every napari session starts with no edits: edits of an earlier session stay in their store
+    and come back only when that store is opened on purpose (drag it onto napari, or "Open edit
+    store..." in the widget)."""
+    import datetime as dt
+
     real_path = Path(real_path).resolve()
-    digest = hashlib.sha1(str(real_path).encode()).hexdigest()[:10]
-    return cache_dir / "edits" / f"{real_path.name}-{digest}.zarr"
+    digest = hashlib.sha1(str(real_path).encode()).hexdigest()[:8]
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = cache_dir / "edits" / f"{real_path.stem}-{digest}-{stamp}"
+    path, n = base.with_suffix(EDIT_STORE_SUFFIX), 2
+    while path.exists():
+        path = base.with_name(f"{base.name}-{n}").with_suffix(EDIT_STORE_SUFFIX)
+        n += 1
+    return path
 
 
 def open_composite(real_path: str | Path, cache_dir: Path) -> Any:
-    """The ``CompositeSlide`` of a real slide file (created on first use, reopened after)."""
+    """A ``CompositeSlide`` of a real slide file with a new, empty edit store."""
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.composite import CompositeSlide
 
-    store = edit_store_for(real_path, cache_dir)
+    store = new_edit_store(real_path, cache_dir)
     store.parent.mkdir(parents=True, exist_ok=True)
     return CompositeSlide(open_slide(real_path), store)
+
+
+def open_edit_store(store: str | Path) -> Any:
+    """Reopen an edit store (explicitly): its real slide is the file recorded in it."""
+    from napari_cytosyn.slide.composite import CompositeSlide
+    from napari_cytosyn.slide.store import read_store_attrs
+
+    attrs = read_store_attrs(store)
+    if attrs is None or attrs.get("kind") != "edit-store":
+        raise ValueError(f"{store} is not a napari-cytosyn edit store")
+    real = attrs["source"]["path"]
+    if not Path(real).exists():
+        raise FileNotFoundError(
+            f"the slide {real} that the edits in {store} belong to is not there any more"
+        )
+    return CompositeSlide(real, store)
 
 
 def inpaint_work(
@@ -144,6 +203,60 @@ def render_all_work(slide: Any) -> Callable[[Progress, Any], int]:
 
 
 EXPORT_FORMATS = {"OME-Zarr": ".ome.zarr", "OME-TIFF": ".ome.tif"}
+_KNOWN_SUFFIXES = (
+    ".cytosyn",
+    ".ome.zarr",
+    ".zarr",
+    ".ome.tiff",
+    ".ome.tif",
+    ".tiff",
+    ".tif",
+    ".svs",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".bif",
+    ".vms",
+    ".vmu",
+    ".svslide",
+)
+
+
+def export_stem(slide: Any) -> str:
+    """A file stem for a slide's export: store and slide suffixes dropped, ``-edited`` for an
+    edited slide, characters awkward in file names replaced (``case.svs`` edited ->
+    ``case-edited``; ``seed1.cytosyn`` -> ``seed1``)."""
+    edited = hasattr(slide, "real")
+    stem = slide.real.name if edited else slide.name
+    for suffix in _KNOWN_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    stem = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem).strip("-.")
+    return (stem or "slide") + ("-edited" if edited else "")
+
+
+def default_export_path(slide: Any, fmt: str, last_dir: str | Path | None = None) -> Path:
+    """Where the Export dialog starts: the last folder exported to, else the folder of the real
+    slide (edited slides) or of the store (synthetic slides); named after the slide, with the
+    format's suffix once (``case-edited.ome.tif``, never ``.zarr.ome.zarr``)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {list(EXPORT_FORMATS)}")
+    if last_dir and Path(last_dir).is_dir():
+        folder = Path(last_dir)
+    elif hasattr(slide, "real"):
+        folder = Path(slide.real.path).parent
+    else:
+        folder = Path(slide.path).parent
+    return folder / f"{export_stem(slide)}{EXPORT_FORMATS[fmt]}"
+
+
+def megapixels(slide: Any, chunks: int | None = None) -> float:
+    """Level-0 megapixels of a slide, or of ``chunks`` of its level-0 chunks."""
+    if chunks is None:
+        h, w = slide.level_shapes[0]
+        return h * w / 1e6
+    return chunks * slide.chunk_px**2 / 1e6
 
 
 def export_work(
@@ -151,20 +264,29 @@ def export_work(
 ) -> Callable[[Progress, Any], Path]:
     """Export a synthetic slide or a composite with its synthetic mask and provenance.
 
-    A synthetic slide's missing chunks are generated on the way (it is all synthetic); a
-    composite is exported as shown, with ``labels/synthetic`` marking the edited pixels.
+    A synthetic slide must be complete (render its missing chunks first: an explicit job with
+    its own confirmation); a composite is exported as shown, with ``labels/synthetic`` marking
+    the edited pixels. The writers write into a temporary path and rename it at the end, so a
+    cancelled or failed export leaves nothing behind.
     """
     from napari_cytosyn.export import build_provenance, write_ome_tiff, write_ome_zarr
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {list(EXPORT_FORMATS)}")
     writer = write_ome_zarr if fmt == "OME-Zarr" else write_ome_tiff
+    synthetic = type(slide).__name__ == "SyntheticSlide"
+    if synthetic:
+        missing = len(slide.missing_chunks(0))
+        if missing:
+            raise ValueError(
+                f"{slide.name} has {missing} chunk(s) not generated yet; render them first "
+                "(Render all) - an export holds only finished pixels"
+            )
 
     def work(progress: Progress, cancel: Any) -> Path:
-        kind = type(slide).__name__
-        if kind == "SyntheticSlide":
+        if synthetic:
             attrs = slide.store.attrs
-            levels = slide.levels
+            levels = slide.stored_levels
             import dask.array as da
 
             # Every pixel of a synthetic slide is synthetic: a lazy all-ones mask, never held.
@@ -188,7 +310,7 @@ def export_work(
             mpp=slide.mpp,
             mask_levels=masks,
             provenance=prov,
-            name=slide.name,
+            name=export_stem(slide),
             overwrite=overwrite,
             progress=progress,
             cancel=cancel,

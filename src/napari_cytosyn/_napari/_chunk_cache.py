@@ -1,10 +1,17 @@
-"""Decoded chunks of a synthetic slide, kept in memory for the layer napari slices.
+"""Decoded chunks of a synthetic slide, kept in memory for the layer napari slices, and
+provisional coarse chunks built from whatever finer chunks exist.
 
 napari slices a layer on the GUI thread, and re-slices the whole view each time a chunk lands
 or the camera moves: reading 20-30 chunk files and decoding them there costs 7-20 ms of every
 refresh on a loaded 2-core machine. Chunks of a synthetic slide never change once finished, so
 their decoded pixels can be kept: the thread that wrote a chunk decodes it into the cache
 (:meth:`ChunkCache.prefetch`, off the GUI thread), and the layer's reads copy from memory.
+
+A coarse chunk is stored only once all the chunks under it are finished. Until then a zoomed-out
+view shows a *provisional* chunk (:meth:`ChunkCache.provisional`): the area average of the
+finished pixels under it, with a mask of which of its pixels are known. Provisional chunks live
+in this cache only, never in the store, so an export can never take one for a finished chunk;
+they are rebuilt by the writing thread as finer chunks land (:meth:`ChunkCache.landed`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 import numpy as np
 
 ChunkKey = tuple[int, int, int]  # (level, cy, cx)
+Partial = tuple[np.ndarray, np.ndarray]  # rgb (h, w, 3) uint8, known (h, w) bool
 
 DEFAULT_CACHE_MB = 128  # 650 chunks of 256 px: a few screens of every level
 
@@ -41,6 +49,8 @@ class ChunkCache:
         self.misses = 0
         self._chunks: OrderedDict[ChunkKey, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        # (level, cy, cx) -> (rgb (h, w, 3) uint8, known (h, w) bool) or None (nothing known)
+        self._provisional: dict[ChunkKey, Partial | None] = {}
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -77,6 +87,74 @@ class ChunkCache:
             while self.nbytes > self.max_bytes:
                 _, dropped = self._chunks.popitem(last=False)
                 self.nbytes -= dropped.nbytes
+
+    # -- provisional coarse chunks -------------------------------------------------------
+
+    def _has_finished_under(self, level: int, cy: int, cx: int) -> bool:
+        """Whether any level-0 chunk under chunk ``(level, cy, cx)`` is finished (a coarse chunk
+        is built from its children only, so finished coarse chunks imply finished leaves)."""
+        n = 1 << level
+        grid = self.store.completion(0).grid
+        return bool(grid[cy * n : (cy + 1) * n, cx * n : (cx + 1) * n].any())
+
+    def provisional(self, level: int, cy: int, cx: int) -> Partial | None:
+        """A not-yet-finished coarse chunk from the finished pixels under it: ``(rgb, known)``
+        (``rgb`` ``(h, w, 3)`` uint8, ``known`` ``(h, w)`` bool), or ``None`` when nothing under
+        it is finished. Known pixels equal the finished chunk's, bit for bit (the same area
+        average, rounded half up)."""
+        key = (level, cy, cx)
+        with self._lock:
+            if key in self._provisional:
+                return self._provisional[key]
+        part = self._build_provisional(level, cy, cx)
+        with self._lock:
+            self._provisional[key] = part
+        return part
+
+    def _build_provisional(self, level: int, cy: int, cx: int) -> Partial | None:
+        from napari_cytosyn.slide.pyramid import child_chunks
+
+        store = self.store
+        if level == 0 or not self._has_finished_under(level, cy, cx):
+            return None
+        c = store.chunk_px
+        children = child_chunks(store.level_shapes[level - 1], c, cy, cx)
+        rows = max(y for y, _ in children) - 2 * cy + 1
+        cols = max(x for _, x in children) - 2 * cx + 1
+        rgb = np.zeros((rows * c, cols * c, 3), dtype=np.uint16)
+        known = np.zeros((rows * c, cols * c), dtype=np.uint16)
+        for y, x in children:
+            oy, ox = (y - 2 * cy) * c, (x - 2 * cx) * c
+            if store.is_done(level - 1, y, x):
+                child = self.get(level - 1, y, x)
+                h, w = child.shape[:2]
+                rgb[oy : oy + h, ox : ox + w] = child
+                known[oy : oy + h, ox : ox + w] = 1
+            else:
+                part = self.provisional(level - 1, y, x)
+                if part is None:
+                    continue
+                h, w = part[1].shape
+                rgb[oy : oy + h, ox : ox + w] = part[0] * part[1][..., None]
+                known[oy : oy + h, ox : ox + w] = part[1]
+        H, W = rgb.shape[:2]
+        sums = rgb.reshape(H // 2, 2, W // 2, 2, 3).sum(axis=(1, 3), dtype=np.uint32)
+        counts = known.reshape(H // 2, 2, W // 2, 2).sum(axis=(1, 3), dtype=np.uint32)
+        safe = np.maximum(counts, 1)[..., None]
+        mean = ((2 * sums + safe) // (2 * safe)).astype(np.uint8)  # rounded half up
+        y0, y1, x0, x1 = store.bounds(level, cy, cx)
+        return mean[: y1 - y0, : x1 - x0], (counts > 0)[: y1 - y0, : x1 - x0]
+
+    def landed(self, level: int, cy: int, cx: int, rebuild_levels: int = 0) -> None:
+        """A chunk was finished: forget the provisional chunks above it, and rebuild those of
+        the ``rebuild_levels`` coarsest levels right away (call from the writing thread, so the
+        GUI thread's next slice finds them ready)."""
+        n_levels = self.store.n_levels
+        with self._lock:
+            for k in range(level, n_levels):
+                self._provisional.pop((k, cy >> (k - level), cx >> (k - level)), None)
+        for k in range(max(level + 1, n_levels - rebuild_levels), n_levels):
+            self.provisional(k, cy >> (k - level), cx >> (k - level))
 
 
 _CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

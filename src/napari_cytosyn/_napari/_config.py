@@ -46,6 +46,7 @@ class WidgetConfig:
     device: ``auto`` or a torch device name.
     cache_dir: folder for edit stores and synthetic slides (``""``: :func:`default_cache_dir`).
     autocast: ``SamplerSettings.autocast`` of new work (``auto``, ``off``, ``bfloat16``).
+    export_dir: the folder of the last export (``""``: next to the slide).
     """
 
     model: str = "cytosyn-tiny"
@@ -53,6 +54,7 @@ class WidgetConfig:
     device: str = "auto"
     cache_dir: str = ""
     autocast: str = "auto"
+    export_dir: str = ""
 
     def cache_path(self) -> Path:
         """The cache folder as a path (the default one when unset)."""

@@ -1,11 +1,12 @@
 """Bridges from slides to napari layers: store-backed multiscale levels, and live refresh.
 
 napari slices layers on the GUI thread, so the layers made here never run the sampler when they
-are drawn. A synthetic slide's layer reads only finished chunks from its store (white where
-nothing is finished yet); a :class:`LazySlideView` watches the camera, asks a
+are drawn. A synthetic slide's layer reads only finished chunks from its store (provisional
+coarse chunks and a grey checker where nothing is finished yet); a :class:`LazySlideView`
+watches the camera, asks a
 :class:`~napari_cytosyn.slide.viewport.ViewportRenderer` (a worker thread) for the chunks in
 view, and refreshes the layer as they land. The level arrays are plain array-likes rather than
-dask arrays, so napari's dask chunk cache can never serve a stale (white) chunk after a refresh.
+dask arrays, so napari's dask chunk cache can never serve a stale chunk after a refresh.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._chunk_cache import ChunkCache, chunk_cache
-from ._lazy_view import LazySlideView
+from ._qt._lazy_view import LazySlideView
 
 META_KEY = "cytosyn"  # layer.metadata[META_KEY]: what kind of slide a layer shows, JSON-able
 
@@ -25,20 +26,24 @@ ReadFn = Callable[[int, int, int, int], np.ndarray]  # (y, x, h, w) -> (h, w, 3)
 
 
 class SlideLevel:
-    """One pyramid level as an array-like ``(h, w, 3)`` uint8 that napari can slice.
+    """One pyramid level as an array-like napari can slice: ``(h, w, 3)`` uint8 RGB, or
+    ``(h, w)`` uint8 (a mask level, ``channels=None``).
 
     ``read(y, x, h, w)`` returns the pixels of a region inside the level; it must be cheap (a
     store read), because napari calls it on the GUI thread.
     """
 
     dtype = np.dtype(np.uint8)
-    ndim = 3
 
-    def __init__(self, read: ReadFn, shape_hw: tuple[int, int], chunk_px: int) -> None:
+    def __init__(
+        self, read: ReadFn, shape_hw: tuple[int, int], chunk_px: int, channels: int | None = 3
+    ) -> None:
         self._read = read
-        self.shape = (int(shape_hw[0]), int(shape_hw[1]), 3)
+        tail = (channels,) if channels else ()
+        self.shape = (int(shape_hw[0]), int(shape_hw[1]), *tail)
+        self.ndim = len(self.shape)
         # napari expands the requested view to whole chunks when an array reports them.
-        self.chunks = (int(chunk_px), int(chunk_px), 3)
+        self.chunks = (int(chunk_px), int(chunk_px), *tail)
 
     @property
     def size(self) -> int:
@@ -46,30 +51,31 @@ class SlideLevel:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
-        key = key + (slice(None),) * (3 - len(key))
-        ys, xs, cs = key[:3]
-        if isinstance(ys, int | np.integer):
-            ys = slice(int(ys), int(ys) + 1) if ys >= 0 else slice(ys, ys + 1 or None)
-            squeeze_y = True
-        else:
-            squeeze_y = False
-        if isinstance(xs, int | np.integer):
-            xs = slice(int(xs), int(xs) + 1) if xs >= 0 else slice(xs, xs + 1 or None)
-            squeeze_x = True
-        else:
-            squeeze_x = False
-        y0, y1, sy = ys.indices(self.shape[0])
-        x0, x1, sx = xs.indices(self.shape[1])
-        if sy < 0 or sx < 0:
-            raise IndexError("negative steps are not supported by slide levels")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        ys, xs = key[:2]
+        squeeze = []
+        spans = []
+        for axis, k in enumerate((ys, xs)):
+            if isinstance(k, int | np.integer):
+                k = int(k) + (self.shape[axis] if k < 0 else 0)
+                k, one = slice(k, k + 1), True
+            else:
+                one = False
+            start, stop, step = k.indices(self.shape[axis])
+            if step < 0:
+                raise IndexError("negative steps are not supported by slide levels")
+            spans.append((start, stop, step))
+            squeeze.append(one)
+        (y0, y1, sy), (x0, x1, sx) = spans
         if y1 <= y0 or x1 <= x0:
-            out = np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), dtype=np.uint8)
+            out = np.empty((max(0, y1 - y0), max(0, x1 - x0), *self.shape[2:]), dtype=np.uint8)
         else:
             out = self._read(y0, x0, y1 - y0, x1 - x0)[::sy, ::sx]
-        out = out[:, :, cs]
-        if squeeze_x:
+        if self.ndim == 3:
+            out = out[:, :, key[2]]
+        if squeeze[1]:
             out = out[:, 0]
-        if squeeze_y:
+        if squeeze[0]:
             out = out[0]
         return out
 
@@ -81,39 +87,55 @@ class SlideLevel:
         return self.shape[0]
 
 
+CHECKER_PX = 16  # side of a square of the "not generated yet" checker, in screen-level px
+CHECKER_GREYS = (226, 212)  # neutral greys: not white (glass), not tissue
+
+
+def checker(y: int, x: int, h: int, w: int) -> np.ndarray:
+    """The "not generated yet" pattern ``(h, w, 3)`` uint8 over a region of any level: neutral
+    grey squares anchored at the level origin, so it reads as unfinished, never as glass."""
+    yy = (np.arange(y, y + h) // CHECKER_PX)[:, None]
+    xx = (np.arange(x, x + w) // CHECKER_PX)[None, :]
+    grey = np.where((yy + xx) % 2 == 0, *CHECKER_GREYS).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 def read_finished(
     slide: Any, level: int, y: int, x: int, h: int, w: int, cache: ChunkCache | None = None
 ) -> np.ndarray:
-    """Pixels ``(h, w, 3)`` uint8 of a synthetic slide's finished chunks, white elsewhere.
+    """Pixels ``(h, w, 3)`` uint8 of a synthetic slide as far as it is generated.
 
-    Finished chunks come from ``cache`` (decoded chunks in memory, see
-    :mod:`._chunk_cache`) or, without one, from the store's direct path (one file read and one
-    decode per chunk, avoiding zarr's asynchronous machinery, whose many thread hand-offs each
-    wait for the GIL while the renderer is busy).
+    Finished chunks come from ``cache`` (decoded chunks in memory, see :mod:`._chunk_cache`) or,
+    without one, from the store. An unfinished coarse chunk shows its provisional pixels (the
+    area average of the finished chunks under it) where it has some; whatever is not generated
+    yet shows the grey :func:`checker`.
     """
     store = slide.store
     c = store.chunk_px
-    out = np.full((h, w, 3), 255, dtype=np.uint8)
+    out = checker(y, x, h, w)
     grid = store.completion(level).grid
     for cy in range(y // c, -(-(y + h) // c)):
         for cx in range(x // c, -(-(x + w) // c)):
-            if not grid[cy, cx]:
-                continue
             y0, y1, x0, x1 = store.bounds(level, cy, cx)
-            if cache is not None:
-                chunk = cache.get(level, cy, cx)
-            else:
-                chunk = store.read_chunk(level, cy, cx, copy=False)
             ty0, ty1, tx0, tx1 = max(y0, y), min(y1, y + h), max(x0, x), min(x1, x + w)
-            out[ty0 - y : ty1 - y, tx0 - x : tx1 - x] = chunk[
-                ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0
-            ]
+            target = out[ty0 - y : ty1 - y, tx0 - x : tx1 - x]
+            src = (slice(ty0 - y0, ty1 - y0), slice(tx0 - x0, tx1 - x0))
+            if grid[cy, cx]:
+                if cache is not None:
+                    chunk = cache.get(level, cy, cx)
+                else:
+                    chunk = store.read_chunk(level, cy, cx, copy=False)
+                target[...] = chunk[src]
+            elif cache is not None and level > 0:
+                part = cache.provisional(level, cy, cx)
+                if part is not None:
+                    np.copyto(target, part[0][src], where=part[1][src][..., None])
     return out
 
 
 def synthetic_levels(slide: Any) -> list[SlideLevel]:
-    """Levels of a ``SyntheticSlide`` that show finished chunks only (white elsewhere), read
-    through the slide's :func:`~._chunk_cache.chunk_cache`."""
+    """Levels of a ``SyntheticSlide`` as far as generated (:func:`read_finished`), read through
+    the slide's :func:`~._chunk_cache.chunk_cache`."""
     cache = chunk_cache(slide)
     return [
         SlideLevel(
@@ -232,3 +254,104 @@ def composite_metadata(composite: Any) -> dict[str, Any]:
         "synthetic_mask": composite.mask_levels,
         "source_path": str(composite.real.path),
     }
+
+
+def is_synthetic(slide: Any) -> bool:
+    """Whether ``slide`` is a ``SyntheticSlide``."""
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    return isinstance(slide, SyntheticSlide)
+
+
+def is_composite(slide: Any) -> bool:
+    """Whether ``slide`` is a ``CompositeSlide`` (a real slide with edits)."""
+    from napari_cytosyn.slide.composite import CompositeSlide
+
+    return isinstance(slide, CompositeSlide)
+
+
+def real_path_of(layer: Any) -> str | None:
+    """The resolved path of the real slide file a layer shows (itself or, for an edited layer,
+    the slide it edits), or ``None`` for layers not opened from a file."""
+    from pathlib import Path
+
+    slide = slide_of(layer)
+    if is_composite(slide):
+        path = slide.real.path
+    else:
+        path = layer.metadata.get("path") or layer.source.path
+    return str(Path(path).resolve()) if path else None
+
+
+def edited_layer(viewer: Any, composite: Any) -> Any | None:
+    """The layer of ``viewer`` that shows ``composite``, if any."""
+    return next((ly for ly in viewer.layers if slide_of(ly) is composite), None)
+
+
+# image layer -> its "synthetic" labels layer
+_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def mask_levels_of(image: Any, slide: Any) -> list[Any]:
+    """Levels of the synthetic mask of an image layer, ``(h_k, w_k)`` uint8 (1 = synthetic).
+
+    A composite's mask is read from its edit store at every slice (so edits and removals show
+    at the next refresh); a synthetic slide or region is synthetic everywhere."""
+    if is_composite(slide):
+        return [
+            SlideLevel(
+                lambda y, x, h, w, k=k: slide.mask_region(k, y, x, h, w).view(np.uint8),
+                shape,
+                slide.store.chunk_px,
+                channels=None,
+            )
+            for k, shape in enumerate(slide.level_shapes)
+        ]
+    shapes = (
+        [tuple(level.shape[:2]) for level in image.data]
+        if image.multiscale
+        else [tuple(image.data.shape[:2])]
+    )
+    chunk = slide.chunk_px if slide is not None else 512
+    return [
+        SlideLevel(lambda y, x, h, w: np.ones((h, w), np.uint8), shape, chunk, channels=None)
+        for shape in shapes
+    ]
+
+
+def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
+    """Add (or refresh) the "synthetic" labels layer of an image layer: label 1 marks its
+    synthetic pixels, drawn as an outline right above the image, at the same place; it is
+    removed with the image. Returns the labels layer."""
+    labels = _MASKS.get(image)
+    if labels is not None and labels in viewer.layers:
+        labels.refresh()
+        return labels
+    levels = mask_levels_of(image, slide)
+    labels = viewer.add_labels(
+        levels if len(levels) > 1 else np.asarray(levels[0]),
+        multiscale=len(levels) > 1,
+        name=f"{image.name} synthetic",
+        scale=tuple(image.scale[-2:]),
+        translate=tuple(image.translate[-2:]),
+        opacity=0.9,
+        metadata={META_KEY: {"kind": "synthetic-mask", "of": image.name}},
+    )
+    labels.contour = 2  # an outline: the tissue under it stays visible
+    labels.editable = False
+    _MASKS[image] = labels
+    viewer.layers.move(viewer.layers.index(labels), viewer.layers.index(image) + 1)
+
+    def on_removed(event: Any) -> None:
+        if event.value is image:
+            viewer.layers.events.removed.disconnect(on_removed)
+            if labels in viewer.layers:
+                viewer.layers.remove(labels)
+
+    viewer.layers.events.removed.connect(on_removed)
+    return labels
+
+
+def mask_layer_of(image: Any) -> Any | None:
+    """The "synthetic" labels layer of an image layer, if it has one."""
+    return _MASKS.get(image)

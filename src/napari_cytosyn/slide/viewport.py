@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from napari_cytosyn.sampling.settings import Cancelled
+
 from .pyramid import child_chunks
+from .synthetic import cancel_scope
 
 ChunkKey = tuple[int, int, int]
 
@@ -84,6 +87,7 @@ class ViewportRenderer:
         self._generation = 0
         self._busy = False
         self._closed = False
+        self._stop = threading.Event()  # cancels the chunk in flight (close(cancel=True))
         self._t_request = 0.0
         self._thread = threading.Thread(target=self._run, name="cytosyn-viewport", daemon=True)
         self._thread.start()
@@ -193,8 +197,11 @@ class ViewportRenderer:
                 self._cond.wait(left)
         return True
 
-    def close(self, timeout: float | None = 30.0) -> None:
-        """Drop the plan and stop the worker (after the chunk in flight)."""
+    def close(self, timeout: float | None = 30.0, cancel: bool = False) -> None:
+        """Drop the plan and stop the worker: after the chunk in flight, or with ``cancel``
+        within one model call of it (the cancelled chunk is not stored)."""
+        if cancel:
+            self._stop.set()
         with self._cond:
             self._closed = True
             self.stats.dropped += len(self._plan)
@@ -222,17 +229,10 @@ class ViewportRenderer:
                 t0 = self._t_request
                 ahead, upcoming = self._lookahead(key)
             try:
-                if ahead:
-                    self.slide.prepare_chunks(
-                        [(cy, cx) for _, cy, cx in ahead], [(cy, cx) for _, cy, cx in upcoming]
-                    )
-                if not self.slide.is_done(*key):
-                    for written in self.slide.generate_chunk(*key):
-                        self.stats.written += 1
-                        if self.stats.first_chunk_s is None:
-                            self.stats.first_chunk_s = time.perf_counter() - t0
-                        if self.on_chunk is not None:
-                            self.on_chunk(*written)
+                with cancel_scope(self._stop):
+                    self._generate(key, ahead, upcoming, t0)
+            except Cancelled:
+                return  # closed with cancel=True
             except Exception as exc:  # reported, and the next chunk is tried
                 self.stats.errors += 1
                 self.stats.last_error = exc
@@ -242,6 +242,21 @@ class ViewportRenderer:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _generate(
+        self, key: ChunkKey, ahead: list[ChunkKey], upcoming: list[ChunkKey], t0: float
+    ) -> None:
+        if ahead:
+            self.slide.prepare_chunks(
+                [(cy, cx) for _, cy, cx in ahead], [(cy, cx) for _, cy, cx in upcoming]
+            )
+        if not self.slide.is_done(*key):
+            for written in self.slide.generate_chunk(*key):
+                self.stats.written += 1
+                if self.stats.first_chunk_s is None:
+                    self.stats.first_chunk_s = time.perf_counter() - t0
+                if self.on_chunk is not None:
+                    self.on_chunk(*written)
 
     def _lookahead(self, key: ChunkKey) -> tuple[list[ChunkKey], list[ChunkKey]]:
         """Level-0 chunks to prepare together before generating ``key``, and the ones after

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,25 @@ def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> bool:
         return False
     _THREAD.lowered = True
     return True
+
+
+_RUNNING: weakref.WeakSet = weakref.WeakSet()
+
+
+def stop_all_jobs(timeout: float = 5.0) -> None:
+    """Cancel every running job and wait for its thread (at exit: a worker thread left inside
+    torch while Python finalises aborts the process)."""
+    for job in list(_RUNNING):
+        job.stop(timeout)
+
+
+def _stop_at_exit() -> None:
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None and not getattr(app, "_cytosyn_jobs_hooked", False):
+        app.aboutToQuit.connect(stop_all_jobs)
+        app._cytosyn_jobs_hooked = True
 
 
 class Job(QObject):
@@ -109,12 +129,25 @@ class Job(QObject):
         # Cancelled as a normal outcome.
         self._thread = threading.Thread(target=self._run, name=f"cytosyn-{self.title}", daemon=True)
         self.state = "running"
+        _RUNNING.add(self)
+        _stop_at_exit()
         self._thread.start()
         return self
 
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Cancel and wait (without events) for the worker thread to end; True if it did."""
+        self.cancel()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def _run(self) -> None:
+        from .._actions import ensure_imports
+
         lower_thread_priority()
         try:
+            ensure_imports()  # never two threads importing diffusers at once
             result = self._work(self.progressed.emit, self.cancel_event)
         except BaseException as exc:
             self._errored.emit(exc)
@@ -161,6 +194,7 @@ class Job(QObject):
             self.failed.emit(exc)
 
     def _on_finished(self) -> None:
+        _RUNNING.discard(self)
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None

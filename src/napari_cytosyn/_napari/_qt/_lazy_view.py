@@ -3,14 +3,16 @@ layer as chunks land (see :class:`LazySlideView`)."""
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from ._chunk_cache import chunk_cache
-from ._qt._jobs import lower_thread_priority
+from .._chunk_cache import chunk_cache
+from ._jobs import lower_thread_priority
 
 
 def _sync_slicing() -> bool:
@@ -21,11 +23,34 @@ def _sync_slicing() -> bool:
     return not get_settings().experimental.async_
 
 
+THUMBNAIL_S = 2.0  # the layer list's thumbnail is redrawn at most this often while rendering
+
+
 class _ChunkRelay(QObject):
     """Carries chunk notifications from worker threads to the GUI thread (queued signal)."""
 
     chunk = Signal(int, int, int)
     error = Signal(str)
+    note = Signal()
+
+
+_OPEN_VIEWS: weakref.WeakSet = weakref.WeakSet()
+
+
+def close_all_views(timeout: float = 5.0) -> None:
+    """Stop every live view's rendering, cancelling the chunks in flight (at exit: a worker
+    thread left inside torch when Python finalises aborts the process)."""
+    for view in list(_OPEN_VIEWS):
+        view.close(timeout=timeout)
+
+
+def _close_at_exit() -> None:
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None and not getattr(app, "_cytosyn_close_hooked", False):
+        app.aboutToQuit.connect(close_all_views)
+        app._cytosyn_close_hooked = True
 
 
 class LazySlideView:
@@ -63,9 +88,13 @@ class LazySlideView:
         self._landed_seq = 0
         self._sliced_seq = 0
         self._thumbnail_stale = False
+        self._thumbnail_t = 0.0  # time.monotonic() of the last thumbnail update
         self.live = True  # refresh the layer as chunks land (False: only on camera changes)
         self._relay = _ChunkRelay()
         self._relay.chunk.connect(self._on_chunk)
+        self.note_changed = self._relay.note  # the zoom note (:meth:`zoom_note`) changed
+        self._shown_level = len(slide.level_shapes) - 1  # the level napari shows (GUI thread)
+        self._request: tuple[int, tuple[int, int, int, int]] | None = None
         if on_error is not None:
             self._relay.error.connect(on_error)
         self._debounce = QTimer()
@@ -87,6 +116,8 @@ class LazySlideView:
         slide.add_listener(self._from_thread)
         self._connect()
         self._closed = False
+        _OPEN_VIEWS.add(self)
+        _close_at_exit()
         self.schedule()
 
     def _connect(self) -> None:
@@ -104,6 +135,10 @@ class LazySlideView:
         # across a big slide does not push them out of the cache.
         if not self._closed and self.is_visible(level, cy, cx, margin_screens=1.0):
             self.cache.prefetch(level, cy, cx)
+        # The provisional coarse chunks above it change: rebuild those of the levels shown.
+        if not self._closed:
+            n_levels = len(self.slide.level_shapes)
+            self.cache.landed(level, cy, cx, rebuild_levels=n_levels - self._shown_level)
         # The renderer's thread yields the CPU to the GUI thread from its second chunk on.
         lower_thread_priority()
         self._relay.chunk.emit(level, cy, cx)
@@ -115,12 +150,21 @@ class LazySlideView:
         self.chunks_landed += 1
         # A refresh re-slices and re-uploads the whole view (the costly part of the GUI's work):
         # only chunks that change what is on screen ask for one.
-        if level == len(self.slide.level_shapes) - 1:
-            self._thumbnail_stale = True  # the overview changed: the layer list icon too
-        if self.live and self.is_visible(level, cy, cx):
+        n_levels = len(self.slide.level_shapes)
+        # Every chunk changes the overview (finished or provisional), hence the layer list's
+        # thumbnail; it is redrawn at most every THUMBNAIL_S.
+        self._thumbnail_stale = True
+        shown = int(self.layer.data_level)
+        if level < shown:  # a finer chunk changes the provisional chunk above it
+            level, cy, cx = shown, cy >> (shown - level), cx >> (shown - level)
+        visible = level < n_levels and self.live and self.is_visible(level, cy, cx)
+        if visible:
             self._landed_seq += 1
-            if not self._refresh.isActive():
-                self._refresh.start()
+        if (visible or self._thumbnail_due()) and not self._refresh.isActive():
+            self._refresh.start()
+
+    def _thumbnail_due(self) -> bool:
+        return self._thumbnail_stale and time.monotonic() - self._thumbnail_t >= THUMBNAIL_S
 
     def is_visible(self, level: int, cy: int, cx: int, margin_screens: float = 0.0) -> bool:
         """Whether chunk ``(level, cy, cx)`` lies in the region napari currently shows,
@@ -137,12 +181,14 @@ class LazySlideView:
     def _do_refresh(self) -> None:
         if self._closed:
             return
-        if self._sliced_seq >= self._landed_seq and not self._thumbnail_stale and _sync_slicing():
+        thumbnail = self._thumbnail_due()
+        if self._sliced_seq >= self._landed_seq and not thumbnail and _sync_slicing():
             self.refreshes_skipped += 1  # napari re-sliced after they landed: on screen already
             return
         self.refreshes += 1
-        self.layer.refresh(extent=False, thumbnail=self._thumbnail_stale)
-        self._thumbnail_stale = False
+        self.layer.refresh(extent=False, thumbnail=thumbnail)
+        if thumbnail:
+            self._thumbnail_stale, self._thumbnail_t = False, time.monotonic()
 
     def schedule(self, event: Any = None) -> None:
         """Ask for the view after the camera has settled (restarts the debounce timer)."""
@@ -166,11 +212,35 @@ class LazySlideView:
         if self._closed or not self.layer.visible:
             return 0
         level, region = self.visible_request()
+        self._shown_level = level
+        self._request = (level, region)
+        self._relay.note.emit()
         return self.renderer.request(level, region)
 
+    def zoom_note(self) -> str:
+        """What is generated at the current view, for people: everything in view, or (zoomed
+        far out) only the chunks nearest the centre, and how much closer to zoom for all."""
+        if self._request is None:
+            return ""
+        level, (y0, x0, y1, x1) = self._request
+        H, W = self.slide.level_shapes[level]
+        area0 = max(0, min(y1, H) - max(y0, 0)) * max(0, min(x1, W) - max(x0, 0)) * 4**level
+        c = self.slide.chunk_px
+        n_base = area0 / (c * c)
+        limit = self.renderer.max_base_chunks
+        if n_base <= limit:
+            return "Generating everything in view (grey checks: not generated yet)."
+        factor = (n_base / limit) ** 0.5
+        return (
+            f"Zoomed out: about {n_base:,.0f} chunks are in view; only the {limit} nearest the "
+            f"centre are generated (grey checks: not generated yet). Zoom in about "
+            f"{factor:.1f}x to generate everything in view, or use Render all."
+        )
+
     def close(self, timeout: float | None = 0.0) -> None:
-        """Stop rendering and unhook events. The chunk in flight still finishes and is stored;
-        ``timeout`` is how long to wait for it (``0``: do not block the GUI)."""
+        """Stop rendering and unhook events. The chunk in flight is cancelled between two model
+        calls (nothing of it is stored); ``timeout`` is how long to wait for the worker thread
+        to end (``0``: do not block the GUI)."""
         if self._closed:
             return
         self._closed = True
@@ -183,7 +253,8 @@ class LazySlideView:
         self.layer.events.set_data.disconnect(self._on_sliced)
         self.viewer.layers.events.removed.disconnect(self._on_removed)
         self.slide.remove_listener(self._from_thread)
-        self.renderer.close(timeout=timeout)
+        _OPEN_VIEWS.discard(self)
+        self.renderer.close(timeout=timeout, cancel=True)
 
     def _on_removed(self, event: Any) -> None:
         if event.value is self.layer:
