@@ -244,6 +244,8 @@ class CompositeSlide:
         halo_px: int | None = None,
         slide_mpp: float | None = None,
         max_side_px: int = 8192,
+        reference: Any = "auto",
+        ring_um: float | None = None,
     ) -> dict[str, Any]:
         """Replace the pixels under ``mask`` by synthetic tissue that blends with the context.
 
@@ -260,6 +262,12 @@ class CompositeSlide:
         slide_mpp: level-0 um/px of the real slide when the file does not say (otherwise the
             model's mpp is assumed).
         max_side_px: refuse contexts larger than this at model resolution.
+        reference: what a conditional model generates tissue like: ``"auto"`` (default: the
+            real tissue in a ring of ``ring_um`` around the mask, interpolated across it, for a
+            conditional model; nothing for an unconditional one), ``"surround"``, ``"none"``,
+            or a rectangle ``(y, x, h, w)`` of level-0 px (see
+            :func:`~.reference.inpaint_condition`). The record stores it, never its pixels.
+        ring_um: width of that ring in um (default one model tile).
 
         Returns the edit's record (also appended to :attr:`edits`).
         """
@@ -310,7 +318,17 @@ class CompositeSlide:
         ctx_mask = np.zeros((ch, cw), dtype=bool)
         ctx_mask[y - cy0 : y - cy0 + h, x - cx0 : x - cx0 + w] = mask
         img_m, mask_m = _to_model(context, ctx_mask, factor)
-        out_m = sample_inpaint(model, img_m, mask_m, settings, progress=progress, cancel=cancel)
+        from napari_cytosyn.sampling.conditioning import recipe_settings
+
+        from .reference import inpaint_condition
+
+        cond, ref_record = inpaint_condition(
+            model, self.real, reference, (cy0, cx0, ch, cw), (y, x, h, w), mask, ring_um, cancel
+        )
+        settings = recipe_settings(settings, conditioned=cond is not None)
+        out_m = sample_inpaint(
+            model, img_m, mask_m, settings, progress=progress, cancel=cancel, cond=cond
+        )
         out = _from_model(np.asarray(out_m, dtype=np.uint8), (ch, cw), factor)
 
         record = {
@@ -326,6 +344,8 @@ class CompositeSlide:
             "settings": _jsonable(settings.to_dict()),
             "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
+        if ref_record is not None:
+            record["reference"] = _jsonable(ref_record)
         # One edit at a time writes (threads and processes): merges read, modify and write.
         with self.store.lock:
             # The edit's own pixels, kept so that it can be removed later (the merged levels

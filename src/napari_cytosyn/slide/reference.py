@@ -97,11 +97,33 @@ def tissue_fraction_of_boxes(
     return out
 
 
+#: HSV saturation from which a pixel counts as stained tissue in any case (glass: ~0.01-0.05).
+STAINED_SATURATION = 0.15
+_TISSUE_MASKS: dict[tuple[str, float, int], np.ndarray] = {}
+
+
 def slide_tissue_mask(slide: Any, max_px: int = 1024) -> np.ndarray:
-    """Tissue mask of a slide from its thumbnail (Otsu; ``(h, w)`` bool)."""
+    """Tissue mask of a slide from its thumbnail (Otsu; ``(h, w)`` bool), computed once per
+    file version (inpainting asks for it at every edit)."""
     from .tissue import otsu_tissue_mask
 
-    return otsu_tissue_mask(slide.thumbnail(max_px=max_px))
+    path = Path(slide.path)
+    try:
+        key = (str(path.resolve()), path.stat().st_mtime, int(max_px))
+    except OSError:
+        key = None
+    if key is not None and key in _TISSUE_MASKS:
+        return _TISSUE_MASKS[key]
+    thumb = slide.thumbnail(max_px=max_px)
+    # Otsu splits two stains instead of tissue and glass when glass is scarce: clearly
+    # stained pixels (saturated and not bright) are tissue whatever the threshold says.
+    rgb = thumb[..., :3].astype(np.float64)
+    hi, lo = rgb.max(axis=2), rgb.min(axis=2)
+    stained = ((hi - lo) / np.maximum(hi, 1.0) >= STAINED_SATURATION) & (rgb.mean(axis=2) < 230)
+    mask = otsu_tissue_mask(thumb) | stained
+    if key is not None:
+        _TISSUE_MASKS[key] = mask
+    return mask
 
 
 def slide_field(
@@ -326,3 +348,129 @@ def twin_inputs(
         field_fingerprint=field.fingerprint(),
     )
     return twin_size(reference, model), mask, field, record
+
+
+# -- inpainting --------------------------------------------------------------------------------
+
+#: ``CompositeSlide.inpaint(reference=...)`` values besides a rectangle.
+REFERENCE_MODES = ("auto", "surround", "none")
+
+
+def _tissue_in_box(slide: Any, model: Any, y: float, x: float, h: int, w: int) -> np.ndarray:
+    """``(h, w)`` bool: the slide's tissue mask over a box of model px (nearest sampling)."""
+    mask = slide_tissue_mask(slide)
+    H, W = twin_size(slide, model)
+    mh, mw = mask.shape
+    rows = np.clip(((np.arange(h) + y + 0.5) * mh / H).astype(np.int64), 0, mh - 1)
+    cols = np.clip(((np.arange(w) + x + 0.5) * mw / W).astype(np.int64), 0, mw - 1)
+    inside = (
+        ((np.arange(h) + y) >= 0)[:, None]
+        & ((np.arange(h) + y) < H)[:, None]
+        & ((np.arange(w) + x) >= 0)[None, :]
+        & ((np.arange(w) + x) < W)[None, :]
+    )
+    return mask[np.ix_(rows, cols)] & inside
+
+
+def inpaint_condition(
+    model: Any,
+    slide: Any,
+    reference: Any,
+    context: tuple[int, int, int, int],
+    mask_box: tuple[int, int, int, int],
+    mask: np.ndarray,
+    ring_um: float | None = None,
+    cancel: Any = None,
+) -> tuple[Any, dict[str, Any] | None]:
+    """The condition of one inpainting edit on a real ``slide``, and what its recipe stores.
+
+    ``reference``: ``"auto"`` (the ring of real tissue around the mask for a conditional
+    model, nothing for an unconditional one), ``"surround"`` (the ring; the model must be
+    conditional), ``"none"``/``None`` (unconditioned), or a rectangle ``(y, x, h, w)`` in level-0
+    px of ``slide`` (its mean tissue embedding, everywhere). ``context`` ``(y, x, h, w)`` is
+    the inpainting context in level-0 px, whose model-resolution pixels the returned condition
+    addresses; ``mask_box`` ``(y, x, h, w)`` and ``mask`` locate the edit's mask. The ring is
+    ``ring_um`` wide (default: one model tile) at the model's resolution and only the slide's
+    tissue outside the mask counts. Returns ``(cond, record)``: ``(None, None)`` unconditioned.
+    """
+    from napari_cytosyn.sampling.conditioning import (
+        ConditionField,
+        encoder_id,
+        is_conditional,
+        require_conditional,
+        surround_field,
+    )
+
+    if reference is None or (isinstance(reference, str) and reference == "none"):
+        return None, None
+    if isinstance(reference, str):
+        if reference not in REFERENCE_MODES:
+            raise ValueError(
+                f"reference must be one of {', '.join(REFERENCE_MODES)} or a rectangle "
+                f"(y, x, h, w), got {reference!r}"
+            )
+        if reference == "auto" and not is_conditional(model):
+            return None, None
+        require_conditional(model, "the tissue around the mask")
+        factor = float(model.mpp) / slide_mpp(slide, model)
+        ring_um = float(model.tile_px * model.mpp) if ring_um is None else float(ring_um)
+        if not ring_um > 0:
+            raise ValueError(f"ring width must be > 0 um, got {ring_um}")
+        ring_px = max(1, round(ring_um / float(model.mpp)))
+        margin = ring_px + model.tile_px // 2 + 1  # model px around the mask's box
+        my, mx, mh, mw = (v / factor for v in mask_box)
+        ry, rx = math.floor(my) - margin, math.floor(mx) - margin
+        rh, rw = math.ceil(my + mh) + margin - ry, math.ceil(mx + mw) + margin - rx
+        image = read_model_px_rect(slide, model, ry, rx, rh, rw)
+        tissue = _tissue_in_box(slide, model, ry, rx, rh, rw)
+        m = np.asarray(mask, bool)
+        rows = np.clip(
+            ((np.arange(rh) + ry + 0.5) * factor - mask_box[0]).astype(np.int64), -1, m.shape[0]
+        )
+        cols = np.clip(
+            ((np.arange(rw) + rx + 0.5) * factor - mask_box[1]).astype(np.int64), -1, m.shape[1]
+        )
+        ok_r, ok_c = (rows >= 0) & (rows < m.shape[0]), (cols >= 0) & (cols < m.shape[1])
+        mask_m = np.zeros((rh, rw), bool)
+        mask_m[np.ix_(ok_r, ok_c)] = m[np.ix_(rows[ok_r], cols[ok_c])]
+        field = surround_field(model, image, mask_m, tissue, ring_px, cancel=cancel)
+        # the context's model px: shift the field from the ring box to the context's origin
+        oy, ox = ry - context[0] / factor, rx - context[1] / factor
+        field = ConditionField(
+            field.embeddings,
+            field.valid,
+            field.cell_px,
+            (field.origin_px[0] + oy, field.origin_px[1] + ox),
+        )
+        record = {
+            "mode": "surround",
+            "ring_um": ring_um,
+            "cells": int(field.valid.sum()),
+            "encoder": encoder_id(model),
+            "field_fingerprint": field.fingerprint(),
+        }
+        return field.window_cond(model.latent_factor), record
+    try:
+        rect = [int(v) for v in reference]
+    except (TypeError, ValueError):
+        rect = []
+    if len(rect) != 4:
+        raise ValueError(f"a reference region is (y, x, h, w) in level-0 px, got {reference!r}")
+    require_conditional(model, "a reference region")
+    emb = region_embedding(model, slide, tuple(rect), cancel=cancel)
+    field = ConditionField.constant(emb)
+    record = {
+        "mode": "region",
+        "region": rect,
+        "file": Path(slide.path).name,
+        "encoder": encoder_id(model),
+        "field_fingerprint": field.fingerprint(),
+    }
+    return field.window_cond(model.latent_factor), record
+
+
+def read_model_px_rect(slide: Any, model: Any, y: int, x: int, h: int, w: int) -> np.ndarray:
+    """``(h, w, 3)`` uint8 of ``slide`` at the model's resolution, top-left ``(y, x)`` model px
+    (white outside the slide)."""
+    side = max(h, w)
+    return read_model_px(slide, model, y, x, side)[:h, :w]
