@@ -3,6 +3,9 @@
 Full config (GPU): SiT-XL/2 (hidden 1152, depth 28, 16 heads, ~675M parameters, random init) with
 an SD-VAE f8d4-shaped AutoencoderKL (128-256-512-512, ~84M), 224 px tiles at 0.5 um/px, bf16 where
 supported, a 1792 x 1792 px region (8 x 8 native tiles), Euler sampler, windows overlapping by half.
+``--model cytosyn-structure``: the same at exactly the published REPA-E SiT-XL/2 layout (checked
+key by key against ``tests/models/reference/repae_sit_xl2_224.json`` before it runs) with the
+SD-VAE f8d4 config REPA-E's VAE converts into.
 ``--quick`` (CPU): SiT-S/2 (384, 12, 6 heads) and a small VAE on a 224 x 448 px region, 1 thread.
 
 Measured: wall time of ``generate_region`` for ``--measure-steps`` steps (after a warm-up run),
@@ -23,6 +26,7 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -114,32 +118,57 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_model(quick: bool, device: torch.device, dtype: torch.dtype):
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "models" / "reference"
+
+
+def check_reference_layout(sit: SiTTransformer) -> int:
+    """Compare ``sit`` with REPA-E's SiT-XL/2 manifest (every key and shape, projectors
+    excepted); returns the number of keys checked, raises naming the first difference."""
+    ref = json.loads((REFERENCE / "repae_sit_xl2_224.json").read_text())["state_dict"]["keys"]
+    ref = {k: v["shape"] for k, v in ref.items() if not k.startswith("projectors.")}
+    ours = {k: list(v.shape) for k, v in sit.state_dict().items()}
+    if ours != ref:
+        diff = [k for k in sorted(set(ours) | set(ref)) if ours.get(k) != ref.get(k)][:3]
+        raise SystemExit(f"SiT layout differs from the REPA-E reference at {diff}")
+    return len(ref)
+
+
+def build_model(config: str, device: torch.device, dtype: torch.dtype):
+    """``quick``: SiT-S/2 + small VAE; ``full``: SiT-XL/2 + SD-VAE-shaped VAE;
+    ``cytosyn-structure``: the REPA-E SiT-XL/2 of the reference manifest (checked key by key)
+    with the SD-VAE f8d4 that REPA-E's VAE converts into. Random weights."""
     from diffusers import AutoencoderKL
 
-    if quick:
+    from napari_cytosyn.models.latent import LatentScaling
+    from napari_cytosyn.models.repae_vae import SD_VAE_F8D4_CONFIG
+
+    vae_config = dict(SD_VAE_F8D4_CONFIG)
+    if config == "quick":
         sit = SiTTransformer(sample_size=28, hidden_size=384, depth=12, num_heads=6)
-        channels = (32, 64, 128, 128)
+        vae_config["block_out_channels"] = [32, 64, 128, 128]
     else:
         sit = SiTTransformer(sample_size=28, hidden_size=1152, depth=28, num_heads=16)
-        channels = (128, 256, 512, 512)
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=channels,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=256,
-    )
+    if config == "cytosyn-structure":
+        print(f"layout              {check_reference_layout(sit)} keys = REPA-E SiT-XL/2 reference")
+    vae = AutoencoderKL.from_config(vae_config)
     with torch.no_grad():  # adaLN-Zero init would make the blocks identities; use random weights
         for p in sit.parameters():
             p.normal_(0.0, 0.02)
-    return assemble_cytosyn(get_info("cytosyn"), sit, vae, device, dtype)
+    return assemble_cytosyn(
+        get_info("cytosyn"), sit, vae, device, dtype, LatentScaling(), "random weights"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small CPU config")
+    parser.add_argument(
+        "--model",
+        choices=("sit-xl2", "cytosyn-structure"),
+        default="sit-xl2",
+        help="full config: SiT-XL/2 (default) or cytosyn-structure (the REPA-E SiT-XL/2 layout "
+        "of tests/models/reference, checked key by key, with the SD-VAE f8d4)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--steps", type=int, default=250, help="default steps to report at")
@@ -160,7 +189,8 @@ def main() -> None:
     measure_steps = max(args.measure_steps or (3 if quick else 10), 2)
     batch = args.batch_size or (8 if quick else 64)
     torch.manual_seed(0)
-    model = build_model(quick, device, dtype)
+    config = "quick" if quick else ("full" if args.model == "sit-xl2" else args.model)
+    model = build_model(config, device, dtype)
     sit = model.net.transformer
     params = sum(p.numel() for p in sit.parameters())
     windows = [0]
@@ -242,7 +272,7 @@ def main() -> None:
         "device": name,
         "torch_device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
-        "config": "quick" if quick else "full",
+        "config": config,
         "region_px": [h_px, w_px],
         "steps": args.steps,
         "measure_steps": measure_steps,

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+REFERENCE = Path(__file__).parent / "reference"
+
 CYTOSYN_PIPELINE = '''"""Stand-in for a repository's custom pipeline (trust_remote_code path)."""
 from diffusers import DiffusionPipeline
 
@@ -64,20 +66,28 @@ def _write_index(folder: Path, index: dict) -> None:
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def build_cytosyn(folder: Path, *, remote_code: bool, cond_dim: int | None = 16) -> Path:
-    """CytoSyn layout: SiT-*/2 transformer (REPA-E batch-norm stats), SD-VAE f8d4, scheduler."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
+def tiny_sit(**overrides):
+    """A reduced-width SiT with REPA-E's key names, random weights and set latent statistics."""
     from napari_cytosyn.models.sit import SiTTransformer
 
-    sit = SiTTransformer(
-        sample_size=28, hidden_size=32, depth=2, num_heads=2, cond_dim=cond_dim, learn_sigma=True
-    )
+    config = dict(sample_size=28, hidden_size=32, depth=2, num_heads=2, num_classes=0, cond_dim=16)
+    sit = SiTTransformer(**{**config, **overrides})
     with torch.no_grad():  # random weights everywhere (zero-init would make a trivial model)
         for p in sit.parameters():
             p.normal_(0.0, 0.05)
-        sit.latent_norm.running_mean.copy_(torch.tensor([0.5, -0.2, 0.1, 0.0]))
-        sit.latent_norm.running_var.copy_(torch.tensor([4.0, 1.0, 0.25, 1.0]))
+        sit.bn.running_mean.copy_(torch.tensor([0.5, -0.2, 0.1, 0.0]))
+        sit.bn.running_var.copy_(torch.tensor([4.0, 1.0, 0.25, 1.0]))
+        sit.bn.num_batches_tracked.fill_(1000)
+    return sit.eval()
+
+
+def build_cytosyn(
+    folder: Path, *, remote_code: bool, cond_dim: int | None = 16, learn_sigma: bool = True
+) -> Path:
+    """CytoSyn layout: SiT-*/2 transformer (REPA-E batch-norm stats), SD-VAE f8d4, scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sit = tiny_sit(cond_dim=cond_dim, learn_sigma=learn_sigma)
     vae = tiny_vae(4, 0.18215, None)
     sit.save_pretrained(folder / "transformer")
     vae.save_pretrained(folder / "vae")
@@ -102,52 +112,73 @@ def build_cytosyn(folder: Path, *, remote_code: bool, cond_dim: int | None = 16)
     return folder
 
 
-def build_pixcell(folder: Path, *, tokens: int, sample_size: int = 32, uni_dim: int = 24) -> Path:
-    """PixCell layout: PixArt transformer + uncond/position tensors, 16-ch VAE, DPM scheduler."""
-    from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
-    from safetensors.torch import load_file, save_file
+def pixcell_config(tokens: int, sample_size: int, uni_dim: int) -> dict:
+    """The published PixCell transformer config.json (reference manifest) at reduced width."""
+    name = "pixcell_transformer_1024.json" if tokens > 1 else "pixcell_transformer_256.json"
+    ref = json.loads((REFERENCE / name).read_text())["config_json"]
+    return {
+        **ref["values"],
+        # legacy PixArt keys the published config.json most likely carries (not init args)
+        "double_self_attention": False,
+        "num_vector_embeds": None,
+        "only_cross_attention": False,
+        "use_linear_projection": False,
+        "num_attention_heads": 2,
+        "attention_head_dim": 8,
+        "cross_attention_dim": 16,
+        "num_layers": 2,
+        "caption_channels": uni_dim,
+        "caption_num_tokens": tokens,
+        "sample_size": sample_size,
+    }
 
-    transformer = PixArtTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=16,
-        out_channels=32,
-        num_layers=2,
-        cross_attention_dim=16,
-        sample_size=sample_size,
-        patch_size=2,
-        caption_channels=uni_dim,
-        use_additional_conditions=False,
-    )
+
+def build_pixcell(
+    folder: Path,
+    *,
+    tokens: int,
+    sample_size: int = 32,
+    uni_dim: int = 24,
+    vae_weights: bool = True,
+) -> Path:
+    """PixCell layout: transformer/ (published key names, reduced width), vae/ (16 channels;
+    ``vae_weights=False``: config.json only, as in the published repositories), scheduler/."""
+    from diffusers import DPMSolverMultistepScheduler
+    from safetensors.torch import save_file
+
+    from napari_cytosyn.models.pixcell import build_pixcell_transformer
+
+    config = pixcell_config(tokens, sample_size, uni_dim)
+    transformer = build_pixcell_transformer(config)
     with torch.no_grad():
         for p in transformer.parameters():
             p.normal_(0.0, 0.05)
+        transformer.caption_projection.uncond_embedding.normal_(0.0, uni_dim**-0.5)
+        if tokens > 1:
+            transformer.y_pos_embed.y_pos_embed.normal_(0.0, 0.1)
     out = folder / "transformer"
-    transformer.save_pretrained(out)
-    config = json.loads((out / "config.json").read_text())
-    config["_class_name"] = "PixCellTransformer2DModel"
-    config["caption_num_tokens"] = tokens
-    (out / "config.json").write_text(json.dumps(config))
-    weights = out / "diffusion_pytorch_model.safetensors"
-    state = load_file(weights)
-    state["caption_projection.uncond_embedding"] = torch.randn(tokens, uni_dim) / uni_dim**0.5
-    if tokens > 1:
-        state["y_pos_embed.y_pos_embed"] = 0.1 * torch.randn(1, tokens, uni_dim)
-    save_file(state, weights)
-    tiny_vae(16, 1.5305, 0.0609).save_pretrained(folder / "vae")
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    state = {k: v.contiguous() for k, v in transformer.state_dict().items()}
+    save_file(state, out / "diffusion_pytorch_model.safetensors")
+    vae = tiny_vae(16, 1.5305, 0.0609)
+    vae.save_pretrained(folder / "vae")
+    if not vae_weights:
+        (folder / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     DPMSolverMultistepScheduler(
         beta_schedule="linear", beta_start=0.0001, beta_end=0.02, prediction_type="epsilon"
     ).save_pretrained(folder / "scheduler")
-    (folder / "pipeline.py").write_text(CYTOSYN_PIPELINE)  # shipped, never run natively
     _write_index(
         folder,
         {
             "_class_name": "PixCellPipeline",
+            "_diffusers_version": "0.32.2",
+            "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
             "transformer": ["pixcell_transformer_2d", "PixCellTransformer2DModel"],
             "vae": ["diffusers", "AutoencoderKL"],
-            "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
         },
     )
+    (out / "pixcell_transformer_2d.py").write_text("raise RuntimeError('never imported')\n")
     return folder
 
 

@@ -24,8 +24,9 @@ def test_native_folder_loads_with_cytosyn_geometry_and_repa_e_latent_scaling(cyt
     assert model.target == "flow" and model.interpolant.name == "flow"
     assert model.info["load_route"] == "native" and model.info["commit"] is None
     assert model.name == f"cytosyn:{cytosyn_native}"  # reloads the same local copy
-    assert model.info["latent_scaling_from"] == "latent_norm"
-    # batch-norm stats saved in the checkpoint: mean (0.5, -0.2, 0.1, 0), var (4, 1, 0.25, 1)
+    assert model.info["latent_scaling_from"] == "bn"
+    # batch-norm stats saved in the checkpoint: mean (0.5, -0.2, 0.1, 0), var (4, 1, 0.25, 1);
+    # REPA-E: latents_scale = running_var ** -0.5, latents_bias = running_mean
     scale = torch.tensor(model.scaling.scale)
     torch.testing.assert_close(scale, torch.tensor([0.5, 1.0, 2.0, 1.0]))
     torch.testing.assert_close(
@@ -44,7 +45,7 @@ def test_denoise_turns_sit_velocity_into_x0(cytosyn_native):
     expected = z - t[:, None, None, None] * v
     torch.testing.assert_close(model.denoise(z, t), expected, atol=1e-5, rtol=1e-5)
     # learn_sigma: the network outputs 8 channels; only the first 4 are the velocity
-    assert sit.final_linear.out_features == 2 * 2 * 8
+    assert sit.final_layer.linear.out_features == 2 * 2 * 8
 
 
 def test_velocity_matches_exact_flow_on_a_constructed_point(cytosyn_native):
@@ -67,7 +68,9 @@ def test_position_table_puts_x_in_the_first_half():
 def test_remote_code_needs_opt_in_and_warns_naming_the_repository(cytosyn_remote):
     with pytest.raises(RemoteCodeRefused) as err:
         load_model(f"cytosyn:{cytosyn_remote}", device="cpu")
-    assert "pipeline.py" in str(err.value) and "trust_remote_code=True" in str(err.value)
+    message = str(err.value)
+    assert "pipeline.py" in message and "transformer/repo_sit.py" in message
+    assert "trust_remote_code=True" in message
     with pytest.warns(UserWarning, match=f"running Python code from {cytosyn_remote}"):
         model = load_model(f"cytosyn:{cytosyn_remote}", device="cpu", trust_remote_code=True)
     assert model.info["load_route"] == "remote_code"

@@ -44,6 +44,7 @@ def load_model(
     dtype: str = "auto",
     *,
     embedder: Any = None,
+    vae: str | None = None,
     **hub_options: Any,
 ) -> LatentDiffusionModel:
     """Load a model by registry name, ``name:source``, or ``diffusers:<hub id or folder>``.
@@ -56,6 +57,9 @@ def load_model(
     dtype: ``"auto"`` (bf16 on GPUs that support it, float32 otherwise) or a dtype name.
     embedder: optional reference encoder ``rgb (B,3,H,W) in [-1,1] -> (B, D)`` replacing the
         model's own (H0-mini / UNI2-h) for ``model.embed``.
+    vae: hub id or folder of the autoencoder to use instead of the repository's ``vae/``
+        (PixCell: default ``stabilityai/stable-diffusion-3.5-large``, whose VAE the PixCell
+        repositories do not host; CytoSyn: any SD-VAE f8d4 in diffusers or REPA-E naming).
     hub_options: see :class:`~.hub.HubOptions` (revision, token, cache_dir,
         local_files_only, trust_remote_code, progress).
 
@@ -65,6 +69,8 @@ def load_model(
     ``get_info(name).notice`` gives the same text for a GUI.
     """
     info, source = parse_name(name)
+    if vae is not None and info.backend not in ("cytosyn", "pixcell"):
+        raise TypeError(f"{name}: vae= is supported by the cytosyn and pixcell models only")
     options = HubOptions.from_kwargs(hub_options)
     from .backend import BackendModel
     from .device import resolve_device, resolve_dtype
@@ -84,11 +90,15 @@ def load_model(
     elif info.backend == "cytosyn":
         from .cytosyn import load_cytosyn
 
-        model = load_cytosyn(info, source or info.source, options, dev, dt, embedder=embedder)
+        model = load_cytosyn(
+            info, source or info.source, options, dev, dt, embedder=embedder, vae=vae
+        )
     elif info.backend == "pixcell":
         from .pixcell import load_pixcell
 
-        model = load_pixcell(info, source or info.source, options, dev, dt, embedder=embedder)
+        model = load_pixcell(
+            info, source or info.source, options, dev, dt, embedder=embedder, vae=vae
+        )
     else:
         from .diffusers_generic import load_diffusers
 

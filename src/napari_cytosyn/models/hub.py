@@ -5,11 +5,12 @@
   the token defaults to ``HF_TOKEN`` or the stored ``huggingface-cli login``.
 - ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` never touches the network: the cached snapshot
   is used, or a clear error says how to get one.
-- Only safetensors weights are accepted. Downloads ask for configs, safetensors, Python files and
-  text only, so pickled checkpoints (``.bin``, ``.ckpt``, ``.pt``, ``.pth``, ``.pkl``) are never
-  fetched, and a local component that has nothing but pickles is refused.
-- Python code shipped with a model runs only when the caller passed ``trust_remote_code=True``;
-  then a warning names the repository.
+- Only safetensors weights are accepted. Downloads ask for configs, safetensors and text only,
+  so pickled checkpoints (``.bin``, ``.ckpt``, ``.pt``, ``.pth``, ``.pkl``) are never fetched, and
+  a local component that has nothing but pickles is refused.
+- Python files are downloaded only with ``trust_remote_code=True``, and only those the folder's
+  ``model_index.json`` names (and their relative imports), see :mod:`.remote_code`; they run only
+  with that opt-in, after a warning naming each file.
 
 Nothing here imports torch.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
-SAFE_PATTERNS = ["*.json", "*.safetensors", "*.py", "*.txt", "*.md", "LICENSE*"]
+SAFE_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.md", "LICENSE*"]
 _OFFLINE_VALUES = {"1", "on", "true", "yes"}
 
 DownloadProgress = Callable[[int, int], None]
@@ -130,8 +130,11 @@ def fetch(
     *,
     gated: bool = False,
     licence: str | None = None,
+    allow_patterns: list[str] | None = None,
 ) -> Path:
     """Local folder for ``source``: the folder itself, or a (cached) hub snapshot.
+
+    ``allow_patterns``: the files to download (default :data:`SAFE_PATTERNS`).
 
     Raises :class:`ModelAccessError` with what to do when the files are not obtainable.
     """
@@ -163,12 +166,19 @@ def fetch(
         cache_dir=options.cache_dir,
         token=token,
         local_files_only=options.offline,
-        allow_patterns=SAFE_PATTERNS,
+        allow_patterns=list(allow_patterns or SAFE_PATTERNS),
     )
     if options.progress is not None:
         kwargs["tqdm_class"] = _progress_tqdm(options.progress)
     try:
         folder = snapshot_download(repo_id, **kwargs)
+        if options.trust_remote_code and allow_patterns is None:
+            from .remote_code import fetch_code
+
+            def download(paths: list[str]) -> None:
+                snapshot_download(repo_id, **{**kwargs, "allow_patterns": paths})
+
+            fetch_code(Path(folder), download)
     except GatedRepoError as err:
         raise ModelAccessError(
             f"access to {repo_id} was refused (gated repository).{gate_note}"
@@ -237,23 +247,3 @@ def check_safetensors(folder: Path, components: list[str]) -> None:
             raise ModelAccessError(
                 f"{sub} has no .safetensors weights (pickled checkpoints are never downloaded)"
             )
-
-
-def python_files(folder: Path) -> list[Path]:
-    """Python files shipped with a model folder (root and one level of components)."""
-    return sorted([*folder.glob("*.py"), *folder.glob("*/*.py")])
-
-
-def require_remote_code(folder: Path, label: str, options: HubOptions, needed: list[Path]) -> None:
-    """Refuse to run ``needed`` Python files unless opted in; warn naming ``label`` if so."""
-    if not needed:
-        return
-    names = ", ".join(str(p.relative_to(folder)) for p in needed)
-    if not options.trust_remote_code:
-        raise RemoteCodeRefused(
-            f"{label} needs Python code shipped with the model ({names}) to load. Read it, and "
-            f"pass trust_remote_code=True only if you trust {label}."
-        )
-    message = f"running Python code from {label} ({names}) because trust_remote_code=True"
-    warnings.warn(message, UserWarning, stacklevel=3)
-    log.warning(message)

@@ -7,10 +7,14 @@ From the public PixCell code (``PixCellTransformer2DModel``): the network is dif
 - ``y_pos_embed.y_pos_embed`` ``(1, N, 1536)`` (only when ``caption_num_tokens`` N > 1, i.e.
   PixCell-1024's 4 x 4 grid): sine-cosine positions added to the UNI2-h tokens *before* the caption
   projection.
-So the weights load into diffusers' own class (no code from the repository runs) and this adapter
-adds the two tensors itself. PixArt conventions: DDPM schedule of 1000 steps, epsilon target with
-learned variance (the output's second half is dropped), discrete timestep input ``t * 999``.
-The SD3.5 VAE has 16 channels; latents are ``(z - 0.0609) * 1.5305`` (its shift/scale factors).
+So the weights load strictly into diffusers' own class with those two buffers attached (no code
+from the repository runs; the state-dict keys equal the published ones, checked key by key in
+``tests/models/test_reference_layouts.py``). ``interpolation_scale`` comes from the config (the
+position table is not in the weights). PixArt conventions: DDPM schedule of 1000 steps, epsilon
+target with learned variance (32 output channels, the first 16 are epsilon), discrete timestep
+input ``t * 999``. The SD3.5 VAE has 16 channels; latents are ``(z - 0.0609) * 1.5305``. The
+published repositories hold no VAE weights (``vae/config.json`` only): the VAE is injected with
+``load_model(..., vae=...)`` or fetched from ``stabilityai/stable-diffusion-3.5-large`` (gated).
 
 Verified only against same-structure random models (no real weights on the build machines).
 """
@@ -26,10 +30,7 @@ from torch import nn
 
 from .backend import UNCOND, BackendModel
 from .diffusers_generic import (
-    component_spec,
-    diffusers_class,
     fetch_pipeline,
-    load_module,
     load_schedule,
     vae_factor,
 )
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 SD35_VAE_SCALE = 1.5305
 SD35_VAE_SHIFT = 0.0609
-_EXTRA_KEYS = ("caption_projection.uncond_embedding", "y_pos_embed.y_pos_embed")
 
 
 class PixCellNet(nn.Module):
@@ -113,43 +113,68 @@ class PixCellNet(nn.Module):
         return out[:, : z.shape[1]]
 
 
-def _load_state(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+#: config.json keys of the published transformer that are not constructor arguments
+_LEGACY_CONFIG_KEYS = (
+    "double_self_attention",
+    "num_vector_embeds",
+    "only_cross_attention",
+    "use_linear_projection",
+)
 
-    state: dict[str, torch.Tensor] = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(path))
-    return state
+
+def build_pixcell_transformer(config: dict[str, Any]):
+    """PixCell's transformer from its ``config.json`` values: diffusers'
+    ``PixArtTransformer2DModel`` plus the persistent buffers ``caption_projection.uncond_embedding``
+    ``(N, caption_channels)`` and, when ``caption_num_tokens`` N > 1, ``y_pos_embed.y_pos_embed``
+    ``(1, N, caption_channels)``: exactly the published state-dict keys. Works on the meta
+    device. ``interpolation_scale`` (positions of the non-persistent ``pos_embed`` table) comes
+    from the config, as in the published class."""
+    from diffusers import PixArtTransformer2DModel
+
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    n_tokens = int(config.pop("caption_num_tokens", 1))
+    for key in _LEGACY_CONFIG_KEYS:
+        config.pop(key, None)
+    model = PixArtTransformer2DModel.from_config(config)
+    width = int(config["caption_channels"])
+    model.caption_projection.register_buffer("uncond_embedding", torch.zeros(n_tokens, width))
+    if n_tokens > 1:
+        model.y_pos_embed = nn.Module()
+        model.y_pos_embed.register_buffer("y_pos_embed", torch.zeros(1, n_tokens, width))
+    return model
 
 
 def load_pixcell_transformer(folder: Path, dtype: torch.dtype):
-    """PixCell transformer as ``(PixArtTransformer2DModel, uncond (N, D), positions or None)``."""
-    from diffusers import PixArtTransformer2DModel
+    """PixCell transformer as ``(PixArtTransformer2DModel, uncond (N, D), positions or None)``,
+    loaded strictly from ``folder`` (errors name the wrong keys and shapes)."""
+    from .sit import load_strict, read_safetensors, to_dtype
 
-    config = read_json(folder / "config.json")
-    n_tokens = int(config.pop("caption_num_tokens", 1))
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    model = PixArtTransformer2DModel.from_config(config)
-    state = _load_state(folder)
-    uncond = state.pop(_EXTRA_KEYS[0], None)
-    token_pos = state.pop(_EXTRA_KEYS[1], None)
-    if uncond is None:
-        raise ModelAccessError(
-            f"{folder}: no '{_EXTRA_KEYS[0]}' in the weights; is this a PixCell transformer?"
-        )
-    if uncond.shape[0] != n_tokens or (n_tokens > 1 and token_pos is None):
-        raise ModelAccessError(
-            f"{folder}: caption_num_tokens={n_tokens} but the weights have uncond tokens of shape "
-            f"{tuple(uncond.shape)} and {'no' if token_pos is None else 'some'} token positions"
-        )
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ModelAccessError(
-            f"{folder}: weights do not fit PixArtTransformer2DModel (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}); this PixCell revision is not supported natively"
-        )
-    token_pos = token_pos.reshape(1, n_tokens, -1) if token_pos is not None else None
-    return model.to(dtype).eval(), uncond.float(), token_pos
+    model = build_pixcell_transformer(read_json(folder / "config.json"))
+    load_strict(model, read_safetensors(folder), f"{folder} (PixCell transformer)")
+    uncond = model.caption_projection.uncond_embedding.float()
+    y_pos = getattr(model, "y_pos_embed", None)
+    token_pos = y_pos.y_pos_embed.float() if y_pos is not None else None
+    return to_dtype(model, dtype), uncond, token_pos
+
+
+def load_pixcell_vae(folder: Path, vae: str | None, options: HubOptions, info: ModelInfo):
+    """The VAE: ``vae`` when given, else the repository's ``vae/`` when it holds weights, else
+    the SD3.5-large VAE the model cards load (gated at Stability AI)."""
+    from .vae import SD35_VAE_REPO, has_weights, resolve_vae_folder
+
+    how = (
+        f"{info.name} was trained with the SD3.5 VAE, which its repository does not host: accept "
+        f"the licence of {SD35_VAE_REPO} (gated) at https://huggingface.co/{SD35_VAE_REPO} and "
+        "log in (HF_TOKEN or `hf auth login`), or pass a local copy with "
+        f"load_model({info.name!r}, vae='<folder with config.json + safetensors, or its "
+        "parent with vae/>') (CLI --vae)."
+    )
+    if vae is not None:
+        return resolve_vae_folder(vae, options, how), str(vae)
+    if has_weights(folder / "vae"):
+        return folder / "vae", "vae/"
+    log.info("%s/vae holds no weights; loading the VAE from %s", folder, SD35_VAE_REPO)
+    return resolve_vae_folder(SD35_VAE_REPO, options, how), SD35_VAE_REPO
 
 
 def load_pixcell(
@@ -159,16 +184,23 @@ def load_pixcell(
     device: torch.device,
     dtype: torch.dtype,
     embedder: Any = None,
+    vae: str | None = None,
 ) -> BackendModel:
-    """Load PixCell-256/-1024 from a hub id or a local copy of the repository folder."""
+    """Load PixCell-256/-1024 from a hub id or a local copy of the repository folder.
+
+    ``vae``: hub id or folder of the SD3.5 VAE (default: the repository's ``vae/`` when it has
+    weights, else ``stabilityai/stable-diffusion-3.5-large``).
+    """
+    from .vae import load_autoencoder
+
     folder, index = fetch_pipeline(source, options, info)
-    vae_spec = component_spec(index, "vae")
-    check_safetensors(folder, ["transformer", "vae"])
+    check_safetensors(folder, ["transformer"])
     interpolant, target, timestep_scale = load_schedule(folder, index)
     if target == "flow":
         raise ModelAccessError(f"{source}: PixCell uses a DDPM schedule, found a flow scheduler")
     transformer, uncond, token_pos = load_pixcell_transformer(folder / "transformer", dtype)
-    vae = load_module(folder, "vae", diffusers_class(vae_spec, "vae"), dtype)
+    vae_folder, vae_source = load_pixcell_vae(folder, vae, options, info)
+    vae, _ = load_autoencoder(vae_folder, dtype)
     factor = vae_factor(vae)
     scale = getattr(vae.config, "scaling_factor", None) or SD35_VAE_SCALE
     shift = getattr(vae.config, "shift_factor", None)
@@ -206,6 +238,7 @@ def load_pixcell(
             "commit": snapshot_commit(folder),
             "backend": "pixcell",
             "uni_tokens": n_tokens,
+            "vae_source": vae_source,
             "recommended": dict(info.defaults),
         },
     )

@@ -1,31 +1,33 @@
-"""A Scalable Interpolant Transformer (SiT, Ma et al. 2024) as used by REPA / REPA-E and CytoSyn.
+"""A Scalable Interpolant Transformer (SiT, Ma et al. 2024) with REPA-E's parameter layout.
 
-Written from the published architecture (SiT/DiT papers, the REPA and REPA-E repositories),
-not copied from them:
+Written from the published architecture (SiT/DiT papers) and checked, key by key and shape by
+shape, against the state dict of REPA-E's ``SiT-XL/2`` (``tests/models/test_reference_layouts.py``
+reads the reference manifest); no upstream code was copied. Every parameter and buffer name is
+REPA-E's, so a REPA-E checkpoint loads with ``strict=True`` once the training-only
+``projectors.*`` are dropped (:func:`load_sit_state`):
 
-- the latent ``(B, C, h, w)`` is cut into ``patch_size`` x ``patch_size`` patches by a strided
-  convolution and given fixed 2-D sine-cosine position embeddings (computed for the actual grid,
-  so windows of any multiple of ``patch_size`` work; at the training size this equals the fixed
-  table of the original);
-- time ``t`` in ``[0, 1]`` (``1`` = noise, the REPA linear path ``x_t = (1 - t) x + t eps``) is fed
-  *unscaled* into a 256-frequency sinusoidal embedding and a two-layer MLP;
-- an optional reference embedding (CytoSyn: an H0-mini feature vector) goes through a linear
-  projection and is added to the time embedding; a learned null vector stands in for "no
-  reference" (classifier-free guidance);
-- ``depth`` transformer blocks with adaLN-Zero modulation (shift/scale/gate for attention and MLP,
-  from ``SiLU -> Linear(hidden, 6 * hidden)`` of the conditioning vector), tanh-GELU MLP, and a
-  final adaLN layer plus linear projection back to patches;
-- the network predicts the velocity ``d x_t / d t = eps - x``; with ``learn_sigma`` the output
-  has twice the channels and only the first half is the velocity (original SiT layout);
-- REPA-E normalises latents with a non-affine batch-norm over VAE latents; its running statistics
-  are kept here as ``latent_norm`` so a checkpoint carries its own latent scaling.
-
-Verified only against same-structure random models; no real CytoSyn weights were available.
+- ``pos_embed`` ``(1, N, hidden)``: fixed 2-D sine-cosine positions of the training grid (MAE
+  convention, first half encodes x), stored as a frozen parameter; other grids are computed;
+- ``x_embedder.proj``: the ``patch_size`` x ``patch_size`` strided convolution;
+- ``t_embedder.mlp.{0,2}``: time ``t`` in ``[0, 1]`` (``1`` = noise, linear path
+  ``x_t = (1 - t) x + t eps``) fed *unscaled* into 256 sinusoidal frequencies (cos first) and a
+  two-layer SiLU MLP;
+- ``y_embedder.embedding_table`` ``(num_classes + 1, hidden)`` when trained with label dropout:
+  label ``num_classes`` is the null label of classifier-free guidance. With ``cond_dim`` set
+  (reference features such as H0-mini's 768-d class token) ``y_embedder.projection`` maps them to
+  the hidden width; this path's names are ours (CytoSyn's own layout is not public);
+- ``blocks.{i}``: attention (fused ``qkv``), tanh-GELU MLP (``fc1``/``fc2``), adaLN-Zero
+  ``adaLN_modulation.1`` giving shift/scale/gate for attention and MLP;
+- ``final_layer.{adaLN_modulation.1, linear}``; the output is the velocity ``d x_t / d t = eps -
+  x`` (with ``learn_sigma`` twice the channels, the first half being the velocity);
+- ``bn``: REPA-E's non-affine batch norm over VAE latents; its running mean and variance are the
+  latent statistics (``z_model = (z - mean) / sqrt(var)``), never applied inside ``forward``.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -108,18 +110,78 @@ class SiTBlock(nn.Module):
         return x + g_m[:, None] * self.mlp(_modulate(self.norm2(x), sh_m, sc_m))
 
 
+class _PatchEmbed(nn.Module):
+    def __init__(self, in_channels: int, hidden: int, patch: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, hidden, kernel_size=patch, stride=patch)
+
+
+class _TimestepEmbedder(nn.Module):
+    def __init__(self, hidden: int, frequencies: int):
+        super().__init__()
+        self.frequencies = frequencies
+        self.mlp = nn.Sequential(
+            nn.Linear(frequencies, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+        )
+
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.mlp(time_features(t, self.frequencies).to(dtype))
+
+
+class _LabelEmbedder(nn.Module):
+    """Labels (REPA-E) and/or reference features (``projection``) -> conditioning vector."""
+
+    def __init__(self, hidden: int, num_classes: int, null_row: bool, cond_dim: int | None):
+        super().__init__()
+        self.num_classes = num_classes
+        rows = num_classes + int(null_row)
+        self.embedding_table = nn.Embedding(rows, hidden) if rows else None
+        self.projection = nn.Linear(cond_dim, hidden) if cond_dim is not None else None
+
+    def forward(self, y: torch.Tensor | None, batch: int, like: torch.Tensor) -> torch.Tensor:
+        if y is not None and y.is_floating_point():
+            if self.projection is None:
+                raise ValueError(
+                    "this SiT takes class labels, not reference features (cond_dim is None)"
+                )
+            return self.projection(y.to(like.dtype).reshape(batch, -1))
+        if self.embedding_table is None or (
+            y is None and self.embedding_table.num_embeddings <= self.num_classes
+        ):
+            raise ValueError("this SiT has no null label (trained without label dropout)")
+        if y is None:
+            y = torch.full((batch,), self.num_classes, dtype=torch.long, device=like.device)
+        return self.embedding_table(y.to(like.device).long().reshape(-1).expand(batch))
+
+
+class _FinalLayer(nn.Module):
+    def __init__(self, hidden: int, out: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden, out)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+        return self.linear(_modulate(self.norm_final(x), shift, scale))
+
+
 class SiTTransformer(ModelMixin, ConfigMixin):
-    """SiT velocity network; ``forward(x, t, cond=None) -> velocity`` ``(B, C, h, w)``.
+    """SiT velocity network; ``forward(x, t, y=None) -> velocity`` ``(B, C, h, w)``.
 
     Parameters
     ----------
-    sample_size: latent side at training (CytoSyn: 224 px / 8 = 28).
+    sample_size: latent side at training (CytoSyn: 224 px / 8 = 28); sets ``pos_embed``.
     patch_size: 2 for SiT-*/2.
     in_channels: latent channels (4 for SD-VAE f8d4).
     hidden_size, depth, num_heads, mlp_ratio: SiT-XL/2 is 1152, 28, 16, 4.0.
-    cond_dim: width of the reference embedding (H0-mini: 768); ``None`` for unconditional.
+    num_classes: label rows of ``y_embedder.embedding_table`` (REPA-E ImageNet: 1000; 0 for a
+        model conditioned on reference features only).
+    class_dropout_prob: > 0 adds the null-label row (index ``num_classes``) used for guidance.
+    cond_dim: width of reference features (H0-mini: 768) or ``None``.
     learn_sigma: output ``2 * in_channels`` channels, the first half being the velocity.
-    qk_norm: layer-norm on queries and keys (a REPA option).
+    qk_norm: layer-norm on queries and keys (a REPA option; adds ``q_norm``/``k_norm`` keys).
+    bn_eps, bn_momentum: REPA-E's latent batch norm (statistics only, see module docstring).
     """
 
     @register_to_config
@@ -132,77 +194,171 @@ class SiTTransformer(ModelMixin, ConfigMixin):
         depth: int = 28,
         num_heads: int = 16,
         mlp_ratio: float = 4.0,
-        cond_dim: int | None = 768,
+        num_classes: int = 1000,
+        class_dropout_prob: float = 0.1,
+        cond_dim: int | None = None,
         learn_sigma: bool = False,
         qk_norm: bool = False,
         frequency_embedding_size: int = 256,
+        bn_eps: float = 1e-4,
+        bn_momentum: float = 0.1,
     ):
         super().__init__()
-        self.x_embedder = nn.Conv2d(in_channels, hidden_size, patch_size, stride=patch_size)
-        self.t_embedder = nn.Sequential(
-            nn.Linear(frequency_embedding_size, hidden_size),
-            nn.SiLU(),
-            nn.Linear(hidden_size, hidden_size),
+        grid = sample_size // patch_size
+        self.x_embedder = _PatchEmbed(in_channels, hidden_size, patch_size)
+        self.t_embedder = _TimestepEmbedder(hidden_size, frequency_embedding_size)
+        self.y_embedder = _LabelEmbedder(hidden_size, num_classes, class_dropout_prob > 0, cond_dim)
+        self.pos_embed = nn.Parameter(
+            sincos_2d(grid, grid, hidden_size).float()[None], requires_grad=False
         )
-        if cond_dim is not None:
-            self.cond_embedder = nn.Linear(cond_dim, hidden_size)
-            self.null_cond = nn.Parameter(torch.zeros(hidden_size))
         self.blocks = nn.ModuleList(
             SiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm) for _ in range(depth)
         )
         out_channels = in_channels * (2 if learn_sigma else 1)
-        self.final_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.final_adaLN = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
-        self.final_linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
-        self.latent_norm = nn.BatchNorm2d(in_channels, affine=False)
+        self.final_layer = _FinalLayer(hidden_size, patch_size * patch_size * out_channels)
+        self.bn = nn.BatchNorm2d(in_channels, eps=bn_eps, momentum=bn_momentum, affine=False)
         self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
 
-    def _pos_embed(self, gh: int, gw: int, like: torch.Tensor) -> torch.Tensor:
+    def _positions(self, gh: int, gw: int, like: torch.Tensor) -> torch.Tensor:
+        if gh * gw == self.pos_embed.shape[1] and gh == gw:
+            return self.pos_embed.to(like.dtype)
         table = self._pos_cache.get((gh, gw))
         if table is None:
             table = sincos_2d(gh, gw, self.config.hidden_size).float()
             self._pos_cache[(gh, gw)] = table
         return table.to(like.device, like.dtype)[None]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
         """Velocity for latents ``x`` ``(B, C, h, w)`` at times ``t`` ``(B,)`` in [0, 1].
 
-        ``cond``: ``(B, cond_dim)`` reference embeddings or ``None`` (the null embedding).
-        ``h`` and ``w`` must be multiples of ``patch_size``.
+        ``y``: ``(B,)`` long class labels (``num_classes`` = the null label), ``(B, cond_dim)``
+        float reference features, or ``None`` for the null label. ``h`` and ``w`` must be
+        multiples of ``patch_size``. Same contract as REPA-E's ``SiT.inference(x, t, y)``.
         """
         p = self.config.patch_size
         b, c, h, w = x.shape
         if h % p or w % p:
             raise ValueError(f"latent size {h}x{w} is not a multiple of the patch size {p}")
-        tokens = self.x_embedder(x).flatten(2).transpose(1, 2)
-        tokens = tokens + self._pos_embed(h // p, w // p, tokens)
-        temb_in = time_features(t.reshape(-1).expand(b), self.config.frequency_embedding_size)
-        cvec = self.t_embedder(temb_in.to(tokens.dtype))
-        if self.config.cond_dim is not None:
-            if cond is None:
-                cvec = cvec + self.null_cond.to(cvec.dtype)[None]
-            else:
-                cvec = cvec + self.cond_embedder(cond.to(cvec.dtype).reshape(b, -1))
-        elif cond is not None:
-            raise ValueError("this SiT was built without reference conditioning (cond_dim=None)")
+        tokens = self.x_embedder.proj(x).flatten(2).transpose(1, 2)
+        tokens = tokens + self._positions(h // p, w // p, tokens)
+        cvec = self.t_embedder(t.reshape(-1).expand(b), tokens.dtype)
+        cvec = cvec + self.y_embedder(y, b, cvec)
         for block in self.blocks:
             tokens = block(tokens, cvec)
-        shift, scale = self.final_adaLN(cvec).chunk(2, dim=-1)
-        out = self.final_linear(_modulate(self.final_norm(tokens), shift, scale))
+        out = self.final_layer(tokens, cvec)
         oc = out.shape[-1] // (p * p)
         out = out.reshape(b, h // p, w // p, p, p, oc).permute(0, 5, 1, 3, 2, 4)
         out = out.reshape(b, oc, h, w)
         return out[:, :c] if self.config.learn_sigma else out
 
     def latent_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel ``(mean, std)`` of VAE latents recorded by the REPA-E batch-norm.
+        """Per-channel ``(mean, std)`` of VAE latents recorded by the REPA-E batch norm.
 
         ``std = sqrt(running_var)`` without the batch-norm epsilon, as REPA-E's sampling script
         scales latents by ``running_var.rsqrt()``.
         """
-        mean = self.latent_norm.running_mean.detach().float().cpu()
-        std = self.latent_norm.running_var.detach().float().cpu().sqrt()
+        mean = self.bn.running_mean.detach().float().cpu()
+        std = self.bn.running_var.detach().float().cpu().sqrt()
         return mean, std
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint's keys or shapes do not fit the model; the message names them."""
+
+
+#: Training-only parameters of REPA-E's SiT (the REPA alignment projector MLPs).
+TRAINING_ONLY_PREFIXES = ("projectors.",)
+#: Latent statistics: absent from REPA (sihyun-yu) checkpoints, whose stats live elsewhere.
+LATENT_STAT_KEYS = ("bn.running_mean", "bn.running_var", "bn.num_batches_tracked")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: File-name parts of latent-statistics files (REPA-E ``*-latents-stats``), never weights.
+STATS_FILE_TAGS = ("latents-stats", "latents_stats", "latent_stats")
+
+
+def unwrap_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The SiT weights of a checkpoint: the ``ema.*`` entries of a flattened REPA-E container
+    (``{"ema": ..., "model": ..., "vae": ...}`` saved as one safetensors file) when present,
+    without ``module.``/``_orig_mod.`` wrapper prefixes and training-only ``projectors.*``."""
+    if any(k.startswith("ema.") for k in state):
+        state = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+    out = {}
+    for key, value in state.items():
+        for prefix in _WRAPPER_PREFIXES:
+            key = key.removeprefix(prefix)
+        if not key.startswith(TRAINING_ONLY_PREFIXES):
+            out[key] = value
+    return out
+
+
+def load_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], where: str, optional: tuple[str, ...] = ()
+) -> list[str]:
+    """``load_state_dict(strict=True)`` with errors that name every wrong key and shape.
+
+    ``optional``: keys that may be missing (left at their initial value); returns those missing.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(
+                f"missing key(s) {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else "")
+            )
+        if unexpected:
+            parts.append(
+                f"unexpected key(s) {', '.join(unexpected[:8])}"
+                + (" ..." if len(unexpected) > 8 else "")
+            )
+        if wrong:
+            parts.append("wrong shape(s) " + "; ".join(wrong[:8]))
+        raise CheckpointMismatch(f"{where}: the weights do not fit the model: {'; '.join(parts)}")
+    absent = [k for k in optional if k in own and k not in state]
+    module.load_state_dict({**{k: own[k] for k in absent}, **state}, strict=True, assign=False)
+    return absent
+
+
+def read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of the ``*.safetensors`` files in ``folder`` (sharded checkpoints merged),
+    except latent-statistics files (``*latents-stats*``, ``*latents_stats*``)."""
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        if not any(tag in path.name for tag in STATS_FILE_TAGS):
+            state.update(load_file(path))
+    return state
+
+
+def to_dtype(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``module`` in ``dtype``, in eval mode (no cast, and no diffusers warning, for float32)."""
+    if dtype != torch.float32:
+        module = module.to(dtype)
+    return module.eval()
+
+
+def load_sit(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[SiTTransformer, bool]:
+    """Build a :class:`SiTTransformer` from ``folder/config.json`` and load its safetensors
+    strictly (REPA-E layout, see :func:`unwrap_checkpoint`).
+
+    Returns ``(model, has_latent_stats)``: the second is ``False`` when the checkpoint carries no
+    ``bn.*`` statistics (REPA checkpoints), so the caller must find them elsewhere.
+    """
+    from .hub import read_json
+
+    config = {
+        k: v for k, v in read_json(Path(folder) / "config.json").items() if not k.startswith("_")
+    }
+    model = SiTTransformer.from_config(config)
+    state = unwrap_checkpoint(read_safetensors(folder))
+    absent = load_strict(model, state, str(folder), optional=LATENT_STAT_KEYS)
+    return to_dtype(model, dtype), not absent
 
 
 def sit_flops_per_forward(
