@@ -472,8 +472,9 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     )
     p.add_argument(
         "--compression",
-        help="TIFF tiles: jpeg, deflate, lzw, none (default: deflate for inpainted slides, "
-        "jpeg otherwise)",
+        help="TIFF tiles: jpeg, deflate, lzw, none, or copy (*.tif/*.svs of a TIFF slide: "
+        "untouched source tiles copied as they are); default: deflate for inpainted slides, "
+        "jpeg otherwise",
     )
     p.add_argument(
         "--synthetic-mask",

@@ -76,3 +76,16 @@ def test_slide_opened_in_the_viewer_saves_with_its_scale_and_source_checksum(
     scale0 = root.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
     assert scale0["scale"] == [1.0, 0.5, 0.5]
     assert root.attrs["napari_cytosyn"]["source"]["sha256"] == file_sha256(generic_tiff_slide)
+
+
+def test_layer_saved_as_svs_opens_in_openslide_with_every_level(tmp_path, image):
+    import openslide
+    from napari.layers import Image
+
+    layer = Image([image, image[::2, ::2].copy()], multiscale=True, rgb=True, metadata={"mpp": 0.5})
+    out = tmp_path / "saved.svs"
+    written = napari.save_layers(str(out), [layer], plugin="napari-cytosyn")
+    assert [str(p) for p in written] == [str(out)]
+    with openslide.OpenSlide(str(out)) as osl:
+        assert osl.level_dimensions == ((900, 700), (450, 350))
+        assert float(osl.properties["openslide.mpp-x"]) == 0.5

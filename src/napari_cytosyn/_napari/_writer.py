@@ -1,4 +1,5 @@
-"""napari writer contributions: save an image layer (single or multiscale) as OME-Zarr / OME-TIFF.
+"""napari writer contributions: save an image layer (single or multiscale) as OME-Zarr, OME-TIFF
+or an SVS-layout TIFF (``*.svs``: every level readable by OpenSlide).
 
 npe2 single-layer writer signature: ``writer(path, data, meta) -> list[str]``. ``data`` is the
 layer data (a list of arrays for multiscale layers), ``meta`` the layer attributes.
@@ -6,7 +7,8 @@ layer data (a list of arrays for multiscale layers), ``meta`` the layer attribut
 Physical size comes, in this order, from ``meta["metadata"]["mpp"]`` (set by our readers and
 widgets), else from the layer ``scale`` when its ``units`` are micrometres; otherwise the file
 is written in pixel units. ``meta["metadata"]["synthetic_mask"]`` (a ``(y, x)`` array or
-pyramid) becomes the synthetic-mask label image. Provenance is ``meta["metadata"]["provenance"]``
+pyramid) becomes the synthetic-mask label image (OME-Zarr) or the mask TIFF and GeoJSON beside
+a TIFF. Provenance is ``meta["metadata"]["provenance"]``
 when given, else rebuilt from what the layer shows: the synthetic-slide or edit store named in
 ``metadata["cytosyn"]`` (model, seed, sampler, edits), or the real slide file at
 ``metadata["path"]`` (name and SHA-256).
@@ -135,6 +137,22 @@ def write_ome_tiff_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str
     from napari_cytosyn.export import write_ome_tiff
 
     out = write_ome_tiff(
+        path,
+        _levels_rgb(data),
+        mpp=_mpp(meta),
+        mask_levels=_mask_levels(meta),
+        provenance=_provenance(meta),
+        name=meta.get("name"),
+        overwrite=True,
+    )
+    return [str(out)]
+
+
+def write_tiff_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one image layer as a JPEG pyramidal TIFF in the SVS layout; returns ``[path]``."""
+    from napari_cytosyn.export import write_tiff
+
+    out = write_tiff(
         path,
         _levels_rgb(data),
         mpp=_mpp(meta),

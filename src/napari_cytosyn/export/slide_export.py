@@ -25,6 +25,7 @@ from napari_cytosyn.export.ome_tiff import write_ome_tiff
 from napari_cytosyn.export.ome_zarr import write_ome_zarr
 from napari_cytosyn.export.provenance import build_provenance
 from napari_cytosyn.export.tiff import write_tiff
+from napari_cytosyn.export.tile_copy import write_tiff_copy
 
 Format = Literal["ome-zarr", "ome-tiff", "tiff"]
 FORMATS: tuple[Format, ...] = ("ome-zarr", "ome-tiff", "tiff")
@@ -204,14 +205,29 @@ def export_slide(
     lossless Blosc-zstd), ``"ome-tiff"`` (``*.ome.tif``) and ``"tiff"`` (``*.tif``/``*.svs``,
     SVS layout: every level readable by OpenSlide). ``compression``/``quality`` apply to the
     TIFF formats; the default is lossless deflate for a composite (an inpainted real slide) and
-    JPEG 90 otherwise. ``mask`` (composites, TIFF formats): ``"sidecar"`` or ``"ome-image"``
-    (OME-TIFF only). Returns the path written.
+    JPEG 90 otherwise. ``compression="copy"`` (``tiff`` format, composite or real TIFF slide)
+    copies the source's compressed tiles that no edit touches and re-encodes the others with
+    the source's codec (:mod:`~napari_cytosyn.export.tile_copy`). ``mask`` (composites, TIFF
+    formats): ``"sidecar"`` or ``"ome-image"`` (OME-TIFF only). Returns the path written.
     """
     fmt = output_format(out, format)
     levels, masks = slide_pyramid(slide)
     provenance = slide_provenance(slide, checksum_source=checksum_source)
     name = export_name(slide)
     compression = compression or default_compression(slide)
+    if compression == "copy":
+        if fmt != "tiff" or slide_kind(slide) == "synthetic":
+            raise ValueError(
+                "compression 'copy' copies a real slide's TIFF tiles: it needs a composite or "
+                "real TIFF slide and a *.tif / *.svs output"
+            )
+        if mask != "sidecar":
+            raise ValueError("compression 'copy' keeps the mask beside the file (sidecar)")
+        write_tiff_copy(
+            out, slide, provenance=provenance, name=name, quality=quality, overwrite=overwrite,
+            workers=workers, progress=progress, cancel=cancel,
+        )  # fmt: skip
+        return Path(out)
     if fmt == "ome-zarr":
         return write_ome_zarr(
             out, levels, mpp=slide.mpp, mask_levels=masks, provenance=provenance, name=name,
