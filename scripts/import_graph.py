@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"slide"},
     {"export"},
     {"distributed"},
-    {"_napari", "cli", "cli_masks", "demo", "__main__"},
+    {"_napari", "cli", "cli_masks", "cli_twin", "demo", "__main__"},
 ]
 
 #: Cycles that exist today through imports inside functions (none at import time). Each entry

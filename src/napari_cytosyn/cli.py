@@ -293,6 +293,10 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     components = read_mask(args.mask, slide, args.mask_level)
     model = load_cli_model(args.model, args.device)
     settings = sampler_settings(args, args.seed)
+    from napari_cytosyn.cli_twin import guided_settings, reference_from_args
+
+    reference = reference_from_args(args, slide)
+    settings = guided_settings(args, settings, model)  # stored only where a reference is used
     with contextlib.ExitStack() as stack:
         if args.edit_store:
             edit_store = Path(args.edit_store)
@@ -305,8 +309,39 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
         for i, (region, mask) in enumerate(components, start=1):
             desc = f"inpaint {i}/{len(components)}"
             with progress_bar(args, desc, "step") as bar:
-                composite.inpaint(region, mask, model, settings, progress=bar)
+                composite.inpaint(
+                    region,
+                    mask,
+                    model,
+                    settings,
+                    progress=bar,
+                    reference=reference,
+                    ring_um=args.ring_um,
+                )
         export(args, composite, out)
+    return 0
+
+
+def cmd_twin(args: argparse.Namespace) -> int:
+    """A synthetic twin of a real slide (``cli_twin``): create or resume, render, export."""
+    from napari_cytosyn.cli_twin import guided_settings, open_or_create_twin
+
+    out = Path(args.out)
+    to_file = export_target(out)
+    if to_file:
+        check_output(out, args.overwrite)
+    store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
+    model = load_cli_model(args.model, args.device)
+    settings = guided_settings(args, sampler_settings(args, args.seed), model)
+    slide, resumed = open_or_create_twin(args, store, model, settings)
+    if resumed:
+        say(args, f"resuming {store} ({slide.store.completion(0).count()} chunks rendered)")
+    render_store(args, slide, model, model_source(args.model))
+    say(args, f"synthetic twin {store} of {Path(args.slide).name} is complete")
+    if to_file:
+        from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+        export(args, SyntheticSlide.open(store, mode="r"), out)
     return 0
 
 
@@ -529,8 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="*.ome.zarr, *.ome.tif, *.tif or *.svs")
     p.add_argument("--edit-store", help="keep the edit store here (default: temporary)")
+    from napari_cytosyn.cli_twin import add_reference_arguments, add_twin_arguments
+
+    add_reference_arguments(p)
     _common(p)
     p.set_defaults(func=cmd_inpaint)
+
+    p = sub.add_parser("twin", help="a synthetic twin of a real slide (its layout and tissue)")
+    add_twin_arguments(p)
+    _common(p)
+    _distributed(p)
+    p.set_defaults(func=cmd_twin)
 
     p = sub.add_parser("render", help="render the missing chunks of a synthetic slide store")
     p.add_argument("store")

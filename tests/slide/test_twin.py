@@ -196,3 +196,51 @@ def test_twins_render_bit_identically_on_one_or_two_dask_workers(real, rendered,
         finally:
             close_client(client)
         np.testing.assert_array_equal(_level0(SyntheticSlide.open(path, mode="r")), expected)
+
+
+CONDITIONAL = "py:napari_cytosyn.models.grf:ConditionalGRFModel"
+
+
+def test_cli_twin_exports_and_resumes_its_store(real, tmp_path, capsys):
+    from napari_cytosyn.cli import main
+
+    out, store = tmp_path / "twin.ome.zarr", tmp_path / "twin.cytosyn"
+    args = ["twin", str(real), "--model", CONDITIONAL, "--steps", "2", "--grid-um", "32",
+            "--chunk-px", "128", "--seed", "4"]  # fmt: skip
+    assert main([*args, "--out", str(out), "--store", str(store), "-q"]) == 0
+    root = zarr.open_group(str(out), mode="r")
+    assert root["0"].shape == (3, 192, 256)
+    twin = SyntheticSlide.open(store, mode="r")
+    assert twin.metadata()["reference"]["grid_px"] == 64
+    assert twin.metadata()["chunks_done"] == 4
+    assert main([*args, "--out", str(store)]) == 0  # the store itself: resumed, nothing to do
+    assert "resuming" in capsys.readouterr().err
+    assert main([*args[:3], "py:napari_cytosyn.models.grf:GRFModel", *args[4:],
+                 "--out", str(tmp_path / "u.cytosyn"), "-q"]) == 1  # fmt: skip
+    assert "unconditional" in capsys.readouterr().err
+
+
+def test_cli_inpaint_reference_options(real, tmp_path):
+    import json as _json
+
+    from napari_cytosyn.cli import main
+    from napari_cytosyn.cli_twin import parse_xywh
+
+    geo = tmp_path / "mask.geojson"
+    square = [[90, 30], [170, 30], [170, 110], [90, 110], [90, 30]]
+    feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]}}
+    geo.write_text(_json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    base = ["inpaint", str(real), "--mask", str(geo), "--model", CONDITIONAL, "--steps", "2",
+            "-q"]  # fmt: skip
+    edits = {}
+    for name, extra in (("region", ["--reference", "10,0,90,80"]), ("none", ["--no-reference"])):
+        out = tmp_path / f"{name}.ome.zarr"
+        assert main([*base, *extra, "--guidance", "2", "--out", str(out)]) == 0
+        prov = zarr.open_group(str(out), mode="r").attrs["napari_cytosyn"]
+        edits[name] = prov["synthetic"]["edits"][0]
+    assert edits["region"]["reference"]["region"] == [0, 10, 80, 90]  # (y, x, h, w)
+    assert edits["region"]["settings"]["guidance"] == 2.0
+    assert "reference" not in edits["none"] and edits["none"]["settings"]["guidance"] == 1.0
+    assert parse_xywh("1,2,3,4") == (2, 1, 4, 3)
+    with pytest.raises(ValueError, match="expected x,y,w,h"):
+        parse_xywh("1,2,3")
