@@ -156,7 +156,7 @@ def main() -> None:
                     all_done.set()
 
         n_visible = len(visible)
-        # The napari layer's renderer settings (napari_cytosyn._napari._qt._lazy_view.LazySlideView).
+        # The napari layer's renderer settings (_napari._qt._lazy_view.LazySlideView).
         with ViewportRenderer(
             slide, on_chunk=on_chunk, margin_chunks=1, max_base_chunks=64
         ) as renderer:

@@ -161,8 +161,7 @@ def main() -> None:
     save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-synthesize-region.png")
 
     # 4. New synthetic slide: it renders around the view while the user looks.
-    for layer in list(viewer.layers):
-        viewer.layers.remove(layer)
+    viewer.layers.clear()
     widget.synthetic_box.width_spin.setValue(4096)
     widget.synthetic_box.height_spin.setValue(4096)
     job = widget.new_synthetic_slide()

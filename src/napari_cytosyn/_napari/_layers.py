@@ -292,11 +292,12 @@ def edited_layer(viewer: Any, composite: Any) -> Any | None:
 _MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def mask_levels_of(image: Any, slide: Any) -> list[Any]:
-    """Levels of the synthetic mask of an image layer, ``(h_k, w_k)`` uint8 (1 = synthetic).
+def mask_levels_of(slide: Any, shapes: list[tuple[int, int]], chunk_px: int = 512) -> list[Any]:
+    """Levels ``(h_k, w_k)`` uint8 of the synthetic mask of what a layer shows (1 = synthetic).
 
     A composite's mask is read from its edit store at every slice (so edits and removals show
-    at the next refresh); a synthetic slide or region is synthetic everywhere."""
+    at the next refresh); a synthetic slide or region (any other ``slide``) is synthetic
+    everywhere, over ``shapes``."""
     if is_composite(slide):
         return [
             SlideLevel(
@@ -307,16 +308,97 @@ def mask_levels_of(image: Any, slide: Any) -> list[Any]:
             )
             for k, shape in enumerate(slide.level_shapes)
         ]
-    shapes = (
-        [tuple(level.shape[:2]) for level in image.data]
-        if image.multiscale
-        else [tuple(image.data.shape[:2])]
-    )
-    chunk = slide.chunk_px if slide is not None else 512
     return [
-        SlideLevel(lambda y, x, h, w: np.ones((h, w), np.uint8), shape, chunk, channels=None)
+        SlideLevel(lambda y, x, h, w: np.ones((h, w), np.uint8), shape, chunk_px, channels=None)
         for shape in shapes
     ]
+
+
+def _layer_shapes(image: Any) -> list[tuple[int, int]]:
+    data = image.data if image.multiscale else [image.data]
+    return [tuple(level.shape[:2]) for level in data]
+
+
+def _mask_kwargs(image_name: str, scale: Any, translate: Any, multiscale: bool) -> dict[str, Any]:
+    return {
+        "name": f"{image_name} synthetic",
+        "multiscale": multiscale,
+        "scale": tuple(scale),
+        "translate": tuple(translate),
+        "opacity": 0.9,
+        "metadata": {META_KEY: {"kind": "synthetic-mask", "of": image_name}},
+    }
+
+
+def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
+    """Outline style, right above ``image``, removed with it."""
+    labels.contour = 2  # an outline: the tissue under it stays visible
+    labels.editable = False
+    _MASKS[image] = labels
+    if image in viewer.layers and labels in viewer.layers:
+        viewer.layers.move(viewer.layers.index(labels), viewer.layers.index(image) + 1)
+
+    def on_removed(event: Any) -> None:
+        if event.value is image:
+            viewer.layers.events.removed.disconnect(on_removed)
+            if labels in viewer.layers:
+                viewer.layers.remove(labels)
+
+    viewer.layers.events.removed.connect(on_removed)
+
+
+def _after_insert(viewer: Any, match: Callable[[Any], bool], callback: Callable) -> None:
+    """Call ``callback(layer)`` once, when a layer for which ``match(layer)`` is inserted (layer
+    data tuples from readers and samples become layers only after they return)."""
+
+    def on_inserted(event: Any) -> None:
+        if match(event.value):
+            viewer.layers.events.inserted.disconnect(on_inserted)
+            callback(event.value)
+
+    viewer.layers.events.inserted.connect(on_inserted)
+
+
+def mask_layer_data(viewer: Any, image_data: tuple, slide: Any) -> tuple[Any, dict, str]:
+    """The "synthetic" labels layer data tuple of an image layer data tuple (readers); once
+    both are layers of ``viewer`` they are linked as by :func:`show_synthetic_mask`."""
+    levels, kwargs, _ = image_data
+    shapes = [tuple(lv.shape[:2]) for lv in levels]
+    chunk = slide.store.chunk_px if slide is not None else 512
+    masks = mask_levels_of(slide, shapes, chunk)
+    name = kwargs["name"]
+    mkw = _mask_kwargs(
+        name, kwargs.get("scale", (1, 1)), kwargs.get("translate", (0, 0)), len(masks) > 1
+    )
+
+    def link(labels: Any) -> None:
+        if name in viewer.layers:
+            _link_mask(viewer, viewer.layers[name], labels)
+
+    _after_insert(viewer, lambda ly: ly.name == mkw["name"], link)
+    return (masks if len(masks) > 1 else masks[0], mkw, "labels")
+
+
+def composite_layer_data(viewer: Any, composite: Any, real_data: tuple) -> tuple[Any, dict, str]:
+    """Layer data tuple of an edited (composite) layer placed like ``real_data``'s layer."""
+    _, real_kwargs, _ = real_data
+    kwargs = {
+        "name": f"{real_kwargs['name']} (edited)",
+        "rgb": True,
+        "multiscale": True,
+        "contrast_limits": (0, 255),
+        "scale": real_kwargs.get("scale", (1.0, 1.0)),
+        "metadata": composite_metadata(composite),
+    }
+    if "units" in real_kwargs:
+        kwargs["units"] = real_kwargs["units"]
+    store = str(composite.path)
+
+    def register(layer: Any) -> None:
+        _SOURCES[layer] = composite
+
+    _after_insert(viewer, lambda ly: ly.metadata.get(META_KEY, {}).get("store") == store, register)
+    return composite_levels(composite), kwargs, "image"
 
 
 def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
@@ -327,28 +409,11 @@ def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
     if labels is not None and labels in viewer.layers:
         labels.refresh()
         return labels
-    levels = mask_levels_of(image, slide)
-    labels = viewer.add_labels(
-        levels if len(levels) > 1 else np.asarray(levels[0]),
-        multiscale=len(levels) > 1,
-        name=f"{image.name} synthetic",
-        scale=tuple(image.scale[-2:]),
-        translate=tuple(image.translate[-2:]),
-        opacity=0.9,
-        metadata={META_KEY: {"kind": "synthetic-mask", "of": image.name}},
-    )
-    labels.contour = 2  # an outline: the tissue under it stays visible
-    labels.editable = False
-    _MASKS[image] = labels
-    viewer.layers.move(viewer.layers.index(labels), viewer.layers.index(image) + 1)
-
-    def on_removed(event: Any) -> None:
-        if event.value is image:
-            viewer.layers.events.removed.disconnect(on_removed)
-            if labels in viewer.layers:
-                viewer.layers.remove(labels)
-
-    viewer.layers.events.removed.connect(on_removed)
+    chunk = slide.chunk_px if is_synthetic(slide) else 512
+    levels = mask_levels_of(slide, _layer_shapes(image), chunk)
+    kwargs = _mask_kwargs(image.name, image.scale[-2:], image.translate[-2:], len(levels) > 1)
+    labels = viewer.add_labels(levels if len(levels) > 1 else np.asarray(levels[0]), **kwargs)
+    _link_mask(viewer, image, labels)
     return labels
 
 

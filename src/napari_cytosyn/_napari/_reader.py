@@ -1,5 +1,12 @@
 """napari reader contribution: a whole-slide image becomes one multiscale RGB image layer at its
-physical scale (um), read lazily through `napari_cytosyn.slide.open_slide`."""
+physical scale (um), read lazily through `napari_cytosyn.slide.open_slide`.
+
+What this plugin writes opens with what is synthetic in it: an export comes back as the image
+plus a "synthetic" labels layer (from ``labels/synthetic`` of an OME-Zarr, or the mask TIFF
+beside a TIFF export); a synthetic slide's store (``.cytosyn``) as its lazy layer, rendered
+where you look; an edit store as the real slide with its edited layer on top. Dropping any of
+them on napari does the same.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +21,20 @@ PathLike = str | os.PathLike
 LayerData = tuple[Any, dict[str, Any], str]
 
 
+STORE_SUFFIX = ".cytosyn"
+
+
 def claims(path: PathLike) -> bool:
-    """Whether the reader takes ``path``: a slide file ending or an existing ``.zarr`` directory."""
+    """Whether the reader takes ``path``: a slide file ending, an existing ``.zarr`` directory or
+    a store of this plugin (``.cytosyn``, or any directory holding one)."""
     p = Path(path)
     name = p.name.lower().rstrip("/")
-    if name.endswith(ZARR_SUFFIXES):
+    if name.endswith((*ZARR_SUFFIXES, STORE_SUFFIX)):
         return p.is_dir()
+    if p.is_dir():
+        from napari_cytosyn.slide.store import read_store_attrs
+
+        return read_store_attrs(p) is not None
     return name.endswith(SLIDE_SUFFIXES) and not p.is_dir()
 
 
@@ -40,13 +55,108 @@ def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     scale 1, ``metadata["mpp_known"] = False`` and a warning notification.
     """
     from napari_cytosyn.slide import open_slide
+    from napari_cytosyn.slide.store import read_store_attrs
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers = []
     for p in paths:
+        attrs = read_store_attrs(p) if Path(p).is_dir() else None
+        if attrs is not None:
+            layers += read_store(p, attrs["kind"])
+            continue
         slide = open_slide(p)
         layers.append(slide_layer_data(slide))
+        mask = synthetic_mask_data(p, layers[-1][1])
+        if mask is not None:
+            layers.append(mask)
     return layers
+
+
+def read_store(path: PathLike, kind: str) -> list[LayerData]:
+    """Layers of a store of this plugin: a synthetic slide (lazy layer + labels) or an edit
+    store (real slide, edited layer, labels)."""
+    import napari
+
+    from . import _layers
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        raise RuntimeError(f"opening {path} needs an open napari viewer (it renders lazily)")
+    if kind == "synthetic-slide":
+        from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+        slide = SyntheticSlide.open(path)
+        image = _layers.synthetic_layer_data(viewer, slide)
+        return [image, _layers.mask_layer_data(viewer, image, slide)]
+    if kind == "edit-store":
+        from ._actions import open_edit_store
+
+        composite = open_edit_store(path)
+        real = slide_layer_data(composite.real)
+        edited = _layers.composite_layer_data(viewer, composite, real)
+        return [real, edited, _layers.mask_layer_data(viewer, edited, composite)]
+    raise ValueError(f"{path} is a napari-cytosyn {kind!r} store, which napari cannot show")
+
+
+def synthetic_mask_data(path: PathLike, image_kwargs: dict[str, Any]) -> LayerData | None:
+    """The "synthetic" labels layer of an export, when it has a mask: ``labels/synthetic`` of an
+    OME-Zarr or ``<stem>.synthetic-mask.tif`` beside a TIFF export; else ``None``."""
+    p = Path(path)
+    levels = None
+    if p.is_dir():
+        levels = _zarr_mask_levels(p)
+    else:
+        stem = p.name
+        for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs"):
+            if stem.lower().endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        sidecar = p.with_name(f"{stem}.synthetic-mask.tif")
+        if sidecar.is_file():
+            levels = _tiff_mask_levels(sidecar)
+    if not levels:
+        return None
+    kwargs = {
+        "name": f"{image_kwargs['name']} synthetic",
+        "multiscale": len(levels) > 1,
+        "scale": image_kwargs.get("scale", (1.0, 1.0)),
+        "opacity": 0.9,
+        "metadata": {"cytosyn": {"kind": "synthetic-mask", "of": image_kwargs["name"]}},
+    }
+    if "units" in image_kwargs:
+        kwargs["units"] = image_kwargs["units"]
+    return (levels if len(levels) > 1 else levels[0], kwargs, "labels")
+
+
+def _zarr_mask_levels(path: Path) -> list[Any] | None:
+    import dask.array as da
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path / "labels" / "synthetic"), mode="r")
+    except Exception:  # no labels group: an export without a mask, or not ours
+        return None
+    levels = []
+    for k in range(64):
+        if str(k) not in group:
+            break
+        arr = da.from_zarr(group[str(k)])
+        while arr.ndim > 2:  # (c, y, x) or (t, c, z, y, x) with size-1 leading axes
+            arr = arr[0]
+        levels.append(arr.astype("uint8"))
+    return levels or None
+
+
+def _tiff_mask_levels(path: Path) -> list[Any] | None:
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    store = tifffile.imread(path, aszarr=True)
+    group = zarr.open(store, mode="r")
+    if isinstance(group, zarr.Array):
+        return [da.from_zarr(group)]
+    return [da.from_zarr(group[str(k)]) for k in range(len(group))]
 
 
 def slide_layer_data(slide: Any) -> LayerData:
