@@ -145,6 +145,21 @@ def load_cases(folder: str | Path, variants: list[str] | None = None) -> list[Ca
     return cases
 
 
+def cases_from_image(
+    rgb: np.ndarray,
+    layout: Layout,
+    variants: list[Variant] | None = None,
+    seed: int = 0,
+    layout_id: str = "L000",
+) -> list[Case]:
+    """In-memory cases of one synthetic image under every variant (nothing written)."""
+    cases = []
+    for v in DEFAULT_VARIANTS if variants is None else variants:
+        img, lab, mpp = apply_variant(rgb, layout.labels, layout.mpp, v, seed=seed)
+        cases.append(Case(f"{layout_id}__{v.name}", layout_id, v.name, img, lab, mpp))
+    return cases
+
+
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
