@@ -11,20 +11,39 @@ real training images at 0.5 um/px:
   rotations, stride 8 px, compared as 8 x 8 block averages), next to the RMSE of the
   autoencoder's own reconstruction of real crops (a tile that close would be a copy).
 
-Figures (with ``--figures``): ``docs/images/embedded_real_vs_synthetic.png`` and, unless
-``--quick``, a seamless 2048 x 2048 px region ``docs/images/embedded_region_2048.jpg``.
+and, each at 20x (0.5 um/px) and 40x (0.25 um/px; keys ending ``_20x`` / ``_40x``):
+
+- ``sharpness_ratio``: variance of the Laplacian of the haematoxylin channel, synthetic over
+  real. 20x: unconditional tiles over random real crops. 40x: inpainted discs in the shipped
+  40x sample (the TIA Centre field at 0.25 um/px, inpainted the way a slide is: by the 40x
+  model directly, or for a 20x-only model at 0.5 um/px and resampled back 2x), measured inside
+  the disc (minus the feather) over the real ring around it;
+- ``nuclear_texture_rel_err``: mean over nuclei of the std of haematoxylin inside each nucleus;
+- ``nuclei_density_rel_err``, ``nuclear_area_rel_err`` (20x: the pooled real images, the
+  unconditional tiles; 40x: the 40x image, tiles conditioned on it where the model can);
+- ``realism_auc``: 5-fold cross-validated AUC of a logistic regression on the
+  :data:`napari_cytosyn.quality.REALISM_FEATURES` of 224 px patches, real vs synthetic
+  (0.5 = indistinguishable);
+- ``conditioning_area_err``: tiles conditioned on crops of one real image (20x: each of the
+  two; 40x: the 40x image), relative error of mean nuclear area to that image, averaged;
+  ``conditioning_area_err_uncond`` gives the same for unconditional tiles.
+
+Tiles are sampled in batches by plain Euler on ``model.denoise`` (the engine's ``euler``
+update) on the model's native tile. ``--compare`` adds side-by-side full-zoom crops
+(real, the compared weights, these weights) to the figures.
 
     python scripts/fetch_training_data.py              # once: the real images
     python benchmarks/embedded_quality.py --figures    # 16 synthetic tiles, 2048 px region
     python benchmarks/embedded_quality.py --quick      # 6 tiles, no region
 
 Last line: ``RESULT {"nuclei_density_rel_err": ..., "nuclear_area_rel_err": ...,
-"hed_distance": ..., "hed_distance_real_real": ...}``.
+"hed_distance": ..., "hed_distance_real_real": ..., "sharpness_ratio_20x": ..., ...}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -81,36 +100,155 @@ def montage(rows: list[list[np.ndarray]], gap: int = 6) -> np.ndarray:
     return out
 
 
+def sample_tiles(model, n: int, steps: int, seed: int, cond=None, batch: int = 8) -> list:
+    """``n`` native tiles (uint8) by batched Euler from seeded noise; ``cond`` ``(n, D)``."""
+    import torch
+
+    from napari_cytosyn.sampling import time_grid
+
+    lat = model.tile_px // model.latent_factor
+    out = []
+    for b0 in range(0, n, batch):
+        nb = min(batch, n - b0)
+        g = torch.Generator().manual_seed(seed + b0)
+        z = torch.randn(nb, model.latent_channels, lat, lat, generator=g)
+        c = None if cond is None else cond[b0 : b0 + nb]
+        grid = time_grid(steps)
+        for t, tn in itertools.pairwise(grid):
+            x0 = model.denoise(z, torch.full((nb,), t), cond=c)
+            z = x0 + (tn / t) * (z - x0)
+        rgb = model.decode(z)
+        rgb = ((rgb + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        out.extend(list(rgb))
+    return out
+
+
+def random_crops(im: np.ndarray, n: int, size: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        y = int(rng.integers(im.shape[0] - size + 1))
+        x = int(rng.integers(im.shape[1] - size + 1))
+        out.append(im[y : y + size, x : x + size])
+    return out
+
+
+def embed_crops(model, crops: list[np.ndarray]):
+    import torch
+
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return model.embed(x)
+
+
+def quadrants(tiles: list[np.ndarray], size: int = 224) -> list[np.ndarray]:
+    out = []
+    for t in tiles:
+        for y in range(0, t.shape[0] - size + 1, size):
+            for x in range(0, t.shape[1] - size + 1, size):
+                out.append(t[y : y + size, x : x + size])
+    return out
+
+
+def realism_auc(real: list[np.ndarray], synth: list[np.ndarray], mpp: float) -> float:
+    from napari_cytosyn.quality import cv_auc, realism_features
+
+    x = np.stack([realism_features(p, mpp) for p in [*real, *synth]])
+    y = np.r_[np.zeros(len(real)), np.ones(len(synth))]
+    return cv_auc(x, y, folds=5, seed=0)
+
+
+def upsample2(rgb: np.ndarray) -> np.ndarray:
+    """2x bilinear, as the composite slide resamples a 0.5 um/px result into a 40x slide."""
+    from napari_cytosyn.slide.composite import _from_model
+
+    return _from_model(rgb, (rgb.shape[0] * 2, rgb.shape[1] * 2), 0.5)
+
+
+def disc(size: int, cy: int, cx: int, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def inpaint_sharpness(model20, model40, img40: np.ndarray, steps: int, centres) -> tuple:
+    """Inpaint discs of the 40x image; returns (ratio, list of (real, inpainted) crops).
+
+    Context: 448 px at 0.25 um/px around each disc (radius 96 px). ``model40`` inpaints at
+    0.25 um/px; without it ``model20`` inpaints the 2x area average and the result is resampled
+    back 2x (what a composite slide does for a 20x-only model).
+    """
+    from scipy import ndimage as ndi
+
+    from napari_cytosyn.quality import h_sharpness
+    from napari_cytosyn.sampling import SamplerSettings, inpaint
+    from napari_cytosyn.slide.sample import downsample_area
+
+    size, r, feather = 448, 96.0, 16
+    st = SamplerSettings(steps=steps, seed=7, autocast="off", feather_px=feather)
+    inside, ring, crops = [], [], []
+    for i, (cy, cx) in enumerate(centres):
+        ctx = img40[cy - size // 2 : cy + size // 2, cx - size // 2 : cx + size // 2]
+        m = disc(size, size // 2, size // 2, r)
+        if model40 is not None:
+            out = inpaint(model40, ctx, m, st.replace(seed=7 + i))
+        else:
+            m20 = downsample_area(m.astype(np.uint8)[..., None], 2)[..., 0] > 0
+            out20 = inpaint(model20, downsample_area(ctx, 2), m20, st.replace(seed=7 + i))
+            out = np.where(m[..., None], upsample2(out20), ctx)
+        core = ndi.binary_erosion(m, iterations=feather)
+        band = ndi.binary_dilation(m, iterations=48) & ~ndi.binary_dilation(m, iterations=8)
+        inside.append(h_sharpness(out, core))
+        ring.append(h_sharpness(ctx, band))
+        crops.append((ctx, out))
+    return float(np.mean(inside) / np.mean(ring)), crops
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--tiles", type=int, help="number of synthetic tiles")
+    parser.add_argument("--tiles", type=int, help="number of unconditional synthetic tiles")
+    parser.add_argument("--cond-tiles", type=int, help="conditioned tiles per reference image")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "training")
     parser.add_argument("--weights", type=Path, help="model folder (default: the shipped one)")
+    parser.add_argument("--compare", type=Path, help="other weights for the side-by-side crops")
     parser.add_argument("--figures", action="store_true", help="write figures to docs/images")
+    parser.add_argument("--no-region", action="store_true", help="skip the 2048 px region")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     n_tiles = args.tiles or (6 if args.quick else 16)
+    n_cond = args.cond_tiles or (4 if args.quick else 8)
 
     import torch
 
     from napari_cytosyn.models.embedded import WEIGHTS_DIR, load_embedded
-    from napari_cytosyn.quality import hed_distance, nuclei_stats, relative_error
+    from napari_cytosyn.quality import (
+        h_sharpness,
+        hed_distance,
+        nuclear_texture,
+        nuclei_stats,
+        relative_error,
+    )
     from napari_cytosyn.sampling import SamplerSettings, generate_region
 
     torch.set_num_threads(args.threads)
     real = real_images(args.data)
     names = list(real)
-    model = load_embedded(device="cpu", path=args.weights or WEIGHTS_DIR)
+    weights = args.weights or WEIGHTS_DIR
+    model = load_embedded(device="cpu", path=weights)
+    try:
+        model40 = load_embedded(device="cpu", path=weights, scale="40x")
+    except FileNotFoundError:
+        model40 = None
+    conditional = bool(model.info.get("conditional"))
     steps = args.steps or int(model.info["default_steps"])
     tile = model.tile_px
+    print(
+        f"model v{model.info['version']}: conditional {conditional}, 40x decoder "
+        f"{model40 is not None}, {steps} steps"
+    )
 
     t0 = time.perf_counter()
-    synth = [
-        generate_region(model, SamplerSettings(steps=steps, seed=1000 + i), 0, 0, tile, tile)
-        for i in range(n_tiles)
-    ]
+    synth = sample_tiles(model, n_tiles, steps, seed=1000)
     print(f"{n_tiles} synthetic {tile} px tiles, {steps} steps: {time.perf_counter() - t0:.1f} s")
 
     real_stats = nuclei_stats(list(real.values()), mpp=model.mpp)
@@ -155,6 +293,60 @@ def main() -> None:
         f"(full-res reconstruction RMSE {rec_rmse.mean():.4f})"
     )
 
+    # ---- 20x: sharpness, texture, conditioning, realism
+    real_crops = [c for k, im in enumerate(real.values()) for c in random_crops(im, 12, tile, k)]
+    sharp_20 = float(np.mean([h_sharpness(t) for t in synth])) / float(
+        np.mean([h_sharpness(t) for t in real_crops])
+    )
+    tex_real = nuclear_texture(list(real.values()), model.mpp)
+    tex_syn = nuclear_texture(synth, model.mpp)
+    cond_tiles, cond_err, uncond_err = [], [], []
+    for k, (name, im) in enumerate(real.items()):
+        ref_area = nuclei_stats(im, model.mpp).mean_area_um2
+        uncond_err.append(relative_error(syn_stats.mean_area_um2, ref_area))
+        if conditional:
+            refs = random_crops(im, n_cond, tile, 100 + k)
+            tiles = sample_tiles(model, n_cond, steps, 2000 + 100 * k, embed_crops(model, refs))
+            cond_tiles.extend(tiles)
+            area = nuclei_stats(tiles, model.mpp).mean_area_um2
+            cond_err.append(relative_error(area, ref_area))
+            print(f"conditioned on {name}: mean nuclear area {area:.1f} um2 (real {ref_area:.1f})")
+    auc_20 = realism_auc(real_crops, synth + cond_tiles, model.mpp)
+    print(
+        f"20x: sharpness ratio {sharp_20:.3f}, nuclear texture {tex_syn:.4f} (real "
+        f"{tex_real:.4f}), realism AUC {auc_20:.3f}"
+    )
+
+    # ---- 40x: the natively 40x image (0.25 um/px)
+    from skimage.io import imread
+
+    img40 = imread(args.data / "tiatoolbox_target_0.25mpp.png")[..., :3]
+    mpp40 = 0.25
+    refs40 = random_crops(img40, n_cond, 448, 40)
+    real40 = random_crops(img40, 24, 224, 41)
+    if model40 is not None:
+        c40 = embed_crops(model40, refs40) if conditional else None
+        syn40 = sample_tiles(model40, n_cond, steps, 4000, c40, batch=4)
+        unc40 = sample_tiles(model40, n_cond, steps, 5000, None, batch=4) if conditional else syn40
+    else:  # a 20x-only model: its 0.5 um/px tiles upsampled 2x, as a 40x slide shows them
+        syn40 = [upsample2(t) for t in sample_tiles(model, n_cond, steps, 4000)]
+        unc40 = syn40
+    real40_stats = nuclei_stats(img40, mpp40)
+    s40 = nuclei_stats(syn40, mpp40)
+    u40 = nuclei_stats(unc40, mpp40)
+    tex40_real = nuclear_texture(img40, mpp40)
+    tex40 = nuclear_texture(syn40, mpp40)
+    auc_40 = realism_auc(real40, quadrants(syn40), mpp40)
+    centres = [(260, 260), (740, 700)] if not args.quick else [(260, 260)]
+    sharp_40, inpainted = inpaint_sharpness(model, model40, img40, steps, centres)
+    print(
+        f"40x ({'native decoder' if model40 is not None else '20x upsampled 2x'}): "
+        f"{s40.density_per_mm2:.0f} nuclei/mm2 (real {real40_stats.density_per_mm2:.0f}), "
+        f"area {s40.mean_area_um2:.1f} um2 (real {real40_stats.mean_area_um2:.1f}), texture "
+        f"{tex40:.4f} (real {tex40_real:.4f}), inpainting sharpness ratio {sharp_40:.3f}, "
+        f"realism AUC {auc_40:.3f}"
+    )
+
     if args.figures:
         from skimage.io import imsave
 
@@ -163,7 +355,25 @@ def main() -> None:
         fig = montage([real_tiles[:6], synth[:6]])
         imsave(out / "embedded_real_vs_synthetic.png", fig, check_contrast=False)
         print(f"wrote {out / 'embedded_real_vs_synthetic.png'} (top real, bottom synthetic)")
-        if not args.quick:
+        rows40 = [[c for c, _ in inpainted], [o for _, o in inpainted]]
+        imsave(out / "embedded_inpaint_40x.png", montage(rows40), check_contrast=False)
+        if args.compare:
+            other = load_embedded(device="cpu", path=args.compare)
+            o_steps = int(other.info["default_steps"])
+            o_syn = sample_tiles(other, 3, o_steps, seed=1000)
+            half = [c[:112, :112] for c in real_crops[:: len(real_crops) // 3][:3]]
+            rows = [half, [t[:112, :112] for t in o_syn], [t[:112, :112] for t in synth[:3]]]
+            fig = montage([[np.kron(t, np.ones((2, 2, 1), np.uint8)) for t in r] for r in rows])
+            imsave(out / "embedded_zoom_20x.png", fig, check_contrast=False)
+            o40 = [upsample2(t) for t in sample_tiles(other, 3, o_steps, seed=4000)]
+            rows = [
+                [c[:224, :224] for c in refs40[:3]],
+                [t[:224, :224] for t in o40],
+                [t[:224, :224] for t in syn40[:3]],
+            ]
+            imsave(out / "embedded_zoom_40x.png", montage(rows), check_contrast=False)
+            print("wrote embedded_zoom_20x.png / embedded_zoom_40x.png (real, compared, these)")
+        if not (args.quick or args.no_region):
             t1 = time.perf_counter()
             region = generate_region(
                 model, SamplerSettings(steps=steps, seed=2048), 0, 0, 2048, 2048
@@ -176,6 +386,7 @@ def main() -> None:
                 check_contrast=False,
             )
 
+    area_40_ref = real40_stats.mean_area_um2
     result = {
         "nuclei_density_rel_err": round(
             relative_error(syn_stats.density_per_mm2, real_stats.density_per_mm2), 4
@@ -189,6 +400,32 @@ def main() -> None:
         "nn_rmse_vae_reconstruction": round(float(rec_nn.mean()), 4),
         "tiles": n_tiles,
         "steps": steps,
+        "sharpness_ratio_20x": round(sharp_20, 3),
+        "nuclear_texture_rel_err_20x": round(relative_error(tex_syn, tex_real), 4),
+        "nuclei_density_rel_err_20x": round(
+            relative_error(syn_stats.density_per_mm2, real_stats.density_per_mm2), 4
+        ),
+        "nuclear_area_rel_err_20x": round(
+            relative_error(syn_stats.mean_area_um2, real_stats.mean_area_um2), 4
+        ),
+        "realism_auc_20x": round(auc_20, 3),
+        "conditioning_area_err_20x": round(float(np.mean(cond_err)), 4) if cond_err else None,
+        "conditioning_area_err_uncond_20x": round(float(np.mean(uncond_err)), 4),
+        "sharpness_ratio_40x": round(sharp_40, 3),
+        "nuclear_texture_rel_err_40x": round(relative_error(tex40, tex40_real), 4),
+        "nuclei_density_rel_err_40x": round(
+            relative_error(s40.density_per_mm2, real40_stats.density_per_mm2), 4
+        ),
+        "nuclear_area_rel_err_40x": round(relative_error(s40.mean_area_um2, area_40_ref), 4),
+        "realism_auc_40x": round(auc_40, 3),
+        "conditioning_area_err_40x": (
+            round(relative_error(s40.mean_area_um2, area_40_ref), 4) if conditional else None
+        ),
+        "conditioning_area_err_uncond_40x": round(
+            relative_error(u40.mean_area_um2, area_40_ref), 4
+        ),
+        "native_40x": model40 is not None,
+        "conditional": conditional,
     }
     print("RESULT " + json.dumps(result))
 

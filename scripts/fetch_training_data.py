@@ -16,7 +16,8 @@ Usage::
 
     python scripts/fetch_training_data.py --out data/training
 
-Writes ``tiatoolbox_target_0.5mpp.png``, ``stardist_histo_0.5mpp.png`` and ``sources.json``.
+Writes ``tiatoolbox_target_0.5mpp.png``, ``stardist_histo_0.5mpp.png``, the native 40x
+``tiatoolbox_target_0.25mpp.png`` (targets of the 40x decoder) and ``sources.json``.
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ def fetch(out: Path, cache: Path) -> list[Path]:
         wheel = download_wheel(requirement, cache)
         raw = read_member(wheel, member, sha)
         rgb = imread(io.BytesIO(raw))[..., :3]
+        if abs(mpp - TARGET_MPP) > 1e-6:  # keep the native scale too (the 40x decoder's targets)
+            native = out / f"{short}_{mpp}mpp.png"
+            imsave(native, rgb, check_contrast=False)
+            written.append(native)
         rgb = to_mpp(rgb, mpp)
         path = out / f"{short}_{TARGET_MPP}mpp.png"
         imsave(path, rgb, check_contrast=False)

@@ -29,6 +29,9 @@ from diffusers import AutoencoderKL, UNet2DModel
 from skimage.color import hed2rgb, rgb2hed
 from skimage.io import imread, imsave
 
+from napari_cytosyn.models.tiny_nets import X2Decoder, descriptor_mlp
+from napari_cytosyn.models.tissue_descriptor import FEATURES, describe
+
 TIMESTEP_SCALE = 1000.0  # the UNet sees t * 1000 as its timestep
 TILE_LATENT = 28
 HOLDOUT_PX = 128  # bottom-right block of the first image, never seen by the VAE
@@ -364,6 +367,467 @@ def train_unet(
     return ema, step
 
 
+# ---------------------------------------------------------------- conditional UNet (v2)
+
+
+@torch.no_grad()
+def encode_crops(vae, images, rng, jitters: int, per_variant: int, shift, scale, crop_lat: int):
+    """Latent crops and the descriptors of their pixels, over all augmented variants.
+
+    Every image is taken in its 8 dihedral variants x 2 half-latent shifts x ``jitters`` stain
+    variants (the first unjittered), encoded once (posterior mean, model scaling
+    ``(z - shift) * scale``), and ``per_variant`` random ``crop_lat``-latent crops are cut with
+    the raw :func:`describe` of the same pixels. Returns ``(N, 4, c, c)`` and ``(N, D)``.
+    """
+    zs, ds = [], []
+    px = crop_lat * 8
+    for im in images:
+        for k in range(8):
+            base = dihedral(im, k)
+            for sy, sx in ((0, 0), (4, 4)):
+                for j in range(jitters):
+                    v = base[sy:, sx:]
+                    v = stain_jitter(v, rng) if j else v
+                    h, w = (v.shape[0] // 8) * 8, (v.shape[1] // 8) * 8
+                    v = np.ascontiguousarray(v[:h, :w])
+                    x = torch.from_numpy(v).permute(2, 0, 1)[None] * 2 - 1
+                    z = (vae.encode(x).latent_dist.mean[0] - shift[:, None, None]) * scale[
+                        :, None, None
+                    ]
+                    u8 = np.round(v * 255).astype(np.uint8)
+                    for _ in range(per_variant):
+                        y = int(rng.integers(z.shape[1] - crop_lat + 1))
+                        x0 = int(rng.integers(z.shape[2] - crop_lat + 1))
+                        zs.append(z[:, y : y + crop_lat, x0 : x0 + crop_lat].clone())
+                        ds.append(describe(u8[8 * y : 8 * y + px, 8 * x0 : 8 * x0 + px]))
+    return torch.stack(zs), torch.from_numpy(np.stack(ds)).float()
+
+
+def cond_vector(desc: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``[desc, 1]`` where ``keep`` else all zeros (the null condition)."""
+    c = torch.cat([desc, torch.ones(desc.shape[0], 1)], 1)
+    return c * keep[:, None].float()
+
+
+def _ckpt_state(rng, gen) -> dict:
+    return {"np_rng": rng.bit_generator.state, "torch_gen": gen.get_state()}
+
+
+def train_conditional(args, cache_z, cache_d, unet, mlp, rng, out: Path, runs: Path, ckpt: Path):
+    """Fine-tune ``unet`` (+ the zero-initialised descriptor head ``mlp``) on descriptor-labelled
+    latent crops, with classifier-free dropout ``--cond-drop``; then, when ``--distill-minutes``
+    is set, distil the result into a few-step student (progressive distillation, Salimans & Ho
+    2022, on the rectified-flow ODE): for a random interval ``[t_a, t_b]`` of a 4- or 6-step
+    uniform grid, the student's single Euler step from ``z_{t_a}`` regresses the teacher's
+    ``12 / n`` Euler steps over the same interval. Checkpoints (``ckpt``) make both stages
+    resumable; returns the step counts.
+    """
+    gen = torch.Generator().manual_seed(args.seed + 3)
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    ema_mlp = copy.deepcopy(mlp).eval().requires_grad_(False)
+    params = [*unet.parameters(), *mlp.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.0)
+    state = {"stage": "cond", "step": 0, "elapsed": 0.0, "steps": {"cond": 0, "distill": 0}}
+    teacher = teacher_mlp = None
+    if ckpt.is_file() and args.resume:
+        sd = torch.load(ckpt, weights_only=False)
+        state = sd["state"]
+        if state["stage"] == "distill":
+            teacher = copy.deepcopy(unet).eval().requires_grad_(False)
+            teacher_mlp = copy.deepcopy(mlp).eval().requires_grad_(False)
+            teacher.load_state_dict(sd["teacher"])
+            teacher_mlp.load_state_dict(sd["teacher_mlp"])
+            opt = torch.optim.AdamW(params, lr=args.distill_lr, weight_decay=0.0)
+        unet.load_state_dict(sd["unet"])
+        mlp.load_state_dict(sd["mlp"])
+        ema.load_state_dict(sd["ema"])
+        ema_mlp.load_state_dict(sd["ema_mlp"])
+        opt.load_state_dict(sd["opt"])
+        rng.bit_generator.state = sd["rng"]["np_rng"]
+        gen.set_state(sd["rng"]["torch_gen"])
+        log(f"resumed {state['stage']} at step {state['step']} ({state['elapsed'] / 60:.1f} min)")
+
+    def save(final: bool = False) -> None:
+        sd = {
+            "state": state,
+            "unet": unet.state_dict(),
+            "mlp": mlp.state_dict(),
+            "ema": ema.state_dict(),
+            "ema_mlp": ema_mlp.state_dict(),
+            "opt": opt.state_dict(),
+            "rng": _ckpt_state(rng, gen),
+        }
+        if teacher is not None:
+            sd["teacher"] = teacher.state_dict()
+            sd["teacher_mlp"] = teacher_mlp.state_dict()
+        torch.save(sd, ckpt.with_suffix(".tmp"))
+        ckpt.with_suffix(".tmp").replace(ckpt)
+        save_half(ema, out / "unet")
+        save_cond_head(ema_mlp, out / "cond")
+        log(f"checkpoint {state['stage']} step {state['step']}{' (final)' if final else ''}")
+
+    n = cache_z.shape[0]
+    losses, last_save = [], time.time()
+    for stage, minutes in (("cond", args.cond_minutes), ("distill", args.distill_minutes)):
+        if stage == "cond" and state["stage"] == "distill":
+            continue
+        if minutes <= 0:
+            continue
+        if stage == "distill" and state["stage"] == "cond":
+            teacher = copy.deepcopy(ema).eval().requires_grad_(False)
+            teacher_mlp = copy.deepcopy(ema_mlp).eval().requires_grad_(False)
+            unet.load_state_dict(ema.state_dict())
+            mlp.load_state_dict(ema_mlp.state_dict())
+            opt = torch.optim.AdamW(params, lr=args.distill_lr, weight_decay=0.0)
+            state.update(stage="distill", step=0, elapsed=0.0)
+        base_lr = args.unet_lr if stage == "cond" else args.distill_lr
+        t_start = time.time() - state["elapsed"]
+        budget = minutes * 60.0
+        while True:
+            state["elapsed"] = time.time() - t_start
+            frac = state["elapsed"] / budget
+            if args.unet_steps:
+                frac = state["step"] / args.unet_steps
+            if frac >= 1.0:
+                break
+            lr = (
+                base_lr
+                * min(1.0, (state["step"] + 1) / 50)
+                * (0.5 + 0.5 * math.cos(math.pi * frac))
+            )
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = torch.from_numpy(rng.integers(n, size=args.unet_batch))
+            z0 = cache_z[idx]
+            keep = torch.rand(z0.shape[0], generator=gen) >= args.cond_drop
+            c = cond_vector(cache_d[idx], keep)
+            eps = torch.randn(z0.shape, generator=gen)
+            if stage == "cond":
+                t = torch.sigmoid(torch.randn(z0.shape[0], generator=gen))  # logit-normal (SD3)
+                tt = t[:, None, None, None]
+                zt = (1 - tt) * z0 + tt * eps
+                v = unet(zt, t * TIMESTEP_SCALE, class_labels=mlp(c)).sample
+                loss = F.mse_loss(v, eps - z0)
+            else:
+                grids = torch.tensor([4, 6])[torch.randint(2, (z0.shape[0],), generator=gen)]
+                i = (torch.rand(z0.shape[0], generator=gen) * grids).floor()
+                ta, tb = 1 - i / grids, 1 - (i + 1) / grids
+                zt = (1 - ta[:, None, None, None]) * z0 + ta[:, None, None, None] * eps
+                with torch.no_grad():
+                    emb = teacher_mlp(c)
+                    zz, sub = zt.clone(), (12 // grids).float()
+                    for s in range(3):  # 3 sub-steps for the 4-grid, 2 for the 6-grid
+                        live = (s < sub).float()[:, None, None, None]
+                        t_s = ta + (tb - ta) * s / sub
+                        t_n = ta + (tb - ta) * torch.minimum(torch.tensor(s + 1.0), sub) / sub
+                        vt = teacher(zz, t_s * TIMESTEP_SCALE, class_labels=emb).sample
+                        zz = zz + live * (t_n - t_s)[:, None, None, None] * vt
+                    target = (zz - zt) / (tb - ta)[:, None, None, None]
+                v = unet(zt, ta * TIMESTEP_SCALE, class_labels=mlp(c)).sample
+                loss = F.mse_loss(v, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            state["step"] += 1
+            state["steps"][stage] = state["step"]
+            decay = min(args.ema, (1 + state["step"]) / (10 + state["step"]))
+            with torch.no_grad():
+                for pe, p in zip([*ema.parameters(), *ema_mlp.parameters()], params, strict=True):
+                    pe.lerp_(p, 1 - decay)
+            losses.append(loss.item())
+            if state["step"] % 25 == 0:
+                log(f"{stage} step {state['step']} loss {np.mean(losses[-25:]):.4f} lr {lr:.2e}")
+            if time.time() - last_save > args.save_minutes * 60:
+                save()
+                last_save = time.time()
+        save(final=True)
+    return state["steps"]
+
+
+def save_cond_head(mlp, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().half().contiguous() for k, v in mlp.state_dict().items()}
+    save_file(sd, path / "descriptor_mlp.safetensors")
+
+
+def run_conditional(args, images, rng) -> None:
+    """v2 path: frozen v1 VAE and latent scaling, conditional fine-tune (+ distillation)."""
+    t_all = time.time()
+    src_cfg = json.loads((args.scaling_from / "cytosyn_tiny.json").read_text())
+    shift = torch.tensor(src_cfg["latent_shift"])
+    scale = torch.tensor(src_cfg["latent_scale"])
+    vae = AutoencoderKL.from_pretrained(args.vae_from, torch_dtype=torch.float32).eval()
+    vae.requires_grad_(False)
+    crop_lat = args.tile_px // 8
+    cache = args.runs / "cond_cache.pt"
+    if cache.is_file():
+        cz, cd = torch.load(cache)
+    else:
+        t0 = time.time()
+        cz, cd = encode_crops(
+            vae, images, rng, args.jitters, args.crops_per_variant, shift, scale, crop_lat
+        )
+        torch.save((cz, cd), cache)
+        log(f"{cz.shape[0]} descriptor-labelled crops in {time.time() - t0:.0f} s")
+    d_mean, d_std = cd.mean(0), cd.std(0).clamp_min(1e-6)
+    cdn = (cd - d_mean) / d_std
+    if args.unet_from:
+        unet = UNet2DModel.from_pretrained(
+            args.unet_from, torch_dtype=torch.float32, class_embed_type="identity"
+        )
+    else:
+        torch.manual_seed(args.seed + 1)
+        unet = UNet2DModel(
+            **{
+                **UNET_CONFIG,
+                "sample_size": crop_lat,
+                "class_embed_type": "identity",
+                **args.unet_override,
+            }
+        )
+    unet.train()
+    torch.manual_seed(args.seed + 4)
+    emb_dim = unet.config.block_out_channels[0] * 4
+    mlp = descriptor_mlp(len(FEATURES), emb_dim)
+    log(
+        f"UNet params {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, "
+        f"head {sum(p.numel() for p in mlp.parameters()) / 1e3:.0f} k"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    steps = train_conditional(
+        args, cz, cdn, unet, mlp, rng, args.out, args.runs, args.runs / "cond_ckpt.pt"
+    )
+    cfg = {k: v for k, v in src_cfg.items() if k not in ("training", "descriptor", "default_steps")}
+    cfg.update(
+        name="cytosyn-tiny",
+        version=2,
+        tile_px=args.tile_px,
+        default_steps=args.default_steps,
+        descriptor={
+            "features": list(FEATURES),
+            "mpp": 0.5,
+            "mean": [float(v) for v in d_mean],
+            "std": [float(v) for v in d_std],
+            "cond_drop": args.cond_drop,
+        },
+    )
+    prev = src_cfg.get("training", {})
+    cfg["training"] = {
+        **{
+            k: prev[k]
+            for k in ("vae_steps", "vae_minutes", "decoder_steps", "decoder_minutes")
+            if k in prev
+        },
+        "seed": args.seed,
+        "data": [p.name for p in sorted(args.data.glob("*_0.5mpp.png"))],
+        "cond_crops": int(cz.shape[0]),
+        "cond_steps": steps["cond"],
+        "distill_steps": steps["distill"],
+        "unet_command": "python scripts/train_embedded.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if v is not None and k not in ("unet_override",)
+        ),
+        "unet_minutes": round((time.time() - t_all) / 60, 1),
+    }
+    (args.out / "cytosyn_tiny.json").write_text(json.dumps(cfg, indent=2))
+    log(f"conditional stage done in {(time.time() - t_all) / 60:.1f} min")
+
+
+# ---------------------------------------------------------------- decoders (v2)
+
+
+def h_laplacian_var(rgb: torch.Tensor) -> float:
+    """Variance of the Laplacian of the haematoxylin channel of ``(B, 3, H, W)`` in [-1, 1]."""
+    from scipy import ndimage as ndi
+
+    out = []
+    for im in ((rgb.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy():
+        out.append(ndi.laplace(rgb2hed(im)[..., 0]).var())
+    return float(np.mean(out))
+
+
+def x2_batch(im40: np.ndarray, rng, batch: int, crop: int) -> torch.Tensor:
+    """Augmented ``crop`` px crops of the 0.25 um/px image in [-1, 1], avoiding its holdout."""
+    out = []
+    h, w = im40.shape[:2]
+    hold = 2 * HOLDOUT_PX
+    while len(out) < batch:
+        y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        if y + crop > h - hold and x + crop > w - hold:
+            continue
+        c = dihedral(im40[y : y + crop, x : x + crop], int(rng.integers(8)))
+        out.append(stain_jitter(c, rng))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2) * 2.0 - 1.0
+
+
+def train_decoder_v2(args, vae, images, rng, out: Path, runs: Path, scale: int) -> dict:
+    """Fine-tune a decoder on the frozen encoder's latents; ``scale`` 1 (20x) or 2 (40x).
+
+    Loss: L1 + ``--grad-weight`` x gradient L1 + ``--fft-weight`` x log-FFT-amplitude L1 and, in
+    the last ``--gan-frac`` of the budget, ``--gan-weight`` x a hinge PatchGAN term. The decoder
+    sees posterior samples during training. 20x: crops of both 0.5 um/px images; 40x: the
+    :class:`X2Decoder` (initialised from ``vae``'s decoder) decodes latents of the 2 x 2 average of
+    0.25 um/px crops of the natively 40x image and is compared with those crops. Holdout PSNR and
+    the haematoxylin Laplacian-variance ratio (decoded / real) are logged; the state before the
+    GAN phase is kept as ``*_pregan``. Resumable from ``runs/dec{scale}_ckpt.pt``.
+    """
+    tag = f"dec{scale}x"
+    ckpt = runs / f"{tag}_ckpt.pt"
+    gen = torch.Generator().manual_seed(args.seed + 10 * scale)
+    torch.manual_seed(args.seed + 10 * scale)
+    if scale == 1:
+        net = copy.deepcopy(vae)
+        net.encoder.requires_grad_(False)
+        net.quant_conv.requires_grad_(False)
+        params = [*net.decoder.parameters(), *net.post_quant_conv.parameters()]
+        decode = lambda z: net.decode(z).sample  # noqa: E731
+        im0 = images[0]
+        hold = torch.from_numpy(im0[-HOLDOUT_PX:, -HOLDOUT_PX:].copy()).permute(2, 0, 1)[None]
+        crop = args.decoder_crop
+    else:
+        net = X2Decoder.from_vae(vae)
+        params = list(net.parameters())
+        decode = net
+        im40 = imread(args.data / "tiatoolbox_target_0.25mpp.png")[..., :3]
+        im40 = im40.astype(np.float32) / 255.0
+        hold = torch.from_numpy(im40[-2 * HOLDOUT_PX :, -2 * HOLDOUT_PX :].copy())
+        hold = hold.permute(2, 0, 1)[None]
+        crop = 2 * args.decoder_crop
+    hold = hold * 2 - 1
+    hold_in = F.avg_pool2d(hold, scale) if scale > 1 else hold
+    for p in params:
+        p.requires_grad_(True)
+    disc = PatchDiscriminator()
+    opt = torch.optim.AdamW(params, lr=args.decoder_lr, weight_decay=0.0)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=args.decoder_lr, betas=(0.5, 0.9))
+    state = {"step": 0, "elapsed": 0.0, "pregan_saved": False}
+    if ckpt.is_file() and args.resume:
+        sd = torch.load(ckpt, weights_only=False)
+        state = sd["state"]
+        net.load_state_dict(sd["net"])
+        disc.load_state_dict(sd["disc"])
+        opt.load_state_dict(sd["opt"])
+        opt_d.load_state_dict(sd["opt_d"])
+        rng.bit_generator.state = sd["np_rng"]
+        gen.set_state(sd["torch_gen"])
+        log(f"resumed {tag} at step {state['step']}")
+
+    def save_net(name: str) -> None:
+        if scale == 1:
+            save_half(net, out / name)
+        else:
+            from safetensors.torch import save_file
+
+            (out / name).mkdir(parents=True, exist_ok=True)
+            sd = {k: v.detach().half().contiguous() for k, v in net.state_dict().items()}
+            save_file(sd, out / name / "x2_decoder.safetensors")
+            (out / name / "config.json").write_text(json.dumps(net.vae_config, indent=2))
+
+    def save_ckpt() -> None:
+        sd = {
+            "state": state,
+            "net": net.state_dict(),
+            "disc": disc.state_dict(),
+            "opt": opt.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "np_rng": rng.bit_generator.state,
+            "torch_gen": gen.get_state(),
+        }
+        torch.save(sd, ckpt.with_suffix(".tmp"))
+        ckpt.with_suffix(".tmp").replace(ckpt)
+
+    @torch.no_grad()
+    def evaluate() -> tuple[float, float]:
+        rec = decode(vae.encode(hold_in).latent_dist.mean).clamp(-1, 1)
+        return psnr(rec, hold), h_laplacian_var(rec) / h_laplacian_var(hold)
+
+    hp, sr = evaluate()
+    log(f"{tag} start holdout_psnr {hp:.2f} sharpness_ratio {sr:.3f}")
+    name = "vae" if scale == 1 else "vae_x2"
+    budget = args.decoder_minutes * 60.0
+    t_start, last_save = time.time() - state["elapsed"], time.time()
+    while True:
+        state["elapsed"] = time.time() - t_start
+        frac = state["step"] / args.vae_steps if args.vae_steps else state["elapsed"] / budget
+        if frac >= 1.0:
+            break
+        use_gan = frac >= 1.0 - args.gan_frac
+        if use_gan and not state["pregan_saved"]:
+            save_net(name + "_pregan")
+            state["pregan_saved"] = True
+        lr = args.decoder_lr * min(1.0, (state["step"] + 1) / 50)
+        lr *= 0.3 + 0.7 * 0.5 * (1 + math.cos(math.pi * frac))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if scale == 1:
+            x = vae_batch(images, rng, args.vae_batch, crop)
+            x_in = x
+        else:
+            x = x2_batch(im40, rng, args.vae_batch, crop)
+            x_in = F.avg_pool2d(x, 2)
+        with torch.no_grad():
+            post = vae.encode(x_in).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = decode(z)
+        loss = (
+            (rec - x).abs().mean()
+            + args.grad_weight * gradient_l1(rec, x)
+            + args.fft_weight * fft_l1(rec, x)
+        )
+        if use_gan:
+            loss = loss - args.gan_weight * disc(rec).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if use_gan:
+            d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        state["step"] += 1
+        if state["step"] % 25 == 0:
+            hp, sr = evaluate()
+            log(
+                f"{tag} step {state['step']} loss {loss.item():.4f} gan {int(use_gan)} "
+                f"lr {lr:.2e} holdout_psnr {hp:.2f} sharpness_ratio {sr:.3f}"
+            )
+        if time.time() - last_save > args.save_minutes * 60:
+            save_ckpt()
+            save_net(name)
+            last_save = time.time()
+    save_ckpt()
+    save_net(name)
+    hp, sr = evaluate()
+    log(f"{tag} done: {state['step']} steps, holdout_psnr {hp:.2f} sharpness_ratio {sr:.3f}")
+    return {"steps": state["step"], "holdout_psnr": round(hp, 2), "sharpness_ratio": round(sr, 3)}
+
+
+def run_decoders(args, images, rng) -> None:
+    """v2 decoders on the frozen encoder: a sharper 20x decoder, then the 40x decoder from it."""
+    vae = AutoencoderKL.from_pretrained(args.vae_from, torch_dtype=torch.float32).eval()
+    vae.requires_grad_(False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = {}
+    if "20x" in args.decoders:
+        info["dec20x"] = train_decoder_v2(args, vae, images, rng, args.out, args.runs, 1)
+        vae = AutoencoderKL.from_pretrained(args.out / "vae", torch_dtype=torch.float32).eval()
+        vae.requires_grad_(False)
+    if "40x" in args.decoders:
+        info["dec40x"] = train_decoder_v2(args, vae, images, rng, args.out, args.runs, 2)
+    info["command"] = "python scripts/train_embedded.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in vars(args).items()
+        if v is not None and k != "unet_override"
+    )
+    (args.out / "decoders.json").write_text(json.dumps(info, indent=2))
+
+
 def write_model_config(out: Path, mean, std, info: dict) -> None:
     cfg = {
         "name": "cytosyn-tiny",
@@ -417,7 +881,37 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--save-minutes", type=float, default=10.0)
     ap.add_argument("--vae-from", type=Path, default=None, help="reuse a trained VAE folder")
+    ap.add_argument(
+        "--conditional",
+        action="store_true",
+        help="v2: descriptor-conditioned UNet on the frozen --vae-from latents",
+    )
+    ap.add_argument("--unet-from", type=Path, default=None, help="initial UNet (conditional)")
+    ap.add_argument(
+        "--scaling-from", type=Path, default=None, help="folder whose latent scaling is kept"
+    )
+    ap.add_argument("--cond-minutes", type=float, default=40.0)
+    ap.add_argument("--distill-minutes", type=float, default=0.0)
+    ap.add_argument("--cond-drop", type=float, default=0.15)
+    ap.add_argument("--distill-lr", type=float, default=1e-4)
+    ap.add_argument("--crops-per-variant", type=int, default=60)
+    ap.add_argument("--tile-px", type=int, default=224)
+    ap.add_argument("--default-steps", type=int, default=12)
+    ap.add_argument("--resume", action="store_true", help="continue from the runs/ checkpoint")
+    ap.add_argument(
+        "--tiny", action="store_true", help="a tiny network (tests of this script only)"
+    )
+    ap.add_argument(
+        "--decoders",
+        default="",
+        help="v2: fine-tune decoders on the frozen --vae-from encoder: '20x', '40x' or '20x,40x'",
+    )
     args = ap.parse_args()
+    args.unet_override = (
+        dict(block_out_channels=(32, 32, 32), attention_head_dim=8, norm_num_groups=8)
+        if args.tiny
+        else {}
+    )
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -425,6 +919,17 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     images = load_images(args.data)
     log(f"{len(images)} images, {sum(i.shape[0] * i.shape[1] for i in images) / 1e6:.3f} MP")
+    if args.decoders:
+        if args.vae_from is None:
+            raise SystemExit("--decoders needs --vae-from (the frozen autoencoder)")
+        run_decoders(args, images, rng)
+        return
+    if args.conditional:
+        if args.vae_from is None:
+            raise SystemExit("--conditional needs --vae-from (the frozen autoencoder)")
+        args.scaling_from = args.scaling_from or args.vae_from.parent
+        run_conditional(args, images, rng)
+        return
     t_all = time.time()
     if args.vae_from:
         vae = AutoencoderKL.from_pretrained(args.vae_from, torch_dtype=torch.float32).eval()

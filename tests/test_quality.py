@@ -8,9 +8,15 @@ from skimage.color import hed2rgb
 from skimage.draw import disk
 
 from napari_cytosyn.quality import (
+    REALISM_FEATURES,
+    auc,
+    cv_auc,
+    h_sharpness,
     hed_distance,
     hed_histograms,
+    nuclear_texture,
     nuclei_stats,
+    realism_features,
     relative_error,
     segment_nuclei,
 )
@@ -84,3 +90,53 @@ def test_non_rgb_input_is_refused_with_a_clear_message():
         nuclei_stats(np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError, match="uint8 RGB"):
         hed_distance(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8, 3), np.uint8))
+
+
+def test_sharpness_drops_when_the_tissue_is_blurred_and_respects_the_mask():
+    from skimage.filters import gaussian
+
+    rgb, _ = synthetic_he(1)
+    blurred = np.round(gaussian(rgb, sigma=2, channel_axis=-1) * 255).astype(np.uint8)
+    assert h_sharpness(blurred) < 0.3 * h_sharpness(rgb)
+    mask = np.zeros(rgb.shape[:2], bool)
+    mask[:, :128] = True
+    sharp_left = np.concatenate([rgb[:, :128], blurred[:, 128:]], 1)
+    assert h_sharpness(sharp_left, mask) > 3 * h_sharpness(sharp_left, ~mask)
+    with pytest.raises(ValueError, match="mask shape"):
+        h_sharpness(rgb, mask[:10])
+
+
+def test_nuclear_texture_sees_chromatin_variation():
+    flat, _ = synthetic_he(2)  # nuclei with 0.01 OD noise
+    rng = np.random.default_rng(3)
+    hed = np.zeros((256, 256, 3))
+    hed[..., 1] = 0.035
+    for c in [(40 + 60 * i, 40 + 60 * j) for i in range(4) for j in range(4)]:
+        rr, cc = disk(c, 8)
+        hed[rr, cc, 0] = 0.15 + 0.05 * rng.standard_normal(len(rr))  # coarse chromatin
+    grainy = np.round(np.clip(hed2rgb(hed), 0, 1) * 255).astype(np.uint8)
+    assert nuclear_texture(grainy) > 2 * nuclear_texture(flat)
+    assert nuclear_texture(np.full((64, 64, 3), 240, np.uint8)) == 0.0
+
+
+def test_auc_matches_hand_counts_and_cross_validation_separates_only_different_sets():
+    assert auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert auc([1, 1], [0, 1]) == 0.5
+    with pytest.raises(ValueError, match="both classes"):
+        auc([1, 2], [1, 1])
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, (40, 3)), rng.normal(0, 1, (40, 3))
+    y = np.r_[np.zeros(40), np.ones(40)]
+    assert cv_auc(np.vstack([a, b]), y) < 0.7
+    assert cv_auc(np.vstack([a, b + 3.0]), y) > 0.95
+    assert cv_auc(np.vstack([a, b]), y) == cv_auc(np.vstack([a, b]), y)  # seeded folds
+
+
+def test_realism_features_are_finite_and_tell_nuclei_sizes_apart():
+    small = [synthetic_he(s, radius_px=4)[0] for s in range(6)]
+    large = [synthetic_he(10 + s, n_nuclei=25, radius_px=9)[0] for s in range(6)]
+    feats = np.stack([realism_features(t) for t in small + large])
+    assert feats.shape == (12, len(REALISM_FEATURES))
+    assert np.isfinite(feats).all()
+    area = REALISM_FEATURES.index("nuclear_area_um2")
+    assert feats[6:, area].min() > 2 * feats[:6, area].max()

@@ -291,6 +291,12 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     check_output(out, args.overwrite)
     slide = open_slide(args.slide)
     components = read_mask(args.mask, slide, args.mask_level)
+    from napari_cytosyn.models.embedded import match_slide_scale
+
+    # cytosyn-tiny on a 40x slide: its 40x decoder generates at the slide's pixel size
+    args.model, why = match_slide_scale(args.model, slide.mpp[0] if slide.mpp else None)
+    if why:
+        say(args, why)
     model = load_cli_model(args.model, args.device)
     settings = sampler_settings(args, args.seed)
     from napari_cytosyn.cli_twin import guided_settings, reference_from_args

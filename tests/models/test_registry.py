@@ -30,8 +30,11 @@ from napari_cytosyn.models.registry import parse_name
 def test_available_lists_registered_models_with_metadata():
     infos = {i.name: i for i in available()}
     assert next(iter(infos)) == "cytosyn-tiny"
-    assert {"cytosyn-tiny", "cytosyn", "pixcell-256", "pixcell-1024"} <= set(infos)
+    assert {"cytosyn-tiny", "cytosyn-tiny-40x", "cytosyn", "pixcell-256", "pixcell-1024"} <= set(
+        infos
+    )
     assert infos["cytosyn-tiny-cells"].backend == "embedded-cells"
+    assert infos["cytosyn-tiny-40x"].backend == "embedded"
     cyto = infos["cytosyn"]
     assert (cyto.source, cyto.gated, cyto.tile_px, cyto.mpp, cyto.latent_channels) == (
         "Owkin-Bioptimus/CytoSyn",

@@ -82,7 +82,8 @@ def load_model(
     if info.backend == "embedded":
         from .embedded import load_embedded
 
-        model = BackendModel.wrap(load_embedded(device=str(dev), dtype=dt))
+        scale = "40x" if info.name == "cytosyn-tiny-40x" else "20x"
+        model = BackendModel.wrap(load_embedded(device=str(dev), dtype=dt, scale=scale))
     elif info.backend == "embedded-cells":
         from .cells import load_cells
 

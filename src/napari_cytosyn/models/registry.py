@@ -3,6 +3,7 @@
 Names:
 - ``cytosyn-tiny``: the embedded demonstration model (ships in the wheel, works offline);
 - ``cytosyn-tiny-cells``: the embedded mask-conditioned model of the segmentation test kit;
+- ``cytosyn-tiny-40x``: the same model with its 40x decoder (0.25 um/px, for 40x slides);
 - ``cytosyn``: Owkin/Bioptimus CytoSyn (``Owkin-Bioptimus/CytoSyn``, gated, non-commercial);
 - ``pixcell-256``, ``pixcell-1024``: Stony Brook PixCell (``StonyBrook-CVLab/PixCell-*``);
 - ``diffusers:<hub id or folder>``: any unconditional latent diffusion folder.
@@ -97,6 +98,20 @@ _REGISTRY: dict[str, ModelInfo] = {
             "nuclei where a layout says; shares cytosyn-tiny's autoencoder; works offline. "
             "Trained on pseudo-labels of a classical segmenter on two images.",
             defaults={"steps": 12, "guidance": 1.0},
+        ),
+        ModelInfo(
+            name="cytosyn-tiny-40x",
+            backend="embedded",
+            source=None,
+            licence="BSD-3-Clause (trained by napari-cytosyn on BSD-licensed sample images)",
+            gated=False,
+            mpp=0.25,
+            tile_px=448,
+            latent_channels=4,
+            conditioning="tissue descriptor (stain, nuclear density and size, texture)",
+            description="cytosyn-tiny with its 40x decoder: the same latents decoded to "
+            "0.25 um/px, so 40x slides are inpainted without upsampling; works offline.",
+            defaults={"steps": 4, "guidance": 1.0},
         ),
         ModelInfo(
             name="cytosyn",
@@ -197,7 +212,7 @@ def parse_name(name: str) -> tuple[ModelInfo, str | None]:
         raise UnknownModelError(f"unknown model {name!r}; available: {names}")
     if sep and not source:
         raise UnknownModelError(f"{key + ':'!r} needs a hub id or a folder after the colon")
-    if sep and key in ("cytosyn-tiny", "cytosyn-tiny-cells"):
+    if sep and key in ("cytosyn-tiny", "cytosyn-tiny-cells", "cytosyn-tiny-40x"):
         raise UnknownModelError(f"{key} is embedded in the package and takes no source")
     return _REGISTRY[key], (source or None)
 

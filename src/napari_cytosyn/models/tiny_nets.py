@@ -1,0 +1,104 @@
+"""Network parts of the embedded model ``cytosyn-tiny`` beyond the diffusers VAE and UNet.
+
+- :func:`descriptor_mlp`: the conditioning head from the tissue descriptor to the UNet's time
+  embedding (classifier-free null condition = all zeros = no change);
+- :class:`X2Decoder`: the 40x decoder, the 20x decoder's layers plus one more 2x upsampling stage,
+  decoding the same latents to 0.25 um/px;
+- :class:`X2VAE`: a VAE-like object for :class:`~.latent.LatentDiffusion` at 40x: ``encode``
+  averages 2 x 2 pixels (0.25 -> 0.5 um/px) and runs the frozen 20x encoder, ``decode`` runs
+  :class:`X2Decoder`, so the model works at 0.25 um/px with a latent factor of 16.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.autoencoders.vae import DecoderOutput
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.upsampling import Upsample2D
+
+
+def descriptor_mlp(n_features: int, emb_dim: int) -> torch.nn.Sequential:
+    """The conditioning head: ``[descriptor, 1] -> (emb_dim,)`` added to the time embedding.
+
+    No biases and a zero-initialised last layer: the all-zero input (the null condition of
+    classifier-free guidance) maps to exactly zero, i.e. to the unconditional network.
+    """
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(n_features + 1, emb_dim, bias=False),
+        torch.nn.SiLU(),
+        torch.nn.Linear(emb_dim, emb_dim, bias=False),
+    )
+    torch.nn.init.zeros_(mlp[2].weight)
+    return mlp
+
+
+class X2Decoder(torch.nn.Module):
+    """``post_quant_conv`` + diffusers ``Decoder`` with one extra 2x stage before the output.
+
+    The extra stage is a nearest 2x upsampling with a 3 x 3 convolution and one ResNet block at
+    the decoder's first width. :meth:`from_vae` copies a trained 20x decoder and initialises the
+    extra stage to plain nearest upsampling (identity convolution, zero residual), so training
+    starts from "the 20x decoder, upsampled".
+    """
+
+    def __init__(self, vae_config: dict):
+        super().__init__()
+        from diffusers import AutoencoderKL
+
+        cfg = {k: v for k, v in vae_config.items() if not k.startswith("_")}
+        template = AutoencoderKL(**cfg)
+        self.post_quant_conv = template.post_quant_conv
+        self.decoder = template.decoder
+        ch = cfg["block_out_channels"][0]
+        groups = cfg.get("norm_num_groups", 32)
+        self.up = Upsample2D(ch, use_conv=True, out_channels=ch)
+        self.res = ResnetBlock2D(in_channels=ch, out_channels=ch, temb_channels=None, groups=groups)
+        self.vae_config = cfg
+
+    @classmethod
+    def from_vae(cls, vae) -> X2Decoder:
+        net = cls(dict(vae.config))
+        net.post_quant_conv.load_state_dict(vae.post_quant_conv.state_dict())
+        net.decoder.load_state_dict(vae.decoder.state_dict())
+        with torch.no_grad():
+            w = net.up.conv.weight
+            w.zero_()
+            for c in range(w.shape[0]):
+                w[c, c, 1, 1] = 1.0
+            net.up.conv.bias.zero_()
+            net.res.conv2.weight.zero_()
+            net.res.conv2.bias.zero_()
+        return net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        d = self.decoder
+        x = d.conv_in(self.post_quant_conv(z))
+        x = d.mid_block(x, None)
+        for block in d.up_blocks:
+            x = block(x, None)
+        x = self.res(self.up(x), None)
+        return d.conv_out(d.conv_act(d.conv_norm_out(x)))
+
+
+class X2VAE(torch.nn.Module):
+    """The 20x VAE's encoder behind a 2 x 2 average pool, with :class:`X2Decoder` as decoder.
+
+    ``encode(x)`` takes 0.25 um/px pixels (``(B, 3, H, W)``, H and W multiples of 16) and returns
+    the frozen 20x encoder's posterior on their 0.5 um/px average; ``decode(z).sample`` gives
+    ``(B, 3, 16 h, 16 w)`` at 0.25 um/px.
+    """
+
+    def __init__(self, vae, x2: X2Decoder):
+        super().__init__()
+        self.base = vae
+        self.x2 = x2
+        self.config = copy.copy(vae.config)
+
+    def encode(self, x: torch.Tensor):
+        return self.base.encode(F.avg_pool2d(x, 2))
+
+    def decode(self, z: torch.Tensor) -> DecoderOutput:
+        return DecoderOutput(sample=self.x2(z))

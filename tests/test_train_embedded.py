@@ -1,0 +1,100 @@
+"""scripts/train_embedded.py on a tiny config: the v2 stages run, write loadable weights, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "train_embedded.py"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Crops of the shipped 40x sample: two 0.5 um/px images and the 0.25 um/px original."""
+    from skimage.io import imsave
+
+    from napari_cytosyn._napari._sample_data import sample_image
+    from napari_cytosyn.slide.sample import downsample_area
+
+    d = tmp_path_factory.mktemp("training")
+    rgb40 = sample_image().rgb[:384, :384]
+    imsave(d / "tiatoolbox_target_0.25mpp.png", rgb40, check_contrast=False)
+    imsave(d / "a_0.5mpp.png", downsample_area(rgb40, 2), check_contrast=False)
+    imsave(d / "b_0.5mpp.png", downsample_area(sample_image().rgb[-384:, -384:], 2))
+    return d
+
+
+def run(*args: str) -> str:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_conditional_stage_and_distillation_write_a_loadable_model_and_resume(data, tmp_path):
+    from napari_cytosyn.models.embedded import WEIGHTS_DIR, load_embedded
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    common = [
+        "--conditional", "--data", str(data), "--vae-from", str(WEIGHTS_DIR / "vae"),
+        "--scaling-from", str(WEIGHTS_DIR), "--out", str(out), "--runs", str(runs), "--tiny",
+        "--tile-px", "64", "--crops-per-variant", "1", "--jitters", "1", "--unet-batch", "2",
+        "--cond-minutes", "1", "--distill-minutes", "1", "--threads", "1", "--seed", "3",
+    ]  # fmt: skip
+    log = run(*common, "--unet-steps", "2")
+    assert "checkpoint cond step 2 (final)" in log and "checkpoint distill step 2" in log
+    cfg = json.loads((out / "cytosyn_tiny.json").read_text())
+    shipped = json.loads((WEIGHTS_DIR / "cytosyn_tiny.json").read_text())
+    assert cfg["latent_shift"] == shipped["latent_shift"]  # the frozen latent space
+    assert cfg["latent_scale"] == shipped["latent_scale"]
+    assert cfg["training"]["cond_steps"] == 2 and cfg["training"]["distill_steps"] == 2
+    assert len(cfg["descriptor"]["mean"]) == 8
+    # resumable: the checkpoint continues the distillation stage to the new step count
+    log = run(*common, "--unet-steps", "3", "--resume")
+    assert "resumed distill at step 2" in log and "checkpoint distill step 3 (final)" in log
+    # the folder loads like the shipped one (with the shipped VAE next to it) and is conditional
+    (out / "vae").symlink_to(WEIGHTS_DIR / "vae", target_is_directory=True)
+    m = load_embedded(device="cpu", path=out)
+    assert m.info["conditional"] and m.tile_px == 64
+    cond = m.embed(torch.zeros(1, 3, 64, 64))
+    x0 = m.denoise(torch.zeros(1, 4, 8, 8), torch.tensor([0.5]), cond=cond)
+    assert torch.isfinite(x0).all()
+
+
+def test_decoder_stages_keep_the_encoder_and_write_both_decoders(data, tmp_path):
+    from safetensors.torch import load_file
+
+    from napari_cytosyn.models.embedded import WEIGHTS_DIR
+
+    out = tmp_path / "out"
+    log = run(
+        "--decoders", "20x,40x", "--data", str(data), "--vae-from", str(WEIGHTS_DIR / "vae"),
+        "--out", str(out), "--runs", str(tmp_path), "--vae-steps", "2", "--vae-batch", "1",
+        "--decoder-crop", "32", "--gan-frac", "0.5", "--threads", "1",
+    )  # fmt: skip
+    assert "dec1x done: 2 steps" in log and "dec2x done: 2 steps" in log
+    new = load_file(out / "vae" / "diffusion_pytorch_model.safetensors")
+    old = load_file(WEIGHTS_DIR / "vae" / "diffusion_pytorch_model.safetensors")
+    enc = [k for k in old if k.startswith(("encoder.", "quant_conv."))]
+    assert enc and all(torch.equal(new[k], old[k]) for k in enc)  # encoder frozen
+    assert any(not torch.equal(new[k], old[k]) for k in old if k.startswith("decoder."))
+    assert (out / "vae_x2" / "x2_decoder.safetensors").is_file()
+    assert (out / "vae_pregan").is_dir()  # the state before the adversarial phase is kept
+    info = json.loads((out / "decoders.json").read_text())
+    assert np.isfinite(info["dec40x"]["holdout_psnr"])
