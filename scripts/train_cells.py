@@ -142,6 +142,16 @@ def save_preview(ema, vae, variants, shift, scale, path: Path, seed: int) -> Non
     imsave(path, np.concatenate([np.concatenate(list(lay), 1), np.concatenate(list(rgb), 1)], 0))
 
 
+def _rel(value):
+    """A path relative to the working directory when it lies inside it (for the record)."""
+    if isinstance(value, Path) and value.is_absolute():
+        try:
+            return value.relative_to(Path.cwd())
+        except ValueError:
+            return value
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("data/training"))
@@ -232,7 +242,7 @@ def main() -> None:
                 "pseudo_labels": "napari_cytosyn.testkit.methods.otsu_watershed (defaults)",
                 "command": "python scripts/train_cells.py "
                 + " ".join(
-                    f"--{k.replace('_', '-')} {v}"
+                    f"--{k.replace('_', '-')} {_rel(v)}"
                     for k, v in vars(args).items()
                     if v is not None and not isinstance(v, bool)
                 ),

@@ -158,7 +158,9 @@ def add_testkit_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=1.0, help="layout guidance (1 = off)")
+    p.add_argument(
+        "--guidance", type=float, default=2.0, help="layout guidance (default 2; 1 = off)"
+    )
     p.add_argument("--variants", default="all", help="stress variants, comma-separated or 'all'")
     p.add_argument("--count", type=int, default=2, help="procedural layouts (default 2)")
     p.add_argument("--size", type=_size, default=(512, 512), help="PX or HxW (default 512)")

@@ -97,7 +97,7 @@ _REGISTRY: dict[str, ModelInfo] = {
             description="mask-conditioned demonstration model of the segmentation test kit: "
             "nuclei where a layout says; shares cytosyn-tiny's autoencoder; works offline. "
             "Trained on pseudo-labels of a classical segmenter on two images.",
-            defaults={"steps": 12, "guidance": 1.0},
+            defaults={"steps": 12, "guidance": 1.0, "guidance_conditioned": 2.0},
         ),
         ModelInfo(
             name="cytosyn-tiny-40x",

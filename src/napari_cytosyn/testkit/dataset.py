@@ -45,7 +45,7 @@ def generate_testset(
     variants: list[Variant] | None = None,
     seed: int = 0,
     steps: int | None = None,
-    guidance: float = 1.0,
+    guidance: float | None = None,
     progress: Callable[[str], None] | None = None,
     synthesize_fn: Callable[..., np.ndarray] | None = None,
 ) -> Path:

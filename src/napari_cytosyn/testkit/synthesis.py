@@ -18,6 +18,9 @@ from .layouts import Layout
 
 #: Default model of the kit: the embedded mask-conditioned model (offline).
 DEFAULT_MODEL = "cytosyn-tiny-cells"
+#: Classifier-free guidance towards the layout: 2 places nuclei where the layout says without
+#: the halos of stronger guidance (docs/user-guide/testkit.md).
+DEFAULT_GUIDANCE = 2.0
 #: RGB of empty glass, painted outside the layout's tissue mask.
 GLASS_RGB = (242, 240, 244)
 
@@ -71,7 +74,7 @@ def synthesize(
     *,
     seed: int = 0,
     steps: int | None = None,
-    guidance: float = 1.0,
+    guidance: float | None = None,
     settings: Any = None,
     glass: bool = True,
     progress: Callable[[int, int], None] | None = None,
@@ -83,7 +86,8 @@ def synthesize(
     equal ``layout.mpp`` (resample the layout with :func:`~.layouts.layout_from_labels`).
     ``settings``: a :class:`~napari_cytosyn.sampling.SamplerSettings` (``seed``, ``steps`` and
     ``guidance`` then come from it); otherwise the model's default steps, ``guidance`` (> 1
-    applies classifier-free guidance towards the layout) and ``seed``. ``glass``: paint the
+    applies classifier-free guidance towards the layout; default :data:`DEFAULT_GUIDANCE`) and
+    ``seed``. ``glass``: paint the
     region outside ``layout.tissue`` as empty glass, feathered over ~3 px.
     Same layout, model and seed: same pixels.
     """
@@ -101,7 +105,11 @@ def synthesize(
         )
     if settings is None:
         default_steps = int(getattr(model, "info", {}).get("default_steps", 12))
-        settings = SamplerSettings(steps=steps or default_steps, seed=seed, guidance=guidance)
+        settings = SamplerSettings(
+            steps=steps or default_steps,
+            seed=seed,
+            guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
+        )
     elif steps is not None:
         settings = replace(settings, steps=steps)
     cond = LayoutCondition(layout_mask(layout.labels), model.latent_factor)

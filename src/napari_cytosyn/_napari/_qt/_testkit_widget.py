@@ -81,7 +81,7 @@ class TestkitWidget(QWidget):
         form = QFormLayout(box)
         self.model_edit = QLineEdit("cytosyn-tiny-cells")
         self.steps_spin = _spin(1, 250, 12, "")
-        self.guidance_spin = _dspin(1, 10, 1.0, 0.5, "")
+        self.guidance_spin = _dspin(1, 10, 2.0, 0.5, "")
         form.addRow("Model", self.model_edit)
         form.addRow("Steps", self.steps_spin)
         form.addRow("Layout guidance", self.guidance_spin)
