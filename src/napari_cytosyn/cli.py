@@ -107,34 +107,70 @@ class PyModelFactory:
         return (PyModelFactory, (self.spec,))
 
 
-def model_source(name: str) -> str | PyModelFactory:
-    """What workers load: a registry name, or a :class:`PyModelFactory` for ``py:`` specs."""
-    return PyModelFactory(name) if name.startswith("py:") else name
+def model_options(args: argparse.Namespace | None) -> dict[str, Any]:
+    """``load_model`` options from ``--vae`` and ``--trust-remote-code`` (only when given)."""
+    options: dict[str, Any] = {}
+    if args is not None and getattr(args, "vae", None):
+        options["vae"] = args.vae
+    if args is not None and getattr(args, "trust_remote_code", False):
+        options["trust_remote_code"] = True
+    return options
 
 
-def load_cli_model(name: str, device: str) -> Any:
-    source = model_source(name)
+class RegistryModel:
+    """A registered model with ``load_model`` options, loadable by dask workers (picklable)."""
+
+    def __init__(self, name: str, device: str, options: dict[str, Any]) -> None:
+        self.name, self.device, self.options = name, device, dict(options)
+
+    def __call__(self) -> Any:
+        from napari_cytosyn.models import load_model
+
+        return load_model(self.name, device=self.device, **self.options)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, dict[str, Any]]]:
+        return (RegistryModel, (self.name, self.device, self.options))
+
+
+def model_source(
+    name: str, args: argparse.Namespace | None = None
+) -> str | PyModelFactory | RegistryModel:
+    """What workers load: a registry name, a :class:`RegistryModel` when ``--vae`` or
+    ``--trust-remote-code`` was given, or a :class:`PyModelFactory` for ``py:`` specs."""
+    if name.startswith("py:"):
+        return PyModelFactory(name)
+    options = model_options(args)
+    if options:
+        return RegistryModel(name, getattr(args, "device", "auto"), options)
+    return name
+
+
+def load_cli_model(name: str, device: str, args: argparse.Namespace | None = None) -> Any:
+    source = model_source(name, args)
     if isinstance(source, PyModelFactory):
         return source()
     from napari_cytosyn.models import load_model
 
-    return load_model(source, device=device)
+    return load_model(name, device=device, **model_options(args))
 
 
 def sampler_settings(args: argparse.Namespace, seed: int) -> Any:
-    """``SamplerSettings`` from the flags, with the model's recommended steps by default."""
+    """``SamplerSettings`` from the flags, with the model's recommended sampler and steps
+    (registry ``defaults``) where no flag is given."""
     from napari_cytosyn.sampling import SamplerSettings
 
-    steps = args.steps
-    if steps is None and not args.model.startswith("py:"):
+    steps, sampler = args.steps, args.sampler
+    if not args.model.startswith("py:"):
         from napari_cytosyn.models import get_info
 
-        steps = get_info(args.model).defaults.get("steps")
+        recommended = get_info(args.model).defaults
+        steps = recommended.get("steps") if steps is None else steps
+        sampler = sampler or recommended.get("sampler")
     options: dict[str, Any] = {"seed": int(seed)}
     if steps is not None:
         options["steps"] = int(steps)
-    if args.sampler:
-        options["sampler"] = args.sampler
+    if sampler:
+        options["sampler"] = sampler
     options["autocast"] = getattr(args, "autocast", "auto")
     return SamplerSettings(**options)
 
@@ -256,7 +292,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if to_file:
         check_output(out, args.overwrite)
     store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
-    model = load_cli_model(args.model, args.device)
+    model = load_cli_model(args.model, args.device, args)
     if args.mpp is not None and abs(args.mpp - float(model.mpp)) > 0.01 * float(model.mpp):
         raise CliError(
             f"model {model.name!r} generates at {model.mpp} um/px, not {args.mpp}; resampled "
@@ -265,7 +301,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         )
     settings = sampler_settings(args, args.seed)
     slide = open_or_create_store(args, store, model, settings)
-    render_store(args, slide, model, model_source(args.model))
+    render_store(args, slide, model, model_source(args.model, args))
     say(args, f"synthetic slide store {store} is complete")
     if to_file:
         from napari_cytosyn.slide.synthetic import SyntheticSlide
@@ -297,7 +333,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     args.model, why = match_slide_scale(args.model, slide.mpp[0] if slide.mpp else None)
     if why:
         say(args, why)
-    model = load_cli_model(args.model, args.device)
+    model = load_cli_model(args.model, args.device, args)
     settings = sampler_settings(args, args.seed)
     from napari_cytosyn.cli_twin import guided_settings, reference_from_args
 
@@ -337,12 +373,12 @@ def cmd_twin(args: argparse.Namespace) -> int:
     if to_file:
         check_output(out, args.overwrite)
     store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
-    model = load_cli_model(args.model, args.device)
+    model = load_cli_model(args.model, args.device, args)
     settings = guided_settings(args, sampler_settings(args, args.seed), model)
     slide, resumed = open_or_create_twin(args, store, model, settings)
     if resumed:
         say(args, f"resuming {store} ({slide.store.completion(0).count()} chunks rendered)")
-    render_store(args, slide, model, model_source(args.model))
+    render_store(args, slide, model, model_source(args.model, args))
     say(args, f"synthetic twin {store} of {Path(args.slide).name} is complete")
     if to_file:
         from napari_cytosyn.slide.synthetic import SyntheticSlide
@@ -360,9 +396,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     if attrs is None or attrs.get("kind") != "synthetic-slide":
         raise CliError(f"{store} is not a synthetic slide store (made by `synthesize`)")
     name = args.model or attrs["model"]["name"]
-    model = load_cli_model(name, args.device)
+    model = load_cli_model(name, args.device, args)
     slide = SyntheticSlide.open(store, model=model)
-    render_store(args, slide, model, model_source(name))
+    render_store(args, slide, model, model_source(name, args))
     say(args, f"{store} is complete")
     return 0
 
@@ -490,8 +526,13 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
             "py:package.module:factory",
         )
         p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+        _model_loading(p)
         p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-        p.add_argument("--sampler", help="euler (default), euler_maruyama, ancestral, heun, ...")
+        p.add_argument(
+            "--sampler",
+            help="euler, euler_maruyama, ancestral, heun, dpmpp_2m (default: the model's "
+            "recommended one, docs/models.md)",
+        )
         p.add_argument(
             "--autocast",
             choices=AUTOCAST,
@@ -526,6 +567,20 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _model_loading(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--vae",
+        help="hub id or folder of the VAE (PixCell: the SD3.5 VAE, default "
+        "stabilityai/stable-diffusion-3.5-large, which its repositories do not host)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow Python code shipped in the model folder to run (only for models you trust; "
+        "every file is named before it runs)",
+    )
 
 
 def _distributed(p: argparse.ArgumentParser) -> None:
@@ -586,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--model", help="model to render with (default: the one named in the store)")
     p.add_argument("--device", default="auto")
+    _model_loading(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.add_argument("--debug", action="store_true")
     _distributed(p)

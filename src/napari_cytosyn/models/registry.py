@@ -29,7 +29,9 @@ class ModelInfo:
     embedded). licence / gated / access_url: terms and where to accept them. mpp: um/px of the
     training data. tile_px: native tile. latent_channels: 4 (SD-VAE) or 16 (SD3 VAE).
     conditioning: reference encoder used for guidance (``None``: unconditional).
-    defaults: recommended sampler settings from the authors' public usage.
+    defaults: recommended sampler settings (``sampler``, ``steps``, ``guidance``, and for a
+        reference-conditioned call ``guidance_conditioned`` / ``guidance_interval``) from the
+        authors' public usage; the CLI uses them when the user passes none.
     """
 
     name: str
@@ -82,7 +84,7 @@ _REGISTRY: dict[str, ModelInfo] = {
             description="small demonstration model shipped with the plugin; works offline. "
             "It is not a foundation model and its tissue is only plausible at low zoom.",
             # trained and measured with 12 Euler steps (docs/models.md)
-            defaults={"steps": 12, "guidance": 1.0},
+            defaults={"sampler": "euler", "steps": 12, "guidance": 1.0},
         ),
         ModelInfo(
             name="cytosyn-tiny-cells",
@@ -128,7 +130,10 @@ _REGISTRY: dict[str, ModelInfo] = {
             access_url="https://huggingface.co/Owkin-Bioptimus/CytoSyn",
             conditioning_access="gated, CC-BY-NC-ND 4.0; request access at "
             "https://huggingface.co/bioptimus/H0-mini and `pip install timm`.",
+            # REPA-E's evaluation sampler (SDE, 250 steps); public CytoSyn callers: 250 steps,
+            # guidance 1.0, or 2.5 on t in [0, 0.75] with H0-mini (reference/samplers.json)
             defaults={
+                "sampler": "euler_maruyama",
                 "steps": 250,
                 "guidance": 1.0,
                 "guidance_conditioned": 2.5,
@@ -150,7 +155,13 @@ _REGISTRY: dict[str, ModelInfo] = {
             access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-256",
             conditioning_access="gated, CC-BY-NC-ND 4.0; request access at "
             "https://huggingface.co/MahmoodLab/UNI2-h and `pip install timm`.",
-            defaults={"steps": 20, "guidance": 1.0, "guidance_conditioned": 2.0},
+            # PixCell's tools/sample_*.py: DPM-Solver++ 2M, 20 steps, guidance 2
+            defaults={
+                "sampler": "dpmpp_2m",
+                "steps": 20,
+                "guidance": 1.0,
+                "guidance_conditioned": 2.0,
+            },
         ),
         ModelInfo(
             name="pixcell-1024",
@@ -166,7 +177,13 @@ _REGISTRY: dict[str, ModelInfo] = {
             access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-1024",
             conditioning_access="gated, CC-BY-NC-ND 4.0; request access at "
             "https://huggingface.co/MahmoodLab/UNI2-h and `pip install timm`.",
-            defaults={"steps": 20, "guidance": 1.0, "guidance_conditioned": 2.0},
+            # PixCell's tools/sample_*.py: DPM-Solver++ 2M, 20 steps, guidance 2
+            defaults={
+                "sampler": "dpmpp_2m",
+                "steps": 20,
+                "guidance": 1.0,
+                "guidance_conditioned": 2.0,
+            },
         ),
     )
 }

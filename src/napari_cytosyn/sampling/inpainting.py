@@ -150,7 +150,7 @@ def inpaint(
     def free_at(t: float) -> torch.Tensor:
         return (release >= t - 1e-9).to(torch.float32)[None, None]
 
-    ts = time_grid(st.steps, st.time_shift)
+    ts = time_grid(st.steps, st.time_shift, st.sampler)
     jumps = st.resample_jumps if st.resample_n > 1 else 0
     segments = [(i, min(i + jumps, st.steps)) for i in range(0, st.steps, jumps)] if jumps else []
     extra = sum(b - a for a, b in segments[:-1]) * (st.resample_n - 1)

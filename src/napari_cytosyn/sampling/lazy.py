@@ -299,7 +299,7 @@ class LazyPlan:
         self.cancel = cancel
         st = spec.settings
         self.window = window_of(model, st)
-        self.ts = time_grid(st.steps, st.time_shift)
+        self.ts = time_grid(st.steps, st.time_shift, st.sampler)
         self.evaluations = 0  # windows x steps through the model, padding excluded
         self.padded_evaluations = 0  # zero windows that filled up batches
         w = self.window

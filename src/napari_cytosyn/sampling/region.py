@@ -97,7 +97,7 @@ def sample_canvas(
     if x is None:
         x = initial_latent(model, settings.seed, canvas)
     if ts is None:
-        ts = time_grid(settings.steps, settings.time_shift)
+        ts = time_grid(settings.steps, settings.time_shift, settings.sampler)
     nwin = count_windows(canvas.h, canvas.w, (canvas.y, canvas.x), win, stride)
     nbatch = math.ceil(nwin / settings.batch_size)
     tick = counting_progress(progress, CALLS_PER_STEP[settings.sampler] * (len(ts) - 1) * nbatch)

@@ -12,6 +12,11 @@ step_offset=0, callback=None) -> x`` where
 - ``project(i, t_next, x) -> x`` (optional) maps the state after each step, before anything
   else sees it (inpainting re-imposes the known latents there).
 
+Their names, costs and time grids are rows of :data:`.sampler_table.SAMPLER_TABLE`; each step
+ends with :func:`_end_step` (NaN check, projection, callback). Euler, Euler-Maruyama and
+DPM-Solver++(2M) follow the reference samplers of REPA-E and PixCell (formulas in
+``tests/models/reference/samplers.json``, checked in ``tests/sampling/test_samplers.py``).
+
 They work on any interpolant ``x_t = alpha(t) x0 + sigma(t) eps`` (flow or VP). Multistep
 state (DPM-Solver++ 2M) lives inside one call: calling a sampler on a sub-range of the grid
 restarts it there with a first-order step, which is what lazy phases do.
@@ -28,6 +33,7 @@ import torch
 from ..models.latent import NonFiniteOutputError
 from ..models.protocol import Interpolant
 from .precision import network_scope, resolve_autocast
+from .sampler_table import SAMPLER_TABLE, sampler_info
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 NoiseFn = Callable[[int], torch.Tensor]
@@ -87,6 +93,29 @@ def _denoise_checked(
     return x0
 
 
+def _steps(ts: list[float], step_offset: int):
+    """``(k, i, t, t_next)`` for each step: index in the call, absolute index, times."""
+    for k in range(len(ts) - 1):
+        yield k, step_offset + k, ts[k], ts[k + 1]
+
+
+def _end_step(
+    x: torch.Tensor,
+    i: int,
+    t: float,
+    tn: float,
+    project: ProjectFn | None,
+    callback: StepCallback | None,
+) -> torch.Tensor:
+    """What every sampler does after computing a step: NaN check, projection, callback."""
+    check_finite(x, "sampler state", i, t, tn)
+    if project is not None:
+        x = project(i, tn, x)
+    if callback is not None:
+        callback(i, t, tn, x)
+    return x
+
+
 def sample_euler(
     denoise: Denoiser,
     x: torch.Tensor,
@@ -100,19 +129,15 @@ def sample_euler(
 ) -> torch.Tensor:
     """Deterministic DDIM step ``x_s = a_s x0 + s_s eps_hat`` (Song et al. 2021, eq. 12, eta=0).
 
-    For the linear flow path this is exactly Euler on the probability-flow ODE.
+    For the linear flow path this is exactly REPA-E's Euler step on the probability-flow ODE,
+    ``x_s = x_t + (s - t) v`` with ``v = eps_hat - x0``, ending at t = 0 with a plain step.
     """
-    for k in range(len(ts) - 1):
-        i, t, tn = step_offset + k, ts[k], ts[k + 1]
+    for _, i, t, tn in _steps(ts, step_offset):
         a, s = alpha_sigma(interpolant, t)
         an, sn = alpha_sigma(interpolant, tn)
         x0 = _denoise_checked(denoise, x, t, i, tn)
         x = x0 if sn == 0.0 else an * x0 + sn * _eps(x, x0, a, s)
-        check_finite(x, "sampler state", i, t, tn)
-        if project is not None:
-            x = project(i, tn, x)
-        if callback is not None:
-            callback(i, t, tn, x)
+        x = _end_step(x, i, t, tn, project, callback)
     return x
 
 
@@ -134,8 +159,7 @@ def sample_ancestral(
     """
     if noise is None:
         raise ValueError("the ancestral sampler needs a noise source")
-    for k in range(len(ts) - 1):
-        i, t, tn = step_offset + k, ts[k], ts[k + 1]
+    for _, i, t, tn in _steps(ts, step_offset):
         a, s = alpha_sigma(interpolant, t)
         an, sn = alpha_sigma(interpolant, tn)
         x0 = _denoise_checked(denoise, x, t, i, tn)
@@ -145,12 +169,22 @@ def sample_ancestral(
             ratio = (a * sn) / (an * s) if an > 0 else 0.0
             c = sn * math.sqrt(max(0.0, 1.0 - ratio * ratio))
             x = an * x0 + math.sqrt(max(0.0, sn * sn - c * c)) * _eps(x, x0, a, s) + c * noise(i)
-        check_finite(x, "sampler state", i, t, tn)
-        if project is not None:
-            x = project(i, tn, x)
-        if callback is not None:
-            callback(i, t, tn, x)
+        x = _end_step(x, i, t, tn, project, callback)
     return x
+
+
+def sde_drift(
+    x: torch.Tensor, x0: torch.Tensor, t: float, interpolant: Interpolant
+) -> torch.Tensor:
+    """Reverse-SDE drift ``d = v - w(t)/2 * score`` with REPA-E's diffusion ``w(t) = 2 t``.
+
+    ``v = alpha' x0 + sigma' eps_hat`` and ``score = -eps_hat / sigma``, so ``d = v + t eps_hat
+    / sigma``; on the linear path (``sigma = t``) ``d = x + (2 - t) v`` as in REPA-E.
+    """
+    a, s = alpha_sigma(interpolant, t)
+    da, ds = _derivatives(interpolant, t)
+    eps = _eps(x, x0, a, s)
+    return da * x0 + ds * eps + (t / s) * eps
 
 
 def sample_euler_maruyama(
@@ -164,31 +198,21 @@ def sample_euler_maruyama(
     callback: StepCallback | None = None,
     project: ProjectFn | None = None,
 ) -> torch.Tensor:
-    """Euler–Maruyama on the reverse SDE with diffusion ``w(t) = sigma(t)`` (SiT's default).
+    """Euler–Maruyama on the reverse SDE, as REPA-E's ``euler_maruyama_sampler``.
 
-    ``dx = [v - w/2 * score] dt + sqrt(w) dW``, score ``= -eps_hat / sigma``,
-    ``v = alpha' x0 + sigma' eps_hat``; the last step to t = 0 returns ``x0_hat``.
+    ``x_s = x_t + d (s - t) + sqrt(w(t)) sqrt(t - s) z`` with :func:`sde_drift` ``d`` and
+    ``w(t) = 2 t``; the step that ends at t = 0 is the deterministic drift step (no noise).
+    Use it on its own grid, ``time_grid(steps, sampler="euler_maruyama")`` (1 -> 0.04, then 0).
     """
     if noise is None:
         raise ValueError("the euler_maruyama sampler needs a noise source")
-    for k in range(len(ts) - 1):
-        i, t, tn = step_offset + k, ts[k], ts[k + 1]
-        a, s = alpha_sigma(interpolant, t)
+    for _, i, t, tn in _steps(ts, step_offset):
         x0 = _denoise_checked(denoise, x, t, i, tn)
-        if tn == 0.0:
-            x = x0
-        else:
-            da, ds = _derivatives(interpolant, t)
-            eps = _eps(x, x0, a, s)
-            w = s
-            drift = da * x0 + ds * eps + 0.5 * w * eps / s
-            dt = tn - t
-            x = x + drift * dt + math.sqrt(w * -dt) * noise(i)
-        check_finite(x, "sampler state", i, t, tn)
-        if project is not None:
-            x = project(i, tn, x)
-        if callback is not None:
-            callback(i, t, tn, x)
+        dt = tn - t
+        x = x + sde_drift(x, x0, t, interpolant) * dt
+        if tn > 0.0:
+            x = x + math.sqrt(2.0 * t * -dt) * noise(i)
+        x = _end_step(x, i, t, tn, project, callback)
     return x
 
 
@@ -209,8 +233,7 @@ def sample_heun(
     ``y = x / alpha``, ``sigma' = sigma / alpha`` (EDM's variables). Two model calls per step.
     """
     flow = interpolant.name == "flow"
-    for k in range(len(ts) - 1):
-        i, t, tn = step_offset + k, ts[k], ts[k + 1]
+    for _, i, t, tn in _steps(ts, step_offset):
         a, s = alpha_sigma(interpolant, t)
         an, sn = alpha_sigma(interpolant, tn)
         x0 = _denoise_checked(denoise, x, t, i, tn)
@@ -231,11 +254,7 @@ def sample_heun(
             xp = an * yp
             e2 = _eps(xp, _denoise_checked(denoise, xp, tn, i, tn), an, sn)
             x = an * (y + (sig_n - sig) * 0.5 * (e1 + e2))
-        check_finite(x, "sampler state", i, t, tn)
-        if project is not None:
-            x = project(i, tn, x)
-        if callback is not None:
-            callback(i, t, tn, x)
+        x = _end_step(x, i, t, tn, project, callback)
     return x
 
 
@@ -261,55 +280,41 @@ def sample_dpmpp_2m(
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), data prediction, in ``lambda = log(a/s)``.
 
     ``x_s = (s_s/s_t) x - a_s (e^{-h} - 1) D`` with ``D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev``,
-    ``r = h_prev / h``; the first step of a call and the step to t = 0 are first order.
+    ``r = h_prev / h``; the first step of a call and the step to t = 0 are first order, and so
+    is the last step of a grid of fewer than 10 steps (``lower_order_final``, as PixCell's
+    reference DPM-Solver). On a VP model the uniform grid is PixCell's ``time_uniform`` grid.
     """
     x0_prev: torch.Tensor | None = None
     h_prev = math.inf
-    for k in range(len(ts) - 1):
-        i, t, tn = step_offset + k, ts[k], ts[k + 1]
+    for k, i, t, tn in _steps(ts, step_offset):
         a, s = alpha_sigma(interpolant, t)
         an, sn = alpha_sigma(interpolant, tn)
         x0 = _denoise_checked(denoise, x, t, i, tn)
         lam, lam_n = _lam(a, s), _lam(an, sn)
         h = lam_n - lam
+        final_low = tn == 0.0 and k == len(ts) - 2 and step_offset + k + 1 < 10
         if sn == 0.0:
             x = x0
         else:
             d = x0
-            if x0_prev is not None and math.isfinite(h_prev) and math.isfinite(h):
+            if x0_prev is not None and math.isfinite(h_prev) and math.isfinite(h) and not final_low:
                 r = h_prev / h
                 d = (1.0 + 1.0 / (2.0 * r)) * x0 - (1.0 / (2.0 * r)) * x0_prev
             expm = -1.0 if math.isinf(h) else math.expm1(-h)
             x = (sn / s) * x - an * expm * d
         x0_prev, h_prev = x0, h
-        check_finite(x, "sampler state", i, t, tn)
-        if project is not None:
-            x = project(i, tn, x)
-        if callback is not None:
-            callback(i, t, tn, x)
+        x = _end_step(x, i, t, tn, project, callback)
     return x
 
 
-SAMPLER_FUNCTIONS = {
-    "euler": sample_euler,
-    "ancestral": sample_ancestral,
-    "euler_maruyama": sample_euler_maruyama,
-    "heun": sample_heun,
-    "dpmpp_2m": sample_dpmpp_2m,
-}
-
-#: Model calls per step (cost accounting).
-CALLS_PER_STEP = {"euler": 1, "ancestral": 1, "euler_maruyama": 1, "heun": 2, "dpmpp_2m": 1}
+#: Model calls per step (cost accounting), from :data:`.sampler_table.SAMPLER_TABLE`.
+CALLS_PER_STEP = {name: info.calls_per_step for name, info in SAMPLER_TABLE.items()}
 
 
 def get_sampler(name: str):
-    """The sampler function called ``name``; raises ``ValueError`` naming the choices."""
-    try:
-        return SAMPLER_FUNCTIONS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown sampler {name!r}; choose one of {', '.join(SAMPLER_FUNCTIONS)}"
-        ) from None
+    """The sampler function ``sample_<name>`` of a :data:`.sampler_table.SAMPLER_TABLE` row;
+    raises ``ValueError`` naming the choices."""
+    return globals()[f"sample_{sampler_info(name).name}"]
 
 
 #: A window rectangle ``(y, x, h, w)`` in absolute latents (slide origin at 0, 0).

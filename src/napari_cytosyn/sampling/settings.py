@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-SAMPLERS = ("euler", "euler_maruyama", "ancestral", "heun", "dpmpp_2m")
-STOCHASTIC_SAMPLERS = ("euler_maruyama", "ancestral")
+from .sampler_table import SAMPLERS, STOCHASTIC_SAMPLERS
+
 WEIGHTS = ("gaussian", "tent", "uniform")
 #: How the networks run: ``auto`` picks ``bfloat16`` where the hardware computes it natively
 #: (see :func:`napari_cytosyn.sampling.precision.resolve_autocast`), ``off`` = the model's dtype.
