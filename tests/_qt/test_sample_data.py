@@ -91,7 +91,13 @@ def test_synthetic_sample_renders_where_the_viewer_looks(
     monkeypatch.setattr(models, "load_model", grf)
     monkeypatch.setattr(_sample_data, "SYNTHETIC_STEPS", 3)
     viewer = make_napari_viewer(show=True)
+    # The model loads in a worker thread: the layer is there at once (grey checks), its
+    # rendering starts when the model is ready.
     [layer] = viewer.open_sample(PLUGIN, "synthetic_slide")
+    assert set(np.unique(np.asarray(layer.data[-1][:64, :64]))) <= set(_layers.CHECKER_GREYS)
+    qtbot.waitUntil(lambda: _layers.slide_of(layer) is not None, timeout=60_000)
+    labels = _layers.mask_layer_of(layer)
+    assert labels.name == f"{layer.name} synthetic"
     slide = _layers.slide_of(layer)
     assert _layers.view_of(layer) is not None
     assert layer.metadata["cytosyn"]["kind"] == "synthetic"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,7 +194,7 @@ def add_synthetic_layer(viewer: Any, slide: Any, **view_options: Any) -> tuple[A
     """
     layer = viewer.add_image(synthetic_levels(slide), **synthetic_layer_kwargs(slide))
     _SOURCES[layer] = slide
-    view = LazySlideView(viewer, layer, slide, **view_options)
+    view = _VIEWS[layer] = LazySlideView(viewer, layer, slide, **view_options)
     return layer, view
 
 
@@ -217,8 +218,68 @@ def synthetic_layer_data(viewer: Any, slide: Any) -> tuple[list, dict[str, Any],
     return synthetic_levels(slide), kwargs, "image"
 
 
+class PendingSlide:
+    """A synthetic slide that is still being opened (its model loads in a worker thread): its
+    layer exists at once and shows the "not generated yet" checker until :meth:`attach`."""
+
+    def __init__(
+        self, viewer: Any, store: Any, width: int, height: int, chunk_px: int, mpp: float
+    ) -> None:
+        from napari_cytosyn.slide.pyramid import level_shapes
+
+        self.viewer, self.store, self.slide, self.layer = viewer, str(store), None, None
+        self.shapes = level_shapes(height, width, chunk_px)
+        self.chunk_px, self.mpp = chunk_px, mpp
+
+    def _read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        if self.slide is None:
+            return checker(y, x, h, w)
+        return read_finished(self.slide, level, y, x, h, w, chunk_cache(self.slide))
+
+    def layer_data(self) -> tuple[list, dict[str, Any], str]:
+        """Layer data tuple; the layer napari makes from it is remembered for :meth:`attach`."""
+        levels = [
+            SlideLevel(lambda y, x, h, w, k=k: self._read(k, y, x, h, w), shape, self.chunk_px)
+            for k, shape in enumerate(self.shapes)
+        ]
+        kwargs = {
+            "name": Path(self.store).name,
+            "rgb": True,
+            "multiscale": True,
+            "contrast_limits": (0, 255),
+            "scale": (self.mpp, self.mpp),
+            "units": ("um", "um"),
+            "metadata": {META_KEY: {"kind": "synthetic", "store": self.store}},
+        }
+
+        def found(layer: Any) -> None:
+            self.layer = layer
+
+        _after_insert(
+            self.viewer,
+            lambda ly: ly.metadata.get(META_KEY, {}).get("store") == self.store,
+            found,
+        )
+        return levels, kwargs, "image"
+
+    def attach(self, slide: Any) -> Any:
+        """The slide is open: the layer reads it and renders where the viewer looks."""
+        if [tuple(s) for s in slide.level_shapes] != [tuple(s) for s in self.shapes]:
+            raise ValueError(f"{slide.path} has levels {slide.level_shapes}, not {self.shapes}")
+        self.slide = slide
+        layer = self.layer
+        if layer is None or layer not in self.viewer.layers:
+            return None
+        layer.metadata.update(synthetic_layer_kwargs(slide)["metadata"])
+        _SOURCES[layer] = slide
+        _VIEWS[layer] = LazySlideView(self.viewer, layer, slide)
+        show_synthetic_mask(self.viewer, layer, slide)
+        layer.refresh()
+        return layer
+
+
 def view_of(layer: Any) -> LazySlideView | None:
-    """The live view of a synthetic layer added through :func:`synthetic_layer_data`."""
+    """The live view of a synthetic layer made here (``None`` for other layers)."""
     return _VIEWS.get(layer)
 
 

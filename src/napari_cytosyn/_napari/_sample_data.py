@@ -128,29 +128,60 @@ def he_slide() -> list[tuple[Any, dict[str, Any], str]]:
     return [(data, kwargs, kind)]
 
 
+_LOADING: set = set()  # sample jobs in flight (kept alive until they finish)
+SAMPLE_CHUNK_PX = 256
+
+
 def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
     """npe2 sample: a synthetic slide (``SYNTHETIC_PX`` a side) of the embedded model.
 
-    It renders lazily where the viewer looks (a renderer is attached to the current viewer)."""
+    Loading the model and opening the store take seconds, so they run in a worker thread: the
+    layer appears at once (grey checks: not generated yet), then renders lazily where the
+    viewer looks once the model is loaded; the GUI never waits for it."""
     import napari
+    from napari.utils.notifications import show_error
 
-    from napari_cytosyn.models import get_info, load_model
-    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.models import get_info
 
-    from . import _actions, _layers
+    from ._layers import PendingSlide
+    from ._qt._jobs import Job
 
     viewer = napari.current_viewer()
     if viewer is None:
         raise RuntimeError("the synthetic sample needs an open napari viewer")
     config = load_config()
-    model = load_model("cytosyn-tiny", device=config.device)
+    store = config.cache_path() / "samples" / "synthetic-sample.cytosyn"
+    pending = PendingSlide(
+        viewer, store, SYNTHETIC_PX, SYNTHETIC_PX, SAMPLE_CHUNK_PX, get_info("cytosyn-tiny").mpp
+    )
+    job = Job(
+        "Synthetic slide sample",
+        lambda progress, cancel: _open_synthetic_sample(store, config.device),
+        show_progress=False,
+    )
+    job.done.connect(pending.attach)
+    job.failed.connect(lambda exc: show_error(f"Synthetic slide sample failed: {exc}"))
+    job.finished.connect(lambda: _LOADING.discard(job))
+    _LOADING.add(job)
+    job.start()
+    return [pending.layer_data()]
+
+
+def _open_synthetic_sample(store: Path, device: str) -> Any:
+    """The synthetic sample's slide (model loaded, store created or reopened): worker thread."""
+    from napari_cytosyn.models import get_info, load_model
+    from napari_cytosyn.sampling import SamplerSettings
+
+    from . import _actions
+
+    with _actions._LOAD_LOCK:
+        model = load_model("cytosyn-tiny", device=device)
     steps = SYNTHETIC_STEPS or int(get_info("cytosyn-tiny").defaults["steps"])
     settings = SamplerSettings(steps=steps, seed=1)
-    store = config.cache_path() / "samples" / "synthetic-sample.zarr"
     if store.exists():
         from napari_cytosyn.slide.synthetic import SyntheticSlide
 
-        slide = SyntheticSlide.open(store, model=model)
-    else:
-        slide = _actions.create_synthetic(store, model, SYNTHETIC_PX, SYNTHETIC_PX, 1, settings)
-    return [_layers.synthetic_layer_data(viewer, slide)]
+        return SyntheticSlide.open(store, model=model)
+    return _actions.create_synthetic(
+        store, model, SYNTHETIC_PX, SYNTHETIC_PX, 1, settings, chunk_px=SAMPLE_CHUNK_PX
+    )
