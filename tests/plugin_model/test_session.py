@@ -1,0 +1,74 @@
+"""The plain-Python session model behind the widget (no Qt): jobs, progress text, edits."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_cytosyn._napari._session import (
+    JobProgress,
+    Session,
+    SessionBusyError,
+    format_duration,
+    session_for,
+)
+
+
+def test_progress_text_has_counts_rate_and_time_left():
+    job = JobProgress(title="Render all", unit="chunks", total=150, started=100.0, updated=100.0)
+    assert job.text() == "Render all: 0 / 150 chunks"
+    job.done, job.updated = 12, 106.0  # 2 chunks/s
+    assert job.rate == pytest.approx(2.0)
+    assert job.eta_s == pytest.approx(69.0)
+    assert job.text() == "Render all: 12 / 150 chunks · 2 chunks/s · 1 min 9 s left"
+    job.cancelling = True
+    assert job.text().endswith("cancelling…")
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (4.4, 59.6, 200, 7500)] == [
+        "4 s",
+        "1 min 0 s",
+        "3 min 20 s",
+        "2 h 5 min",
+    ]
+
+
+def test_one_job_at_a_time_and_events_in_order():
+    session = Session()
+    seen = []
+    session.job_changed.connect(lambda job: seen.append((job.done, job.outcome)))
+    cancelled = []
+    session.begin_job("Inpaint", "steps", 10, cancel=lambda: cancelled.append(True))
+    assert session.busy
+    with pytest.raises(SessionBusyError, match="'Inpaint' is still running"):
+        session.begin_job("Export", "tiles")
+    session.progress(3, 10)
+    session.cancel()
+    assert cancelled == [True] and session.job.cancelling
+    session.end_job("cancelled")
+    assert not session.busy
+    assert seen == [(0, None), (3, None), (3, None), (3, "cancelled")]
+    session.begin_job("Export", "tiles")  # free again
+
+
+def test_render_jobs_leave_a_chunk_rate_for_estimates():
+    session = Session()
+    job = session.begin_job("Render all", "chunks", 100)
+    job.started = job.updated - 10.0
+    session.progress(20, 100)
+    job.started = job.updated - 10.0
+    session.end_job("done")
+    assert session.chunk_rate == pytest.approx(2.0, rel=0.05)
+
+
+def test_one_session_per_viewer_behind_proxies():
+    class Viewer:
+        pass
+
+    class Proxy:
+        def __init__(self, wrapped):
+            self.__wrapped__ = wrapped
+
+    a, b = Viewer(), Viewer()
+    assert session_for(a) is session_for(Proxy(a)) is session_for(a)
+    assert session_for(b) is not session_for(a)
