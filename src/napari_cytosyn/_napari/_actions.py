@@ -126,13 +126,25 @@ def inpaint_work(
     mask: np.ndarray,
     get_model: Callable[[], Any],
     settings: Any,
+    reference: Any = "auto",
+    ring_um: float | None = None,
 ) -> Callable[[Progress, Any], dict[str, Any]]:
     """Inpaint ``mask`` (``(h, w)`` bool over ``region`` ``(y, x, h, w)``, level-0 px) into the
-    composite's edit store; the real slide file is only read."""
+    composite's edit store; the real slide file is only read. ``reference``, ``ring_um``: see
+    ``CompositeSlide.inpaint``."""
 
     def work(progress: Progress, cancel: Any) -> dict[str, Any]:
         model = get_model()
-        return composite.inpaint(region, mask, model, settings, progress=progress, cancel=cancel)
+        return composite.inpaint(
+            region,
+            mask,
+            model,
+            settings,
+            progress=progress,
+            cancel=cancel,
+            reference=reference,
+            ring_um=ring_um,
+        )
 
     return work
 

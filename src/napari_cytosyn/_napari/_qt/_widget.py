@@ -26,6 +26,14 @@ from ._export_box import ExportBox
 from ._jobs import Job
 from ._model_box import GENERIC, GENERIC_MPP, ModelBox
 from ._progress_box import ProgressBox
+from ._reference_box import (
+    ReferenceBox,
+    conditioned_settings,
+    link_to,
+    model_conditioning,
+    twin_store,
+    twin_work,
+)
 from ._sampling_box import SamplingBox
 from ._synthetic_box import SyntheticBox
 
@@ -58,6 +66,7 @@ class CytoSynWidget(QWidget):
         self.model_box = ModelBox(self.config)
         self.sampling = SamplingBox(self.model_box.recommended_steps())
         self.edit_box = EditBox(self.viewer)
+        self.reference_box = ReferenceBox(self.viewer)
         self.edits_box = EditsBox()
         self.synthetic_box = SyntheticBox()
         self.export_box = ExportBox()
@@ -66,6 +75,7 @@ class CytoSynWidget(QWidget):
             self.model_box,
             self.sampling,
             self.edit_box,
+            self.reference_box,
             self.edits_box,
             self.synthetic_box,
             self.export_box,
@@ -84,10 +94,12 @@ class CytoSynWidget(QWidget):
         self.edits_box.open_requested.connect(lambda: self.open_edit_store())
         self.synthetic_box.new_slide_button.clicked.connect(self.new_synthetic_slide)
         self.synthetic_box.render_all_button.clicked.connect(self.render_all)
+        self.reference_box.twin_button.clicked.connect(self.synthetic_twin)
         self.export_box.export_button.clicked.connect(lambda: self.export())
         self.session.job_changed.connect(self._on_job_changed)
         self.session.edits_changed.connect(self._on_edits_changed)
         self._update_mpp()
+        self.update_conditioning()
         self._on_slide_selected()
         self._on_job_changed(self.session.job)
 
@@ -101,6 +113,13 @@ class CytoSynWidget(QWidget):
     def _on_model_changed(self) -> None:
         self.sampling.steps_spin.setValue(self.model_box.recommended_steps())
         self._update_mpp()
+        self.update_conditioning()
+
+    def update_conditioning(self) -> None:
+        """Enable references and guidance for a conditional model (call after setting
+        ``models.override``); disable them, with a tooltip saying why, otherwise."""
+        name, conditional, tile_um = model_conditioning(self)
+        self.reference_box.set_model(name, conditional, tile_um, self.sampling)
 
     def _update_mpp(self) -> None:
         box = self.model_box
@@ -137,7 +156,8 @@ class CytoSynWidget(QWidget):
 
     def sampler_settings(self) -> Any:
         """``SamplerSettings`` from the sampling controls and the precision picker."""
-        return self.sampling.settings(self.model_box.autocast_combo.currentText())
+        settings = self.sampling.settings(self.model_box.autocast_combo.currentText())
+        return conditioned_settings(self, settings) if self.reference_box.conditional else settings
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -171,6 +191,7 @@ class CytoSynWidget(QWidget):
             self.export_box.export_button,
         ):
             button.setEnabled(idle)
+        self.reference_box.twin_button.setEnabled(idle and self.reference_box.conditional)
         self.edits_box.update_buttons(idle)
 
     def say(self, text: str) -> None:
@@ -258,13 +279,17 @@ class CytoSynWidget(QWidget):
         else:
             shapes_hw = composite.level_shapes[0]
         region, mask = mask_from_layer(mask_layer, image, shapes_hw)
+        reference = self.reference_box.reference(image, shapes_hw)
+        ring_um = self.reference_box.ring_um()
         self._snapshot_model_choice()
         settings, cache = self.sampler_settings(), self.config.cache_path()
 
         def work(progress: Any, cancel: Any) -> tuple[Any, dict]:
             target = composite or _actions.open_composite(path, cache)
             try:
-                run = _actions.inpaint_work(target, region, mask, self.get_model, settings)
+                run = _actions.inpaint_work(
+                    target, region, mask, self.get_model, settings, reference, ring_um
+                )
                 return target, run(progress, cancel)
             except BaseException:
                 if composite is None:  # a store made for this edit alone: nothing left behind
@@ -438,6 +463,31 @@ class CytoSynWidget(QWidget):
         self.edit_box.image_combo.select(layer)
         self.viewer.reset_view()
         self.say(f"{slide.name}: rendering where you look ({slide.path}).")
+
+    def synthetic_twin(self) -> Job | None:
+        """A synthetic twin of the selected real slide, shown over it (same scale, origin)."""
+        return self._guard("Synthetic twin", self._start_twin)
+
+    def _start_twin(self) -> Job:
+        image = self.edit_box.image_combo.layer()
+        path = _layers.real_path_of(image) if image is not None else None
+        if not path:
+            raise ValueError("select a real slide (opened from a file) as the slide layer")
+        self._snapshot_model_choice()
+        settings = self.sampler_settings()
+        store = twin_store(self.config.cache_path(), path, settings.seed)
+        work = twin_work(path, store, self.get_model, settings, self.chunk_px)
+        return self.run_job("Synthetic twin", work, lambda slide: self._show_twin(image, slide))
+
+    def _show_twin(self, real_layer: Any, slide: Any) -> None:
+        self._show_synthetic(slide)
+        layer = self.edit_box.image_combo.layer()
+        link_to(layer, real_layer)
+        ref = slide.metadata()["reference"]
+        self.say(
+            f"{slide.name}: twin of {ref['file']} ({ref['tissue_cells']} reference cells), "
+            "rendering where you look."
+        )
 
     def render_all(self) -> Job | None:
         """Generate every chunk of the synthetic slide selected as slide layer (asks first when
