@@ -1,0 +1,264 @@
+"""Synthetic twin of a slide laid out from two tissues: does the twin follow its reference?
+
+A test slide is laid out at 0.5 um/px from the two real H&E images the embedded model is trained
+on (``scripts/fetch_training_data.py``): blocks of ``--block`` px in a checkerboard of tissue A
+(TIA Centre tumour) and tissue B (stardist's H&E), a few blocks left as glass, each block a crop
+of its image (mirrored beyond its edges). Its twin is made with a conditional model
+(``SyntheticSlide.create(reference=...)``) and rendered; then, per grid cell of ``--cell`` px
+that is tissue in both:
+
+- ``density_corr``, ``area_corr``: Pearson correlation, over the cells, between the reference's
+  and the twin's nuclear density and mean nuclear area (classical segmentation of
+  :mod:`napari_cytosyn.quality`); targets >= 0.6;
+- ``tissue_iou``: IoU of the two slides' tissue masks (the same Otsu-based mask on both
+  thumbnails); target >= 0.9;
+- ``embed_share``: time to embed the reference grid over the time to render the twin; <= 0.1;
+- ``nn_ratio``: privacy. RMSE from each synthetic tile to its nearest reference crop (all 8
+  flips and rotations, stride 8 px, 8 x 8 block averages, as ``embedded_quality.py`` does
+  for training crops), the closest tile over the mean of the same distance for the model's VAE
+  reconstructions of reference tiles; >= 1.5 means no twin tile is nearer to a real crop than
+  a re-encoded copy of it would be, with a margin.
+
+    python scripts/fetch_training_data.py --out data/training   # once
+    python benchmarks/twin.py                                    # 2048 px slide, 512 px blocks
+    python benchmarks/twin.py --quick                            # 1024 px, 256 px blocks
+    python benchmarks/twin.py --model NAME                       # any conditional model
+
+Last line: ``RESULT {"density_corr": ..., "area_corr": ..., "tissue_iou": ...,
+"embed_share": ..., "nn_ratio": ..., ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from embedded_quality import nearest_rmse, real_images, training_crops  # noqa: E402
+
+GLASS = (246, 244, 246)
+
+
+def layout(images: list[np.ndarray], size: int, block: int, seed: int = 0) -> tuple:
+    """The test slide ``(size, size, 3)`` uint8 and its block plan (``0``/``1`` = tissue A/B,
+    ``-1`` = glass), ``(size // block,) * 2``."""
+    rng = np.random.default_rng(seed)
+    n = size // block
+    plan = (np.add.outer(np.arange(n), np.arange(n)) % 2).astype(int)
+    # glass: a corner block and one more, away from the corner (the tissue has an outline)
+    plan[n - 1, n - 1] = -1
+    plan[0, n // 2] = -1
+    out = np.empty((size, size, 3), np.uint8)
+    out[...] = GLASS
+    padded = [np.pad(im, ((block, block), (block, block), (0, 0)), mode="reflect") for im in images]
+    for i in range(n):
+        for j in range(n):
+            kind = plan[i, j]
+            if kind < 0:
+                continue
+            src = padded[kind]
+            y = int(rng.integers(0, src.shape[0] - block + 1))
+            x = int(rng.integers(0, src.shape[1] - block + 1))
+            out[i * block : (i + 1) * block, j * block : (j + 1) * block] = src[
+                y : y + block, x : x + block
+            ]
+    return out, plan
+
+
+def default_model() -> str | None:
+    """The first embedded (offline) model whose loaded weights take a reference."""
+    from napari_cytosyn.models import available
+    from napari_cytosyn.sampling.conditioning import is_conditional
+
+    for info in available():
+        if info.backend == "embedded" and is_conditional(load(info.name)):
+            return info.name
+    return None
+
+
+def load(name: str):
+    if name.startswith("py:"):
+        import importlib
+
+        module, _, attr = name[3:].partition(":")
+        return getattr(importlib.import_module(module), attr)()
+    from napari_cytosyn.models import load_model
+
+    return load_model(name, device="cpu")
+
+
+def cell_stats(img: np.ndarray, tissue: np.ndarray, cell: int, mpp: float):
+    """Per cell that is >= 90 % tissue: ``(cells, density, mean area)``."""
+    from napari_cytosyn.quality import nuclei_stats
+
+    cells, dens, area = [], [], []
+    for y in range(0, img.shape[0] - cell + 1, cell):
+        for x in range(0, img.shape[1] - cell + 1, cell):
+            if tissue[y : y + cell, x : x + cell].mean() < 0.9:
+                continue
+            s = nuclei_stats(img[y : y + cell, x : x + cell], mpp=mpp)
+            cells.append((y, x))
+            dens.append(s.density_per_mm2)
+            area.append(s.mean_area_um2)
+    return cells, np.array(dens), np.array(area)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1024 px slide, 256 px blocks")
+    parser.add_argument("--size", type=int, help="slide side in px (default 2048)")
+    parser.add_argument("--block", type=int, help="layout block in px (default 512)")
+    parser.add_argument("--cell", type=int, default=256, help="metric cell in px")
+    parser.add_argument("--model", help="a conditional model (default: the embedded one)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "training")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, help="keep the slide and the twin here")
+    args = parser.parse_args()
+    size = args.size or (1024 if args.quick else 2048)
+    block = args.block or (256 if args.quick else 512)
+
+    import torch
+
+    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.sampling.conditioning import is_conditional
+    from napari_cytosyn.slide import open_slide
+    from napari_cytosyn.slide.reference import slide_tissue_mask
+    from napari_cytosyn.slide.sample import downsample_area, write_pyramidal_tiff
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    torch.set_num_threads(args.threads)
+    name = args.model or default_model()
+    if name is None:
+        raise SystemExit(
+            "no embedded model takes a reference (the shipped cytosyn-tiny weights are "
+            "unconditional): pass --model with a conditional model"
+        )
+    model = load(name)
+    if not is_conditional(model):
+        raise SystemExit(
+            f"{name} is unconditional; the twin benchmark needs a conditional model (the "
+            "embedded cytosyn-tiny v2, cytosyn, pixcell-256...): pass --model"
+        )
+    real = real_images(args.data)
+    images = list(real.values())
+    ref_img, plan = layout(images, size, block, args.seed)
+    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="twin-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    slide_path = write_pyramidal_tiff(
+        work / "two_tissues.tif",
+        [ref_img, downsample_area(ref_img, 4)],
+        mpp=(model.mpp, model.mpp),
+        tile_px=256,
+    )
+    slide = open_slide(slide_path)
+    print(f"reference slide {size} x {size} px, blocks of {block} px: plan\n{plan}")
+
+    steps = args.steps or int(getattr(model, "info", {}).get("default_steps", 12))
+    settings = SamplerSettings(steps=steps, seed=args.seed)
+    store = work / "twin.cytosyn"
+    # one-off imports are not embedding time
+    import skimage.color
+    import skimage.filters
+    import skimage.morphology  # noqa: F401
+
+    t0 = time.perf_counter()
+    # creating the twin = the reference's tissue mask, checksum and grid embeddings (batched)
+    twin = SyntheticSlide.create(
+        store, model, None, None, seed=args.seed, settings=settings, chunk_px=256,
+        reference=slide, overwrite=True,
+    )  # fmt: skip
+    t_embed = time.perf_counter() - t0
+    ref = twin.metadata()["reference"]
+    print(f"embedded {ref['tissue_cells']} grid cells of {ref['grid_px']} px: {t_embed:.1f} s")
+    t1 = time.perf_counter()
+    twin.render_all()
+    t_render = time.perf_counter() - t1
+    print(f"rendered the twin ({len(twin.missing_chunks(0)) == 0}): {t_render:.1f} s")
+    twin_img = twin.read_region(0, 0, 0, *twin.level_shapes[0])
+
+    # tissue masks: the same function on both slides
+    m_ref = slide_tissue_mask(slide, max_px=512)
+    m_twin = slide_tissue_mask(twin, max_px=512)
+    hh, ww = min(m_ref.shape[0], m_twin.shape[0]), min(m_ref.shape[1], m_twin.shape[1])
+    m_ref, m_twin = m_ref[:hh, :ww], m_twin[:hh, :ww]
+    iou = float((m_ref & m_twin).sum() / max(1, (m_ref | m_twin).sum()))
+
+    # per-cell nuclei statistics where both are tissue
+    def full(mask: np.ndarray) -> np.ndarray:
+        rows = np.minimum(np.arange(size) * mask.shape[0] // size, mask.shape[0] - 1)
+        return mask[np.ix_(rows, rows)]
+
+    both = full(m_ref) & full(m_twin)
+    cells, d_ref, a_ref = cell_stats(ref_img, both, args.cell, model.mpp)
+    _c, d_twin, a_twin = cell_stats(twin_img, both, args.cell, model.mpp)
+    density_corr = float(np.corrcoef(d_ref, d_twin)[0, 1]) if len(cells) > 2 else float("nan")
+    area_corr = float(np.corrcoef(a_ref, a_twin)[0, 1]) if len(cells) > 2 else float("nan")
+    for kind in (0, 1):
+        sel = [k for k, (y, x) in enumerate(cells) if plan[y // block, x // block] == kind]
+        if not sel:
+            continue
+        print(
+            f"tissue {'AB'[kind]}: reference {d_ref[sel].mean():.0f} nuclei/mm2, "
+            f"{a_ref[sel].mean():.1f} um2; twin {d_twin[sel].mean():.0f} nuclei/mm2, "
+            f"{a_twin[sel].mean():.1f} um2 ({len(sel)} cells)"
+        )
+
+    # privacy: nearest reference crop of each synthetic tile vs VAE reconstructions
+    tile, scale = model.tile_px, 8
+    crops = training_crops(
+        [ref_img[i * block : (i + 1) * block, j * block : (j + 1) * block]
+         for i in range(plan.shape[0]) for j in range(plan.shape[1]) if plan[i, j] >= 0],
+        tile, stride=8, scale=scale,
+    )  # fmt: skip
+    rng = np.random.default_rng(1)
+    syn_tiles, ref_tiles = [], []
+    while len(syn_tiles) < 16:
+        y, x = (int(v) for v in rng.integers(0, size - tile + 1, 2))
+        if both[y : y + tile, x : x + tile].mean() >= 0.95:
+            syn_tiles.append(twin_img[y : y + tile, x : x + tile])
+            ref_tiles.append(ref_img[y : y + tile, x : x + tile])
+    nn_syn = nearest_rmse(np.stack(syn_tiles), crops, scale)
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack(ref_tiles)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        rec = model.decode(model.encode(x))
+    rec_u8 = ((rec + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    rec_nn = nearest_rmse(rec_u8, crops, scale)
+    nn_ratio = float(nn_syn.min() / max(1e-9, rec_nn.mean()))
+    print(
+        f"nearest reference crop RMSE: twin tiles min {nn_syn.min():.4f} median "
+        f"{np.median(nn_syn):.4f}; VAE reconstructions {rec_nn.mean():.4f}"
+    )
+
+    def num(v: float, nd: int) -> float | None:
+        return round(v, nd) if np.isfinite(v) else None  # JSON has no NaN
+
+    result = {
+        "density_corr": num(density_corr, 3),
+        "area_corr": num(area_corr, 3),
+        "tissue_iou": round(iou, 4),
+        "embed_share": round(t_embed / t_render, 4),
+        "nn_ratio": round(nn_ratio, 3),
+        "cells": len(cells),
+        "embed_s": round(t_embed, 2),
+        "render_s": round(t_render, 2),
+        "model": name,
+        "steps": steps,
+        "size_px": size,
+        "block_px": block,
+    }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
