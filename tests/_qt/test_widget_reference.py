@@ -54,7 +54,13 @@ def test_guidance_and_references_are_disabled_for_unconditional_models(setup):
     name = widget.model_box.model_combo.currentText()
     from napari_cytosyn.models import get_info
 
-    assert guidance.isEnabled() == (get_info(name).conditioning is not None)
+    conditioning = get_info(name).conditioning or ""
+    assert guidance.isEnabled() == bool(conditioning and "mask" not in conditioning)
+    widget.model_box.model_combo.setCurrentText("cytosyn")  # H0-mini: a reference model
+    assert guidance.isEnabled() and widget.reference_box.twin_button.isEnabled()
+    assert guidance.value() == 2.5  # CytoSyn's conditioned guidance
+    widget.model_box.model_combo.setCurrentText("cytosyn-tiny-cells")  # nucleus masks
+    assert not guidance.isEnabled()
 
 
 def _inpaint(viewer, widget, real, mode):

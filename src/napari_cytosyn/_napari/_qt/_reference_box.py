@@ -73,9 +73,17 @@ class ReferenceBox(QGroupBox):
         self.region_combo.setEnabled(self.conditional and mode == REGION)
         self.ring_spin.setEnabled(self.conditional and mode == AROUND)
 
-    def set_model(self, name: str, conditional: bool, tile_um: float, sampling: Any) -> None:
-        """Enable the controls (and ``sampling``'s Guidance) for a conditional model, disable
-        them with a tooltip saying why for an unconditional one."""
+    def set_model(
+        self,
+        name: str,
+        conditional: bool,
+        tile_um: float,
+        sampling: Any,
+        guidance: float | None = None,
+    ) -> None:
+        """Enable the controls (and ``sampling``'s Guidance, set to the model's recommended
+        ``guidance``) for a conditional model; disable them with a tooltip saying why for an
+        unconditional one."""
         self.conditional = conditional
         tip = "" if conditional else UNCONDITIONAL_TIP.format(name=name)
         for w in (self.mode_combo, self.twin_button):
@@ -83,6 +91,8 @@ class ReferenceBox(QGroupBox):
         self.setToolTip(tip)
         self.ring_spin.setValue(float(tile_um))
         sampling.guidance_spin.setEnabled(conditional)
+        if conditional and guidance is not None:
+            sampling.guidance_spin.setValue(float(guidance))
         sampling.guidance_spin.setToolTip(GUIDANCE_TIP if conditional else tip)
         self.note.setText(
             "" if conditional else f"{name} is unconditional: no reference, no guidance."
@@ -95,7 +105,9 @@ class ReferenceBox(QGroupBox):
         if not self.conditional or mode == NONE:
             return "none"
         if mode == AROUND:
-            return "surround"
+            # "auto": a model the registry calls conditional but whose weights are not (an
+            # older embedded model) inpaints unconditioned; the edit record says which
+            return "auto"
         shapes = self.region_combo.layer()
         if shapes is None or not len(shapes.data):
             raise ValueError("draw the reference region in a Shapes layer and choose it")
@@ -108,22 +120,26 @@ class ReferenceBox(QGroupBox):
         return float(self.ring_spin.value())
 
 
-def model_conditioning(widget: Any) -> tuple[str, bool, float]:
-    """``(name, conditional, tile um)`` of the widget's model choice, without loading it."""
+def model_conditioning(widget: Any) -> tuple[str, bool, float, float | None]:
+    """``(name, conditional, tile um, recommended guidance)`` of the widget's model choice,
+    without loading it."""
     override = widget.models.override
     if override is not None:
         from napari_cytosyn.sampling.conditioning import is_conditional
 
         name = str(getattr(override, "name", "the model"))
-        return name, is_conditional(override), float(override.tile_px * override.mpp)
+        return name, is_conditional(override), float(override.tile_px * override.mpp), None
     name = widget.model_box.model_combo.currentText()
     try:
         from napari_cytosyn.models import get_info
 
         info = get_info(name)
     except Exception:  # generic diffusers models and unknown names: unconditional
-        return name, False, 112.0
-    return name, info.conditioning is not None, float(info.tile_px * info.mpp)
+        return name, False, 112.0, None
+    # mask-conditioned models (the test kit's) take a layout, not a reference of tissue
+    conditional = info.conditioning is not None and "mask" not in info.conditioning.lower()
+    guidance = info.defaults.get("guidance_conditioned")
+    return name, conditional, float(info.tile_px * info.mpp), guidance
 
 
 def conditioned_settings(widget: Any, settings: Any) -> Any:

@@ -118,8 +118,8 @@ class CytoSynWidget(QWidget):
     def update_conditioning(self) -> None:
         """Enable references and guidance for a conditional model (call after setting
         ``models.override``); disable them, with a tooltip saying why, otherwise."""
-        name, conditional, tile_um = model_conditioning(self)
-        self.reference_box.set_model(name, conditional, tile_um, self.sampling)
+        name, conditional, tile_um, guidance = model_conditioning(self)
+        self.reference_box.set_model(name, conditional, tile_um, self.sampling, guidance)
 
     def _update_mpp(self) -> None:
         box = self.model_box
