@@ -142,3 +142,19 @@ def test_pixcell_transformer_has_every_published_key_and_shape(name, n_keys, tok
     assert model.pos_embed.interpolation_scale == config["interpolation_scale"]
     assert "pos_embed.pos_embed" not in model.state_dict()
     assert model.config.out_channels == 32 and model.config.in_channels == 16
+
+
+def test_pixcell_controlnet_has_every_published_key_and_shape():
+    from napari_cytosyn.models.pixcell_controlnet import build_pixcell_controlnet
+
+    ref = manifest("pixcell_transformer_256.json")
+    variant = ref["controlnet_variant"]["controlnet_state_dict_n27"]
+    config = {**ref["config_json"]["values"], "n_controlnet_blocks": 27}
+    with torch.device("meta"):
+        model = build_pixcell_controlnet(config)
+    assert len(variant["keys"]) == variant["n_keys"] == 639
+    assert_same_layout(model.state_dict(), variant["keys"])
+    assert sum(p.numel() for p in model.parameters()) == variant["parameter_count"] == 622_755_200
+    non_persistent = set(variant["non_persistent_buffers"])
+    assert non_persistent == {"cond_pos_embed.pos_embed", "pos_embed.pos_embed"}
+    assert not non_persistent & set(model.state_dict())

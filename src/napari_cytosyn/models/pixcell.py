@@ -30,6 +30,7 @@ from torch import nn
 
 from .backend import UNCOND, BackendModel
 from .diffusers_generic import (
+    component_spec,
     fetch_pipeline,
     load_schedule,
     vae_factor,
@@ -55,7 +56,8 @@ class PixCellNet(nn.Module):
     """``(z_t, t, cond) -> epsilon`` for a PixArt transformer with PixCell's UNI conditioning.
 
     ``cond``: UNI2-h tokens ``(B, N, D)`` (or ``(N, D)`` / ``(B, D)`` when N = 1), or
-    ``None``/``UNCOND`` for the learned unconditional tokens.
+    ``None``/``UNCOND`` for the learned unconditional tokens; with a ControlNet also a dict
+    ``{"mask": (B, 1, H_px, W_px), "uni": tokens or None}`` (see :mod:`.pixcell_controlnet`).
     """
 
     def __init__(
@@ -65,6 +67,9 @@ class PixCellNet(nn.Module):
         token_pos: torch.Tensor | None,
         timestep_scale: float,
         tile_px: int,
+        controlnet: nn.Module | None = None,
+        mask_encoder: Any = None,
+        conditioning_scale: float = 1.0,
     ):
         super().__init__()
         self.transformer = transformer
@@ -72,8 +77,12 @@ class PixCellNet(nn.Module):
         self.register_buffer("token_pos", token_pos)
         self.timestep_scale = timestep_scale
         self.tile_px = tile_px
+        self.controlnet = controlnet
+        self.mask_encoder = mask_encoder
+        self.conditioning_scale = conditioning_scale
 
     def _tokens(self, cond: Any, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """Raw UNI tokens ``(B, N, D)`` (positions not yet added)."""
         n, d = self.uncond_tokens.shape
         if cond is None or isinstance(cond, str):
             tokens = self.uncond_tokens[None].expand(batch, n, d)
@@ -89,13 +98,37 @@ class PixCellNet(nn.Module):
                     f"{tuple(tokens.shape)}"
                 )
             tokens = tokens.expand(batch, n, d) if tokens.shape[0] == 1 else tokens
-        tokens = tokens.to(like.dtype)
-        if self.token_pos is not None:
-            tokens = tokens + self.token_pos.to(like.dtype)
-        return tokens
+        return tokens.to(like.dtype)
+
+    def _mask_latent(self, mask: Any, z: torch.Tensor) -> torch.Tensor:
+        if self.controlnet is None:
+            raise ValueError(
+                "this PixCell model takes no mask; the mask-guided one is "
+                "pixcell-256-cell-controlnet"
+            )
+        b, _, h, w = z.shape
+        f = self.tile_px // int(self.transformer.config.sample_size)
+        mask = torch.as_tensor(mask, device=z.device)
+        if mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (h * f, w * f):
+            raise ValueError(
+                f"cond['mask'] must be (B, 1, {h * f}, {w * f}) for latents {tuple(z.shape)}, "
+                f"got {tuple(mask.shape)}"
+            )
+        mask = mask.expand(b, -1, -1, -1) if mask.shape[0] == 1 else mask
+        return self.mask_encoder(mask).to(z.device, z.dtype)
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        from .pixcell_controlnet import added_after_blocks, control_residuals
+
         b = z.shape[0]
+        uni, mask = cond, None
+        if isinstance(cond, dict):
+            unknown = sorted(set(cond) - {"uni", "mask"})
+            if unknown:
+                raise ValueError(f"PixCell cond keys are 'uni' and 'mask', got {unknown}")
+            uni, mask = cond.get("uni"), cond.get("mask")
+        tokens = self._tokens(uni, b, z)
+        timestep = t * self.timestep_scale
         added = {"resolution": None, "aspect_ratio": None}
         if getattr(self.transformer, "use_additional_conditions", False):
             h, w = z.shape[-2] * 8, z.shape[-1] * 8
@@ -103,13 +136,26 @@ class PixCellNet(nn.Module):
                 "resolution": torch.tensor([[h, w]], device=z.device, dtype=z.dtype).expand(b, 2),
                 "aspect_ratio": torch.full((b, 1), h / w, device=z.device, dtype=z.dtype),
             }
-        out = self.transformer(
-            z,
-            encoder_hidden_states=self._tokens(cond, b, z),
-            timestep=t * self.timestep_scale,
-            added_cond_kwargs=added,
-            return_dict=False,
-        )[0]
+        residuals = []
+        if mask is not None:
+            residuals = control_residuals(
+                self.controlnet,
+                z,
+                self._mask_latent(mask, z),
+                tokens,
+                timestep,
+                self.conditioning_scale,
+            )
+        if self.token_pos is not None:
+            tokens = tokens + self.token_pos.to(z.dtype)
+        with added_after_blocks(self.transformer, residuals):
+            out = self.transformer(
+                z,
+                encoder_hidden_states=tokens,
+                timestep=timestep,
+                added_cond_kwargs=added,
+                return_dict=False,
+            )[0]
         return out[:, : z.shape[1]]
 
 
@@ -208,7 +254,22 @@ def load_pixcell(
     tile_px = int(transformer.config.sample_size) * factor
     n_tokens = uncond.shape[0]
     grid = round(n_tokens**0.5)
-    net = PixCellNet(transformer, uncond, token_pos, timestep_scale, tile_px).to(device)
+    scaling = LatentScaling(scale=float(scale), shift=float(shift))
+    controlnet, mask_encoder = None, None
+    if component_spec(index, "controlnet") is not None:
+        from .pixcell_controlnet import MaskEncoder, load_pixcell_controlnet
+
+        check_safetensors(folder, ["controlnet"])
+        controlnet = load_pixcell_controlnet(folder / "controlnet", dtype).to(device)
+
+        def encode_mask(rgb: torch.Tensor) -> torch.Tensor:
+            z = vae.encode(rgb.to(device, next(vae.parameters()).dtype)).latent_dist.mean
+            return scaling.to_model(z.float())
+
+        mask_encoder = MaskEncoder(encode_mask)
+    net = PixCellNet(
+        transformer, uncond, token_pos, timestep_scale, tile_px, controlnet, mask_encoder
+    ).to(device)
     vae.to(device)
     ref = embedder
     if ref is None:
@@ -228,7 +289,7 @@ def load_pixcell(
         tile_px=tile_px,
         latent_factor=factor,
         latent_channels=int(vae.config.latent_channels),
-        scaling=LatentScaling(scale=float(scale), shift=float(shift)),
+        scaling=scaling,
         dtype=dtype,
         uncond=UNCOND,
         embedder=ref,
@@ -238,6 +299,7 @@ def load_pixcell(
             "commit": snapshot_commit(folder),
             "backend": "pixcell",
             "uni_tokens": n_tokens,
+            "controlnet": controlnet is not None,
             "vae_source": vae_source,
             "recommended": dict(info.defaults),
         },

@@ -185,6 +185,30 @@ _REGISTRY: dict[str, ModelInfo] = {
                 "guidance_conditioned": 2.0,
             },
         ),
+        ModelInfo(
+            name="pixcell-256-cell-controlnet",
+            backend="pixcell",
+            source="StonyBrook-CVLab/PixCell-256-Cell-ControlNet",
+            licence="Apache-2.0 (model card)",
+            gated=False,
+            mpp=0.5,
+            tile_px=256,
+            latent_channels=16,
+            conditioning="cell mask (cond={'mask': (B, 1, H_px, W_px)}) through a ControlNet, "
+            "and UNI2-h (cond['uni'], 1 token per 256 px tile, via timm)",
+            description="PixCell-256 with a ControlNet that places cells where a binary mask says "
+            "(Stony Brook CVLab); the ControlNet is built natively, no repository code runs.",
+            access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-256-Cell-ControlNet",
+            conditioning_access="UNI2-h is gated, CC-BY-NC-ND 4.0; request access at "
+            "https://huggingface.co/MahmoodLab/UNI2-h and `pip install timm`.",
+            # PixCell's sampler; guidance over the mask and UNI together (see docs/models.md)
+            defaults={
+                "sampler": "dpmpp_2m",
+                "steps": 20,
+                "guidance": 1.0,
+                "guidance_conditioned": 2.0,
+            },
+        ),
     )
 }
 

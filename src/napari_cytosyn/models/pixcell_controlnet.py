@@ -1,0 +1,136 @@
+"""The mask-guided PixCell ControlNet (``StonyBrook-CVLab/PixCell-256-Cell-ControlNet``), native.
+
+Its published remote code imports ``diffusers.models.controlnet``, which diffusers 0.37 removed,
+so the ControlNet is built here from its key layout (``tests/models/test_reference_layouts.py``
+compares every key and shape with the reference manifest; no code of the repository runs):
+
+- a PixCell transformer body of ``n_controlnet_blocks`` blocks (``pos_embed``,
+  ``transformer_blocks.{i}``, ``adaln_single``, ``caption_projection`` with its
+  ``uncond_embedding``, and the unused ``norm_out``/``scale_shift_table``/``proj_out``), plus
+- ``cond_pos_embed``: a patch embedding (with its own sine-cosine positions) of the mask latent,
+  added to the image tokens after ``pos_embed``;
+- ``controlnet_blocks.{i}``: a linear map of block ``i``'s output, times ``conditioning_scale``,
+  which the transformer adds to its hidden states after its own block ``i``.
+
+The mask enters as the VAE latent of the cell-mask image (white cells on black, as an RGB image
+in [-1, 1]), scaled like image latents. ``cond = {"mask": (B, 1, H_px, W_px)}`` (the protocol
+shared with ``cytosyn-tiny-cells``), optionally with ``"uni"`` tokens; without a mask the
+transformer runs alone (the unconditional branch of guidance drops both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .hub import read_json
+
+#: ControlNet config keys that are not arguments of the transformer body.
+_CONTROLNET_ONLY = ("n_controlnet_blocks",)
+
+
+def build_pixcell_controlnet(config: dict[str, Any]):
+    """The ControlNet from its ``config.json`` (``PixCellControlNet`` arguments); meta-safe."""
+    from diffusers.models.embeddings import PatchEmbed
+
+    from .pixcell import build_pixcell_transformer
+
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    n_blocks = config.pop("n_controlnet_blocks", None) or config.get("num_layers", 28)
+    body = build_pixcell_transformer({**config, "num_layers": int(n_blocks)})
+    c = body.config
+    inner = c.num_attention_heads * c.attention_head_dim
+    interpolation = c.interpolation_scale or max(c.sample_size // 64, 1)
+    body.cond_pos_embed = PatchEmbed(
+        height=c.sample_size,
+        width=c.sample_size,
+        patch_size=c.patch_size,
+        in_channels=c.in_channels,
+        embed_dim=inner,
+        interpolation_scale=interpolation,
+    )
+    body.controlnet_blocks = nn.ModuleList(nn.Linear(inner, inner) for _ in range(int(n_blocks)))
+    return body
+
+
+def load_pixcell_controlnet(folder: Path, dtype: torch.dtype):
+    """The ControlNet of ``folder`` (``config.json`` + safetensors), loaded strictly."""
+    from .sit import load_strict, read_safetensors, to_dtype
+
+    model = build_pixcell_controlnet(read_json(Path(folder) / "config.json"))
+    load_strict(model, read_safetensors(folder), f"{folder} (PixCell ControlNet)")
+    return to_dtype(model, dtype)
+
+
+def control_residuals(
+    controlnet: nn.Module,
+    z: torch.Tensor,
+    mask_latent: torch.Tensor,
+    tokens: torch.Tensor,
+    timestep: torch.Tensor,
+    scale: float = 1.0,
+) -> list[torch.Tensor]:
+    """Per-block residuals ``(B, N, hidden)`` of the ControlNet for latents ``z`` ``(B, C, h, w)``,
+    the scaled mask latent (same shape), raw UNI tokens ``(B, T, D)`` and DDPM timesteps."""
+    b = z.shape[0]
+    hidden = controlnet.pos_embed(z) + controlnet.cond_pos_embed(mask_latent)
+    added = {"resolution": None, "aspect_ratio": None}
+    temb, _ = controlnet.adaln_single(timestep, added, batch_size=b, hidden_dtype=hidden.dtype)
+    y_pos = getattr(controlnet, "y_pos_embed", None)
+    if y_pos is not None:
+        tokens = tokens + y_pos.y_pos_embed.to(tokens.dtype)
+    context = controlnet.caption_projection(tokens).view(b, -1, hidden.shape[-1])
+    out = []
+    for block, proj in zip(
+        controlnet.transformer_blocks, controlnet.controlnet_blocks, strict=True
+    ):
+        hidden = block(hidden, encoder_hidden_states=context, timestep=temb)
+        out.append(proj(hidden) * scale)
+    return out
+
+
+@contextlib.contextmanager
+def added_after_blocks(transformer: nn.Module, residuals: list[torch.Tensor]) -> Iterator[None]:
+    """While active, ``transformer``'s block ``i`` returns its output plus ``residuals[i]``
+    (PixCell's ControlNet transformer adds them after each of its first blocks)."""
+    handles = []
+    for block, res in zip(transformer.transformer_blocks, residuals, strict=False):
+        handles.append(block.register_forward_hook(lambda _m, _a, out, r=res: out + r))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class MaskEncoder:
+    """Cell mask ``(B, 1, H, W)`` in [0, 1] -> scaled VAE latent ``(B, C, H/f, W/f)``, cached by
+    content (the same window's mask recurs at every sampler step)."""
+
+    def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], size: int = 256):
+        self.encode = encode
+        self.size = size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
+        key = hashlib.blake2b(
+            mask.detach().float().cpu().numpy().tobytes() + str(tuple(mask.shape)).encode(),
+            digest_size=16,
+        ).hexdigest()
+        hit = self._cache.get(key)
+        if hit is None:
+            rgb = mask.float().expand(-1, 3, -1, -1) * 2.0 - 1.0
+            hit = self.encode(rgb)
+            self._cache[key] = hit
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return hit

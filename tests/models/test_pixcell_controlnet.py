@@ -1,0 +1,105 @@
+"""The mask-guided PixCell ControlNet, native, in the published repository layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from napari_cytosyn.models import load_model
+from napari_cytosyn.models.pixcell_controlnet import build_pixcell_controlnet
+
+from .conftest import build_pixcell, pixcell_config
+
+
+@pytest.fixture(scope="module")
+def controlnet_repo(tmp_path_factory) -> Path:
+    """PixCell-256-Cell-ControlNet layout: transformer/, controlnet/, vae/ (with weights)."""
+    folder = build_pixcell(tmp_path_factory.mktemp("CN"), tokens=1, sample_size=16)
+    config = {**pixcell_config(1, 16, 24), "n_controlnet_blocks": 1, "num_layers": 2}
+    controlnet = build_pixcell_controlnet(config)
+    with torch.no_grad():  # the published init zeroes cond_pos_embed and controlnet_blocks
+        for p in controlnet.parameters():
+            p.normal_(0.0, 0.05)
+    out = folder / "controlnet"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"_class_name": "PixCellControlNet", **config}))
+    state = {k: v.contiguous() for k, v in controlnet.state_dict().items()}
+    save_file(state, out / "diffusion_pytorch_model.safetensors")
+    index = json.loads((folder / "model_index.json").read_text())
+    index |= {
+        "_class_name": "PixCellControlNetPipeline",
+        "controlnet": ["pixcell_controlnet", "PixCellControlNet"],
+        "transformer": ["pixcell_controlnet_transformer", "PixCellTransformer2DModelControlNet"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index))
+    (out / "pixcell_controlnet.py").write_text("from diffusers.models.controlnet import x\n")
+    return folder
+
+
+def _mask() -> torch.Tensor:
+    mask = torch.zeros(1, 1, 128, 128)
+    mask[..., 20:50, 30:70] = 1.0
+    mask[..., 80:110, 60:90] = 1.0
+    return mask
+
+
+def test_controlnet_loads_natively_and_conditions_on_a_mask(controlnet_repo):
+    model = load_model(f"pixcell-256-cell-controlnet:{controlnet_repo}", device="cpu")
+    assert model.info["controlnet"] is True
+    z, t = torch.randn(1, 16, 16, 16), torch.tensor([0.5])
+    plain = model.denoise(z, t)
+    guided = model.denoise(z, t, cond={"mask": _mask()})
+    other = model.denoise(z, t, cond={"mask": 1.0 - _mask()})
+    assert not torch.allclose(plain, guided) and not torch.allclose(guided, other)
+    # the hooks that add the residuals are gone after the call
+    torch.testing.assert_close(model.denoise(z, t), plain)
+    # conditioning_scale 0: the ControlNet adds nothing
+    model.net.conditioning_scale = 0.0
+    torch.testing.assert_close(model.denoise(z, t, cond={"mask": _mask()}), plain)
+
+
+def test_controlnet_residual_is_added_after_the_first_transformer_block(controlnet_repo):
+    model = load_model(f"pixcell-256-cell-controlnet:{controlnet_repo}", device="cpu")
+    net = model.net
+    seen = {}
+
+    def record(_module, args, _kwargs):
+        seen["input"] = args[0].clone()
+
+    net.transformer.transformer_blocks[1].register_forward_pre_hook(record, with_kwargs=True)
+    z, t = torch.randn(1, 16, 16, 16), torch.tensor([0.3])
+    mask = _mask()
+    model.denoise(z, t, cond={"mask": mask})
+    with_control = seen.pop("input")
+    model.denoise(z, t)
+    without = seen.pop("input")
+    # the residual of ControlNet block 0, from the mask's scaled VAE latent
+    with torch.no_grad():
+        rgb = mask.expand(-1, 3, -1, -1) * 2 - 1
+        latent = model.scaling.to_model(model.vae.encode(rgb).latent_dist.mean)
+        cn = net.controlnet
+        hidden = cn.pos_embed(z) + cn.cond_pos_embed(latent)
+        temb, _ = cn.adaln_single(
+            t * 999, {"resolution": None, "aspect_ratio": None}, batch_size=1, hidden_dtype=z.dtype
+        )
+        tokens = cn.caption_projection(net.uncond_tokens[None]).view(1, -1, hidden.shape[-1])
+        hidden = cn.transformer_blocks[0](hidden, encoder_hidden_states=tokens, timestep=temb)
+        residual = cn.controlnet_blocks[0](hidden)
+    torch.testing.assert_close(with_control - without, residual, atol=1e-5, rtol=1e-4)
+
+
+def test_a_mask_for_a_model_without_controlnet_or_of_the_wrong_size_is_refused(
+    controlnet_repo, pixcell_256
+):
+    plain = load_model(f"pixcell-256:{pixcell_256}", device="cpu")
+    with pytest.raises(ValueError, match="pixcell-256-cell-controlnet"):
+        plain.denoise(torch.randn(1, 16, 32, 32), torch.tensor([0.5]), cond={"mask": _mask()})
+    model = load_model(f"pixcell-256-cell-controlnet:{controlnet_repo}", device="cpu")
+    with pytest.raises(ValueError, match=r"cond\['mask'\] must be \(B, 1, 128, 128\)"):
+        model.denoise(
+            torch.randn(1, 16, 16, 16), torch.tensor([0.5]), cond={"mask": _mask()[..., :64]}
+        )
