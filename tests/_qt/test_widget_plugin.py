@@ -37,17 +37,18 @@ def _rectangle(viewer, y0, x0, y1, x1, name="mask"):
     )
 
 
-def _menu_action(qt_window, text: str):
-    """The QAction whose text is ``text`` anywhere under the window's Plugins menu."""
+def _menu_action(qt_window, *texts: str):
+    """The QAction whose text is one of ``texts`` anywhere under the window's Plugins menu (a
+    plugin with one widget gets "Widget (Plugin)", with several a submenu of widgets)."""
     pending = [a.menu() for a in qt_window.menuBar().actions() if "Plugins" in a.text()]
     while pending:
         menu = pending.pop()
         for action in menu.actions():
             if action.menu() is not None:
                 pending.append(action.menu())
-            elif action.text().replace("&", "") == text:
+            elif action.text().replace("&", "") in texts:
                 return action
-    raise AssertionError(f"no {text!r} action in the Plugins menu")
+    raise AssertionError(f"no {texts} action in the Plugins menu")
 
 
 def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path):
@@ -83,7 +84,7 @@ def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path):
 
 
 def test_plugins_menu_opens_the_widget_and_it_inpaints(viewer, tmp_path):
-    _menu_action(viewer.window._qt_window, "CytoSyn (CytoSyn)").trigger()
+    _menu_action(viewer.window._qt_window, "CytoSyn (CytoSyn)", "CytoSyn").trigger()
     [widget] = [
         d.widget()
         for d in viewer.window._dock_widgets.values()

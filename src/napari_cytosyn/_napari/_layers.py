@@ -273,7 +273,6 @@ class PendingSlide:
         layer.metadata.update(synthetic_layer_kwargs(slide)["metadata"])
         _SOURCES[layer] = slide
         _VIEWS[layer] = LazySlideView(self.viewer, layer, slide)
-        show_synthetic_mask(self.viewer, layer, slide)
         layer.refresh()
         return layer
 
@@ -380,8 +379,12 @@ def _layer_shapes(image: Any) -> list[tuple[int, int]]:
     return [tuple(level.shape[:2]) for level in data]
 
 
-def _mask_kwargs(image_name: str, scale: Any, translate: Any, multiscale: bool) -> dict[str, Any]:
+def _mask_kwargs(
+    image_name: str, scale: Any, translate: Any, multiscale: bool, units: Any = None
+) -> dict[str, Any]:
+    extra = {"units": tuple(units)[-2:]} if units is not None else {}
     return {
+        **extra,
         "name": f"{image_name} synthetic",
         "multiscale": multiscale,
         "scale": tuple(scale),
@@ -429,7 +432,11 @@ def mask_layer_data(viewer: Any, image_data: tuple, slide: Any) -> tuple[Any, di
     masks = mask_levels_of(slide, shapes, chunk)
     name = kwargs["name"]
     mkw = _mask_kwargs(
-        name, kwargs.get("scale", (1, 1)), kwargs.get("translate", (0, 0)), len(masks) > 1
+        name,
+        kwargs.get("scale", (1, 1)),
+        kwargs.get("translate", (0, 0)),
+        len(masks) > 1,
+        kwargs.get("units"),
     )
 
     def link(labels: Any) -> None:
@@ -472,7 +479,9 @@ def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
         return labels
     chunk = slide.chunk_px if is_synthetic(slide) else 512
     levels = mask_levels_of(slide, _layer_shapes(image), chunk)
-    kwargs = _mask_kwargs(image.name, image.scale[-2:], image.translate[-2:], len(levels) > 1)
+    kwargs = _mask_kwargs(
+        image.name, image.scale[-2:], image.translate[-2:], len(levels) > 1, image.units
+    )
     labels = viewer.add_labels(levels if len(levels) > 1 else np.asarray(levels[0]), **kwargs)
     _link_mask(viewer, image, labels)
     return labels

@@ -4,8 +4,8 @@ physical scale (um), read lazily through `napari_cytosyn.slide.open_slide`.
 What this plugin writes opens with what is synthetic in it: an export comes back as the image
 plus a "synthetic" labels layer (from ``labels/synthetic`` of an OME-Zarr, or the mask TIFF
 beside a TIFF export); a synthetic slide's store (``.cytosyn``) as its lazy layer, rendered
-where you look; an edit store as the real slide with its edited layer on top. Dropping any of
-them on napari does the same.
+where you look; an edit store as the real slide with its edited layer and labels on top.
+Dropping any of them on napari does the same.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
 
 
 def read_store(path: PathLike, kind: str) -> list[LayerData]:
-    """Layers of a store of this plugin: a synthetic slide (lazy layer + labels) or an edit
-    store (real slide, edited layer, labels)."""
+    """Layers of a store of this plugin: a synthetic slide (its lazy layer) or an edit store
+    (real slide, edited layer, "synthetic" labels)."""
     import napari
 
     from . import _layers
@@ -85,9 +85,8 @@ def read_store(path: PathLike, kind: str) -> list[LayerData]:
     if kind == "synthetic-slide":
         from napari_cytosyn.slide.synthetic import SyntheticSlide
 
-        slide = SyntheticSlide.open(path)
-        image = _layers.synthetic_layer_data(viewer, slide)
-        return [image, _layers.mask_layer_data(viewer, image, slide)]
+        # Every pixel of it is synthetic: no labels layer to say so (the layer is the slide).
+        return [_layers.synthetic_layer_data(viewer, SyntheticSlide.open(path))]
     if kind == "edit-store":
         from ._actions import open_edit_store
 

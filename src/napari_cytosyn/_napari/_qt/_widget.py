@@ -459,7 +459,6 @@ class CytoSynWidget(QWidget):
         )
         self.views[id(layer)] = view
         view.note_changed.connect(self._update_view_note)
-        _layers.show_synthetic_mask(self.viewer, layer, None)
         self.edit_box.image_combo.select(layer)
         self.viewer.reset_view()
         self.say(f"{slide.name}: rendering where you look ({slide.path}).")

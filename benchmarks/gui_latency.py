@@ -1,0 +1,220 @@
+"""What a user waits for in napari: first pixels, zoomed-out first pixels, Cancel, GUI stalls.
+
+Drives the real dock widget in a real viewer (one process, the camera set as a user would) and
+measures, with a 10 ms QTimer ticking on the GUI thread the whole time:
+
+- ``first_pixels_s``: from pressing "New synthetic slide" (8192 px a side) with the camera at
+  full zoom (one screen px per slide px) to the first rendered pixels refreshed on screen;
+- ``zoomed_out_first_pixels_s``: the same for a 100,000 px slide with the view fitted to the
+  whole slide (its coarse chunks are provisional, built from the first finished chunks);
+- ``cancel_s``: the longest time from Cancel to the job's end over every job kind (inpaint,
+  synthesize region, render all, export), each cancelled a second after it started;
+- ``max_stall_ms``: the largest gap between two ticks minus the 10 ms period, over the whole
+  run after start-up (model loading excluded).
+
+Needs a display (``xvfb-run -a``). Examples::
+
+    xvfb-run -a python benchmarks/gui_latency.py                       # embedded cytosyn-tiny
+    xvfb-run -a python benchmarks/gui_latency.py --model grf           # the fast test model
+
+Prints the figures; last line ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TICK_MS = 10
+TARGETS = {
+    "cancel_s": 2.0,
+    "first_pixels_s": 1.0,
+    "zoomed_out_first_pixels_s": 3.0,
+    "max_stall_ms": 100.0,
+}
+
+
+class Ticker:
+    """Records the gaps between ticks of a 10 ms QTimer on the GUI thread."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.gaps: list[float] = []
+        self.last = time.perf_counter()
+        self.timer = QTimer()
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append((now - self.last) * 1000)
+        self.last = now
+
+    def reset(self) -> None:
+        self.gaps.clear()
+        self.last = time.perf_counter()
+
+
+def pump_until(app, condition, timeout_s: float) -> bool:
+    end = time.perf_counter() + timeout_s
+    while not condition():
+        if time.perf_counter() > end:
+            return False
+        app.processEvents()
+        time.sleep(0.002)
+    return True
+
+
+def load_model(name: str):
+    if name == "grf":
+        from napari_cytosyn.models.grf import GRFModel
+
+        return GRFModel()
+    from napari_cytosyn.models import load_model as load
+
+    return load(name, device="cpu")
+
+
+def first_pixels(app, widget, size: int, zoom_to_fit: bool) -> float:
+    """Seconds from "New synthetic slide" to the first landed chunk refreshed on screen."""
+    from napari_cytosyn._napari import _layers
+
+    viewer = widget.viewer
+    widget.synthetic_box.width_spin.setValue(size)
+    widget.synthetic_box.height_spin.setValue(size)
+    t0 = time.perf_counter()
+    job = widget.new_synthetic_slide()
+    assert job is not None, widget.status.text()
+    assert pump_until(app, lambda: job.is_finished, 120) and job.state == "done", job.error
+    layer = widget.edit_box.image_combo.layer()
+    view = widget.views[id(layer)]
+    slide = _layers.slide_of(layer)
+    if not zoom_to_fit:  # full zoom at the slide's centre: one screen px per slide px
+        viewer.camera.center = (size / 2 * slide.mpp[1], size / 2 * slide.mpp[0])
+        viewer.camera.zoom = 1.0 / slide.mpp[0]
+    ok = pump_until(app, lambda: view.chunks_landed >= 1 and view.refreshes >= 1, 600)
+    elapsed = time.perf_counter() - t0 if ok else float("nan")
+    print(
+        f"  {size} px, {'fitted' if zoom_to_fit else 'full zoom'}: first pixels after "
+        f"{elapsed:.2f} s (shown level {layer.data_level}; {view.zoom_note()})"
+    )
+    view.close(timeout=60)
+    viewer.layers.clear()
+    return elapsed
+
+
+def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
+    """Seconds from Cancel to the end of each job kind, cancelled 1 s after its start."""
+    viewer = widget.viewer
+    out: dict[str, float] = {}
+
+    def measure(kind: str, start) -> None:
+        job = start()
+        assert job is not None, f"{kind}: {widget.status.text()}"
+        pump_until(app, lambda: job.is_finished, 1.0)
+        if job.is_finished:
+            print(f"  {kind}: finished within 1 s, nothing to cancel ({job.state})")
+            return
+        t0 = time.perf_counter()
+        widget.cancel()
+        assert pump_until(app, lambda: job.is_finished, 120), f"{kind} did not stop"
+        out[kind] = time.perf_counter() - t0
+        print(f"  {kind}: stopped {out[kind]:.2f} s after Cancel ({job.state})")
+
+    [real] = viewer.open_sample("napari-cytosyn", "he_slide")
+    shapes = viewer.add_shapes(
+        [np.array([[50, 50], [50, 200], [200, 200], [200, 50]], float)], shape_type="rectangle"
+    )
+    widget.edit_box.image_combo.select(real)
+    widget.edit_box.mask_combo.select(shapes)
+    steps = widget.sampling.steps_spin.value()
+    widget.sampling.steps_spin.setValue(max(steps, 200))
+    measure("inpaint", widget.inpaint)
+    measure("synthesize region", widget.synthesize_region)
+    widget.sampling.steps_spin.setValue(steps)
+
+    widget.synthetic_box.width_spin.setValue(4096)
+    widget.synthetic_box.height_spin.setValue(4096)
+    job = widget.new_synthetic_slide()
+    assert pump_until(app, lambda: job.is_finished, 120) and job.state == "done", job.error
+    layer = widget.edit_box.image_combo.layer()
+    widget.views[id(layer)].close(timeout=60)
+    measure("render all", widget.render_all)
+
+    # Export of a whole 4096 px slide rendered on the way: cancelled while rendering or writing.
+    widget.edit_box.image_combo.select(layer)
+    measure("export", lambda: widget.export(str(tmp / "export.ome.zarr"), "OME-Zarr"))
+    viewer.layers.clear()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="cytosyn-tiny", help="grf, cytosyn-tiny, ...")
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--big", type=int, default=100_000, help="zoomed-out slide side (px)")
+    args = parser.parse_args()
+
+    import napari
+    import torch
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cytosyn._napari._qt._widget import CytoSynWidget
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="cytosyn_latency_"))
+    os.environ["NAPARI_CYTOSYN_CONFIG"] = str(work / "widget.json")
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    app = QApplication.instance()
+    widget = CytoSynWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="CytoSyn")
+    widget.model_box.cache_edit.setText(str(work / "cache"))
+    widget._save_config()
+    widget.models.override = load_model(args.model)
+    if args.steps:
+        widget.sampling.steps_spin.setValue(args.steps)
+    widget.confirm = lambda text: True  # no dialog in a benchmark
+    pump_until(app, lambda: False, 2.0)
+
+    ticker = Ticker()
+    print(
+        f"model {args.model}, {widget.sampling.steps_spin.value()} steps, "
+        f"{args.threads} torch thread(s)"
+    )
+    fp = first_pixels(app, widget, 8192, zoom_to_fit=False)
+    zo = first_pixels(app, widget, args.big, zoom_to_fit=True)
+    cancels = cancel_times(app, widget, work)
+    gaps = np.asarray(ticker.gaps[5:])
+    stall = float(gaps.max() - TICK_MS) if gaps.size else float("nan")
+    result = {
+        "cancel_s": round(max(cancels.values()), 3) if cancels else None,
+        "cancel_by_kind_s": {k: round(v, 3) for k, v in cancels.items()},
+        "first_pixels_s": round(fp, 3),
+        "zoomed_out_first_pixels_s": round(zo, 3),
+        "max_stall_ms": round(stall, 1),
+        "p99_tick_gap_ms": round(float(np.percentile(gaps, 99)), 1) if gaps.size else None,
+        "model": args.model,
+        "steps": int(widget.sampling.steps_spin.value()),
+        "threads": args.threads,
+    }
+    for key, target in TARGETS.items():
+        value = result[key]
+        ok = value is not None and value == value and value <= target
+        print(f"{key}: {value} (target <= {target}) {'met' if ok else 'NOT met'}")
+    widget.close_views(timeout=30)
+    viewer.close()
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
