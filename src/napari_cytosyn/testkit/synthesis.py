@@ -104,9 +104,11 @@ def synthesize(
             "resample it with layout_from_labels(labels, mpp=..., model_mpp=model.mpp)"
         )
     if settings is None:
-        default_steps = int(getattr(model, "info", {}).get("default_steps", 12))
+        defaults = _registry_defaults(model)
+        default_steps = int(getattr(model, "info", {}).get("default_steps", 0))
         settings = SamplerSettings(
-            steps=steps or default_steps,
+            sampler=defaults.get("sampler", "euler"),
+            steps=steps or default_steps or int(defaults.get("steps", 12)),
             seed=seed,
             guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
         )
@@ -118,6 +120,16 @@ def synthesize(
     if glass and not layout.tissue.all():
         rgb = paint_glass(rgb, layout.tissue)
     return rgb
+
+
+def _registry_defaults(model: Any) -> dict[str, Any]:
+    """The registry's recommended settings for ``model`` (e.g. PixCell's sampler), or ``{}``."""
+    from ..models import UnknownModelError, get_info
+
+    try:
+        return dict(get_info(str(getattr(model, "name", ""))).defaults)
+    except UnknownModelError:
+        return {}
 
 
 def paint_glass(rgb: np.ndarray, tissue: np.ndarray, feather_px: float = 3.0) -> np.ndarray:
