@@ -47,6 +47,8 @@ class Ticker:
         from qtpy.QtCore import QTimer
 
         self.gaps: list[float] = []
+        self.phase = "start"
+        self.by_phase: dict[str, float] = {}  # largest gap (ms) of each phase
         self.last = time.perf_counter()
         self.timer = QTimer()
         self.timer.setInterval(TICK_MS)
@@ -55,7 +57,9 @@ class Ticker:
 
     def _tick(self) -> None:
         now = time.perf_counter()
-        self.gaps.append((now - self.last) * 1000)
+        gap = (now - self.last) * 1000
+        self.gaps.append(gap)
+        self.by_phase[self.phase] = max(self.by_phase.get(self.phase, 0.0), gap)
         self.last = now
 
     def reset(self) -> None:
@@ -111,12 +115,21 @@ def first_pixels(app, widget, size: int, zoom_to_fit: bool) -> float:
     return elapsed
 
 
+TICKER: Ticker | None = None
+
+
+def phase(name: str) -> None:
+    if TICKER is not None:
+        TICKER.phase = name
+
+
 def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
     """Seconds from Cancel to the end of each job kind, cancelled 1 s after its start."""
     viewer = widget.viewer
     out: dict[str, float] = {}
 
     def measure(kind: str, start) -> None:
+        phase(f"cancel {kind}")
         job = start()
         assert job is not None, f"{kind}: {widget.status.text()}"
         pump_until(app, lambda: job.is_finished, 1.0)
@@ -186,12 +199,15 @@ def main() -> None:
     widget.confirm = lambda text: True  # no dialog in a benchmark
     pump_until(app, lambda: False, 2.0)
 
-    ticker = Ticker()
+    global TICKER
+    ticker = TICKER = Ticker()
     print(
         f"model {args.model}, {widget.sampling.steps_spin.value()} steps, "
         f"{args.threads} torch thread(s)"
     )
+    phase("first pixels")
     fp = first_pixels(app, widget, 8192, zoom_to_fit=False)
+    phase("zoomed-out first pixels")
     zo = first_pixels(app, widget, args.big, zoom_to_fit=True)
     cancels = cancel_times(app, widget, work)
     gaps = np.asarray(ticker.gaps[5:])
@@ -202,6 +218,7 @@ def main() -> None:
         "first_pixels_s": round(fp, 3),
         "zoomed_out_first_pixels_s": round(zo, 3),
         "max_stall_ms": round(stall, 1),
+        "max_stall_ms_by_phase": {k: round(v - TICK_MS, 1) for k, v in ticker.by_phase.items()},
         "p99_tick_gap_ms": round(float(np.percentile(gaps, 99)), 1) if gaps.size else None,
         "model": args.model,
         "steps": int(widget.sampling.steps_spin.value()),

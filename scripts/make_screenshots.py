@@ -1,8 +1,10 @@
 """Rebuild the user-guide screenshots (docs/images/ui-*.png) by driving the real widget.
 
 Runs napari with the CytoSyn dock widget, opens the small H&E sample (real tissue, shipped with
-the plugin), draws masks, inpaints, synthesizes a region, creates a synthetic slide and lets it
-render around the view, then saves canvas and widget screenshots. Needs a display
+the plugin), draws masks, inpaints (grabbing the progress display mid-job, then the synthetic
+labels outline and the edit list), synthesizes a region, creates a synthetic slide and lets it
+render around the view, then a 100,000 px slide seen whole, and saves canvas and widget
+screenshots. Needs a display
 (``xvfb-run -a``). Examples::
 
     xvfb-run -a python scripts/make_screenshots.py                      # embedded cytosyn-tiny
@@ -126,13 +128,29 @@ def main() -> None:
     save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-widget.png")
     save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-inpaint-before.png")
 
-    # 2. Inpaint: the composite layer appears above the slide.
+    # 2. Inpaint: the edited layer appears above the slide, its "synthetic" labels outline
+    # above it; the edit list shows the edit. The progress display is grabbed mid-job.
+    widget.confirm = lambda text: True
     job = widget.inpaint()
-    assert job is not None and job.wait(3_600_000) and job.state == "done", job and job.error
+    assert job is not None
+    while not job.is_finished and widget.session.job.done < max(2, args.steps // 3):
+        pump(app, 0.05)
+    pump(app, 0.3)
+    save(_grab(widget.progress), args.out / "ui-progress.png")
+    assert job.wait(3_600_000) and job.state == "done", job.error
     shapes.visible = False
+    edited = viewer.layers[f"{real.name} (edited)"]
+    outline = _layers.mask_layer_of(edited)
+    outline.visible = False
     pump(app, 2)
     save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-inpaint-after.png")
+    outline.visible = True
+    pump(app, 2)
+    save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-synthetic-labels.png")
+    widget.edit_box.image_combo.select(edited)
+    pump(app, 1)
     save(_grab(widget), args.out / "ui-widget-panel.png")
+    save(_grab(widget.edits_box), args.out / "ui-edits.png")
 
     # 3. Synthesize region: fill a rectangle drawn on the glass next to the tissue.
     viewer.layers.remove(shapes)
@@ -177,7 +195,23 @@ def main() -> None:
     pump(app, 1)
     save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-synthetic-slide.png")
     view.close(timeout=600)
-    widget.close_views()
+
+    # 5. A 100,000 px slide fitted to the window: only the middle is generated (provisional
+    # coarse chunks from the finished ones), the rest shows the grey "not generated yet" checks.
+    viewer.layers.clear()
+    widget.synthetic_box.width_spin.setValue(100_000)
+    widget.synthetic_box.height_spin.setValue(100_000)
+    job = widget.new_synthetic_slide()
+    assert job.wait(600_000) and job.state == "done", job.error
+    layer = widget.edit_box.image_combo.layer()
+    view = widget.views[id(layer)]
+    slide = _layers.slide_of(layer)
+    end = time.perf_counter() + 1800
+    while slide.compute_count < 24 and time.perf_counter() < end:
+        pump(app, 0.5)
+    pump(app, 2)
+    save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-zoomed-out.png")
+    widget.close_views(timeout=600)
     viewer.close()
 
 
