@@ -210,6 +210,8 @@ def test_cli_twin_exports_and_resumes_its_store(real, tmp_path, capsys):
     assert main([*args, "--out", str(out), "--store", str(store), "-q"]) == 0
     root = zarr.open_group(str(out), mode="r")
     assert root["0"].shape == (3, 192, 256)
+    exported = root.attrs["napari_cytosyn"]["synthetic"]["reference"]
+    assert exported["sha256"] == slide_checksum(real) and exported["file"] == "two_tissues.tif"
     twin = SyntheticSlide.open(store, mode="r")
     assert twin.metadata()["reference"]["grid_px"] == 64
     assert twin.metadata()["chunks_done"] == 4

@@ -146,6 +146,8 @@ def slide_provenance(slide: Any, checksum_source: bool = True) -> dict[str, Any]
                     "chunk_px": attrs.get("chunk_px"),
                     "lazy_spec": attrs.get("lazy_spec"),
                     "tissue_mask": attrs.get("tissue_mask"),
+                    # a twin's reference: file, sha256, grid, encoder (no pixels)
+                    "reference": attrs.get("reference"),
                     "store": str(slide.path),
                 }
             },
