@@ -246,3 +246,16 @@ def test_cli_inpaint_reference_options(real, tmp_path):
     assert parse_xywh("1,2,3,4") == (2, 1, 4, 3)
     with pytest.raises(ValueError, match="expected x,y,w,h"):
         parse_xywh("1,2,3")
+
+
+def test_twin_creation_stops_when_cancelled_and_leaves_no_store(real, tmp_path):
+    import threading
+
+    from napari_cytosyn.sampling import Cancelled
+    from napari_cytosyn.slide.synthetic import cancel_scope
+
+    cancel = threading.Event()
+    cancel.set()
+    with cancel_scope(cancel), pytest.raises(Cancelled):
+        _twin(tmp_path / "c.cytosyn", real)
+    assert not (tmp_path / "c.cytosyn").exists()

@@ -158,8 +158,9 @@ class SyntheticSlide:
         if reference is not None:
             from .reference import twin_inputs
 
+            # embedding the grid is a long job: it stops when the caller's cancel_scope is set
             (th, tw), tissue_mask, field, ref_record = twin_inputs(
-                model, reference, store, tissue_mask, reference_grid_um
+                model, reference, store, tissue_mask, reference_grid_um, cancel=current_cancel()
             )
             if (width, height) not in ((None, None), (tw, th)):
                 raise ValueError(

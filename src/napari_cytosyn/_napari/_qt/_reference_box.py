@@ -171,20 +171,21 @@ def twin_work(real_path: str, store: Path, get_model: Any, settings: Any, chunk_
     """Job body: create the twin (embedding the real slide's tissue grid, batched)."""
 
     def work(progress: Any, cancel: Any) -> Any:
-        from napari_cytosyn.slide.synthetic import SyntheticSlide
+        from napari_cytosyn.slide.synthetic import SyntheticSlide, cancel_scope
 
         model = get_model()
         store.parent.mkdir(parents=True, exist_ok=True)
-        return SyntheticSlide.create(
-            store,
-            model,
-            None,
-            None,
-            seed=settings.seed,
-            settings=settings,
-            chunk_px=chunk_px,
-            reference=real_path,
-        )
+        with cancel_scope(cancel):  # Cancel stops the embedding between two batches
+            return SyntheticSlide.create(
+                store,
+                model,
+                None,
+                None,
+                seed=settings.seed,
+                settings=settings,
+                chunk_px=chunk_px,
+                reference=real_path,
+            )
 
     return work
 
