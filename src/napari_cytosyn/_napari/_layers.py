@@ -396,7 +396,9 @@ def _mask_kwargs(
 
 def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
     """Outline style, right above ``image``, removed with it."""
-    labels.contour = 2  # an outline: the tissue under it stays visible
+    labels.contour = 3  # an outline: the tissue under it stays visible
+    # magenta, as the image-label colour of exports' labels/synthetic
+    labels.colormap = {0: (0.0, 0.0, 0.0, 0.0), 1: (1.0, 0.0, 1.0, 1.0), None: (0, 0, 0, 0)}
     labels.editable = False
     _MASKS[image] = labels
     if image in viewer.layers and labels in viewer.layers:

@@ -119,7 +119,9 @@ def synthetic_mask_data(path: PathLike, image_kwargs: dict[str, Any]) -> LayerDa
         "name": f"{image_kwargs['name']} synthetic",
         "multiscale": len(levels) > 1,
         "scale": image_kwargs.get("scale", (1.0, 1.0)),
-        "opacity": 0.9,
+        # filled, so faint: the tissue under it stays visible (magenta, as written)
+        "opacity": 0.35,
+        "colormap": {0: (0.0, 0.0, 0.0, 0.0), 1: (1.0, 0.0, 1.0, 1.0), None: (0, 0, 0, 0)},
         "metadata": {"cytosyn": {"kind": "synthetic-mask", "of": image_kwargs["name"]}},
     }
     if "units" in image_kwargs:

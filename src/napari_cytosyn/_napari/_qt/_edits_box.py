@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -49,6 +49,8 @@ class EditsBox(QGroupBox):
         self.edit_list.setToolTip("Edits of the selected slide, oldest first (recipe and time)")
         self.edit_list.setMaximumHeight(110)
         self.edit_list.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.edit_list.setWordWrap(True)  # a long recipe wraps instead of scrolling sideways
+        self.edit_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout.addWidget(self.edit_list)
         row = QHBoxLayout()
         self.undo_button = QPushButton("Undo last")
@@ -78,7 +80,8 @@ class EditsBox(QGroupBox):
         if composite is None:
             self.store_label.setText("No edits in this slide.")
         else:
-            self.store_label.setText(f"{len(edits)} edit(s) in {composite.path}")
+            self.store_label.setText(f"{len(edits)} edit(s) in edit store {composite.path.name}")
+            self.store_label.setToolTip(f"The edit store that keeps these edits: {composite.path}")
         self.update_buttons(True)
 
     def update_buttons(self, idle: bool) -> None:
