@@ -146,7 +146,7 @@ def build_pixcell(
     from diffusers import DPMSolverMultistepScheduler
     from safetensors.torch import save_file
 
-    from napari_cytosyn.models.pixcell import build_pixcell_transformer
+    from napari_cytosyn.models.pixcell_layout import build_pixcell_transformer
 
     config = pixcell_config(tokens, sample_size, uni_dim)
     transformer = build_pixcell_transformer(config)

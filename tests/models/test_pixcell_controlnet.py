@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from napari_cytosyn.models import load_model
-from napari_cytosyn.models.pixcell_controlnet import build_pixcell_controlnet
+from napari_cytosyn.models.pixcell_layout import build_pixcell_controlnet
 
 from .conftest import build_pixcell, pixcell_config
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from napari_cytosyn.models.pixcell import build_pixcell_transformer
+from napari_cytosyn.models.pixcell_layout import build_pixcell_transformer
 from napari_cytosyn.models.repae_vae import (
     SD_VAE_F8D4_CONFIG,
     repae_key_to_diffusers,
@@ -145,7 +145,7 @@ def test_pixcell_transformer_has_every_published_key_and_shape(name, n_keys, tok
 
 
 def test_pixcell_controlnet_has_every_published_key_and_shape():
-    from napari_cytosyn.models.pixcell_controlnet import build_pixcell_controlnet
+    from napari_cytosyn.models.pixcell_layout import build_pixcell_controlnet
 
     ref = manifest("pixcell_transformer_256.json")
     variant = ref["controlnet_variant"]["controlnet_state_dict_n27"]

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# re-exported: the package's errors are importable from here
+from .remote_code import RemoteCodeRefused as RemoteCodeRefused
+
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -40,10 +43,6 @@ class ModelAccessError(RuntimeError):
 
 class PickleWeightsRefused(ValueError):
     """A model component is stored only as a pickled checkpoint, which could run arbitrary code."""
-
-
-class RemoteCodeRefused(PermissionError):
-    """A model needs its own Python code and ``trust_remote_code=True`` was not given."""
 
 
 class UnknownModelError(KeyError):

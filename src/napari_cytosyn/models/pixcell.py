@@ -40,10 +40,10 @@ from .hub import (
     HubOptions,
     ModelAccessError,
     check_safetensors,
-    read_json,
     snapshot_commit,
 )
 from .latent import LatentScaling
+from .pixcell_layout import load_pixcell_transformer
 from .registry import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -159,50 +159,6 @@ class PixCellNet(nn.Module):
         return out[:, : z.shape[1]]
 
 
-#: config.json keys of the published transformer that are not constructor arguments
-_LEGACY_CONFIG_KEYS = (
-    "double_self_attention",
-    "num_vector_embeds",
-    "only_cross_attention",
-    "use_linear_projection",
-)
-
-
-def build_pixcell_transformer(config: dict[str, Any]):
-    """PixCell's transformer from its ``config.json`` values: diffusers'
-    ``PixArtTransformer2DModel`` plus the persistent buffers ``caption_projection.uncond_embedding``
-    ``(N, caption_channels)`` and, when ``caption_num_tokens`` N > 1, ``y_pos_embed.y_pos_embed``
-    ``(1, N, caption_channels)``: exactly the published state-dict keys. Works on the meta
-    device. ``interpolation_scale`` (positions of the non-persistent ``pos_embed`` table) comes
-    from the config, as in the published class."""
-    from diffusers import PixArtTransformer2DModel
-
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    n_tokens = int(config.pop("caption_num_tokens", 1))
-    for key in _LEGACY_CONFIG_KEYS:
-        config.pop(key, None)
-    model = PixArtTransformer2DModel.from_config(config)
-    width = int(config["caption_channels"])
-    model.caption_projection.register_buffer("uncond_embedding", torch.zeros(n_tokens, width))
-    if n_tokens > 1:
-        model.y_pos_embed = nn.Module()
-        model.y_pos_embed.register_buffer("y_pos_embed", torch.zeros(1, n_tokens, width))
-    return model
-
-
-def load_pixcell_transformer(folder: Path, dtype: torch.dtype):
-    """PixCell transformer as ``(PixArtTransformer2DModel, uncond (N, D), positions or None)``,
-    loaded strictly from ``folder`` (errors name the wrong keys and shapes)."""
-    from .sit import load_strict, read_safetensors, to_dtype
-
-    model = build_pixcell_transformer(read_json(folder / "config.json"))
-    load_strict(model, read_safetensors(folder), f"{folder} (PixCell transformer)")
-    uncond = model.caption_projection.uncond_embedding.float()
-    y_pos = getattr(model, "y_pos_embed", None)
-    token_pos = y_pos.y_pos_embed.float() if y_pos is not None else None
-    return to_dtype(model, dtype), uncond, token_pos
-
-
 def load_pixcell_vae(folder: Path, vae: str | None, options: HubOptions, info: ModelInfo):
     """The VAE: ``vae`` when given, else the repository's ``vae/`` when it holds weights, else
     the SD3.5-large VAE the model cards load (gated at Stability AI)."""
@@ -257,7 +213,8 @@ def load_pixcell(
     scaling = LatentScaling(scale=float(scale), shift=float(shift))
     controlnet, mask_encoder = None, None
     if component_spec(index, "controlnet") is not None:
-        from .pixcell_controlnet import MaskEncoder, load_pixcell_controlnet
+        from .pixcell_controlnet import MaskEncoder
+        from .pixcell_layout import load_pixcell_controlnet
 
         check_safetensors(folder, ["controlnet"])
         controlnet = load_pixcell_controlnet(folder / "controlnet", dtype).to(device)

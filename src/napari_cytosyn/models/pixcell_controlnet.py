@@ -1,8 +1,9 @@
 """The mask-guided PixCell ControlNet (``StonyBrook-CVLab/PixCell-256-Cell-ControlNet``), native.
 
 Its published remote code imports ``diffusers.models.controlnet``, which diffusers 0.37 removed,
-so the ControlNet is built here from its key layout (``tests/models/test_reference_layouts.py``
-compares every key and shape with the reference manifest; no code of the repository runs):
+so the ControlNet is built from its key layout (:mod:`.pixcell_layout`;
+``tests/models/test_reference_layouts.py`` compares every key and shape with the reference
+manifest; no code of the repository runs) and run here:
 
 - a PixCell transformer body of ``n_controlnet_blocks`` blocks (``pos_embed``,
   ``transformer_blocks.{i}``, ``adaln_single``, ``caption_projection`` with its
@@ -24,49 +25,9 @@ import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
-
-from .hub import read_json
-
-#: ControlNet config keys that are not arguments of the transformer body.
-_CONTROLNET_ONLY = ("n_controlnet_blocks",)
-
-
-def build_pixcell_controlnet(config: dict[str, Any]):
-    """The ControlNet from its ``config.json`` (``PixCellControlNet`` arguments); meta-safe."""
-    from diffusers.models.embeddings import PatchEmbed
-
-    from .pixcell import build_pixcell_transformer
-
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    n_blocks = config.pop("n_controlnet_blocks", None) or config.get("num_layers", 28)
-    body = build_pixcell_transformer({**config, "num_layers": int(n_blocks)})
-    c = body.config
-    inner = c.num_attention_heads * c.attention_head_dim
-    interpolation = c.interpolation_scale or max(c.sample_size // 64, 1)
-    body.cond_pos_embed = PatchEmbed(
-        height=c.sample_size,
-        width=c.sample_size,
-        patch_size=c.patch_size,
-        in_channels=c.in_channels,
-        embed_dim=inner,
-        interpolation_scale=interpolation,
-    )
-    body.controlnet_blocks = nn.ModuleList(nn.Linear(inner, inner) for _ in range(int(n_blocks)))
-    return body
-
-
-def load_pixcell_controlnet(folder: Path, dtype: torch.dtype):
-    """The ControlNet of ``folder`` (``config.json`` + safetensors), loaded strictly."""
-    from .sit import load_strict, read_safetensors, to_dtype
-
-    model = build_pixcell_controlnet(read_json(Path(folder) / "config.json"))
-    load_strict(model, read_safetensors(folder), f"{folder} (PixCell ControlNet)")
-    return to_dtype(model, dtype)
 
 
 def control_residuals(

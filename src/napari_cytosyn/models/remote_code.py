@@ -21,13 +21,15 @@ Python files only with the opt-in and only the ones :func:`expected_code_paths` 
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .hub import HubOptions, RemoteCodeRefused
+if TYPE_CHECKING:
+    from .hub import HubOptions
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Installed libraries diffusers may take a component class from (no model-folder code runs).
 TRUSTED_LIBRARIES = ("diffusers", "transformers", "napari_cytosyn")
 ROOT_PIPELINE = "pipeline.py"
+
+
+class RemoteCodeRefused(PermissionError):
+    """A model needs its own Python code and ``trust_remote_code=True`` was not given."""
 
 
 class UnsafeModelCode(RemoteCodeRefused):
@@ -176,9 +182,11 @@ def fetch_code(folder: Path, download) -> None:
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         return
-    from .hub import read_json
-
-    wanted = expected_code_paths(read_json(index_path))
+    try:
+        index = json.loads(index_path.read_text())
+    except json.JSONDecodeError as err:
+        raise UnsafeModelCode(f"{index_path} is not valid JSON: {err}") from None
+    wanted = expected_code_paths(index)
     fetched: set[str] = set()
     while wanted:
         download(wanted)
