@@ -259,3 +259,19 @@ def test_twin_creation_stops_when_cancelled_and_leaves_no_store(real, tmp_path):
     with cancel_scope(cancel), pytest.raises(Cancelled):
         _twin(tmp_path / "c.cytosyn", real)
     assert not (tmp_path / "c.cytosyn").exists()
+
+
+def test_grid_cells_cut_from_row_bands_equal_cells_read_one_by_one(real, monkeypatch):
+    from napari_cytosyn.sampling.conditioning import embed_crops
+    from napari_cytosyn.slide import reference
+
+    slide, model = open_slide(real), TwinModel()
+    mask = reference.slide_tissue_mask(slide)
+    wide = reference.slide_field(model, slide, mask, 64)
+    monkeypatch.setattr(reference, "BAND_PX", 64)  # one cell per band
+    narrow = reference.slide_field(model, slide, mask, 64)
+    np.testing.assert_array_equal(wide.valid, narrow.valid)
+    np.testing.assert_allclose(wide.embeddings, narrow.embeddings, rtol=1e-6, atol=1e-7)
+    for i, j in np.argwhere(wide.valid):
+        crop = reference.read_model_px(slide, model, i * 64, j * 64, 64)
+        np.testing.assert_allclose(wide.embeddings[i, j], embed_crops(model, [crop])[0], atol=1e-6)

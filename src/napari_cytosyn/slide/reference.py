@@ -25,6 +25,8 @@ import numpy as np
 
 #: Store attribute and group holding a slide's reference.
 REFERENCE_KEY = "reference"
+#: Widest band of a cell row read at once when embedding a slide's grid, in model px.
+BAND_PX = 8192
 
 
 def slide_checksum(path: str | os.PathLike) -> str:
@@ -57,24 +59,29 @@ def twin_size(slide: Any, model: Any) -> tuple[int, int]:
     return max(1, round(h0 / factor)), max(1, round(w0 / factor))
 
 
-def read_model_px(slide: Any, model: Any, y: float, x: float, side: int) -> np.ndarray:
-    """A ``side`` px square of ``slide`` at the model's resolution whose top-left corner is
-    ``(y, x)`` model px: ``(side, side, 3)`` uint8 (white outside the slide)."""
+def read_model_px(
+    slide: Any, model: Any, y: float, x: float, h: int, w: int | None = None
+) -> np.ndarray:
+    """``(h, w, 3)`` uint8 of ``slide`` at the model's resolution whose top-left corner is
+    ``(y, x)`` model px (``w`` defaults to ``h``; white outside the slide). Read from the
+    finest level at or below the model's resolution and area-averaged (integer factors) or
+    resampled to it."""
+    w = h if w is None else w
     factor = float(model.mpp) / slide_mpp(slide, model)
     level = slide.best_level_for_downsample(max(1.0, factor))
     d = float(slide.downsamples[level])
     scale = factor / d  # level px per model px
     ly, lx = round(y * scale), round(x * scale)
-    n = max(1, round(side * scale))
-    rgb = slide.read_region(level, ly, lx, n, n)
-    if n == side:
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    rgb = slide.read_region(level, ly, lx, nh, nw)
+    if (nh, nw) == (h, w):
         return rgb
     k = round(scale)
     if abs(scale - k) < 1e-6 and k > 1:
-        return rgb.reshape(side, k, side, k, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+        return rgb.reshape(h, k, w, k, 3).mean(axis=(1, 3)).round().astype(np.uint8)
     from skimage.transform import resize
 
-    out = resize(rgb, (side, side), order=1, anti_aliasing=scale > 1, preserve_range=True)
+    out = resize(rgb, (h, w), order=1, anti_aliasing=scale > 1, preserve_range=True)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -162,9 +169,22 @@ def slide_field(
             "tissue; the tissue mask is empty or the grid is too coarse"
         )
 
+    # Crops are cut from bands of a cell row (<= BAND_PX wide): one slide read per band, not
+    # per cell (a whole slide has ~10^5 cells). Picks are row-major, so bands are read in order.
+    seg = max(1, BAND_PX // grid_px)
+    band: dict[str, Any] = {"key": None}
+
     def crop(k: int) -> np.ndarray:
-        cy, cx = centres[picks[k]]
-        return read_model_px(slide, model, cy - side / 2, cx - side / 2, side)
+        i, j = divmod(picks[k], nx)
+        key = (i, j // seg)
+        top = round((i + 0.5) * grid_px - side / 2)
+        if band["key"] != key:
+            j0, j1 = key[1] * seg, min(nx, (key[1] + 1) * seg)
+            x0 = round((j0 + 0.5) * grid_px - side / 2)
+            x1 = round((j1 - 0.5) * grid_px - side / 2) + side
+            band.update(key=key, x0=x0, img=read_model_px(slide, model, top, x0, side, x1 - x0))
+        left = round((j + 0.5) * grid_px - side / 2) - band["x0"]
+        return band["img"][:, left : left + side]
 
     emb = embed_crops(
         model, crop, n=len(picks), batch_size=batch_size, cancel=cancel, progress=progress
@@ -421,7 +441,7 @@ def inpaint_condition(
         my, mx, mh, mw = (v / factor for v in mask_box)
         ry, rx = math.floor(my) - margin, math.floor(mx) - margin
         rh, rw = math.ceil(my + mh) + margin - ry, math.ceil(mx + mw) + margin - rx
-        image = read_model_px_rect(slide, model, ry, rx, rh, rw)
+        image = read_model_px(slide, model, ry, rx, rh, rw)
         tissue = _tissue_in_box(slide, model, ry, rx, rh, rw)
         m = np.asarray(mask, bool)
         rows = np.clip(
@@ -467,10 +487,3 @@ def inpaint_condition(
         "field_fingerprint": field.fingerprint(),
     }
     return field.window_cond(model.latent_factor), record
-
-
-def read_model_px_rect(slide: Any, model: Any, y: int, x: int, h: int, w: int) -> np.ndarray:
-    """``(h, w, 3)`` uint8 of ``slide`` at the model's resolution, top-left ``(y, x)`` model px
-    (white outside the slide)."""
-    side = max(h, w)
-    return read_model_px(slide, model, y, x, side)[:h, :w]
