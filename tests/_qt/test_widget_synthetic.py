@@ -123,3 +123,62 @@ def test_render_all_fills_the_slide_and_export_writes_it(widget, qtbot, tmp_path
     written = np.moveaxis(np.asarray(root["0"]), 0, -1)
     np.testing.assert_array_equal(written, level0)
     assert root.attrs["napari_cytosyn"]["seed"] == 7
+
+
+def test_zoomed_out_huge_slide_shows_provisional_pixels_and_says_where_generation_starts(
+    widget, qtbot
+):
+    layer, slide, view = _new_slide(widget, 100_000, 100_000)
+    _wait_until(qtbot, lambda: "Zoomed out" in widget.synthetic_box.view_note.text())
+    note = widget.synthetic_box.view_note.text()
+    assert "only the 64 nearest the centre are generated" in note and "Zoom in about" in note
+    level = int(layer.data_level)
+    assert level > 0
+    _wait_until(qtbot, lambda: view.chunks_landed >= 1 and view.refreshes >= 1, 120)
+    # The coarse chunk over the middle is provisional (not stored) and shows the finished pixels.
+    H, W = slide.level_shapes[level]
+    shown = np.asarray(layer.data[level][:, :])
+    assert not slide.is_done(level, (H // 2) // slide.chunk_px, (W // 2) // slide.chunk_px)
+    greys = np.isin(shown, _layers.CHECKER_GREYS).all(axis=-1)
+    assert 0 < (~greys).sum() < greys.sum()  # some pixels generated, most not yet
+    assert not (shown == 255).all(axis=-1).any()  # nothing looks like glass
+    # The layer list's thumbnail shows them too (not a blank square).
+    _wait_until(qtbot, lambda: np.asarray(layer.thumbnail)[..., :3].std() > 1, 30)
+
+
+def test_render_all_of_a_large_slide_asks_first_with_an_estimate(widget):
+    _layer, slide, view = _new_slide(widget, 4096, 4096)
+    view.close()
+    asked = []
+    widget.confirm_mpx = 1.0
+    widget.confirm = lambda text: asked.append(text) or False
+    assert widget.render_all() is None
+    assert "256 chunks (17 megapixels)" in asked[0] and "time unknown" in asked[0]
+    assert "not started" in widget.status.text() and slide.compute_count == 0
+    widget.confirm = lambda text: True
+    job = widget.render_all()
+    assert job is not None and job.running
+    job.cancel()
+    assert job.wait(60_000)
+
+
+def test_every_control_of_the_widget_has_a_tooltip(widget):
+    from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit
+
+    boxes = (
+        widget.model_box,
+        widget.sampling,
+        widget.edit_box,
+        widget.edits_box,
+        widget.synthetic_box,
+        widget.export_box,
+        widget.progress,
+    )
+    missing = [
+        f"{type(box).__name__}: {type(c).__name__} {getattr(c, 'text', lambda: '')()!r}"
+        for box in boxes
+        for kind in (QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit)
+        for c in box.findChildren(kind)
+        if not c.toolTip() and not isinstance(c.parent(), QAbstractSpinBox | QComboBox)
+    ]
+    assert missing == []
