@@ -57,6 +57,12 @@ def test_cells_without_tissue_are_ignored_and_filled_from_their_neighbours():
     # continuous: a quarter of the way from the left cell, mostly the left one
     left = field.at(0.0, 2.5)[0]
     assert 1.0 < left < 2.0
+    # the nearest tissue cell is far (beyond the local radius): it is found all the same
+    far = np.zeros((1, 20, 1), np.float32)
+    far[0, 19, 0] = 7.0
+    lone = np.zeros((1, 20), bool)
+    lone[0, 19] = True
+    assert ConditionField(far, lone, 10.0).at(0.0, 0.0)[0] == pytest.approx(7.0)
     with pytest.raises(ValueError, match="no reference cell holds enough tissue"):
         ConditionField(emb, np.zeros((1, 3), bool), 10.0)
 

@@ -6,7 +6,7 @@ holds embeddings of reference cells (squares of real tissue, ``model.tile_px`` a
 model's resolution) whose centres lie on a regular grid, and answers "which embedding here?"
 for any position: bilinear between the four surrounding cell centres, using only cells that
 hold tissue; where some of the four are missing, the missing share goes to an inverse-distance
-average (power 4, so it stays local) of all the cells that exist. The answer depends on the
+average (power 4) of the tissue cells within 4 cells (farther when there are none). The answer depends on the
 position only, so a window's condition is a function of where it lies: tiled, lazy and
 distributed rendering keep their determinism and random access.
 
@@ -38,6 +38,8 @@ from .tiling import to_float
 MIN_CELL_TISSUE = 0.5
 #: Power of the inverse-distance weights that fill positions without tissue cells around them.
 IDW_POWER = 4.0
+#: Cells (grid units) around a position whose tissue cells that average uses (doubled when none).
+IDW_RADIUS = 4
 
 
 def is_conditional(model: Any) -> bool:
@@ -129,8 +131,6 @@ class ConditionField:
         object.__setattr__(self, "embeddings", emb)
         object.__setattr__(self, "valid", valid)
         object.__setattr__(self, "origin_px", tuple(float(v) for v in self.origin_px))
-        ys, xs = np.nonzero(valid)
-        object.__setattr__(self, "_cells", (ys.astype(np.float64), xs.astype(np.float64)))
 
     @classmethod
     def constant(cls, embedding: Any) -> ConditionField:
@@ -156,7 +156,7 @@ class ConditionField:
 
         Bilinear between the four cell centres around a position (clamped to the grid at its
         edges); the weight of cells without tissue goes to the inverse-distance average of
-        all valid cells, so the result is continuous and uses tissue cells only.
+        the nearby valid cells (:meth:`_idw`), so the result uses tissue cells only.
         """
         y = np.asarray(y_px, dtype=np.float64)
         x = np.asarray(x_px, dtype=np.float64)
@@ -164,7 +164,8 @@ class ConditionField:
         shape = y.shape
         gy = ((y.reshape(-1) - self.origin_px[0]) / self.cell_px).clip(0, self.shape[0] - 1)
         gx = ((x.reshape(-1) - self.origin_px[1]) / self.cell_px).clip(0, self.shape[1] - 1)
-        flat = self.embeddings.reshape(self.shape[0], self.shape[1], -1).astype(np.float64)
+        # a view (a slide's grid can hold 10^5 cells of 768 floats): only gathered rows are cast
+        flat = self.embeddings.reshape(self.shape[0], self.shape[1], -1)
         out = np.zeros((gy.size, flat.shape[2]), dtype=np.float64)
         share = np.zeros(gy.size, dtype=np.float64)
         i0 = np.minimum(np.floor(gy).astype(np.int64), max(0, self.shape[0] - 2))
@@ -175,7 +176,7 @@ class ConditionField:
                 ii = np.minimum(i0 + di, self.shape[0] - 1)
                 jj = np.minimum(j0 + dj, self.shape[1] - 1)
                 w = wy * wx * self.valid[ii, jj]
-                out += w[:, None] * flat[ii, jj]
+                out += w[:, None] * flat[ii, jj].astype(np.float64)
                 share += w
         missing = share < 1.0 - 1e-12
         if missing.any():
@@ -183,14 +184,25 @@ class ConditionField:
         return out.reshape(*shape, *self.embedding_shape).astype(np.float32)
 
     def _idw(self, gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
-        """Inverse-distance (power :data:`IDW_POWER`) average of the valid cells, ``(N, E)``."""
-        cy, cx = self._cells
-        vals = self.embeddings[self.valid].reshape(cy.size, -1).astype(np.float64)
-        out = np.empty((gy.size, vals.shape[1]), dtype=np.float64)
-        for k in range(0, gy.size, 256):  # bounded memory for many positions x many cells
-            d2 = (gy[k : k + 256, None] - cy[None]) ** 2 + (gx[k : k + 256, None] - cx[None]) ** 2
+        """Inverse-distance (power :data:`IDW_POWER`) average of the valid cells within
+        :data:`IDW_RADIUS` cells of each position (grid units), the radius doubled until some
+        are found: ``(N, E)`` float64. Local, so its cost does not grow with the grid."""
+        ny, nx = self.shape
+        flat = self.embeddings.reshape(ny, nx, -1)
+        out = np.empty((gy.size, flat.shape[2]), dtype=np.float64)
+        for k, (y, x) in enumerate(zip(gy, gx, strict=True)):
+            r = IDW_RADIUS
+            while True:
+                i0, i1 = max(0, int(y) - r), min(ny, int(y) + r + 2)
+                j0, j1 = max(0, int(x) - r), min(nx, int(x) + r + 2)
+                ii, jj = np.nonzero(self.valid[i0:i1, j0:j1])
+                if ii.size or (i0, j0, i1, j1) == (0, 0, ny, nx):
+                    break
+                r *= 2
+            ii, jj = ii + i0, jj + j0
+            d2 = (y - ii) ** 2 + (x - jj) ** 2
             w = 1.0 / np.maximum(d2, 1e-12) ** (IDW_POWER / 2)
-            out[k : k + 256] = (w @ vals) / w.sum(axis=1, keepdims=True)
+            out[k] = (w @ flat[ii, jj].astype(np.float64)) / w.sum()
         return out
 
     def window_cond(self, latent_factor: int) -> FieldCondition:
