@@ -6,9 +6,9 @@ holds embeddings of reference cells (squares of real tissue, ``model.tile_px`` a
 model's resolution) whose centres lie on a regular grid, and answers "which embedding here?"
 for any position: bilinear between the four surrounding cell centres, using only cells that
 hold tissue; where some of the four are missing, the missing share goes to an inverse-distance
-average (power 4) of the tissue cells within 4 cells (farther when there are none). The answer depends on the
-position only, so a window's condition is a function of where it lies: tiled, lazy and
-distributed rendering keep their determinism and random access.
+average (power 4) of the tissue cells within 4 cells (farther when there are none). The
+answer depends on the position only, so a window's condition is a function of where it lies:
+tiled, lazy and distributed rendering keep their determinism and random access.
 
 The sampling engine resolves a ``cond`` with a ``for_windows(rects)`` method per model batch
 (absolute latent rectangles ``(y, x, h, w)`` of its windows -> the batch's ``cond``, see
