@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -29,9 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from napari_cytosyn.cli_masks import read_mask
+from napari_cytosyn.cli_safety import (
+    Terminated,
+    check_output,
+    export_provenance,
+    install_sigterm,
+    output_job,
+)
 from napari_cytosyn.sampling.settings import AUTOCAST
 
 PROG = "napari-cytosyn"
+MAX_STEPS = 5000  # sampler steps; real models use 50-250, beyond is a typo
 SUBCOMMANDS = ("synthesize", "inpaint", "render", "export", "info", "demo")
 
 
@@ -146,6 +155,9 @@ def model_source(
 
 
 def load_cli_model(name: str, device: str, args: argparse.Namespace | None = None) -> Any:
+    from napari_cytosyn.models.device import resolve_device
+
+    resolve_device(device)  # a device that does not exist fails here, for every model route
     source = model_source(name, args)
     if isinstance(source, PyModelFactory):
         return source()
@@ -191,13 +203,6 @@ def export_target(path: Path, fmt: str | None = None) -> bool:
     return True
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """Fail before any work when the output cannot be written."""
-    from napari_cytosyn.export._stream import output_path
-
-    output_path(path, overwrite)
-
-
 def export(args: argparse.Namespace, slide: Any, out: Path) -> Path:
     from napari_cytosyn.export import export_slide
 
@@ -219,9 +224,22 @@ def export(args: argparse.Namespace, slide: Any, out: Path) -> Path:
 # -- rendering ------------------------------------------------------------------------------
 
 
+def forget_damaged(args: argparse.Namespace, slide: Any) -> int:
+    """Forget finished chunks whose files are missing or have the wrong size (so they are
+    rendered again); returns how many."""
+    count = 0
+    for k in range(slide.store.n_levels):
+        for cy, cx, problem in slide.store.damaged_chunks(k):
+            say(args, f"chunk ({cy}, {cx}) of level {k} is damaged ({problem}); rendering it again")
+            slide.store.clear_chunk(k, cy, cx)
+            count += 1
+    return count
+
+
 def render_store(args: argparse.Namespace, slide: Any, model: Any, source: Any) -> None:
     """Render every missing chunk: in this process, or on dask with --workers/--scheduler."""
-    missing = len(slide.missing_chunks(0))
+    forget_damaged(args, slide)
+    missing = int((slide.store.completion(0).grid == 0).sum())
     if missing == 0:
         from napari_cytosyn.distributed import finish_pyramid
 
@@ -289,8 +307,8 @@ def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, sett
 def cmd_synthesize(args: argparse.Namespace) -> int:
     out = Path(args.out)
     to_file = export_target(out, args.format)
-    if to_file:
-        check_output(out, args.overwrite)
+    if args.mpp is not None and not (math.isfinite(args.mpp) and args.mpp > 0):
+        raise CliError(f"--mpp {args.mpp}: give a positive number of um per px")
     store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
     model = load_cli_model(args.model, args.device, args)
     if args.mpp is not None and abs(args.mpp - float(model.mpp)) > 0.01 * float(model.mpp):
@@ -306,7 +324,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if to_file:
         from napari_cytosyn.slide.synthetic import SyntheticSlide
 
-        export(args, SyntheticSlide.open(store, mode="r"), out)
+        with output_job(out):
+            export(args, SyntheticSlide.open(store, mode="r"), out)
     return 0
 
 
@@ -324,7 +343,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not export_target(out, args.format):
         raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
-    check_output(out, args.overwrite)
+    check_output(out, args.overwrite, reads=[args.slide, args.mask, args.edit_store])
     slide = open_slide(args.slide)
     components = read_mask(args.mask, slide, args.mask_level)
     from napari_cytosyn.models.embedded import match_slide_scale
@@ -340,6 +359,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     reference = reference_from_args(args, slide)
     settings = guided_settings(args, settings, model)  # stored only where a reference is used
     with contextlib.ExitStack() as stack:
+        stack.enter_context(output_job(out))
         if args.edit_store:
             edit_store = Path(args.edit_store)
         else:
@@ -370,9 +390,9 @@ def cmd_twin(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     to_file = export_target(out)
-    if to_file:
-        check_output(out, args.overwrite)
     store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
+    if to_file:
+        check_output(out, args.overwrite, reads=[args.slide, store])
     model = load_cli_model(args.model, args.device, args)
     settings = guided_settings(args, sampler_settings(args, args.seed), model)
     slide, resumed = open_or_create_twin(args, store, model, settings)
@@ -383,7 +403,8 @@ def cmd_twin(args: argparse.Namespace) -> int:
     if to_file:
         from napari_cytosyn.slide.synthetic import SyntheticSlide
 
-        export(args, SyntheticSlide.open(store, mode="r"), out)
+        with output_job(out):
+            export(args, SyntheticSlide.open(store, mode="r"), out)
     return 0
 
 
@@ -396,6 +417,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     if attrs is None or attrs.get("kind") != "synthetic-slide":
         raise CliError(f"{store} is not a synthetic slide store (made by `synthesize`)")
     name = args.model or attrs["model"]["name"]
+    if not args.model and str(name).startswith("py:"):
+        raise CliError(
+            f"{store} names the model {name!r}, which is Python code; a store never chooses code "
+            f"to run: pass --model {name} yourself if you trust it"
+        )
     model = load_cli_model(name, args.device, args)
     slide = SyntheticSlide.open(store, model=model)
     render_store(args, slide, model, model_source(name, args))
@@ -428,9 +454,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not export_target(out, args.format):
         raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
-    check_output(out, args.overwrite)
-    export(args, open_any(Path(args.source)), out)
+    source = Path(args.source)
+    reads: list[Any] = [source]
+    attrs = _store_attrs(source)
+    if attrs and attrs.get("kind") == "edit-store":
+        reads.append(attrs["source"]["path"])
+    check_output(out, args.overwrite, reads=reads)
+    with output_job(out):
+        export(args, open_any(source), out)
     return 0
+
+
+def _store_attrs(path: Path) -> dict[str, Any] | None:
+    from napari_cytosyn.slide.store import read_store_attrs
+
+    return read_store_attrs(path) if path.is_dir() else None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -450,13 +488,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     }
     if info["kind"] == "synthetic":
         meta = slide.metadata()
-        info.update(chunks_done=meta["chunks_done"], chunks_total=meta["chunks_total"])
+        damaged = len(slide.store.damaged_chunks(0))
+        info.update(
+            chunks_done=meta["chunks_done"] - damaged,
+            chunks_total=meta["chunks_total"],
+            chunks_damaged=damaged,
+        )
         info["provenance"] = slide_provenance(slide)
     elif info["kind"] == "composite":
         info["edits"] = slide.edits
     else:
         info["format"] = getattr(slide, "format", None)
-        embedded = _export_provenance(path)
+        embedded = export_provenance(path)
         if embedded is not None:
             info["provenance"] = embedded
             made_from = (embedded.get("synthetic") or {}).get("kind")
@@ -471,6 +514,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  level {k}: {h} x {w} px")
     if "chunks_total" in info:
         print(f"  rendered: {info['chunks_done']} / {info['chunks_total']} chunks")
+        if info["chunks_damaged"]:
+            print(
+                f"  damaged: {info['chunks_damaged']} chunks (`{PROG} render {path}` renders "
+                "them again)"
+            )
     if "edits" in info:
         print(f"  edits: {len(info['edits'])}")
     prov = info.get("provenance")
@@ -479,31 +527,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         steps = (prov.get("sampler") or {}).get("steps")
         print(f"  provenance: model {model}, seed {prov.get('seed')}, steps {steps}")
     return 0
-
-
-def _export_provenance(path: Path) -> dict[str, Any] | None:
-    """The provenance our writers stored in an OME-Zarr or OME-TIFF, if any."""
-    from napari_cytosyn.export.provenance import PROVENANCE_KEY
-
-    try:
-        if path.is_dir():
-            import zarr
-
-            return zarr.open_group(str(path), mode="r").attrs.get(PROVENANCE_KEY) or None
-        import tifffile
-
-        with tifffile.TiffFile(path) as tf:
-            if tf.is_svs:
-                from napari_cytosyn.export.tiff import read_svs_provenance
-
-                return read_svs_provenance(tf.pages[0].description)
-            if not tf.is_ome:
-                return None
-            image = tifffile.xml2dict(tf.ome_metadata)["OME"]["Image"]
-            image = image[0] if isinstance(image, list) else image
-            return json.loads(image["Description"]) if image.get("Description") else None
-    except Exception:  # not ours, not parseable: info still prints the pyramid
-        return None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -676,11 +699,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``napari-cytosyn``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    install_sigterm()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{PROG}: terminated; run the same command again to resume", file=sys.stderr)
+        return 143
     except Exception as exc:
         if getattr(args, "debug", False) or os.environ.get("NAPARI_CYTOSYN_DEBUG"):
             raise

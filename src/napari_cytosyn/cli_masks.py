@@ -2,11 +2,16 @@
 
 Each mask becomes a list of components ``((y, x, h, w), mask)`` in level-0 px, one per polygon or
 per connected region of the image, so every inpainting call works on a bounded context.
+
+Polygons are rasterised by a scanline fill over their bounding box: the cost grows with the
+edges' row spans and the box's area, not with pixels x vertices (a 20,000-vertex polygon takes
+milliseconds, where a point-in-polygon test per pixel took minutes).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +55,14 @@ def _polygons(geo: Any) -> list[list[list[list[float]]]]:
     if kind == "FeatureCollection":
         return [p for f in geo.get("features", []) for p in _polygons(f)]
     if kind == "Feature":
-        return _polygons(geo.get("geometry") or {})
+        if geo.get("geometry") is None:
+            warnings.warn(
+                f"a Feature without geometry (id {geo.get('id')!r}) was skipped",
+                UserWarning,
+                stacklevel=2,
+            )
+            return []
+        return _polygons(geo["geometry"])
     if kind == "GeometryCollection":
         return [p for g in geo.get("geometries", []) for p in _polygons(g)]
     if kind == "Polygon":
@@ -63,8 +75,6 @@ def _polygons(geo: Any) -> list[list[list[list[float]]]]:
 
 
 def _geojson_components(path: Path, shape0: tuple[int, int]) -> list[Component]:
-    from skimage.draw import polygon as fill_polygon
-
     try:
         geo = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -72,9 +82,21 @@ def _geojson_components(path: Path, shape0: tuple[int, int]) -> list[Component]:
     H, W = shape0
     components = []
     for i, rings in enumerate(_polygons(geo)):
-        exterior = np.asarray(rings[0], dtype=np.float64)
-        if exterior.ndim != 2 or exterior.shape[0] < 3:
+        try:
+            rings = [np.asarray(r, dtype=np.float64) for r in rings]
+        except (TypeError, ValueError) as exc:
+            raise MaskError(f"polygon {i} of {path.name} has malformed coordinates") from exc
+        if not rings:
+            raise MaskError(f"polygon {i} of {path.name} has no rings")
+        exterior = rings[0]
+        if exterior.ndim != 2 or exterior.shape[0] < 3 or exterior.shape[1] < 2:
             raise MaskError(f"polygon {i} of {path.name} has fewer than 3 points")
+        for ring in rings:
+            if ring.ndim != 2 or ring.shape[1] < 2 or not np.isfinite(ring[:, :2]).all():
+                raise MaskError(
+                    f"polygon {i} of {path.name} has a non-finite (NaN or infinite) or "
+                    "malformed coordinate"
+                )
         xs, ys = exterior[:, 0], exterior[:, 1]
         if xs.min() < 0 or ys.min() < 0 or xs.max() > W or ys.max() > H:
             raise MaskError(
@@ -84,17 +106,48 @@ def _geojson_components(path: Path, shape0: tuple[int, int]) -> list[Component]:
         y0, x0 = int(np.floor(ys.min())), int(np.floor(xs.min()))
         y1, x1 = min(H, int(np.ceil(ys.max()))), min(W, int(np.ceil(xs.max())))
         h, w = max(1, y1 - y0), max(1, x1 - x0)
-        mask = np.zeros((h, w), dtype=bool)
-        # pixel (r, c) is inside when its centre (r + 0.5, c + 0.5) is
-        rr, cc = fill_polygon(ys - y0 - 0.5, xs - x0 - 0.5, shape=(h, w))
-        mask[rr, cc] = True
-        for hole in rings[1:]:
-            hole = np.asarray(hole, dtype=np.float64)
-            rr, cc = fill_polygon(hole[:, 1] - y0 - 0.5, hole[:, 0] - x0 - 0.5, shape=(h, w))
-            mask[rr, cc] = False
+        # Holes are rings too: the even-odd rule removes them from the exterior.
+        mask = fill_rings([r[:, :2] - (x0, y0) for r in rings], (h, w))
         if mask.any():
             components.append(((y0, x0, h, w), mask))
     return components
+
+
+def fill_rings(rings: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Scanline fill of polygon rings (``[x, y]`` rows, px) on an ``(h, w)`` grid, even-odd rule.
+
+    Pixel ``(r, c)`` is inside when its centre ``(r + 0.5, c + 0.5)`` is. Cost: the rows spanned
+    by the edges plus the grid, whatever the number of vertices.
+    """
+    h, w = shape
+    starts = np.concatenate([r for r in rings])
+    ends = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
+    xa, ya, xb, yb = starts[:, 0], starts[:, 1], ends[:, 0], ends[:, 1]
+    keep = ya != yb
+    xa, ya, xb, yb = xa[keep], ya[keep], xb[keep], yb[keep]
+    lo, hi = np.minimum(ya, yb), np.maximum(ya, yb)
+    # rows whose centre y = r + 0.5 satisfies lo <= y < hi (half-open: vertices count once)
+    r0 = np.clip(np.ceil(lo - 0.5), 0, h).astype(np.int64)
+    r1 = np.clip(np.ceil(hi - 0.5), 0, h).astype(np.int64)
+    n = np.maximum(r1 - r0, 0)
+    out = np.zeros((h, w), dtype=bool)
+    if n.sum() == 0:
+        return out
+    edge = np.repeat(np.arange(len(n)), n)
+    rows = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + r0[edge]
+    yc = rows + 0.5
+    x = xa[edge] + (yc - ya[edge]) * (xb[edge] - xa[edge]) / (yb[edge] - ya[edge])
+    order = np.lexsort((x, rows))
+    rows, x = rows[order], x[order]
+    # crossings come in pairs per row; fill the centres between each pair
+    rows, xl, xr = rows[0::2], x[0::2], x[1::2]
+    c0 = np.clip(np.ceil(xl - 0.5), 0, w).astype(np.int64)
+    c1 = np.clip(np.ceil(xr - 0.5), 0, w).astype(np.int64)
+    span = c1 > c0
+    diff = np.zeros((h, w + 1), dtype=np.int32)
+    np.add.at(diff, (rows[span], c0[span]), 1)
+    np.add.at(diff, (rows[span], c1[span]), -1)
+    return np.cumsum(diff[:, :w], axis=1) > 0
 
 
 def _image_components(path: Path, slide: Any, level: int) -> list[Component]:

@@ -170,7 +170,7 @@ def test_store_records_spec_settings_and_model_provenance(tmp_path):
     slide = make(tmp_path / "s.zarr", seed=11)
     root = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
     attrs = root.attrs["napari_cytosyn"]
-    assert attrs["format"] == "napari-cytosyn" and attrs["format_version"] == 1
+    assert attrs["format"] == "napari-cytosyn" and attrs["format_version"] == 2
     assert attrs["kind"] == "synthetic-slide"
     assert (attrs["width"], attrs["height"], attrs["seed"]) == (200, 136, 11)
     assert attrs["model"]["name"] == "grf"
@@ -220,15 +220,15 @@ def test_absurd_sizes_are_refused(tmp_path, width, height, error):
     assert not (tmp_path / "s.zarr").exists()
 
 
-def test_a_mark_without_its_chunk_file_is_cleared_on_reopen(tmp_path):
+def test_a_finished_chunk_whose_file_is_missing_is_computed_again(tmp_path):
     slide = make(tmp_path / "s.zarr")
-    slide.ensure_chunk(0, 0, 1)
+    first = slide.ensure_chunk(0, 0, 1)
     slide.store.chunk_file(0, 0, 1).unlink()
-    with pytest.warns(UserWarning, match="marked done but is missing"):
-        again = SyntheticSlide.open(tmp_path / "s.zarr", GRFModel(boundary="periodic"))
-    assert not again.is_done(0, 0, 1)
-    again.ensure_chunk(0, 0, 1)
+    again = SyntheticSlide.open(tmp_path / "s.zarr", GRFModel(boundary="periodic"))
+    with pytest.warns(RuntimeWarning, match=r"chunk \(0, 1\) of level 0 is damaged.*missing"):
+        pixels = again.ensure_chunk(0, 0, 1)
     assert again.compute_count == 1
+    np.testing.assert_array_equal(pixels, first)
 
 
 def test_read_only_slide_reads_but_refuses_to_generate(tmp_path):

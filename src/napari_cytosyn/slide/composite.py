@@ -5,6 +5,11 @@ pyramid geometry as the real slide holding, per level, the synthetic RGB and a m
 applies. A composite pixel is the edit where the mask is set and the real pixel elsewhere, so
 outside every mask the composite is the real slide, bit for bit.
 
+Each edit store records a fingerprint of its real slide (:func:`slide_fingerprint`) and refuses
+to be used with another slide, even one of the same shape. Edit records are appended as
+read-modify-write under the store's lock, so concurrent inpaints (threads or processes) keep
+every record; edited chunks (RGB and mask together) are verified on every read.
+
 Coarse levels: an edited level-``k`` pixel is the area average of the level-0 *composite* over
 the ``d x d`` block it covers (``d`` = the level's downsample), and it is marked as edited when
 any pixel of that block is; pixels of unedited blocks come from the real file's own level.
@@ -13,6 +18,7 @@ any pixel of that block is; pixels of unedited blocks come from the real file's 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import math
 import os
 import uuid
@@ -64,18 +70,17 @@ class CompositeSlide:
             "path": str(Path(real_slide.path).resolve()),
             "level_shapes": [[int(h), int(w)] for h, w in real_slide.level_shapes],
             "mpp": list(real_slide.mpp) if real_slide.mpp else None,
+            "fingerprint": slide_fingerprint(real_slide.path),
         }
         if Path(edit_store).resolve() == Path(real_slide.path).resolve():
             raise StoreError("the edit store must not be the real slide itself")
         if read_store_attrs(edit_store) is not None and not overwrite:
             self.store = SlideStore.open(edit_store, KIND)
-            stored = self.store.attrs["source"]
-            if stored["level_shapes"] != source["level_shapes"]:
-                raise StoreMismatchError(
-                    f"{edit_store} holds edits of {stored['name']!r} with level shapes "
-                    f"{stored['level_shapes']}, not of {source['name']!r} "
-                    f"{source['level_shapes']}; use another edit store"
-                )
+            try:
+                _check_source(edit_store, self.store.attrs["source"], source)
+            except BaseException:
+                self.store.close()
+                raise
         else:
             self.store = SlideStore.create(
                 edit_store,
@@ -84,17 +89,12 @@ class CompositeSlide:
                 chunk_px,
                 {"source": source, "edits": []},
                 overwrite=overwrite,
+                masks=True,
             )
-            for k, (h, w) in enumerate(real_slide.level_shapes):
-                self.store.root.create_array(
-                    f"mask/{k}",
-                    shape=(h, w),
-                    chunks=(chunk_px, chunk_px),
-                    dtype="uint8",
-                    fill_value=0,
-                    dimension_names=["y", "x"],
-                )
-        self._masks = [self.store.open_array(f"mask/{k}") for k in range(self.store.n_levels)]
+
+    def close(self) -> None:
+        """Release the edit store (other processes may then replace it)."""
+        self.store.close()
 
     # -- the Slide surface ----------------------------------------------------------------
 
@@ -128,8 +128,9 @@ class CompositeSlide:
 
     @property
     def edits(self) -> list[dict[str, Any]]:
-        """The edits applied so far (region, model, settings, time), oldest first."""
-        return list(self.store.attrs.get("edits", []))
+        """The edits applied so far (region, model, settings, time), oldest first (as on disk:
+        edits made meanwhile by other processes included)."""
+        return list(self.store.reload_attrs().get("edits", []))
 
     def metadata(self) -> dict[str, Any]:
         """JSON-able description of the real slide and the edits."""
@@ -154,9 +155,8 @@ class CompositeSlide:
         or ``None`` when no edit touches it."""
         if not self._edited_chunks(level, y, y + h, x, x + w).any():
             return None
-        rgb = np.asarray(self.store.level_array(level)[y : y + h, x : x + w])
-        mask = np.asarray(self._masks[level][y : y + h, x : x + w]).astype(bool)
-        return rgb, mask
+        rgb, mask = self.store.read_region(level, y, x, h, w)
+        return rgb, mask.astype(bool)
 
     def mask_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """``(h, w)`` bool: where the composite shows synthetic pixels (inside the level)."""
@@ -206,8 +206,15 @@ class CompositeSlide:
         """Dask arrays ``(h_k, w_k)`` bool per level: where the composite is synthetic."""
         import dask.array as da
 
+        n = len(self.edits)
         return [
-            da.from_zarr(self._masks[k], chunks=(self.store.chunk_px,) * 2).astype(bool)
+            da.from_array(
+                self.store.mask_array(k),
+                chunks=(self.store.chunk_px,) * 2,
+                name=f"composite-mask-{id(self):x}-{n}-{k}",
+                asarray=True,
+                lock=False,
+            ).astype(bool)
             for k in range(self.store.n_levels)
         ]
 
@@ -346,14 +353,18 @@ class CompositeSlide:
         }
         if ref_record is not None:
             record["reference"] = _jsonable(ref_record)
-        # One edit at a time writes (threads and processes): merges read, modify and write.
+        # One edit at a time writes (threads and processes): merges read, modify and write,
+        # from the records on disk (another process may have edited since we opened).
         with self.store.lock:
+            self.store.refresh()
             # The edit's own pixels, kept so that it can be removed later (the merged levels
             # hold only the newest edit where edits overlap).
             self._save_edit_pixels(record["id"], out, ctx_mask)
             self._write_level0(cy0, cx0, out, ctx_mask)
             self._refresh_levels(by0, by1, bx0, bx1)
-            self.store.set_attrs(edits=[*self.edits, record])
+            self.store.update_attrs(
+                lambda attrs: {**attrs, "edits": [*attrs.get("edits", []), record]}
+            )
         return record
 
     def _save_edit_pixels(self, edit_id: str, rgb: np.ndarray, mask: np.ndarray) -> None:
@@ -428,10 +439,18 @@ class CompositeSlide:
         """Unset the mask (and reset the pixels) of ``level`` over ``[y0, y1) x [x0, x1)``."""
         if y1 <= y0 or x1 <= x0:
             return
-        if not self._edited_chunks(level, y0, y1, x0, x1).any():
-            return
-        self._masks[level][y0:y1, x0:x1] = 0
-        self.store.level_array(level)[y0:y1, x0:x1] = 255
+        c = self.store.chunk_px
+        for cy in range(y0 // c, -(-y1 // c)):
+            for cx in range(x0 // c, -(-x1 // c)):
+                if not self.store.is_done(level, cy, cx):
+                    continue
+                rgb, mask = self.store.read_chunk_and_mask(level, cy, cx)
+                by0, by1, bx0, bx1 = self.store.bounds(level, cy, cx)
+                sy = slice(max(y0, by0) - by0, min(y1, by1) - by0)
+                sx = slice(max(x0, bx0) - bx0, min(x1, bx1) - bx0)
+                rgb[sy, sx] = 255
+                mask[sy, sx] = 0
+                self.store.write_chunk(level, cy, cx, rgb, mask)
 
     def _write_level0(self, y0: int, x0: int, rgb: np.ndarray, mask: np.ndarray) -> None:
         """Merge ``rgb`` where ``mask`` into level 0 of the edit store, chunk by chunk."""
@@ -447,16 +466,13 @@ class CompositeSlide:
                 m = mask[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
                 if not m.any():
                     continue
-                old_rgb = np.asarray(self.store.level_array(level)[ty0:ty1, tx0:tx1])
-                old_mask = np.asarray(self._masks[level][ty0:ty1, tx0:tx1])
+                old_rgb, old_mask = self.store.read_chunk_and_mask(level, cy, cx)
+                cy0, _, cx0, _ = self.store.bounds(level, cy, cx)
+                sl = slice(ty0 - cy0, ty1 - cy0), slice(tx0 - cx0, tx1 - cx0)
                 new = rgb[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
-                # Pixels first, mask second: a reader never sees a mask over stale pixels of a
-                # chunk that had none before.
-                self.store.level_array(level)[ty0:ty1, tx0:tx1] = np.where(
-                    m[..., None], new, old_rgb
-                )
-                self._masks[level][ty0:ty1, tx0:tx1] = np.maximum(old_mask, m.astype(np.uint8))
-                self.store.completion(level).mark(cy, cx)
+                old_rgb[sl] = np.where(m[..., None], new, old_rgb[sl])
+                old_mask[sl] = np.maximum(old_mask[sl], m.astype(np.uint8))
+                self.store.write_chunk(level, cy, cx, old_rgb, old_mask)
 
     def _refresh_levels(self, by0: int, by1: int, bx0: int, bx1: int) -> None:
         """Recompute coarse-level edits over the level-0 box ``[by0, by1) x [bx0, bx1)``."""
@@ -483,6 +499,48 @@ class CompositeSlide:
                     # The d x d block of a ceil-rounded average may reach past a floor-rounded
                     # level: only pixels that exist in the level are written.
                     self._merge(k, ty, tx, rgb, m)
+
+
+def slide_fingerprint(path: str | os.PathLike) -> str:
+    """A SHA-256 fingerprint of a slide file (or folder) that is cheap for multi-GB slides.
+
+    Hashes the size of every file and 64 KiB blocks at 64 evenly spaced offsets of each of the
+    (at most 256) largest files, plus every small metadata file whole: two different scans
+    differ, the same file copied elsewhere is the same slide.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    sizes = {f: f.stat().st_size for f in files}
+    sampled = set(sorted(files, key=lambda f: -sizes[f])[:256])
+    for f in files:
+        digest.update(f"{f.relative_to(path) if path.is_dir() else ''}\0{sizes[f]}\0".encode())
+        if f not in sampled:
+            continue
+        with open(f, "rb") as fh:
+            if sizes[f] <= 4 * 2**20:
+                digest.update(fh.read())
+                continue
+            for i in range(64):
+                fh.seek(i * (sizes[f] - 2**16) // 63)
+                digest.update(fh.read(2**16))
+    return digest.hexdigest()
+
+
+def _check_source(store: Path, stored: dict[str, Any], given: dict[str, Any]) -> None:
+    """An edit store is used only with the slide it was made for."""
+    if stored["level_shapes"] != given["level_shapes"]:
+        raise StoreMismatchError(
+            f"{store} holds edits of {stored['name']!r} with level shapes "
+            f"{stored['level_shapes']}, not of {given['name']!r} {given['level_shapes']}; use "
+            "another edit store"
+        )
+    if stored.get("fingerprint") != given["fingerprint"]:
+        raise StoreMismatchError(
+            f"{store} holds edits of {stored['name']!r} ({stored['path']}), not of "
+            f"{given['path']}: the slides differ (fingerprint {stored.get('fingerprint')} vs "
+            f"{given['fingerprint']}); use another edit store"
+        )
 
 
 def _to_model(rgb: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:

@@ -5,9 +5,13 @@ neighbouring chunks; caching them on disk next to the slide means a neighbour co
 or by another process, reuses today's work. Implements the ``PhaseCache`` interface of
 :mod:`napari_cytosyn.sampling` (``get(key) -> Tensor | None``, ``put(key, tensor)``).
 
-Each entry is one small zarr array named after its key. It is written under a temporary name and
-renamed into place, so a reader (or a process that was killed mid-write) never sees half an
-entry. A bounded in-memory LRU sits in front of the disk, and disk writes happen behind the
+Each entry is one small zarr array named after its key, with the CRC-32 and size of its chunk
+in its metadata. It is written under a temporary name (carrying the writer's PID) and renamed
+into place, so a reader never sees half an entry; an entry that fails its checksum, or cannot
+be read at all, is a cache miss (removed, then recomputed and written again), never wrong
+pixels. Temporary entries of writers that died are removed when a cache is opened.
+
+A bounded in-memory LRU sits in front of the disk, and disk writes happen behind the
 caller's back in a writer thread (creating a zarr array costs ~15 ms, a chunk needs dozens of
 states): the sampler never waits for the disk, and an entry lost to a crash is simply
 recomputed, bit-identically.
@@ -24,6 +28,7 @@ import threading
 import uuid
 import warnings
 import weakref
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -58,6 +63,9 @@ class ZarrPhaseCache:
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / "zarr.json").exists():
             zarr.open_group(str(self.path), mode="a")
+        from .store_io import remove_dead_temporaries
+
+        remove_dead_temporaries(self.path, prefix=".tmp-")
         # Identity of the directory: a cache whose directory was replaced (store overwritten)
         # must not write stale states into the new one.
         self._dir_id = _dir_id(self.path)
@@ -73,6 +81,7 @@ class ZarrPhaseCache:
         self.disk_reads = 0
         self.disk_writes = 0
         self.write_errors = 0
+        self.damaged = 0  # entries found damaged on disk (treated as misses)
         _LIVE.add(self)
 
     def __contains__(self, key: Any) -> bool:
@@ -98,12 +107,33 @@ class ZarrPhaseCache:
             with self._guard:
                 self.misses += 1
             return None
-        tensor = _read_entry(entry)
+        try:
+            tensor = _read_entry(entry)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._discard(entry, exc)
+            return None
         with self._guard:
             self.disk_reads += 1
             self.hits += 1
         self._remember(name, tensor)
         return tensor.clone()
+
+    def _discard(self, entry: Path, exc: Exception) -> None:
+        """A damaged entry is a miss: move it out of the way so the state is written again."""
+        with self._guard:
+            self.misses += 1
+            self.damaged += 1
+        warnings.warn(
+            f"phase cache {self.path}: entry {entry.name} is damaged ({exc}); computing it again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        trash = self.path / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-damaged"
+        try:
+            os.rename(entry, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
 
     def put(self, key: Any, tensor: Any) -> None:
         """Store ``tensor`` (any shape and dtype) under ``key``; an existing entry is kept.
@@ -161,7 +191,7 @@ class ZarrPhaseCache:
             return
         dtype = str(t.dtype)
         data = np.require(t.to(torch.float32).numpy() if dtype in _UPCAST else t.numpy(), None, "C")
-        tmp = self.path / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        tmp = self.path / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}"
         try:
             _write_entry(tmp, data, dtype)
             try:
@@ -250,28 +280,37 @@ def _write_entry(directory: Path, data: np.ndarray, torch_dtype: str) -> None:
         "codecs": _ZSTD_CODECS,
         "attributes": {"torch_dtype": torch_dtype},
     }
+    raw = Zstd(level=0).encode(data.tobytes())
+    meta["attributes"].update(crc32=zlib.crc32(raw), nbytes=len(raw))
     directory.mkdir(parents=True)
     chunk = directory / _chunk_key(data.ndim)
-    chunk.write_bytes(Zstd(level=0).encode(data.tobytes()))
+    chunk.write_bytes(raw)
     (directory / "zarr.json").write_text(json.dumps(meta))
 
 
 def _read_entry(directory: Path):
-    """Read an entry written by :func:`_write_entry` (any other zarr array through zarr)."""
+    """Read an entry written by :func:`_write_entry`, verified against its CRC-32 and size.
+
+    Raises ``ValueError`` (or ``OSError``) for a damaged or foreign entry."""
     import torch
 
     meta = json.loads((directory / "zarr.json").read_text())
     shape = tuple(meta["shape"])
-    dtype = meta.get("attributes", {}).get("torch_dtype")
+    attrs = meta.get("attributes", {})
+    dtype = attrs.get("torch_dtype")
     chunk = directory / _chunk_key(len(shape))
-    if meta.get("codecs") == _ZSTD_CODECS and chunk.is_file():
-        from numcodecs import Zstd
+    if meta.get("codecs") != _ZSTD_CODECS or "crc32" not in attrs:
+        raise ValueError("not an entry written by this cache")
+    from numcodecs import Zstd
 
-        raw = Zstd().decode(chunk.read_bytes())
-        data = np.frombuffer(raw, dtype=np.dtype(meta["data_type"]).newbyteorder("<"))
-        data = data.reshape(shape).astype(np.dtype(meta["data_type"]), copy=True)
-    else:
-        data = np.asarray(zarr.open_array(str(directory), mode="r")[...])
+    raw = chunk.read_bytes()
+    if len(raw) != attrs["nbytes"] or zlib.crc32(raw) != attrs["crc32"]:
+        raise ValueError("its checksum differs from its record")
+    np_dtype = np.dtype(meta["data_type"]).newbyteorder("<")
+    data = np.frombuffer(Zstd().decode(raw), dtype=np_dtype)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"holds {data.size} values, not {int(np.prod(shape))}")
+    data = data.reshape(shape).astype(np.dtype(meta["data_type"]), copy=True)
     tensor = torch.from_numpy(data)
     if dtype in _UPCAST:
         tensor = tensor.to(getattr(torch, dtype.split(".", 1)[1]))

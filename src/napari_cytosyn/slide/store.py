@@ -1,38 +1,47 @@
-"""The on-disk store behind synthetic slides and edit stores: layout, atomic chunks, completion.
+"""The on-disk store behind synthetic slides and edit stores: layout, verified chunks, completion.
 
 Layout (zarr v3, one local directory)::
 
     <store>/zarr.json                 attributes["napari_cytosyn"]: format, version, kind, spec...
     <store>/levels/<k>                uint8 (h_k, w_k, 3), chunks (chunk_px, chunk_px, 3)
-    <store>/done/<k>                  uint8 (ny_k, nx_k) completion map, 1 = chunk finished
-    <store>/...                       kind-specific arrays (latents, phase cache, masks)
-    <store>/cytosyn.lock              advisory lock file guarding completion-map updates
+    <store>/mask/<k>                  edit stores: uint8 (h_k, w_k) where the edit applies
+    <store>/done/<k>                  uint64 (ny_k, nx_k) completion record per chunk
+    <store>/...                       kind-specific arrays (latents, phase cache, tissue mask)
+    <store>/cytosyn.lock              exclusive lock of read-modify-write updates
+    <store>/cytosyn.lease             shared by every process using the store
+    <store>/.tmp/                     files being written (named by the writer's PID)
 
-Why it is safe to kill a writer at any moment:
+Integrity, the guarantees (tested in ``tests/slide/test_store_integrity.py``):
 
-- zarr's local store writes every chunk to a temporary file and renames it into place, so a
-  chunk file is either the old one or the complete new one, never torn;
-- a chunk is written first and marked in the completion map afterwards, so a chunk marked done
-  always has its pixels on disk; a chunk whose mark was not written is simply computed again
-  (computation is deterministic, so rewriting it is harmless);
-- marks are merged under a lock (a thread lock plus ``fcntl.flock`` across processes) by
-  reading the map block from disk, setting the bit and writing it back, so concurrent writers
-  never erase each other's marks.
+- a chunk file is written to a temporary file, fsynced and renamed into place, then its record
+  (``size << 32 | crc32`` of the file bytes, :mod:`.store_io`) is merged into the completion
+  map block under the store's lock, itself written the same atomic way; a process killed at
+  any moment leaves every chunk either unrecorded (computed again) or complete;
+- every read of a recorded chunk checks its size and CRC-32: a missing, truncated or garbled
+  chunk raises :class:`ChunkDamagedError` naming the chunk (synthetic slides recompute it where
+  they can), so no reader ever sees fill values or wrong bytes for a chunk that should exist;
+- attribute updates are read-modify-write under the store's lock (no lost edit records);
+- a store is created in a temporary sibling folder and renamed into place: of two processes
+  creating one store, one fails; ``overwrite`` replaces only a store of the same kind and only
+  while no other process holds it open (its lease).
 
-Nothing is allocated in proportion to the slide: arrays are sparse (chunks exist only once
-written) and the completion map of a 200,000 x 200,000 px slide with 512 px chunks is
-391 x 391 bytes.
+Nothing is allocated in proportion to the slide area: arrays are sparse (chunks exist only once
+written); the completion record holds 9 bytes per chunk in memory, and a level-0 grid of at
+most :data:`MAX_CHUNKS` chunks is accepted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import shutil
 import threading
+import uuid
 import warnings
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +49,29 @@ import numpy as np
 import zarr
 
 from .pyramid import chunk_bounds, chunk_grid
-
-try:  # POSIX: completion-map updates are serialised across processes too
-    import fcntl
-except ImportError:  # pragma: no cover - Windows keeps the in-process lock only
-    fcntl = None
+from .store_io import (
+    TMP_DIR,
+    Lease,
+    StoreLock,
+    atomic_write,
+    decode_block,
+    encode_block,
+    exclusive_lease,
+    record_of,
+    record_size,
+    remove_dead_temporaries,
+)
 
 FORMAT_NAME = "napari-cytosyn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ATTRS_KEY = "napari_cytosyn"
-_MAP_BLOCK = 256
+MAX_CHUNKS = 2**20  # level-0 chunks of one store: 1,048,576 (524,288 px a side at 512 px)
+_MAP_BLOCK = 128
 _LOCK_FILE = "cytosyn.lock"
+_LEASE_FILE = "cytosyn.lease"
+_ZSTD = {"name": "zstd", "configuration": {"level": 0, "checksum": False}}
+# Stores open in this process, by resolved path: replacing a store retires them first.
+_OPEN: weakref.WeakValueDictionary[tuple[str, int], SlideStore] = weakref.WeakValueDictionary()
 
 
 class StoreError(ValueError):
@@ -65,6 +86,22 @@ class StoreMismatchError(StoreError):
     """The store was written with a different model, settings or geometry than requested."""
 
 
+class StoreBusyError(StoreError):
+    """The store is open in another process and cannot be replaced or deleted now."""
+
+
+class StoreDamagedError(StoreError):
+    """Part of the store (metadata, completion map) is unreadable or inconsistent."""
+
+
+class ChunkDamagedError(StoreError):
+    """A chunk recorded as finished is missing or differs from its record."""
+
+    def __init__(self, message: str, level: int, cy: int, cx: int) -> None:
+        super().__init__(message)
+        self.level, self.cy, self.cx = level, cy, cx
+
+
 def _software_version() -> str:
     try:
         from importlib.metadata import version
@@ -77,13 +114,11 @@ def _software_version() -> str:
 def read_store_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
     """Our attributes of the store at ``path``, or ``None`` when it is not one of ours."""
     path = Path(path)
-    if not (path / "zarr.json").is_file():
-        return None
     try:
-        root = zarr.open_group(str(path), mode="r")
-    except Exception:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
         return None
-    attrs = root.attrs.asdict().get(ATTRS_KEY)
+    attrs = meta.get("attributes", {}).get(ATTRS_KEY) if isinstance(meta, dict) else None
     if not isinstance(attrs, dict) or attrs.get("format") != FORMAT_NAME:
         return None
     return attrs
@@ -116,17 +151,23 @@ class SingleFlight:
 
 
 class CompletionMap:
-    """Which chunks of one level are finished: a small uint8 grid mirrored to a zarr array.
+    """Which chunks of one level are finished, with each chunk's record (size + CRC-32).
 
-    ``grid`` is the in-memory view (``(ny, nx)`` uint8, 1 = done); :meth:`mark` persists a mark
-    by merging it into the block on disk under the store's lock, and :meth:`refresh` rereads the
-    whole map (to see chunks written by other processes).
+    ``records`` ``(ny, nx)`` uint64 (0 = not finished) and ``grid`` ``(ny, nx)`` uint8
+    (1 = finished) are the in-memory view; :meth:`mark` merges a record into the block file on
+    disk under the store's lock; :meth:`refresh` rereads the map (chunks written by other
+    processes). A block file that cannot be decoded raises :class:`StoreDamagedError`.
     """
 
-    def __init__(self, array: zarr.Array, lock: _StoreLock) -> None:
-        self.array = array
-        self._lock = lock
-        self.grid = np.asarray(array[...], dtype=np.uint8)
+    def __init__(self, store: SlideStore, level: int) -> None:
+        self._store = store
+        self.level = level
+        self.dir = os.fspath(store.path / "done" / str(level))
+        ny, nx = store.grid(level)
+        self.block = (min(_MAP_BLOCK, ny), min(_MAP_BLOCK, nx))
+        self.records = np.zeros((ny, nx), dtype=np.uint64)
+        self.grid = np.zeros((ny, nx), dtype=np.uint8)
+        self.refresh()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -139,79 +180,149 @@ class CompletionMap:
         """Number of finished chunks."""
         return int(np.count_nonzero(self.grid))
 
+    def block_path(self, by: int, bx: int) -> str:
+        return f"{self.dir}/c/{by}/{bx}"
+
+    def blocks(self) -> Iterator[tuple[int, int]]:
+        ny, nx = self.shape
+        bh, bw = self.block
+        for by in range(-(-ny // bh)):
+            for bx in range(-(-nx // bw)):
+                yield by, bx
+
+    def _slices(self, by: int, bx: int) -> tuple[slice, slice]:
+        bh, bw = self.block
+        return slice(by * bh, (by + 1) * bh), slice(bx * bw, (bx + 1) * bw)
+
+    def read_block(self, by: int, bx: int) -> np.ndarray:
+        """The block's records as on disk ``(bh, bw)`` uint64 (zeros when never written)."""
+        path = self.block_path(by, bx)
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return np.zeros(self.block, dtype=np.uint64)
+        try:
+            return decode_block(raw, self.block)
+        except ValueError as exc:
+            raise StoreDamagedError(
+                f"{self._store.path}: completion map block {by},{bx} of level {self.level} is "
+                f"damaged ({exc}); run `napari-cytosyn check {self._store.path} --repair`"
+            ) from exc
+
+    def _load_block(self, by: int, bx: int) -> None:
+        sy, sx = self._slices(by, bx)
+        h, w = self.records[sy, sx].shape
+        block = self.read_block(by, bx)[:h, :w]
+        self.records[sy, sx] = block
+        self.grid[sy, sx] = block != 0
+
     def refresh(self) -> None:
-        """Reread the map from disk, keeping marks made in this process."""
-        self.grid = np.maximum(self.grid, np.asarray(self.array[...], dtype=np.uint8))
+        """Reread the whole map from disk."""
+        for by, bx in self.blocks():
+            self._load_block(by, bx)
 
-    def _block(self, cy: int, cx: int) -> tuple[slice, slice]:
-        by, bx = (cy // _MAP_BLOCK) * _MAP_BLOCK, (cx // _MAP_BLOCK) * _MAP_BLOCK
-        return (
-            slice(by, min(by + _MAP_BLOCK, self.grid.shape[0])),
-            slice(bx, min(bx + _MAP_BLOCK, self.grid.shape[1])),
-        )
+    def refresh_chunk(self, cy: int, cx: int) -> None:
+        """Reread the block holding chunk ``(cy, cx)``."""
+        bh, bw = self.block
+        self._load_block(cy // bh, cx // bw)
 
-    def mark(self, cy: int, cx: int, value: int = 1) -> None:
-        """Persist chunk ``(cy, cx)`` as finished (``value=0`` clears it)."""
-        sl = self._block(cy, cx)
-        with self._lock:
-            on_disk = np.asarray(self.array[sl], dtype=np.uint8)
-            merged = np.maximum(on_disk, self.grid[sl])
-            merged[cy - sl[0].start, cx - sl[1].start] = value
-            self.array[sl] = merged
-            self.grid[sl] = merged
+    def record(self, cy: int, cx: int) -> int:
+        return int(self.records[cy, cx])
+
+    def mark(self, cy: int, cx: int, record: int = 1) -> None:
+        """Persist chunk ``(cy, cx)``'s record (``0`` clears it) into the block on disk."""
+        bh, bw = self.block
+        by, bx = cy // bh, cx // bw
+        with self._store.lock:
+            block = self.read_block(by, bx)
+            block[cy - by * bh, cx - bx * bw] = record
+            self.write_block(by, bx, block)
+
+    def write_block(self, by: int, bx: int, block: np.ndarray) -> None:
+        """Write a whole block ``(bh, bw)`` uint64 atomically and adopt it in memory."""
+        atomic_write(self.block_path(by, bx), encode_block(block), self._store.tmp_dir)
+        sy, sx = self._slices(by, bx)
+        h, w = self.records[sy, sx].shape
+        self.records[sy, sx] = block[:h, :w]
+        self.grid[sy, sx] = block[:h, :w] != 0
 
 
-class _StoreLock:
-    """A re-entrant thread lock plus an advisory file lock shared by all processes."""
+class VerifiedLevel:
+    """Array view of a store level whose reads go through the verified chunk reader.
 
-    def __init__(self, path: Path, writable: bool) -> None:
-        self._thread_lock = threading.RLock()
-        self._path = path
-        self._writable = writable
-        self._depth = 0
-        self._fh = None
+    Supports ``shape``, ``dtype``, ``ndim``, ``chunks`` and ``[y0:y1, x0:x1]`` / ``[...]``
+    slicing (steps of 1), so exports and scripts read a level like a zarr array; unfinished
+    chunks read as the fill value (255, or 0 for masks), damaged ones raise
+    :class:`ChunkDamagedError`.
+    """
 
-    def __enter__(self) -> _StoreLock:
-        self._thread_lock.acquire()
-        if self._depth == 0 and fcntl is not None and self._writable:
-            self._fh = open(self._path, "a+b")
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
-        self._depth += 1
-        return self
+    def __init__(self, store: SlideStore, level: int, mask: bool = False) -> None:
+        self.store, self.level, self.mask = store, level, mask
+        h, w = store.level_shapes[level]
+        c = store.chunk_px
+        self.shape = (h, w) if mask else (h, w, 3)
+        self.chunks = (c, c) if mask else (c, c, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = len(self.shape)
 
-    def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._fh is not None:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
-        self._thread_lock.release()
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if key is Ellipsis:
+            key = ()
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = tuple(k for k in key if k is not Ellipsis)
+        h, w = self.shape[:2]
+        ys = key[0] if len(key) > 0 else slice(None)
+        xs = key[1] if len(key) > 1 else slice(None)
+        if not (isinstance(ys, slice) and isinstance(xs, slice)):
+            raise TypeError("a store level is read with slices, e.g. level[y0:y1, x0:x1]")
+        y0, y1, sy = ys.indices(h)
+        x0, x1, sx = xs.indices(w)
+        if sy != 1 or sx != 1:
+            raise ValueError("store levels are read with steps of 1")
+        out = self.store.read_region(self.level, y0, x0, max(0, y1 - y0), max(0, x1 - x0))
+        out = out[1] if self.mask else out[0]
+        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
 
 
 class SlideStore:
     """A pyramid of uint8 RGB levels in a zarr v3 directory, with a completion map per level.
 
     Use :meth:`create` and :meth:`open`; ``kind`` names what the store is for
-    (``"synthetic-slide"``, ``"edit-store"``) and is checked on open.
+    (``"synthetic-slide"``, ``"edit-store"``) and is checked on open. Edit stores also hold a
+    mask per level, written and verified together with the RGB chunk.
     """
 
-    def __init__(self, path: Path, root: zarr.Group, writable: bool) -> None:
+    def __init__(self, path: Path, writable: bool, lease: Lease) -> None:
+        from numcodecs import Zstd
+
         self.path = path
-        self.root = root
         self.writable = writable
-        self.attrs: dict[str, Any] = root.attrs.asdict()[ATTRS_KEY]
-        self.kind: str = self.attrs["kind"]
-        self.chunk_px: int = int(self.attrs["chunk_px"])
-        self.level_shapes: list[tuple[int, int]] = [tuple(s) for s in self.attrs["level_shapes"]]
-        self.lock = _StoreLock(path / _LOCK_FILE, writable)
+        self._lease = lease
+        self.root = zarr.open_group(str(path), mode="r+" if writable else "r")
+        attrs = self.root.attrs.asdict().get(ATTRS_KEY)
+        if not isinstance(attrs, dict):
+            raise StoreDamagedError(f"{path}: the store's attributes are missing")
+        self.attrs: dict[str, Any] = attrs
+        self.kind: str = attrs["kind"]
+        self.chunk_px: int = int(attrs["chunk_px"])
+        self.level_shapes: list[tuple[int, int]] = [tuple(s) for s in attrs["level_shapes"]]
+        self.masks: bool = bool(attrs.get("masks", False))
+        self.tmp_dir = os.fspath(path / TMP_DIR)
+        self.lock = StoreLock(path / _LOCK_FILE, writable)
         self.flight = SingleFlight()
-        self._levels = [self._open_array(f"levels/{k}") for k in range(len(self.level_shapes))]
+        self._codec = Zstd(level=0)
         self._levels_dir = os.fspath(path / "levels")
-        self._fast = [_plain_zstd(path / "levels" / str(k)) for k in range(len(self.level_shapes))]
-        self._done = [
-            CompletionMap(self._open_array(f"done/{k}"), self.lock)
-            for k in range(len(self.level_shapes))
-        ]
+        self._mask_dir = os.fspath(path / "mask")
+        self.replaced = False
+        self._check_geometry()
+        self._done = [CompletionMap(self, k) for k in range(len(self.level_shapes))]
+        _OPEN[(os.fspath(path.resolve()), id(self))] = self
 
     # -- creation and opening -------------------------------------------------------------
 
@@ -224,120 +335,131 @@ class SlideStore:
         chunk_px: int,
         attrs: dict[str, Any],
         overwrite: bool = False,
+        masks: bool = False,
+        populate: Callable[[zarr.Group], None] | None = None,
     ) -> SlideStore:
         """Create an empty store at ``path``; sparse, so its size does not depend on the slide's.
 
-        Raises :class:`StoreExistsError` if ``path`` exists, unless it is an (empty directory or
-        a) store of ours and ``overwrite`` is true; a path holding anything else is never
-        deleted.
+        The store is built in a temporary sibling folder (``populate(group)`` adds kind-specific
+        arrays there) and renamed into place: a concurrent creator of the same path fails with
+        :class:`StoreExistsError`. An existing path is refused unless it is an empty directory,
+        or a store of ours of the same ``kind`` and ``overwrite`` is true and no other process
+        has it open (:class:`StoreBusyError` otherwise). Anything else is never deleted.
         """
         path = Path(path)
         if chunk_px <= 0 or chunk_px % 16:
             raise ValueError(f"chunk_px must be a positive multiple of 16, got {chunk_px}")
-        if path.exists():
-            ours = read_store_attrs(path) is not None
-            empty_dir = path.is_dir() and not any(path.iterdir())
-            if not empty_dir:
-                if not ours:
-                    raise StoreExistsError(
-                        f"{path} exists and is not a napari-cytosyn store; "
-                        "choose a new path (it will not be overwritten)"
-                    )
-                if not overwrite:
-                    raise StoreExistsError(
-                        f"{path} already holds a napari-cytosyn store; open it, or pass "
-                        "overwrite=True to replace it"
-                    )
-                _remove_store(path)
+        ny, nx = chunk_grid(level_shapes[0], chunk_px)
+        if ny * nx > MAX_CHUNKS:
+            raise StoreError(
+                f"a {level_shapes[0][1]} x {level_shapes[0][0]} px slide in {chunk_px} px chunks "
+                f"has {ny * nx:,} chunks, over the limit of {MAX_CHUNKS:,}; use larger chunks "
+                "or a smaller slide"
+            )
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"folder {path.parent} does not exist; create it first")
+        for tag in ("creating", "deleting"):
+            remove_dead_temporaries(path.parent, prefix=f".{path.name}.{tag}-")
+        _check_replaceable(path, kind, overwrite)
         meta = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "kind": kind,
             "chunk_px": int(chunk_px),
             "level_shapes": [[int(h), int(w)] for h, w in level_shapes],
+            "masks": bool(masks),
             "software_version": _software_version(),
             "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             **attrs,
         }
-        # Arrays first, attributes last: a store interrupted while being created is not
-        # recognised as ours and can be recreated.
-        root = zarr.open_group(str(path), mode="w")
-        for k, (h, w) in enumerate(level_shapes):
-            root.create_array(
-                f"levels/{k}",
-                shape=(h, w, 3),
-                chunks=(chunk_px, chunk_px, 3),
-                dtype="uint8",
-                fill_value=255,
-                dimension_names=["y", "x", "c"],
-            )
-            ny, nx = chunk_grid((h, w), chunk_px)
-            root.create_array(
-                f"done/{k}",
-                shape=(ny, nx),
-                chunks=(min(_MAP_BLOCK, ny), min(_MAP_BLOCK, nx)),
-                dtype="uint8",
-                fill_value=0,
-            )
-        root.attrs[ATTRS_KEY] = meta
-        return cls(path, root, writable=True)
+        tmp = path.with_name(f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            _build(tmp, level_shapes, chunk_px, masks, meta, populate)
+            if path.exists() and read_store_attrs(path) is not None:
+                _remove_store(path)  # checked above: ours, same kind, overwrite asked
+            try:
+                os.rename(tmp, path)
+            except OSError as exc:
+                raise StoreExistsError(
+                    f"{path} was created by another process meanwhile; open it, or run again "
+                    "with overwrite"
+                ) from exc
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return cls.open(path, kind)
 
     @classmethod
-    def open(
-        cls, path: str | os.PathLike, kind: str, mode: str = "r+", verify: bool = True
-    ) -> SlideStore:
+    def open(cls, path: str | os.PathLike, kind: str, mode: str = "r+") -> SlideStore:
         """Open an existing store of ``kind``; ``mode`` ``"r"`` or ``"r+"``.
 
-        With ``verify``, every chunk marked done is checked to exist on disk; a mark without its
-        chunk (a store copied partially, a chunk deleted by hand) is cleared with a warning so
-        the chunk is computed again.
+        The store is leased (shared) until :meth:`close`: it cannot be replaced meanwhile.
         """
         path = Path(path)
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
         if not path.exists():
             raise FileNotFoundError(f"no store at {path}")
-        attrs = read_store_attrs(path)
-        if attrs is None:
-            raise StoreError(f"{path} is not a napari-cytosyn store (no {ATTRS_KEY!r} attributes)")
-        if attrs.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{path} has store format version {attrs.get('format_version')}, this software "
-                f"reads version {FORMAT_VERSION}; open it with a matching napari-cytosyn"
-            )
-        if attrs.get("kind") != kind:
-            raise StoreError(f"{path} is a {attrs.get('kind')!r} store, not a {kind!r} store")
-        root = zarr.open_group(str(path), mode=mode)
-        store = cls(path, root, writable=mode == "r+")
-        if verify:
-            store.verify()
+        lease = Lease(path / _LEASE_FILE, writable=mode == "r+")
+        lease.acquire()
+        try:
+            attrs = read_store_attrs(path)
+            if attrs is None:
+                raise StoreError(
+                    f"{path} is not a napari-cytosyn store (no {ATTRS_KEY!r} attributes)"
+                )
+            if attrs.get("format_version") != FORMAT_VERSION:
+                raise StoreError(
+                    f"{path} has store format version {attrs.get('format_version')}, this "
+                    f"software reads version {FORMAT_VERSION}; create the store again"
+                )
+            if attrs.get("kind") != kind:
+                raise StoreError(f"{path} is a {attrs.get('kind')!r} store, not a {kind!r} store")
+            store = cls(path, mode == "r+", lease)
+        except BaseException:
+            lease.release()
+            raise
+        if store.writable:
+            remove_dead_temporaries(path / TMP_DIR)
         return store
 
-    def _open_array(self, name: str) -> zarr.Array:
-        # Chunks equal to the fill value must still be written: a mark must imply a file.
-        return self.root[name].with_config({"write_empty_chunks": True})
+    def close(self) -> None:
+        """Give up this process's lease (the store may then be replaced by others)."""
+        self._lease.release()
 
-    def open_array(self, name: str) -> zarr.Array:
-        """A kind-specific array of the store, configured to always write its chunks."""
-        return self._open_array(name)
+    def _retire(self) -> None:
+        """This store is being replaced (in this process): refuse every later read and write."""
+        self.replaced = True
+        self._lease.release()
 
-    def verify(self) -> int:
-        """Clear marks whose chunk file is missing; returns how many were cleared."""
-        cleared = 0
-        for k, done in enumerate(self._done):
-            for cy, cx in zip(*np.nonzero(done.grid), strict=True):
-                if not self.chunk_file(k, int(cy), int(cx)).is_file():
-                    warnings.warn(
-                        f"{self.path}: chunk ({cy}, {cx}) of level {k} was marked done but is "
-                        "missing; it will be computed again",
-                        stacklevel=2,
+    def _check_current(self) -> None:
+        if self.replaced:
+            raise StoreError(f"{self.path} was replaced by a new store; open it again")
+
+    def _check_geometry(self) -> None:
+        """The level arrays must have the shapes and chunks the attributes say."""
+        c = self.chunk_px
+        for k, (h, w) in enumerate(self.level_shapes):
+            expected = {f"levels/{k}": ([h, w, 3], [c, c, 3])}
+            if self.masks:
+                expected[f"mask/{k}"] = ([h, w], [c, c])
+            ny, nx = chunk_grid((h, w), c)
+            expected[f"done/{k}"] = ([ny, nx], [min(_MAP_BLOCK, ny), min(_MAP_BLOCK, nx)])
+            for name, (shape, chunks) in expected.items():
+                try:
+                    meta = json.loads((self.path / name / "zarr.json").read_text())
+                    got = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+                    codecs = [x.get("name") for x in meta.get("codecs", [])]
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    raise StoreDamagedError(
+                        f"{self.path}: array {name} is unreadable ({exc})"
+                    ) from exc
+                if list(got[0]) != shape or list(got[1]) != chunks or codecs != ["bytes", "zstd"]:
+                    raise StoreDamagedError(
+                        f"{self.path}: array {name} has shape {got[0]} and chunks {got[1]}, the "
+                        f"store's attributes say {shape} and {chunks}; the store was edited, "
+                        "create it again"
                     )
-                    if self.writable:
-                        done.mark(int(cy), int(cx), value=0)
-                    else:
-                        done.grid[cy, cx] = 0
-                    cleared += 1
-        return cleared
 
     # -- geometry -----------------------------------------------------------------------------
 
@@ -353,98 +475,341 @@ class SlideStore:
         """Pixel bounds ``(y0, y1, x0, x1)`` of a chunk."""
         return chunk_bounds(self.level_shapes[level], self.chunk_px, cy, cx)
 
-    def level_array(self, level: int) -> zarr.Array:
-        """The zarr array of ``level`` (read it only where chunks are done)."""
-        return self._levels[level]
+    def level_array(self, level: int) -> VerifiedLevel:
+        """``level`` as an array ``(h, w, 3)`` uint8 read through the verified chunk reader."""
+        return VerifiedLevel(self, level)
+
+    def mask_array(self, level: int) -> VerifiedLevel:
+        """An edit store's mask of ``level`` ``(h, w)`` uint8, read like :meth:`level_array`."""
+        return VerifiedLevel(self, level, mask=True)
 
     def completion(self, level: int) -> CompletionMap:
         return self._done[level]
 
+    def open_array(self, name: str) -> zarr.Array:
+        """A kind-specific array of the store, configured to always write its chunks."""
+        return self.root[name].with_config({"write_empty_chunks": True})
+
     def chunk_file(self, level: int, cy: int, cx: int) -> Path:
         """Path of a level chunk's file (zarr v3 default key encoding)."""
         return Path(self._chunk_path(level, cy, cx))
+
+    def mask_file(self, level: int, cy: int, cx: int) -> Path:
+        """Path of an edit store's mask chunk file."""
+        return Path(f"{self._mask_dir}/{level}/c/{cy}/{cx}")
+
+    def _chunk_path(self, level: int, cy: int, cx: int) -> str:
+        # String formatting, not pathlib: this is on the read path of every finished chunk.
+        return f"{self._levels_dir}/{level}/c/{cy}/{cx}/0"
 
     # -- chunks -------------------------------------------------------------------------------
 
     def is_done(self, level: int, cy: int, cx: int) -> bool:
         return self._done[level].is_done(cy, cx)
 
-    def read_chunk(self, level: int, cy: int, cx: int, copy: bool = True) -> np.ndarray:
-        """Pixels ``(h, w, 3)`` uint8 of a chunk as stored (fill value 255 where never written).
+    def _files(self, level: int, cy: int, cx: int) -> list[str]:
+        files = [self._chunk_path(level, cy, cx)]
+        if self.masks:
+            files.append(os.fspath(self.mask_file(level, cy, cx)))
+        return files
 
-        Always a fresh, writable array; ``copy`` is kept for callers that asked for a view
-        (the zstd fast path decodes straight into a new array, so there is nothing to copy)."""
-        y0, y1, x0, x1 = self.bounds(level, cy, cx)
-        codec = self._fast[level]
-        if codec is not None:
-            # One file read and one zstd decode into the output array: ~10x less overhead than
-            # a zarr call for a single chunk (zarr's async machinery costs ~1.5 ms per call).
+    def _check_files(self, level: int, cy: int, cx: int, record: int) -> tuple[list, str]:
+        """(the chunk's file contents, "") when they match ``record``, else ([], the problem)."""
+        raws = []
+        for name in self._files(level, cy, cx):
             try:
-                with open(self._chunk_path(level, cy, cx), "rb") as fh:
-                    raw = fh.read()
+                with open(name, "rb") as fh:
+                    raws.append(fh.read())
             except FileNotFoundError:
-                return np.full((y1 - y0, x1 - x0, 3), 255, dtype=np.uint8)
-            c = self.chunk_px
-            full = np.empty((c, c, 3), dtype=np.uint8)
-            codec.decode(raw, out=full)
-            return full[: y1 - y0, : x1 - x0]
-        return np.asarray(self._levels[level][y0:y1, x0:x1])
+                return [], f"file {name} is missing"
+        size = sum(len(r) for r in raws)
+        if size != record_size(record):
+            return [], f"its files hold {size} bytes, its record says {record_size(record)}"
+        if record_of(*raws) != record:
+            return [], "its checksum differs from its record"
+        return raws, ""
 
-    def _chunk_path(self, level: int, cy: int, cx: int) -> str:
-        # String formatting, not pathlib: this is on the read path of every finished chunk.
-        return f"{self._levels_dir}/{level}/c/{cy}/{cx}/0"
+    def _verified(self, level: int, cy: int, cx: int) -> list[bytes] | None:
+        """The file contents of a finished chunk (``None`` when not finished), verified."""
+        self._check_current()
+        done = self._done[level]
+        record = done.record(cy, cx)
+        if record == 0:
+            return None
+        raws, problem = self._check_files(level, cy, cx, record)
+        if raws:
+            return raws
+        # Another process may have rewritten the chunk (edit stores): reread its record while
+        # no writer is in the middle of a chunk, then check again.
+        with self.lock:
+            done.refresh_chunk(cy, cx)
+            record = done.record(cy, cx)
+            if record == 0:
+                return None
+            raws, problem = self._check_files(level, cy, cx, record)
+        if raws:
+            return raws
+        raise ChunkDamagedError(
+            f"{self.path}: chunk ({cy}, {cx}) of level {level} is damaged ({problem}); run "
+            f"`napari-cytosyn check {self.path} --repair`",
+            level,
+            cy,
+            cx,
+        )
 
-    def write_chunk(self, level: int, cy: int, cx: int, rgb: np.ndarray) -> None:
-        """Write a chunk's pixels, then mark it done (the order that makes kills safe)."""
+    def _decode(self, raw: bytes, shape: tuple[int, ...], level: int, cy: int, cx: int):
+        out = np.empty(shape, dtype=np.uint8)
+        try:
+            self._codec.decode(raw, out=out)
+        except Exception as exc:
+            raise ChunkDamagedError(
+                f"{self.path}: chunk ({cy}, {cx}) of level {level} cannot be decoded ({exc})",
+                level,
+                cy,
+                cx,
+            ) from exc
+        return out
+
+    def read_chunk(self, level: int, cy: int, cx: int, copy: bool = True) -> np.ndarray:
+        """Pixels ``(h, w, 3)`` uint8 of a chunk (fill value 255 where never finished).
+
+        Raises :class:`ChunkDamagedError` when a finished chunk is missing or damaged. Always a
+        fresh, writable array (``copy`` is kept for callers that asked for a view)."""
+        return self.read_chunk_and_mask(level, cy, cx)[0]
+
+    def read_chunk_and_mask(
+        self, level: int, cy: int, cx: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """RGB ``(h, w, 3)`` and, in edit stores, mask ``(h, w)`` uint8 of a chunk, verified."""
+        y0, y1, x0, x1 = self.bounds(level, cy, cx)
+        h, w, c = y1 - y0, x1 - x0, self.chunk_px
+        raws = self._verified(level, cy, cx)
+        if raws is None:
+            rgb = np.full((h, w, 3), 255, dtype=np.uint8)
+            return rgb, (np.zeros((h, w), dtype=np.uint8) if self.masks else None)
+        rgb = self._decode(raws[0], (c, c, 3), level, cy, cx)[:h, :w]
+        mask = self._decode(raws[1], (c, c), level, cy, cx)[:h, :w] if self.masks else None
+        return rgb, mask
+
+    def read_region(
+        self, level: int, y: int, x: int, h: int, w: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """RGB ``(h, w, 3)`` and (edit stores) mask ``(h, w)`` uint8 of a region of a level."""
+        c = self.chunk_px
+        rgb = np.full((h, w, 3), 255, dtype=np.uint8)
+        mask = np.zeros((h, w), dtype=np.uint8) if self.masks else None
+        if h <= 0 or w <= 0:
+            return rgb, mask
+        for cy in range(y // c, -(-(y + h) // c)):
+            for cx in range(x // c, -(-(x + w) // c)):
+                if not self._done[level].is_done(cy, cx):
+                    continue
+                crgb, cmask = self.read_chunk_and_mask(level, cy, cx)
+                y0, x0 = cy * c, cx * c
+                ty0, ty1 = max(y0, y), min(y0 + crgb.shape[0], y + h)
+                tx0, tx1 = max(x0, x), min(x0 + crgb.shape[1], x + w)
+                rgb[ty0 - y : ty1 - y, tx0 - x : tx1 - x] = crgb[
+                    ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0
+                ]
+                if mask is not None:
+                    mask[ty0 - y : ty1 - y, tx0 - x : tx1 - x] = cmask[
+                        ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0
+                    ]
+        return rgb, mask
+
+    def write_chunk(
+        self, level: int, cy: int, cx: int, rgb: np.ndarray, mask: np.ndarray | None = None
+    ) -> None:
+        """Write a chunk's pixels (and an edit store's mask), then record it as finished.
+
+        Files are written atomically and fsynced before the record: a chunk recorded as finished
+        always has its complete files on disk."""
         if not self.writable:
             raise StoreError(f"{self.path} was opened read-only")
+        self._check_current()
         y0, y1, x0, x1 = self.bounds(level, cy, cx)
-        if rgb.shape != (y1 - y0, x1 - x0, 3) or rgb.dtype != np.uint8:
+        h, w, c = y1 - y0, x1 - x0, self.chunk_px
+        if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
             raise ValueError(
-                f"chunk ({cy}, {cx}) of level {level} needs ({y1 - y0}, {x1 - x0}, 3) uint8, "
+                f"chunk ({cy}, {cx}) of level {level} needs ({h}, {w}, 3) uint8, "
                 f"got {rgb.shape} {rgb.dtype}"
             )
-        self._levels[level][y0:y1, x0:x1] = rgb
-        self._done[level].mark(cy, cx)
+        if self.masks != (mask is not None):
+            raise ValueError(f"{self.path}: a mask is {'required' if self.masks else 'not used'}")
+        full = np.full((c, c, 3), 255, dtype=np.uint8)
+        full[:h, :w] = rgb
+        parts = [self._codec.encode(full)]
+        if mask is not None:
+            fmask = np.zeros((c, c), dtype=np.uint8)
+            fmask[:h, :w] = mask
+            parts.append(self._codec.encode(fmask))
+        for name, raw in zip(self._files(level, cy, cx), parts, strict=True):
+            atomic_write(name, raw, self.tmp_dir)
+        self._done[level].mark(cy, cx, record_of(*parts))
+
+    def damaged_chunks(self, level: int, full: bool = False) -> list[tuple[int, int, str]]:
+        """Finished chunks of ``level`` whose files do not match their records.
+
+        ``full=False`` checks existence and sizes only (one ``stat`` per chunk: catches deleted,
+        truncated and empty files); ``full=True`` also reads every file and checks its CRC-32.
+        Returns ``[(cy, cx, problem), ...]``."""
+        self._check_current()
+        out = []
+        done = self._done[level]
+        ys, xs = np.nonzero(done.grid)
+        for cy, cx in zip(ys.tolist(), xs.tolist(), strict=True):
+            record = done.record(cy, cx)
+            if full:
+                problem = self._check_files(level, cy, cx, record)[1]
+            else:
+                problem, size = "", 0
+                for name in self._files(level, cy, cx):
+                    try:
+                        size += os.stat(name).st_size
+                    except FileNotFoundError:
+                        problem = f"file {name} is missing"
+                        break
+                if not problem and size != record_size(record):
+                    problem = f"its files hold {size} bytes, its record says {record_size(record)}"
+            if problem:
+                out.append((cy, cx, problem))
+        return out
+
+    def clear_chunk(self, level: int, cy: int, cx: int) -> None:
+        """Forget a chunk's record (it will be computed again); its files are left as they are."""
+        self._done[level].mark(cy, cx, 0)
 
     def refresh(self) -> None:
         """Reread the completion maps (chunks finished by other processes)."""
         for done in self._done:
             done.refresh()
 
-    def set_attrs(self, **updates: Any) -> None:
-        """Merge ``updates`` into our attributes."""
+    # -- attributes -----------------------------------------------------------------------
+
+    def update_attrs(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        """Read our attributes from disk, apply ``change`` and write them, all under the lock.
+
+        Concurrent updates from several processes are serialised: none is lost."""
         with self.lock:
-            self.attrs.update(updates)
-            self.root.attrs[ATTRS_KEY] = self.attrs
+            current = read_store_attrs(self.path)
+            if current is None:
+                raise StoreDamagedError(f"{self.path}: the store's attributes are unreadable")
+            updated = change(dict(current))
+            self.root.attrs[ATTRS_KEY] = updated
+            self.attrs = updated
+            return updated
+
+    def set_attrs(self, **updates: Any) -> None:
+        """Merge ``updates`` into our attributes (read-modify-write under the lock)."""
+        self.update_attrs(lambda attrs: {**attrs, **updates})
+
+    def reload_attrs(self) -> dict[str, Any]:
+        """Reread our attributes from disk (updates made by other processes)."""
+        current = read_store_attrs(self.path)
+        if current is not None:
+            self.attrs = current
+        return self.attrs
+
+
+def _build(
+    tmp: Path,
+    level_shapes: list[tuple[int, int]],
+    chunk_px: int,
+    masks: bool,
+    meta: dict[str, Any],
+    populate: Callable[[zarr.Group], None] | None,
+) -> None:
+    """Write a new, empty store into ``tmp`` (arrays, lock and lease files, attributes last)."""
+    root = zarr.open_group(str(tmp), mode="w")
+    for k, (h, w) in enumerate(level_shapes):
+        root.create_array(
+            f"levels/{k}",
+            shape=(h, w, 3),
+            chunks=(chunk_px, chunk_px, 3),
+            dtype="uint8",
+            fill_value=255,
+            compressors=[_ZSTD],
+            dimension_names=["y", "x", "c"],
+        )
+        if masks:
+            root.create_array(
+                f"mask/{k}",
+                shape=(h, w),
+                chunks=(chunk_px, chunk_px),
+                dtype="uint8",
+                fill_value=0,
+                compressors=[_ZSTD],
+                dimension_names=["y", "x"],
+            )
+        ny, nx = chunk_grid((h, w), chunk_px)
+        root.create_array(
+            f"done/{k}",
+            shape=(ny, nx),
+            chunks=(min(_MAP_BLOCK, ny), min(_MAP_BLOCK, nx)),
+            dtype="uint64",
+            fill_value=0,
+            compressors=[_ZSTD],
+        )
+    if populate is not None:
+        populate(root)
+    for name in (_LOCK_FILE, _LEASE_FILE):
+        (tmp / name).touch()
+    (tmp / TMP_DIR).mkdir()
+    root.attrs[ATTRS_KEY] = meta
+
+
+def _check_replaceable(path: Path, kind: str, overwrite: bool) -> None:
+    if not path.exists():
+        return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return
+    attrs = read_store_attrs(path)
+    if attrs is None:
+        raise StoreExistsError(
+            f"{path} exists and is not a napari-cytosyn store; choose a new path (it will not "
+            "be overwritten)"
+        )
+    if attrs.get("kind") != kind:
+        raise StoreExistsError(
+            f"{path} holds a napari-cytosyn {attrs.get('kind')!r} store, not a {kind!r} store; "
+            "it will not be replaced: choose another path"
+        )
+    if not overwrite:
+        raise StoreExistsError(
+            f"{path} already holds a napari-cytosyn store; open it, or pass overwrite=True to "
+            "replace it"
+        )
 
 
 def _remove_store(path: Path) -> None:
-    """Delete a store of ours: flush this process's writers into it, move it aside, delete."""
+    """Delete a store of ours that no process has open: move it aside, then delete it."""
     from .phase_cache import flush_caches_under
 
     flush_caches_under(path)
-    trash = path.with_name(f".{path.name}.deleting-{os.getpid()}-{threading.get_ident()}")
-    os.rename(path, trash)
+    resolved = os.fspath(path.resolve())
+    for (where, _), store in list(_OPEN.items()):
+        if where == resolved:
+            store._retire()
+    trash = path.with_name(f".{path.name}.deleting-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with exclusive_lease(path):
+            os.rename(path, trash)
+    except BlockingIOError as exc:
+        raise StoreBusyError(
+            f"{path} is open in another process (an export, a render or a viewer); it cannot "
+            "be replaced until that finishes"
+        ) from exc
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _plain_zstd(array_dir: Path) -> Any:
-    """A zstd codec when the array's chunks are plain bytes + zstd (our default), else None."""
-    import json
+def remove_store(path: str | os.PathLike) -> None:
+    """Delete the store of ours at ``path`` (refused while another process has it open)."""
+    path = Path(path)
+    if read_store_attrs(path) is None:
+        raise StoreError(f"{path} is not a napari-cytosyn store; it will not be deleted")
+    _remove_store(path)
 
-    try:
-        meta = json.loads((array_dir / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return None
-    codecs = meta.get("codecs", [])
-    encoding = meta.get("chunk_key_encoding", {}).get("configuration", {})
-    if (
-        meta.get("data_type") != "uint8"
-        or [c.get("name") for c in codecs] != ["bytes", "zstd"]
-        or encoding.get("separator", "/") != "/"
-    ):
-        return None
-    from numcodecs import Zstd
 
-    return Zstd()
+def warn_damaged(exc: ChunkDamagedError) -> None:
+    """Tell the user a damaged chunk is being recomputed."""
+    warnings.warn(f"{exc}; computing it again", RuntimeWarning, stacklevel=3)

@@ -22,12 +22,20 @@ from typing import Any, Protocol
 import numpy as np
 
 from .pyramid import build_parent_chunk, child_chunks, level_shapes
-from .store import SlideStore, StoreError, StoreMismatchError
+from .store import (
+    ChunkDamagedError,
+    SlideStore,
+    StoreDamagedError,
+    StoreError,
+    StoreMismatchError,
+    warn_damaged,
+)
 
 KIND = "synthetic-slide"
 MAX_SIDE_PX = 10_000_000  # 10 Mpx a side (5 m of tissue at 0.5 um/px): beyond is a typo
 WHITE = 255
 RENDER_ALL_AHEAD = 4  # chunks whose phase states render_all computes together
+_ROWS_PER_SCAN = 64  # chunk rows of the completion map scanned at once by iter_missing
 
 ChunkKey = tuple[int, int, int]  # (level, cy, cx)
 
@@ -201,6 +209,20 @@ class SyntheticSlide:
             if mask.ndim != 2 or mask.size == 0:
                 raise ValueError(f"tissue_mask must be a non-empty 2-D array, got {mask.shape}")
             attrs["tissue_fraction"] = float(mask.astype(bool).mean())
+
+        def populate(root: Any) -> None:
+            if mask is not None:
+                root.create_array("tissue_mask", data=mask.astype(np.uint8))
+            f = model.latent_factor
+            root.create_array(
+                "latents",
+                shape=(model.latent_channels, -(-height // f), -(-width // f)),
+                chunks=(model.latent_channels, chunk_px // f, chunk_px // f),
+                dtype="float32",
+                fill_value=0.0,
+                dimension_names=["c", "y", "x"],
+            )
+
         st = SlideStore.create(
             store,
             KIND,
@@ -208,24 +230,7 @@ class SyntheticSlide:
             chunk_px,
             attrs,
             overwrite=overwrite,
-        )
-        if mask is not None:
-            st.root.create_array("tissue_mask", data=mask.astype(np.uint8))
-        st.root.create_array(
-            "latents",
-            shape=(
-                model.latent_channels,
-                -(-height // model.latent_factor),
-                -(-width // model.latent_factor),
-            ),
-            chunks=(
-                model.latent_channels,
-                chunk_px // model.latent_factor,
-                chunk_px // model.latent_factor,
-            ),
-            dtype="float32",
-            fill_value=0.0,
-            dimension_names=["c", "y", "x"],
+            populate=populate,
         )
         cond = None
         if field is not None:
@@ -253,27 +258,12 @@ class SyntheticSlide:
         """
         st = SlideStore.open(store, KIND, mode=mode)
         attrs = st.attrs
-        if model is not None:
-            stored, given = attrs["model"], _jsonable(model.provenance())
-            if stored != given:
-                raise StoreMismatchError(
-                    f"{st.path} was generated with model {stored}, not {given}; open it without "
-                    "a model, with the same model, or create a new store"
-                )
-        if settings is not None:
-            from napari_cytosyn.sampling.conditioning import recipe_settings
-
-            settings = settings.replace(seed=int(attrs["seed"]))
-            settings = recipe_settings(settings, conditioned="reference" in attrs)
-            if settings.autocast == "auto":  # how the networks run is the slide's choice
-                settings = settings.replace(autocast=attrs["settings"].get("autocast", "off"))
-            given = _jsonable(settings.to_dict())
-            if given != attrs["settings"]:
-                raise StoreMismatchError(
-                    f"{st.path} was generated with sampler settings {attrs['settings']}, not "
-                    f"{given}; open it without settings (the seed is the slide's) or create a "
-                    "new store"
-                )
+        try:
+            _check_stored_geometry(st)
+            _check_recipe(st, model, settings)
+        except BaseException:
+            st.close()
+            raise
 
         def make_renderer() -> ChunkRenderer:
             from napari_cytosyn.sampling import LazySpec
@@ -282,7 +272,13 @@ class SyntheticSlide:
             if m is None:
                 from napari_cytosyn.models import load_model
 
-                m = load_model(attrs["model"]["name"])
+                name = str(attrs["model"]["name"])
+                if name.startswith("py:"):
+                    raise StoreError(
+                        f"{st.path} names the model {name!r}, which is Python code; a store "
+                        "never chooses code to run: open it with the model object"
+                    )
+                m = load_model(name)
             spec = LazySpec.from_dict(attrs["lazy_spec"])
             if spec.fingerprint() != attrs["lazy_fingerprint"]:
                 raise StoreMismatchError(
@@ -297,6 +293,10 @@ class SyntheticSlide:
             return DiffusionChunkRenderer(m, spec, _phase_cache(st), cond)
 
         return cls(st, make_renderer if st.writable else None)
+
+    def close(self) -> None:
+        """Release the store (other processes may then replace it)."""
+        self.store.close()
 
     # -- description --------------------------------------------------------------------
 
@@ -405,12 +405,31 @@ class SyntheticSlide:
         self._cascade(written)
         return written
 
-    def _ensure(self, level: int, cy: int, cx: int, written: list[ChunkKey]) -> np.ndarray:
-        if self.store.is_done(level, cy, cx):
+    def read_finished(self, level: int, cy: int, cx: int) -> np.ndarray | None:
+        """Pixels of a finished chunk, ``None`` when it is not finished.
+
+        A finished chunk found missing or damaged is forgotten (and ``None`` returned) when the
+        slide can compute it again; otherwise :class:`~.store.ChunkDamagedError` is raised.
+        """
+        if not self.store.is_done(level, cy, cx):
+            return None
+        try:
             return self.store.read_chunk(level, cy, cx)
+        except ChunkDamagedError as exc:
+            if not self.store.writable or self._renderer is None:
+                raise
+            warn_damaged(exc)
+            self.store.clear_chunk(level, cy, cx)
+            return None
+
+    def _ensure(self, level: int, cy: int, cx: int, written: list[ChunkKey]) -> np.ndarray:
+        done = self.read_finished(level, cy, cx)
+        if done is not None:
+            return done
         with self.store.flight.hold((level, cy, cx)):
-            if self.store.is_done(level, cy, cx):
-                return self.store.read_chunk(level, cy, cx)
+            done = self.read_finished(level, cy, cx)
+            if done is not None:
+                return done
             rgb = self._compute(level, cy, cx, written)
             self.store.write_chunk(level, cy, cx, rgb)
             written.append((level, cy, cx))
@@ -521,25 +540,49 @@ class SyntheticSlide:
         ``progress(done, total)`` is called after each chunk; ``cancel.is_set()`` is checked
         between chunks (raises ``Cancelled``). Returns the number of chunks generated.
         """
-        todo = list(chunks) if chunks is not None else self.missing_chunks(0)
+        todo = list(chunks) if chunks is not None else self.iter_missing(0)
         with cancel_scope(cancel):
             return self._render_list(todo, progress, cancel)
 
-    def _render_list(self, todo: list[tuple[int, int]], progress: Any, cancel: Any) -> int:
+    def _render_list(self, todo: Iterable[tuple[int, int]], progress: Any, cancel: Any) -> int:
         from napari_cytosyn.sampling import Cancelled
 
+        if isinstance(todo, list):
+            total = len(todo)
+        else:
+            total = int(np.count_nonzero(self.store.completion(0).grid == 0))
         made = 0
-        for i, (cy, cx) in enumerate(todo):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"render_all cancelled after {i} of {len(todo)} chunks")
-            if i % RENDER_ALL_AHEAD == 0:
+        window: list[tuple[int, int]] = []
+        upcoming: list[tuple[int, int]] = []
+        source = iter(todo)
+        i = 0
+        while True:
+            if not window:
                 # The next chunks' windows share full model batches (fewer padded slots).
-                ahead = RENDER_ALL_AHEAD
-                self.prepare_chunks(todo[i : i + ahead], todo[i + ahead : i + 2 * ahead])
+                window = upcoming or _take(source, RENDER_ALL_AHEAD)
+                upcoming = _take(source, RENDER_ALL_AHEAD)
+                if not window:
+                    break
+                self.prepare_chunks(window, upcoming)
+            cy, cx = window.pop(0)
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"render_all cancelled after {i} of {total} chunks")
             made += bool(self.generate_chunk(0, cy, cx))
+            i += 1
             if progress is not None:
-                progress(i + 1, len(todo))
+                progress(i, total)
         return made
+
+    def iter_missing(self, level: int) -> Iterable[tuple[int, int]]:
+        """Unfinished chunks ``(cy, cx)`` of ``level``, row-major, found a few rows at a time
+        (no list of the whole grid)."""
+        ny, _ = self.store.grid(level)
+        for y0 in range(0, ny, _ROWS_PER_SCAN):
+            rows = self.store.completion(level).grid[y0 : y0 + _ROWS_PER_SCAN]
+            ys, xs = np.nonzero(rows == 0)
+            for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
+                if not self.store.is_done(level, y0 + y, x):
+                    yield y0 + y, x
 
     # -- reading ------------------------------------------------------------------------
 
@@ -558,12 +601,9 @@ class SyntheticSlide:
         for cy in range(y // c, -(-(y + h) // c)):
             for cx in range(x // c, -(-(x + w) // c)):
                 y0, y1, x0, x1 = self.store.bounds(level, cy, cx)
-                if self.store.is_done(level, cy, cx):
-                    chunk = self.store.read_chunk(level, cy, cx, copy=False)
-                elif generate:
+                chunk = self.read_finished(level, cy, cx)
+                if chunk is None and generate:
                     chunk = self.ensure_chunk(level, cy, cx)
-                else:
-                    chunk = None
                 ty0, ty1, tx0, tx1 = max(y0, y), min(y1, y + h), max(x0, x), min(x1, x + w)
                 target = out[ty0 - y : ty1 - y, tx0 - x : tx1 - x]
                 if chunk is None:
@@ -629,8 +669,9 @@ class _ChunkReader:
 
     def __call__(self, cy: int, cx: int) -> np.ndarray:
         slide = self.slide
-        if slide.store.is_done(self.level, cy, cx):
-            return slide.store.read_chunk(self.level, cy, cx)
+        chunk = slide.read_finished(self.level, cy, cx)
+        if chunk is not None:
+            return chunk
         if self.generate:
             return slide.ensure_chunk(self.level, cy, cx)
         y0, y1, x0, x1 = slide.store.bounds(self.level, cy, cx)
@@ -650,6 +691,43 @@ def _reader_in_process(path: str, level: int, generate: bool) -> _ChunkReader:
     return _ChunkReader(slide, level, generate)
 
 
+def _check_stored_geometry(store: SlideStore) -> None:
+    """The pyramid must be the one the stored width, height and chunk size make."""
+    a = store.attrs
+    expected = [list(s) for s in level_shapes(int(a["height"]), int(a["width"]), store.chunk_px)]
+    if [list(s) for s in store.level_shapes] != expected:
+        raise StoreDamagedError(
+            f"{store.path}: level shapes {store.level_shapes} do not follow from the stored "
+            f"size {a['width']} x {a['height']} px; the store was edited, create it again"
+        )
+
+
+def _check_recipe(store: SlideStore, model: Any, settings: Any) -> None:
+    """A model or settings given on open must be the store's (chunks never mix recipes)."""
+    attrs = store.attrs
+    if model is not None:
+        stored, given = attrs["model"], _jsonable(model.provenance())
+        if stored != given:
+            raise StoreMismatchError(
+                f"{store.path} was generated with model {stored}, not {given}; open it without "
+                "a model, with the same model, or create a new store"
+            )
+    if settings is not None:
+        from napari_cytosyn.sampling.conditioning import recipe_settings
+
+        settings = settings.replace(seed=int(attrs["seed"]))
+        settings = recipe_settings(settings, conditioned="reference" in attrs)
+        if settings.autocast == "auto":  # how the networks run is the slide's choice
+            settings = settings.replace(autocast=attrs["settings"].get("autocast", "off"))
+        given = _jsonable(settings.to_dict())
+        if given != attrs["settings"]:
+            raise StoreMismatchError(
+                f"{store.path} was generated with sampler settings {attrs['settings']}, not "
+                f"{given}; open it without settings (the seed is the slide's) or create a "
+                "new store"
+            )
+
+
 def _check_size(width: int, height: int) -> None:
     for name, v in (("width", width), ("height", height)):
         if not isinstance(v, int | np.integer) or isinstance(v, bool):
@@ -661,6 +739,15 @@ def _check_size(width: int, height: int) -> None:
                 f"{name} of {v} px exceeds the {MAX_SIDE_PX} px limit; check the units (px at "
                 "the model's mpp, not nm)"
             )
+
+
+def _take(source: Any, n: int) -> list[tuple[int, int]]:
+    out = []
+    for item in source:
+        out.append(item)
+        if len(out) == n:
+            break
+    return out
 
 
 def _clip_region(
