@@ -375,8 +375,13 @@ class SlideStore:
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             _build(tmp, level_shapes, chunk_px, masks, meta, populate)
+            # Checked again: another process may have created the store meanwhile.
+            try:
+                _check_replaceable(path, kind, overwrite)
+            except StoreExistsError as exc:
+                raise StoreExistsError(f"{exc} (created by another process meanwhile)") from exc
             if path.exists() and read_store_attrs(path) is not None:
-                _remove_store(path)  # checked above: ours, same kind, overwrite asked
+                _remove_store(path)  # ours, same kind, overwrite asked
             try:
                 os.rename(tmp, path)
             except OSError as exc:
