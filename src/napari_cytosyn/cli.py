@@ -7,13 +7,15 @@ Subcommands (``napari-cytosyn SUBCOMMAND --help`` for all flags)::
     render STORE
     export STORE_OR_SLIDE --out PATH
     info PATH
+    check STORE [--repair]
     demo --out DIR
 
 The output format follows the extension (or ``--format``): ``*.ome.zarr`` (OME-Zarr, NGFF 0.4
 unless ``--ome-version 0.5``), ``*.ome.tif`` (pyramidal OME-TIFF), ``*.tif``/``*.svs`` (tiled
 TIFF in the SVS layout, every level readable by OpenSlide); ``synthesize`` writes a synthetic
 slide store for any other name. Exit status: 0 on success, 1 with a one-line reason on bad input
-or failure, 2 on a usage error, 130 when interrupted (rerun the same command to resume).
+or failure, 2 on a usage error, 130 when interrupted and 143 when terminated (SIGTERM; rerun the
+same command to resume).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from napari_cytosyn.sampling.settings import AUTOCAST
 
 PROG = "napari-cytosyn"
 MAX_STEPS = 5000  # sampler steps; real models use 50-250, beyond is a typo
-SUBCOMMANDS = ("synthesize", "inpaint", "render", "export", "info", "demo")
+SUBCOMMANDS = ("synthesize", "inpaint", "render", "export", "info", "check", "demo")
 
 
 class CliError(Exception):
@@ -172,6 +174,8 @@ def sampler_settings(args: argparse.Namespace, seed: int) -> Any:
     from napari_cytosyn.sampling import SamplerSettings
 
     steps, sampler = args.steps, args.sampler
+    if steps is not None and not 1 <= steps <= MAX_STEPS:
+        raise CliError(f"--steps {steps}: use 1 to {MAX_STEPS} sampler steps")
     if not args.model.startswith("py:"):
         from napari_cytosyn.models import get_info
 
@@ -310,6 +314,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if args.mpp is not None and not (math.isfinite(args.mpp) and args.mpp > 0):
         raise CliError(f"--mpp {args.mpp}: give a positive number of um per px")
     store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
+    if to_file:
+        check_output(out, args.overwrite, reads=[store])
     model = load_cli_model(args.model, args.device, args)
     if args.mpp is not None and abs(args.mpp - float(model.mpp)) > 0.01 * float(model.mpp):
         raise CliError(
@@ -681,6 +687,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_info, quiet=True)
+
+    from napari_cytosyn.cli_check import add_parser as add_check_parser
+
+    add_check_parser(sub)
 
     p = sub.add_parser("demo", help="headless synthesis + inpainting demo (OME-Zarr + PNG)")
     p.add_argument("--out", required=True, help="output folder")

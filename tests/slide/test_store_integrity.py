@@ -278,3 +278,38 @@ def test_creating_over_a_store_of_another_kind_is_refused(generic_tiff_slide, tm
     with pytest.raises(StoreExistsError, match="'edit-store' store, not a 'synthetic-slide'"):
         make(store, overwrite=True)
     assert (store / "zarr.json").is_file()
+
+
+def test_item10_check_reports_and_repair_recovers_a_damaged_store(rendered, capsys):
+    from napari_cytosyn.cli import main
+
+    path, levels = rendered
+    (path / "done" / "0" / "c" / "0" / "0").write_bytes(b"garbage")  # the whole level-0 map
+    chunk = path / "levels" / "1" / "c" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-3])
+    entry = next(p for p in (path / "phase_cache").iterdir() if not p.name.startswith("."))
+    (entry / "zarr.json").write_text("{")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (path / ".tmp" / f"{dead}-0123abcd").write_bytes(b"half a chunk")
+    with pytest.raises(StoreDamagedError, match="--repair"):
+        SyntheticSlide.open(path, mode="r")
+
+    assert main(["check", str(path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    text = "\n".join(report["problems"])
+    assert "completion map block 0,0 of level 0 is damaged" in text
+    assert "chunk (0, 0) of level 1 is damaged" in text
+    assert f"phase cache entry {entry.name} is damaged" in text
+    assert f"{dead}-0123abcd" in text and not report["sound"]
+
+    assert main(["check", str(path), "--repair"]) == 0
+    assert "render" in capsys.readouterr().out
+    assert main(["check", str(path)]) == 0
+    slide = SyntheticSlide.open(path, GRFModel(boundary="periodic"))
+    slide.render_all()
+    from napari_cytosyn.distributed import finish_pyramid
+
+    finish_pyramid(slide)
+    for k, level in enumerate(levels):
+        np.testing.assert_array_equal(np.asarray(slide.store.level_array(k)[...]), level)

@@ -167,6 +167,7 @@ class CompletionMap:
         self.block = (min(_MAP_BLOCK, ny), min(_MAP_BLOCK, nx))
         self.records = np.zeros((ny, nx), dtype=np.uint64)
         self.grid = np.zeros((ny, nx), dtype=np.uint8)
+        self.damaged_blocks: set[tuple[int, int]] = set()  # filled only by tolerant stores
         self.refresh()
 
     @property
@@ -213,7 +214,13 @@ class CompletionMap:
     def _load_block(self, by: int, bx: int) -> None:
         sy, sx = self._slices(by, bx)
         h, w = self.records[sy, sx].shape
-        block = self.read_block(by, bx)[:h, :w]
+        try:
+            block = self.read_block(by, bx)[:h, :w]
+        except StoreDamagedError:
+            if not self._store.tolerant:
+                raise
+            self.damaged_blocks.add((by, bx))
+            block = np.zeros((h, w), dtype=np.uint64)
         self.records[sy, sx] = block
         self.grid[sy, sx] = block != 0
 
@@ -298,9 +305,10 @@ class SlideStore:
     mask per level, written and verified together with the RGB chunk.
     """
 
-    def __init__(self, path: Path, writable: bool, lease: Lease) -> None:
+    def __init__(self, path: Path, writable: bool, lease: Lease, tolerant: bool = False) -> None:
         from numcodecs import Zstd
 
+        self.tolerant = tolerant
         self.path = path
         self.writable = writable
         self._lease = lease
@@ -395,10 +403,14 @@ class SlideStore:
         return cls.open(path, kind)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, kind: str, mode: str = "r+") -> SlideStore:
+    def open(
+        cls, path: str | os.PathLike, kind: str, mode: str = "r+", tolerant: bool = False
+    ) -> SlideStore:
         """Open an existing store of ``kind``; ``mode`` ``"r"`` or ``"r+"``.
 
         The store is leased (shared) until :meth:`close`: it cannot be replaced meanwhile.
+        ``tolerant``: damaged completion-map blocks read as empty and are listed in each map's
+        ``damaged_blocks`` (for ``napari-cytosyn check``) instead of raising.
         """
         path = Path(path)
         if mode not in ("r", "r+"):
@@ -420,7 +432,7 @@ class SlideStore:
                 )
             if attrs.get("kind") != kind:
                 raise StoreError(f"{path} is a {attrs.get('kind')!r} store, not a {kind!r} store")
-            store = cls(path, mode == "r+", lease)
+            store = cls(path, mode == "r+", lease, tolerant)
         except BaseException:
             lease.release()
             raise

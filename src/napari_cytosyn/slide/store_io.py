@@ -89,6 +89,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def writer_pid(name: str) -> int | None:
+    """The PID in a temporary name ``<pid>-<hex>...``, or ``None``."""
+    m = _PID_NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
 def remove_dead_temporaries(directory: Path, prefix: str = "") -> list[Path]:
     """Remove entries of ``directory`` named ``<prefix><pid>-<hex>...`` whose process is gone.
 
