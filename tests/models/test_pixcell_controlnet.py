@@ -103,3 +103,22 @@ def test_a_mask_for_a_model_without_controlnet_or_of_the_wrong_size_is_refused(
         model.denoise(
             torch.randn(1, 16, 16, 16), torch.tensor([0.5]), cond={"mask": _mask()[..., :64]}
         )
+
+
+def test_the_test_kit_synthesizes_a_layout_through_the_controlnet(controlnet_repo):
+    """Per-window masks (the test kit's LayoutCondition) reach the ControlNet through tiling."""
+    import numpy as np
+
+    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.testkit.layouts import procedural_layout
+    from napari_cytosyn.testkit.synthesis import synthesize
+
+    torch.set_num_threads(1)
+    model = load_model(f"pixcell-256-cell-controlnet:{controlnet_repo}", device="cpu")
+    layout = procedural_layout((64, 128), seed=2)
+    settings = SamplerSettings(sampler="dpmpp_2m", steps=2, seed=4, batch_size=4)
+    rgb = synthesize(layout, model, settings=settings, glass=False)
+    assert rgb.shape == (64, 128, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb, synthesize(layout, model, settings=settings, glass=False))
+    model.net.conditioning_scale = 0.0  # the same run without the ControlNet's residuals
+    assert not np.array_equal(rgb, synthesize(layout, model, settings=settings, glass=False))
