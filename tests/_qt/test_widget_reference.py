@@ -96,7 +96,7 @@ def test_inpaint_conditions_on_a_drawn_region_or_on_the_tissue_around(setup):
     assert record["reference"]["ring_um"] == pytest.approx(32.0)  # one 64 px tile at 0.5 um/px
 
 
-def test_synthetic_twin_of_this_slide_appears_over_the_real_slide(setup):
+def test_synthetic_twin_of_this_slide_appears_over_the_real_slide(setup, qtbot):
     _viewer, widget, real = setup
     real.translate = (10.0, 20.0)
     widget.edit_box.image_combo.select(real)
@@ -113,3 +113,6 @@ def test_synthetic_twin_of_this_slide_appears_over_the_real_slide(setup):
     np.testing.assert_allclose(twin.translate, real.translate)
     assert twin.metadata["twin_of"] == real.name
     assert "twin of" in widget.status.text()
+    # the view renders the chunks it shows, each window conditioned on the real slide
+    qtbot.waitUntil(lambda: slide.store.completion(0).count() > 0, timeout=120_000)
+    assert "failed" not in widget.status.text()
