@@ -152,3 +152,14 @@ def test_mask_kept_as_second_ome_image_is_what_large_image_would_show(tmp_path, 
             mask.levels[0].asarray(), inpainted.mask_levels[0].compute().astype(np.uint8)
         )
         assert set(_large_image_pick(tf.ome_metadata, 256).values()) == {"synthetic mask"}
+
+
+def test_a_pyramid_with_a_mask_is_lossless_unless_asked_otherwise(tmp_path, image, mask):
+    """Writers called without a compression (napari's Export button) keep real tissue exact."""
+    out = write_ome_tiff(tmp_path / "m.ome.tif", [image], mpp=0.5, mask_levels=[mask])
+    with tifffile.TiffFile(out) as tf:
+        assert tf.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+        np.testing.assert_array_equal(tf.series[0].levels[0].asarray(), image)
+    out = write_ome_tiff(tmp_path / "n.ome.tif", [image], mpp=0.5)
+    with tifffile.TiffFile(out) as tf:
+        assert tf.pages[0].compression == tifffile.COMPRESSION.JPEG

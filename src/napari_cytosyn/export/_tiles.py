@@ -34,6 +34,11 @@ def check_compression(compression: str, quality: int) -> str | None:
     return COMPRESSIONS[key]
 
 
+def default_compression(mask_levels: Any) -> str:
+    """``"deflate"`` when a mask is given (real tissue is kept: it must stay exact), else JPEG."""
+    return "deflate" if mask_levels is not None else "jpeg"
+
+
 def tile_px_for(level: Any, default: int) -> int:
     """The source's chunk edge when it is a usable TIFF tile (multiple of 16, 256-1024 px)."""
     chunk = source_chunk_hw(level)

@@ -41,6 +41,7 @@ from napari_cytosyn.export._tiles import (
     COMPRESSIONS,
     Reader,
     check_compression,
+    default_compression,
     level_readers,
     resolution_kwargs,
     tile_px_for,
@@ -63,7 +64,7 @@ def write_ome_tiff(
     provenance: dict[str, Any] | None = None,
     name: str | None = None,
     mask: str = "sidecar",
-    compression: str = "jpeg",
+    compression: str | None = None,
     quality: int = 90,
     tile_px: int = 512,
     min_level_px: int | None = None,
@@ -89,7 +90,8 @@ def write_ome_tiff(
         ``synthetic mask``, uint8 1 = synthetic, for one self-contained file; large_image's
         OME-TIFF source then shows the mask instead of the tissue, see docs/export.md).
     compression: ``"jpeg"`` (lossy, ``quality`` 1-100), ``"deflate"``/``"zlib"`` or ``"lzw"``
-        (lossless) or ``"none"``.
+        (lossless) or ``"none"``; default: ``"deflate"`` when ``mask_levels`` is given (the
+        real tissue of an inpainted slide stays exact), else ``"jpeg"``.
     tile_px: TIFF tile edge (multiple of 16); a source chunked in square 256-1024 px chunks that
         are multiples of 16 is tiled by its own chunk size so each chunk is read once.
     progress: ``progress(done, total)`` in tiles; ``cancel``: ``.is_set()`` aborts (raising
@@ -100,7 +102,7 @@ def write_ome_tiff(
     import tifffile
 
     validate_levels(levels)
-    codec = check_compression(compression, quality)
+    codec = check_compression(compression or default_compression(mask_levels), quality)
     if mask not in MASK_PLACES:
         raise ValueError(f"mask must be one of {MASK_PLACES}, got {mask!r}")
     mpp_xy = normalise_mpp(mpp)

@@ -14,8 +14,8 @@ writes next to it:
   as annotations.
 
 Polygons trace the mask along the midpoints of pixel edges (``skimage.measure.find_contours``
-at 0.5, simplified within ``TOLERANCE_PX``), outer rings counter-clockwise on screen, holes
-clockwise. Each region is traced on the finest level where its bounding box holds at most
+at 0.5, with a vertex only where the outline turns), outer rings counter-clockwise on screen,
+holes clockwise. Each region is traced on the finest level where its bounding box holds at most
 ``MAX_TRACE_PX`` pixels (level 0 for inpainted regions up to 4096 x 4096 px); coordinates are
 scaled to level 0.
 """
@@ -38,7 +38,6 @@ from napari_cytosyn.export._svs import svs_description, tiff_options, tiff_stem,
 from napari_cytosyn.export._tiles import level_readers
 
 MASK_VALUE = 255
-TOLERANCE_PX = 0.5
 MAX_TRACE_PX = 4096 * 4096
 CLASSIFICATION = {"name": "Synthetic", "color": [255, 0, 255]}
 
@@ -160,6 +159,21 @@ def mask_features(
     return features
 
 
+def _drop_collinear(ring: np.ndarray) -> np.ndarray:
+    """A closed ring without the vertices that lie on the straight line through their neighbours.
+
+    ``find_contours`` puts a vertex on every pixel edge it crosses; dropping the collinear ones
+    keeps the exact same outline with a vertex only where the direction changes.
+    """
+    pts = ring[:-1]
+    prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
+    cross = (pts[:, 0] - prev[:, 0]) * (nxt[:, 1] - pts[:, 1]) - (pts[:, 1] - prev[:, 1]) * (
+        nxt[:, 0] - pts[:, 0]
+    )
+    kept = pts[np.abs(cross) > 1e-9]
+    return np.concatenate([kept, kept[:1]]) if len(kept) else ring
+
+
 def _ring_area(ring: np.ndarray) -> float:
     x, y = ring[:, 0], ring[:, 1]
     return 0.5 * float(np.sum(x[:-1] * y[1:] - x[1:] * y[:-1]))
@@ -169,12 +183,12 @@ def _polygons(
     mask: np.ndarray, origin_xy: tuple[int, int], scale_xy: tuple[float, float]
 ) -> list[list[np.ndarray]]:
     """Polygons (outer ring, holes...) of a bool mask, as (x, y) level-0 px rings."""
-    from skimage.measure import approximate_polygon, find_contours, points_in_poly
+    from skimage.measure import find_contours, points_in_poly
 
     outers: list[np.ndarray] = []
     holes: list[np.ndarray] = []
     for contour in find_contours(np.pad(mask, 1).astype(np.float32), 0.5):
-        contour = approximate_polygon(contour, TOLERANCE_PX)
+        contour = _drop_collinear(contour)
         if len(contour) < 4:
             continue
         # (row, col) in the padded array -> (x, y) at pixel-edge coordinates of level 0

@@ -42,7 +42,12 @@ from napari_cytosyn.export._svs import (
     tiff_stem,
     write_svs_pages,
 )
-from napari_cytosyn.export._tiles import check_compression, level_readers, tile_px_for
+from napari_cytosyn.export._tiles import (
+    check_compression,
+    default_compression,
+    level_readers,
+    tile_px_for,
+)
 from napari_cytosyn.export.ome_zarr import normalise_mpp
 from napari_cytosyn.export.sidecars import check_sidecars, write_mask_sidecars
 
@@ -58,7 +63,7 @@ def write_tiff(
     provenance: dict[str, Any] | None = None,
     name: str | None = None,
     objective_power: float | None = None,
-    compression: str = "jpeg",
+    compression: str | None = None,
     quality: int = 90,
     tile_px: int = 512,
     min_level_px: int | None = None,
@@ -86,7 +91,8 @@ def write_tiff(
     name: ``Filename`` property (default: the output's stem).
     objective_power: ``AppMag`` property (OpenSlide's ``openslide.objective-power``).
     compression: ``"jpeg"`` (lossy, ``quality`` 1-100), ``"deflate"``/``"zlib"``, ``"lzw"``
-        (lossless) or ``"none"``.
+        (lossless) or ``"none"``; default: ``"deflate"`` when ``mask_levels`` is given (the
+        real tissue of an inpainted slide stays exact), else ``"jpeg"``.
     tile_px: tile edge (multiple of 16); a source chunked in square 256-1024 px chunks that are
         multiples of 16 is tiled by its own chunk size.
     progress: ``progress(done, total)`` in tiles; ``cancel``: ``.is_set()`` aborts (raising
@@ -97,7 +103,7 @@ def write_tiff(
     import tifffile
 
     validate_levels(levels)
-    codec = check_compression(compression, quality)
+    codec = check_compression(compression or default_compression(mask_levels), quality)
     mpp_xy = normalise_mpp(mpp)
     tile_px = tile_px_for(levels[0], int(tile_px))
     if tile_px % 16:
