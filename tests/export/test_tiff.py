@@ -148,7 +148,9 @@ def test_format_is_chosen_by_suffix_or_flag_and_contradictions_are_refused(tmp_p
         output_format("a.png")
 
 
-def test_cli_exports_a_slide_as_svs_layout_tiff_with_format_flag(tmp_path, generic_tiff_slide):
+def test_cli_exports_a_slide_as_svs_layout_tiff_with_format_flag(
+    tmp_path, generic_tiff_slide, capsys
+):
     from napari_cytosyn.cli import main
 
     out = tmp_path / "case.pyr"
@@ -163,6 +165,11 @@ def test_cli_exports_a_slide_as_svs_layout_tiff_with_format_flag(tmp_path, gener
     np.testing.assert_array_equal(
         _openslide_level(out, 2), open_slide(generic_tiff_slide).levels[2].compute()
     )
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["provenance"]["source"]["name"] == "generic.tif"
+    assert len(info["level_shapes"]) == 3 and info["mpp"] == [0.5, 0.5]
 
 
 def test_libvips_reads_every_level_as_its_own_page(tmp_path, slide_levels):
