@@ -216,24 +216,41 @@ def main() -> None:
 
     # privacy: nearest reference crop of each synthetic tile vs VAE reconstructions
     tile, scale = model.tile_px, 8
-    crops = training_crops(
-        [ref_img[i * block : (i + 1) * block, j * block : (j + 1) * block]
-         for i in range(plan.shape[0]) for j in range(plan.shape[1]) if plan[i, j] >= 0],
-        tile, stride=8, scale=scale,
-    )  # fmt: skip
+    blocks = [
+        ref_img[i * block : (i + 1) * block, j * block : (j + 1) * block]
+        for i in range(plan.shape[0])
+        for j in range(plan.shape[1])
+        if plan[i, j] >= 0
+    ]
+
+    def nearest(*sets: np.ndarray) -> list[np.ndarray]:
+        """RMSE of each tile of each set to its nearest reference crop, block by block (the
+        crops of one block at a time: bounded memory)."""
+        best = [np.full(len(t), np.inf) for t in sets]
+        for b in blocks:
+            crops = training_crops([b], tile, 8, scale)
+            best = [
+                np.minimum(m, nearest_rmse(t, crops, scale))
+                for m, t in zip(best, sets, strict=True)
+            ]
+        return best
+
     rng = np.random.default_rng(1)
     syn_tiles, ref_tiles = [], []
-    while len(syn_tiles) < 16:
+    for _ in range(20_000):  # 16 tiles where both slides are tissue
         y, x = (int(v) for v in rng.integers(0, size - tile + 1, 2))
         if both[y : y + tile, x : x + tile].mean() >= 0.95:
             syn_tiles.append(twin_img[y : y + tile, x : x + tile])
             ref_tiles.append(ref_img[y : y + tile, x : x + tile])
-    nn_syn = nearest_rmse(np.stack(syn_tiles), crops, scale)
+        if len(syn_tiles) == 16:
+            break
+    if not syn_tiles:
+        raise SystemExit("the twin and its reference share no tissue tile: the layout is lost")
     with torch.no_grad():
         x = torch.from_numpy(np.stack(ref_tiles)).permute(0, 3, 1, 2).float() / 127.5 - 1
         rec = model.decode(model.encode(x))
     rec_u8 = ((rec + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    rec_nn = nearest_rmse(rec_u8, crops, scale)
+    nn_syn, rec_nn = nearest(np.stack(syn_tiles), rec_u8)
     nn_ratio = float(nn_syn.min() / max(1e-9, rec_nn.mean()))
     print(
         f"nearest reference crop RMSE: twin tiles min {nn_syn.min():.4f} median "
