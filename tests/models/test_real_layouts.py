@@ -335,3 +335,35 @@ def test_cytosyn_fixture_uses_the_published_key_names(cytosyn_native):
         "final_layer.linear.weight",
     } <= keys
     assert {"bn.running_mean", "bn.running_var", "pos_embed"} <= keys
+
+
+def test_a_repa_e_pt_checkpoint_converts_into_a_native_folder_that_loads_strictly(tmp_path):
+    """REPA-E's pickle container, read with torch's weights-only unpickler, then loaded natively."""
+    from napari_cytosyn.models.repae_convert import convert_repae_checkpoint
+
+    ref = json.loads((Path(__file__).parent / "reference" / "repae_vae.json").read_text())
+    to_repae = {v: k for k, v in ref["diffusers_compatibility"]["mapping"].items()}
+    sit = tiny_sit(num_classes=10, class_dropout_prob=0.1, cond_dim=None, learn_sigma=False)
+    vae = tiny_vae(4, 0.18215, None)
+    vae_state = {}
+    for key, value in vae.state_dict().items():
+        if key.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")):
+            value = value[:, :, None, None]
+        vae_state[to_repae[key]] = value
+    ema = dict(sit.state_dict()) | {"projectors.0.0.weight": torch.randn(64, 32)}
+    ckpt = {"model": ema, "ema": ema, "vae": vae_state, "args": {"cfg_prob": 0.1}}
+    torch.save(ckpt, tmp_path / "0400000.pt")
+    with pytest.raises(ValueError, match="attention heads"):  # not in the shapes nor the args
+        convert_repae_checkpoint(tmp_path / "0400000.pt", tmp_path / "unknown")
+    out = convert_repae_checkpoint(
+        tmp_path / "0400000.pt", tmp_path / "native", num_heads=2, norm_num_groups=8
+    )
+    model = load_model(f"cytosyn:{out}", device="cpu")
+    assert model.info["load_route"] == "native" and model.info["latent_scaling_from"] == "bn"
+    z, t = torch.randn(1, 4, 28, 28), torch.tensor([0.6])
+    with torch.no_grad():
+        expected = z - 0.6 * sit(z, t)
+    torch.testing.assert_close(model.denoise(z, t), expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        decoded = vae.decode(model.scaling.to_vae(z)).sample.clamp(-1, 1)
+    torch.testing.assert_close(model.decode(z), decoded, atol=1e-5, rtol=1e-5)

@@ -307,7 +307,8 @@ def _remote_parts(folder: Path, label: str, index, options: HubOptions, vae_over
         pipe = DiffusionPipeline.from_pretrained(
             folder,
             custom_pipeline=str(pipeline_file) if pipeline_file is not None else None,
-            trust_remote_code=True,
+            # reached with files to run only after the opt-in (require_remote_code_files)
+            trust_remote_code=options.trust_remote_code,
             use_safetensors=True,
             torch_dtype=dtype,
             local_files_only=True,
