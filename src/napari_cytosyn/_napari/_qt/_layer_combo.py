@@ -26,17 +26,18 @@ class LayerCombo(QComboBox):
 
     def refresh(self, event: Any = None) -> None:
         current = self.currentText()
+        names = [ly.name for ly in self.viewer.layers if type(ly).__name__ in self.types]
         self.blockSignals(True)
         self.clear()
-        names = [ly.name for ly in self.viewer.layers if type(ly).__name__ in self.types]
         self.addItems(names)
-        self.blockSignals(False)
         if current in names:
-            self.blockSignals(True)
             self.setCurrentText(current)
-            self.blockSignals(False)
         elif names:
             self.setCurrentIndex(len(names) - 1)
+        self.blockSignals(False)
+        # One signal when the choice changed (the list was rebuilt with signals blocked).
+        if self.currentText() != current:
+            self.currentTextChanged.emit(self.currentText())
 
     def layer(self) -> Any | None:
         """The selected layer (``None`` when the viewer has none of these types)."""

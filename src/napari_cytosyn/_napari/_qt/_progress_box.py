@@ -70,8 +70,13 @@ class ProgressBox(QWidget):
             return
         total = max(job.total, 1)
         self.bar.setRange(0, total)
+        if job.outcome == "done":
+            self.bar.setValue(total)
+            self.bar.setFormat(f"{job.title}: done".replace("%", "%%"))
+            return
         self.bar.setValue(min(job.done, total) if job.total else 0)
-        self.bar.setFormat(job.text().replace("%", "%%"))
+        text = job.text() if job.outcome is None else f"{job.title}: {job.outcome}"
+        self.bar.setFormat(text.replace("%", "%%"))
         if job.outcome is None:
             self.status.setText(job.text())
 

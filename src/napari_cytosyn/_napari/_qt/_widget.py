@@ -14,7 +14,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import QFileDialog, QMessageBox, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QMessageBox,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .. import _actions, _layers
 from .._config import WidgetConfig, load_config, save_config
@@ -61,8 +69,19 @@ class CytoSynWidget(QWidget):
         self.confirm_mpx = CONFIRM_MPX  # renders/exports above this ask first
         self.confirm = self._ask  # (text) -> bool; scripts and tests may replace it
 
-        self.setMaximumWidth(460)  # long texts wrap instead of widening the dock
-        layout = QVBoxLayout(self)
+        self.setFixedWidth(460)  # long texts wrap; the dock (and the canvas) never change width
+        # The boxes scroll when the dock is shorter than they are (rather than squeezing
+        # wrapped texts to one line); the progress display stays in view below them.
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        content = QWidget()
+        scroll.setWidget(content)
+        outer.addWidget(scroll, 1)
+        layout = QVBoxLayout(content)
         self.model_box = ModelBox(self.config)
         self.sampling = SamplingBox(self.model_box.recommended_steps())
         self.edit_box = EditBox(self.viewer)
@@ -79,10 +98,13 @@ class CytoSynWidget(QWidget):
             self.edits_box,
             self.synthetic_box,
             self.export_box,
-            self.progress,
         ):
             layout.addWidget(box)
         layout.addStretch(1)
+        progress_row = QVBoxLayout()
+        progress_row.setContentsMargins(9, 0, 9, 9)
+        progress_row.addWidget(self.progress)
+        outer.addLayout(progress_row)
 
         self.model_box.changed.connect(self._save_config)
         self.model_box.model_changed.connect(self._on_model_changed)
