@@ -39,7 +39,7 @@ def ring(h: int, w: int, inner: float) -> np.ndarray:
     return (r2 <= (min(h, w) / 2 - 1) ** 2) & (r2 >= inner**2)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def inpainted(generic_tiff_slide, tmp_path_factory):
     """A composite of the generic test slide (levels at downsample 1, 2, 6, tiles 256 px) with
     two GRF edits: a disc at (y 500, x 700) and a ring with a hole at (y 120, x 150)."""
