@@ -126,11 +126,16 @@ def test_twin_chunks_are_bit_identical_in_any_order(real, rendered, tmp_path):
 
 
 def test_recreating_a_twin_of_the_same_file_reuses_its_embeddings(real, tmp_path):
+    from napari_cytosyn.slide.reference import progress_scope
+
     path = tmp_path / "twin.cytosyn"
     CountingModel.embedded = 0
-    _twin(path, real, model=CountingModel(tile_px=64))
+    ticks = []
+    with progress_scope(lambda done, total: ticks.append((done, total))):
+        _twin(path, real, model=CountingModel(tile_px=64))
     first = CountingModel.embedded
     assert first > 0
+    assert ticks and ticks[-1] == (first, first)  # progress in embedded cells
     _twin(path, real, model=CountingModel(tile_px=64), overwrite=True)
     assert CountingModel.embedded == first  # cached in the store, keyed by the checksum
     _twin(path, real, model=CountingModel(tile_px=64), overwrite=True, reference_grid_um=64.0)

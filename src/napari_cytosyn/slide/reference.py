@@ -15,9 +15,12 @@ Coordinates: the twin's level 0 is the real slide's level 0 resampled to the mod
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,20 @@ import numpy as np
 REFERENCE_KEY = "reference"
 #: Widest band of a cell row read at once when embedding a slide's grid, in model px.
 BAND_PX = 8192
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def progress_scope(progress: Callable[[int, int], None] | None) -> Iterator[None]:
+    """Within the block, grids embedded by this thread (a twin's creation) report
+    ``progress(cells done, cells)`` after each batch; for callers that reach the embedding
+    through ``SyntheticSlide.create``."""
+    previous = getattr(_SCOPE, "progress", None)
+    _SCOPE.progress = progress
+    try:
+        yield
+    finally:
+        _SCOPE.progress = previous
 
 
 def slide_checksum(path: str | os.PathLike) -> str:
@@ -360,6 +377,7 @@ def twin_inputs(
     )
     field = cached_field(store, record)
     if field is None:
+        progress = progress if progress is not None else getattr(_SCOPE, "progress", None)
         field = slide_field(model, reference, mask, grid_px, batch_size, progress, cancel)
     record.update(
         cells=list(field.shape),

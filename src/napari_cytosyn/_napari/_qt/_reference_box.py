@@ -171,11 +171,13 @@ def twin_work(real_path: str, store: Path, get_model: Any, settings: Any, chunk_
     """Job body: create the twin (embedding the real slide's tissue grid, batched)."""
 
     def work(progress: Any, cancel: Any) -> Any:
+        from napari_cytosyn.slide.reference import progress_scope
         from napari_cytosyn.slide.synthetic import SyntheticSlide, cancel_scope
 
         model = get_model()
         store.parent.mkdir(parents=True, exist_ok=True)
-        with cancel_scope(cancel):  # Cancel stops the embedding between two batches
+        # Cancel stops the embedding between two batches; progress counts embedded cells
+        with cancel_scope(cancel), progress_scope(progress):
             return SyntheticSlide.create(
                 store,
                 model,

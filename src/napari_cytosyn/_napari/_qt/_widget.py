@@ -498,7 +498,9 @@ class CytoSynWidget(QWidget):
         settings = self.sampler_settings()
         store = twin_store(self.config.cache_path(), path, settings.seed)
         work = twin_work(path, store, self.get_model, settings, self.chunk_px)
-        return self.run_job("Synthetic twin", work, lambda slide: self._show_twin(image, slide))
+        return self.run_job(
+            "Synthetic twin", work, lambda slide: self._show_twin(image, slide), unit="cells"
+        )
 
     def _show_twin(self, real_layer: Any, slide: Any) -> None:
         self._show_synthetic(slide)
