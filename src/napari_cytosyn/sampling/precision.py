@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .settings import AUTOCAST
+from .threads import pin_threads
 
 #: Environment variable: ``off`` makes ``autocast="auto"`` resolve to ``off``.
 AUTO_ENV = "NAPARI_CYTOSYN_AUTOCAST"
@@ -100,7 +101,9 @@ def resolve_settings(settings: Any, model: Any) -> Any:
 
 
 def network_scope(model: Any, mode: str):
-    """Context for one network call of ``model`` under a resolved ``mode``."""
+    """Context for one network call of ``model`` under a resolved ``mode``, run with the fixed
+    intra-op thread count of :mod:`.threads` (pixels independent of the caller's threads)."""
+    pin_threads()
     if mode == "off":
         return contextlib.nullcontext()
     if mode != "bfloat16":
