@@ -67,3 +67,22 @@ def test_layer_shows_provisional_pixels_and_checker_elsewhere(tmp_path):
     np.testing.assert_array_equal(view[:8, :8], expected)
     np.testing.assert_array_equal(view[8:, 8:], _layers.checker(8, 8, 56, 56))
     assert not (view == 255).all(axis=-1).any()  # never white: white is glass
+
+
+def test_planned_tissue_layout_shows_before_generation(tmp_path):
+    tissue = np.zeros((8, 8), bool)
+    tissue[2:6, 2:6] = True  # tissue in the middle of a 512 px slide: px 128-383
+    slide = SyntheticSlide.create(
+        tmp_path / "t.cytosyn",
+        GRFModel(boundary="periodic"),
+        512,
+        512,
+        3,
+        SamplerSettings(steps=2),
+        tissue_mask=tissue,
+        chunk_px=C,
+    )
+    level2 = np.asarray(_layers.synthetic_levels(slide)[2][:, :])  # 128 x 128, nothing generated
+    glass = (level2 == 255).all(axis=-1)
+    assert glass[:32].all() and glass[:, 96:].all()  # outside the planned tissue: white glass
+    np.testing.assert_array_equal(level2[32:96, 32:96], _layers.checker(32, 32, 64, 64))

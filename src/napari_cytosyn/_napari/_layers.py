@@ -109,11 +109,15 @@ def read_finished(
     Finished chunks come from ``cache`` (decoded chunks in memory, see :mod:`._chunk_cache`) or,
     without one, from the store. An unfinished coarse chunk shows its provisional pixels (the
     area average of the finished chunks under it) where it has some; whatever is not generated
-    yet shows the grey :func:`checker`.
+    yet shows the grey :func:`checker` where the slide's tissue layout plans tissue (everywhere
+    without one) and white glass elsewhere.
     """
     store = slide.store
     c = store.chunk_px
     out = checker(y, x, h, w)
+    tissue = slide.tissue_in_region(level, y, x, h, w)
+    if tissue is not None:  # the planned layout: glass stays white, tissue to come is checked
+        out[~tissue] = 255
     grid = store.completion(level).grid
     for cy in range(y // c, -(-(y + h) // c)):
         for cx in range(x // c, -(-(x + w) // c)):

@@ -362,6 +362,19 @@ class SyntheticSlide:
         cols = np.minimum((np.arange(x0, x1) * mw) // W, mw - 1)
         return self._tissue[np.ix_(rows, cols)]
 
+    def tissue_in_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray | None:
+        """``(h, w)`` bool planned tissue layout over a region of any level (a level-``k`` px
+        samples the mask at its level-0 position), or ``None`` without a tissue mask: what a
+        viewer shows before the chunks there are generated."""
+        if self._tissue is None:
+            return None
+        H, W = self.level_shapes[0]
+        mh, mw = self._tissue.shape
+        d = 2**level
+        rows = np.minimum((np.arange(y, y + h) * d * mh) // H, mh - 1)
+        cols = np.minimum((np.arange(x, x + w) * d * mw) // W, mw - 1)
+        return self._tissue[np.ix_(rows, cols)]
+
     # -- generation ---------------------------------------------------------------------
 
     def add_listener(self, callback: Callable[[int, int, int], None]) -> None:
