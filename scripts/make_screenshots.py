@@ -3,7 +3,7 @@
 Runs napari with the CytoSyn dock widget, opens the small H&E sample (real tissue, shipped with
 the plugin), draws masks, inpaints (grabbing the progress display mid-job, then the synthetic
 labels outline and the edit list), synthesizes a region, creates a synthetic slide and lets it
-render around the view, then a 100,000 px slide seen whole, and saves canvas and widget
+render around the view, then a 30,000 px slide seen whole, and saves canvas and widget
 screenshots. Needs a display
 (``xvfb-run -a``). Examples::
 
@@ -196,18 +196,18 @@ def main() -> None:
     save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-synthetic-slide.png")
     view.close(timeout=600)
 
-    # 5. A 100,000 px slide fitted to the window: only the middle is generated (provisional
+    # 5. A 30,000 px slide fitted to the window: only the middle is generated (provisional
     # coarse chunks from the finished ones), the rest shows the grey "not generated yet" checks.
     viewer.layers.clear()
-    widget.synthetic_box.width_spin.setValue(100_000)
-    widget.synthetic_box.height_spin.setValue(100_000)
+    widget.synthetic_box.width_spin.setValue(30_000)
+    widget.synthetic_box.height_spin.setValue(30_000)
     job = widget.new_synthetic_slide()
     assert job.wait(600_000) and job.state == "done", job.error
     layer = widget.edit_box.image_combo.layer()
     view = widget.views[id(layer)]
     slide = _layers.slide_of(layer)
     end = time.perf_counter() + 1800
-    while slide.compute_count < 24 and time.perf_counter() < end:
+    while slide.compute_count < 48 and time.perf_counter() < end:
         pump(app, 0.5)
     pump(app, 2)
     save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-zoomed-out.png")

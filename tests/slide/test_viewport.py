@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -150,3 +151,25 @@ def test_chunks_after_the_first_are_prepared_in_groups_visible_apart_from_margin
 def test_lookahead_must_be_at_least_one(slide):
     with pytest.raises(ValueError, match="lookahead_chunks"):
         ViewportRenderer(slide, lookahead_chunks=0)
+
+
+def test_zoomed_far_out_plans_the_chunks_nearest_the_centre_without_listing_all(tmp_path):
+    huge = SyntheticSlide.create(
+        tmp_path / "huge.cytosyn",
+        GRFModel(boundary="periodic"),
+        100_000,
+        100_000,
+        1,
+        SamplerSettings(steps=2),
+        chunk_px=256,
+    )
+    top = len(huge.level_shapes) - 1
+    with ViewportRenderer(huge, max_base_chunks=64) as renderer:
+        t0 = time.perf_counter()
+        plan = renderer.plan(top, (0, 0, *huge.level_shapes[top]))
+        took = time.perf_counter() - t0
+    leaves = [k for k in plan if k[0] == 0]
+    assert len(leaves) == 64 and took < 0.5  # not the 152,881 chunks under the view
+    n = -(-100_000 // 256)  # 391 chunks a side, centre at 195.5
+    dist = [(y + 0.5 - n / 2) ** 2 + (x + 0.5 - n / 2) ** 2 for _, y, x in leaves]
+    assert dist == sorted(dist) and max(dist) <= 5**2 * 2  # an 8 x 8 block around the centre

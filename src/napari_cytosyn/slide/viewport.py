@@ -12,6 +12,7 @@ one, so work the user has scrolled away from is dropped; only the chunk in fligh
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -136,6 +137,12 @@ class ViewportRenderer:
             )
             order += [(level, cy, cx) for cy, cx in keys]
             n_visible = n_visible or len(order)
+        if self._leaf_count(level, (y0, x0, y1, x1)) > self.max_base_chunks:
+            # Zoomed far out: the level-0 chunks nearest the centre of the view, found without
+            # listing the (possibly millions of) chunks under the view.
+            base = self._centre_leaves(level, (y0, x0, y1, x1))
+            coarse = [k for k in order[:n_visible] if k[0] > 0 and not self.slide.is_done(*k)]
+            return base + coarse, set()
         # Expand to the finest level: each chunk's level-0 descendants, in the same order.
         base: list[ChunkKey] = []
         seen: set[ChunkKey] = set()
@@ -151,6 +158,30 @@ class ViewportRenderer:
         base = base[: self.max_base_chunks]
         coarse = [k for k in order if k[0] > 0 and not self.slide.is_done(*k)]
         return base + coarse, margin_only
+
+    def _footprint(
+        self, level: int, region: tuple[int, int, int, int]
+    ) -> tuple[int, int, int, int]:
+        """Level-0 chunk range ``(cy0, cx0, cy1, cx1)`` under a region of ``level``."""
+        c, d = self.slide.chunk_px, 2**level
+        H0, W0 = self.slide.level_shapes[0]
+        y0, x0, y1, x1 = region
+        return y0 * d // c, x0 * d // c, -(-min(y1 * d, H0) // c), -(-min(x1 * d, W0) // c)
+
+    def _leaf_count(self, level: int, region: tuple[int, int, int, int]) -> int:
+        cy0, cx0, cy1, cx1 = self._footprint(level, region)
+        return (cy1 - cy0) * (cx1 - cx0)
+
+    def _centre_leaves(self, level: int, region: tuple[int, int, int, int]) -> list[ChunkKey]:
+        """Up to ``max_base_chunks`` unfinished level-0 chunks nearest the view's centre."""
+        cy0, cx0, cy1, cx1 = self._footprint(level, region)
+        centre = ((cy0 + cy1) / 2, (cx0 + cx1) / 2)
+        side = 2 * math.isqrt(self.max_base_chunks) + 2  # room for finished chunks
+        ys = range(max(cy0, int(centre[0]) - side // 2), min(cy1, int(centre[0]) + side // 2))
+        xs = range(max(cx0, int(centre[1]) - side // 2), min(cx1, int(centre[1]) + side // 2))
+        todo = [(0, y, x) for y in ys for x in xs if not self.slide.is_done(0, y, x)]
+        todo.sort(key=lambda k: (k[1] + 0.5 - centre[0]) ** 2 + (k[2] + 0.5 - centre[1]) ** 2)
+        return todo[: self.max_base_chunks]
 
     def _descendants(self, key: ChunkKey) -> list[ChunkKey]:
         level, cy, cx = key
