@@ -31,8 +31,13 @@ def test_given_pyramid_round_trips_through_every_reader_with_all_levels_and_mpp(
     with tifffile.TiffFile(out) as tf:
         assert tf.is_svs and tf.is_bigtiff
         assert [lv.shape for lv in tf.series[0].levels] == shapes
-        assert tf.series[1].name == "Thumbnail" and max(tf.series[1].shape[:2]) <= 1024
+        assert [s.name for s in tf.series] == ["Baseline", "Thumbnail", "Label", "Macro"]
+        # what Bio-Formats' SVS reader needs to see one 3-level pyramid: an Aperio description
+        # on every page, a stripped thumbnail smaller than the coarsest level, label + macro last
+        assert all(p.description.startswith("Aperio Image Library") for p in tf.pages)
         assert not tf.pages[1].is_tiled
+        assert max(tf.series[1].shape[:2]) < max(shapes[-1][:2])
+        assert "label" in tf.pages[-2].description and "macro" in tf.pages[-1].description
         for k, level in enumerate(tf.series[0].levels):
             np.testing.assert_array_equal(level.asarray(), slide_levels[k])
             page = level.keyframe
@@ -49,7 +54,7 @@ def test_given_pyramid_round_trips_through_every_reader_with_all_levels_and_mpp(
         assert float(osl.properties["openslide.mpp-y"]) == pytest.approx(0.25)
         assert osl.properties["openslide.objective-power"] == "40"
         assert json.loads(osl.properties["aperio.napari_cytosyn"])["note"] == "a|b"
-        assert "thumbnail" in osl.associated_images
+        assert set(osl.associated_images) == {"thumbnail", "label", "macro"}
     for k in range(3):
         np.testing.assert_array_equal(_openslide_level(out, k), slide_levels[k])
     with tiffslide.TiffSlide(out) as ts:
@@ -95,7 +100,8 @@ def test_inpainted_slide_keeps_the_source_levels_and_is_bit_identical_outside_th
         np.testing.assert_array_equal(got, inpainted.levels[k].compute())
     with tifffile.TiffFile(out) as tf:
         assert tf.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
-        assert len(tf.series) == 2  # tissue + thumbnail: the mask is not in the file
+        assert tf.series[0].shape[-1] == 3  # the mask is not in the file
+        assert [s.name for s in tf.series] == ["Baseline", "Thumbnail", "Label", "Macro"]
     mask_tif, geojson = sidecar_paths(out)
     assert mask_tif.name == "case.synthetic-mask.tif" and geojson.name == "case.synthetic.geojson"
     with tifffile.TiffFile(mask_tif) as tf:
@@ -176,7 +182,7 @@ def test_libvips_reads_every_level_as_its_own_page(tmp_path, slide_levels):
     pyvips = pytest.importorskip("pyvips")
     out = write_tiff(tmp_path / "v.tif", slide_levels, mpp=0.5, compression="deflate", tile_px=256)
     base = pyvips.Image.new_from_file(str(out))
-    assert base.get("n-pages") == 4  # level 0, thumbnail, level 1, level 2
+    assert base.get("n-pages") == 6  # level 0, thumbnail, level 1, level 2, label, macro
     assert (base.width, base.height) == (1536, 1104)
     assert base.xres == pytest.approx(1e3 / 0.5)  # libvips: pixels per millimetre
     for page, k in ((2, 1), (3, 2)):

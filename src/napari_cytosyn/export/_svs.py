@@ -1,4 +1,10 @@
-"""The Aperio SVS page layout shared by the TIFF export and its mask sidecar (see ``tiff.py``)."""
+"""The Aperio SVS page layout shared by the TIFF export and its mask sidecar (see ``tiff.py``).
+
+Every page carries an Aperio ``ImageDescription`` (Bio-Formats' SVS reader files a page without
+one as the label or macro image), the thumbnail is smaller than the coarsest level
+(Bio-Formats drops the smallest, stripped "resolution" as the thumbnail), and the file ends with
+a label and a macro page like Aperio's (Bio-Formats 7 takes the last two pages as those).
+"""
 
 from __future__ import annotations
 
@@ -37,12 +43,7 @@ def svs_description(
     comp = _CODEC_NAMES.get(codec, str(codec))
     if codec == "jpeg":
         comp += f" Q={int(quality)}"
-    from napari_cytosyn import __version__
-
-    head = (
-        f"Aperio Image Library napari-cytosyn {__version__}\r\n"
-        f"{w}x{h} [0,0 {w}x{h}] ({tile_px}x{tile_px}) {comp}"
-    )
+    head = f"{_header()}{w}x{h} [0,0 {w}x{h}] ({tile_px}x{tile_px}) {comp}"
     pairs = []
     if objective_power:
         pairs.append(f"AppMag = {objective_power:g}")
@@ -53,6 +54,34 @@ def svs_description(
         text = json.dumps(provenance, sort_keys=True, ensure_ascii=True).replace("|", "\\u007c")
         pairs.append(f"napari_cytosyn = {text}")
     return "|".join([head, *pairs])
+
+
+def _header() -> str:
+    from napari_cytosyn import __version__
+
+    return f"Aperio Image Library napari-cytosyn {__version__}\r\n"
+
+
+def level_description(
+    shape0: Sequence[int], shape: Sequence[int], tile_px: int, codec: str | None, quality: int
+) -> str:
+    """The ``ImageDescription`` of a reduced level, as Aperio writes it (``W0xH0 -> wxh``)."""
+    h0, w0 = int(shape0[0]), int(shape0[1])
+    comp = _CODEC_NAMES.get(codec, str(codec)) + (f" Q={int(quality)}" if codec == "jpeg" else "")
+    return (
+        f"{_header()}{w0}x{h0} [0,0 {w0}x{h0}] ({tile_px}x{tile_px}) -> "
+        f"{int(shape[1])}x{int(shape[0])} {comp}"
+    )
+
+
+def thumbnail_description(shape0: Sequence[int], shape: Sequence[int]) -> str:
+    """The ``ImageDescription`` of the thumbnail page."""
+    return f"{_header()}{int(shape0[1])}x{int(shape0[0])} -> {int(shape[1])}x{int(shape[0])}"
+
+
+def thumbnail_px(shapes: Sequence[Sequence[int]]) -> int:
+    """Thumbnail size: <= ``THUMBNAIL_PX`` and half the coarsest level's longer side."""
+    return max(1, min(THUMBNAIL_PX, max(int(shapes[-1][0]), int(shapes[-1][1])) // 2))
 
 
 def read_svs_provenance(description: str) -> dict[str, Any] | None:
@@ -90,18 +119,24 @@ def write_svs_pages(
     workers: int,
     cancel: Any,
     tick: Callable[[int], None],
+    label_lines: Sequence[str] = ("napari-cytosyn",),
 ) -> None:
-    """Write levels in the SVS layout: level 0, thumbnail, levels 1... (see the module doc)."""
-    thumb = thumbnail_of(readers[-1], shapes[-1])
+    """Write levels in the SVS layout: level 0, thumbnail, levels 1..., label, macro."""
+    thumb = thumbnail_of(readers[-1], shapes[-1], thumbnail_px(shapes))
     photometric = "rgb" if samples == 3 else "minisblack"
+    codec = options.get("compression")
+    quality = (options.get("compressionargs") or {}).get("level", 0)
     for i, (read, shape) in enumerate(zip(readers, shapes, strict=True)):
+        text = (
+            description if i == 0 else level_description(shapes[0], shape, tile_px, codec, quality)
+        )
         tif.write(
             tiles(read, shape, tile_px, workers, cancel, tick),
             shape=(*shape, samples) if samples > 1 else tuple(shape),
             dtype=np.uint8,
             tile=(tile_px, tile_px),
             photometric=photometric,
-            description=description if i == 0 else None,
+            description=text,
             metadata=None,
             software="napari-cytosyn",
             maxworkers=workers,
@@ -109,15 +144,65 @@ def write_svs_pages(
             **resolution_kwargs(mpp_xy, shapes[0], shape),
         )
         if i == 0:
-            tif.write(
-                thumb if samples > 1 else thumb[..., 0],
-                photometric=photometric,
-                description="thumbnail",
-                metadata=None,
-                software="napari-cytosyn",
-                **options,
-                **resolution_kwargs(mpp_xy, shapes[0], thumb.shape),
-            )
+            write_thumbnail(tif, thumb, shapes[0], mpp_xy)
+    write_label_and_macro(tif, thumb, label_lines)
+
+
+def _stripped(image: np.ndarray) -> dict[str, Any]:
+    return {
+        "data": image if image.shape[-1] == 3 else image[..., 0],
+        "photometric": "rgb" if image.shape[-1] == 3 else "minisblack",
+        "metadata": None,
+        "software": "napari-cytosyn",
+    }
+
+
+def write_thumbnail(
+    tif: Any, thumb: np.ndarray, shape0: Sequence[int], mpp_xy: tuple[float, float] | None
+) -> None:
+    """The thumbnail page (IFD 1): stripped, deflate, smaller than every level."""
+    tif.write(
+        **_stripped(thumb),
+        compression="zlib",
+        description=thumbnail_description(shape0, thumb.shape),
+        **resolution_kwargs(mpp_xy, shape0, thumb.shape),
+    )
+
+
+def label_image(lines: Sequence[str], samples: int, size_px: int = 320) -> np.ndarray:
+    """A white label with ``lines`` of black text (PIL's built-in font), ``(s, s, samples)``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("L", (size_px, size_px), 255)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=22)
+    for i, line in enumerate(lines):
+        draw.text((12, 12 + 30 * i), str(line)[:24], fill=0, font=font)
+    grey = np.asarray(image, np.uint8)[..., None]
+    return np.repeat(grey, samples, axis=-1) if samples == 3 else grey
+
+
+def write_label_and_macro(tif: Any, thumb: np.ndarray, label_lines: Sequence[str]) -> None:
+    """The last two pages, as Aperio writes them: ``label`` (text naming what the file is) and
+    ``macro`` (the overview, here the thumbnail).
+
+    Bio-Formats' SVS reader takes the last two pages of an SVS for label and macro; without
+    them it would file the two smallest levels as such and lose them from the pyramid.
+    """
+    label = label_image(label_lines, thumb.shape[-1])
+    h, w = label.shape[:2]
+    tif.write(
+        **_stripped(label),
+        compression="lzw",
+        subfiletype=1,
+        description=f"{_header()}label {w}x{h}",
+    )
+    tif.write(
+        **_stripped(thumb),
+        compression="zlib",
+        subfiletype=9,
+        description=f"{_header()}macro {thumb.shape[1]}x{thumb.shape[0]}",
+    )
 
 
 def tiff_options(codec: str | None, quality: int) -> dict[str, Any]:

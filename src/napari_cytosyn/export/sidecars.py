@@ -86,6 +86,7 @@ def write_mask_sidecars(
                 write_svs_pages(
                     tif, readers, shapes, 1, tile_px, mpp_xy, description,
                     tiff_options("zlib", 0), workers, cancel, tick,
+                    ("napari-cytosyn", "synthetic mask", tiff_stem(path)),
                 )  # fmt: skip
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

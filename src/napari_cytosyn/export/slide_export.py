@@ -122,6 +122,16 @@ def pyramid_method(slide: Any) -> str:
     return f"the source slide's own levels ({getattr(slide, 'format', 'unknown format')})"
 
 
+def label_lines(slide: Any, name: str) -> tuple[str, ...]:
+    """Text of the slide label page of a TIFF export: what the file holds."""
+    kind = slide_kind(slide)
+    what = {
+        "synthetic": ("SYNTHETIC", "every pixel generated"),
+        "composite": ("INPAINTED: holds", "synthetic regions"),
+    }.get(kind, ("copy of a real slide",))
+    return ("napari-cytosyn", name, *what)
+
+
 def default_compression(slide: Any) -> str:
     """``"deflate"`` (lossless) for a composite, whose real tissue must stay exact, else JPEG."""
     return "deflate" if slide_kind(slide) == "composite" else "jpeg"
@@ -226,8 +236,9 @@ def export_slide(
         if mask != "sidecar":
             raise ValueError("compression 'copy' keeps the mask beside the file (sidecar)")
         write_tiff_copy(
-            out, slide, provenance=provenance, name=name, quality=quality, overwrite=overwrite,
-            workers=workers, progress=progress, cancel=cancel,
+            out, slide, provenance=provenance, name=name, label_lines=label_lines(slide, name),
+            quality=quality, overwrite=overwrite, workers=workers, progress=progress,
+            cancel=cancel,
         )  # fmt: skip
         return Path(out)
     if fmt == "ome-zarr":
@@ -250,7 +261,8 @@ def export_slide(
         )
     return write_tiff(
         out, levels, mpp=slide.mpp, mask_levels=masks, provenance=provenance, name=name,
-        objective_power=getattr(slide, "objective_power", None), compression=compression,
+        objective_power=getattr(slide, "objective_power", None),
+        label=label_lines(slide, name), compression=compression,
         quality=quality, tile_px=chunk_px, overwrite=overwrite, workers=workers,
         progress=progress, cancel=cancel,
     )  # fmt: skip

@@ -3,15 +3,18 @@
 OpenSlide does not read SubIFD pyramids (the OME-TIFF layout), so OpenSlide-based pipelines see
 one level of an OME-TIFF. This writer puts every level in its own top-level IFD, as libvips and
 Aperio do, and starts the file with an Aperio ``ImageDescription``, so that OpenSlide (driver
-``aperio``), tiffslide, tifffile (series ``Baseline`` with all levels), libvips, Bio-Formats and
-QuPath read all levels and the pixel size:
+``aperio``), tiffslide, tifffile (series ``Baseline`` with all levels), libvips and Bio-Formats
+(the reader of QuPath and OMERO) read all levels and the pixel size:
 
 - IFD 0: level 0, tiled; ``ImageDescription`` ``Aperio Image Library napari-cytosyn ...`` with
   ``|MPP = ...`` (OpenSlide's ``openslide.mpp-x/y``), ``|AppMag = ...`` when the source has an
   objective power, ``|Filename = <name>`` and ``|napari_cytosyn = <provenance JSON>``.
-- IFD 1: a stripped RGB thumbnail (<= 1024 px), where SVS readers expect it.
-- IFD 2, 3, ...: levels 1, 2, ..., tiled, ``NewSubfileType = 0`` like Aperio's own levels
-  (tifffile's SVS reader stops at reduced-resolution pages).
+- IFD 1: a stripped RGB thumbnail (<= 1024 px, smaller than the coarsest level), where SVS
+  readers expect it.
+- IFD 2, 3, ...: levels 1, 2, ..., tiled, ``NewSubfileType = 0`` and an Aperio description like
+  Aperio's own levels (tifffile's SVS reader stops at reduced-resolution pages).
+- the last two IFDs: ``label`` (text saying what the file holds) and ``macro`` (the overview),
+  where Bio-Formats' SVS reader expects them.
 - every level: ``XResolution``/``YResolution`` in pixels per centimetre of that level.
 
 Pixels are the caller's levels as given (a real or inpainted slide keeps its source's level
@@ -63,6 +66,7 @@ def write_tiff(
     provenance: dict[str, Any] | None = None,
     name: str | None = None,
     objective_power: float | None = None,
+    label: Sequence[str] | None = None,
     compression: str | None = None,
     quality: int = 90,
     tile_px: int = 512,
@@ -90,6 +94,7 @@ def write_tiff(
     provenance: stored as the ``napari_cytosyn`` Aperio property (JSON).
     name: ``Filename`` property (default: the output's stem).
     objective_power: ``AppMag`` property (OpenSlide's ``openslide.objective-power``).
+    label: text lines of the slide label image (default: ``napari-cytosyn`` and the name).
     compression: ``"jpeg"`` (lossy, ``quality`` 1-100), ``"deflate"``/``"zlib"``, ``"lzw"``
         (lossless) or ``"none"``; default: ``"deflate"`` when ``mask_levels`` is given (the
         real tissue of an inpainted slide stays exact), else ``"jpeg"``.
@@ -136,6 +141,7 @@ def write_tiff(
                 write_svs_pages(
                     tif, readers, shapes, 3, tile_px, mpp_xy, description,
                     tiff_options(codec, quality), workers, cancel, tick,
+                    label or ("napari-cytosyn", name),
                 )  # fmt: skip
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -34,7 +34,15 @@ from napari_cytosyn.export._stream import (
     read_block,
     tile_grid,
 )
-from napari_cytosyn.export._svs import svs_description, thumbnail_of, tiff_stem
+from napari_cytosyn.export._svs import (
+    level_description,
+    svs_description,
+    thumbnail_of,
+    thumbnail_px,
+    tiff_stem,
+    write_label_and_macro,
+    write_thumbnail,
+)
 from napari_cytosyn.export._tiles import resolution_kwargs, source_reader
 from napari_cytosyn.export.ome_zarr import normalise_mpp
 
@@ -195,6 +203,7 @@ def write_tiff_copy(
     *,
     provenance: dict[str, Any] | None = None,
     name: str | None = None,
+    label_lines: Sequence[str] = ("napari-cytosyn",),
     quality: int = 90,
     overwrite: bool = False,
     workers: int | None = None,
@@ -244,7 +253,7 @@ def write_tiff_copy(
         shapes[0], first.tile[0], codec, quality, mpp_xy, name or tiff_stem(path),
         getattr(slide, "objective_power", None), provenance,
     )  # fmt: skip
-    thumb = thumbnail_of(source_reader(levels[-1]), shapes[-1])
+    thumb = thumbnail_of(source_reader(levels[-1]), shapes[-1], thumbnail_px(shapes))
     lock = threading.Lock()
     with (
         atomic_output(path, overwrite) as tmp,
@@ -258,15 +267,14 @@ def write_tiff_copy(
                     counts,
                 ),
                 **_page_kwargs(page, quality),
-                description=description if k == 0 else None,
+                description=description
+                if k == 0
+                else level_description(shapes[0], page.shape, page.tile[0], codec, quality),
                 **resolution_kwargs(mpp_xy, shapes[0], page.shape),
             )  # fmt: skip
             if k == 0:
-                tif.write(
-                    thumb, photometric="rgb", compression="jpeg" if codec == "jpeg" else "zlib",
-                    description="thumbnail", metadata=None, software="napari-cytosyn",
-                    **resolution_kwargs(mpp_xy, shapes[0], thumb.shape),
-                )  # fmt: skip
+                write_thumbnail(tif, thumb, shapes[0], mpp_xy)
+        write_label_and_macro(tif, thumb, label_lines)
     if masks is not None:
         write_mask_sidecars(
             path, masks, shapes, mpp_xy, first.tile[0], overwrite, workers, cancel, tick
