@@ -395,7 +395,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
     from napari_cytosyn.cli_twin import guided_settings, open_or_create_twin
 
     out = Path(args.out)
-    to_file = export_target(out)
+    to_file = export_target(out, args.format)
     store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
     if to_file:
         check_output(out, args.overwrite, reads=[args.slide, store])
