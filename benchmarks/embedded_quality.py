@@ -231,6 +231,7 @@ def main() -> None:
     from napari_cytosyn.sampling import SamplerSettings, generate_region
 
     torch.set_num_threads(args.threads)
+    os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     real = real_images(args.data)
     names = list(real)
     weights = args.weights or WEIGHTS_DIR

@@ -33,6 +33,7 @@ def main() -> None:
     from napari_cytosyn.sampling import SamplerSettings, generate_region
 
     torch.set_num_threads(args.threads)
+    os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     model = load_embedded(device="cpu")
     steps = args.steps or int(model.info["default_steps"])
     settings = SamplerSettings(sampler=args.sampler, steps=steps, seed=0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -182,6 +183,7 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+        os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     if device.type == "cpu" and not args.quick:
         print("no GPU: running the --quick configuration")
     quick = args.quick or device.type == "cpu"

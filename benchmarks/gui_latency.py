@@ -184,6 +184,7 @@ def main() -> None:
     from napari_cytosyn._napari._qt._widget import CytoSynWidget
 
     torch.set_num_threads(args.threads)
+    os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     work = Path(tempfile.mkdtemp(prefix="cytosyn_latency_"))
     os.environ["NAPARI_CYTOSYN_CONFIG"] = str(work / "widget.json")
     viewer = napari.Viewer(show=True)

@@ -238,6 +238,7 @@ def main() -> None:
         _chunk_cache.DEFAULT_CACHE_MB = 0
     timeline = GuiTimeline()
     torch.set_num_threads(args.threads)
+    os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     model = load(args)
     settings = SamplerSettings(steps=args.steps, seed=5)
     viewer = napari.Viewer(show=True)

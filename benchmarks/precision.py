@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+        os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     model = load_model("cytosyn-tiny", device="cpu")
     native = precision.native_bf16("cpu")
     print(f"torch threads {torch.get_num_threads()}; native bfloat16: {native}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from typing import Any
 
@@ -111,6 +112,7 @@ def main() -> None:
     if args.quick:
         args.size, args.steps = 1024, 10
     torch.set_num_threads(args.threads)
+    os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     model = CountingModel(load(args.model))
     n = args.size
     base = SamplerSettings(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def main() -> None:
     from napari_cytosyn.testkit.synthesis import synthesize
 
     torch.set_num_threads(args.threads)
+    os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     model = load_model("cytosyn-tiny-cells", device="cpu", dtype="float32")
     print(f"model: {model.name}, training {model.info.get('training', {}).get('steps')} steps")
     n = 1 if args.quick else args.layouts

@@ -138,6 +138,7 @@ def main() -> None:
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     torch.set_num_threads(args.threads)
+    os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     name = args.model or default_model()
     if name is None:
         raise SystemExit(

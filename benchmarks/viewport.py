@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -78,6 +79,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+        os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
     from napari_cytosyn.sampling import SamplerSettings
     from napari_cytosyn.slide.synthetic import SyntheticSlide
     from napari_cytosyn.slide.viewport import ViewportRenderer

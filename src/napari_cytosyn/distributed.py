@@ -208,7 +208,8 @@ def render_distributed(
         ``LocalCluster`` of that many processes) or ``scheduler`` (an address) and closed after.
     retries: extra attempts for a task that raised.
     torch_threads: ``torch.set_num_threads`` in each worker (1 keeps processes from fighting
-        over cores and makes float reductions run the same way in every process).
+        over cores); network calls run with ``NAPARI_CYTOSYN_MODEL_THREADS`` threads whatever
+        this is (:mod:`napari_cytosyn.sampling.threads`), so pixels never depend on it.
     chunks: ``(cy, cx)`` level-0 chunks to render (default: all missing ones).
     group: a task renders a ``group x group`` block of neighbouring chunks (1 = one chunk per
         task); see :func:`group_chunks`.
