@@ -112,6 +112,45 @@ def cell_stats(img: np.ndarray, tissue: np.ndarray, cell: int, mpp: float):
     return cells, np.array(dens), np.array(area)
 
 
+def side_by_side(images: list[np.ndarray], gap: int = 8) -> np.ndarray:
+    h = max(im.shape[0] for im in images)
+    w = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
+    out = np.full((h, w, 3), 255, np.uint8)
+    x = 0
+    for im in images:
+        out[: im.shape[0], x : x + im.shape[1]] = im
+        x += im.shape[1] + gap
+    return out
+
+
+def figures(model, slide, ref_img, twin_img, size: int, block: int, settings) -> None:
+    """``docs/images/twin_side_by_side.jpg`` (the reference slide and its twin) and
+    ``docs/images/inpaint_conditioned.jpg`` (a mask across four blocks: real, inpainted
+    conditioned on the tissue around it, inpainted without a reference)."""
+    import imageio.v3 as iio
+
+    from napari_cytosyn.slide.composite import CompositeSlide
+    from napari_cytosyn.slide.sample import downsample_area
+
+    out = ROOT / "docs" / "images"
+    out.mkdir(parents=True, exist_ok=True)
+    d = max(1, size // 768)
+    pair = side_by_side([downsample_area(ref_img, d), downsample_area(twin_img, d)])
+    iio.imwrite(out / "twin_side_by_side.jpg", pair, quality=90)
+    # a square mask centred on a corner shared by four blocks (two of each tissue)
+    c, half = size // 2, block // 2
+    region = (c - half, c - half, block, block)
+    mask = np.ones((block, block), bool)
+    crops = [ref_img[c - block : c + block, c - block : c + block]]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, reference in (("auto", "auto"), ("none", "none")):
+            comp = CompositeSlide(slide, Path(tmp) / name)
+            comp.inpaint(region, mask, model, settings, reference=reference)
+            crops.append(comp.read_region(0, c - block, c - block, 2 * block, 2 * block))
+    iio.imwrite(out / "inpaint_conditioned.jpg", side_by_side(crops), quality=90)
+    print(f"wrote {out / 'twin_side_by_side.jpg'} and {out / 'inpaint_conditioned.jpg'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1024 px slide, 256 px blocks")
@@ -124,6 +163,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "training")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, help="keep the slide and the twin here")
+    parser.add_argument(
+        "--figures", action="store_true", help="write the user guide's figures to docs/images"
+    )
     args = parser.parse_args()
     size = args.size or (1024 if args.quick else 2048)
     block = args.block or (256 if args.quick else 512)
@@ -275,6 +317,8 @@ def main() -> None:
         "size_px": size,
         "block_px": block,
     }
+    if args.figures:
+        figures(model, slide, ref_img, twin_img, size, block, settings)
     print("RESULT " + json.dumps(result))
 
 
