@@ -52,10 +52,17 @@ def test_guidance_and_references_are_disabled_for_unconditional_models(setup):
     widget.models.override = None
     widget.update_conditioning()
     name = widget.model_box.model_combo.currentText()
+    from napari_cytosyn._napari._qt._reference_box import embedded_takes_reference
     from napari_cytosyn.models import get_info
 
-    conditioning = get_info(name).conditioning or ""
-    assert guidance.isEnabled() == bool(conditioning and "mask" not in conditioning)
+    info = get_info(name)
+    conditioning = info.conditioning or ""
+    expected = (
+        embedded_takes_reference()  # the shipped weights decide (v2: a conditioning head)
+        if info.backend == "embedded"
+        else bool(conditioning and "mask" not in conditioning)
+    )
+    assert guidance.isEnabled() == expected
     widget.model_box.model_combo.setCurrentText("cytosyn")  # H0-mini: a reference model
     assert guidance.isEnabled() and widget.reference_box.twin_button.isEnabled()
     assert guidance.value() == 2.5  # CytoSyn's conditioned guidance

@@ -138,8 +138,21 @@ def model_conditioning(widget: Any) -> tuple[str, bool, float, float | None]:
         return name, False, 112.0, None
     # mask-conditioned models (the test kit's) take a layout, not a reference of tissue
     conditional = info.conditioning is not None and "mask" not in info.conditioning.lower()
+    if info.backend == "embedded":  # the shipped weights decide: v2 has a conditioning head
+        conditional = embedded_takes_reference()
     guidance = info.defaults.get("guidance_conditioned")
     return name, conditional, float(info.tile_px * info.mpp), guidance
+
+
+def embedded_takes_reference() -> bool:
+    """Whether the shipped embedded weights have a conditioning head (a file check, no load)."""
+    from napari_cytosyn.models.embedded import WEIGHTS_DIR, embedded_config
+
+    try:
+        has_descriptor = embedded_config().get("descriptor") is not None
+    except (FileNotFoundError, ValueError):
+        return False
+    return has_descriptor and (WEIGHTS_DIR / "cond" / "descriptor_mlp.safetensors").is_file()
 
 
 def conditioned_settings(widget: Any, settings: Any) -> Any:
