@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from napari_cytosyn.cli import main
 from napari_cytosyn.testkit.dataset import generate_testset
 from napari_cytosyn.testkit.layouts import procedural_layout
@@ -56,3 +58,60 @@ def test_methods_lists_builtins(capsys):
     assert main(["testkit", "methods"]) == 0
     out = capsys.readouterr().out
     assert "builtin:otsu_watershed" in out and "builtin:threshold_components" in out
+
+
+def test_generate_from_a_label_image_and_from_real_tissue(tmp_path, training_like_image):
+    import tifffile
+    from skimage.io import imsave
+
+    lab = np.zeros((96, 96), np.int32)
+    lab[20:34, 20:34] = 5
+    lab[60:70, 50:66] = 9
+    tifffile.imwrite(tmp_path / "layout.tif", lab)
+    out = tmp_path / "from_labels"
+    rc = main(
+        [
+            "testkit",
+            "generate",
+            "--out",
+            str(out),
+            "--labels",
+            str(tmp_path / "layout.tif"),
+            "--labels-mpp",
+            "0.25",
+            "--steps",
+            "2",
+            "--variants",
+            "clean,scale_40x",
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["layouts"][0]["n_nuclei"] == 2 and manifest["layouts"][0]["shape"] == [48, 48]
+    assert manifest["model"]["name"] == "cytosyn-tiny-cells"
+    truth = tifffile.imread(out / "truth" / "L000__scale_40x.tif")
+    assert truth.shape == (96, 96) and len(np.unique(truth)) == 3
+    imsave(tmp_path / "he.png", training_like_image)
+    out = tmp_path / "twin"
+    rc = main(
+        [
+            "testkit",
+            "generate",
+            "--out",
+            str(out),
+            "--from-image",
+            str(tmp_path / "he.png"),
+            "--steps",
+            "2",
+            "--variants",
+            "clean",
+            "--device",
+            "cpu",
+            "-q",
+        ]
+    )
+    assert rc == 0
+    assert json.loads((out / "manifest.json").read_text())["layouts"][0]["n_nuclei"] == 16
