@@ -49,3 +49,9 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="RGB"):
         otsu_watershed(np.zeros((8, 8), np.uint8))
     assert otsu_watershed(np.full((16, 16, 3), 200, np.uint8)).max() == 0
+
+
+def test_a_few_black_pixels_do_not_move_the_threshold(training_like_image):
+    img = training_like_image.copy()
+    img[0:2, 0:2] = 0  # near-black specks: huge optical density
+    assert otsu_watershed(img).max() == 16

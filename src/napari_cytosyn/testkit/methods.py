@@ -57,6 +57,8 @@ def otsu_watershed(
     from skimage.segmentation import watershed
 
     h = gaussian(hematoxylin(rgb), sigma_px)
+    # a few near-black pixels have huge optical densities that would drag Otsu's threshold up
+    h = np.minimum(h, np.quantile(h, 0.995))
     if float(h.max() - h.min()) < 1e-6:
         return np.zeros(h.shape, np.int32)
     fg = h > threshold_otsu(h)
