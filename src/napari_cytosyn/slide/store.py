@@ -364,8 +364,7 @@ class SlideStore:
                 f"has {ny * nx:,} chunks, over the limit of {MAX_CHUNKS:,}; use larger chunks "
                 "or a smaller slide"
             )
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"folder {path.parent} does not exist; create it first")
+        path.parent.mkdir(parents=True, exist_ok=True)
         for tag in ("creating", "deleting"):
             remove_dead_temporaries(path.parent, prefix=f".{path.name}.{tag}-")
         _check_replaceable(path, kind, overwrite)
