@@ -185,6 +185,7 @@ def main() -> None:
     job = widget.new_synthetic_slide()
     assert job.wait(600_000) and job.state == "done", job.error
     layer = widget.edit_box.image_combo.layer()  # the new slide is selected
+    widget.scroll.ensureWidgetVisible(widget.synthetic_box)
     view = widget.views[id(layer)]
     slide = _layers.slide_of(layer)
     viewer.camera.center = (2048 * slide.mpp[1], 2048 * slide.mpp[0])
@@ -204,6 +205,7 @@ def main() -> None:
     job = widget.new_synthetic_slide()
     assert job.wait(600_000) and job.state == "done", job.error
     layer = widget.edit_box.image_combo.layer()
+    widget.scroll.ensureWidgetVisible(widget.synthetic_box)  # with its zoom note
     view = widget.views[id(layer)]
     slide = _layers.slide_of(layer)
     end = time.perf_counter() + 1800
