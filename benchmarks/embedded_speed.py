@@ -3,11 +3,14 @@
 Loads ``cytosyn-tiny`` on the CPU and times ``generate_region`` (tiled denoising of the whole
 canvas, then tiled decoding) with the model's default number of steps and the sampling
 engine's default settings otherwise. Model loading is excluded; one warm-up 224 px tile is run.
+The region is timed with the default precision (``autocast`` ``auto``: bfloat16 where the CPU
+has it natively) and again in float32 (``autocast`` ``off``), unless ``auto`` already resolves
+to float32 on this machine (then both keys carry the same run).
 
     python benchmarks/embedded_speed.py            # 1024 x 1024 px
     python benchmarks/embedded_speed.py --quick    # 512 x 512 px (time reported as is)
 
-Last line: ``RESULT {"seconds_1024": ..., "steps": ..., ...}``.
+Last line: ``RESULT {"seconds_1024": ..., "seconds_1024_fp32": ..., "steps": ..., ...}``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--sampler", default="euler")
+    parser.add_argument("--weights", help="model folder (default: the shipped one)")
     args = parser.parse_args()
     side = 512 if args.quick else 1024
 
@@ -31,25 +35,36 @@ def main() -> None:
 
     from napari_cytosyn.models.embedded import load_embedded
     from napari_cytosyn.sampling import SamplerSettings, generate_region
+    from napari_cytosyn.sampling.precision import resolve_autocast
 
     torch.set_num_threads(args.threads)
     os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
-    model = load_embedded(device="cpu")
+    model = load_embedded(device="cpu", path=args.weights) if args.weights else None
+    model = model or load_embedded(device="cpu")
     steps = args.steps or int(model.info["default_steps"])
-    settings = SamplerSettings(sampler=args.sampler, steps=steps, seed=0)
     generate_region(model, SamplerSettings(sampler=args.sampler, steps=1), 0, 0, 224, 224)
-    t0 = time.perf_counter()
-    rgb = generate_region(model, settings, 0, 0, side, side)
-    seconds = time.perf_counter() - t0
-    print(
-        f"{side} x {side} px, {steps} {args.sampler} steps, {args.threads} threads: {seconds:.1f} s"
-    )
-    print(
-        f"output {rgb.shape} {rgb.dtype}, mean RGB {rgb.reshape(-1, 3).mean(0).round(1).tolist()}"
-    )
+    auto = resolve_autocast("auto", model)
+    seconds = {}
+    for autocast in ("auto", "off") if auto != "off" else ("auto",):
+        settings = SamplerSettings(sampler=args.sampler, steps=steps, seed=0, autocast=autocast)
+        t0 = time.perf_counter()
+        rgb = generate_region(model, settings, 0, 0, side, side)
+        seconds[autocast] = time.perf_counter() - t0
+        print(
+            f"{side} x {side} px, {steps} {args.sampler} steps, {args.threads} threads, "
+            f"autocast {autocast} ({auto if autocast == 'auto' else 'off'}): "
+            f"{seconds[autocast]:.1f} s"
+        )
+        print(
+            f"output {rgb.shape} {rgb.dtype}, "
+            f"mean RGB {rgb.reshape(-1, 3).mean(0).round(1).tolist()}"
+        )
+    seconds.setdefault("off", seconds["auto"])
     key = "seconds_1024" if side == 1024 else f"seconds_{side}"
     result = {
-        key: round(seconds, 2),
+        key: round(seconds["auto"], 2),
+        f"{key}_fp32": round(seconds["off"], 2),
+        "autocast_auto": auto,
         "side_px": side,
         "steps": steps,
         "sampler": args.sampler,

@@ -62,7 +62,9 @@ def main() -> None:
     ap.add_argument(
         "--embedded-path", default=None, help="load cytosyn-tiny weights from this folder"
     )
-    ap.add_argument("--steps", type=int, default=12, help="sampler steps (cytosyn-tiny's: 12)")
+    ap.add_argument(
+        "--steps", type=int, default=None, help="sampler steps (default: the model's own)"
+    )
     ap.add_argument("--chunk-px", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--quick", action="store_true", help="512 x 384 viewport, fewer repeats")
@@ -85,6 +87,8 @@ def main() -> None:
     from napari_cytosyn.slide.viewport import ViewportRenderer
 
     model, model_name = load(args.model, args.embedded_path)
+    if args.steps is None:
+        args.steps = int(getattr(model, "info", {}).get("default_steps", 12))
     # Count model work, to tell the sampler's cost from the slide machinery's.
     usage = {"windows": 0, "seconds": 0.0}
     denoise = model.denoise

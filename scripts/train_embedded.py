@@ -828,6 +828,89 @@ def run_decoders(args, images, rng) -> None:
     (args.out / "decoders.json").write_text(json.dumps(info, indent=2))
 
 
+# ---------------------------------------------------------------- assembling v2
+
+
+def assemble(args) -> None:
+    """Put the shipped folder together from the stage outputs (``--assemble``).
+
+    - ``vae/``: the encoder of ``--vae-from`` unchanged, the decoder a linear interpolation of
+      two fine-tuned decoders (``--decoder-a`` before, ``--decoder-b`` after the adversarial
+      phase; weight ``--decoder-alpha`` on b): a trade between held-out PSNR and sharpness;
+    - ``vae_x2/``: the 40x decoder, interpolated the same way between ``--x2-a`` and ``--x2-b``
+      with ``--x2-alpha``;
+    - ``unet/`` and ``cond/``: the EMA weights of the conditional stage (``--cond-from``; its
+      checkpoint is used when the run has not finished);
+    - ``cytosyn_tiny.json``: latent scaling of ``--vae-from``'s folder, the descriptor
+      statistics of the conditional stage's crop cache, the training record.
+    """
+    from safetensors.torch import load_file, save_file
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    src_cfg = json.loads((args.vae_from.parent / "cytosyn_tiny.json").read_text())
+    base = AutoencoderKL.from_pretrained(args.vae_from, torch_dtype=torch.float32)
+    sa = AutoencoderKL.from_pretrained(args.decoder_a, torch_dtype=torch.float32).state_dict()
+    sb = AutoencoderKL.from_pretrained(args.decoder_b, torch_dtype=torch.float32).state_dict()
+    sd = base.state_dict()
+    w = args.decoder_alpha
+    for k in sd:
+        if k.startswith(("decoder.", "post_quant_conv.")):
+            sd[k] = (1 - w) * sa[k] + w * sb[k]
+        else:  # the frozen encoder: bit-identical to v1
+            assert torch.equal(sa[k], sd[k]) and torch.equal(sb[k], sd[k]), k
+    base.load_state_dict(sd)
+    save_half(base, out / "vae")
+    if args.x2_a:
+        xa = load_file(args.x2_a / "x2_decoder.safetensors")
+        xb = load_file((args.x2_b or args.x2_a) / "x2_decoder.safetensors")
+        w2 = args.x2_alpha
+        mixed = {
+            k: ((1 - w2) * xa[k].float() + w2 * xb[k].float()).half().contiguous() for k in xa
+        }
+        (out / "vae_x2").mkdir(parents=True, exist_ok=True)
+        save_file(mixed, out / "vae_x2" / "x2_decoder.safetensors")
+        cfg_x2 = (args.x2_a / "config.json").read_text()
+        (out / "vae_x2" / "config.json").write_text(cfg_x2)
+    cz, cd = torch.load(args.cond_from.parent / "cond_cache.pt")
+    import shutil
+
+    for part in ("unet", "cond"):
+        shutil.copytree(args.cond_from / part, out / part, dirs_exist_ok=True)
+    ck = torch.load(args.cond_from.parent / "cond_ckpt.pt", weights_only=False)["state"]
+    cfg = {k: v for k, v in src_cfg.items() if k not in ("training", "default_steps")}
+    prev = src_cfg.get("training", {})
+    cfg.update(
+        name="cytosyn-tiny",
+        version=2,
+        default_steps=args.default_steps,
+        descriptor={
+            "features": list(FEATURES),
+            "mpp": 0.5,
+            "mean": [float(v) for v in cd.mean(0)],
+            "std": [float(v) for v in cd.std(0).clamp_min(1e-6)],
+            "cond_drop": args.cond_drop,
+        },
+        training={
+            "seed": args.seed,
+            "v1": {k: prev[k] for k in ("vae_steps", "unet_steps", "commands") if k in prev},
+            "cond_crops": int(cz.shape[0]),
+            "cond_steps": ck["steps"]["cond"],
+            "cond_minutes": round(ck["elapsed"] / 60, 1) if ck["stage"] == "cond" else None,
+            "decoder_alpha": w,
+            "x2_alpha": args.x2_alpha if args.x2_a else None,
+            "commands": args.record,
+        },
+    )
+    for name in ("decoders.json",):
+        f = args.decoder_b.parent / name
+        if f.is_file():
+            cfg["training"]["decoders"] = json.loads(f.read_text())
+    (out / "cytosyn_tiny.json").write_text(json.dumps(cfg, indent=2))
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    log(f"assembled {out}: {size / 1e6:.1f} MB")
+
+
 def write_model_config(out: Path, mean, std, info: dict) -> None:
     cfg = {
         "name": "cytosyn-tiny",
@@ -906,6 +989,17 @@ def main() -> None:
         default="",
         help="v2: fine-tune decoders on the frozen --vae-from encoder: '20x', '40x' or '20x,40x'",
     )
+    ap.add_argument("--assemble", action="store_true", help="v2: build the shipped folder")
+    ap.add_argument("--decoder-a", type=Path)
+    ap.add_argument("--decoder-b", type=Path)
+    ap.add_argument("--decoder-alpha", type=float, default=0.5)
+    ap.add_argument("--x2-a", type=Path)
+    ap.add_argument("--x2-b", type=Path)
+    ap.add_argument("--x2-alpha", type=float, default=0.5)
+    ap.add_argument("--cond-from", type=Path, help="--out folder of the conditional stage")
+    ap.add_argument(
+        "--record", action="append", default=[], help="command lines to record (assemble)"
+    )
     args = ap.parse_args()
     args.unet_override = (
         dict(block_out_channels=(32, 32, 32), attention_head_dim=8, norm_num_groups=8)
@@ -919,6 +1013,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     images = load_images(args.data)
     log(f"{len(images)} images, {sum(i.shape[0] * i.shape[1] for i in images) / 1e6:.3f} MP")
+    if args.assemble:
+        assemble(args)
+        return
     if args.decoders:
         if args.vae_from is None:
             raise SystemExit("--decoders needs --vae-from (the frozen autoencoder)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import threading
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -134,7 +137,14 @@ def inpaint_work(
     ``CompositeSlide.inpaint``."""
 
     def work(progress: Progress, cancel: Any) -> dict[str, Any]:
-        model = get_model()
+        from napari_cytosyn.models.embedded import model_for_slide
+
+        real_mpp = getattr(composite.real, "mpp", None)
+        # cytosyn-tiny on a 40x slide: its 40x decoder, so nothing is upsampled; the edit's
+        # record names the model used
+        model, why = model_for_slide(get_model(), real_mpp[0] if real_mpp else None)
+        if why:
+            log.info(why)
         return composite.inpaint(
             region,
             mask,

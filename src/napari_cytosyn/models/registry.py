@@ -80,9 +80,10 @@ _REGISTRY: dict[str, ModelInfo] = {
             mpp=0.5,
             tile_px=224,
             latent_channels=4,
-            conditioning=None,
+            conditioning="tissue descriptor (stain, nuclear density and size, texture)",
             description="small demonstration model shipped with the plugin; works offline. "
-            "It is not a foundation model and its tissue is only plausible at low zoom.",
+            "It is not a foundation model and its tissue is only plausible at low zoom. "
+            "Conditioned on a fixed descriptor of a reference patch (or unconditional).",
             # trained and measured with 12 Euler steps (docs/models.md)
             defaults={"sampler": "euler", "steps": 12, "guidance": 1.0},
         ),
