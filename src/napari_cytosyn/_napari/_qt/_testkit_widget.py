@@ -85,7 +85,7 @@ class TestkitWidget(QWidget):
         form.addRow("Model", self.model_edit)
         form.addRow("Steps", self.steps_spin)
         form.addRow("Layout guidance", self.guidance_spin)
-        self.synth_button = QPushButton("Synthesize H&E")
+        self.synth_button = QPushButton("Synthesize H&&E")
         form.addRow(self.synth_button)
         root.addWidget(box)
 
