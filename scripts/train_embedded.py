@@ -371,18 +371,20 @@ def train_unet(
 
 
 @torch.no_grad()
-def encode_crops(vae, images, rng, jitters: int, per_variant: int, shift, scale, crop_lat: int):
+def encode_crops(
+    vae, images, rng, jitters: int, per_variant: int, shift, scale, crop_lat: int, views: int = 8
+):
     """Latent crops and the descriptors of their pixels, over all augmented variants.
 
-    Every image is taken in its 8 dihedral variants x 2 half-latent shifts x ``jitters`` stain
-    variants (the first unjittered), encoded once (posterior mean, model scaling
-    ``(z - shift) * scale``), and ``per_variant`` random ``crop_lat``-latent crops are cut with
+    Every image is taken in its first ``views`` of the 8 dihedral variants x 2 half-latent
+    shifts x ``jitters`` stain variants (the first unjittered), encoded once (posterior mean,
+    model scaling ``(z - shift) * scale``), and ``per_variant`` random ``crop_lat``-latent crops are cut with
     the raw :func:`describe` of the same pixels. Returns ``(N, 4, c, c)`` and ``(N, D)``.
     """
     zs, ds = [], []
     px = crop_lat * 8
     for im in images:
-        for k in range(8):
+        for k in range(views):
             base = dihedral(im, k)
             for sy, sx in ((0, 0), (4, 4)):
                 for j in range(jitters):
@@ -568,7 +570,15 @@ def run_conditional(args, images, rng) -> None:
     else:
         t0 = time.time()
         cz, cd = encode_crops(
-            vae, images, rng, args.jitters, args.crops_per_variant, shift, scale, crop_lat
+            vae,
+            images,
+            rng,
+            args.jitters,
+            args.crops_per_variant,
+            shift,
+            scale,
+            crop_lat,
+            args.views,
         )
         torch.save((cz, cd), cache)
         log(f"{cz.shape[0]} descriptor-labelled crops in {time.time() - t0:.0f} s")
@@ -865,9 +875,7 @@ def assemble(args) -> None:
         xa = load_file(args.x2_a / "x2_decoder.safetensors")
         xb = load_file((args.x2_b or args.x2_a) / "x2_decoder.safetensors")
         w2 = args.x2_alpha
-        mixed = {
-            k: ((1 - w2) * xa[k].float() + w2 * xb[k].float()).half().contiguous() for k in xa
-        }
+        mixed = {k: ((1 - w2) * xa[k].float() + w2 * xb[k].float()).half().contiguous() for k in xa}
         (out / "vae_x2").mkdir(parents=True, exist_ok=True)
         save_file(mixed, out / "vae_x2" / "x2_decoder.safetensors")
         cfg_x2 = (args.x2_a / "config.json").read_text()
@@ -978,6 +986,9 @@ def main() -> None:
     ap.add_argument("--cond-drop", type=float, default=0.15)
     ap.add_argument("--distill-lr", type=float, default=1e-4)
     ap.add_argument("--crops-per-variant", type=int, default=60)
+    ap.add_argument(
+        "--views", type=int, default=8, help="dihedral views per image (conditional stage)"
+    )
     ap.add_argument("--tile-px", type=int, default=224)
     ap.add_argument("--default-steps", type=int, default=12)
     ap.add_argument("--resume", action="store_true", help="continue from the runs/ checkpoint")

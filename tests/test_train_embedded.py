@@ -54,7 +54,8 @@ def test_conditional_stage_and_distillation_write_a_loadable_model_and_resume(da
     common = [
         "--conditional", "--data", str(data), "--vae-from", str(WEIGHTS_DIR / "vae"),
         "--scaling-from", str(WEIGHTS_DIR), "--out", str(out), "--runs", str(runs), "--tiny",
-        "--tile-px", "64", "--crops-per-variant", "1", "--jitters", "1", "--unet-batch", "2",
+        "--tile-px", "64", "--crops-per-variant", "1", "--jitters", "1", "--views", "2",
+        "--unet-batch", "2",
         "--cond-minutes", "1", "--distill-minutes", "1", "--threads", "1", "--seed", "3",
     ]  # fmt: skip
     log = run(*common, "--unet-steps", "2")
