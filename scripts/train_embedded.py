@@ -379,7 +379,8 @@ def encode_crops(
     Every image is taken in its first ``views`` of the 8 dihedral variants x 2 half-latent
     shifts x ``jitters`` stain variants (the first unjittered), encoded once (posterior mean,
     model scaling ``(z - shift) * scale``), and ``per_variant`` random ``crop_lat``-latent
-    crops are cut with the raw :func:`describe` of the same pixels. Returns ``(N, 4, c, c)`` and ``(N, D)``.
+    crops are cut with the raw :func:`describe` of the same pixels. Returns ``(N, 4, c, c)``
+    and ``(N, D)``.
     """
     zs, ds = [], []
     px = crop_lat * 8
