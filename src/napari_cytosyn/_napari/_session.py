@@ -177,22 +177,6 @@ class Session:
         """The composite already open for a real slide file (one per file and viewer)."""
         return self.composites.get(real_path)
 
-    def add_composite(self, real_path: str, composite: Any) -> None:
-        self.composites[real_path] = composite
-        self.edits_changed.emit(composite)
-
-    def undo_last(self, composite: Any) -> dict[str, Any]:
-        """Remove the newest edit of ``composite``; returns its record."""
-        if not composite.edits:
-            raise ValueError(f"{composite.name} has no edit to undo")
-        return self.remove_edit(composite, len(composite.edits) - 1)
-
-    def remove_edit(self, composite: Any, index: int) -> dict[str, Any]:
-        """Remove edit ``index`` (oldest first) of ``composite``; returns its record."""
-        record = composite.remove_edit(index)
-        self.edits_changed.emit(composite)
-        return record
-
 
 _SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SESSIONS_LOCK = threading.Lock()
