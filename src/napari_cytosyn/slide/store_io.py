@@ -1,4 +1,5 @@
-"""Files of a store: atomic fsynced writes, chunk records (size + CRC-32), locks and leases.
+"""Files of a store: atomic fsynced writes, chunk records (size + CRC-32), locks and leases, and
+the store's error types.
 
 A chunk *record* is one uint64: ``size << 32 | crc32`` of the chunk's file bytes (for edit stores
 the RGB file followed by the mask file), ``0`` for a chunk never finished. A file whose size or
@@ -33,6 +34,34 @@ except ImportError:  # pragma: no cover - Windows keeps the in-process lock only
 
 TMP_DIR = ".tmp"  # inside a store: files being written, named ``<pid>-<random>``
 _PID_NAME = re.compile(r"^(?:\.[^/]*?[.-])?(\d+)-[0-9a-f]+")
+
+
+class StoreError(ValueError):
+    """A store path or its contents cannot be used as asked."""
+
+
+class StoreExistsError(StoreError, FileExistsError):
+    """The path already holds a store (or other data) and overwriting was not allowed."""
+
+
+class StoreMismatchError(StoreError):
+    """The store was written with a different model, settings or geometry than requested."""
+
+
+class StoreBusyError(StoreError):
+    """The store is open in another process and cannot be replaced or deleted now."""
+
+
+class StoreDamagedError(StoreError):
+    """Part of the store (metadata, completion map) is unreadable or inconsistent."""
+
+
+class ChunkDamagedError(StoreError):
+    """A chunk recorded as finished is missing or differs from its record."""
+
+    def __init__(self, message: str, level: int, cy: int, cx: int) -> None:
+        super().__init__(message)
+        self.level, self.cy, self.cx = level, cy, cx
 
 
 def record_of(*parts: bytes) -> int:
