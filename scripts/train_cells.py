@@ -48,9 +48,7 @@ from train_embedded import (
     stain_jitter,
 )
 
-from napari_cytosyn.models.cells import CONFIG_NAME, layout_mask
-from napari_cytosyn.models.embedded import WEIGHTS_DIR as TINY_DIR
-from napari_cytosyn.models.embedded import embedded_config
+from napari_cytosyn.models.cells import CONFIG_NAME, TINY_DIR, layout_mask, tiny_config
 from napari_cytosyn.testkit.methods import otsu_watershed
 
 TILE_LATENT = 28
@@ -181,7 +179,7 @@ def main() -> None:
     images = load_images(args.data)
     labels = [otsu_watershed((im * 255).round().astype(np.uint8)) for im in images]
     log(f"{len(images)} images, pseudo-label nuclei {[int(lab.max()) for lab in labels]}")
-    tiny = embedded_config(args.vae)
+    tiny = tiny_config(args.vae)
     shift = torch.tensor(tiny["latent_shift"])[None, :, None, None]
     scale = torch.tensor(tiny["latent_scale"])[None, :, None, None]
     vae = AutoencoderKL.from_pretrained(args.vae / "vae", torch_dtype=torch.float32).eval()

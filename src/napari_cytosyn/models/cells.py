@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .embedded import WEIGHTS_DIR as TINY_DIR
-
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "cytosyn-tiny-cells"
 CONFIG_NAME = "cytosyn_tiny_cells.json"
+#: cytosyn-tiny's folder, whose ``vae/`` and latent scaling (``cytosyn_tiny.json``) are shared;
+#: read directly so that this module does not import the embedded backend.
+TINY_DIR = Path(__file__).parent / "weights" / "cytosyn-tiny"
+TINY_CONFIG_NAME = "cytosyn_tiny.json"
 
 
 def layout_mask(labels: np.ndarray) -> np.ndarray:
@@ -88,17 +90,27 @@ class _CellsUNet:
             return self.unet(self.inputs(z_t, cond), ts).sample
 
 
-def cells_config(path: Path | str = WEIGHTS_DIR) -> dict[str, Any]:
-    """The model-level config (timestep scale, training record) of the cells model."""
+def _read_config(path: Path | str, name: str, hint: str) -> dict[str, Any]:
     import json
 
-    cfg_path = Path(path) / CONFIG_NAME
+    cfg_path = Path(path) / name
     if not cfg_path.is_file():
-        raise FileNotFoundError(
-            f"no {CONFIG_NAME} in {path}; the mask-conditioned weights are missing "
-            "(train them with scripts/train_cells.py)"
-        )
+        raise FileNotFoundError(f"no {name} in {path}; {hint}")
     return json.loads(cfg_path.read_text())
+
+
+def cells_config(path: Path | str = WEIGHTS_DIR) -> dict[str, Any]:
+    """The model-level config (timestep scale, training record) of the cells model."""
+    return _read_config(
+        path, CONFIG_NAME, "the mask-conditioned weights are missing (scripts/train_cells.py)"
+    )
+
+
+def tiny_config(path: Path | str = TINY_DIR) -> dict[str, Any]:
+    """cytosyn-tiny's config: the shared autoencoder's latent scaling, mpp, tile and factor."""
+    return _read_config(
+        path, TINY_CONFIG_NAME, "cytosyn-tiny's weights are missing from this install"
+    )
 
 
 def load_cells(
@@ -116,13 +128,12 @@ def load_cells(
     import torch
     from diffusers import AutoencoderKL, UNet2DModel
 
-    from .embedded import embedded_config
     from .latent import LatentDiffusion, LatentScaling
     from .protocol import FlowInterpolant
 
     path, vae_path = Path(path), Path(vae_path)
     cfg = cells_config(path)
-    tiny = embedded_config(vae_path)
+    tiny = tiny_config(vae_path)
     dtype = torch.float32 if dtype is None else dtype
     try:
         dev = torch.device(device)
