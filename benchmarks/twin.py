@@ -160,6 +160,9 @@ def main() -> None:
     parser.add_argument("--model", help="a conditional model (default: the embedded one)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--guidance", type=float, help="guidance scale (default: the model's conditioned one, or 1)"
+    )
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "training")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, help="keep the slide and the twin here")
@@ -208,7 +211,12 @@ def main() -> None:
     print(f"reference slide {size} x {size} px, blocks of {block} px: plan\n{plan}")
 
     steps = args.steps or int(getattr(model, "info", {}).get("default_steps", 12))
-    settings = SamplerSettings(steps=steps, seed=args.seed)
+    guidance = args.guidance
+    if guidance is None and not name.startswith("py:"):
+        from napari_cytosyn.models import get_info
+
+        guidance = get_info(name).defaults.get("guidance_conditioned")
+    settings = SamplerSettings(steps=steps, seed=args.seed, guidance=float(guidance or 1.0))
     store = work / "twin.cytosyn"
     # one-off imports are not embedding time
     import skimage.color
@@ -314,6 +322,7 @@ def main() -> None:
         "render_s": round(t_render, 2),
         "model": name,
         "steps": steps,
+        "guidance": settings.guidance,
         "size_px": size,
         "block_px": block,
     }
