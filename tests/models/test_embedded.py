@@ -161,7 +161,7 @@ def test_40x_slides_pick_the_40x_model_and_say_so():
 
     m = load_model("cytosyn-tiny-40x", device="cpu")
     assert (m.name, m.mpp, m.tile_px) == ("cytosyn-tiny-40x", 0.25, 448)
-    from napari_cytosyn.models.embedded import model_for_slide
+    from napari_cytosyn.models import model_for_slide
 
     tiny = load_model("cytosyn-tiny", device="cpu")
     assert model_for_slide(tiny, 0.5) == (tiny, None)

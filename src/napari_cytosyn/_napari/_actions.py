@@ -137,7 +137,7 @@ def inpaint_work(
     ``CompositeSlide.inpaint``."""
 
     def work(progress: Progress, cancel: Any) -> dict[str, Any]:
-        from napari_cytosyn.models.embedded import model_for_slide
+        from napari_cytosyn.models import model_for_slide
 
         real_mpp = getattr(composite.real, "mpp", None)
         # cytosyn-tiny on a 40x slide: its 40x decoder, so nothing is upsampled; the edit's

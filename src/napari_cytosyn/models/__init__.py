@@ -33,6 +33,7 @@ __all__ = [
     "available",
     "get_info",
     "load_model",
+    "model_for_slide",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,3 +108,23 @@ def load_model(
     # The name that loads this model again (with its explicit source), for stored provenance.
     model.name = name
     return model
+
+
+_SCALE_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def model_for_slide(model: Any, slide_mpp: float | None) -> tuple[Any, str | None]:
+    """``model``, or the embedded model at the slide's scale when ``model`` is ``cytosyn-tiny``
+    and the slide is 40x (see :func:`.embedded.match_slide_scale`). The 40x model is loaded once per
+    device (default dtype) and shares nothing mutable with ``model``.
+
+    Returns ``(model, message)``."""
+    from .embedded import match_slide_scale
+
+    name, why = match_slide_scale(getattr(model, "name", ""), slide_mpp)
+    if why is None:
+        return model, None
+    key = (name, str(model.device))
+    if key not in _SCALE_CACHE:
+        _SCALE_CACHE[key] = load_model(name, device=str(model.device))
+    return _SCALE_CACHE[key], why

@@ -62,26 +62,6 @@ def match_slide_scale(name: str, slide_mpp: float | None) -> tuple[str, str | No
     )
 
 
-_SCALE_CACHE: dict[tuple[str, str], Any] = {}
-
-
-def model_for_slide(model: Any, slide_mpp: float | None) -> tuple[Any, str | None]:
-    """``model``, or the embedded model at the slide's scale when ``model`` is ``cytosyn-tiny``
-    and the slide is 40x (see :func:`match_slide_scale`). The 40x model is loaded once per
-    device (default dtype) and shares nothing mutable with ``model``.
-
-    Returns ``(model, message)``."""
-    name, why = match_slide_scale(getattr(model, "name", ""), slide_mpp)
-    if why is None:
-        return model, None
-    key = (name, str(model.device))
-    if key not in _SCALE_CACHE:
-        from . import load_model
-
-        _SCALE_CACHE[key] = load_model(name, device=str(model.device))
-    return _SCALE_CACHE[key], why
-
-
 def embedded_config(path: Path | str = WEIGHTS_DIR) -> dict[str, Any]:
     """The model-level config (latent scaling, timestep scale, training record) as a dict."""
     cfg_path = Path(path) / CONFIG_NAME
