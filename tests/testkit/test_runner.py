@@ -94,7 +94,10 @@ def test_npe2_command_of_a_plugin_registered_at_runtime(case, monkeypatch):
             ]
         },
     )
-    pm = PluginManager.instance()
+    # A plugin manager of its own: a napari viewer made earlier in this process listens to the
+    # global one and would register the command in napari's app a second time.
+    pm = PluginManager()
+    monkeypatch.setattr(PluginManager, "_PluginManager__instance", pm)
     pm.register(manifest)
     try:
         m = resolve_method("npe2:cytosyn-testkit-plugin.segment")
