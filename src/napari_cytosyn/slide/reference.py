@@ -177,7 +177,15 @@ def slide_field(
     side = embed_px(model)
     ny, nx = grid_cells(h, w, grid_px)
     centres = [((i + 0.5) * grid_px, (j + 0.5) * grid_px) for i in range(ny) for j in range(nx)]
-    boxes = [(cy - side / 2, cx - side / 2, cy + side / 2, cx + side / 2) for cy, cx in centres]
+
+    def corner(c: float, extent: int) -> int:
+        # crops of edge cells are shifted inside the slide: glass beyond it is no reference
+        return int(min(max(0, round(c - side / 2)), max(0, extent - side)))
+
+    boxes = [
+        (corner(cy, h), corner(cx, w), corner(cy, h) + side, corner(cx, w) + side)
+        for cy, cx in centres
+    ]
     frac = tissue_fraction_of_boxes(np.asarray(tissue_mask, bool), (h, w), boxes)
     picks = [k for k in range(len(centres)) if frac[k] >= MIN_CELL_TISSUE]
     if not picks:
@@ -194,13 +202,13 @@ def slide_field(
     def crop(k: int) -> np.ndarray:
         i, j = divmod(picks[k], nx)
         key = (i, j // seg)
-        top = round((i + 0.5) * grid_px - side / 2)
+        top = corner((i + 0.5) * grid_px, h)
         if band["key"] != key:
             j0, j1 = key[1] * seg, min(nx, (key[1] + 1) * seg)
-            x0 = round((j0 + 0.5) * grid_px - side / 2)
-            x1 = round((j1 - 0.5) * grid_px - side / 2) + side
+            x0 = corner((j0 + 0.5) * grid_px, w)
+            x1 = corner((j1 - 0.5) * grid_px, w) + side
             band.update(key=key, x0=x0, img=read_model_px(slide, model, top, x0, side, x1 - x0))
-        left = round((j + 0.5) * grid_px - side / 2) - band["x0"]
+        left = corner((j + 0.5) * grid_px, w) - band["x0"]
         return band["img"][:, left : left + side]
 
     emb = embed_crops(
