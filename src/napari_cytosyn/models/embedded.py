@@ -196,7 +196,9 @@ def load_embedded(
         dev = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"invalid device {device!r} for the embedded model: {err}") from err
-    opts = dict(local_files_only=True, use_safetensors=True, torch_dtype=dtype)
+    opts = dict(
+        local_files_only=True, use_safetensors=True, torch_dtype=dtype, low_cpu_mem_usage=False
+    )
     vae = AutoencoderKL.from_pretrained(path / "vae", **opts).to(dev).eval()
     unet = UNet2DModel.from_pretrained(path / "unet", **opts).to(dev).eval()
     vae.requires_grad_(False)
