@@ -133,3 +133,26 @@ def test_steps_follow_the_chosen_models_recommendation(make_napari_viewer, confi
     assert widget.sampling.steps_spin.value() == get_info("cytosyn-tiny").defaults["steps"] == 12
     widget.model_box.model_combo.setCurrentText("cytosyn")
     assert widget.sampling.steps_spin.value() == get_info("cytosyn").defaults["steps"] == 250
+
+
+def test_vae_field_reaches_load_model_for_models_that_take_one(
+    make_napari_viewer, config_path, monkeypatch, tmp_path
+):
+    import napari_cytosyn.models as models
+
+    calls = []
+    monkeypatch.setattr(models, "load_model", lambda name, **kw: calls.append((name, kw)) or name)
+    widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
+    box = widget.model_box
+    box.model_combo.setCurrentText("cytosyn-tiny")
+    assert not box.vae_edit.isEnabled()  # the embedded model has its own autoencoder
+    box.model_combo.setCurrentText("pixcell-256")
+    assert box.vae_edit.isEnabled()
+    box.vae_edit.setText(str(tmp_path / "sd35-vae"))
+    widget._snapshot_model_choice()
+    assert widget.get_model() == "pixcell-256"
+    assert calls[-1][1]["vae"] == str(tmp_path / "sd35-vae")
+    box.vae_edit.clear()
+    widget._snapshot_model_choice()
+    widget.get_model()
+    assert "vae" not in calls[-1][1]

@@ -66,6 +66,15 @@ class ModelBox(QGroupBox):
         self.model_info.setToolTip("Licence, citation and access of the chosen model")
         form.addRow(self.model_info)
 
+        self.vae_edit = QLineEdit()
+        self.vae_edit.setPlaceholderText("the model's default autoencoder")
+        self.vae_edit.setToolTip(
+            "CytoSyn and PixCell: hub id or local folder of the VAE to use instead of the "
+            "model's own. PixCell's repositories hold no VAE weights; its default is the "
+            "SD3.5-large VAE (gated: request access on Hugging Face, or point at a local copy)"
+        )
+        form.addRow("VAE", self.vae_edit)
+
         self.trust_remote_code = QCheckBox("Trust remote code (runs Python shipped with the model)")
         self.trust_remote_code.setToolTip(
             "Only for models whose repository you trust; off by default and not remembered."
@@ -114,6 +123,11 @@ class ModelBox(QGroupBox):
             return f"diffusers:{source}"
         return f"{name}:{source}" if source and name != "cytosyn-tiny" else name
 
+    def vae(self) -> str | None:
+        """The VAE field for models that take one (``None``: the model's default)."""
+        text = self.vae_edit.text().strip()
+        return text if text and self.vae_edit.isEnabled() else None
+
     def mpp(self) -> float:
         """um/px at which the chosen model generates."""
         from napari_cytosyn.models import get_info
@@ -134,6 +148,8 @@ class ModelBox(QGroupBox):
         from napari_cytosyn.models import get_info
 
         name = self.model_combo.currentText()
+        takes_vae = name != GENERIC and get_info(name).backend in ("cytosyn", "pixcell")
+        self.vae_edit.setEnabled(takes_vae)
         if name == GENERIC:
             self.model_info.setText(
                 "Any unconditional latent diffusion model in diffusers format: enter its hub id "

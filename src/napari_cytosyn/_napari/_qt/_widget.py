@@ -169,11 +169,13 @@ class CytoSynWidget(QWidget):
         self._model_name = box.model_name()
         self._device = box.device_combo.currentText()
         self._trust_remote_code = box.trust_remote_code.isChecked()
+        self._vae = box.vae()
 
     def get_model(self) -> Any:
         """The chosen model, loaded on first use (call from a worker: loading can be slow)."""
+        options = {"vae": self._vae} if self._vae else {}
         return self.models.get(
-            self._model_name, self._device, trust_remote_code=self._trust_remote_code
+            self._model_name, self._device, trust_remote_code=self._trust_remote_code, **options
         )
 
     def sampler_settings(self) -> Any:
