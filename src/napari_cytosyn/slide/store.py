@@ -201,6 +201,11 @@ class SlideStore:
             except StoreExistsError as exc:
                 raise StoreExistsError(f"{exc} (created by another process meanwhile)") from exc
             if path.exists() and read_store_attrs(path) is not None:
+                if not overwrite:  # it appeared after the check just above
+                    raise StoreExistsError(
+                        f"{path} was created by another process meanwhile; open it, or run "
+                        "again with overwrite"
+                    )
                 _remove_store(path)  # ours, same kind, overwrite asked
             try:
                 os.rename(tmp, path)
