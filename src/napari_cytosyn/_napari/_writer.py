@@ -116,11 +116,9 @@ def _provenance(meta: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def write_ome_zarr_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Write one image layer as OME-Zarr (NGFF 0.4); returns ``[path]``."""
-    from napari_cytosyn.export import write_ome_zarr
-
-    out = write_ome_zarr(
+def _write_layer(writer: Any, path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """``writer`` (an export function) on one image layer's pyramid, mask, mpp and provenance."""
+    out = writer(
         path,
         _levels_rgb(data),
         mpp=_mpp(meta),
@@ -132,33 +130,22 @@ def write_ome_zarr_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str
     return [str(out)]
 
 
+def write_ome_zarr_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one image layer as OME-Zarr (NGFF 0.4); returns ``[path]``."""
+    from napari_cytosyn.export import write_ome_zarr
+
+    return _write_layer(write_ome_zarr, path, data, meta)
+
+
 def write_ome_tiff_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as a pyramidal, JPEG-compressed OME-TIFF; returns ``[path]``."""
     from napari_cytosyn.export import write_ome_tiff
 
-    out = write_ome_tiff(
-        path,
-        _levels_rgb(data),
-        mpp=_mpp(meta),
-        mask_levels=_mask_levels(meta),
-        provenance=_provenance(meta),
-        name=meta.get("name"),
-        overwrite=True,
-    )
-    return [str(out)]
+    return _write_layer(write_ome_tiff, path, data, meta)
 
 
 def write_tiff_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as a JPEG pyramidal TIFF in the SVS layout; returns ``[path]``."""
     from napari_cytosyn.export import write_tiff
 
-    out = write_tiff(
-        path,
-        _levels_rgb(data),
-        mpp=_mpp(meta),
-        mask_levels=_mask_levels(meta),
-        provenance=_provenance(meta),
-        name=meta.get("name"),
-        overwrite=True,
-    )
-    return [str(out)]
+    return _write_layer(write_tiff, path, data, meta)

@@ -125,27 +125,16 @@ def load_cells(
     0.5 um/px) whose ``denoise`` takes ``cond={"mask": (B, 1, H_px, W_px)}``; ``uncond`` is the
     empty dict, so classifier-free guidance works with ``guidance != 1``.
     """
-    import torch
-    from diffusers import AutoencoderKL, UNet2DModel
-
     from .latent import LatentDiffusion, LatentScaling
     from .protocol import FlowInterpolant
+    from .tiny_nets import load_frozen_pair
 
     path, vae_path = Path(path), Path(vae_path)
     cfg = cells_config(path)
     tiny = tiny_config(vae_path)
-    dtype = torch.float32 if dtype is None else dtype
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"invalid device {device!r} for {cfg.get('name')}: {err}") from err
-    opts = dict(
-        local_files_only=True, use_safetensors=True, torch_dtype=dtype, low_cpu_mem_usage=False
+    vae, unet, _dev, dtype = load_frozen_pair(
+        vae_path / "vae", path / "unet", device, dtype, str(cfg.get("name"))
     )
-    vae = AutoencoderKL.from_pretrained(vae_path / "vae", **opts).to(dev).eval()
-    unet = UNet2DModel.from_pretrained(path / "unet", **opts).to(dev).eval()
-    vae.requires_grad_(False)
-    unet.requires_grad_(False)
     f = int(tiny["latent_factor"])
     return LatentDiffusion(
         name=cfg.get("name", "cytosyn-tiny-cells"),

@@ -181,28 +181,17 @@ def load_embedded(
     :class:`~napari_cytosyn.models.protocol.FlowInterpolant`; 4 latent channels. With a
     conditioning head its ``embed`` gives the tissue descriptor and ``uncond`` is ``"uncond"``.
     """
-    import torch
-    from diffusers import AutoencoderKL, UNet2DModel
-
     from .backend import UNCOND, BackendModel
     from .latent import LatentScaling
     from .protocol import FlowInterpolant
+    from .tiny_nets import load_frozen_pair
 
     name = name_for_scale(scale)
     path = Path(path)
     cfg = embedded_config(path)
-    dtype = torch.float32 if dtype is None else dtype
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"invalid device {device!r} for the embedded model: {err}") from err
-    opts = dict(
-        local_files_only=True, use_safetensors=True, torch_dtype=dtype, low_cpu_mem_usage=False
+    vae, unet, dev, dtype = load_frozen_pair(
+        path / "vae", path / "unet", device, dtype, "the embedded model"
     )
-    vae = AutoencoderKL.from_pretrained(path / "vae", **opts).to(dev).eval()
-    unet = UNet2DModel.from_pretrained(path / "unet", **opts).to(dev).eval()
-    vae.requires_grad_(False)
-    unet.requires_grad_(False)
     mlp = None
     desc = cfg.get("descriptor")
     head = path / "cond" / "descriptor_mlp.safetensors"

@@ -102,3 +102,25 @@ class X2VAE(torch.nn.Module):
 
     def decode(self, z: torch.Tensor) -> DecoderOutput:
         return DecoderOutput(sample=self.x2(z))
+
+
+def load_frozen_pair(vae_dir, unet_dir, device: str, dtype, what: str):
+    """The shipped ``AutoencoderKL`` (``vae_dir``) and ``UNet2DModel`` (``unet_dir``) of an
+    embedded model, offline (``local_files_only``, safetensors), in eval mode without gradients.
+
+    ``dtype`` ``None`` means float32; ``what`` names the model in the error for a bad device.
+    Returns ``(vae, unet, device, dtype)`` with the resolved torch device and dtype.
+    """
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    dtype = torch.float32 if dtype is None else dtype
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"invalid device {device!r} for {what}: {err}") from err
+    opts = dict(
+        local_files_only=True, use_safetensors=True, torch_dtype=dtype, low_cpu_mem_usage=False
+    )
+    vae = AutoencoderKL.from_pretrained(vae_dir, **opts).to(dev).eval().requires_grad_(False)
+    unet = UNet2DModel.from_pretrained(unet_dir, **opts).to(dev).eval().requires_grad_(False)
+    return vae, unet, dev, dtype
