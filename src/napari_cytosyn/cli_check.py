@@ -188,8 +188,7 @@ def _check_phase_cache(cache: Path, repair: bool, report: dict[str, Any]) -> Non
 
 
 def _check_leftovers(path: Path, repair: bool, report: dict[str, Any]) -> None:
-    from napari_cytosyn.cli_safety import pid_alive
-    from napari_cytosyn.slide.store_io import TMP_DIR, writer_pid
+    from napari_cytosyn.slide.store_io import TMP_DIR, pid_alive, writer_pid
 
     def dead(p: Path, prefix: str) -> bool:
         pid = writer_pid(p.name[len(prefix) :])

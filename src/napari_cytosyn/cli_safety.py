@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from napari_cytosyn.slide.store_io import pid_alive
+
 _TEMP_KINDS = ("tmp", "scratch", "edits", "old")
 
 
@@ -110,17 +112,6 @@ def export_provenance(path: Path) -> dict[str, Any] | None:
             return prov if isinstance(prov, dict) and prov else None
     except Exception:  # not ours, not parseable
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with ``pid`` exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _job_lock_name(out: Path) -> str:
