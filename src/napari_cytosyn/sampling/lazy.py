@@ -32,6 +32,7 @@ view").
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -54,6 +55,23 @@ from .samplers import alpha_sigma, get_sampler, model_denoiser
 from .schedules import time_grid
 from .settings import SamplerSettings, check_cancel
 from .tiling import to_uint8, window_profile
+
+_PREVIEW = threading.local()  # .callback: this thread's preview_scope callback
+
+
+@contextlib.contextmanager
+def preview_scope(callback: Any):
+    """Within the block, every model call of lazy mode made by this thread reports its early
+    x0 estimate: ``callback(model, rects, x0)``, ``rects`` the absolute latent rectangles
+    ``(y, x, h, w)`` of the windows' kept parts, ``x0`` ``(n, C, h, w)`` float32 on the CPU
+    (a copy). A viewer uses it to show a provisional picture of a chunk long before it is
+    finished. Reporting never changes a pixel; ``None`` reports nothing."""
+    previous = getattr(_PREVIEW, "callback", None)
+    _PREVIEW.callback = callback
+    try:
+        yield
+    finally:
+        _PREVIEW.callback = previous
 
 
 @runtime_checkable
@@ -568,14 +586,21 @@ class LazyPlan:
         # Padded slots repeat the last window's rectangle: a per-window condition needs one.
         rects = [(oy, ox, w, w) for oy, ox in origins] + [(*origins[-1], w, w)] * pad
 
+        preview = getattr(_PREVIEW, "callback", None)
+        cores = [(*self._origin(phase, i, j), e, e) for i, j in members]
+
         def counted(z: torch.Tensor, t: float) -> torch.Tensor:
             check_cancel(self.cancel)  # between model calls: Cancel acts within one call
             with self._lock:
                 self.evaluations += real
                 self.padded_evaluations += z.shape[0] - real
             if getattr(self._denoise, "per_window", False):
-                return self._denoise(z, t, rects)
-            return self._denoise(z, t)
+                x0 = self._denoise(z, t, rects)
+            else:
+                x0 = self._denoise(z, t)
+            if preview is not None:
+                preview(self.model, cores, x0[:real, :, m : m + e, m : m + e].float().cpu())
+            return x0
 
         counted.model_dtype = self._denoise.model_dtype
 

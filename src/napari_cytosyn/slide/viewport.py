@@ -50,6 +50,9 @@ class ViewportRenderer:
     on_chunk: ``callback(level, cy, cx)`` after each written chunk (pyramid parents included).
     on_error: ``callback(exception)`` when generating a chunk fails; the renderer keeps going
         with the next chunk.
+    on_preview: ``callback(model, rects, x0)`` after every model call of the chunks it renders
+        (:func:`~napari_cytosyn.sampling.lazy.preview_scope`; worker thread): early x0
+        estimates to show before the chunks are finished.
     max_base_chunks: at most this many level-0 chunks are planned per request (nearest the
         centre first), so zooming out over a huge slide does not queue millions of chunks.
     margin_chunks: also plan this many rings of chunks around the view (after the visible
@@ -70,10 +73,12 @@ class ViewportRenderer:
         max_base_chunks: int = 256,
         margin_chunks: int = 0,
         lookahead_chunks: int = 8,
+        on_preview: Callable[[Any, list, Any], None] | None = None,
     ) -> None:
         self.slide = slide
         self.on_chunk = on_chunk
         self.on_error = on_error
+        self.on_preview = on_preview
         self.max_base_chunks = int(max_base_chunks)
         self.margin_chunks = int(margin_chunks)
         if int(lookahead_chunks) < 1:
@@ -249,6 +254,8 @@ class ViewportRenderer:
     # -- worker ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        from napari_cytosyn.sampling.lazy import preview_scope  # torch: not at import time
+
         while True:
             with self._cond:
                 while not self._plan and not self._closed:
@@ -260,7 +267,7 @@ class ViewportRenderer:
                 t0 = self._t_request
                 ahead, upcoming = self._lookahead(key)
             try:
-                with cancel_scope(self._stop):
+                with cancel_scope(self._stop), preview_scope(self.on_preview):
                     self._generate(key, ahead, upcoming, t0)
             except Cancelled:
                 return  # closed with cancel=True
