@@ -65,9 +65,7 @@ def main() -> None:
             slide = create(f"threads{threads}")
             t0 = time.perf_counter()
             slide.render_all()
-            from napari_cytosyn.distributed import finish_pyramid
-
-            finish_pyramid(slide)
+            slide.finish_pyramid()
             slide.close()
             print(f"in process, {threads} torch thread(s): {time.perf_counter() - t0:.1f} s")
             results[f"threads{threads}"] = levels(work / f"threads{threads}")

@@ -43,7 +43,6 @@ WORKERS = 4
 
 def fill_store(path: Path, side: int, chunk_px: int) -> None:
     """A complete synthetic-slide store of ``side`` x ``side`` px holding the sample pattern."""
-    from napari_cytosyn.distributed import finish_pyramid
     from napari_cytosyn.models.grf import GRFModel
     from napari_cytosyn.sampling import SamplerSettings
     from napari_cytosyn.slide.sample import sample_tissue
@@ -67,7 +66,7 @@ def fill_store(path: Path, side: int, chunk_px: int) -> None:
 
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(put, [(cy, cx) for cy in range(ny) for cx in range(nx)]))
-    finish_pyramid(SyntheticSlide.open(path, mode="r+"))
+    SyntheticSlide.open(path, mode="r+").finish_pyramid()
 
 
 def plain_copy(store: Path, out: Path) -> None:

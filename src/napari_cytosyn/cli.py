@@ -245,9 +245,7 @@ def render_store(args: argparse.Namespace, slide: Any, model: Any, source: Any) 
     forget_damaged(args, slide)
     missing = int((slide.store.completion(0).grid == 0).sum())
     if missing == 0:
-        from napari_cytosyn.distributed import finish_pyramid
-
-        finish_pyramid(slide)
+        slide.finish_pyramid()
         return
     with progress_bar(args, f"render {slide.name}", "chunk") as bar:
         if args.workers or args.scheduler:
@@ -263,9 +261,7 @@ def render_store(args: argparse.Namespace, slide: Any, model: Any, source: Any) 
             )
         else:
             slide.render_all(progress=bar)
-            from napari_cytosyn.distributed import finish_pyramid
-
-            finish_pyramid(slide)
+            slide.finish_pyramid()
 
 
 def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, settings: Any) -> Any:
@@ -538,7 +534,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from napari_cytosyn.demo import run_demo
 
-    run_demo(args, progress_bar=lambda desc, unit: progress_bar(args, desc, unit))
+    model = load_cli_model(args.model, args.device, args)
+    run_demo(
+        model,
+        sampler_settings(args, args.seed),
+        args.out,
+        size=args.size,
+        overwrite=args.overwrite,
+        version=args.ome_version,
+        progress_bar=lambda desc, unit: progress_bar(args, desc, unit),
+        say=lambda message: say(args, message),
+    )
     return 0
 
 

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,71 +43,85 @@ def preview(left: np.ndarray, right: np.ndarray, mask0: np.ndarray, max_px: int 
     return both[::step, ::step]
 
 
-def run_demo(args: argparse.Namespace, progress_bar: Callable[[str, str], Any]) -> dict[str, Any]:
-    """Run the demo described in the module docstring; returns what it wrote and measured."""
+def run_demo(
+    model: Any,
+    settings: Any,
+    out: str | Path,
+    *,
+    size: int = 512,
+    overwrite: bool = False,
+    version: str = "0.4",
+    progress_bar: Callable[[str, str], Any] | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the demo described in the module docstring with ``model`` and ``settings``
+    (``SamplerSettings``, its seed used); returns what it wrote and measured.
+
+    ``progress_bar(desc, unit)`` is a context manager giving a ``progress(done, total)``
+    callback (the CLI's tqdm bars); ``say`` reports each step. ``version``: OME-Zarr 0.4 or 0.5.
+    """
     import imageio.v3 as iio
 
-    from napari_cytosyn.cli import CliError, export, load_cli_model, sampler_settings, say
-    from napari_cytosyn.export import build_provenance, write_ome_zarr
+    from napari_cytosyn.export import build_provenance, export_slide, write_ome_zarr
     from napari_cytosyn.sampling import generate_region
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.composite import CompositeSlide
 
-    out = Path(args.out)
+    bars = progress_bar or (lambda desc, unit: contextlib.nullcontext(None))
+    out = Path(out)
     if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out} is a file; the demo writes a folder")
-    if args.size < 64:
-        raise CliError(f"--size {args.size}: use at least 64 px")
+        raise ValueError(f"--out {out} is a file; the demo writes a folder")
+    if size < 64:
+        raise ValueError(f"--size {size}: use at least 64 px")
     out.mkdir(parents=True, exist_ok=True)
     synthetic_zarr, inpainted_zarr = out / "synthetic.ome.zarr", out / "inpainted.ome.zarr"
     png = out / "preview.png"
-    if not args.overwrite:
+    if not overwrite:
         existing = [p.name for p in (synthetic_zarr, inpainted_zarr, png) if p.exists()]
         if existing:
-            raise CliError(f"{out} already holds {', '.join(existing)}; pass --overwrite")
+            raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass --overwrite")
     started = time.perf_counter()
-    model = load_cli_model(args.model, args.device)
-    settings = sampler_settings(args, args.seed)
 
-    with progress_bar("synthesize", "batch") as bar:
-        image = generate_region(model, settings, 0, 0, args.size, args.size, progress=bar)
+    with bars("synthesize", "batch") as bar:
+        image = generate_region(model, settings, 0, 0, size, size, progress=bar)
     provenance = build_provenance(
         model=model,
-        seed=args.seed,
+        seed=settings.seed,
         sampler=settings,
-        extra={"synthetic": {"kind": "region", "fully_synthetic": True, "size_px": args.size}},
+        extra={"synthetic": {"kind": "region", "fully_synthetic": True, "size_px": size}},
     )
     write_ome_zarr(
         synthetic_zarr, [image], mpp=float(model.mpp), provenance=provenance,
-        chunk_px=256, overwrite=args.overwrite,
+        chunk_px=256, version=version, overwrite=overwrite,
     )  # fmt: skip
-    say(args, f"wrote {synthetic_zarr}")
+    say(f"wrote {synthetic_zarr}")
 
     real = open_slide(synthetic_zarr)
-    region, mask = disc_mask(args.size)
+    region, mask = disc_mask(size)
     composite = CompositeSlide(real, out / "inpainted.edits", chunk_px=256, overwrite=True)
-    with progress_bar("inpaint", "step") as bar:
+    with bars("inpaint", "step") as bar:
         composite.inpaint(region, mask, model, settings, progress=bar)
-    export(args, composite, inpainted_zarr)
+    with bars(f"export {inpainted_zarr.name}", "chunk") as bar:
+        export_slide(composite, inpainted_zarr, version=version, overwrite=overwrite, progress=bar)
+    say(f"wrote {inpainted_zarr}")
 
-    before = real.read_region(0, 0, 0, args.size, args.size)
-    after = open_slide(inpainted_zarr).read_region(0, 0, 0, args.size, args.size)
-    mask0 = np.zeros((args.size, args.size), bool)
+    before = real.read_region(0, 0, 0, size, size)
+    after = open_slide(inpainted_zarr).read_region(0, 0, 0, size, size)
+    mask0 = np.zeros((size, size), bool)
     y, x, h, w = region
     mask0[y : y + h, x : x + w] = mask
     changed_outside = int(np.any(before != after, axis=-1)[~mask0].sum())
     changed_inside = float(np.any(before != after, axis=-1)[mask0].mean())
     iio.imwrite(png, preview(before, after, mask0))
     seconds = time.perf_counter() - started
-    say(args, f"wrote {png}")
+    say(f"wrote {png}")
     say(
-        args,
         f"demo done in {seconds:.1f} s with model {model.name!r}: {int(mask0.sum())} px "
         f"inpainted ({changed_inside:.0%} of them changed), {changed_outside} px changed "
         "outside the mask (must be 0)",
     )
     if changed_outside:
-        raise CliError(f"{changed_outside} px outside the mask changed: inpainting is broken")
+        raise RuntimeError(f"{changed_outside} px outside the mask changed: inpainting is broken")
     return {
         "synthetic": synthetic_zarr,
         "inpainted": inpainted_zarr,

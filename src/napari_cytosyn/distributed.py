@@ -124,28 +124,6 @@ def group_chunks(chunks: Sequence[tuple[int, int]], group: int) -> list[list[tup
     return list(blocks.values())
 
 
-def finish_pyramid(slide: Any, progress: ProgressFn | None = None) -> int:
-    """Build every missing coarse-level chunk from its (finished) children; returns the count.
-
-    Refuses (ValueError) while level-0 chunks are missing, so it never renders with a model.
-    """
-    slide.store.refresh()
-    missing0 = slide.missing_chunks(0)
-    if missing0:
-        raise ValueError(
-            f"{len(missing0)} level-0 chunks of {slide.path} are still missing; render them first"
-        )
-    todo = [
-        (k, cy, cx) for k in range(1, slide.store.n_levels) for cy, cx in slide.missing_chunks(k)
-    ]
-    for i, (k, cy, cx) in enumerate(todo):
-        if not slide.store.is_done(k, cy, cx):
-            slide.generate_chunk(k, cy, cx)
-        if progress is not None:
-            progress(i + 1, len(todo))
-    return len(todo)
-
-
 def make_client(workers: int | None = None, scheduler: str | None = None, **cluster_kwargs: Any):
     """A dask ``Client``: joined to ``scheduler`` (an address), or on a new ``LocalCluster``.
 
@@ -217,7 +195,7 @@ def render_distributed(
         submitting and cancels pending tasks (raising ``Cancelled``); finished chunks stay finished.
 
     Returns the number of level-0 chunks rendered by this call. Coarser levels are completed at
-    the end (:func:`finish_pyramid`).
+    the end (``SyntheticSlide.finish_pyramid``).
     """
     from distributed import as_completed
 
@@ -261,7 +239,7 @@ def render_distributed(
             except BaseException:
                 client.cancel(list(futures))
                 raise
-        finish_pyramid(slide)
+        slide.finish_pyramid()
     finally:
         if own:
             close_client(client)

@@ -237,7 +237,6 @@ def test_inpainted_slide_exports_with_truthful_method_named_label_and_slide_name
 
 
 def test_synthetic_store_exports_under_the_slide_name_not_the_folder(tmp_path):
-    from napari_cytosyn.distributed import finish_pyramid
     from napari_cytosyn.export import export_slide
     from napari_cytosyn.models.grf import GRFModel
     from napari_cytosyn.sampling import SamplerSettings
@@ -253,7 +252,7 @@ def test_synthetic_store_exports_under_the_slide_name_not_the_folder(tmp_path):
         for cx in range(nx):
             y0, y1, x0, x1 = slide.store.bounds(0, cy, cx)
             slide.store.write_chunk(0, cy, cx, rgb[: y1 - y0, : x1 - x0])
-    finish_pyramid(SyntheticSlide.open(store, mode="r+"))
+    SyntheticSlide.open(store, mode="r+").finish_pyramid()
     out = export_slide(SyntheticSlide.open(store, mode="r"), tmp_path / "x.ome.zarr")
     root = zarr.open_group(str(out), mode="r")
     assert _ome(root)["multiscales"][0]["name"] == "syn"

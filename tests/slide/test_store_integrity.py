@@ -308,8 +308,6 @@ def test_item10_check_reports_and_repair_recovers_a_damaged_store(rendered, caps
     assert main(["check", str(path)]) == 0
     slide = SyntheticSlide.open(path, GRFModel(boundary="periodic"))
     slide.render_all()
-    from napari_cytosyn.distributed import finish_pyramid
-
-    finish_pyramid(slide)
+    slide.finish_pyramid()
     for k, level in enumerate(levels):
         np.testing.assert_array_equal(np.asarray(slide.store.level_array(k)[...]), level)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cytosyn.slide.real import SlideReadError
+from napari_cytosyn.slide._backend import SlideReadError
 
 #: Micrometres per NGFF space unit.
 _UM_PER_UNIT = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_cytosyn.slide.real import SlideReadError
+from napari_cytosyn.slide._backend import SlideReadError
 
 _UINT32_P = ctypes.POINTER(ctypes.c_uint32)
 

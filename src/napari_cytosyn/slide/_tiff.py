@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cytosyn.slide.real import SlideBackend, SlideReadError
+from napari_cytosyn.slide._backend import SlideBackend, SlideReadError
 
 #: Micrometres per unit for OME length units.
 _UM_PER_UNIT = {

@@ -19,9 +19,11 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from napari_cytosyn.slide._backend import SlideBackend, SlideReadError
 
 if TYPE_CHECKING:
     import dask.array
@@ -48,27 +50,6 @@ SLIDE_SUFFIXES = OPENSLIDE_SUFFIXES + TIFF_SUFFIXES + ZARR_SUFFIXES
 #: Chunks of the dask levels are whole multiples of the file's tiles within these bounds (px).
 MIN_CHUNK_PX = 256
 MAX_CHUNK_PX = 1024
-
-
-class SlideReadError(ValueError):
-    """A file exists but cannot be read as an RGB uint8 slide; the message names file and reason."""
-
-
-class SlideBackend(Protocol):
-    """What a reader backend provides to `Slide` (internal; one per file format family)."""
-
-    format: str
-    level_shapes: list[tuple[int, int]]
-    tile_shapes: list[tuple[int, int] | None]
-    mpp: tuple[float, float] | None
-    objective_power: float | None
-    properties: dict[str, str]
-
-    def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
-        """Read an in-bounds region of ``level`` as (h, w, 3) uint8."""
-
-    def close(self) -> None:
-        """Release file handles."""
 
 
 def chunk_px(tile_px: int | None) -> int:

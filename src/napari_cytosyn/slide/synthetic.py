@@ -491,6 +491,28 @@ class SyntheticSlide:
                 written.extend(more)
                 pending.extend(more)
 
+    def finish_pyramid(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Build every missing coarse-level chunk from its (finished) children; returns the count.
+
+        Refuses (ValueError) while level-0 chunks are missing, so it never renders with a model.
+        """
+        self.store.refresh()
+        missing0 = self.missing_chunks(0)
+        if missing0:
+            raise ValueError(
+                f"{len(missing0)} level-0 chunks of {self.path} are still missing; render them "
+                "first"
+            )
+        todo = [
+            (k, cy, cx) for k in range(1, self.store.n_levels) for cy, cx in self.missing_chunks(k)
+        ]
+        for i, (k, cy, cx) in enumerate(todo):
+            if not self.store.is_done(k, cy, cx):
+                self.generate_chunk(k, cy, cx)
+            if progress is not None:
+                progress(i + 1, len(todo))
+        return len(todo)
+
     def _notify(self, level: int, cy: int, cx: int) -> None:
         for callback in list(self._listeners):
             callback(level, cy, cx)

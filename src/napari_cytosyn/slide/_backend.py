@@ -1,0 +1,30 @@
+"""What a real-slide reader backend provides (`SlideBackend`) and the error every backend raises
+(`SlideReadError`); kept apart from `real` so the backends never import the module that picks
+them."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class SlideReadError(ValueError):
+    """A file exists but cannot be read as an RGB uint8 slide; the message names file and reason."""
+
+
+class SlideBackend(Protocol):
+    """What a reader backend provides to `Slide` (internal; one per file format family)."""
+
+    format: str
+    level_shapes: list[tuple[int, int]]
+    tile_shapes: list[tuple[int, int] | None]
+    mpp: tuple[float, float] | None
+    objective_power: float | None
+    properties: dict[str, str]
+
+    def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Read an in-bounds region of ``level`` as (h, w, 3) uint8."""
+
+    def close(self) -> None:
+        """Release file handles."""
