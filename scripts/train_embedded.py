@@ -10,6 +10,12 @@ Run ``scripts/fetch_training_data.py`` first. Typical use (about 75 minutes on 2
 budget; with them and ``--seed`` a run is reproducible (the step counts a time-budgeted run
 reached are written to ``cytosyn_tiny.json``). Checkpoints of both stages are written to
 ``--out`` every ``--save-minutes``, so an early model is usable while training goes on.
+
+Version 2 stages (each resumable with ``--resume``, checkpoints in ``--runs``): ``--conditional``
+(descriptor-conditioned UNet fine-tune, optional distillation), ``--decoders`` (decoders on the
+frozen encoder's latents of real crops), ``--gen-decoders`` (decoders fine-tuned on the latents
+the sampler of ``--gen-model`` produces, with an adversarial loss: the sharp-texture stage) and
+``--assemble`` (the shipped folder, with the commands recorded in ``cytosyn_tiny.json``).
 """
 
 from __future__ import annotations
@@ -839,6 +845,219 @@ def run_decoders(args, images, rng) -> None:
     (args.out / "decoders.json").write_text(json.dumps(info, indent=2))
 
 
+# ---------------------------------------------------------------- decoders on generated latents
+
+
+def gen_pairs(args, scale: int, images, rng) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z_final, x)`` pairs: the latents the shipped sampler produces, with the real layout.
+
+    A real crop ``x`` (20x: 224 px of the 0.5 um/px images; 40x: 448 px of the 0.25 um/px image,
+    encoded through its 2 x 2 average) is encoded (posterior mean, model scaling), noised to a
+    random ``t0`` in ``[--gen-t-min, --gen-t-max]`` and run back to 0 by the model of
+    ``--gen-model`` (plain Euler on its ``--default-steps`` grid, conditioned on ``x``'s own
+    descriptor for half of the batches, unconditional otherwise). Returns the model-scale
+    ``z_final`` ``(N, 4, h, w)`` float32 and ``x`` ``(N, 3, H, W)`` uint8; cached in ``--runs``.
+    """
+    from napari_cytosyn.models.embedded import load_embedded
+    from napari_cytosyn.sampling import time_grid
+
+    cache = args.runs / f"gen_pairs_{scale}x.pt"
+    if cache.is_file():
+        zs, xs = torch.load(cache)
+        log(f"{zs.shape[0]} cached generated-latent pairs ({scale}x)")
+        return zs, xs
+    model = load_embedded(device="cpu", path=args.gen_model, scale="20x" if scale == 1 else "40x")
+    gen = torch.Generator().manual_seed(args.seed + 100 * scale)
+    if scale == 2:
+        im40 = imread(args.data / "tiatoolbox_target_0.25mpp.png")[..., :3]
+        im40 = im40.astype(np.float32) / 255.0
+    grid = time_grid(args.default_steps)
+    zs, xs, t_start, bs = [], [], time.time(), 8
+    n = args.gen_pairs if scale == 1 else max(bs, args.gen_pairs // 2)
+    for b0 in range(0, n, bs):
+        if scale == 1:
+            x = vae_batch(images, rng, bs, args.tile_px)
+        else:
+            x = x2_batch(im40, rng, bs, 2 * args.tile_px)
+        z0 = model.encode(x)
+        cond = model.embed(x) if model.uncond is not None and (b0 // bs) % 2 == 0 else None
+        t0 = float(rng.uniform(args.gen_t_min, args.gen_t_max))
+        eps = torch.randn(z0.shape, generator=gen)
+        z = (1 - t0) * z0 + t0 * eps
+        times = [t0, *(g for g in grid if g < t0)]
+        for t, tn in itertools.pairwise(times):
+            x0 = model.denoise(z, torch.full((bs,), t), cond=cond)
+            z = x0 + (tn / t) * (z - x0)
+        zs.append(z.float())
+        xs.append(((x + 1) * 127.5).round().clamp(0, 255).byte())
+    zs, xs = torch.cat(zs), torch.cat(xs)
+    torch.save((zs, xs), cache)
+    log(f"{zs.shape[0]} generated-latent pairs ({scale}x) in {time.time() - t_start:.0f} s")
+    return zs, xs
+
+
+def train_decoder_gen(args, images, rng, scale: int) -> dict:
+    """Fine-tune the shipped decoder (``--gen-model``; ``scale`` 1: ``vae/``, 2: ``vae_x2/``) on
+    the latents the sampler actually produces (:func:`gen_pairs`).
+
+    The pairs share the layout, not the fine detail (the sampler re-draws it), so the pixel
+    losses are the ones that do not ask for the impossible: L1 of 4 x 4 average-pooled images
+    (``--lowpass-weight``), a small full-resolution L1 (``--l1-weight``), the log-FFT-amplitude
+    L1 (``--fft-weight``, phase-free: asks for the real texture energy, not its positions) and
+    a hinge PatchGAN term (``--gan-weight``) from the first step, which is what draws chromatin
+    and crisp borders. The encoder is untouched. 1/16 of the pairs are held out: their
+    haematoxylin Laplacian-variance ratio (decoded / real) and low-pass PSNR are logged.
+    Resumable from ``runs/gdec{scale}x_ckpt.pt``; outputs ``--out/vae`` or ``--out/vae_x2``.
+    """
+    from safetensors.torch import load_file, save_file
+
+    zs, xs = gen_pairs(args, scale, images, rng)
+    src_cfg = json.loads((args.gen_model / "cytosyn_tiny.json").read_text())
+    shift = torch.tensor(src_cfg["latent_shift"]).reshape(1, -1, 1, 1)
+    lscale = torch.tensor(src_cfg["latent_scale"]).reshape(1, -1, 1, 1)
+    n_hold = max(2, zs.shape[0] // 16)
+    hz, hx = zs[-n_hold:], xs[-n_hold:].float() / 127.5 - 1
+    zs, xs = zs[:-n_hold], xs[:-n_hold]
+    tag = f"gdec{scale}x"
+    ckpt = args.runs / f"{tag}_ckpt.pt"
+    gen = torch.Generator().manual_seed(args.seed + 20 * scale)
+    torch.manual_seed(args.seed + 20 * scale)
+    vae = AutoencoderKL.from_pretrained(args.gen_model / "vae", torch_dtype=torch.float32)
+    if scale == 1:
+        net = vae
+        net.encoder.requires_grad_(False)
+        net.quant_conv.requires_grad_(False)
+        params = [*net.decoder.parameters(), *net.post_quant_conv.parameters()]
+        decode_vae = lambda z: net.decode(z).sample  # noqa: E731
+    else:
+        x2_dir = args.gen_model / "vae_x2"
+        net = X2Decoder(json.loads((x2_dir / "config.json").read_text()))
+        net.load_state_dict(
+            {k: v.float() for k, v in load_file(x2_dir / "x2_decoder.safetensors").items()}
+        )
+        params = list(net.parameters())
+        decode_vae = net
+    decode = lambda z: decode_vae(z / lscale + shift)  # noqa: E731
+    for p in params:
+        p.requires_grad_(True)
+    disc = PatchDiscriminator()
+    opt = torch.optim.AdamW(params, lr=args.decoder_lr, weight_decay=0.0)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=2 * args.decoder_lr, betas=(0.5, 0.9))
+    state = {"step": 0, "elapsed": 0.0}
+    if ckpt.is_file() and args.resume:
+        sd = torch.load(ckpt, weights_only=False)
+        state = sd["state"]
+        net.load_state_dict(sd["net"])
+        disc.load_state_dict(sd["disc"])
+        opt.load_state_dict(sd["opt"])
+        opt_d.load_state_dict(sd["opt_d"])
+        rng.bit_generator.state = sd["np_rng"]
+        gen.set_state(sd["torch_gen"])
+        log(f"resumed {tag} at step {state['step']}")
+    name = "vae" if scale == 1 else "vae_x2"
+    out = args.out
+
+    def save_net() -> None:
+        if scale == 1:
+            save_half(net, out / name)
+        else:
+            (out / name).mkdir(parents=True, exist_ok=True)
+            sd = {k: v.detach().half().contiguous() for k, v in net.state_dict().items()}
+            save_file(sd, out / name / "x2_decoder.safetensors")
+            (out / name / "config.json").write_text(json.dumps(net.vae_config, indent=2))
+
+    def save_ckpt() -> None:
+        sd = {
+            "state": state,
+            "net": net.state_dict(),
+            "disc": disc.state_dict(),
+            "opt": opt.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "np_rng": rng.bit_generator.state,
+            "torch_gen": gen.get_state(),
+        }
+        torch.save(sd, ckpt.with_suffix(".tmp"))
+        ckpt.with_suffix(".tmp").replace(ckpt)
+
+    @torch.no_grad()
+    def evaluate() -> tuple[float, float]:
+        rec = torch.cat([decode(hz[i : i + 4]) for i in range(0, n_hold, 4)]).clamp(-1, 1)
+        lp = psnr(F.avg_pool2d(rec, 4), F.avg_pool2d(hx, 4))
+        return lp, h_laplacian_var(rec) / h_laplacian_var(hx)
+
+    lp, sr = evaluate()
+    log(f"{tag} start: {zs.shape[0]} pairs, lowpass_psnr {lp:.2f} sharpness_ratio {sr:.3f}")
+    f = 8 * scale
+    crop_lat = args.decoder_crop // 8
+    budget = args.decoder_minutes * 60.0
+    t_start, last_save = time.time() - state["elapsed"], time.time()
+    lat = zs.shape[-1]
+    while True:
+        state["elapsed"] = time.time() - t_start
+        frac = state["step"] / args.vae_steps if args.vae_steps else state["elapsed"] / budget
+        if frac >= 1.0:
+            break
+        lr = args.decoder_lr * min(1.0, (state["step"] + 1) / 50)
+        lr *= 0.3 + 0.7 * 0.5 * (1 + math.cos(math.pi * frac))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        zb, xb = [], []
+        for i in rng.integers(zs.shape[0], size=args.vae_batch):
+            y, x = (int(v) for v in rng.integers(lat - crop_lat + 1, size=2))
+            zb.append(zs[i, :, y : y + crop_lat, x : x + crop_lat])
+            xb.append(xs[i, :, y * f : (y + crop_lat) * f, x * f : (x + crop_lat) * f])
+        z = torch.stack(zb)
+        x = torch.stack(xb).float() / 127.5 - 1
+        rec = decode(z)
+        loss = (
+            args.lowpass_weight * (F.avg_pool2d(rec, 4) - F.avg_pool2d(x, 4)).abs().mean()
+            + args.l1_weight * (rec - x).abs().mean()
+            + args.fft_weight * fft_l1(rec, x)
+            + args.grad_weight * gradient_l1(rec, x)
+            - args.gan_weight * disc(rec).mean()
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        state["step"] += 1
+        if state["step"] % 25 == 0:
+            lp, sr = evaluate()
+            log(
+                f"{tag} step {state['step']} loss {loss.item():.4f} d {d_loss.item():.3f} "
+                f"lr {lr:.2e} lowpass_psnr {lp:.2f} sharpness_ratio {sr:.3f}"
+            )
+        if time.time() - last_save > args.save_minutes * 60:
+            save_ckpt()
+            save_net()
+            last_save = time.time()
+    save_ckpt()
+    save_net()
+    lp, sr = evaluate()
+    log(f"{tag} done: {state['step']} steps, lowpass_psnr {lp:.2f} sharpness_ratio {sr:.3f}")
+    return {"steps": state["step"], "lowpass_psnr": round(lp, 2), "sharpness_ratio": round(sr, 3)}
+
+
+def run_gen_decoders(args, images, rng) -> None:
+    """``--gen-decoders``: the 20x and/or 40x decoder fine-tuned on generated latents."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    info_path = args.out / "gen_decoders.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    for s in ("20x", "40x"):
+        if s in args.gen_decoders:
+            info[f"dec{s}"] = train_decoder_gen(args, images, rng, 1 if s == "20x" else 2)
+            info[f"command_{s}"] = "python scripts/train_embedded.py " + " ".join(
+                f"--{k.replace('_', '-')} {v}"
+                for k, v in vars(args).items()
+                if v not in (None, False, "", []) and k != "unet_override"
+            )
+            info_path.write_text(json.dumps(info, indent=2))
+
+
 # ---------------------------------------------------------------- assembling v2
 
 
@@ -911,10 +1130,10 @@ def assemble(args) -> None:
             "commands": args.record,
         },
     )
-    for name in ("decoders.json",):
+    for name in ("decoders.json", "gen_decoders.json"):
         f = args.decoder_b.parent / name
         if f.is_file():
-            cfg["training"]["decoders"] = json.loads(f.read_text())
+            cfg["training"][name.removesuffix(".json")] = json.loads(f.read_text())
     (out / "cytosyn_tiny.json").write_text(json.dumps(cfg, indent=2))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log(f"assembled {out}: {size / 1e6:.1f} MB")
@@ -1012,6 +1231,17 @@ def main() -> None:
     ap.add_argument(
         "--record", action="append", default=[], help="command lines to record (assemble)"
     )
+    ap.add_argument(
+        "--gen-decoders",
+        default="",
+        help="v2: fine-tune the --gen-model decoders on its generated latents: '20x', '40x', both",
+    )
+    ap.add_argument("--gen-model", type=Path, help="weights folder whose sampler makes the latents")
+    ap.add_argument("--gen-pairs", type=int, default=512, help="generated 20x pairs (40x: half)")
+    ap.add_argument("--gen-t-min", type=float, default=0.3)
+    ap.add_argument("--gen-t-max", type=float, default=0.8)
+    ap.add_argument("--lowpass-weight", type=float, default=1.0)
+    ap.add_argument("--l1-weight", type=float, default=0.1)
     args = ap.parse_args()
     args.unet_override = (
         dict(block_out_channels=(32, 32, 32), attention_head_dim=8, norm_num_groups=8)
@@ -1027,6 +1257,11 @@ def main() -> None:
     log(f"{len(images)} images, {sum(i.shape[0] * i.shape[1] for i in images) / 1e6:.3f} MP")
     if args.assemble:
         assemble(args)
+        return
+    if args.gen_decoders:
+        if args.gen_model is None:
+            raise SystemExit("--gen-decoders needs --gen-model (the weights folder to sample)")
+        run_gen_decoders(args, images, rng)
         return
     if args.decoders:
         if args.vae_from is None:

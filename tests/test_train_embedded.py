@@ -99,3 +99,38 @@ def test_decoder_stages_keep_the_encoder_and_write_both_decoders(data, tmp_path)
     assert (out / "vae_pregan").is_dir()  # the state before the adversarial phase is kept
     info = json.loads((out / "decoders.json").read_text())
     assert np.isfinite(info["dec40x"]["holdout_psnr"])
+
+
+def test_generated_latent_decoders_keep_the_encoder_and_resume(data, tmp_path):
+    from safetensors.torch import load_file
+
+    from napari_cytosyn.models.embedded import WEIGHTS_DIR
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    common = [
+        "--gen-decoders", "20x,40x", "--gen-model", str(WEIGHTS_DIR), "--data", str(data),
+        "--out", str(out), "--runs", str(runs), "--tile-px", "64", "--gen-pairs", "8",
+        "--default-steps", "2", "--vae-batch", "1", "--decoder-crop", "32", "--threads", "1",
+    ]  # fmt: skip
+    log = run(*common, "--vae-steps", "2")
+    assert "8 generated-latent pairs (1x)" in log and "8 generated-latent pairs (2x)" in log
+    assert "gdec1x done: 2 steps" in log and "gdec2x done: 2 steps" in log
+    zs, xs = torch.load(runs / "gen_pairs_1x.pt")
+    assert zs.shape == (8, 4, 8, 8) and xs.shape == (8, 3, 64, 64) and xs.dtype == torch.uint8
+    z2, x2 = torch.load(runs / "gen_pairs_2x.pt")
+    assert z2.shape == (8, 4, 8, 8) and x2.shape == (8, 3, 128, 128)
+    new = load_file(out / "vae" / "diffusion_pytorch_model.safetensors")
+    old = load_file(WEIGHTS_DIR / "vae" / "diffusion_pytorch_model.safetensors")
+    enc = [k for k in old if k.startswith(("encoder.", "quant_conv."))]
+    assert enc and all(torch.equal(new[k], old[k]) for k in enc)  # encoder bit-identical
+    assert any(not torch.equal(new[k], old[k]) for k in old if k.startswith("decoder."))
+    x2new = load_file(out / "vae_x2" / "x2_decoder.safetensors")
+    x2old = load_file(WEIGHTS_DIR / "vae_x2" / "x2_decoder.safetensors")
+    assert x2new.keys() == x2old.keys()
+    info = json.loads((out / "gen_decoders.json").read_text())
+    assert info["dec20x"]["steps"] == 2 and np.isfinite(info["dec40x"]["sharpness_ratio"])
+    # resumable from the checkpoints; the cached pairs are reused
+    log = run(*common, "--vae-steps", "3", "--resume")
+    assert "8 cached generated-latent pairs (1x)" in log
+    assert "resumed gdec1x at step 2" in log and "gdec1x done: 3 steps" in log
+    assert "resumed gdec2x at step 2" in log and "gdec2x done: 3 steps" in log
