@@ -178,9 +178,9 @@ def inpaint_sharpness(model20, model40, img40: np.ndarray, steps: int, centres) 
     """
     from scipy import ndimage as ndi
 
+    from napari_cytosyn.chunk_grid import downsample_area
     from napari_cytosyn.quality import h_sharpness
     from napari_cytosyn.sampling import SamplerSettings, inpaint
-    from napari_cytosyn.slide.sample import downsample_area
 
     size, r, feather = 448, 96.0, 16
     st = SamplerSettings(steps=steps, seed=7, autocast="off", feather_px=feather)

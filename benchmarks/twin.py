@@ -129,8 +129,8 @@ def figures(model, slide, ref_img, twin_img, size: int, block: int, settings) ->
     conditioned on the tissue around it, inpainted without a reference)."""
     import imageio.v3 as iio
 
+    from napari_cytosyn.chunk_grid import downsample_area
     from napari_cytosyn.slide.composite import CompositeSlide
-    from napari_cytosyn.slide.sample import downsample_area
 
     out = ROOT / "docs" / "images"
     out.mkdir(parents=True, exist_ok=True)
@@ -175,11 +175,12 @@ def main() -> None:
 
     import torch
 
+    from napari_cytosyn.chunk_grid import downsample_area
     from napari_cytosyn.sampling import SamplerSettings
     from napari_cytosyn.sampling.conditioning import is_conditional
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.reference import slide_tissue_mask
-    from napari_cytosyn.slide.sample import downsample_area, write_pyramidal_tiff
+    from napari_cytosyn.slide.sample import write_pyramidal_tiff
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     torch.set_num_threads(args.threads)

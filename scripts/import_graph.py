@@ -28,7 +28,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 #: Top-level packages/modules by layer, lowest first; a module may import its own layer and
 #: the layers below (docs/architecture.md, "Layers").
 LAYERS: list[set[str]] = [
-    {"pixel_size"},
+    {"pixel_size", "chunk_grid"},
     {"models"},
     {"sampling"},
     {"slide"},

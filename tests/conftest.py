@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_cytosyn.slide.sample import downsample_area, sample_tissue, write_pyramidal_tiff
+from napari_cytosyn.chunk_grid import downsample_area
+from napari_cytosyn.slide.sample import sample_tissue, write_pyramidal_tiff
 
 # ``autocast="auto"`` (the settings' default) would run the networks in bfloat16 on CPUs with
 # native bfloat16 and in float32 elsewhere; the suite pins ``auto`` to ``off`` (subprocesses

@@ -21,7 +21,7 @@ def data(tmp_path_factory):
     from skimage.io import imsave
 
     from napari_cytosyn._napari._sample_data import sample_image
-    from napari_cytosyn.slide.sample import downsample_area
+    from napari_cytosyn.chunk_grid import downsample_area
 
     d = tmp_path_factory.mktemp("training")
     rgb40 = sample_image().rgb[:384, :384]

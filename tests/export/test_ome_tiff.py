@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_cytosyn.chunk_grid import downsample_area
 from napari_cytosyn.export import build_provenance, write_ome_tiff
-from napari_cytosyn.export._stream import downsample
 
 
 def test_lossless_ome_tiff_round_trips_pixel_exact_with_subifd_pyramid(tmp_path, image, mask):
@@ -36,7 +36,7 @@ def test_lossless_ome_tiff_round_trips_pixel_exact_with_subifd_pyramid(tmp_path,
         assert page0.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
         assert len(page0.subifds) == 2
         np.testing.assert_array_equal(image_series.levels[0].asarray(), image)
-        np.testing.assert_array_equal(image_series.levels[1].asarray(), downsample(image, 2))
+        np.testing.assert_array_equal(image_series.levels[1].asarray(), downsample_area(image, 2))
         assert mask_series.name == "synthetic mask"
         np.testing.assert_array_equal(mask_series.levels[0].asarray(), mask.astype(np.uint8))
         # 0.5 um/px -> 20000 px/cm at level 0, 10000 px/cm at level 1
@@ -69,7 +69,7 @@ def test_ome_tiff_is_read_by_our_reader_and_openslide(tmp_path, image):
     assert slide.level_shapes[:2] == [(700, 900), (350, 450)]
     np.testing.assert_array_equal(slide.read_region(0, 0, 0, 700, 900), image)
     np.testing.assert_array_equal(
-        slide.read_region(1, 5, 7, 100, 120), downsample(image, 2)[5:105, 7:127]
+        slide.read_region(1, 5, 7, 100, 120), downsample_area(image, 2)[5:105, 7:127]
     )
     with openslide.OpenSlide(str(out)) as osl:
         assert float(osl.properties["openslide.mpp-x"]) == pytest.approx(0.5)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import zarr
 
+from napari_cytosyn.chunk_grid import downsample_area
 from napari_cytosyn.export import build_provenance, write_ome_zarr
-from napari_cytosyn.export._stream import downsample
 
 
 def _ome(group: zarr.Group) -> dict:
@@ -61,7 +61,7 @@ def test_ome_zarr_round_trip_is_pixel_exact_with_box_mean_pyramid(tmp_path, imag
         (3, 88, 113),
     ]
     np.testing.assert_array_equal(np.moveaxis(root["0"][:], 0, -1), image)
-    np.testing.assert_array_equal(np.moveaxis(root["1"][:], 0, -1), downsample(image, 2))
+    np.testing.assert_array_equal(np.moveaxis(root["1"][:], 0, -1), downsample_area(image, 2))
     # y scale 0.25, x scale 0.5 at level 0; level 2 is 4x with a half-pixel-centre translation
     assert datasets[0]["coordinateTransformations"] == [
         {"type": "scale", "scale": [1.0, 0.25, 0.5]}
@@ -79,7 +79,7 @@ def test_ome_zarr_round_trip_is_pixel_exact_with_box_mean_pyramid(tmp_path, imag
     labels = root["labels/synthetic"]
     np.testing.assert_array_equal(labels["0"][0], mask.astype(np.uint8))
     # a coarse pixel is synthetic when any child is (2x2 max)
-    np.testing.assert_array_equal(labels["1"][0], downsample(mask.astype(np.uint8), 2, "max"))
+    np.testing.assert_array_equal(labels["1"][0], downsample_area(mask.astype(np.uint8), 2, "max"))
     assert _ome(labels)["image-label"]["properties"] == [{"label-value": 1, "class": "synthetic"}]
 
 
@@ -99,7 +99,7 @@ def test_ome_zarr_is_read_by_ome_zarr_py_and_our_reader(tmp_path, image):
     assert slide.level_shapes[0] == (700, 900)
     np.testing.assert_array_equal(slide.read_region(0, 0, 0, 700, 900), image)
     np.testing.assert_array_equal(
-        slide.read_region(1, 10, 20, 30, 40), downsample(image, 2)[10:40, 20:60]
+        slide.read_region(1, 10, 20, 30, 40), downsample_area(image, 2)[10:40, 20:60]
     )
 
 
@@ -199,7 +199,7 @@ def test_sharded_ngff_05_is_written_through_zarr_and_read_back_exactly(tmp_path,
     assert root["0"].chunks == (3, 64, 64) and root["0"].shards == (3, 256, 256)
     assert ome_zarr_models.open_ome_zarr(root) is not None
     np.testing.assert_array_equal(np.moveaxis(root["0"][:], 0, -1), image)
-    np.testing.assert_array_equal(np.moveaxis(root["1"][:], 0, -1), downsample(image, 2))
+    np.testing.assert_array_equal(np.moveaxis(root["1"][:], 0, -1), downsample_area(image, 2))
     assert (out / "0" / "c" / "0" / "0" / "0").is_file()  # one shard file
     assert not (out / "0" / "c" / "0" / "3").exists()  # not one file per 64 px chunk
     nodes = list(Reader(parse_url(str(out)))())

@@ -7,8 +7,8 @@ import openslide
 import pytest
 import tifffile
 
+from napari_cytosyn.chunk_grid import downsample_area
 from napari_cytosyn.export import export_slide, sidecar_paths, write_tiff
-from napari_cytosyn.export._stream import downsample
 from napari_cytosyn.export.tiff import read_svs_provenance
 from napari_cytosyn.slide import open_slide
 
@@ -78,7 +78,7 @@ def test_single_level_gets_a_built_pyramid_and_jpeg_stays_close(tmp_path, image)
         levels = tf.series[0].levels
         assert [lv.shape for lv in levels] == [(700, 900, 3), (350, 450, 3), (175, 225, 3)]
         back = levels[1].asarray().astype(np.float64)
-    mse = np.mean((back - downsample(image, 2)) ** 2)
+    mse = np.mean((back - downsample_area(image, 2)) ** 2)
     assert 10 * np.log10(255**2 / mse) > 35
     with openslide.OpenSlide(str(out)) as osl:
         assert osl.level_count == 3

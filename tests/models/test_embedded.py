@@ -85,7 +85,7 @@ def model40():
 def references():
     """Two 224 px patches of the shipped 40x sample at 0.5 um/px: dense and sparse tissue."""
     from napari_cytosyn._napari._sample_data import sample_image
-    from napari_cytosyn.slide.sample import downsample_area
+    from napari_cytosyn.chunk_grid import downsample_area
 
     rgb = downsample_area(sample_image().rgb, 2)  # 0.25 -> 0.5 um/px
     a, b = rgb[:224, :224], rgb[-224:, -224:]

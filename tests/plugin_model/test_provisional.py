@@ -8,9 +8,9 @@ import numpy as np
 
 from napari_cytosyn._napari import _layers
 from napari_cytosyn._napari._chunk_cache import ChunkCache
+from napari_cytosyn.chunk_grid import downsample_area
 from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import SamplerSettings
-from napari_cytosyn.slide.pyramid import downsample_2x
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
 C = 64
@@ -63,7 +63,7 @@ def test_layer_shows_provisional_pixels_and_checker_elsewhere(tmp_path):
     view = np.asarray(top[:, :])
     assert view.shape == (64, 64, 3)
     finished = slide.read_region(0, 0, 0, C, C, generate=False)
-    expected = downsample_2x(downsample_2x(downsample_2x(finished)))  # the pyramid's rule
+    expected = downsample_area(downsample_area(downsample_area(finished)))  # the pyramid's rule
     np.testing.assert_array_equal(view[:8, :8], expected)
     np.testing.assert_array_equal(view[8:, 8:], _layers.checker(8, 8, 56, 56))
     assert not (view == 255).all(axis=-1).any()  # never white: white is glass

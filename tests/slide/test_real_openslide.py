@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_cytosyn.chunk_grid import downsample_area
 from napari_cytosyn.slide import open_slide
 from napari_cytosyn.slide._openslide import composite_on_white
-from napari_cytosyn.slide.sample import downsample_area, sample_tissue, write_pyramidal_tiff
+from napari_cytosyn.slide.sample import sample_tissue, write_pyramidal_tiff
 
 APERIO_DESCRIPTION = (
     "Aperio Image Library v12.0.15 \r\n1024x1024 [0,0 1024x1024] (256x256) JPEG/RGB Q=90"

@@ -42,7 +42,7 @@ def test_planar_rgb_tiff_is_returned_channels_last(tmp_path, slide_levels):
 
 
 def test_thumbnail_of_a_single_level_slide_reads_it_in_bounded_blocks(tmp_path, slide_levels):
-    from napari_cytosyn.slide.sample import downsample_area
+    from napari_cytosyn.chunk_grid import downsample_area
 
     path = tmp_path / "flat_big.tif"
     image = slide_levels[0]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import zarr
 
+from napari_cytosyn.chunk_grid import downsample_area
 from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import SamplerSettings
-from napari_cytosyn.slide.pyramid import downsample_2x
 from napari_cytosyn.slide.store import StoreError, StoreExistsError, StoreMismatchError
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
@@ -114,7 +114,7 @@ def test_pyramid_levels_are_area_averages_of_the_level_below(tmp_path):
     for k in range(1, slide.store.n_levels):
         level = slide.levels[k].compute()
         assert level.shape[:2] == slide.level_shapes[k]
-        assert np.array_equal(level, downsample_2x(below))
+        assert np.array_equal(level, downsample_area(below, 2))
         below = level
 
 

@@ -112,7 +112,7 @@ class ChunkCache:
         return part
 
     def _build_provisional(self, level: int, cy: int, cx: int) -> Partial | None:
-        from napari_cytosyn.slide.pyramid import child_chunks
+        from napari_cytosyn.chunk_grid import child_chunks, downsample_known
 
         store = self.store
         if level == 0 or not self._has_finished_under(level, cy, cx):
@@ -121,8 +121,8 @@ class ChunkCache:
         children = child_chunks(store.level_shapes[level - 1], c, cy, cx)
         rows = max(y for y, _ in children) - 2 * cy + 1
         cols = max(x for _, x in children) - 2 * cx + 1
-        rgb = np.zeros((rows * c, cols * c, 3), dtype=np.uint16)
-        known = np.zeros((rows * c, cols * c), dtype=np.uint16)
+        rgb = np.zeros((rows * c, cols * c, 3), dtype=np.uint8)
+        known = np.zeros((rows * c, cols * c), dtype=bool)
         for y, x in children:
             oy, ox = (y - 2 * cy) * c, (x - 2 * cx) * c
             if store.is_done(level - 1, y, x):
@@ -135,15 +135,11 @@ class ChunkCache:
                 if part is None:
                     continue
                 h, w = part[1].shape
-                rgb[oy : oy + h, ox : ox + w] = part[0] * part[1][..., None]
+                rgb[oy : oy + h, ox : ox + w] = part[0]
                 known[oy : oy + h, ox : ox + w] = part[1]
-        H, W = rgb.shape[:2]
-        sums = rgb.reshape(H // 2, 2, W // 2, 2, 3).sum(axis=(1, 3), dtype=np.uint32)
-        counts = known.reshape(H // 2, 2, W // 2, 2).sum(axis=(1, 3), dtype=np.uint32)
-        safe = np.maximum(counts, 1)[..., None]
-        mean = ((2 * sums + safe) // (2 * safe)).astype(np.uint8)  # rounded half up
+        mean, any_known = downsample_known(rgb, known, 2)
         y0, y1, x0, x1 = store.bounds(level, cy, cx)
-        return mean[: y1 - y0, : x1 - x0], (counts > 0)[: y1 - y0, : x1 - x0]
+        return mean[: y1 - y0, : x1 - x0], any_known[: y1 - y0, : x1 - x0]
 
     def landed(self, level: int, cy: int, cx: int, rebuild_levels: int = 0) -> None:
         """A chunk was finished: forget the provisional chunks above it, and rebuild those of

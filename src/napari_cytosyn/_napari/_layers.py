@@ -112,29 +112,25 @@ def read_finished(
     yet shows the grey :func:`checker` where the slide's tissue layout plans tissue (everywhere
     without one) and white glass elsewhere.
     """
+    from napari_cytosyn.chunk_grid import pieces
+
     store = slide.store
-    c = store.chunk_px
     out = checker(y, x, h, w)
     tissue = slide.tissue_in_region(level, y, x, h, w)
     if tissue is not None:  # the planned layout: glass stays white, tissue to come is checked
         out[~tissue] = 255
     grid = store.completion(level).grid
-    for cy in range(y // c, -(-(y + h) // c)):
-        for cx in range(x // c, -(-(x + w) // c)):
-            y0, y1, x0, x1 = store.bounds(level, cy, cx)
-            ty0, ty1, tx0, tx1 = max(y0, y), min(y1, y + h), max(x0, x), min(x1, x + w)
-            target = out[ty0 - y : ty1 - y, tx0 - x : tx1 - x]
-            src = (slice(ty0 - y0, ty1 - y0), slice(tx0 - x0, tx1 - x0))
-            if grid[cy, cx]:
-                if cache is not None:
-                    chunk = cache.get(level, cy, cx)
-                else:
-                    chunk = store.read_chunk(level, cy, cx, copy=False)
-                target[...] = chunk[src]
-            elif cache is not None and level > 0:
-                part = cache.provisional(level, cy, cx)
-                if part is not None:
-                    np.copyto(target, part[0][src], where=part[1][src][..., None])
+    for p in pieces(store.level_shapes[level], store.chunk_px, y, x, h, w):
+        if grid[p.cy, p.cx]:
+            if cache is not None:
+                chunk = cache.get(level, p.cy, p.cx)
+            else:
+                chunk = store.read_chunk(level, p.cy, p.cx, copy=False)
+            out[p.out] = chunk[p.chunk]
+        elif cache is not None and level > 0:
+            part = cache.provisional(level, p.cy, p.cx)
+            if part is not None:
+                np.copyto(out[p.out], part[0][p.chunk], where=part[1][p.chunk][..., None])
     return out
 
 
@@ -229,7 +225,7 @@ class PendingSlide:
     def __init__(
         self, viewer: Any, store: Any, width: int, height: int, chunk_px: int, mpp: float
     ) -> None:
-        from napari_cytosyn.slide.pyramid import level_shapes
+        from napari_cytosyn.chunk_grid import level_shapes
 
         self.viewer, self.store, self.slide, self.layer = viewer, str(store), None, None
         self.shapes = level_shapes(height, width, chunk_px)

@@ -78,7 +78,7 @@ def sample_image() -> SampleImage:
 def sample_pyramid(level0: np.ndarray, min_px: int = MIN_LEVEL_PX) -> list[np.ndarray]:
     """Levels ``(h, w, 3)`` uint8, finest first, each the 2x area average of the one before,
     down to the last whose shorter side is at least ``min_px``."""
-    from napari_cytosyn.slide.sample import downsample_area
+    from napari_cytosyn.chunk_grid import downsample_area
 
     levels = [level0]
     while min(levels[-1].shape[:2]) // 2 >= min_px:

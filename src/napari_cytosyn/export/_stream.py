@@ -8,7 +8,6 @@ blocks per worker are in flight.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import uuid
@@ -113,17 +112,6 @@ def bounded_map(
                 fut.cancel()
 
 
-def tile_grid(shape_hw: Sequence[int], tile: Sequence[int]) -> list[tuple[int, int, int, int]]:
-    """Row-major tiles ``(y0, y1, x0, x1)`` covering ``shape_hw`` with tiles of ``tile`` px."""
-    h, w = int(shape_hw[0]), int(shape_hw[1])
-    ty, tx = int(tile[0]), int(tile[1])
-    return [
-        (y0, min(y0 + ty, h), x0, min(x0 + tx, w))
-        for y0 in range(0, h, ty)
-        for x0 in range(0, w, tx)
-    ]
-
-
 def read_block(level: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     """Region ``[y0:y1, x0:x1]`` of a numpy/zarr/dask array as numpy, computed synchronously.
 
@@ -159,44 +147,6 @@ def aligned_block_px(level: Any, tile_px: int, cap_px: int = 4096) -> tuple[int,
     if cy % tile_px == 0 and cx % tile_px == 0:
         return min(cy, cap_px), min(cx, cap_px)
     return tile_px, tile_px
-
-
-def pyramid_shapes(shape_hw: Sequence[int], min_px: int) -> list[tuple[int, int]]:
-    """Shapes of a 2x pyramid from ``shape_hw`` down to the first level with sides <= ``min_px``."""
-    h, w = int(shape_hw[0]), int(shape_hw[1])
-    shapes = [(h, w)]
-    while max(h, w) > min_px:
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-        shapes.append((h, w))
-    return shapes
-
-
-def downsample(
-    block: np.ndarray, factor: int | tuple[int, int] = 2, reduce: str = "mean"
-) -> np.ndarray:
-    """Downsample ``(h, w)`` or ``(h, w, c)`` uint8 by ``factor`` x ``factor`` blocks.
-
-    ``reduce="mean"`` (images): box mean rounded to nearest (``skimage.measure.block_reduce``);
-    ``reduce="max"`` (masks and labels): a pixel is synthetic at a coarse level when any of its
-    children is. Edges that do not divide by the factor replicate the last row/column, so the
-    output shape is ``ceil(h/fy), ceil(w/fx)`` and edge pixels are not darkened by padding.
-    """
-    from skimage.measure import block_reduce
-
-    fy, fx = (factor, factor) if isinstance(factor, int) else factor
-    if fy == 1 and fx == 1:
-        return block
-    if reduce not in ("mean", "max"):
-        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
-    h, w = block.shape[:2]
-    ph, pw = -h % fy, -w % fx
-    if ph or pw:
-        block = np.pad(block, [(0, ph), (0, pw)] + [(0, 0)] * (block.ndim - 2), mode="edge")
-    size = (fy, fx) + (1,) * (block.ndim - 2)
-    if reduce == "max":
-        return block_reduce(block, size, np.max)
-    mean = block_reduce(block, size, np.mean, func_kwargs={"dtype": np.float32})
-    return np.rint(mean).astype(block.dtype)
 
 
 def level_downsamples(shapes: Sequence[Sequence[int]]) -> list[tuple[float, float]]:

@@ -98,12 +98,12 @@ def thumbnail_of(read: Reader, shape: Sequence[int], max_px: int = THUMBNAIL_PX)
 
     Read in row bands of ``f`` rows, so memory stays one band of the (coarsest) level.
     """
-    from napari_cytosyn.export._stream import downsample
+    from napari_cytosyn.chunk_grid import downsample_area
 
     h, w = int(shape[0]), int(shape[1])
     f = max(1, math.ceil(max(h, w) / max_px))
     band = max(f, (4096 // f) * f)
-    rows = [downsample(read(y0, min(y0 + band, h), 0, w), f) for y0 in range(0, h, band)]
+    rows = [downsample_area(read(y0, min(y0 + band, h), 0, w), f) for y0 in range(0, h, band)]
     return np.ascontiguousarray(np.concatenate(rows, axis=0))
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_cytosyn.export._stream import bounded_map, read_block, source_chunk_hw, tile_grid
+from napari_cytosyn import chunk_grid
+from napari_cytosyn.export._stream import bounded_map, read_block, source_chunk_hw
 
 Reader = Callable[[int, int, int, int], np.ndarray]
 
@@ -73,7 +74,9 @@ def tiles(
             data = data[..., 0]
         return np.ascontiguousarray(data, dtype=np.uint8)
 
-    for tile in bounded_map(job, tile_grid(shape, (tile_px, tile_px)), workers, cancel=cancel):
+    for tile in bounded_map(
+        job, chunk_grid.tiles(shape, (tile_px, tile_px)), workers, cancel=cancel
+    ):
         tick(1)
         yield tile
 

@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
     ProgressFn,
     atomic_output,
-    pyramid_shapes,
-    tile_grid,
     validate_levels,
     validate_masks,
 )
@@ -110,7 +109,9 @@ def write_ome_tiff(
     if tile_px % 16:
         raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")
     given = [tuple(int(s) for s in lv.shape[:2]) for lv in levels]
-    shapes = given if len(given) > 1 else pyramid_shapes(given[0], min_level_px or tile_px)
+    shapes = (
+        given if len(given) > 1 else chunk_grid.level_shapes(*given[0], min_level_px or tile_px)
+    )
     if mask_levels is not None:
         validate_masks(mask_levels, shapes)
         if mask == "sidecar":
@@ -120,7 +121,7 @@ def write_ome_tiff(
     workers = workers or min(4, os.cpu_count() or 1)
     name = name or Path(path).name.removesuffix(".tif").removesuffix(".tiff").removesuffix(".ome")
 
-    n_tiles = sum(len(tile_grid(s, (tile_px, tile_px))) for s in shapes)
+    n_tiles = sum(len(chunk_grid.tiles(s, (tile_px, tile_px))) for s in shapes)
     total = n_tiles * (2 if mask_levels is not None else 1)
     done = 0
 

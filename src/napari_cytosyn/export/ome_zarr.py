@@ -30,16 +30,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
     ProgressFn,
     aligned_block_px,
     atomic_output,
     bounded_map,
-    downsample,
     level_downsamples,
-    pyramid_shapes,
     read_block,
-    tile_grid,
     validate_levels,
     validate_masks,
 )
@@ -280,7 +278,7 @@ def _reader_from_coarser(
 
     def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         src = np.asarray(prev[:, y0 * fy : min(y1 * fy, ph), x0 * fx : min(x1 * fx, pw)])
-        out = downsample(np.moveaxis(src, 0, -1), (fy, fx), reduce)
+        out = chunk_grid.downsample_area(np.moveaxis(src, 0, -1), (fy, fx), reduce)
         return _fit(out, y1 - y0, x1 - x0)
 
     return read
@@ -321,7 +319,7 @@ def _write_level(
         dst[:, y0:y1, x0:x1] = np.moveaxis(data.astype(np.uint8, copy=False), -1, 0)
         return math.ceil((y1 - y0) / chunk_px) * math.ceil((x1 - x0) / chunk_px)
 
-    for n in bounded_map(job, tile_grid((h, w), block_px), workers, cancel=cancel):
+    for n in bounded_map(job, chunk_grid.tiles((h, w), block_px), workers, cancel=cancel):
         tick(n)
 
 
@@ -439,7 +437,9 @@ def write_ome_zarr(
     if chunk_px < 16:
         raise ValueError(f"chunk_px must be >= 16, got {chunk_px}")
     given = [tuple(int(s) for s in lv.shape[:2]) for lv in levels]
-    shapes = given if len(given) > 1 else pyramid_shapes(given[0], min_level_px or chunk_px)
+    shapes = (
+        given if len(given) > 1 else chunk_grid.level_shapes(*given[0], min_level_px or chunk_px)
+    )
     if mask_levels is not None:
         validate_masks(mask_levels, shapes)
     zarr_format = 2 if version == "0.4" else 3

@@ -30,11 +30,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
     ProgressFn,
     atomic_output,
-    pyramid_shapes,
-    tile_grid,
     validate_levels,
     validate_masks,
 )
@@ -114,13 +113,15 @@ def write_tiff(
     if tile_px % 16:
         raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")
     given = [tuple(int(s) for s in lv.shape[:2]) for lv in levels]
-    shapes = given if len(given) > 1 else pyramid_shapes(given[0], min_level_px or tile_px)
+    shapes = (
+        given if len(given) > 1 else chunk_grid.level_shapes(*given[0], min_level_px or tile_px)
+    )
     if mask_levels is not None:
         validate_masks(mask_levels, shapes)
         check_sidecars(path, overwrite)
     workers = workers or min(4, os.cpu_count() or 1)
     name = name or tiff_stem(path)
-    n_tiles = sum(len(tile_grid(s, (tile_px, tile_px))) for s in shapes)
+    n_tiles = sum(len(chunk_grid.tiles(s, (tile_px, tile_px))) for s in shapes)
     total = n_tiles * (2 if mask_levels is not None else 1)
     done = 0
 

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
     ProgressFn,
     atomic_output,
     bounded_map,
     read_block,
-    tile_grid,
 )
 from napari_cytosyn.export._svs import (
     level_description,
@@ -190,7 +190,7 @@ def _level_tiles(
         block[: y1 - y0, : x1 - x0] = read_block(level, y0, y1, x0, x1)
         return encode(block)
 
-    grid = list(enumerate(tile_grid(page.shape, page.tile)))
+    grid = list(enumerate(chunk_grid.tiles(page.shape, page.tile)))
     for i, data in enumerate(bounded_map(job, grid, workers, cancel=cancel)):
         counts["reencoded" if touched[i // nx, i % nx] else "copied"] += 1
         tick(1)
@@ -232,12 +232,12 @@ def write_tiff_copy(
     touched = [
         touched_tiles(masks[k], p.tile)
         if masks is not None
-        else np.zeros(_grid(p.shape, p.tile), bool)
+        else np.zeros(chunk_grid.grid_shape(p.shape, p.tile), bool)
         for k, p in enumerate(pages)
     ]
     n_tiles = sum(t.size for t in touched)
     t = pages[0].tile[0]
-    mask_tiles = sum(len(tile_grid(s, (t, t))) for s in shapes) if masks else 0
+    mask_tiles = sum(len(chunk_grid.tiles(s, (t, t))) for s in shapes) if masks else 0
     total, done = n_tiles + mask_tiles, 0
     counts = {"copied": 0, "reencoded": 0}
 
@@ -280,10 +280,6 @@ def write_tiff_copy(
             path, masks, shapes, mpp_xy, first.tile[0], overwrite, workers, cancel, tick
         )
     return counts
-
-
-def _grid(shape: Sequence[int], tile: Sequence[int]) -> tuple[int, int]:
-    return -(-int(shape[0]) // int(tile[0])), -(-int(shape[1]) // int(tile[1]))
 
 
 def _page_kwargs(page: LevelPage, quality: int) -> dict[str, Any]:

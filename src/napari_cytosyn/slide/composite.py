@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .pyramid import downsample_area
+from napari_cytosyn.chunk_grid import downsample_area, pieces
+
 from .store import SlideStore, StoreError, StoreMismatchError, read_store_attrs
 
 KIND = "edit-store"
@@ -439,40 +440,29 @@ class CompositeSlide:
         """Unset the mask (and reset the pixels) of ``level`` over ``[y0, y1) x [x0, x1)``."""
         if y1 <= y0 or x1 <= x0:
             return
-        c = self.store.chunk_px
-        for cy in range(y0 // c, -(-y1 // c)):
-            for cx in range(x0 // c, -(-x1 // c)):
-                if not self.store.is_done(level, cy, cx):
-                    continue
-                rgb, mask = self.store.read_chunk_and_mask(level, cy, cx)
-                by0, by1, bx0, bx1 = self.store.bounds(level, cy, cx)
-                sy = slice(max(y0, by0) - by0, min(y1, by1) - by0)
-                sx = slice(max(x0, bx0) - bx0, min(x1, bx1) - bx0)
-                rgb[sy, sx] = 255
-                mask[sy, sx] = 0
-                self.store.write_chunk(level, cy, cx, rgb, mask)
+        shape, c = self.store.level_shapes[level], self.store.chunk_px
+        for p in pieces(shape, c, y0, x0, y1 - y0, x1 - x0):
+            if not self.store.is_done(level, p.cy, p.cx):
+                continue
+            rgb, mask = self.store.read_chunk_and_mask(level, p.cy, p.cx)
+            rgb[p.chunk] = 255
+            mask[p.chunk] = 0
+            self.store.write_chunk(level, p.cy, p.cx, rgb, mask)
 
     def _write_level0(self, y0: int, x0: int, rgb: np.ndarray, mask: np.ndarray) -> None:
         """Merge ``rgb`` where ``mask`` into level 0 of the edit store, chunk by chunk."""
         self._merge(0, y0, x0, rgb, mask)
 
     def _merge(self, level: int, y0: int, x0: int, rgb: np.ndarray, mask: np.ndarray) -> None:
-        c = self.store.chunk_px
         h, w = mask.shape
-        for cy in range(y0 // c, -(-(y0 + h) // c)):
-            for cx in range(x0 // c, -(-(x0 + w) // c)):
-                ty0, ty1, tx0, tx1 = self.store.bounds(level, cy, cx)
-                ty0, ty1, tx0, tx1 = max(ty0, y0), min(ty1, y0 + h), max(tx0, x0), min(tx1, x0 + w)
-                m = mask[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
-                if not m.any():
-                    continue
-                old_rgb, old_mask = self.store.read_chunk_and_mask(level, cy, cx)
-                cy0, _, cx0, _ = self.store.bounds(level, cy, cx)
-                sl = slice(ty0 - cy0, ty1 - cy0), slice(tx0 - cx0, tx1 - cx0)
-                new = rgb[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
-                old_rgb[sl] = np.where(m[..., None], new, old_rgb[sl])
-                old_mask[sl] = np.maximum(old_mask[sl], m.astype(np.uint8))
-                self.store.write_chunk(level, cy, cx, old_rgb, old_mask)
+        for p in pieces(self.store.level_shapes[level], self.store.chunk_px, y0, x0, h, w):
+            m = mask[p.out]
+            if not m.any():
+                continue
+            old_rgb, old_mask = self.store.read_chunk_and_mask(level, p.cy, p.cx)
+            old_rgb[p.chunk] = np.where(m[..., None], rgb[p.out], old_rgb[p.chunk])
+            old_mask[p.chunk] = np.maximum(old_mask[p.chunk], m.astype(np.uint8))
+            self.store.write_chunk(level, p.cy, p.cx, old_rgb, old_mask)
 
     def _refresh_levels(self, by0: int, by1: int, bx0: int, bx1: int) -> None:
         """Recompute coarse-level edits over the level-0 box ``[by0, by1) x [bx0, bx1)``."""

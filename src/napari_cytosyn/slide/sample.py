@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["downsample_area", "sample_tissue", "write_pyramidal_tiff", "write_sample_slide"]
+__all__ = ["sample_tissue", "write_pyramidal_tiff", "write_sample_slide"]
 
 _STROMA = np.array([236.0, 160.0, 200.0])
 _NUCLEUS = np.array([110.0, 60.0, 150.0])
@@ -78,13 +78,6 @@ def sample_tissue(
 _GRAIN = ((_hash(np.arange(251)[:, None], np.arange(257)[None, :], 5) - 0.5) * 12).astype(
     np.float32
 )
-
-
-def downsample_area(image: np.ndarray, factor: int) -> np.ndarray:
-    """Area-average an (H, W, 3) uint8 image by an integer factor (H, W multiples of it)."""
-    h, w = image.shape[0] // factor, image.shape[1] // factor
-    binned = image[: h * factor, : w * factor].reshape(h, factor, w, factor, -1).mean(axis=(1, 3))
-    return np.round(binned).astype(np.uint8)
 
 
 def write_pyramidal_tiff(

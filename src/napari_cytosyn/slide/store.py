@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .pyramid import chunk_bounds, chunk_grid
+from napari_cytosyn.chunk_grid import chunk_bounds, grid_shape, pieces
+
 from .store_io import (
     TMP_DIR,
     ChunkDamagedError,
@@ -170,7 +171,7 @@ class SlideStore:
         path = Path(path)
         if chunk_px <= 0 or chunk_px % 16:
             raise ValueError(f"chunk_px must be a positive multiple of 16, got {chunk_px}")
-        ny, nx = chunk_grid(level_shapes[0], chunk_px)
+        ny, nx = grid_shape(level_shapes[0], chunk_px)
         if ny * nx > MAX_CHUNKS:
             raise StoreError(
                 f"a {level_shapes[0][1]} x {level_shapes[0][0]} px slide in {chunk_px} px chunks "
@@ -277,7 +278,7 @@ class SlideStore:
             expected = {f"levels/{k}": ([h, w, 3], [c, c, 3])}
             if self.masks:
                 expected[f"mask/{k}"] = ([h, w], [c, c])
-            ny, nx = chunk_grid((h, w), c)
+            ny, nx = grid_shape((h, w), c)
             expected[f"done/{k}"] = ([ny, nx], [min(_MAP_BLOCK, ny), min(_MAP_BLOCK, nx)])
             for name, (shape, chunks) in expected.items():
                 try:
@@ -303,7 +304,7 @@ class SlideStore:
 
     def grid(self, level: int) -> tuple[int, int]:
         """Chunk grid ``(ny, nx)`` of ``level``."""
-        return chunk_grid(self.level_shapes[level], self.chunk_px)
+        return grid_shape(self.level_shapes[level], self.chunk_px)
 
     def bounds(self, level: int, cy: int, cx: int) -> tuple[int, int, int, int]:
         """Pixel bounds ``(y0, y1, x0, x1)`` of a chunk."""
@@ -429,26 +430,17 @@ class SlideStore:
         self, level: int, y: int, x: int, h: int, w: int
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """RGB ``(h, w, 3)`` and (edit stores) mask ``(h, w)`` uint8 of a region of a level."""
-        c = self.chunk_px
         rgb = np.full((h, w, 3), 255, dtype=np.uint8)
         mask = np.zeros((h, w), dtype=np.uint8) if self.masks else None
         if h <= 0 or w <= 0:
             return rgb, mask
-        for cy in range(y // c, -(-(y + h) // c)):
-            for cx in range(x // c, -(-(x + w) // c)):
-                if not self._done[level].is_done(cy, cx):
-                    continue
-                crgb, cmask = self.read_chunk_and_mask(level, cy, cx)
-                y0, x0 = cy * c, cx * c
-                ty0, ty1 = max(y0, y), min(y0 + crgb.shape[0], y + h)
-                tx0, tx1 = max(x0, x), min(x0 + crgb.shape[1], x + w)
-                rgb[ty0 - y : ty1 - y, tx0 - x : tx1 - x] = crgb[
-                    ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0
-                ]
-                if mask is not None:
-                    mask[ty0 - y : ty1 - y, tx0 - x : tx1 - x] = cmask[
-                        ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0
-                    ]
+        for p in pieces(self.level_shapes[level], self.chunk_px, y, x, h, w):
+            if not self._done[level].is_done(p.cy, p.cx):
+                continue
+            crgb, cmask = self.read_chunk_and_mask(level, p.cy, p.cx)
+            rgb[p.out] = crgb[p.chunk]
+            if mask is not None:
+                mask[p.out] = cmask[p.chunk]
         return rgb, mask
 
     def write_chunk(
@@ -575,7 +567,7 @@ def _build(
                 compressors=[_ZSTD],
                 dimension_names=["y", "x"],
             )
-        ny, nx = chunk_grid((h, w), chunk_px)
+        ny, nx = grid_shape((h, w), chunk_px)
         root.create_array(
             f"done/{k}",
             shape=(ny, nx),

@@ -21,7 +21,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .pyramid import build_parent_chunk, child_chunks, level_shapes
+from napari_cytosyn.chunk_grid import (
+    build_parent_chunk,
+    child_chunks,
+    chunk_range,
+    level_shapes,
+    pieces,
+)
+
 from .store import (
     ChunkDamagedError,
     SlideStore,
@@ -554,15 +561,13 @@ class SyntheticSlide:
         """Unfinished chunks ``(cy, cx)`` of ``level`` intersecting ``region`` ``(y0, x0, y1, x1)``
         in level px (the whole level when ``None``), row-major."""
         ny, nx = self.store.grid(level)
-        if region is None:
-            sy, sx = slice(0, ny), slice(0, nx)
-        else:
-            y0, x0, y1, x1 = _clip_region(region, self.level_shapes[level])
-            c = self.chunk_px
-            sy, sx = slice(y0 // c, -(-y1 // c)), slice(x0 // c, -(-x1 // c))
-        grid = self.store.completion(level).grid[sy, sx]
+        rows, cols = range(ny), range(nx)
+        if region is not None:
+            y0, x0, y1, x1 = region
+            rows, cols = chunk_range(self.level_shapes[level], self.chunk_px, y0, x0, y1, x1)
+        grid = self.store.completion(level).grid[rows.start : rows.stop, cols.start : cols.stop]
         ys, xs = np.nonzero(grid == 0)
-        return [(int(y) + sy.start, int(x) + sx.start) for y, x in zip(ys, xs, strict=True)]
+        return [(int(y) + rows.start, int(x) + cols.start) for y, x in zip(ys, xs, strict=True)]
 
     def render_all(
         self,
@@ -631,20 +636,12 @@ class SyntheticSlide:
             raise ValueError(
                 f"region y={y} x={x} h={h} w={w} is not inside level {level} of shape {(H, W)}"
             )
-        c = self.chunk_px
         out = np.empty((h, w, 3), dtype=np.uint8)
-        for cy in range(y // c, -(-(y + h) // c)):
-            for cx in range(x // c, -(-(x + w) // c)):
-                y0, y1, x0, x1 = self.store.bounds(level, cy, cx)
-                chunk = self.read_finished(level, cy, cx)
-                if chunk is None and generate:
-                    chunk = self.ensure_chunk(level, cy, cx)
-                ty0, ty1, tx0, tx1 = max(y0, y), min(y1, y + h), max(x0, x), min(x1, x + w)
-                target = out[ty0 - y : ty1 - y, tx0 - x : tx1 - x]
-                if chunk is None:
-                    target[...] = WHITE
-                else:
-                    target[...] = chunk[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
+        for p in pieces(self.level_shapes[level], self.chunk_px, y, x, h, w):
+            chunk = self.read_finished(level, p.cy, p.cx)
+            if chunk is None and generate:
+                chunk = self.ensure_chunk(level, p.cy, p.cx)
+            out[p.out] = WHITE if chunk is None else chunk[p.chunk]
         return out
 
     def _dask_level(self, level: int, generate: bool):
@@ -783,13 +780,6 @@ def _take(source: Any, n: int) -> list[tuple[int, int]]:
         if len(out) == n:
             break
     return out
-
-
-def _clip_region(
-    region: tuple[int, int, int, int], shape: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    y0, x0, y1, x1 = (int(v) for v in region)
-    return max(0, y0), max(0, x0), min(shape[0], y1), min(shape[1], x1)
 
 
 def _phase_cache(store: SlideStore) -> Any:

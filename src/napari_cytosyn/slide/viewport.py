@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from napari_cytosyn.chunk_grid import child_chunks, chunk_range
 from napari_cytosyn.sampling.settings import Cancelled
 
-from .pyramid import child_chunks
 from .synthetic import cancel_scope
 
 ChunkKey = tuple[int, int, int]
@@ -122,17 +122,11 @@ class ViewportRenderer:
         y0, x0, y1, x1 = max(0, y0), max(0, x0), min(H, y1), min(W, x1)
         if y1 <= y0 or x1 <= x0:
             return [], set()
-        c = self.slide.chunk_px
-        visible = {
-            (cy, cx) for cy in range(y0 // c, -(-y1 // c)) for cx in range(x0 // c, -(-x1 // c))
-        }
-        ny, nx = _grid(self.slide.level_shapes[level], c)
-        m = self.margin_chunks
-        ring = {
-            (cy, cx)
-            for cy in range(max(0, y0 // c - m), min(ny, -(-y1 // c) + m))
-            for cx in range(max(0, x0 // c - m), min(nx, -(-x1 // c) + m))
-        } - visible
+        c, shape = self.slide.chunk_px, self.slide.level_shapes[level]
+        rows, cols = chunk_range(shape, c, y0, x0, y1, x1)
+        visible = {(cy, cx) for cy in rows for cx in cols}
+        rows, cols = chunk_range(shape, c, y0, x0, y1, x1, margin=self.margin_chunks)
+        ring = {(cy, cx) for cy in rows for cx in cols} - visible
         centre = ((y0 + y1) / 2 / c, (x0 + x1) / 2 / c)
         order: list[ChunkKey] = []
         n_visible = 0
@@ -320,7 +314,3 @@ class ViewportRenderer:
             self._prepared.clear()
         self._prepared.update(ahead)
         return ahead, upcoming
-
-
-def _grid(shape: tuple[int, int], chunk_px: int) -> tuple[int, int]:
-    return -(-shape[0] // chunk_px), -(-shape[1] // chunk_px)
