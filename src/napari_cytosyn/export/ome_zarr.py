@@ -17,7 +17,7 @@ level-0 block they average sits (box downsampling). Level 0 has no translation.
 Writing streams one block of chunks at a time from the source levels (dask, zarr or numpy), so
 peak memory is a few blocks per worker thread whatever the slide size. Levels the caller does
 not give are built from the level just written (read back from the output) with
-``skimage.measure.block_reduce``, never from a full-resolution copy in memory.
+``chunk_grid.downsample_area``, never from a full-resolution copy in memory.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def label_attrs(
         source=Source(image="../../"),
         **({"version": "0.4"} if version == "0.4" else {}),
     )
-    method = "skimage.measure.block_reduce max: a pixel is synthetic if any of its children is"
+    method = "napari_cytosyn.chunk_grid.downsample_area max: synthetic if any of its children is"
     multiscale = _multiscale(shapes, mpp, MASK_LABEL, version, method, "max")
     attrs = models.image_label.ImageLabelAttrs(
         multiscales=[multiscale],
@@ -377,7 +377,9 @@ class _SourceAsCYX:
         return np.moveaxis(block, -1, 0)
 
 
-BUILT_METHOD = "skimage.measure.block_reduce 2x2 mean, rounded (image); 2x2 max (mask)"
+BUILT_METHOD = (
+    "napari_cytosyn.chunk_grid.downsample_area 2x2 mean, rounded half up (image); 2x2 max (mask)"
+)
 
 
 def write_ome_zarr(

@@ -112,7 +112,7 @@ def pyramid_method(slide: Any) -> str:
     if kind == "synthetic":
         return (
             "synthetic store levels: each coarse pixel the area mean of the 2x2 pixels below "
-            "it (napari_cytosyn.slide.pyramid)"
+            "it (napari_cytosyn.chunk_grid)"
         )
     if kind == "composite":
         return (
