@@ -111,19 +111,6 @@ def render_chunks_task(
     return made
 
 
-def group_chunks(chunks: Sequence[tuple[int, int]], group: int) -> list[list[tuple[int, int]]]:
-    """Chunks grouped into ``group x group`` blocks of the chunk grid (row-major in a block).
-
-    Neighbouring chunks share the windows of their dependency cones (lazy mode): a block
-    rendered by one worker computes those shared windows once, where single-chunk tasks spread
-    over several workers would each compute them.
-    """
-    blocks: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for cy, cx in sorted(chunks):
-        blocks.setdefault((cy // group, cx // group), []).append((cy, cx))
-    return list(blocks.values())
-
-
 def make_client(workers: int | None = None, scheduler: str | None = None, **cluster_kwargs: Any):
     """A dask ``Client``: joined to ``scheduler`` (an address), or on a new ``LocalCluster``.
 
@@ -190,7 +177,7 @@ def render_distributed(
         this is (:mod:`napari_cytosyn.sampling.threads`), so pixels never depend on it.
     chunks: ``(cy, cx)`` level-0 chunks to render (default: all missing ones).
     group: a task renders a ``group x group`` block of neighbouring chunks (1 = one chunk per
-        task); see :func:`group_chunks`.
+        task); see :func:`napari_cytosyn.slide.render_ahead.blocks`.
     progress: ``progress(done, total)`` in chunks after each task; ``cancel.is_set()`` stops
         submitting and cancels pending tasks (raising ``Cancelled``); finished chunks stay finished.
 
@@ -200,6 +187,7 @@ def render_distributed(
     from distributed import as_completed
 
     from napari_cytosyn.sampling import Cancelled
+    from napari_cytosyn.slide.render_ahead import blocks
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     store = str(Path(store).resolve())
@@ -212,7 +200,7 @@ def render_distributed(
     try:
         if todo:
             run = uuid.uuid4().hex[:8]
-            blocks = group_chunks(todo, max(1, int(group)))
+            batches = blocks(todo, max(1, int(group)))
             futures = {
                 client.submit(
                     render_chunks_task,
@@ -225,7 +213,7 @@ def render_distributed(
                     retries=retries,
                     pure=False,
                 ): len(block)
-                for block in blocks
+                for block in batches
             }
             done = 0
             try:

@@ -29,6 +29,7 @@ from napari_cytosyn.chunk_grid import (
     pieces,
 )
 
+from .render_ahead import BATCH_CHUNKS, stream_ahead
 from .store import (
     ChunkDamagedError,
     SlideStore,
@@ -41,7 +42,6 @@ from .store import (
 KIND = "synthetic-slide"
 MAX_SIDE_PX = 10_000_000  # 10 Mpx a side (5 m of tissue at 0.5 um/px): beyond is a typo
 WHITE = 255
-RENDER_ALL_AHEAD = 4  # chunks whose phase states render_all computes together
 _ROWS_PER_SCAN = 64  # chunk rows of the completion map scanned at once by iter_missing
 
 ChunkKey = tuple[int, int, int]  # (level, cy, cx)
@@ -592,25 +592,14 @@ class SyntheticSlide:
         else:
             total = int(np.count_nonzero(self.store.completion(0).grid == 0))
         made = 0
-        window: list[tuple[int, int]] = []
-        upcoming: list[tuple[int, int]] = []
-        source = iter(todo)
-        i = 0
-        while True:
-            if not window:
-                # The next chunks' windows share full model batches (fewer padded slots).
-                window = upcoming or _take(source, RENDER_ALL_AHEAD)
-                upcoming = _take(source, RENDER_ALL_AHEAD)
-                if not window:
-                    break
-                self.prepare_chunks(window, upcoming)
-            cy, cx = window.pop(0)
+        for i, ((cy, cx), ahead, upcoming) in enumerate(stream_ahead(todo, BATCH_CHUNKS)):
+            if ahead:
+                self.prepare_chunks(ahead, upcoming)
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"render_all cancelled after {i} of {total} chunks")
             made += bool(self.generate_chunk(0, cy, cx))
-            i += 1
             if progress is not None:
-                progress(i, total)
+                progress(i + 1, total)
         return made
 
     def iter_missing(self, level: int) -> Iterable[tuple[int, int]]:
@@ -771,15 +760,6 @@ def _check_size(width: int, height: int) -> None:
                 f"{name} of {v} px exceeds the {MAX_SIDE_PX} px limit; check the units (px at "
                 "the model's mpp, not nm)"
             )
-
-
-def _take(source: Any, n: int) -> list[tuple[int, int]]:
-    out = []
-    for item in source:
-        out.append(item)
-        if len(out) == n:
-            break
-    return out
 
 
 def _phase_cache(store: SlideStore) -> Any:

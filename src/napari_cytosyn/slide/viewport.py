@@ -22,6 +22,7 @@ from typing import Any
 from napari_cytosyn.chunk_grid import child_chunks, chunk_range
 from napari_cytosyn.sampling.settings import Cancelled
 
+from .render_ahead import VIEW_BATCH_CHUNKS, nearest_first, split_ahead
 from .synthetic import cancel_scope
 
 ChunkKey = tuple[int, int, int]
@@ -72,7 +73,7 @@ class ViewportRenderer:
         on_error: Callable[[BaseException], None] | None = None,
         max_base_chunks: int = 256,
         margin_chunks: int = 0,
-        lookahead_chunks: int = 8,
+        lookahead_chunks: int = VIEW_BATCH_CHUNKS,
         on_preview: Callable[[Any, list, Any], None] | None = None,
     ) -> None:
         self.slide = slide
@@ -131,10 +132,7 @@ class ViewportRenderer:
         order: list[ChunkKey] = []
         n_visible = 0
         for group in (visible, ring):
-            keys = sorted(
-                group, key=lambda k: (k[0] + 0.5 - centre[0]) ** 2 + (k[1] + 0.5 - centre[1]) ** 2
-            )
-            order += [(level, cy, cx) for cy, cx in keys]
+            order += [(level, cy, cx) for cy, cx in nearest_first(group, centre)]
             n_visible = n_visible or len(order)
         if self._leaf_count(level, (y0, x0, y1, x1)) > self.max_base_chunks:
             # Zoomed far out: the level-0 chunks nearest the centre of the view, found without
@@ -178,9 +176,8 @@ class ViewportRenderer:
         side = 2 * math.isqrt(self.max_base_chunks) + 2  # room for finished chunks
         ys = range(max(cy0, int(centre[0]) - side // 2), min(cy1, int(centre[0]) + side // 2))
         xs = range(max(cx0, int(centre[1]) - side // 2), min(cx1, int(centre[1]) + side // 2))
-        todo = [(0, y, x) for y in ys for x in xs if not self.slide.is_done(0, y, x)]
-        todo.sort(key=lambda k: (k[1] + 0.5 - centre[0]) ** 2 + (k[2] + 0.5 - centre[1]) ** 2)
-        return todo[: self.max_base_chunks]
+        todo = [(y, x) for y in ys for x in xs if not self.slide.is_done(0, y, x)]
+        return [(0, y, x) for y, x in nearest_first(todo, centre)[: self.max_base_chunks]]
 
     def _descendants(self, key: ChunkKey) -> list[ChunkKey]:
         level, cy, cx = key
@@ -307,9 +304,7 @@ class ViewportRenderer:
         others = [k for k in self._plan if k[0] == 0 and (k in self._margin_only) != margin]
         # The first chunk of a request is prepared alone, so it shows as soon as possible; the
         # slots its batches would pad compute windows of the next chunks instead (free).
-        n = 1 if first else self.lookahead_chunks
-        ahead = [key, *same[: n - 1]]
-        upcoming = [*same[n - 1 :], *others][: self.lookahead_chunks]
+        ahead, upcoming = split_ahead(key, same, others, self.lookahead_chunks, alone=first)
         if len(self._prepared) > 4096:  # only a hint to skip replanning: keep it small
             self._prepared.clear()
         self._prepared.update(ahead)
