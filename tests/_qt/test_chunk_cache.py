@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cytosyn._napari import _layers
+from napari_cytosyn._napari import _chunk_cache, _layers
 from napari_cytosyn._napari._chunk_cache import ChunkCache, chunk_cache
 from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import SamplerSettings
@@ -65,7 +65,7 @@ def test_layer_reads_finished_chunks_through_the_cache_checker_elsewhere(slide):
     level0 = _layers.synthetic_levels(slide)[0]
     region = np.asarray(level0[100:400, 200:600])
     expected = _layers.checker(100, 200, 300, 400)
-    assert set(np.unique(expected)) == set(_layers.CHECKER_GREYS)  # grey, never white glass
+    assert set(np.unique(expected)) == set(_chunk_cache.CHECKER_GREYS)  # grey, never white glass
     expected[:156, 56:312] = slide.store.read_chunk(0, 0, 1)[100:, :]
     np.testing.assert_array_equal(region, expected)
     assert chunk_cache(slide).misses == 1

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari import _layers, _sample_data
+from napari_cytosyn._napari import _chunk_cache, _layers, _sample_data
 from napari_cytosyn.models.grf import GRFModel
 
 PLUGIN = "napari-cytosyn"
@@ -94,7 +94,7 @@ def test_synthetic_sample_renders_where_the_viewer_looks(
     # The model loads in a worker thread: the layer is there at once (grey checks), its
     # rendering starts when the model is ready.
     [layer] = viewer.open_sample(PLUGIN, "synthetic_slide")
-    assert set(np.unique(np.asarray(layer.data[-1][:64, :64]))) <= set(_layers.CHECKER_GREYS)
+    assert set(np.unique(np.asarray(layer.data[-1][:64, :64]))) <= set(_chunk_cache.CHECKER_GREYS)
     qtbot.waitUntil(lambda: _layers.slide_of(layer) is not None, timeout=60_000)
     slide = _layers.slide_of(layer)
     assert _layers.view_of(layer) is not None

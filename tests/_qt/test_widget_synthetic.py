@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cytosyn._napari import _layers
+from napari_cytosyn._napari import _chunk_cache, _layers
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 
@@ -139,7 +139,7 @@ def test_zoomed_out_huge_slide_shows_provisional_pixels_and_says_where_generatio
     H, W = slide.level_shapes[level]
     shown = np.asarray(layer.data[level][:, :])
     assert not slide.is_done(level, (H // 2) // slide.chunk_px, (W // 2) // slide.chunk_px)
-    greys = np.isin(shown, _layers.CHECKER_GREYS).all(axis=-1)
+    greys = np.isin(shown, _chunk_cache.CHECKER_GREYS).all(axis=-1)
     assert 0 < (~greys).sum() < greys.sum()  # some pixels generated, most not yet
     assert not (shown == 255).all(axis=-1).any()  # nothing looks like glass
     # The layer list's thumbnail shows them too (not a blank square).

@@ -12,6 +12,8 @@ view shows a *provisional* chunk (:meth:`ChunkCache.provisional`): the area aver
 finished pixels under it, with a mask of which of its pixels are known. Provisional chunks live
 in this cache only, never in the store, so an export can never take one for a finished chunk;
 they are rebuilt by the writing thread as finer chunks land (:meth:`ChunkCache.landed`).
+Chunks being generated may also have a progressive preview (``ChunkCache.previews``, see
+:mod:`._preview`), dropped when they land.
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ ChunkKey = tuple[int, int, int]  # (level, cy, cx)
 Partial = tuple[np.ndarray, np.ndarray]  # rgb (h, w, 3) uint8, known (h, w) bool
 
 DEFAULT_CACHE_MB = 128  # 650 chunks of 256 px: a few screens of every level
+
+CHECKER_PX = 16  # side of a square of the "not generated yet" checker, in screen-level px
+CHECKER_GREYS = (226, 212)  # neutral greys: not white (glass), not tissue
+
+
+def checker(y: int, x: int, h: int, w: int) -> np.ndarray:
+    """The "not generated yet" pattern ``(h, w, 3)`` uint8 over a region of any level: neutral
+    grey squares anchored at the level origin, so it reads as unfinished, never as glass."""
+    yy = (np.arange(y, y + h) // CHECKER_PX)[:, None]
+    xx = (np.arange(x, x + w) // CHECKER_PX)[None, :]
+    grey = np.where((yy + xx) % 2 == 0, *CHECKER_GREYS).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 class ChunkCache:
@@ -51,6 +65,8 @@ class ChunkCache:
         self._lock = threading.Lock()
         # (level, cy, cx) -> (rgb (h, w, 3) uint8, known (h, w) bool) or None (nothing known)
         self._provisional: dict[ChunkKey, Partial | None] = {}
+        # early estimates of chunks being generated (a ChunkPreviews, set by the live view)
+        self.previews: Any = None
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -146,6 +162,8 @@ class ChunkCache:
         the ``rebuild_levels`` coarsest levels right away (call from the writing thread, so the
         GUI thread's next slice finds them ready)."""
         n_levels = self.store.n_levels
+        if level == 0 and self.previews is not None:
+            self.previews.drop(cy, cx)
         with self._lock:
             for k in range(level, n_levels):
                 self._provisional.pop((k, cy >> (k - level), cx >> (k - level)), None)

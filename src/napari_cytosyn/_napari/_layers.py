@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._chunk_cache import ChunkCache, chunk_cache
+from ._chunk_cache import ChunkCache, checker, chunk_cache
 from ._qt._lazy_view import LazySlideView
 
 META_KEY = "cytosyn"  # layer.metadata[META_KEY]: what kind of slide a layer shows, JSON-able
@@ -88,19 +88,6 @@ class SlideLevel:
         return self.shape[0]
 
 
-CHECKER_PX = 16  # side of a square of the "not generated yet" checker, in screen-level px
-CHECKER_GREYS = (226, 212)  # neutral greys: not white (glass), not tissue
-
-
-def checker(y: int, x: int, h: int, w: int) -> np.ndarray:
-    """The "not generated yet" pattern ``(h, w, 3)`` uint8 over a region of any level: neutral
-    grey squares anchored at the level origin, so it reads as unfinished, never as glass."""
-    yy = (np.arange(y, y + h) // CHECKER_PX)[:, None]
-    xx = (np.arange(x, x + w) // CHECKER_PX)[None, :]
-    grey = np.where((yy + xx) % 2 == 0, *CHECKER_GREYS).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=2)
-
-
 def read_finished(
     slide: Any, level: int, y: int, x: int, h: int, w: int, cache: ChunkCache | None = None
 ) -> np.ndarray:
@@ -110,7 +97,9 @@ def read_finished(
     without one, from the store. An unfinished coarse chunk shows its provisional pixels (the
     area average of the finished chunks under it) where it has some; whatever is not generated
     yet shows the grey :func:`checker` where the slide's tissue layout plans tissue (everywhere
-    without one) and white glass elsewhere.
+    without one) and white glass elsewhere. Over planned tissue, a chunk being generated shows
+    its progressive preview (the cache's ``previews``: an early estimate, checker mixed in)
+    until it is finished.
     """
     from napari_cytosyn.chunk_grid import pieces
 
@@ -119,6 +108,7 @@ def read_finished(
     tissue = slide.tissue_in_region(level, y, x, h, w)
     if tissue is not None:  # the planned layout: glass stays white, tissue to come is checked
         out[~tissue] = 255
+    previews = getattr(cache, "previews", None)
     grid = store.completion(level).grid
     for p in pieces(store.level_shapes[level], store.chunk_px, y, x, h, w):
         if grid[p.cy, p.cx]:
@@ -127,7 +117,15 @@ def read_finished(
             else:
                 chunk = store.read_chunk(level, p.cy, p.cx, copy=False)
             out[p.out] = chunk[p.chunk]
-        elif cache is not None and level > 0:
+            continue
+        if previews is not None:
+            early = previews.read(level, p.cy, p.cx)
+            if early is not None:
+                where = early[1][p.chunk]
+                if tissue is not None:
+                    where = where & tissue[p.out]
+                np.copyto(out[p.out], early[0][p.chunk], where=where[..., None])
+        if cache is not None and level > 0:
             part = cache.provisional(level, p.cy, p.cx)
             if part is not None:
                 np.copyto(out[p.out], part[0][p.chunk], where=part[1][p.chunk][..., None])

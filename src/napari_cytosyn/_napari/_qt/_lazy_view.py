@@ -30,6 +30,7 @@ class _ChunkRelay(QObject):
     """Carries chunk notifications from worker threads to the GUI thread (queued signal)."""
 
     chunk = Signal(int, int, int)
+    preview = Signal(object)  # level-0 chunks (cy, cx) whose preview changed
     error = Signal(str)
     note = Signal()
 
@@ -64,6 +65,11 @@ class LazySlideView:
     writing thread decodes each chunk on screen or a screen away into the slide's chunk cache,
     so the GUI thread's re-slices (refreshes, pans) copy pixels from memory instead of reading
     and decoding files.
+
+    With ``preview`` (default), every model call of the chunks being rendered paints an early
+    estimate of them (:mod:`.._preview`: x0 through a linear latent -> RGB map, marked by the
+    checker mixed in), shown until the chunk is finished: something appears within a model
+    call of opening a view instead of after a whole chunk.
     """
 
     def __init__(
@@ -76,11 +82,18 @@ class LazySlideView:
         margin_chunks: int = 1,
         max_base_chunks: int = 64,
         on_error: Callable[[str], None] | None = None,
+        preview: bool = True,
     ) -> None:
         from napari_cytosyn.slide.viewport import ViewportRenderer
 
         self.viewer, self.layer, self.slide = viewer, layer, slide
         self.chunks_landed = 0
+        self.previews_landed = 0  # preview updates received (one per model call)
+        self.preview = bool(preview)
+        self.preview_error: str | None = None  # why previews stopped, if they did
+        # time.perf_counter() of the first refresh showing a preview / a finished chunk
+        self.first_preview_shown: float | None = None
+        self.first_chunk_shown: float | None = None
         self.refreshes = 0
         self.refreshes_skipped = 0
         self.cache = chunk_cache(slide)
@@ -92,6 +105,8 @@ class LazySlideView:
         self.live = True  # refresh the layer as chunks land (False: only on camera changes)
         self._relay = _ChunkRelay()
         self._relay.chunk.connect(self._on_chunk)
+        self._relay.preview.connect(self._on_preview)
+        self._previews_seen = self._chunks_seen = False  # visible ones, not yet refreshed
         self.note_changed = self._relay.note  # the zoom note (:meth:`zoom_note`) changed
         self._shown_level = len(slide.level_shapes) - 1  # the level napari shows (GUI thread)
         self._request: tuple[int, tuple[int, int, int, int]] | None = None
@@ -111,6 +126,7 @@ class LazySlideView:
             on_error=lambda exc: self._relay.error.emit(f"{type(exc).__name__}: {exc}"),
             max_base_chunks=max_base_chunks,
             margin_chunks=margin_chunks,
+            on_preview=self._preview_from_thread if self.preview else None,
         )
         # The slide tells about every chunk it writes, whoever asked for it.
         slide.add_listener(self._from_thread)
@@ -143,6 +159,41 @@ class LazySlideView:
         lower_thread_priority()
         self._relay.chunk.emit(level, cy, cx)
 
+    def _preview_from_thread(self, model: Any, rects: list, x0: Any) -> None:
+        # Runs in the renderer's thread after every model call (see preview_scope).
+        if self._closed or self.preview_error is not None:
+            return
+        try:
+            previews = self.cache.previews
+            if previews is None:
+                from .._preview import ChunkPreviews, latent_rgb_of
+
+                store = self.slide.store
+                previews = self.cache.previews = ChunkPreviews(
+                    self.slide.level_shapes,
+                    self.slide.chunk_px,
+                    int(model.latent_factor),
+                    latent_rgb_of(model),
+                    finished=lambda cy, cx: store.is_done(0, cy, cx),
+                )
+            touched = previews.paint(rects, x0)
+        except Exception as exc:  # a preview is a nicety: rendering goes on without it
+            self.preview_error = f"{type(exc).__name__}: {exc}"
+            return
+        if touched:
+            self._relay.preview.emit(sorted(touched))
+
+    def _on_preview(self, chunks: list) -> None:
+        self.previews_landed += 1
+        shown = int(self.layer.data_level)
+        if not self.live:
+            return
+        if any(self.is_visible(shown, cy >> shown, cx >> shown) for cy, cx in chunks):
+            self._landed_seq += 1
+            self._previews_seen = True
+            if not self._refresh.isActive():
+                self._refresh.start()
+
     def _on_sliced(self, event: Any = None) -> None:
         self._sliced_seq = self._landed_seq
 
@@ -160,6 +211,7 @@ class LazySlideView:
         visible = level < n_levels and self.live and self.is_visible(level, cy, cx)
         if visible:
             self._landed_seq += 1
+            self._chunks_seen = True
         if (visible or self._thumbnail_due()) and not self._refresh.isActive():
             self._refresh.start()
 
@@ -184,11 +236,21 @@ class LazySlideView:
         thumbnail = self._thumbnail_due()
         if self._sliced_seq >= self._landed_seq and not thumbnail and _sync_slicing():
             self.refreshes_skipped += 1  # napari re-sliced after they landed: on screen already
+            self._note_shown()
             return
         self.refreshes += 1
         self.layer.refresh(extent=False, thumbnail=thumbnail)
+        self._note_shown()
         if thumbnail:
             self._thumbnail_stale, self._thumbnail_t = False, time.monotonic()
+
+    def _note_shown(self) -> None:
+        """Remember when a preview / a finished chunk was first on screen (benchmarks)."""
+        now = time.perf_counter()
+        if self._previews_seen and self.first_preview_shown is None:
+            self.first_preview_shown = now
+        if self._chunks_seen and self.first_chunk_shown is None:
+            self.first_chunk_shown = now
 
     def schedule(self, event: Any = None) -> None:
         """Ask for the view after the camera has settled (restarts the debounce timer)."""
@@ -229,7 +291,10 @@ class LazySlideView:
         n_base = area0 / (c * c)
         limit = self.renderer.max_base_chunks
         if n_base <= limit:
-            return "Generating everything in view (grey checks: not generated yet)."
+            return (
+                "Generating everything in view (grey checks: not generated yet; checked "
+                "colour: an early preview, replaced as chunks finish)."
+            )
         factor = (n_base / limit) ** 0.5
         return (
             f"Zoomed out: about {n_base:,.0f} chunks are in view; only the {limit} nearest the "

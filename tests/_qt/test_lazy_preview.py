@@ -1,0 +1,79 @@
+"""Progressive preview in napari: a synthetic layer at full zoom shows an early estimate of the
+chunk being generated within a model call, then the finished pixels (real viewer, real store)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from napari_cytosyn._napari import _layers
+from napari_cytosyn._napari._chunk_cache import checker
+from napari_cytosyn.models.grf import GRFModel
+from napari_cytosyn.sampling import SamplerSettings
+from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+
+@dataclass(eq=False)
+class SlowGRF(GRFModel):
+    """The GRF model with a slow denoiser (a network on a busy CPU)."""
+
+    delay_s: float = 0.15
+
+    def denoise(self, *args, **kwargs):
+        time.sleep(self.delay_s)
+        return super().denoise(*args, **kwargs)
+
+
+def _wait_until(qtbot, condition, timeout_s: float = 60.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        qtbot.wait(10)
+
+
+def test_preview_shows_before_the_chunk_and_is_replaced_by_it(make_napari_viewer, qtbot, tmp_path):
+    torch.set_num_threads(1)
+    slide = SyntheticSlide.create(
+        tmp_path / "s.cytosyn", SlowGRF(), 512, 512, 3, SamplerSettings(steps=6), chunk_px=256
+    )
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(900, 700)
+    layer, view = _layers.add_synthetic_layer(viewer, slide)
+    um = slide.mpp[0]
+    viewer.camera.center = (0, 128.0 * um, 128.0 * um)  # the centre of chunk (0, 0)
+    viewer.camera.zoom = 1.0 / um  # one screen px per slide px: level 0
+    t0 = time.perf_counter()
+    _wait_until(qtbot, lambda: view.first_preview_shown is not None)
+    assert view.preview_error is None
+    assert not slide.is_done(0, 0, 0)  # the chunk is still being generated
+    shown = np.asarray(layer.data[0][0:256, 0:256])
+    bare = checker(0, 0, 256, 256)
+    # The first model call's windows cover most of the chunk already.
+    assert (shown != bare).any(axis=-1).mean() > 0.5
+    assert not slide.store.is_done(0, 0, 0)  # and nothing of it was stored
+    _wait_until(qtbot, lambda: slide.is_done(0, 0, 0) and view.first_chunk_shown is not None)
+    assert view.first_preview_shown < view.first_chunk_shown
+    print(
+        f"preview after {view.first_preview_shown - t0:.2f} s, chunk after "
+        f"{view.first_chunk_shown - t0:.2f} s, {view.previews_landed} preview updates"
+    )
+    view.close(timeout=30)
+    np.testing.assert_array_equal(
+        np.asarray(layer.data[0][0:256, 0:256]), slide.store.read_chunk(0, 0, 0)
+    )
+    assert (0, 0) not in view.cache.previews
+
+
+def test_preview_off_shows_only_finished_chunks(make_napari_viewer, qtbot, tmp_path):
+    torch.set_num_threads(1)
+    slide = SyntheticSlide.create(
+        tmp_path / "s.cytosyn", GRFModel(), 256, 256, 3, SamplerSettings(steps=2), chunk_px=256
+    )
+    viewer = make_napari_viewer(show=True)
+    _, view = _layers.add_synthetic_layer(viewer, slide, preview=False)
+    _wait_until(qtbot, lambda: slide.is_done(0, 0, 0))
+    view.close(timeout=30)
+    assert view.previews_landed == 0 and view.cache.previews is None
