@@ -21,7 +21,6 @@ the known latents, and the feather ramp needs room inside the mask, not outside.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -29,11 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from .counter_noise import noise_field
-from .region import stride_of, window_of
-from .samplers import CALLS_PER_STEP, alpha_sigma, get_sampler, model_denoiser
-from .schedules import time_grid
-from .settings import SamplerSettings, check_cancel, counting_progress
-from .tiling import count_windows, decode_tiled, encode_tiled, fused_denoiser, to_float
+from .region import Canvas, sample_canvas
+from .samplers import alpha_sigma
+from .settings import SamplerSettings, check_cancel
+from .tiling import decode_tiled, encode_tiled, to_float
 
 
 def _dilate(m: torch.Tensor, r: int) -> torch.Tensor:
@@ -81,12 +79,38 @@ def feather_alpha(mask: np.ndarray, feather_px: int) -> np.ndarray:
     return (acc / feather_px).numpy()
 
 
-def _renoise(x: torch.Tensor, interp, t_from: float, t_to: float, z: torch.Tensor) -> torch.Tensor:
-    """Forward-noise ``x_{t_from}`` to ``t_to > t_from`` with standard normal ``z``."""
-    a, s = alpha_sigma(interp, t_from)
-    a2, s2 = alpha_sigma(interp, t_to)
-    r = a2 / a
-    return r * x + math.sqrt(max(0.0, s2 * s2 - (r * s) ** 2)) * z
+class KnownLatents:
+    """Inpainting's projection of region mode: outside the latents a step may generate, the
+    denoiser's estimate is the known latent and the state is the known latent noised to the
+    step's time along the initial noise ``eps`` (Blended Latent Diffusion); inside, a latent
+    is free from its release time on (:func:`latent_release_times`).
+
+    ``known`` ``(C, h, w)``: the encoded image; ``eps`` ``(C, h, w)``: the initial noise;
+    ``release`` ``(h, w)``: per latent, the time below which it is generated.
+    """
+
+    def __init__(
+        self, known: torch.Tensor, eps: torch.Tensor, release: torch.Tensor, interpolant: Any
+    ) -> None:
+        self.known, self.eps, self.release, self.interpolant = known, eps, release, interpolant
+
+    def _at(self, t: float) -> torch.Tensor:
+        a, s = alpha_sigma(self.interpolant, t)
+        return (a * self.known + s * self.eps).unsqueeze(0)
+
+    def _free(self, t: float) -> torch.Tensor:
+        return (self.release >= t - 1e-9).to(torch.float32)[None, None]
+
+    def start(self) -> torch.Tensor:
+        return self._at(1.0)
+
+    def x0(self, t: float, x0: torch.Tensor) -> torch.Tensor:
+        free = self._free(t)
+        return free * x0 + (1.0 - free) * self.known.unsqueeze(0)
+
+    def state(self, i: int, t_next: float, x: torch.Tensor) -> torch.Tensor:
+        free = self._free(t_next)
+        return free * x + (1.0 - free) * self._at(t_next)
 
 
 def inpaint(
@@ -140,66 +164,9 @@ def inpaint(
     )
     c, h, w = known.shape
     release = latent_release_times(mask_p, f, st.mask_dilate_latent, st.release_band_latent)
-    interp = model.interpolant
     eps = noise_field(st.seed, "init", 0, 0, h, w, c)
-
-    def known_at(t: float) -> torch.Tensor:
-        a, s = alpha_sigma(interp, t)
-        return (a * known + s * eps).unsqueeze(0)
-
-    def free_at(t: float) -> torch.Tensor:
-        return (release >= t - 1e-9).to(torch.float32)[None, None]
-
-    ts = time_grid(st.steps, st.time_shift, st.sampler)
-    jumps = st.resample_jumps if st.resample_n > 1 else 0
-    segments = [(i, min(i + jumps, st.steps)) for i in range(0, st.steps, jumps)] if jumps else []
-    extra = sum(b - a for a, b in segments[:-1]) * (st.resample_n - 1)
-    win = window_of(model, st)
-    nb = math.ceil(count_windows(h, w, (0, 0), win, stride_of(win, st.overlap)) / st.batch_size)
-    tick = counting_progress(progress, (st.steps + extra) * CALLS_PER_STEP[st.sampler] * nb)
-
-    base = model_denoiser(model, st.guidance, st.guidance_interval, cond, st.autocast)
-    fused = fused_denoiser(
-        base,
-        (0, 0),
-        win,
-        stride_of(win, st.overlap),
-        st.weights,
-        st.batch_size,
-        seed=st.seed if st.shift_lattice else None,
-        progress=tick,
-        cancel=cancel,
-    )
-
-    def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
-        free = free_at(t)
-        return free * fused(x, t) + (1.0 - free) * known.unsqueeze(0)
-
-    denoise.model_dtype = fused.model_dtype
-
-    def project(i: int, t_next: float, x: torch.Tensor) -> torch.Tensor:
-        free = free_at(t_next)
-        return free * x + (1.0 - free) * known_at(t_next)
-
-    sampler = get_sampler(st.sampler)
-
-    def step_noise(i: int) -> torch.Tensor:
-        return noise_field(st.seed, f"step{i}", 0, 0, h, w, c).unsqueeze(0)
-
-    noise = step_noise if st.stochastic else None
-    x = known_at(1.0)
-    if not segments:
-        segments = [(0, st.steps)]
-    for n_seg, (a, b) in enumerate(segments):
-        passes = st.resample_n if (jumps and n_seg < len(segments) - 1) else 1
-        start = x
-        for r in range(passes):
-            if r > 0:
-                z = noise_field(st.seed, f"repaint{b}_{r}", 0, 0, h, w, c).unsqueeze(0)
-                start = project(a - 1, ts[a], _renoise(x, interp, ts[b], ts[a], z))
-            x = sampler(
-                denoise, start, ts[a : b + 1], interp, noise=noise, step_offset=a, project=project
-            )
+    projection = KnownLatents(known, eps, release, model.interpolant)
+    x = sample_canvas(model, st, Canvas(0, 0, h, w), progress, cancel, cond, projection)
     rgb = decode_tiled(
         model,
         x[0],

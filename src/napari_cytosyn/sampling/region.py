@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -77,47 +77,120 @@ def step_noise_fn(model: Any, seed: int, canvas: Canvas):
     return fn
 
 
+class Projection(Protocol):
+    """What turns region mode into inpainting: a constraint re-imposed at every step.
+
+    ``start()`` is the initial state ``(1, C, h, w)``; ``x0(t, x0)`` the denoiser's estimate
+    with the constraint applied; ``state(i, t_next, x)`` the state after step ``i`` (e.g. known
+    latents re-noised to ``t_next`` and pasted); ``model_dtype`` is passed through for error
+    messages. With a projection, ``settings.resample_jumps``/``resample_n`` add RePaint passes.
+    """
+
+    def start(self) -> torch.Tensor: ...
+
+    def x0(self, t: float, x0: torch.Tensor) -> torch.Tensor: ...
+
+    def state(self, i: int, t_next: float, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def resample_segments(settings: SamplerSettings) -> list[tuple[int, int, int]]:
+    """RePaint's schedule: ``(first_step, end_step, passes)`` per segment of the time grid
+    (Lugmayr et al. 2022); one pass over the whole grid without resampling."""
+    st = settings
+    jumps = st.resample_jumps if st.resample_n > 1 else 0
+    if not jumps:
+        return [(0, st.steps, 1)]
+    bounds = [(i, min(i + jumps, st.steps)) for i in range(0, st.steps, jumps)]
+    return [(a, b, st.resample_n if n < len(bounds) - 1 else 1) for n, (a, b) in enumerate(bounds)]
+
+
 def sample_canvas(
     model: Any,
     settings: SamplerSettings,
     canvas: Canvas,
-    x: torch.Tensor | None = None,
-    ts: list[float] | None = None,
-    step_offset: int = 0,
     progress=None,
     cancel: Any = None,
     cond: Any = None,
+    projection: Projection | None = None,
 ) -> torch.Tensor:
     """Run the sampler over ``canvas`` with the fused window denoiser; returns ``(1, C, h, w)``.
 
-    ``x`` defaults to the seeded initial noise, ``ts`` to the full time grid.
+    The state starts from the seeded initial noise (``projection.start()`` with a projection)
+    and runs the settings' time grid; ``progress(done, total)`` after each window batch,
+    ``cancel.is_set()`` before each. A ``projection`` (inpainting) constrains the denoiser's
+    estimate and the state after every step, and brings RePaint resampling
+    (:func:`resample_segments`): a segment's later passes start from its end state re-noised
+    back to its start with fresh seeded noise.
     """
-    win = window_of(model, settings)
-    stride = stride_of(win, settings.overlap)
-    if x is None:
-        x = initial_latent(model, settings.seed, canvas)
-    if ts is None:
-        ts = time_grid(settings.steps, settings.time_shift, settings.sampler)
+    st = settings
+    win = window_of(model, st)
+    stride = stride_of(win, st.overlap)
+    ts = time_grid(st.steps, st.time_shift, st.sampler)
+    segments = resample_segments(st) if projection is not None else [(0, st.steps, 1)]
+    steps = sum((b - a) * n for a, b, n in segments)
     nwin = count_windows(canvas.h, canvas.w, (canvas.y, canvas.x), win, stride)
-    nbatch = math.ceil(nwin / settings.batch_size)
-    tick = counting_progress(progress, CALLS_PER_STEP[settings.sampler] * (len(ts) - 1) * nbatch)
-    base = model_denoiser(
-        model, settings.guidance, settings.guidance_interval, cond, settings.autocast
-    )
+    nbatch = math.ceil(nwin / st.batch_size)
+    tick = counting_progress(progress, steps * CALLS_PER_STEP[st.sampler] * nbatch)
+    base = model_denoiser(model, st.guidance, st.guidance_interval, cond, st.autocast)
     denoise = fused_denoiser(
         base,
         (canvas.y, canvas.x),
         win,
         stride,
-        settings.weights,
-        settings.batch_size,
-        seed=settings.seed if settings.shift_lattice else None,
+        st.weights,
+        st.batch_size,
+        seed=st.seed if st.shift_lattice else None,
         progress=tick,
         cancel=cancel,
     )
-    sampler = get_sampler(settings.sampler)
-    noise = step_noise_fn(model, settings.seed, canvas) if settings.stochastic else None
-    return sampler(denoise, x, ts, model.interpolant, noise=noise, step_offset=step_offset)
+    sampler = get_sampler(st.sampler)
+    noise = step_noise_fn(model, st.seed, canvas) if st.stochastic else None
+    if projection is None:
+        x = initial_latent(model, st.seed, canvas)
+        return sampler(denoise, x, ts, model.interpolant, noise=noise)
+
+    fused = denoise
+
+    def denoise(x: torch.Tensor, t: float) -> torch.Tensor:
+        return projection.x0(t, fused(x, t))
+
+    denoise.model_dtype = fused.model_dtype
+    x = projection.start()
+    for a, b, passes in segments:
+        start = x
+        for r in range(passes):
+            if r > 0:
+                z = noise_field(
+                    st.seed,
+                    f"repaint{b}_{r}",
+                    canvas.y,
+                    canvas.x,
+                    canvas.h,
+                    canvas.w,
+                    model.latent_channels,
+                ).unsqueeze(0)
+                renoised = renoise(x, model.interpolant, ts[b], ts[a], z)
+                start = projection.state(a - 1, ts[a], renoised)
+            x = sampler(
+                denoise,
+                start,
+                ts[a : b + 1],
+                model.interpolant,
+                noise=noise,
+                step_offset=a,
+                project=projection.state,
+            )
+    return x
+
+
+def renoise(
+    x: torch.Tensor, interp: Any, t_from: float, t_to: float, z: torch.Tensor
+) -> torch.Tensor:
+    """Forward-noise ``x_{t_from}`` to ``t_to > t_from`` with standard normal ``z``."""
+    a, s = alpha_sigma(interp, t_from)
+    a2, s2 = alpha_sigma(interp, t_to)
+    r = a2 / a
+    return r * x + math.sqrt(max(0.0, s2 * s2 - (r * s) ** 2)) * z
 
 
 def generate_region(
