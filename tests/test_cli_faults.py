@@ -17,10 +17,10 @@ import pytest
 
 from napari_cytosyn.cli import main
 from napari_cytosyn.cli_masks import MaskError, fill_rings, read_mask
-from napari_cytosyn.export.provenance import file_sha256
 from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import SamplerSettings
 from napari_cytosyn.slide.composite import CompositeSlide
+from napari_cytosyn.slide.provenance import file_sha256
 from napari_cytosyn.slide.store import MAX_CHUNKS, StoreError
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 

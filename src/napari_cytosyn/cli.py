@@ -219,6 +219,7 @@ def export(args: argparse.Namespace, slide: Any, out: Path) -> Path:
             compression=args.compression,
             mask=args.synthetic_mask,
             overwrite=args.overwrite,
+            render_missing=getattr(args, "render_missing", False),
             progress=bar,
         )
     say(args, f"wrote {written}")
@@ -431,51 +432,24 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_any(path: Path) -> Any:
-    """A synthetic store, an edit store (as its composite) or a slide file, opened for reading."""
-    from napari_cytosyn.slide import open_slide
-    from napari_cytosyn.slide.store import read_store_attrs
-
-    attrs = read_store_attrs(path) if path.is_dir() else None
-    kind = attrs.get("kind") if attrs else None
-    if kind == "synthetic-slide":
-        from napari_cytosyn.slide.synthetic import SyntheticSlide
-
-        return SyntheticSlide.open(path, mode="r")
-    if kind == "edit-store":
-        from napari_cytosyn.slide.composite import CompositeSlide
-
-        source = attrs["source"]["path"]
-        if not Path(source).exists():
-            raise CliError(f"{path} edits {source}, which no longer exists")
-        return CompositeSlide(source, path)
-    return open_slide(path)
-
-
 def cmd_export(args: argparse.Namespace) -> int:
+    from napari_cytosyn.slide.kinds import open_any
+
     out = Path(args.out)
     if not export_target(out, args.format):
         raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
-    source = Path(args.source)
-    reads: list[Any] = [source]
-    attrs = _store_attrs(source)
-    if attrs and attrs.get("kind") == "edit-store":
-        reads.append(attrs["source"]["path"])
+    slide = open_any(args.source, mode="r+" if args.render_missing else "r")
+    reads: list[Any] = [args.source]
+    if slide.kind == "composite":
+        reads.append(slide.real.path)
     check_output(out, args.overwrite, reads=reads)
     with output_job(out):
-        export(args, open_any(source), out)
+        export(args, slide, out)
     return 0
 
 
-def _store_attrs(path: Path) -> dict[str, Any] | None:
-    from napari_cytosyn.slide.store import read_store_attrs
-
-    return read_store_attrs(path) if path.is_dir() else None
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    from napari_cytosyn.export import slide_provenance
-    from napari_cytosyn.export.slide_export import slide_kind
+    from napari_cytosyn.slide.kinds import open_any
 
     path = Path(args.path)
     if not path.exists():
@@ -483,7 +457,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     slide = open_any(path)
     info: dict[str, Any] = {
         "path": str(path),
-        "kind": slide_kind(slide),
+        "kind": slide.kind,
         "name": slide.name,
         "mpp": list(slide.mpp) if slide.mpp else None,
         "level_shapes": [list(s) for s in slide.level_shapes],
@@ -496,7 +470,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             chunks_total=meta["chunks_total"],
             chunks_damaged=damaged,
         )
-        info["provenance"] = slide_provenance(slide)
+        info["provenance"] = slide.provenance()
     elif info["kind"] == "composite":
         info["edits"] = slide.edits
     else:
@@ -685,6 +659,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a store, an edit store or a slide")
     p.add_argument("source", metavar="STORE_OR_SLIDE")
     p.add_argument("--out", required=True, help="*.ome.zarr, *.ome.tif, *.tif or *.svs")
+    p.add_argument(
+        "--render-missing",
+        action="store_true",
+        help="a synthetic slide's unrendered chunks are rendered first (with the model named "
+        "in its store); without it such a slide is refused",
+    )
     _common(p, model=False)
     p.set_defaults(func=cmd_export)
 

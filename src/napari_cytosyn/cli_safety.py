@@ -88,7 +88,7 @@ def check_output(out: Path, overwrite: bool, reads: Iterable[str | os.PathLike |
 
 def export_provenance(path: Path) -> dict[str, Any] | None:
     """The provenance our writers stored in an OME-Zarr or OME-TIFF, if any."""
-    from napari_cytosyn.export.provenance import PROVENANCE_KEY
+    from napari_cytosyn.slide.provenance import PROVENANCE_KEY
 
     try:
         if path.is_dir():

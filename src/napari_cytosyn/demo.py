@@ -62,10 +62,12 @@ def run_demo(
     """
     import imageio.v3 as iio
 
-    from napari_cytosyn.export import build_provenance, export_slide, write_ome_zarr
+    from napari_cytosyn.export import export_slide
     from napari_cytosyn.sampling import generate_region
     from napari_cytosyn.slide import open_slide
+    from napari_cytosyn.slide.array import ArraySlide
     from napari_cytosyn.slide.composite import CompositeSlide
+    from napari_cytosyn.slide.provenance import build_provenance
 
     bars = progress_bar or (lambda desc, unit: contextlib.nullcontext(None))
     out = Path(out)
@@ -90,10 +92,10 @@ def run_demo(
         sampler=settings,
         extra={"synthetic": {"kind": "region", "fully_synthetic": True, "size_px": size}},
     )
-    write_ome_zarr(
-        synthetic_zarr, [image], mpp=float(model.mpp), provenance=provenance,
-        chunk_px=256, version=version, overwrite=overwrite,
-    )  # fmt: skip
+    region_slide = ArraySlide(
+        [image], mpp=float(model.mpp), kind="synthetic", provenance=provenance, name="synthetic"
+    )
+    export_slide(region_slide, synthetic_zarr, chunk_px=256, version=version, overwrite=overwrite)
     say(f"wrote {synthetic_zarr}")
 
     real = open_slide(synthetic_zarr)

@@ -7,11 +7,11 @@ import pytest
 
 import napari_cytosyn.sampling as sampling
 from napari_cytosyn.chunk_grid import downsample_area
-from napari_cytosyn.export.provenance import file_sha256
 from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import SamplerSettings
 from napari_cytosyn.slide import open_slide
 from napari_cytosyn.slide.composite import CompositeSlide
+from napari_cytosyn.slide.provenance import file_sha256
 from napari_cytosyn.slide.store import StoreExistsError, StoreMismatchError
 
 SETTINGS = SamplerSettings(steps=4)

@@ -109,18 +109,11 @@ def open_composite(real_path: str | Path, cache_dir: Path) -> Any:
 
 def open_edit_store(store: str | Path) -> Any:
     """Reopen an edit store (explicitly): its real slide is the file recorded in it."""
-    from napari_cytosyn.slide.composite import CompositeSlide
-    from napari_cytosyn.slide.store import read_store_attrs
+    from napari_cytosyn.slide.kinds import open_any, store_kind
 
-    attrs = read_store_attrs(store)
-    if attrs is None or attrs.get("kind") != "edit-store":
+    if store_kind(store) != "edit-store":
         raise ValueError(f"{store} is not a napari-cytosyn edit store")
-    real = attrs["source"]["path"]
-    if not Path(real).exists():
-        raise FileNotFoundError(
-            f"the slide {real} that the edits in {store} belong to is not there any more"
-        )
-    return CompositeSlide(real, store)
+    return open_any(store)
 
 
 def inpaint_work(
@@ -225,6 +218,7 @@ def render_all_work(slide: Any) -> Callable[[Progress, Any], int]:
 
 
 EXPORT_FORMATS = {"OME-Zarr": ".ome.zarr", "OME-TIFF": ".ome.tif"}
+_EXPORT_FORMAT_IDS = {"OME-Zarr": "ome-zarr", "OME-TIFF": "ome-tiff"}
 _KNOWN_SUFFIXES = (
     ".cytosyn",
     ".ome.zarr",
@@ -248,7 +242,7 @@ def export_stem(slide: Any) -> str:
     """A file stem for a slide's export: store and slide suffixes dropped, ``-edited`` for an
     edited slide, characters awkward in file names replaced (``case.svs`` edited ->
     ``case-edited``; ``seed1.cytosyn`` -> ``seed1``)."""
-    edited = hasattr(slide, "real")
+    edited = slide.kind == "composite"
     stem = slide.real.name if edited else slide.name
     for suffix in _KNOWN_SUFFIXES:
         if stem.lower().endswith(suffix):
@@ -266,7 +260,7 @@ def default_export_path(slide: Any, fmt: str, last_dir: str | Path | None = None
         raise ValueError(f"unknown export format {fmt!r}; choose one of {list(EXPORT_FORMATS)}")
     if last_dir and Path(last_dir).is_dir():
         folder = Path(last_dir)
-    elif hasattr(slide, "real"):
+    elif slide.kind == "composite":
         folder = Path(slide.real.path).parent
     else:
         folder = Path(slide.path).parent
@@ -282,58 +276,28 @@ def megapixels(slide: Any, chunks: int | None = None) -> float:
 
 
 def export_work(
-    slide: Any, path: Path, fmt: str, overwrite: bool = False
+    slide: Any, path: Path, fmt: str, overwrite: bool = False, render_missing: bool = False
 ) -> Callable[[Progress, Any], Path]:
-    """Export a synthetic slide or a composite with its synthetic mask and provenance.
+    """Export a slide (synthetic, edited or real) with :func:`napari_cytosyn.export.export_slide`
+    as ``fmt`` (a key of ``EXPORT_FORMATS``): its synthetic mask and provenance go with it.
 
-    A synthetic slide must be complete (render its missing chunks first: an explicit job with
-    its own confirmation); a composite is exported as shown, with ``labels/synthetic`` marking
-    the edited pixels. The writers write into a temporary path and rename it at the end, so a
-    cancelled or failed export leaves nothing behind.
+    A synthetic slide must be complete unless ``render_missing`` (then its missing chunks are
+    rendered first, in the same job); the widget renders them as a job of its own, with its own
+    confirmation, before it exports. The writers write into a temporary path and rename it at
+    the end, so a cancelled or failed export leaves nothing behind.
     """
-    from napari_cytosyn.export import build_provenance, write_ome_tiff, write_ome_zarr
-
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {list(EXPORT_FORMATS)}")
-    writer = write_ome_zarr if fmt == "OME-Zarr" else write_ome_tiff
-    synthetic = type(slide).__name__ == "SyntheticSlide"
-    if synthetic:
-        missing = len(slide.missing_chunks(0))
-        if missing:
-            raise ValueError(
-                f"{slide.name} has {missing} chunk(s) not generated yet; render them first "
-                "(Render all) - an export holds only finished pixels"
-            )
 
     def work(progress: Progress, cancel: Any) -> Path:
-        if synthetic:
-            attrs = slide.store.attrs
-            levels = slide.stored_levels
-            import dask.array as da
+        from napari_cytosyn.export import export_slide
 
-            # Every pixel of a synthetic slide is synthetic: a lazy all-ones mask, never held.
-            masks = [da.ones(levels[0].shape[:2], dtype=np.uint8, chunks=slide.chunk_px)]
-            prov = build_provenance(
-                model=attrs["model"],
-                seed=slide.seed,
-                sampler=attrs["settings"],
-                extra={"synthetic": {"kind": "synthetic-slide", "lazy_spec": attrs["lazy_spec"]}},
-            )
-        else:
-            levels = slide.levels
-            masks = slide.mask_levels
-            prov = build_provenance(
-                source_path=slide.real.path,
-                extra={"edits": slide.edits},
-            )
-        return writer(
+        return export_slide(
+            slide,
             path,
-            levels,
-            mpp=slide.mpp,
-            mask_levels=masks,
-            provenance=prov,
-            name=export_stem(slide),
+            format=_EXPORT_FORMAT_IDS[fmt],
             overwrite=overwrite,
+            render_missing=render_missing,
             progress=progress,
             cancel=cancel,
         )

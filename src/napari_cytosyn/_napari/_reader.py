@@ -47,54 +47,49 @@ def napari_get_reader(path: PathLike | Sequence[PathLike]) -> Callable | None:
 
 
 def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
-    """Open each slide as a layer data tuple ``(levels, kwargs, "image")``.
+    """Open each path with :func:`~napari_cytosyn.slide.kinds.open_any` as layer data tuples.
 
-    ``levels`` are the slide's lazy (y, x, 3) uint8 dask levels; ``kwargs`` set ``rgb``,
-    ``multiscale``, ``scale`` (y, x) um/px from the slide's mpp with ``units`` um, contrast limits
-    (0, 255), the file's name and ``metadata`` (`Slide.metadata()`). A slide without mpp gets
-    scale 1, ``metadata["mpp_known"] = False`` and a warning notification.
+    A slide file or export gives ``(levels, kwargs, "image")``: ``levels`` are the slide's lazy
+    (y, x, 3) uint8 dask levels; ``kwargs`` set ``rgb``, ``multiscale``, ``scale`` (y, x) um/px
+    from the slide's mpp with ``units`` um, contrast limits (0, 255), the file's name and
+    ``metadata`` (`Slide.metadata()`), plus the export's "synthetic" labels when it has a mask.
+    A slide without mpp gets scale 1, ``metadata["mpp_known"] = False`` and a warning
+    notification. A store gives the layers of :func:`read_store`.
     """
-    from napari_cytosyn.slide import open_slide
-    from napari_cytosyn.slide.store import read_store_attrs
+    from napari_cytosyn.slide.kinds import open_any, store_kind
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers = []
     for p in paths:
-        attrs = read_store_attrs(p) if Path(p).is_dir() else None
-        if attrs is not None:
-            layers += read_store(p, attrs["kind"])
+        if store_kind(p) is not None:
+            layers += read_store(p)
             continue
-        slide = open_slide(p)
-        layers.append(slide_layer_data(slide))
+        layers.append(slide_layer_data(open_any(p)))
         mask = synthetic_mask_data(p, layers[-1][1])
         if mask is not None:
             layers.append(mask)
     return layers
 
 
-def read_store(path: PathLike, kind: str) -> list[LayerData]:
+def read_store(path: PathLike) -> list[LayerData]:
     """Layers of a store of this plugin: a synthetic slide (its lazy layer) or an edit store
     (real slide, edited layer, "synthetic" labels)."""
     import napari
+
+    from napari_cytosyn.slide.kinds import open_any
 
     from . import _layers
 
     viewer = napari.current_viewer()
     if viewer is None:
         raise RuntimeError(f"opening {path} needs an open napari viewer (it renders lazily)")
-    if kind == "synthetic-slide":
-        from napari_cytosyn.slide.synthetic import SyntheticSlide
-
+    slide = open_any(path, mode="r+")
+    if slide.kind == "synthetic":
         # Every pixel of it is synthetic: no labels layer to say so (the layer is the slide).
-        return [_layers.synthetic_layer_data(viewer, SyntheticSlide.open(path))]
-    if kind == "edit-store":
-        from ._actions import open_edit_store
-
-        composite = open_edit_store(path)
-        real = slide_layer_data(composite.real)
-        edited = _layers.composite_layer_data(viewer, composite, real)
-        return [real, edited, _layers.mask_layer_data(viewer, edited, composite)]
-    raise ValueError(f"{path} is a napari-cytosyn {kind!r} store, which napari cannot show")
+        return [_layers.synthetic_layer_data(viewer, slide)]
+    real = slide_layer_data(slide.real)
+    edited = _layers.composite_layer_data(viewer, slide, real)
+    return [real, edited, _layers.mask_layer_data(viewer, edited, slide)]
 
 
 def synthetic_mask_data(path: PathLike, image_kwargs: dict[str, Any]) -> LayerData | None:

@@ -9,9 +9,10 @@ widgets), else from the layer ``scale`` when its ``units`` are micrometres; othe
 is written in pixel units. ``meta["metadata"]["synthetic_mask"]`` (a ``(y, x)`` array or
 pyramid) becomes the synthetic-mask label image (OME-Zarr) or the mask TIFF and GeoJSON beside
 a TIFF. Provenance is ``meta["metadata"]["provenance"]``
-when given, else rebuilt from what the layer shows: the synthetic-slide or edit store named in
-``metadata["cytosyn"]`` (model, seed, sampler, edits), or the real slide file at
-``metadata["path"]`` (name and SHA-256).
+when given, else the ``provenance()`` of what the layer shows: the synthetic-slide or edit store
+named in ``metadata["cytosyn"]`` (model, seed, sampler, edits), or the real slide file at
+``metadata["path"]`` (name and SHA-256). The layer is written by the one
+:func:`~napari_cytosyn.export.export_slide`, as an ``ArraySlide``.
 """
 
 from __future__ import annotations
@@ -94,58 +95,61 @@ def _mask_levels(meta: dict[str, Any]) -> list[Any] | None:
 def _provenance(meta: dict[str, Any]) -> dict[str, Any] | None:
     from pathlib import Path
 
-    from napari_cytosyn.export import build_provenance, slide_provenance
+    from napari_cytosyn.slide.kinds import open_any
 
     layer_meta = meta.get("metadata") or {}
     if layer_meta.get("provenance") is not None:
         return layer_meta["provenance"]
     ours = layer_meta.get("cytosyn") or {}
     store = ours.get("store")
-    if ours.get("kind") == "synthetic" and store and Path(store).exists():
-        from napari_cytosyn.slide.synthetic import SyntheticSlide
-
-        return slide_provenance(SyntheticSlide.open(store, mode="r"))
-    source = layer_meta.get("source_path")
-    if ours.get("kind") == "composite" and store and source and Path(source).exists():
-        from napari_cytosyn.slide.composite import CompositeSlide
-
-        return slide_provenance(CompositeSlide(source, store))
+    if ours.get("kind") in ("synthetic", "composite") and store and Path(store).exists():
+        try:
+            return open_any(store).provenance()
+        except FileNotFoundError:  # the real slide of an edit store has gone: nothing to name
+            return None
     path = layer_meta.get("path")
     if path and Path(path).is_file():
-        return build_provenance(source_path=path, extra={"synthetic": None})
+        return open_any(path).provenance()
     return None
 
 
-def _write_layer(writer: Any, path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """``writer`` (an export function) on one image layer's pyramid, mask, mpp and provenance."""
-    out = writer(
-        path,
+def _layer_slide(data: Any, meta: dict[str, Any]) -> Any:
+    """One image layer as an ``ArraySlide``: its pyramid, mpp, synthetic mask and provenance;
+    a ``"composite"`` when it has a mask, ``"synthetic"`` when it shows a synthetic slide."""
+    from napari_cytosyn.slide.array import ArraySlide
+
+    masks = _mask_levels(meta)
+    ours = (meta.get("metadata") or {}).get("cytosyn") or {}
+    kind = "composite" if masks else "synthetic" if ours.get("kind") == "synthetic" else "real"
+    return ArraySlide(
         _levels_rgb(data),
         mpp=_mpp(meta),
-        mask_levels=_mask_levels(meta),
+        kind=kind,
         provenance=_provenance(meta),
-        name=meta.get("name"),
-        overwrite=True,  # napari's save dialog has already asked before replacing
+        mask_levels=masks,
+        name=meta.get("name") or "image",
     )
+
+
+def _write_layer(fmt: str, path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """One image layer written by ``export_slide`` in format ``fmt``."""
+    from napari_cytosyn.export import export_slide
+
+    # napari's save dialog has already asked before replacing
+    out = export_slide(_layer_slide(data, meta), path, format=fmt, overwrite=True)
     return [str(out)]
 
 
 def write_ome_zarr_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as OME-Zarr (NGFF 0.4); returns ``[path]``."""
-    from napari_cytosyn.export import write_ome_zarr
-
-    return _write_layer(write_ome_zarr, path, data, meta)
+    return _write_layer("ome-zarr", path, data, meta)
 
 
 def write_ome_tiff_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as a pyramidal, JPEG-compressed OME-TIFF; returns ``[path]``."""
-    from napari_cytosyn.export import write_ome_tiff
-
-    return _write_layer(write_ome_tiff, path, data, meta)
+    return _write_layer("ome-tiff", path, data, meta)
 
 
 def write_tiff_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one image layer as a JPEG pyramidal TIFF in the SVS layout; returns ``[path]``."""
-    from napari_cytosyn.export import write_tiff
-
-    return _write_layer(write_tiff, path, data, meta)
+    return _write_layer("tiff", path, data, meta)

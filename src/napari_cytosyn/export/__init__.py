@@ -7,16 +7,11 @@ is cheap.
 
 from napari_cytosyn.export.ome_tiff import write_ome_tiff
 from napari_cytosyn.export.ome_zarr import write_ome_zarr
-from napari_cytosyn.export.provenance import build_provenance, file_sha256
 from napari_cytosyn.export.sidecars import sidecar_paths
-from napari_cytosyn.export.slide_export import (
-    FORMATS,
-    IncompleteSlideError,
-    export_slide,
-    output_format,
-    slide_provenance,
-)
+from napari_cytosyn.export.slide_export import FORMATS, export_slide, output_format
 from napari_cytosyn.export.tiff import write_tiff
+from napari_cytosyn.slide.provenance import build_provenance, file_sha256
+from napari_cytosyn.slide.store_io import IncompleteSlideError
 
 __all__ = [
     "FORMATS",
@@ -26,7 +21,6 @@ __all__ = [
     "file_sha256",
     "output_format",
     "sidecar_paths",
-    "slide_provenance",
     "write_ome_tiff",
     "write_ome_zarr",
     "write_tiff",

@@ -41,7 +41,7 @@ from napari_cytosyn.export._stream import (
     validate_levels,
     validate_masks,
 )
-from napari_cytosyn.export.provenance import PROVENANCE_KEY, jsonable
+from napari_cytosyn.slide.provenance import PROVENANCE_KEY, jsonable
 
 NgffVersion = Literal["0.4", "0.5"]
 MASK_LABEL = "synthetic"
@@ -412,7 +412,7 @@ def write_ome_zarr(
     mask_levels: ``(y, x)`` bool/uint8 arrays, 1 where pixels are synthetic; either one per image
         level or only the finest (coarser ones are 2x2-max reduced). Written as
         ``labels/synthetic``.
-    provenance: dict from :func:`~napari_cytosyn.export.provenance.build_provenance`, stored as
+    provenance: dict from :func:`~napari_cytosyn.slide.provenance.build_provenance`, stored as
         the group attribute ``napari_cytosyn``.
     name: the image name (NGFF ``multiscales[0].name`` and ``omero.name``); default: the
         output's stem.

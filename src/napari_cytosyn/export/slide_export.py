@@ -5,12 +5,19 @@ What gets written for each kind:
 - real slide (``Slide``): its pyramid as is; provenance names the source file and its SHA-256.
 - synthetic slide (``SyntheticSlide``): the finished store levels, read straight from zarr;
   provenance holds the model, seed, sampler settings and lazy-mode spec. Every pixel is
-  synthetic, so no mask is written. A store with unrendered chunks is refused (render it first).
+  synthetic, so no mask is written. A store with unrendered chunks is refused unless
+  ``render_missing`` (then they are rendered first).
 - composite (``CompositeSlide``): the real pyramid (the source's own levels) with the edits
   overlaid, lossless by default; the edit masks as the ``synthetic`` label image (OME-Zarr) or,
   for TIFF exports, a mask TIFF and QuPath GeoJSON beside the file (``mask="ome-image"`` keeps
   the mask in an OME-TIFF as a second image); provenance with the source file's SHA-256 and
   every edit (model, settings, region).
+- an ``ArraySlide`` (a region-mode image, a napari layer): its levels, mask and provenance as
+  given.
+
+What differs by kind is asked of ``slide.kind`` and of the slide itself (``provenance()``,
+``synthetic_mask(level)``, ``finished_levels()``: the contract of
+:mod:`napari_cytosyn.slide.kinds`).
 
 The image is named after the slide (a synthetic store ``syn.cytosyn`` exports as ``syn``).
 """
@@ -23,7 +30,6 @@ from typing import Any, Literal
 
 from napari_cytosyn.export.ome_tiff import write_ome_tiff
 from napari_cytosyn.export.ome_zarr import write_ome_zarr
-from napari_cytosyn.export.provenance import build_provenance
 from napari_cytosyn.export.tiff import write_tiff
 from napari_cytosyn.export.tile_copy import write_tiff_copy
 
@@ -38,10 +44,6 @@ _SUFFIXES: dict[str, Format] = {
     ".tiff": "tiff",
     ".svs": "tiff",
 }
-
-
-class IncompleteSlideError(ValueError):
-    """A synthetic slide still has chunks that were never rendered."""
 
 
 def output_format(path: str | os.PathLike, fmt: str | None = None) -> Format:
@@ -69,46 +71,22 @@ def output_format(path: str | os.PathLike, fmt: str | None = None) -> Format:
     return implied
 
 
-def slide_kind(slide: Any) -> str:
-    """``"synthetic"``, ``"composite"`` or ``"real"``."""
-    store = getattr(slide, "store", None)
-    kind = getattr(store, "kind", None)
-    if kind == "synthetic-slide":
-        return "synthetic"
-    if kind == "edit-store":
-        return "composite"
-    return "real"
-
-
-def slide_pyramid(slide: Any) -> tuple[list[Any], list[Any] | None]:
-    """(image levels ``(y, x, 3)`` uint8, mask levels ``(y, x)`` or ``None``) of a slide."""
-    kind = slide_kind(slide)
-    if kind == "synthetic":
-        slide.store.refresh()
-        missing = sum(len(slide.missing_chunks(k)) for k in range(slide.store.n_levels))
-        if missing:
-            raise IncompleteSlideError(
-                f"{slide.path} has {missing} unrendered chunks; finish it first "
-                f"(napari-cytosyn render {slide.path})"
-            )
-        return [slide.store.level_array(k) for k in range(slide.store.n_levels)], None
-    if kind == "composite":
-        return list(slide.levels), list(slide.mask_levels)
-    return list(slide.levels), None
-
-
 def export_name(slide: Any) -> str:
     """The image name of an export: the slide's name (a store's folder without ``.cytosyn``)."""
     name = str(getattr(slide, "name", "") or Path(slide.path).name)
-    if slide_kind(slide) == "synthetic":
+    if slide.kind == "synthetic":
         for suffix in (".cytosyn", ".zarr"):
             name = name.removesuffix(suffix)
     return name
 
 
 def pyramid_method(slide: Any) -> str:
-    """How the coarse levels of ``slide`` were made (NGFF ``multiscales[0].metadata.method``)."""
-    kind = slide_kind(slide)
+    """How the coarse levels of ``slide`` were made (NGFF ``multiscales[0].metadata.method``):
+    what the slide says (an ``ArraySlide``), else what its kind implies."""
+    stated = getattr(slide, "pyramid_method", None)
+    if stated:
+        return stated
+    kind = slide.kind
     if kind == "synthetic":
         return (
             "synthetic store levels: each coarse pixel the area mean of the 2x2 pixels below "
@@ -116,7 +94,8 @@ def pyramid_method(slide: Any) -> str:
         )
     if kind == "composite":
         return (
-            f"the source slide's own levels ({slide.real.format}); blocks touched by an edit: "
+            f"the source slide's own levels ({getattr(slide.real, 'format', '?')}); blocks "
+            "touched by an edit: "
             "area mean of the level-0 composite (napari_cytosyn.slide.composite)"
         )
     return f"the source slide's own levels ({getattr(slide, 'format', 'unknown format')})"
@@ -124,7 +103,7 @@ def pyramid_method(slide: Any) -> str:
 
 def label_lines(slide: Any, name: str) -> tuple[str, ...]:
     """Text of the slide label page of a TIFF export: what the file holds."""
-    kind = slide_kind(slide)
+    kind = slide.kind
     what = {
         "synthetic": ("SYNTHETIC", "every pixel generated"),
         "composite": ("INPAINTED: holds", "synthetic regions"),
@@ -134,64 +113,7 @@ def label_lines(slide: Any, name: str) -> tuple[str, ...]:
 
 def default_compression(slide: Any) -> str:
     """``"deflate"`` (lossless) for a composite, whose real tissue must stay exact, else JPEG."""
-    return "deflate" if slide_kind(slide) == "composite" else "jpeg"
-
-
-def slide_provenance(slide: Any, checksum_source: bool = True) -> dict[str, Any]:
-    """Provenance record of a slide (see :mod:`~napari_cytosyn.export.provenance`)."""
-    kind = slide_kind(slide)
-    if kind == "synthetic":
-        attrs = slide.store.attrs
-        return build_provenance(
-            model=attrs.get("model"),
-            seed=attrs.get("seed"),
-            sampler=attrs.get("settings"),
-            extra={
-                "synthetic": {
-                    "kind": "synthetic-slide",
-                    "fully_synthetic": True,
-                    "width": attrs.get("width"),
-                    "height": attrs.get("height"),
-                    "mpp": attrs.get("mpp"),
-                    "chunk_px": attrs.get("chunk_px"),
-                    "lazy_spec": attrs.get("lazy_spec"),
-                    "tissue_mask": attrs.get("tissue_mask"),
-                    # a twin's reference: file, sha256, grid, encoder (no pixels)
-                    "reference": attrs.get("reference"),
-                    "store": str(slide.path),
-                }
-            },
-        )
-    if kind == "composite":
-        edits = slide.edits
-        last = edits[-1] if edits else {}
-        source = slide.store.attrs["source"]
-        settings = last.get("settings") or {}
-        return build_provenance(
-            model=last.get("model"),
-            seed=settings.get("seed"),
-            sampler=settings or None,
-            source_path=source.get("path"),
-            source_name=Path(source["path"]).name if source.get("path") else source.get("name"),
-            checksum_source=checksum_source and Path(source.get("path", "")).exists(),
-            extra={
-                "synthetic": {
-                    "kind": "composite",
-                    "fully_synthetic": False,
-                    "mask": "labels/synthetic (OME-Zarr); TIFF: <stem>.synthetic-mask.tif and "
-                    "<stem>.synthetic.geojson beside the file, or the OME image "
-                    "'synthetic mask'",
-                    "edits": edits,
-                    "edit_store": str(slide.path),
-                }
-            },
-        )
-    return build_provenance(
-        source_path=slide.path,
-        source_name=Path(slide.path).name,
-        checksum_source=checksum_source,
-        extra={"synthetic": None},
-    )
+    return "deflate" if slide.kind == "composite" else "jpeg"
 
 
 def export_slide(
@@ -206,6 +128,7 @@ def export_slide(
     shards: str | int | None = "auto",
     mask: str = "sidecar",
     overwrite: bool = False,
+    render_missing: bool = False,
     checksum_source: bool = True,
     workers: int | None = None,
     progress: Any = None,
@@ -220,21 +143,40 @@ def export_slide(
     JPEG 90 otherwise. ``compression="copy"`` (``tiff`` format, composite or real TIFF slide)
     copies the source's compressed tiles that no edit touches and re-encodes the others with
     the source's codec (:mod:`~napari_cytosyn.export.tile_copy`). ``mask`` (composites, TIFF
-    formats): ``"sidecar"`` or ``"ome-image"`` (OME-TIFF only). Returns the path written.
+    formats): ``"sidecar"`` or ``"ome-image"`` (OME-TIFF only).
+
+    ``slide`` is anything answering the slide contract (:mod:`napari_cytosyn.slide.kinds`):
+    a real slide, a synthetic slide, a composite or an ``ArraySlide``. Only finished pixels are
+    exported: a synthetic slide with unrendered chunks is refused
+    (:class:`~napari_cytosyn.slide.store_io.IncompleteSlideError`) unless ``render_missing``,
+    which renders them first (with the model named in its store; ``progress`` and ``cancel``
+    see that rendering too). A composite's synthetic mask goes with it (see ``mask``); a
+    synthetic slide gets none, every pixel being synthetic (its provenance says so).
+    ``progress(done, total)``; ``cancel.is_set()`` stops the writer (``Cancelled``), leaving
+    nothing at ``out``. Returns the path written.
     """
     fmt = output_format(out, format)
-    levels, masks = slide_pyramid(slide)
-    provenance = slide_provenance(slide, checksum_source=checksum_source)
-    name = export_name(slide)
     compression = compression or default_compression(slide)
     if compression == "copy":
-        if fmt != "tiff" or slide_kind(slide) == "synthetic":
+        if fmt != "tiff" or slide.kind == "synthetic":
             raise ValueError(
                 "compression 'copy' copies a real slide's TIFF tiles: it needs a composite or "
                 "real TIFF slide and a *.tif / *.svs output"
             )
         if mask != "sidecar":
             raise ValueError("compression 'copy' keeps the mask beside the file (sidecar)")
+    elif fmt == "tiff" and mask != "sidecar":
+        raise ValueError(
+            f"mask={mask!r}: a TIFF export keeps the mask beside the file ('sidecar'); "
+            "write an OME-TIFF (*.ome.tif) to keep it as a second image"
+        )
+    levels = slide.finished_levels(render_missing=render_missing, progress=progress, cancel=cancel)
+    masks = (
+        [slide.synthetic_mask(k) for k in range(len(levels))] if slide.kind == "composite" else None
+    )
+    provenance = slide.provenance(checksum_source=checksum_source)
+    name = export_name(slide)
+    if compression == "copy":
         write_tiff_copy(
             out, slide, provenance=provenance, name=name, label_lines=label_lines(slide, name),
             quality=quality, overwrite=overwrite, workers=workers, progress=progress,
@@ -254,11 +196,6 @@ def export_slide(
             mask=mask, compression=compression, quality=quality, tile_px=chunk_px,
             overwrite=overwrite, workers=workers, progress=progress, cancel=cancel,
         )  # fmt: skip
-    if mask != "sidecar":
-        raise ValueError(
-            f"mask={mask!r}: a TIFF export keeps the mask beside the file ('sidecar'); "
-            "write an OME-TIFF (*.ome.tif) to keep it as a second image"
-        )
     return write_tiff(
         out, levels, mpp=slide.mpp, mask_levels=masks, provenance=provenance, name=name,
         objective_power=getattr(slide, "objective_power", None),

@@ -222,8 +222,10 @@ def write_tiff_copy(
     source, pages = copy_plan(slide)
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
-    masks = list(slide.mask_levels) if hasattr(slide, "mask_levels") else None
     levels = list(slide.levels)
+    masks = (
+        [slide.synthetic_mask(k) for k in range(len(levels))] if slide.kind == "composite" else None
+    )
     shapes = [p.shape for p in pages]
     mpp_xy = normalise_mpp(slide.mpp)
     workers = workers or min(4, os.cpu_count() or 1)

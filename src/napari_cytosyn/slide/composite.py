@@ -42,7 +42,8 @@ def _jsonable(value: Any) -> Any:
 
 
 class CompositeSlide:
-    """A real slide with inpainted edits, exposed with the ``Slide`` reading surface.
+    """A real slide with inpainted edits, exposed with the ``Slide`` reading surface; ``kind``
+    is ``"composite"`` (the slide contract, :mod:`~napari_cytosyn.slide.kinds`).
 
     Parameters
     ----------
@@ -52,6 +53,8 @@ class CompositeSlide:
     chunk_px: chunking of a new edit store.
     overwrite: replace an existing edit store (its edits are lost).
     """
+
+    kind = "composite"
 
     def __init__(
         self,
@@ -142,6 +145,47 @@ class CompositeSlide:
             "real": self.real.metadata(),
         }
 
+    def provenance(self, checksum_source: bool = True) -> dict[str, Any]:
+        """Provenance of an export: the real slide (name, path and, unless ``checksum_source``
+        is false or the file is gone, its SHA-256), the last edit's model, seed and settings,
+        and every edit."""
+        from .provenance import build_provenance
+
+        edits = self.edits
+        last = edits[-1] if edits else {}
+        source = self.store.attrs["source"]
+        settings = last.get("settings") or {}
+        path = source.get("path")
+        return build_provenance(
+            model=last.get("model"),
+            seed=settings.get("seed"),
+            sampler=settings or None,
+            source_path=path,
+            source_name=Path(path).name if path else source.get("name"),
+            checksum_source=checksum_source and bool(path) and Path(path).exists(),
+            extra={
+                "synthetic": {
+                    "kind": "composite",
+                    "fully_synthetic": False,
+                    "mask": "labels/synthetic (OME-Zarr); TIFF: <stem>.synthetic-mask.tif and "
+                    "<stem>.synthetic.geojson beside the file, or the OME image "
+                    "'synthetic mask'",
+                    "edits": edits,
+                    "edit_store": str(self.path),
+                }
+            },
+        )
+
+    def synthetic_mask(self, level: int) -> Any:
+        """``(h, w)`` bool dask array of ``level``: True where an edit replaced the pixel."""
+        return self._mask_level(level, len(self.edits))
+
+    def finished_levels(
+        self, render_missing: bool = False, progress: Any = None, cancel: Any = None
+    ) -> list:
+        """The composite levels (:attr:`levels`): every edit is finished when recorded."""
+        return self.levels
+
     def _factor(self, level: int) -> int:
         return max(1, round(self.real.downsamples[level]))
 
@@ -205,19 +249,19 @@ class CompositeSlide:
     @property
     def mask_levels(self) -> list:
         """Dask arrays ``(h_k, w_k)`` bool per level: where the composite is synthetic."""
+        n = len(self.edits)
+        return [self._mask_level(k, n) for k in range(self.store.n_levels)]
+
+    def _mask_level(self, level: int, n_edits: int) -> Any:
         import dask.array as da
 
-        n = len(self.edits)
-        return [
-            da.from_array(
-                self.store.mask_array(k),
-                chunks=(self.store.chunk_px,) * 2,
-                name=f"composite-mask-{id(self):x}-{n}-{k}",
-                asarray=True,
-                lock=False,
-            ).astype(bool)
-            for k in range(self.store.n_levels)
-        ]
+        return da.from_array(
+            self.store.mask_array(level),
+            chunks=(self.store.chunk_px,) * 2,
+            name=f"composite-mask-{id(self):x}-{n_edits}-{level}",
+            asarray=True,
+            lock=False,
+        ).astype(bool)
 
     def thumbnail(self, max_px: int = 1024) -> np.ndarray:
         """RGB thumbnail ``(h, w, 3)`` uint8 of the composite, longer side <= ``max_px``."""

@@ -137,6 +137,7 @@ class Slide:
     """A real whole-slide image, opened read-only, with lazy dask levels.
 
     Attributes:
+        kind: ``"real"`` (the slide contract, :mod:`~napari_cytosyn.slide.kinds`).
         path: the file or OME-Zarr directory.
         name: file name without its slide ending (``"case1"`` for ``case1.ome.tiff``).
         format: backend and vendor, e.g. ``"openslide:aperio"``, ``"ome-tiff"``, ``"ome-zarr:0.4"``.
@@ -147,6 +148,8 @@ class Slide:
         objective_power: nominal objective magnification, or None.
         properties: vendor and file properties as strings.
     """
+
+    kind = "real"
 
     def __init__(self, path: str | os.PathLike, backend: SlideBackend):
         import dask.array as da
@@ -281,6 +284,31 @@ class Slide:
             "objective_power": self.objective_power,
             "properties": dict(self.properties),
         }
+
+    def provenance(self, checksum_source: bool = True) -> dict[str, Any]:
+        """Provenance of a copy of this file: its name, path and SHA-256 (unless
+        ``checksum_source`` is false); no model touched it."""
+        from napari_cytosyn.slide.provenance import build_provenance
+
+        return build_provenance(
+            source_path=self.path,
+            source_name=self.path.name,
+            checksum_source=checksum_source,
+            extra={"synthetic": None},
+        )
+
+    def synthetic_mask(self, level: int) -> dask.array.Array:
+        """``(h, w)`` bool, all False: no pixel of a real slide is synthetic."""
+        import dask.array as da
+
+        lv = self.levels[level]
+        return da.zeros(lv.shape[:2], dtype=bool, chunks=lv.chunks[:2])
+
+    def finished_levels(
+        self, render_missing: bool = False, progress: Any = None, cancel: Any = None
+    ) -> list[dask.array.Array]:
+        """The levels as they are (a file has no unfinished pixels)."""
+        return list(self.levels)
 
     def close(self) -> None:
         """Close the underlying file handles; the dask levels stop working afterwards."""

@@ -36,6 +36,10 @@ TMP_DIR = ".tmp"  # inside a store: files being written, named ``<pid>-<random>`
 _PID_NAME = re.compile(r"^(?:\.[^/]*?[.-])?(\d+)-[0-9a-f]+")
 
 
+class IncompleteSlideError(ValueError):
+    """A synthetic slide still has chunks that were never rendered (export refuses it)."""
+
+
 class StoreError(ValueError):
     """A store path or its contents cannot be used as asked."""
 

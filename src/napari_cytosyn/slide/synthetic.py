@@ -38,6 +38,7 @@ from .store import (
     StoreMismatchError,
     warn_damaged,
 )
+from .store_io import IncompleteSlideError
 
 KIND = "synthetic-slide"
 MAX_SIDE_PX = 10_000_000  # 10 Mpx a side (5 m of tissue at 0.5 um/px): beyond is a typo
@@ -103,12 +104,15 @@ def _jsonable(value: Any) -> Any:
 
 
 class SyntheticSlide:
-    """A lazily generated slide backed by a :class:`~.store.SlideStore`.
+    """A lazily generated slide backed by a :class:`~.store.SlideStore`; ``kind`` is
+    ``"synthetic"`` (the slide contract, :mod:`~napari_cytosyn.slide.kinds`).
 
     Exposes the same reading surface as a real ``Slide`` (``levels``, ``level_shapes``,
     ``downsamples``, ``mpp``, ``read_region``, ``thumbnail``, ``metadata``) plus generation:
     :meth:`ensure_chunk`, :meth:`missing_chunks`, :meth:`render_all`.
     """
+
+    kind = "synthetic"
 
     def __init__(
         self,
@@ -355,6 +359,64 @@ class SyntheticSlide:
             "chunks_done": done.count(),
             "chunks_total": int(np.prod(done.shape)),
         }
+
+    def provenance(self, checksum_source: bool = True) -> dict[str, Any]:
+        """Provenance of an export: the model, seed and recipe from the store, the slide's size
+        and mpp, its tissue layout and a twin's reference (file, SHA-256, grid; no pixels).
+        ``checksum_source`` is unused: no source file is copied."""
+        from .provenance import build_provenance
+
+        attrs = self.store.attrs
+        return build_provenance(
+            model=attrs.get("model"),
+            seed=attrs.get("seed"),
+            sampler=attrs.get("settings"),
+            extra={
+                "synthetic": {
+                    "kind": "synthetic-slide",
+                    "fully_synthetic": True,
+                    "width": attrs.get("width"),
+                    "height": attrs.get("height"),
+                    "mpp": attrs.get("mpp"),
+                    "chunk_px": attrs.get("chunk_px"),
+                    "lazy_spec": attrs.get("lazy_spec"),
+                    "tissue_mask": attrs.get("tissue_mask"),
+                    "reference": attrs.get("reference"),
+                    "store": str(self.path),
+                }
+            },
+        )
+
+    def synthetic_mask(self, level: int) -> Any:
+        """``(h, w)`` bool, all True: every pixel of a synthetic slide is generated."""
+        import dask.array as da
+
+        return da.ones(self.level_shapes[level], dtype=bool, chunks=self.chunk_px)
+
+    def finished_levels(
+        self,
+        render_missing: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Any = None,
+    ) -> list[Any]:
+        """The store's levels (zarr arrays ``(h_k, w_k, 3)`` uint8, read as written), once
+        every chunk is finished.
+
+        Unrendered chunks are rendered first (:meth:`render_all`, then :meth:`finish_pyramid`;
+        ``progress``/``cancel`` as there) when ``render_missing``; otherwise
+        :class:`IncompleteSlideError` names how many are missing.
+        """
+        self.store.refresh()
+        missing = sum(len(self.missing_chunks(k)) for k in range(self.store.n_levels))
+        if missing and not render_missing:
+            raise IncompleteSlideError(
+                f"{self.path} has {missing} unrendered chunks; render them first "
+                f"(napari-cytosyn render {self.path}, or export with render_missing)"
+            )
+        if missing:
+            self.render_all(progress=progress, cancel=cancel)
+            self.finish_pyramid()
+        return [self.store.level_array(k) for k in range(self.store.n_levels)]
 
     # -- tissue layout ------------------------------------------------------------------
 
