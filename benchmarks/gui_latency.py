@@ -139,6 +139,8 @@ def phase(name: str) -> None:
 
 def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
     """Seconds from Cancel to the end of each job kind, cancelled 1 s after its start."""
+    from napari_cytosyn._napari import _sample_data
+
     viewer = widget.viewer
     out: dict[str, float] = {}
 
@@ -156,7 +158,9 @@ def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
         out[kind] = time.perf_counter() - t0
         print(f"  {kind}: stopped {out[kind]:.2f} s after Cancel ({job.state})")
 
+    phase("opening the H&E sample")
     [real] = viewer.open_sample("napari-cytosyn", "he_slide")
+    _sample_data.wait_loaded(real)  # it loads in a worker thread
     shapes = viewer.add_shapes(
         [np.array([[50, 50], [50, 200], [200, 200], [200, 50]], float)], shape_type="rectangle"
     )

@@ -26,6 +26,7 @@ def cache(tmp_path, monkeypatch):
 def test_he_sample_is_the_shipped_real_image_as_a_credited_40x_pyramid(make_napari_viewer, cache):
     viewer = make_napari_viewer()
     [layer] = viewer.open_sample(PLUGIN, "he_slide")
+    _sample_data.wait_loaded(layer)
     path, image = _sample_data.real_sample_path(cache)
     assert path.parent == cache / "samples" and path.exists()
     assert layer.metadata["path"] == str(path)
@@ -53,8 +54,37 @@ def test_he_sample_is_the_shipped_real_image_as_a_credited_40x_pyramid(make_napa
     assert stained.mean() > 0.6
     # Written once: opening the sample again reuses the file.
     mtime = path.stat().st_mtime_ns
-    viewer.open_sample(PLUGIN, "he_slide")
+    [again] = viewer.open_sample(PLUGIN, "he_slide")
+    _sample_data.wait_loaded(again)
     assert path.stat().st_mtime_ns == mtime
+    assert again.metadata["path"] == str(path) and layer.metadata["path"] == str(path)
+
+
+def test_he_sample_layer_appears_at_once_and_loads_in_a_worker(make_napari_viewer, cache):
+    import time
+
+    from napari_cytosyn._napari._qt._widget import CytoSynWidget
+
+    viewer = make_napari_viewer()
+    widget = CytoSynWidget(viewer)
+    t0 = time.perf_counter()
+    [layer] = viewer.open_sample(PLUGIN, "he_slide")
+    returned_s = time.perf_counter() - t0
+    # napari called the sample on the GUI thread; the file work is not done yet.
+    assert _sample_data.loading(layer) and "path" not in layer.metadata
+    assert [d.shape[:2] for d in layer.data] == [(1000, 1000), (500, 500), (250, 250)]
+    grey = np.asarray(layer.data[-1][:64, :64])
+    assert set(np.unique(grey)) <= set(_chunk_cache.CHECKER_GREYS)
+    # Nothing can be inpainted into it before it has loaded: a clear refusal.
+    widget.edit_box.image_combo.select(layer)
+    assert widget.inpaint() is None
+    assert "still loading" in widget.status.text()
+    _sample_data.wait_loaded(layer)
+    assert not _sample_data.loading(layer)
+    path, image = _sample_data.real_sample_path(cache)
+    assert layer.metadata["path"] == str(path) and "TIA Centre" in layer.metadata["credit"]
+    np.testing.assert_array_equal(np.asarray(layer.data[0][:, :]), image.rgb)
+    print(f"open_sample returned after {returned_s * 1000:.0f} ms")
 
 
 def test_sample_image_is_refused_when_it_is_not_the_credited_file(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari import _actions, _layers
+from napari_cytosyn._napari import _actions, _layers, _sample_data
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import Cancelled
@@ -59,6 +59,7 @@ def _rect(viewer, y0, x0, y1, x1):
 def test_cancel_inpaint_and_region_within_2_s(widget):
     viewer = widget.viewer
     [real] = viewer.open_sample(PLUGIN, "he_slide")
+    _sample_data.wait_loaded(real)
     shapes = _rect(viewer, 50, 50, 200, 200)
     widget.edit_box.image_combo.select(real)
     widget.edit_box.mask_combo.select(shapes)
@@ -102,6 +103,7 @@ def test_cancelled_export_stops_within_2_s_and_leaves_nothing(widget, tmp_path, 
     viewer = widget.viewer
     widget.sampling.steps_spin.setValue(3)
     [real] = viewer.open_sample(PLUGIN, "he_slide")
+    _sample_data.wait_loaded(real)
     widget.edit_box.image_combo.select(real)
     widget.edit_box.mask_combo.select(_rect(viewer, 100, 60, 130, 110))
     job = widget.inpaint()

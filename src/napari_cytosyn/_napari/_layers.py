@@ -275,6 +275,67 @@ class PendingSlide:
         return layer
 
 
+class PendingImage:
+    """An image layer whose pixels are still being loaded (a worker opens its file): the
+    layer exists at once with its final shape and place, shows the grey checker, and reads
+    the loaded levels after :meth:`attach`. Until then ``metadata["cytosyn"]["loading"]`` is
+    set (``_sample_data.loading``)."""
+
+    def __init__(
+        self, viewer: Any, shapes: list[tuple[int, int]], kwargs: dict[str, Any], tile_px: int = 256
+    ) -> None:
+        self.viewer, self.shapes, self.kwargs = viewer, [tuple(s) for s in shapes], kwargs
+        self.tile_px, self.levels, self.layer = tile_px, None, None
+
+    def _read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        if self.levels is None:
+            return checker(y, x, h, w)
+        return np.asarray(self.levels[level][y : y + h, x : x + w])
+
+    def layer_data(self) -> tuple[list, dict[str, Any], str]:
+        """Layer data tuple; the layer napari makes from it is remembered for :meth:`attach`."""
+        levels = [
+            SlideLevel(lambda y, x, h, w, k=k: self._read(k, y, x, h, w), shape, self.tile_px)
+            for k, shape in enumerate(self.shapes)
+        ]
+        import uuid
+
+        token = uuid.uuid4().hex  # this layer, even among several of the same image
+        kwargs = dict(self.kwargs)
+        kwargs["metadata"] = {
+            **kwargs.get("metadata", {}),
+            META_KEY: {"kind": "pending", "loading": token},
+        }
+
+        def found(layer: Any) -> None:
+            self.layer = layer
+
+        _after_insert(
+            self.viewer,
+            lambda ly: ly.metadata.get(META_KEY, {}).get("loading") == token,
+            found,
+        )
+        return levels, kwargs, "image"
+
+    def attach(self, data: tuple[list, dict[str, Any], str]) -> Any:
+        """The file is open: ``data`` is its layer data tuple (same level shapes); the layer
+        takes its metadata and shows its pixels. Returns the layer (``None`` if removed)."""
+        levels, kwargs, _ = data
+        got = [tuple(lv.shape[:2]) for lv in levels]
+        if got != [tuple(s) for s in self.shapes]:
+            raise ValueError(f"the loaded image has levels {got}, not the expected {self.shapes}")
+        self.levels = levels
+        layer = self.layer
+        if layer is None or layer not in self.viewer.layers:
+            return None
+        meta = dict(kwargs.get("metadata", {}))
+        meta.pop(META_KEY, None)
+        layer.metadata.pop(META_KEY, None)
+        layer.metadata.update(meta)
+        layer.refresh()
+        return layer
+
+
 def view_of(layer: Any) -> LazySlideView | None:
     """The live view of a synthetic layer made here (``None`` for other layers)."""
     return _VIEWS.get(layer)

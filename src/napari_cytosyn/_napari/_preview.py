@@ -67,9 +67,9 @@ def _fit_images() -> list[np.ndarray]:
         rgb = downsample_area(rgb[:h, :w], factor)
     s = _FIT_PX
     h, w = rgb.shape[:2]
-    crops = [rgb[y : y + s, x : x + s] for y in (0, h - s) for x in (0, w - s)]
+    crops = [rgb[:s, :s], rgb[h - s :, w - s :]]  # opposite corners: both stains and stroma
     # The tissue ellipse of a 1024 px pattern reaches its glass around x = 0.
-    crops.append(sample_tissue(384, 0, s, s, 1024, 1024))
+    crops.append(sample_tissue(448, 0, s // 2, s // 2, 1024, 1024))
     return [np.ascontiguousarray(c) for c in crops]
 
 

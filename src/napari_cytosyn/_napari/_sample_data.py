@@ -66,10 +66,12 @@ def sample_image() -> SampleImage:
             f"{entry['file']} in {folder} has sha256 {digest}, not the {entry['sha256']} of "
             "its sources.json entry; reinstall napari-cytosyn"
         )
-    from skimage.io import imread
+    import io
 
-    with resources.as_file(folder / entry["file"]) as path:
-        rgb = np.asarray(imread(path))[..., :3].astype(np.uint8)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     if list(rgb.shape) != entry["shape"]:
         raise ValueError(f"{entry['file']} is {rgb.shape}, sources.json says {entry['shape']}")
     return SampleImage(rgb=rgb, mpp=float(entry["mpp"]), source=entry)
@@ -112,20 +114,106 @@ def real_sample_path(cache_dir: Path | None = None) -> tuple[Path, SampleImage]:
     return path, image
 
 
-def he_slide() -> list[tuple[Any, dict[str, Any], str]]:
-    """npe2 sample: the small real H&E slide as a multiscale layer (see module doc); its name
-    and ``metadata["credit"]`` / ``metadata["sample_source"]`` say where it comes from."""
+HE_NAME = "H&E sample 40x (TIA Centre, BSD-3)"
+
+
+def _sample_entry() -> dict[str, Any]:
+    """The ``sources.json`` entry of the shipped H&E image (no pixels read)."""
+    folder = resources.files("napari_cytosyn._napari") / "sample_data"
+    try:
+        [entry] = json.loads((folder / "sources.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(
+            f"the H&E sample's sources.json is missing from {folder} ({exc}); reinstall "
+            "napari-cytosyn"
+        ) from exc
+    return entry
+
+
+def _he_layer_data(path: Path, image: SampleImage) -> tuple[Any, dict[str, Any], str]:
     from ._reader import read_slides
 
-    path, image = real_sample_path()
     [(data, kwargs, kind)] = read_slides(str(path))
-    kwargs["name"] = "H&E sample 40x (TIA Centre, BSD-3)"
+    kwargs["name"] = HE_NAME
     kwargs["metadata"] = {
         **kwargs["metadata"],
         "credit": image.credit,
         "sample_source": image.source,
     }
-    return [(data, kwargs, kind)]
+    return data, kwargs, kind
+
+
+def loading(layer: Any) -> bool:
+    """Whether ``layer`` is a sample whose pixels are still being loaded in a worker."""
+    return bool(layer.metadata.get("cytosyn", {}).get("loading"))
+
+
+def wait_loaded(layer: Any, timeout_s: float = 120.0) -> Any:
+    """Process Qt events until a sample layer's pixels are loaded (scripts and tests that use
+    the layer right after ``viewer.open_sample``); returns the layer. Raises ``TimeoutError``
+    naming the layer after ``timeout_s``."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + timeout_s
+    while loading(layer):
+        if time.monotonic() > end:
+            raise TimeoutError(f"{layer.name!r} did not load within {timeout_s:g} s")
+        QApplication.processEvents()
+        time.sleep(0.005)
+    return layer
+
+
+def he_slide() -> list[tuple[Any, dict[str, Any], str]]:
+    """npe2 sample: the small real H&E slide as a multiscale layer (see module doc); its name
+    and ``metadata["credit"]`` / ``metadata["sample_source"]`` say where it comes from.
+
+    napari calls sample functions on the GUI thread, and checking, decoding and writing the
+    image and opening the TIFF take seconds the first time: in a viewer the layer appears at
+    once (grey checks, ``metadata["cytosyn"]["loading"]``), the file is prepared and opened
+    in a worker thread, then the layer reads it (:func:`loading` says when)."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is None:  # no GUI to keep responsive (scripts): load here
+        return [_he_layer_data(*real_sample_path())]
+    from napari.utils.notifications import show_error
+
+    from ._layers import PendingImage
+    from ._qt._jobs import Job
+
+    entry = _sample_entry()
+    h, w = (int(v) for v in entry["shape"][:2])
+    shapes = [(h, w)]
+    while min(shapes[-1]) // 2 >= MIN_LEVEL_PX:  # the levels sample_pyramid writes
+        shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
+    mpp = float(entry["mpp"])
+    pending = PendingImage(
+        viewer,
+        shapes,
+        {
+            "name": HE_NAME,
+            "rgb": True,
+            "multiscale": True,
+            "contrast_limits": (0, 255),
+            "scale": (mpp, mpp),
+            "units": ("um", "um"),
+            "metadata": {"sample_source": entry},
+        },
+    )
+    cache_dir = load_config().cache_path()
+    job = Job(
+        "H&E sample",
+        lambda progress, cancel: _he_layer_data(*real_sample_path(cache_dir)),
+        show_progress=False,
+    )
+    job.done.connect(pending.attach)
+    job.failed.connect(lambda exc: show_error(f"H&E sample failed to load: {exc}"))
+    job.finished.connect(lambda: _LOADING.discard(job))
+    _LOADING.add(job)
+    job.start()
+    return [pending.layer_data()]
 
 
 _LOADING: set = set()  # sample jobs in flight (kept alive until they finish)

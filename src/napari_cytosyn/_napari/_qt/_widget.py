@@ -281,6 +281,8 @@ class CytoSynWidget(QWidget):
 
     def _start_inpaint(self) -> Job:
         image, mask_layer = self.edit_box.image_combo.layer(), self.edit_box.mask_combo.layer()
+        if image is not None:
+            _refuse_loading(image)
         if image is None or mask_layer is None:
             raise ValueError("choose a slide layer and a mask layer (Shapes or Labels)")
         slide = _layers.slide_of(image)
@@ -493,6 +495,8 @@ class CytoSynWidget(QWidget):
 
     def _start_twin(self) -> Job:
         image = self.edit_box.image_combo.layer()
+        if image is not None:
+            _refuse_loading(image)
         path = _layers.real_path_of(image) if image is not None else None
         if not path:
             raise ValueError("select a real slide (opened from a file) as the slide layer")
@@ -625,3 +629,9 @@ def _unique(path: Path) -> Path:
     while (path.with_name(f"{path.stem}-{n}{path.suffix}")).exists():
         n += 1
     return path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def _refuse_loading(layer: Any) -> None:
+    """A layer whose file is still being opened in a worker cannot be worked on yet."""
+    if layer.metadata.get(_layers.META_KEY, {}).get("loading"):
+        raise ValueError(f"{layer.name!r} is still loading; try again when its pixels show")
