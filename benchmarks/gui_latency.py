@@ -114,10 +114,18 @@ def first_pixels(app, widget, size: int, zoom_to_fit: bool) -> tuple[float, floa
     def shown() -> list[float]:
         return [t for t in (view.first_preview_shown, view.first_chunk_shown) if t is not None]
 
+    t_ready = time.perf_counter()  # the slide is created, its view exists
     ok = pump_until(app, lambda: bool(shown()), 600)
     first = min(shown()) - t0 if ok else float("nan")
     ok = pump_until(app, lambda: view.first_chunk_shown is not None, 600)
     final = view.first_chunk_shown - t0 if ok else float("nan")
+    painted = view.first_preview_painted
+    fit = view.preview_fit_s
+    print(
+        f"  slide created after {t_ready - t0:.2f} s; first preview painted after "
+        f"{(painted - t0) if painted else float('nan'):.2f} s (latent -> RGB fit "
+        f"{fit if fit is not None else float('nan'):.2f} s)"
+    )
     print(
         f"  {size} px, {'fitted' if zoom_to_fit else 'full zoom'}: first pixels after "
         f"{first:.2f} s ({'preview' if view.first_preview_shown else 'finished chunk'}), first "

@@ -72,3 +72,14 @@ def test_one_session_per_viewer_behind_proxies():
     a, b = Viewer(), Viewer()
     assert session_for(a) is session_for(Proxy(a)) is session_for(a)
     assert session_for(b) is not session_for(a)
+
+
+def test_warm_up_builds_the_unit_registry_napari_parses_layer_units_with():
+    import pint
+
+    from napari_cytosyn._napari._session import warm_up
+
+    warm_up()
+    registry = pint.get_application_registry()
+    assert type(registry.get()).__name__ != "LazyRegistry"  # built, not deferred
+    assert registry("um").to("mm").magnitude == 1e-3

@@ -22,6 +22,16 @@ from ._actions import ModelProvider
 #: Above this many megapixels (level 0) a render or export asks for confirmation first.
 CONFIRM_MPX = 256.0
 
+def warm_up() -> None:
+    """Build now what napari would otherwise build on the GUI thread when the first slide
+    layer arrives: pint's unit registry (napari parses the layers' ``units``; about 0.5 s the
+    first time). Called while the dock widget opens, a moment the user already waits for.
+    Not in a thread: pint's lazy registry swaps its class before initialising, so a layer
+    added meanwhile would meet a half-built registry."""
+    import pint
+
+    pint.get_application_registry()("um")
+
 
 @dataclass
 class JobProgress:

@@ -94,6 +94,8 @@ class LazySlideView:
         # time.perf_counter() of the first refresh showing a preview / a finished chunk
         self.first_preview_shown: float | None = None
         self.first_chunk_shown: float | None = None
+        self.first_preview_painted: float | None = None  # ... and painted (renderer thread)
+        self.preview_fit_s: float | None = None  # fitting the latent -> RGB map took
         self.refreshes = 0
         self.refreshes_skipped = 0
         self.cache = chunk_cache(slide)
@@ -169,14 +171,19 @@ class LazySlideView:
                 from .._preview import ChunkPreviews, latent_rgb_of
 
                 store = self.slide.store
+                t = time.perf_counter()
+                to_rgb = latent_rgb_of(model)
+                self.preview_fit_s = time.perf_counter() - t
                 previews = self.cache.previews = ChunkPreviews(
                     self.slide.level_shapes,
                     self.slide.chunk_px,
                     int(model.latent_factor),
-                    latent_rgb_of(model),
+                    to_rgb,
                     finished=lambda cy, cx: store.is_done(0, cy, cx),
                 )
             touched = previews.paint(rects, x0)
+            if self.first_preview_painted is None:
+                self.first_preview_painted = time.perf_counter()
         except Exception as exc:  # a preview is a nicety: rendering goes on without it
             self.preview_error = f"{type(exc).__name__}: {exc}"
             return

@@ -53,8 +53,9 @@ class CytoSynWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, config_path: str | None = None) -> None:
         super().__init__()
-        from .._session import real_viewer
+        from .._session import real_viewer, warm_up
 
+        warm_up()  # the first slide layer then finds pint's registry built (no GUI stall)
         # napari hands plugin widgets a PublicOnlyProxy of the viewer (Plugins menu,
         # add_plugin_dock_widget); its layers would be proxies too, unknown to our registries.
         self.viewer = real_viewer(napari_viewer)
