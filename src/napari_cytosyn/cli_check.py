@@ -171,20 +171,14 @@ def _check_chunks(store: Any, synthetic: bool, repair: bool, report: dict[str, A
 
 
 def _check_phase_cache(cache: Path, repair: bool, report: dict[str, Any]) -> None:
-    from napari_cytosyn.slide.phase_cache import _read_entry
+    from napari_cytosyn.slide.phase_cache import ZarrPhaseCache
 
     if not cache.is_dir():
         return
-    for entry in sorted(cache.iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        try:
-            _read_entry(entry)
-        except Exception as exc:
-            report["problems"].append(f"phase cache entry {entry.name} is damaged ({exc})")
-            if repair:
-                shutil.rmtree(entry, ignore_errors=True)
-                report["repaired"] += 1
+    problems = ZarrPhaseCache(cache).verify(repair)
+    report["problems"] += problems
+    if repair:
+        report["repaired"] += len(problems)
 
 
 def _check_leftovers(path: Path, repair: bool, report: dict[str, Any]) -> None:

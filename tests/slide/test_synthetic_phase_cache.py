@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import LazySpec, MemoryPhaseCache, SamplerSettings, render_chunk
-from napari_cytosyn.slide.phase_cache import ZarrPhaseCache, key_name
+from napari_cytosyn.slide.phase_cache import CELL_OFFSET, ZarrPhaseCache
 
 
 def test_states_round_trip_losslessly_through_disk(tmp_path):
@@ -26,9 +27,9 @@ def test_states_round_trip_losslessly_through_disk(tmp_path):
 def test_bfloat16_states_come_back_as_bfloat16(tmp_path):
     cache = ZarrPhaseCache(tmp_path / "pc")
     value = torch.randn(2, 3).to(torch.bfloat16)
-    cache.put("k", value)
+    cache.put((0, 1, 1), value)
     cache.clear_memory()
-    got = cache.get("k")
+    got = cache.get((0, 1, 1))
     assert got.dtype == torch.bfloat16 and torch.equal(got, value)
 
 
@@ -39,10 +40,12 @@ def test_returned_states_are_copies(tmp_path):
     assert torch.equal(cache.get((0, 0, 0)), torch.zeros(3))
 
 
-def test_key_names_are_distinct_and_file_safe():
-    names = {key_name(k) for k in [(0, 1, 2), (0, 12, 0), (0, -1, 2), (1, 1, 2), "a/b", ".x"]}
-    assert len(names) == 6
-    assert all("/" not in n and not n.startswith(".") for n in names)
+def test_keys_other_than_phase_and_cell_are_refused(tmp_path):
+    cache = ZarrPhaseCache(tmp_path / "pc")
+    with pytest.raises(TypeError, match=r"\(phase, cell_y, cell_x\)"):
+        cache.put("k", torch.zeros(3))
+    with pytest.raises(ValueError, match="outside the cache's cell range"):
+        cache.get((0, CELL_OFFSET, 0))
 
 
 def test_lazy_chunks_from_the_zarr_cache_equal_those_from_memory(tmp_path):
@@ -61,16 +64,19 @@ def test_lazy_chunks_from_the_zarr_cache_equal_those_from_memory(tmp_path):
     assert reopened.disk_reads > 0
 
 
-def test_entries_are_plain_zarr_arrays(tmp_path):
+def test_each_phase_is_one_plain_zarr_array_with_a_chunk_per_cell(tmp_path):
     import zarr
 
     cache = ZarrPhaseCache(tmp_path / "pc")
     value = torch.randn(4, 5, 6)
     cache.put((1, -2, 3), value)
-    cache.put("scalar", torch.tensor(2.5))
+    cache.put((1, 7, 7), value + 1)
     cache.flush()
-    arr = zarr.open_array(str(tmp_path / "pc" / key_name((1, -2, 3))), mode="r")
-    assert arr.shape == (4, 5, 6) and arr.attrs["torch_dtype"] == "torch.float32"
-    assert (arr[...] == value.numpy()).all()
+    arr = zarr.open_array(str(tmp_path / "pc" / "phase1"), mode="r")
+    assert arr.shape[2:] == (4, 5, 6) and arr.chunks[:2] == (1, 1)
+    assert arr.attrs["torch_dtype"] == "torch.float32"
+    assert (arr[CELL_OFFSET - 2, CELL_OFFSET + 3] == value.numpy()).all()
+    assert sorted(cache.stored_keys()) == [(1, -2, 3), (1, 7, 7)]
     cache.clear_memory()
-    assert cache.get("scalar").shape == () and float(cache.get("scalar")) == 2.5
+    assert cache.get((1, 0, 0)) is None and (1, 0, 0) not in cache  # never written: a miss
+    assert (1, 7, 7) in cache and torch.equal(cache.get((1, 7, 7)), value + 1)

@@ -3,32 +3,34 @@
 The lazy sampler computes a chunk from windows whose intermediate (phase) states are shared with
 neighbouring chunks; caching them on disk next to the slide means a neighbour computed tomorrow,
 or by another process, reuses today's work. Implements the ``PhaseCache`` interface of
-:mod:`napari_cytosyn.sampling` (``get(key) -> Tensor | None``, ``put(key, tensor)``).
+:mod:`napari_cytosyn.sampling` (``get(key) -> Tensor | None``, ``put(key, tensor)``) for keys
+``(phase, cell_y, cell_x)``.
 
-Each entry is one small zarr array named after its key, with the CRC-32 and size of its chunk
-in its metadata. It is written under a temporary name (carrying the writer's PID) and renamed
-into place, so a reader never sees half an entry; an entry that fails its checksum, or cannot
-be read at all, is a cache miss (removed, then recomputed and written again), never wrong
-pixels. Temporary entries of writers that died are removed when a cache is opened.
+Layout: one zarr group; phase ``p`` is the array ``phase{p}`` of shape
+``(2**21, 2**21, *state_shape)``, one chunk per cell (cell ``(i, j)`` at index
+``(i + 2**20, j + 2**20)``: cells of the shifted lattices have negative indices), float32 (a
+bfloat16 state is stored as float32 and cast back), zstd and a CRC-32C per chunk, fill value
+NaN (a chunk never written reads as NaN: a miss; states are finite). Everything is written
+through zarr's API, which writes each chunk to a temporary file and renames it into place, so a
+reader never sees half a chunk; a chunk that fails its checksum, or an array whose metadata
+cannot be read, is a cache miss (removed, then recomputed and written again), never wrong
+pixels.
 
-A bounded in-memory LRU sits in front of the disk, and disk writes happen behind the
-caller's back in a writer thread (creating a zarr array costs ~15 ms, a chunk needs dozens of
-states): the sampler never waits for the disk, and an entry lost to a crash is simply
-recomputed, bit-identically.
+A bounded in-memory LRU sits in front of the disk, and disk writes happen behind the caller's
+back in a writer thread (~1 ms per state through zarr): the sampler never waits for the disk,
+and a state lost to a crash is simply recomputed, bit-identically.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import queue
-import re
 import shutil
 import threading
 import uuid
 import warnings
 import weakref
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -37,125 +39,216 @@ import numpy as np
 import zarr
 
 _LIVE: weakref.WeakSet[ZarrPhaseCache] = weakref.WeakSet()
-_SAFE = re.compile(r"[^A-Za-z0-9_.=-]")
 # zarr has no bfloat16; such tensors are stored as float32 and cast back on read.
-_UPCAST = {"torch.bfloat16": "float32"}
+_UPCAST = {"torch.bfloat16"}
+#: Cells on each side of the origin a phase array holds (a cell is a window stride, >= 2 latents).
+CELL_OFFSET = 2**20
 
 
 def key_name(key: Any) -> str:
-    """A file-system-safe, unique name for a cache key (a string or a tuple of scalars)."""
-    parts = key if isinstance(key, tuple | list) else (key,)
-    text = "__".join(_SAFE.sub(lambda m: f"%{ord(m.group()):02x}", str(p)) for p in parts)
-    if not text or text.startswith("."):
-        text = "k" + text
-    return text
+    """The array and chunk of a key ``(phase, cell_y, cell_x)``, as ``"phase{p}[i, j]"``."""
+    phase, i, j = _check_key(key)
+    return f"phase{phase}[{i}, {j}]"
+
+
+def _check_key(key: Any) -> tuple[int, int, int]:
+    if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(k, int) for k in key)):
+        raise TypeError(f"phase cache keys are (phase, cell_y, cell_x) ints, got {key!r}")
+    phase, i, j = key
+    if phase < 0 or not (-CELL_OFFSET <= i < CELL_OFFSET and -CELL_OFFSET <= j < CELL_OFFSET):
+        raise ValueError(f"phase cache key {key!r} is outside the cache's cell range")
+    return key
 
 
 class ZarrPhaseCache:
-    """Phase states in a directory of zarr arrays, with an in-memory LRU of ``memory_mb``.
+    """Phase states in a zarr group, one array per phase, with an in-memory LRU of
+    ``memory_mb``.
 
-    Thread safe; safe for several processes sharing the directory (entries are written
-    atomically; two processes writing one key write the same bits, the first rename wins).
+    Thread safe; safe for several processes sharing the directory (chunks are written
+    atomically by zarr; two processes writing one key write the same bits).
     """
 
     def __init__(self, path: str | os.PathLike, memory_mb: float = 256.0) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        if not (self.path / "zarr.json").exists():
-            zarr.open_group(str(self.path), mode="a")
-        from .store_io import remove_dead_temporaries
-
-        remove_dead_temporaries(self.path, prefix=".tmp-")
+        self._group = zarr.open_group(str(self.path), mode="a")
         # Identity of the directory: a cache whose directory was replaced (store overwritten)
         # must not write stale states into the new one.
         self._dir_id = _dir_id(self.path)
         self._memory_bytes = int(memory_mb * 2**20)
-        self._lru: OrderedDict[str, Any] = OrderedDict()
+        self._lru: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
         self._lru_bytes = 0
         self._guard = threading.Lock()
-        self._pending: dict[str, Any] = {}
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._arrays: dict[int, Any] = {}
+        self._arrays_lock = threading.Lock()
+        self._pending: dict[tuple[int, int, int], Any] = {}
+        self._queue: queue.Queue[tuple[int, int, int]] = queue.Queue()
         self._writer: threading.Thread | None = None
         self.hits = 0
         self.misses = 0
         self.disk_reads = 0
         self.disk_writes = 0
         self.write_errors = 0
-        self.damaged = 0  # entries found damaged on disk (treated as misses)
+        self.damaged = 0  # chunks or arrays found damaged on disk (treated as misses)
         _LIVE.add(self)
 
-    def __contains__(self, key: Any) -> bool:
-        name = key_name(key)
-        with self._guard:
-            if name in self._lru or name in self._pending:
-                return True
-        return (self.path / name / "zarr.json").is_file()
+    # -- the phase arrays --------------------------------------------------------------------
 
-    def get(self, key: Any):
-        """The tensor stored under ``key``, or ``None``."""
-        name = key_name(key)
-        with self._guard:
-            if name in self._lru:
-                self._lru.move_to_end(name)
-                self.hits += 1
-                return self._lru[name].clone()
-            if name in self._pending:
-                self.hits += 1
-                return self._pending[name].clone()
-        entry = self.path / name
-        if not (entry / "zarr.json").is_file():
-            with self._guard:
-                self.misses += 1
+    def _array(self, phase: int, create_like: Any = None) -> Any:
+        """The zarr array of ``phase`` (``None`` when absent); created, shaped like the state
+        ``create_like`` (a CPU tensor), when absent and one is given."""
+        arr = self._arrays.get(phase)
+        if arr is not None:
+            return arr
+        name = f"phase{phase}"
+        if create_like is None and not (self.path / name / "zarr.json").is_file():
             return None
+        with self._arrays_lock:
+            arr = self._arrays.get(phase)
+            if arr is not None:
+                return arr
+            try:
+                arr = zarr.open_array(str(self.path / name), mode="r+")
+            except FileNotFoundError:
+                if create_like is None:
+                    return None
+                arr = self._create(name, create_like)
+            except Exception as exc:  # unreadable metadata: the whole phase is a miss
+                self._discard_array(name, exc)
+                if create_like is None:
+                    return None
+                arr = self._create(name, create_like)
+            self._arrays[phase] = arr
+            return arr
+
+    def _create(self, name: str, like: Any) -> Any:
+        from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+
+        n = 2 * CELL_OFFSET
+        shape = tuple(int(d) for d in like.shape)
         try:
-            tensor = _read_entry(entry)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            self._discard(entry, exc)
-            return None
-        with self._guard:
-            self.disk_reads += 1
-            self.hits += 1
-        self._remember(name, tensor)
-        return tensor.clone()
+            return self._group.create_array(
+                name,
+                shape=(n, n, *shape),
+                chunks=(1, 1, *[max(1, d) for d in shape]),
+                dtype="float32",
+                fill_value=np.nan,
+                serializer=BytesCodec(),
+                compressors=[ZstdCodec(level=0), Crc32cCodec()],
+                chunk_key_encoding={"name": "v2", "separator": "."},
+                attributes={"torch_dtype": str(like.dtype)},
+            )
+        except zarr.errors.ContainsArrayError:  # another process made it first
+            return zarr.open_array(str(self.path / name), mode="r+")
 
-    def _discard(self, entry: Path, exc: Exception) -> None:
-        """A damaged entry is a miss: move it out of the way so the state is written again."""
-        with self._guard:
-            self.misses += 1
-            self.damaged += 1
-        warnings.warn(
-            f"phase cache {self.path}: entry {entry.name} is damaged ({exc}); computing it again",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    def _discard_array(self, name: str, exc: Exception) -> None:
+        self._warn_damaged(name, exc)
         trash = self.path / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-damaged"
         try:
-            os.rename(entry, trash)
+            os.rename(self.path / name, trash)
         except OSError:
             return
         shutil.rmtree(trash, ignore_errors=True)
 
+    def _warn_damaged(self, what: str, exc: Exception) -> None:
+        with self._guard:
+            self.misses += 1
+            self.damaged += 1
+        warnings.warn(
+            f"phase cache {self.path}: {what} is damaged ({exc}); computing it again",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def _stored(self, key: tuple[int, int, int]) -> bool:
+        from zarr.core.sync import sync
+
+        arr = self._array(key[0])
+        if arr is None:
+            return False
+        return bool(sync(arr.store.exists(_chunk_path(arr, key))))
+
+    # -- PhaseCache -------------------------------------------------------------------------
+
+    def __contains__(self, key: Any) -> bool:
+        key = _check_key(key)
+        with self._guard:
+            if key in self._lru or key in self._pending:
+                return True
+        return self._stored(key)
+
+    def get(self, key: Any):
+        """The tensor stored under ``key`` ``(phase, cell_y, cell_x)``, or ``None``."""
+        key = _check_key(key)
+        with self._guard:
+            if key in self._lru:
+                self._lru.move_to_end(key)
+                self.hits += 1
+                return self._lru[key].clone()
+            if key in self._pending:
+                self.hits += 1
+                return self._pending[key].clone()
+        tensor = self._read(key)
+        if tensor is None:
+            return None
+        with self._guard:
+            self.disk_reads += 1
+            self.hits += 1
+        self._remember(key, tensor)
+        return tensor.clone()
+
+    def _read(self, key: tuple[int, int, int]):
+        import torch
+
+        arr = self._array(key[0])
+        if arr is None:
+            with self._guard:
+                self.misses += 1
+            return None
+        _, i, j = key
+        try:
+            data = np.asarray(arr[i + CELL_OFFSET, j + CELL_OFFSET])
+        except Exception as exc:  # checksum or decoding failed
+            self._warn_damaged(f"state {key_name(key)}", exc)
+            self._delete_chunk(arr, key)
+            return None
+        if data.size and np.isnan(data.flat[0]):  # never written: the fill value
+            with self._guard:
+                self.misses += 1
+            return None
+        tensor = torch.from_numpy(np.ascontiguousarray(data))
+        dtype = arr.attrs.get("torch_dtype")
+        if dtype in _UPCAST:
+            tensor = tensor.to(getattr(torch, dtype.split(".", 1)[1]))
+        return tensor
+
+    def _delete_chunk(self, arr: Any, key: tuple[int, int, int]) -> None:
+        from zarr.core.sync import sync
+
+        with contextlib.suppress(OSError):
+            sync(arr.store.delete(_chunk_path(arr, key)))
+
     def put(self, key: Any, tensor: Any) -> None:
-        """Store ``tensor`` (any shape and dtype) under ``key``; an existing entry is kept.
+        """Store ``tensor`` ``(C, W, W)`` under ``key``; an existing entry is kept.
 
         Returns at once; the disk write happens in the writer thread (see :meth:`flush`).
         """
         import torch
 
-        name = key_name(key)
+        key = _check_key(key)
         t = tensor.detach().cpu() if isinstance(tensor, torch.Tensor) else torch.as_tensor(tensor)
         t = t.clone()
-        self._remember(name, t)
+        self._remember(key, t)
         with self._guard:
-            if name in self._pending or (self.path / name / "zarr.json").is_file():
+            if key in self._pending:
                 return
-            self._pending[name] = t
+            self._pending[key] = t
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(
                     target=self._write_loop, name="cytosyn-phase-cache", daemon=True
                 )
                 self._writer.start()
-        self._queue.put(name)
+        self._queue.put(key)
 
     def flush(self) -> None:
         """Block until every entry put so far is on disk."""
@@ -163,56 +256,45 @@ class ZarrPhaseCache:
 
     def _write_loop(self) -> None:
         while True:
-            name = self._queue.get()
+            key = self._queue.get()
             try:
                 with self._guard:
-                    tensor = self._pending.get(name)
+                    tensor = self._pending.get(key)
                 if tensor is not None:
-                    self._write(name, tensor)
+                    self._write(key, tensor)
             except Exception as exc:  # a cache that cannot write still serves from memory
                 self.write_errors += 1
                 if self.write_errors == 1:
                     warnings.warn(
-                        f"phase cache {self.path}: writing {name} failed ({exc}); states will "
-                        "be recomputed instead of reused",
+                        f"phase cache {self.path}: writing {key_name(key)} failed ({exc}); "
+                        "states will be recomputed instead of reused",
                         RuntimeWarning,
                         stacklevel=1,
                     )
             finally:
                 with self._guard:
-                    self._pending.pop(name, None)
+                    self._pending.pop(key, None)
                 self._queue.task_done()
 
-    def _write(self, name: str, t: Any) -> None:
+    def _write(self, key: tuple[int, int, int], t: Any) -> None:
         import torch
 
-        entry = self.path / name
-        if _dir_id(self.path) != self._dir_id or (entry / "zarr.json").is_file():
+        if _dir_id(self.path) != self._dir_id or self._stored(key):
             return
-        dtype = str(t.dtype)
-        data = np.require(t.to(torch.float32).numpy() if dtype in _UPCAST else t.numpy(), None, "C")
-        tmp = self.path / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}"
-        try:
-            _write_entry(tmp, data, dtype)
-            try:
-                os.rename(tmp, entry)
-            except OSError:
-                if not (entry / "zarr.json").is_file():
-                    raise
-            self.disk_writes += 1
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        arr = self._array(key[0], create_like=t)
+        _, i, j = key
+        arr[i + CELL_OFFSET, j + CELL_OFFSET] = t.to(torch.float32).numpy()
+        self.disk_writes += 1
 
-    def _remember(self, name: str, tensor: Any) -> None:
+    def _remember(self, key: tuple[int, int, int], tensor: Any) -> None:
         size = tensor.element_size() * tensor.nelement()
         if size > self._memory_bytes:
             return
         with self._guard:
-            if name in self._lru:
-                self._lru.move_to_end(name)
+            if key in self._lru:
+                self._lru.move_to_end(key)
                 return
-            self._lru[name] = tensor
+            self._lru[key] = tensor
             self._lru_bytes += size
             while self._lru_bytes > self._memory_bytes:
                 _, old = self._lru.popitem(last=False)
@@ -225,9 +307,75 @@ class ZarrPhaseCache:
             self._lru.clear()
             self._lru_bytes = 0
 
+    def _phase_arrays(self) -> list[tuple[str, Any]]:
+        """``(name, array or the exception opening it raised)`` of every phase on disk."""
+        out = []
+        for entry in sorted(self.path.glob("phase*")):
+            try:
+                out.append((entry.name, zarr.open_array(str(entry), mode="r")))
+            except Exception as exc:
+                out.append((entry.name, exc))
+        return out
+
+    def stored_keys(self) -> list[tuple[int, int, int]]:
+        """Keys of the states on disk (call :meth:`flush` first to include pending ones)."""
+        from zarr.core.sync import sync
+
+        keys = []
+        for name, arr in self._phase_arrays():
+            if isinstance(arr, Exception):
+                continue
+            phase, prefix = int(name[len("phase") :]), _prefix(arr)
+            for chunk in sync(_list(arr.store, prefix)):
+                coords = _chunk_coords(arr, chunk[len(prefix) :])
+                if coords is not None:
+                    keys.append((phase, coords[0] - CELL_OFFSET, coords[1] - CELL_OFFSET))
+        return keys
+
+    def verify(self, repair: bool = False) -> list[str]:
+        """Read every stored state (checksums); returns what is damaged, removed with
+        ``repair``."""
+        problems = []
+        for name, arr in self._phase_arrays():
+            if isinstance(arr, Exception):
+                problems.append(f"phase cache array {name} is damaged ({arr})")
+                if repair:
+                    shutil.rmtree(self.path / name, ignore_errors=True)
+                    self._arrays.pop(int(name[len("phase") :]), None)
+        for key in self.stored_keys():
+            arr = self._array(key[0])
+            try:
+                arr[key[1] + CELL_OFFSET, key[2] + CELL_OFFSET]
+            except Exception as exc:
+                problems.append(f"phase cache state {key_name(key)} is damaged ({exc})")
+                if repair:
+                    self._delete_chunk(arr, key)
+        return problems
+
     def __len__(self) -> int:
-        """Number of entries on disk (call :meth:`flush` first to count pending ones)."""
-        return sum(1 for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        """Number of states on disk (call :meth:`flush` first to count pending ones)."""
+        return len(self.stored_keys())
+
+
+def _chunk_path(arr: Any, key: tuple[int, int, int]) -> str:
+    _, i, j = key
+    coords = (i + CELL_OFFSET, j + CELL_OFFSET, *([0] * (arr.ndim - 2)))
+    return _prefix(arr) + arr.metadata.encode_chunk_key(coords)
+
+
+def _prefix(arr: Any) -> str:
+    """The array's keys' prefix in its store ("" when the store is rooted at the array)."""
+    return f"{arr.path}/" if arr.path else ""
+
+
+def _chunk_coords(arr: Any, chunk_key: str) -> tuple[int, ...] | None:
+    if chunk_key == "zarr.json" or chunk_key.endswith(".partial"):
+        return None
+    return tuple(arr.metadata.chunk_key_encoding.decode_chunk_key(chunk_key))
+
+
+async def _list(store: Any, prefix: str) -> list[str]:
+    return [k async for k in store.list_prefix(prefix)]
 
 
 def _dir_id(path: Path) -> tuple[int, int] | None:
@@ -244,74 +392,3 @@ def flush_caches_under(path: str | os.PathLike) -> None:
     for cache in list(_LIVE):
         if cache.path.resolve().is_relative_to(root):
             cache.flush()
-
-
-_ZSTD_CODECS = [
-    {"name": "bytes", "configuration": {"endian": "little"}},
-    {"name": "zstd", "configuration": {"level": 0, "checksum": False}},
-]
-
-
-def _chunk_key(ndim: int) -> str:
-    # "v2" key encoding: the one chunk sits next to zarr.json, no nested folders to create.
-    return ".".join(["0"] * max(1, ndim))
-
-
-def _write_entry(directory: Path, data: np.ndarray, torch_dtype: str) -> None:
-    """Write ``data`` as a single-chunk zarr v3 array (metadata + one zstd chunk) directly.
-
-    Going through ``zarr.create_array`` costs ~15 ms per entry, 50x the encoding; a chunk needs
-    hundreds of states, and on a small CPU those milliseconds are taken from the sampler.
-    """
-    from numcodecs import Zstd
-
-    data = data.astype(data.dtype.newbyteorder("<"), copy=False)
-    meta = {
-        "zarr_format": 3,
-        "node_type": "array",
-        "shape": list(data.shape),
-        "data_type": data.dtype.name,
-        "chunk_grid": {
-            "name": "regular",
-            "configuration": {"chunk_shape": [max(1, n) for n in data.shape]},
-        },
-        "chunk_key_encoding": {"name": "v2", "configuration": {"separator": "."}},
-        "fill_value": 0,
-        "codecs": _ZSTD_CODECS,
-        "attributes": {"torch_dtype": torch_dtype},
-    }
-    raw = Zstd(level=0).encode(data.tobytes())
-    meta["attributes"].update(crc32=zlib.crc32(raw), nbytes=len(raw))
-    directory.mkdir(parents=True)
-    chunk = directory / _chunk_key(data.ndim)
-    chunk.write_bytes(raw)
-    (directory / "zarr.json").write_text(json.dumps(meta))
-
-
-def _read_entry(directory: Path):
-    """Read an entry written by :func:`_write_entry`, verified against its CRC-32 and size.
-
-    Raises ``ValueError`` (or ``OSError``) for a damaged or foreign entry."""
-    import torch
-
-    meta = json.loads((directory / "zarr.json").read_text())
-    shape = tuple(meta["shape"])
-    attrs = meta.get("attributes", {})
-    dtype = attrs.get("torch_dtype")
-    chunk = directory / _chunk_key(len(shape))
-    if meta.get("codecs") != _ZSTD_CODECS or "crc32" not in attrs:
-        raise ValueError("not an entry written by this cache")
-    from numcodecs import Zstd
-
-    raw = chunk.read_bytes()
-    if len(raw) != attrs["nbytes"] or zlib.crc32(raw) != attrs["crc32"]:
-        raise ValueError("its checksum differs from its record")
-    np_dtype = np.dtype(meta["data_type"]).newbyteorder("<")
-    data = np.frombuffer(Zstd().decode(raw), dtype=np_dtype)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"holds {data.size} values, not {int(np.prod(shape))}")
-    data = data.reshape(shape).astype(np.dtype(meta["data_type"]), copy=True)
-    tensor = torch.from_numpy(data)
-    if dtype in _UPCAST:
-        tensor = tensor.to(getattr(torch, dtype.split(".", 1)[1]))
-    return tensor
