@@ -74,7 +74,7 @@ def plain_copy(store: Path, out: Path) -> None:
     import zarr
     from numcodecs import Blosc
 
-    from napari_cytosyn.export.ome_zarr import BLOSC
+    from napari_cytosyn.export._zarr_levels import BLOSC
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     slide = SyntheticSlide.open(store, mode="r")

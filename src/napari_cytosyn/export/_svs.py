@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn.export._tiles import Reader, resolution_kwargs, tiles
+from napari_cytosyn.pixel_size import PixelSize
 
 THUMBNAIL_PX = 1024
 _CODEC_NAMES = {"jpeg": "JPEG", "zlib": "Deflate", "lzw": "LZW", None: "None"}
@@ -28,7 +29,7 @@ def svs_description(
     tile_px: int,
     codec: str | None,
     quality: int,
-    mpp_xy: tuple[float, float] | None,
+    mpp_xy: PixelSize | None,
     name: str,
     objective_power: float | None = None,
     provenance: dict[str, Any] | None = None,
@@ -48,7 +49,7 @@ def svs_description(
     if objective_power:
         pairs.append(f"AppMag = {objective_power:g}")
     if mpp_xy is not None:
-        pairs.append(f"MPP = {(mpp_xy[0] + mpp_xy[1]) / 2:.6g}")
+        pairs.append(f"MPP = {(mpp_xy.x + mpp_xy.y) / 2:.6g}")
     pairs.append(f"Filename = {name.replace('|', '_')}")
     if provenance:
         text = json.dumps(provenance, sort_keys=True, ensure_ascii=True).replace("|", "\\u007c")
@@ -113,7 +114,7 @@ def write_svs_pages(
     shapes: Sequence[Sequence[int]],
     samples: int,
     tile_px: int,
-    mpp_xy: tuple[float, float] | None,
+    mpp_xy: PixelSize | None,
     description: str,
     options: dict[str, Any],
     workers: int,
@@ -158,7 +159,7 @@ def _stripped(image: np.ndarray) -> dict[str, Any]:
 
 
 def write_thumbnail(
-    tif: Any, thumb: np.ndarray, shape0: Sequence[int], mpp_xy: tuple[float, float] | None
+    tif: Any, thumb: np.ndarray, shape0: Sequence[int], mpp_xy: PixelSize | None
 ) -> None:
     """The thumbnail page (IFD 1): stripped, deflate, smaller than every level."""
     tif.write(

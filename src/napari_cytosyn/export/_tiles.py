@@ -17,6 +17,7 @@ import numpy as np
 
 from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import bounded_map, read_block, source_chunk_hw
+from napari_cytosyn.pixel_size import PixelSize
 
 Reader = Callable[[int, int, int, int], np.ndarray]
 
@@ -112,7 +113,7 @@ def level_readers(
     """A reader per output level: the given levels, or level 0 plus levels built in ``scratch``."""
     if len(levels) == len(shapes):
         return [source_reader(lv, mask_value) for lv in levels]
-    from napari_cytosyn.export.ome_zarr import build_scratch_pyramid
+    from napari_cytosyn.export._zarr_levels import build_scratch_pyramid
 
     built = build_scratch_pyramid(
         levels[0], shapes, scratch / ("mask" if mask_value is not None else "image"),
@@ -122,13 +123,13 @@ def level_readers(
 
 
 def resolution_kwargs(
-    mpp_xy: tuple[float, float] | None, shape0: Sequence[int], shape: Sequence[int]
+    mpp_xy: PixelSize | None, shape0: Sequence[int], shape: Sequence[int]
 ) -> dict[str, Any]:
     """tifffile's ``resolution`` (pixels per centimetre of this level) and unit, or nothing."""
     if mpp_xy is None:
         return {}
     dx, dy = shape0[1] / shape[1], shape0[0] / shape[0]
     return {
-        "resolution": (1e4 / (mpp_xy[0] * dx), 1e4 / (mpp_xy[1] * dy)),
+        "resolution": (1e4 / (mpp_xy.x * dx), 1e4 / (mpp_xy.y * dy)),
         "resolutionunit": "CENTIMETER",
     }

@@ -46,7 +46,7 @@ from napari_cytosyn.export._tiles import (
     tile_px_for,
     tiles,
 )
-from napari_cytosyn.export.ome_zarr import normalise_mpp
+from napari_cytosyn.pixel_size import PixelSize
 
 __all__ = ["COMPRESSIONS", "MASK_PLACES", "write_ome_tiff"]
 
@@ -58,7 +58,7 @@ def write_ome_tiff(
     path: str | os.PathLike,
     levels: Sequence[Any],
     *,
-    mpp: float | Sequence[float] | None = None,
+    mpp: PixelSize | float | Sequence[float] | None = None,
     mask_levels: Sequence[Any] | None = None,
     provenance: dict[str, Any] | None = None,
     name: str | None = None,
@@ -80,8 +80,8 @@ def write_ome_tiff(
         at the end; an existing file is refused unless ``overwrite``.
     levels: the pyramid, finest first, ``(y, x, 3)`` uint8 arrays (dask, zarr, numpy). With one
         level, 2x levels are built (box mean) down to ``min_level_px`` (default ``tile_px``).
-    mpp: microns per pixel of level 0 (``x_um`` or ``(x_um, y_um)``); written as OME
-        ``PhysicalSizeX/Y`` (µm) and as TIFF resolution (pixels per cm) on every level.
+    mpp: microns per pixel of level 0 (a ``PixelSize``, ``x_um`` or ``(x_um, y_um)``); written
+        as OME ``PhysicalSizeX/Y`` (µm) and as TIFF resolution (pixels per cm) on every level.
     mask_levels: ``(y, x)`` arrays, non-zero = synthetic; one per level or only the finest.
     mask: where the mask goes: ``"sidecar"`` (default: ``<stem>.synthetic-mask.tif`` and
         ``<stem>.synthetic.geojson`` beside the file, see
@@ -104,7 +104,7 @@ def write_ome_tiff(
     codec = check_compression(compression or default_compression(mask_levels), quality)
     if mask not in MASK_PLACES:
         raise ValueError(f"mask must be one of {MASK_PLACES}, got {mask!r}")
-    mpp_xy = normalise_mpp(mpp)
+    mpp_xy = PixelSize.from_any(mpp)
     tile_px = tile_px_for(levels[0], int(tile_px))
     if tile_px % 16:
         raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")
@@ -176,7 +176,7 @@ def _write_series(
     readers: Sequence[Reader],
     shapes: Sequence[Sequence[int]],
     samples: int,
-    mpp_xy: tuple[float, float] | None,
+    mpp_xy: PixelSize | None,
     metadata: dict[str, Any],
     options: dict[str, Any],
     tile_px: int,
@@ -190,9 +190,9 @@ def _write_series(
             meta = dict(metadata)
             if mpp_xy is not None:
                 meta.update(
-                    PhysicalSizeX=mpp_xy[0],
+                    PhysicalSizeX=mpp_xy.x,
                     PhysicalSizeXUnit="µm",
-                    PhysicalSizeY=mpp_xy[1],
+                    PhysicalSizeY=mpp_xy.y,
                     PhysicalSizeYUnit="µm",
                 )
             kwargs.update(metadata=meta, subifds=len(shapes) - 1)

@@ -22,7 +22,6 @@ not give are built from the level just written (read back from the output) with
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,31 +32,28 @@ import numpy as np
 from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
     ProgressFn,
-    aligned_block_px,
     atomic_output,
-    bounded_map,
     level_downsamples,
     read_block,
     validate_levels,
     validate_masks,
 )
+from napari_cytosyn.export._zarr_levels import (
+    block_px_for,
+    chunk_count,
+    create_level_array,
+    level_factor,
+    reader_from_coarser,
+    reader_from_source,
+    shard_px_for,
+    write_level,
+)
+from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.slide.provenance import PROVENANCE_KEY, jsonable
 
 NgffVersion = Literal["0.4", "0.5"]
 MASK_LABEL = "synthetic"
 _RGB = (("Red", "FF0000"), ("Green", "00FF00"), ("Blue", "0000FF"))
-
-
-def normalise_mpp(mpp: float | Sequence[float] | None) -> tuple[float, float] | None:
-    """``mpp`` as ``(x_um, y_um)``; a single number means square pixels; ``None`` stays ``None``."""
-    if mpp is None:
-        return None
-    if isinstance(mpp, int | float):
-        mpp = (float(mpp), float(mpp))
-    mx, my = (float(v) for v in mpp)
-    if not (mx > 0 and my > 0 and math.isfinite(mx) and math.isfinite(my)):
-        raise ValueError(f"mpp must be positive microns per pixel, got {mpp!r}")
-    return mx, my
 
 
 def _models(version: NgffVersion) -> Any:
@@ -72,7 +68,7 @@ def _models(version: NgffVersion) -> Any:
 
 def _multiscale(
     shapes: Sequence[Sequence[int]],
-    mpp: tuple[float, float] | None,
+    mpp: PixelSize | None,
     name: str,
     version: NgffVersion,
     method: str,
@@ -91,7 +87,7 @@ def _multiscale(
         models.axes.Axis(name="y", type="space", **unit),
         models.axes.Axis(name="x", type="space", **unit),
     ]
-    my, mx = (mpp[1], mpp[0]) if mpp is not None else (1.0, 1.0)
+    my, mx = (mpp.y, mpp.x) if mpp is not None else (1.0, 1.0)
     datasets = []
     for i, (dy, dx) in enumerate(level_downsamples(shapes)):
         transforms: list[Any] = [VectorScale(type="scale", scale=[1.0, my * dy, mx * dx])]
@@ -118,7 +114,7 @@ def _dump(model: Any) -> dict[str, Any]:
 
 def image_attrs(
     shapes: Sequence[Sequence[int]],
-    mpp: tuple[float, float] | None,
+    mpp: PixelSize | None,
     name: str,
     version: NgffVersion,
     method: str,
@@ -156,7 +152,7 @@ def image_attrs(
 
 
 def label_attrs(
-    shapes: Sequence[Sequence[int]], mpp: tuple[float, float] | None, version: NgffVersion
+    shapes: Sequence[Sequence[int]], mpp: PixelSize | None, version: NgffVersion
 ) -> dict[str, Any]:
     """``image-label`` attributes of the synthetic mask: value 1 = synthetic (magenta)."""
     models = _models(version)
@@ -186,197 +182,6 @@ def labels_attrs(version: NgffVersion) -> dict[str, Any]:
     return {"ome": _dump(models.labels.LabelsAttrs(version="0.5", labels=[MASK_LABEL]))}
 
 
-# Blosc-zstd level 1: on H&E tiles levels 3-5 cost 6-10x the CPU for < 3 % smaller chunks.
-BLOSC = {"cname": "zstd", "clevel": 1}
-#: Shards hold this many chunks per side when sharding is on (NGFF 0.5 only).
-SHARD_CHUNKS = 4
-#: ``shards="auto"`` shards arrays with more chunks than this: one file per 16 chunks matters
-#: on file systems and object stores once a level has many thousands of chunks.
-AUTO_SHARD_MIN_CHUNKS = 256
-
-
-def _compressor(zarr_format: int) -> Any:
-    if zarr_format == 2:
-        from numcodecs import Blosc
-
-        return Blosc(**BLOSC, shuffle=Blosc.SHUFFLE)
-    from zarr.codecs import BloscCodec
-
-    return BloscCodec(**BLOSC, shuffle="shuffle")
-
-
-def shard_px_for(
-    shape_hw: Sequence[int], chunk_px: int, zarr_format: int, shards: str | int | None
-) -> int | None:
-    """Shard edge in px of an array, or ``None`` (not sharded).
-
-    ``shards``: ``"auto"`` (zarr v3 arrays with more than ``AUTO_SHARD_MIN_CHUNKS`` chunks get
-    shards of ``SHARD_CHUNKS`` x ``SHARD_CHUNKS`` chunks), ``None``/``0`` (never) or a shard edge
-    in px (a multiple of ``chunk_px``; zarr v3 only).
-    """
-    if not shards:
-        return None
-    if zarr_format == 2:
-        if shards == "auto":
-            return None
-        raise ValueError("sharding needs NGFF 0.5 (zarr v3); pass version='0.5' or no shards")
-    if shards == "auto":
-        n = math.ceil(shape_hw[0] / chunk_px) * math.ceil(shape_hw[1] / chunk_px)
-        return SHARD_CHUNKS * chunk_px if n > AUTO_SHARD_MIN_CHUNKS else None
-    shard = int(shards)
-    if shard <= 0 or shard % chunk_px:
-        raise ValueError(
-            f"shard edge must be a positive multiple of chunk_px {chunk_px}, got {shards}"
-        )
-    return shard
-
-
-def create_level_array(
-    group: Any,
-    path: str,
-    shape: Sequence[int],
-    chunks: Sequence[int],
-    zarr_format: int,
-    shard_px: int | None = None,
-) -> Any:
-    """A uint8 (c, y, x) array in ``group`` with NGFF-conformant chunk keys for the format."""
-    kwargs: dict[str, Any] = {
-        "name": path,
-        "shape": tuple(int(s) for s in shape),
-        "chunks": tuple(int(c) for c in chunks),
-        "dtype": "uint8",
-        "fill_value": 0,
-        "compressors": [_compressor(zarr_format)],
-    }
-    if zarr_format == 2:
-        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-    else:
-        kwargs["dimension_names"] = ("c", "y", "x")
-        if shard_px:
-            kwargs["shards"] = (int(chunks[0]), shard_px, shard_px)
-    return group.create_array(**kwargs)
-
-
-def _chunk_count(shapes: Sequence[Sequence[int]], chunk_px: int) -> int:
-    return sum(math.ceil(h / chunk_px) * math.ceil(w / chunk_px) for h, w in shapes)
-
-
-def _reader_from_source(level: Any) -> Callable[[int, int, int, int], np.ndarray]:
-    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        block = read_block(level, y0, y1, x0, x1)
-        return block if block.ndim == 3 else block[..., None]
-
-    return read
-
-
-def _reader_from_coarser(
-    prev: Any, shape: Sequence[int], factor: tuple[int, int], reduce: str
-) -> Callable[[int, int, int, int], np.ndarray]:
-    """Read a block of a level by reducing the (already written, (c, y, x)) previous level."""
-    fy, fx = factor
-    ph, pw = prev.shape[1], prev.shape[2]
-
-    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        src = np.asarray(prev[:, y0 * fy : min(y1 * fy, ph), x0 * fx : min(x1 * fx, pw)])
-        out = chunk_grid.downsample_area(np.moveaxis(src, 0, -1), (fy, fx), reduce)
-        return _fit(out, y1 - y0, x1 - x0)
-
-    return read
-
-
-def _fit(block: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Crop or edge-pad ``block`` to ``(h, w)`` (vendor levels round sizes their own way)."""
-    block = block[:h, :w]
-    if block.shape[0] < h or block.shape[1] < w:
-        pad = [(0, h - block.shape[0]), (0, w - block.shape[1])] + [(0, 0)] * (block.ndim - 2)
-        block = np.pad(block, pad, mode="edge")
-    return block
-
-
-def _level_factor(big: Sequence[int], small: Sequence[int]) -> tuple[int, int]:
-    return max(1, round(big[0] / small[0])), max(1, round(big[1] / small[1]))
-
-
-def _write_level(
-    dst: Any,
-    read: Callable[[int, int, int, int], np.ndarray],
-    block_px: tuple[int, int],
-    chunk_px: int,
-    workers: int,
-    cancel: Any,
-    tick: Callable[[int], None],
-) -> None:
-    """Fill ``dst`` block by block through zarr's API (its own codec, chunk keys and shards).
-
-    Blocks are whole chunks (whole shards when sharded), so no chunk or shard is written by two
-    threads and zarr never reads back what it writes.
-    """
-    h, w = dst.shape[1], dst.shape[2]
-
-    def job(tile: tuple[int, int, int, int]) -> int:
-        y0, y1, x0, x1 = tile
-        data = read(y0, y1, x0, x1)
-        dst[:, y0:y1, x0:x1] = np.moveaxis(data.astype(np.uint8, copy=False), -1, 0)
-        return math.ceil((y1 - y0) / chunk_px) * math.ceil((x1 - x0) / chunk_px)
-
-    for n in bounded_map(job, chunk_grid.tiles((h, w), block_px), workers, cancel=cancel):
-        tick(n)
-
-
-def _block_px(source: Any, chunk_px: int, shard_px: int | None) -> tuple[int, int]:
-    if shard_px:
-        return shard_px, shard_px
-    return aligned_block_px(source, chunk_px) if source is not None else (chunk_px, chunk_px)
-
-
-def build_scratch_pyramid(
-    level0: Any,
-    shapes: Sequence[Sequence[int]],
-    path: Path,
-    mask_value: int | None,
-    tile_px: int,
-    workers: int,
-    cancel: Any,
-) -> list[Any]:
-    """Levels ``1..`` of ``shapes`` built from ``level0`` into a scratch zarr at ``path``.
-
-    Each level is reduced from the one before (read back from the scratch), never from a
-    full-resolution copy in memory: box mean for images, max for a mask (``mask_value`` set,
-    pixels ``mask_value`` where ``level0`` is non-zero). Returns ``(c, y, x)`` zarr arrays.
-    """
-    import zarr
-
-    root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    channels = 1 if mask_value is not None else 3
-    prev: Any = _SourceAsCYX(level0, mask_value)
-    built: list[Any] = []
-    for i, shape in enumerate(shapes[1:], start=1):
-        dst = create_level_array(root, str(i), (channels, *shape), (channels, tile_px, tile_px), 3)
-        factor = _level_factor(shapes[i - 1], shape)
-        reduce = "max" if mask_value is not None else "mean"
-        read = _reader_from_coarser(prev, shape, factor, reduce)
-        _write_level(dst, read, (tile_px, tile_px), tile_px, workers, cancel, lambda n: None)
-        built.append(dst)
-        prev = dst
-    return built
-
-
-class _SourceAsCYX:
-    """A (y, x, c) source (or a (y, x) mask) seen as (c, y, x) for level reduction."""
-
-    def __init__(self, level: Any, mask_value: int | None):
-        self.level, self.mask_value = level, mask_value
-        h, w = level.shape[:2]
-        self.shape = (1 if mask_value is not None else 3, h, w)
-
-    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
-        _, ys, xs = key
-        block = read_block(self.level, ys.start, ys.stop, xs.start, xs.stop)
-        if self.mask_value is not None:
-            block = ((block != 0) * np.uint8(self.mask_value)).astype(np.uint8)[..., None]
-        return np.moveaxis(block, -1, 0)
-
-
 BUILT_METHOD = (
     "napari_cytosyn.chunk_grid.downsample_area 2x2 mean, rounded half up (image); 2x2 max (mask)"
 )
@@ -386,7 +191,7 @@ def write_ome_zarr(
     path: str | os.PathLike,
     levels: Sequence[Any],
     *,
-    mpp: float | Sequence[float] | None = None,
+    mpp: PixelSize | float | Sequence[float] | None = None,
     mask_levels: Sequence[Any] | None = None,
     provenance: dict[str, Any] | None = None,
     name: str | None = None,
@@ -408,7 +213,8 @@ def write_ome_zarr(
         renamed at the end; an existing path is refused unless ``overwrite``.
     levels: the pyramid, finest first: arrays (dask, zarr, numpy) of shape ``(y, x, 3)`` uint8.
         With one level, 2x levels are built from the written output down to ``min_level_px``.
-    mpp: microns per pixel of level 0, ``x_um`` or ``(x_um, y_um)``; ``None`` writes pixel units.
+    mpp: microns per pixel of level 0 (``PixelSize.from_any``: a ``PixelSize``, ``x_um`` or
+        ``(x_um, y_um)``); ``None`` writes pixel units.
     mask_levels: ``(y, x)`` bool/uint8 arrays, 1 where pixels are synthetic; either one per image
         level or only the finest (coarser ones are 2x2-max reduced). Written as
         ``labels/synthetic``.
@@ -434,7 +240,7 @@ def write_ome_zarr(
     if version not in ("0.4", "0.5"):
         raise ValueError(f"NGFF version must be '0.4' or '0.5', got {version!r}")
     validate_levels(levels)
-    mpp_xy = normalise_mpp(mpp)
+    mpp_xy = PixelSize.from_any(mpp)
     chunk_px = int(chunk_px)
     if chunk_px < 16:
         raise ValueError(f"chunk_px must be >= 16, got {chunk_px}")
@@ -451,7 +257,7 @@ def write_ome_zarr(
     given_method = pyramid_method or "levels as given by the caller"
     method = given_method if len(levels) > 1 else BUILT_METHOD
 
-    total = _chunk_count(shapes, chunk_px) * (2 if mask_levels is not None else 1)
+    total = chunk_count(shapes, chunk_px) * (2 if mask_levels is not None else 1)
     done = 0
 
     def tick(n: int) -> None:
@@ -471,13 +277,13 @@ def write_ome_zarr(
                 root, str(i), (3, *shape), (3, chunk_px, chunk_px), zarr_format, shard
             )
             if i < len(levels):
-                read = _reader_from_source(levels[i])
-                block = _block_px(levels[i], chunk_px, shard)
+                read = reader_from_source(levels[i])
+                block = block_px_for(levels[i], chunk_px, shard)
             else:
-                factor = _level_factor(shapes[i - 1], shape)
-                read = _reader_from_coarser(written[-1], shape, factor, "mean")
-                block = _block_px(None, chunk_px, shard)
-            _write_level(dst, read, block, chunk_px, workers, cancel, tick)
+                factor = level_factor(shapes[i - 1], shape)
+                read = reader_from_coarser(written[-1], shape, factor, "mean")
+                block = block_px_for(None, chunk_px, shard)
+            write_level(dst, read, block, chunk_px, workers, cancel, tick)
             written.append(dst)
         if mask_levels is not None:
             _write_mask(
@@ -506,7 +312,7 @@ def _write_mask(
     root: Any,
     mask_levels: Sequence[Any],
     shapes: Sequence[Sequence[int]],
-    mpp_xy: tuple[float, float] | None,
+    mpp_xy: PixelSize | None,
     version: NgffVersion,
     zarr_format: int,
     chunk_px: int,
@@ -532,10 +338,10 @@ def _write_mask(
             def read(y0: int, y1: int, x0: int, x1: int, src: Any = src) -> np.ndarray:
                 return (read_block(src, y0, y1, x0, x1) != 0).astype(np.uint8)[..., None]
 
-            block = _block_px(src, chunk_px, shard)
+            block = block_px_for(src, chunk_px, shard)
         else:
-            factor = _level_factor(shapes[i - 1], shape)
-            read = _reader_from_coarser(written[-1], shape, factor, "max")
-            block = _block_px(None, chunk_px, shard)
-        _write_level(dst, read, block, chunk_px, workers, cancel, tick)
+            factor = level_factor(shapes[i - 1], shape)
+            read = reader_from_coarser(written[-1], shape, factor, "max")
+            block = block_px_for(None, chunk_px, shard)
+        write_level(dst, read, block, chunk_px, workers, cancel, tick)
         written.append(dst)

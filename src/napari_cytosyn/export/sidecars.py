@@ -36,6 +36,7 @@ import numpy as np
 from napari_cytosyn.export._stream import atomic_output, output_path
 from napari_cytosyn.export._svs import svs_description, tiff_options, tiff_stem, write_svs_pages
 from napari_cytosyn.export._tiles import level_readers
+from napari_cytosyn.pixel_size import PixelSize
 
 MASK_VALUE = 255
 MAX_TRACE_PX = 4096 * 4096
@@ -62,7 +63,7 @@ def write_mask_sidecars(
     path: str | os.PathLike,
     mask_levels: Sequence[Any],
     shapes: Sequence[Sequence[int]],
-    mpp_xy: tuple[float, float] | None,
+    mpp_xy: PixelSize | None,
     tile_px: int,
     overwrite: bool,
     workers: int,

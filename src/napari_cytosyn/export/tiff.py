@@ -50,8 +50,8 @@ from napari_cytosyn.export._tiles import (
     level_readers,
     tile_px_for,
 )
-from napari_cytosyn.export.ome_zarr import normalise_mpp
 from napari_cytosyn.export.sidecars import check_sidecars, write_mask_sidecars
+from napari_cytosyn.pixel_size import PixelSize
 
 __all__ = ["read_svs_provenance", "tiff_stem", "write_tiff"]
 
@@ -60,7 +60,7 @@ def write_tiff(
     path: str | os.PathLike,
     levels: Sequence[Any],
     *,
-    mpp: float | Sequence[float] | None = None,
+    mpp: PixelSize | float | Sequence[float] | None = None,
     mask_levels: Sequence[Any] | None = None,
     provenance: dict[str, Any] | None = None,
     name: str | None = None,
@@ -84,8 +84,8 @@ def write_tiff(
     levels: the pyramid, finest first, ``(y, x, 3)`` uint8 arrays (dask, zarr, numpy), written
         as given. With one level, 2x levels are built (box mean) down to ``min_level_px``
         (default ``tile_px``).
-    mpp: microns per pixel of level 0 (``x_um`` or ``(x_um, y_um)``): Aperio ``MPP`` (their
-        mean: SVS has one value) and TIFF resolution tags of every level.
+    mpp: microns per pixel of level 0 (a ``PixelSize``, ``x_um`` or ``(x_um, y_um)``): Aperio
+        ``MPP`` (their mean: SVS has one value) and TIFF resolution tags of every level.
     mask_levels: ``(y, x)`` arrays, non-zero = synthetic (one per level or only the finest):
         written beside the image as ``<stem>.synthetic-mask.tif`` (same layout, 255 =
         synthetic) and ``<stem>.synthetic.geojson`` (QuPath annotations), see
@@ -108,7 +108,7 @@ def write_tiff(
 
     validate_levels(levels)
     codec = check_compression(compression or default_compression(mask_levels), quality)
-    mpp_xy = normalise_mpp(mpp)
+    mpp_xy = PixelSize.from_any(mpp)
     tile_px = tile_px_for(levels[0], int(tile_px))
     if tile_px % 16:
         raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")

@@ -44,7 +44,7 @@ from napari_cytosyn.export._svs import (
     write_thumbnail,
 )
 from napari_cytosyn.export._tiles import resolution_kwargs, source_reader
-from napari_cytosyn.export.ome_zarr import normalise_mpp
+from napari_cytosyn.pixel_size import PixelSize
 
 #: TIFF compression tags whose tiles can be re-encoded here -> tifffile's compression names.
 _CODECS: dict[int, str | None] = {1: None, 5: "lzw", 7: "jpeg", 8: "zlib", 32946: "zlib"}
@@ -227,7 +227,7 @@ def write_tiff_copy(
         [slide.synthetic_mask(k) for k in range(len(levels))] if slide.kind == "composite" else None
     )
     shapes = [p.shape for p in pages]
-    mpp_xy = normalise_mpp(slide.mpp)
+    mpp_xy = PixelSize.from_any(slide.mpp)
     workers = workers or min(4, os.cpu_count() or 1)
     if masks is not None:
         check_sidecars(path, overwrite)
