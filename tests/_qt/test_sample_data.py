@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari import _chunk_cache, _layers, _sample_data
+from napari_cytosyn._napari import _chunk_cache, _layers, _sample_data, _sample_image
 from napari_cytosyn.models.grf import GRFModel
 
 PLUGIN = "napari-cytosyn"
@@ -100,12 +100,12 @@ def test_sample_image_is_refused_when_it_is_not_the_credited_file(tmp_path, monk
         def __truediv__(self, name):
             return fake if name == "sample_data" else None
 
-    monkeypatch.setattr(_sample_data.resources, "files", lambda name: Package())
+    monkeypatch.setattr(_sample_image.resources, "files", lambda name: Package())
     with pytest.raises(ValueError, match="sha256"):
-        _sample_data.sample_image()
+        _sample_image.sample_image()
     (fake / "sources.json").unlink()
     with pytest.raises(FileNotFoundError, match="reinstall"):
-        _sample_data.sample_image()
+        _sample_image.sample_image()
 
 
 def test_synthetic_sample_renders_where_the_viewer_looks(

@@ -11,7 +11,6 @@ dask arrays, so napari's dask chunk cache can never serve a stale chunk after a 
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,14 +153,19 @@ def composite_levels(composite: Any, chunk_px: int = 512) -> list[SlideLevel]:
     ]
 
 
-# Which slide object a layer shows, for layers made here (the widget needs the object back).
-_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def _links(viewer: Any) -> Any:
+    """The viewer session's record of what its layers show (``_session.LayerLinks``)."""
+    from ._session import session_for
+
+    return session_for(viewer).layers
 
 
 def slide_of(layer: Any) -> Any | None:
     """The ``SyntheticSlide`` / ``CompositeSlide`` behind a layer made here, else ``None``."""
-    return _SOURCES.get(layer)
+    from ._session import links_of
+
+    links = links_of(layer)
+    return None if links is None else links.sources.get(layer)
 
 
 def _scale(slide: Any) -> tuple[float, float]:
@@ -191,8 +195,9 @@ def add_synthetic_layer(viewer: Any, slide: Any, **view_options: Any) -> tuple[A
     Returns ``(layer, view)``; ``view`` is the :class:`LazySlideView` driving its rendering.
     """
     layer = viewer.add_image(synthetic_levels(slide), **synthetic_layer_kwargs(slide))
-    _SOURCES[layer] = slide
-    view = _VIEWS[layer] = LazySlideView(viewer, layer, slide, **view_options)
+    links = _links(viewer)
+    links.sources[layer] = slide
+    view = links.views[layer] = LazySlideView(viewer, layer, slide, **view_options)
     return layer, view
 
 
@@ -206,11 +211,12 @@ def synthetic_layer_data(viewer: Any, slide: Any) -> tuple[list, dict[str, Any],
 
     def on_inserted(event: Any) -> None:
         layer = event.value
-        if layer.metadata.get(META_KEY, {}).get("store") != store or layer in _SOURCES:
+        links = _links(viewer)
+        if layer.metadata.get(META_KEY, {}).get("store") != store or layer in links.sources:
             return
         viewer.layers.events.inserted.disconnect(on_inserted)
-        _SOURCES[layer] = slide
-        _VIEWS[layer] = LazySlideView(viewer, layer, slide)
+        links.sources[layer] = slide
+        links.views[layer] = LazySlideView(viewer, layer, slide)
 
     viewer.layers.events.inserted.connect(on_inserted)
     return synthetic_levels(slide), kwargs, "image"
@@ -269,8 +275,9 @@ class PendingSlide:
         if layer is None or layer not in self.viewer.layers:
             return None
         layer.metadata.update(synthetic_layer_kwargs(slide)["metadata"])
-        _SOURCES[layer] = slide
-        _VIEWS[layer] = LazySlideView(self.viewer, layer, slide)
+        links = _links(self.viewer)
+        links.sources[layer] = slide
+        links.views[layer] = LazySlideView(self.viewer, layer, slide)
         layer.refresh()
         return layer
 
@@ -338,7 +345,10 @@ class PendingImage:
 
 def view_of(layer: Any) -> LazySlideView | None:
     """The live view of a synthetic layer made here (``None`` for other layers)."""
-    return _VIEWS.get(layer)
+    from ._session import links_of
+
+    links = links_of(layer)
+    return None if links is None else links.views.get(layer)
 
 
 def add_composite_layer(viewer: Any, composite: Any, real_layer: Any) -> Any:
@@ -355,7 +365,7 @@ def add_composite_layer(viewer: Any, composite: Any, real_layer: Any) -> Any:
         units=("um", "um") if composite.mpp else None,
         metadata=composite_metadata(composite),
     )
-    _SOURCES[layer] = composite
+    _links(viewer).sources[layer] = composite
     index = viewer.layers.index(real_layer)
     viewer.layers.move(viewer.layers.index(layer), index + 1)
     return layer
@@ -407,10 +417,6 @@ def edited_layer(viewer: Any, composite: Any) -> Any | None:
     return next((ly for ly in viewer.layers if slide_of(ly) is composite), None)
 
 
-# image layer -> its "synthetic" labels layer
-_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def mask_levels_of(slide: Any, shapes: list[tuple[int, int]], chunk_px: int = 512) -> list[Any]:
     """Levels ``(h_k, w_k)`` uint8 of the synthetic mask of what a layer shows (1 = synthetic).
 
@@ -459,7 +465,7 @@ def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
     # magenta, as the image-label colour of exports' labels/synthetic
     labels.colormap = {0: (0.0, 0.0, 0.0, 0.0), 1: (1.0, 0.0, 1.0, 1.0), None: (0, 0, 0, 0)}
     labels.editable = False
-    _MASKS[image] = labels
+    _links(viewer).masks[image] = labels
     if image in viewer.layers and labels in viewer.layers:
         viewer.layers.move(viewer.layers.index(labels), viewer.layers.index(image) + 1)
 
@@ -524,7 +530,7 @@ def composite_layer_data(viewer: Any, composite: Any, real_data: tuple) -> tuple
     store = str(composite.path)
 
     def register(layer: Any) -> None:
-        _SOURCES[layer] = composite
+        _links(viewer).sources[layer] = composite
 
     _after_insert(viewer, lambda ly: ly.metadata.get(META_KEY, {}).get("store") == store, register)
     return composite_levels(composite), kwargs, "image"
@@ -534,7 +540,7 @@ def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
     """Add (or refresh) the "synthetic" labels layer of an image layer: label 1 marks its
     synthetic pixels, drawn as an outline right above the image, at the same place; it is
     removed with the image. Returns the labels layer."""
-    labels = _MASKS.get(image)
+    labels = _links(viewer).masks.get(image)
     if labels is not None and labels in viewer.layers:
         labels.refresh()
         return labels
@@ -550,4 +556,7 @@ def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
 
 def mask_layer_of(image: Any) -> Any | None:
     """The "synthetic" labels layer of an image layer, if it has one."""
-    return _MASKS.get(image)
+    from ._session import links_of
+
+    links = links_of(image)
+    return None if links is None else links.masks.get(image)

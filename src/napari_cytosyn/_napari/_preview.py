@@ -57,7 +57,7 @@ def _fit_images() -> list[np.ndarray]:
     from napari_cytosyn.chunk_grid import downsample_area
     from napari_cytosyn.slide.sample import sample_tissue
 
-    from ._sample_data import sample_image
+    from ._sample_image import sample_image
 
     image = sample_image()
     rgb = image.rgb

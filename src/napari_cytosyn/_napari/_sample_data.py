@@ -11,70 +11,17 @@ model's (0.5 um/px) pixel sizes.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._config import load_config
+from ._sample_image import SampleImage, _sample_entry, sample_image
 
 SYNTHETIC_PX = 16384  # side of the synthetic sample (px at the model's mpp)
 SYNTHETIC_STEPS: int | None = None  # sampler steps of the synthetic sample; None: the model's
 MIN_LEVEL_PX = 200  # the pyramid stops before a level's shorter side drops under this
-
-
-@dataclass(frozen=True)
-class SampleImage:
-    """A public image shipped as sample data: pixels ``(h, w, 3)`` uint8, level-0 um/px, and
-    its ``sources.json`` entry (credit, licence, origin, checksum)."""
-
-    rgb: np.ndarray
-    mpp: float
-    source: dict[str, Any]
-
-    @property
-    def credit(self) -> str:
-        """One line for people: what it is, who made it, under which licence."""
-        s = self.source
-        return (
-            f"{s['title']}; {s['credit']}; licence {s['licence']}; "
-            f"about {self.mpp:g} um/px ({10 / self.mpp:.0f}x)"
-        )
-
-
-def sample_image() -> SampleImage:
-    """The real H&E image shipped in ``napari_cytosyn/_napari/sample_data``.
-
-    Raises ``FileNotFoundError`` naming the folder when the package was installed without it,
-    and ``ValueError`` when the file is not the one ``sources.json`` describes."""
-    import hashlib
-
-    folder = resources.files("napari_cytosyn._napari") / "sample_data"
-    try:
-        [entry] = json.loads((folder / "sources.json").read_text())
-        raw = (folder / entry["file"]).read_bytes()
-    except (OSError, ValueError, KeyError) as exc:
-        raise FileNotFoundError(
-            f"the H&E sample image is missing from {folder} ({exc}); reinstall napari-cytosyn"
-        ) from exc
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != entry["sha256"]:
-        raise ValueError(
-            f"{entry['file']} in {folder} has sha256 {digest}, not the {entry['sha256']} of "
-            "its sources.json entry; reinstall napari-cytosyn"
-        )
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(raw)) as im:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    if list(rgb.shape) != entry["shape"]:
-        raise ValueError(f"{entry['file']} is {rgb.shape}, sources.json says {entry['shape']}")
-    return SampleImage(rgb=rgb, mpp=float(entry["mpp"]), source=entry)
 
 
 def sample_pyramid(level0: np.ndarray, min_px: int = MIN_LEVEL_PX) -> list[np.ndarray]:
@@ -115,19 +62,6 @@ def real_sample_path(cache_dir: Path | None = None) -> tuple[Path, SampleImage]:
 
 
 HE_NAME = "H&E sample 40x (TIA Centre, BSD-3)"
-
-
-def _sample_entry() -> dict[str, Any]:
-    """The ``sources.json`` entry of the shipped H&E image (no pixels read)."""
-    folder = resources.files("napari_cytosyn._napari") / "sample_data"
-    try:
-        [entry] = json.loads((folder / "sources.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise FileNotFoundError(
-            f"the H&E sample's sources.json is missing from {folder} ({exc}); reinstall "
-            "napari-cytosyn"
-        ) from exc
-    return entry
 
 
 def _he_layer_data(path: Path, image: SampleImage) -> tuple[Any, dict[str, Any], str]:

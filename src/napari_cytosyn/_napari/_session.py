@@ -22,6 +22,7 @@ from ._actions import ModelProvider
 #: Above this many megapixels (level 0) a render or export asks for confirmation first.
 CONFIRM_MPX = 256.0
 
+
 def warm_up() -> None:
     """Build now what napari would otherwise build on the GUI thread when the first slide
     layer arrives: pint's unit registry (napari parses the layers' ``units``; about 0.5 s the
@@ -105,8 +106,24 @@ class SessionBusyError(RuntimeError):
     """A job is already running in this viewer."""
 
 
+class LayerLinks:
+    """What the plugin knows about the layers of one viewer, held weakly (a layer that goes
+    forgets its links): ``sources`` (layer -> the ``SyntheticSlide`` / ``CompositeSlide`` it
+    shows), ``views`` (synthetic layer -> the live view rendering it) and ``masks`` (image
+    layer -> its "synthetic" labels layer)."""
+
+    def __init__(self) -> None:
+        self.sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.views: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.masks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __contains__(self, layer: Any) -> bool:
+        return layer in self.sources or layer in self.views or layer in self.masks
+
+
 class Session:
-    """Per-viewer state: the running job, the composites (edited real slides), models.
+    """Per-viewer state: the running job, the composites (edited real slides), models, and
+    what the plugin's layers show (:class:`LayerLinks`, ``layers``).
 
     Signals (emitted on the thread that changes the state; the widget changes it on the GUI
     thread): ``job_changed(JobProgress | None)`` when a job starts, progresses or ends;
@@ -118,6 +135,7 @@ class Session:
 
     def __init__(self) -> None:
         self.models = ModelProvider()
+        self.layers = LayerLinks()
         self.job: JobProgress | None = None
         self.composites: dict[str, Any] = {}  # resolved real slide path -> CompositeSlide
         self._lock = threading.Lock()
@@ -208,3 +226,12 @@ def session_for(viewer: Any) -> Session:
         if session is None:
             session = _SESSIONS[viewer] = Session()
         return session
+
+
+def links_of(layer: Any) -> LayerLinks | None:
+    """The :class:`LayerLinks` of the viewer session that knows ``layer`` (``None``: a layer
+    the plugin did not make or link)."""
+    layer = real_viewer(layer)  # a PublicOnlyProxy of a layer unwraps the same way
+    with _SESSIONS_LOCK:
+        sessions = list(_SESSIONS.values())
+    return next((s.layers for s in sessions if layer in s.layers), None)
