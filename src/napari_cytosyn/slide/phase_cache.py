@@ -161,12 +161,14 @@ class ZarrPhaseCache:
         )
 
     def _stored(self, key: tuple[int, int, int]) -> bool:
-        from zarr.core.sync import sync
-
         arr = self._array(key[0])
         if arr is None:
             return False
-        return bool(sync(arr.store.exists(_chunk_path(arr, key))))
+        # A stat of the chunk's file (named by zarr's key encoding): the planner asks this for
+        # every cell of a cone, and zarr's store.exists costs 30x more (0.3 ms).
+        phase, i, j = key
+        coords = (i + CELL_OFFSET, j + CELL_OFFSET, *([0] * (arr.ndim - 2)))
+        return os.path.exists(self.path / f"phase{phase}" / arr.metadata.encode_chunk_key(coords))
 
     # -- PhaseCache -------------------------------------------------------------------------
 
@@ -201,7 +203,7 @@ class ZarrPhaseCache:
         import torch
 
         arr = self._array(key[0])
-        if arr is None:
+        if arr is None or not self._stored(key):
             with self._guard:
                 self.misses += 1
             return None
