@@ -15,6 +15,8 @@ import numpy as np
 from dask._task_spec import Task
 from dask.highlevelgraph import HighLevelGraph, Layer, MaterializedLayer
 
+from napari_cytosyn.chunk_grid import grid_shape
+
 
 def chunk_array(
     name: str,
@@ -30,7 +32,7 @@ def chunk_array(
     import dask.array as da
 
     h, w = shape
-    ny, nx = -(-h // chunk_px), -(-w // chunk_px)
+    ny, nx = grid_shape(shape, chunk_px)
     chunks = (
         tuple(min(chunk_px, h - i * chunk_px) for i in range(ny)),
         tuple(min(chunk_px, w - j * chunk_px) for j in range(nx)),

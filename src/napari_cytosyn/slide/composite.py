@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cytosyn.chunk_grid import downsample_area, pieces
+from napari_cytosyn.chunk_grid import chunk_range, downsample_area, pieces
 
 from .store import SlideStore, StoreError, StoreMismatchError, read_store_attrs
 
@@ -190,8 +190,9 @@ class CompositeSlide:
         return max(1, round(self.real.downsamples[level]))
 
     def _edited_chunks(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        c = self.store.chunk_px
-        return self.store.completion(level).grid[y0 // c : -(-y1 // c), x0 // c : -(-x1 // c)]
+        shape = self.store.level_shapes[level]
+        rows, cols = chunk_range(shape, self.store.chunk_px, y0, x0, y1, x1)
+        return self.store.completion(level).grid[rows.start : rows.stop, cols.start : cols.stop]
 
     def read_edits(
         self, level: int, y: int, x: int, h: int, w: int
