@@ -180,10 +180,12 @@ def inpaint_sharpness(model20, model40, img40: np.ndarray, steps: int, centres) 
 
     from napari_cytosyn.chunk_grid import downsample_area
     from napari_cytosyn.quality import h_sharpness
-    from napari_cytosyn.sampling import SamplerSettings, inpaint
+    from napari_cytosyn.sampling import InpaintConfig, SamplerSettings, inpaint
 
     size, r, feather = 448, 96.0, 16
-    st = SamplerSettings(steps=steps, seed=7, autocast="off", feather_px=feather)
+    st = SamplerSettings(
+        steps=steps, seed=7, autocast="off", inpaint=InpaintConfig(feather_px=feather)
+    )
     inside, ring, crops = [], [], []
     for i, (cy, cx) in enumerate(centres):
         ctx = img40[cy - size // 2 : cy + size // 2, cx - size // 2 : cx + size // 2]

@@ -36,7 +36,7 @@ from napari_cytosyn.models.cytosyn import assemble_cytosyn
 from napari_cytosyn.models.device import resolve_device, resolve_dtype
 from napari_cytosyn.models.registry import get_info
 from napari_cytosyn.models.sit import SiTTransformer, sit_flops_per_forward
-from napari_cytosyn.sampling import SamplerSettings, generate_region
+from napari_cytosyn.sampling import RegionConfig, SamplerSettings, generate_region
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s from vendor data sheets: (bf16, fp32/tf32).
 GPU_PEAKS = {
@@ -205,7 +205,9 @@ def main() -> None:
     model.net.forward = counting_forward
 
     def run(steps: int) -> float:
-        settings = SamplerSettings(sampler="euler", steps=steps, seed=0, batch_size=batch)
+        settings = SamplerSettings(
+            sampler="euler", steps=steps, seed=0, region=RegionConfig(batch_size=batch)
+        )
         sync(device)
         t0 = time.perf_counter()
         generate_region(model, settings, 0, 0, h_px, w_px)

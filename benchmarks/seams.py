@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_cytosyn.sampling import SamplerSettings, generate_region
+from napari_cytosyn.sampling import DecodeConfig, RegionConfig, SamplerSettings, generate_region
 from napari_cytosyn.sampling.lazy import LazyPlan, LazySpec, MemoryPhaseCache, render_region_lazy
 from napari_cytosyn.sampling.metrics import lattice_lines, seam_score
 from napari_cytosyn.sampling.region import Canvas, sample_canvas, stride_of, window_of
@@ -88,7 +88,6 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="1024 px, 10 steps")
-    ap.add_argument("--group", type=int, default=1, help="lazy mode: tiles per batch group side")
     ap.add_argument(
         "--phase-times",
         default=None,
@@ -147,24 +146,27 @@ def main() -> None:
         )
 
     grid = [(0, 0, win_px)]
-    fixed = base.replace(shift_lattice=False)
+    fixed = base.replace(region=RegionConfig(shift_lattice=False))
     naive = fixed.replace(
-        overlap=0.0, weights="uniform", decode_halo_latent=0, decode_blend_latent=0
+        region=RegionConfig(overlap=0.0, weights="uniform", shift_lattice=False),
+        decode=DecodeConfig(halo_latent=0, blend_latent=0),
     )
     run("naive", lambda: generate_region(model, naive, 0, 0, n, n), grid)
     if not args.lazy_only:
         half = [(0, 0, stride_of(win, 0.5) * f), *grid]
-        md = fixed.replace(overlap=0.5, weights="uniform")
+        md = fixed.replace(region=RegionConfig(overlap=0.5, weights="uniform", shift_lattice=False))
         run("multidiffusion", lambda: generate_region(model, md, 0, 0, n, n), half)
-        mod = fixed.replace(overlap=0.5, weights="gaussian")
+        mod = fixed.replace(
+            region=RegionConfig(overlap=0.5, weights="gaussian", shift_lattice=False)
+        )
         run("mixture_of_diffusers", lambda: generate_region(model, mod, 0, 0, n, n), half)
-        region = base.replace(overlap=0.25, weights="tent", shift_lattice=True)
+        region = base.replace(region=RegionConfig(overlap=0.25, weights="tent", shift_lattice=True))
         run(
             "region",
             lambda: generate_region(model, region, 0, 0, n, n),
             [
-                (0, 0, stride_of(win, region.overlap) * f),
-                (0, 0, region.decode_tile_latent * f),
+                (0, 0, stride_of(win, region.region.overlap) * f),
+                (0, 0, region.decode.tile_latent * f),
                 *grid,
             ],
         )
@@ -175,7 +177,7 @@ def main() -> None:
         lazy_kw["context_latent"] = tuple(int(v) for v in args.context.split(","))
     if args.batch is not None:
         lazy_kw["batch"] = args.batch
-    spec = LazySpec(settings=base, chunk_px=args.chunk_px, group=args.group, **lazy_kw)
+    spec = LazySpec(settings=base, chunk_px=args.chunk_px, **lazy_kw)
     cache = MemoryPhaseCache()
     plan = LazyPlan(model, spec, cache)
     # Phase lattices, and the chunk grid (each chunk is decoded on its own, with a halo).
@@ -201,13 +203,16 @@ def main() -> None:
     results["lazy"]["cost_vs_naive_amortized"] = round(amortized / steps_total, 3)
     results["lazy"]["cost_vs_naive_marginal"] = round(marginal["windows"] / naive_w, 3)
     results["lazy"]["time_vs_naive_marginal"] = round(marginal["seconds"] / naive_t, 3)
-    results["lazy"]["spec"] = {k: v for k, v in spec.to_dict().items() if k != "settings"}
+    results["lazy"]["spec"] = spec.to_dict()
 
     if args.model == "grf":
         # Untiled reference: one window over a canvas with a margin of 64 latents on each side.
         margin = 64
         side = math.ceil(n / f) + 2 * margin
-        ref_settings = fixed.replace(window_latent=side, overlap=0.0, weights="uniform")
+        ref_settings = fixed.replace(
+            window_latent=side,
+            region=RegionConfig(overlap=0.0, weights="uniform", shift_lattice=False),
+        )
         z = sample_canvas(model, ref_settings, Canvas(-margin, -margin, side, side))
         ref = to_uint8(decode_tiled(model, z[0]))
         ref = ref[margin * f : margin * f + n, margin * f : margin * f + n].astype(np.float64)

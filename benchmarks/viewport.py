@@ -133,9 +133,8 @@ def main() -> None:
             chunk_px=args.chunk_px,
             lazy=lazy,
         )
-        stored = slide.store.attrs["lazy_spec"]
-        autocast = stored["settings"].get("autocast", "off")
-        print(f"autocast {autocast}, model batch {stored.get('batch', 0)}")
+        autocast, batch = slide.recipe["core"]["autocast"], slide.recipe["lazy"]["batch"]
+        print(f"autocast {autocast}, model batch {batch}")
         create_s = time.perf_counter() - t0
         print(f"create 100k x 100k: {create_s * 1000:.1f} ms")
 
@@ -238,7 +237,7 @@ def main() -> None:
         "viewport": [vw, vh],
         "torch_threads": torch.get_num_threads(),
         "autocast": autocast,
-        "batch": stored.get("batch", 0),
+        "batch": batch,
     }
     print("RESULT " + json.dumps(result))
 

@@ -57,7 +57,11 @@ def test_synthesize_exports_valid_ome_zarr_then_info_and_export_to_tiff(tmp_path
     root = zarr.open_group(str(out), mode="r")
     ome_zarr_models.open_ome_zarr(root)  # raises unless valid NGFF 0.4
     prov = root.attrs["napari_cytosyn"]
-    assert prov["seed"] == 3 and prov["model"]["name"] == "grf" and prov["sampler"]["steps"] == 4
+    assert (
+        prov["seed"] == 3
+        and prov["model"]["name"] == "grf"
+        and prov["sampler"]["core"]["steps"] == 4
+    )
     level0 = np.moveaxis(root["0"][...], 0, -1)
     np.testing.assert_array_equal(level0, reference_level0(tmp_path, 256, 128, 3, 4, 128))
 
@@ -229,7 +233,7 @@ def test_demo_writes_synthetic_and_inpainted_ome_zarr_and_a_preview(tmp_path):
     before = np.moveaxis(synthetic["0"][...], 0, -1)
     after = np.moveaxis(inpainted["0"][...], 0, -1)
     np.testing.assert_array_equal(after[~mask], before[~mask])
-    assert synthetic.attrs["napari_cytosyn"]["sampler"]["steps"] == 4
+    assert synthetic.attrs["napari_cytosyn"]["sampler"]["core"]["steps"] == 4
     preview = iio.imread(out / "preview.png")
     assert preview.shape == (128, 2 * 128 + 8, 3)
     assert main(["demo", "--out", str(out), "--size", "128", "--model", GRF, "-q"]) == 1

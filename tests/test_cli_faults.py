@@ -61,7 +61,7 @@ def test_item2_a_store_naming_python_code_is_refused_by_render(tmp_path):
     )
     meta_path = store / "zarr.json"
     meta = json.loads(meta_path.read_text())
-    meta["attributes"]["napari_cytosyn"]["model"]["name"] = "py:evil:factory"
+    meta["attributes"]["napari_cytosyn"]["recipe"]["model"]["name"] = "py:evil:factory"
     meta_path.write_text(json.dumps(meta))
     proc = cli("render", store, "-q", cwd=tmp_path)
     assert proc.returncode == 1

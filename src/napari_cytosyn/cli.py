@@ -272,7 +272,7 @@ def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, sett
 
     attrs = read_store_attrs(store) if store.exists() else None
     if attrs is not None and attrs.get("kind") == "synthetic-slide":
-        same_size = (attrs["width"], attrs["height"], attrs["seed"]) == (
+        same_size = (attrs["width"], attrs["height"], attrs["recipe"]["core"]["seed"]) == (
             args.width,
             args.height,
             args.seed,
@@ -419,7 +419,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     attrs = read_store_attrs(store) if store.exists() else None
     if attrs is None or attrs.get("kind") != "synthetic-slide":
         raise CliError(f"{store} is not a synthetic slide store (made by `synthesize`)")
-    name = args.model or attrs["model"]["name"]
+    name = args.model or attrs["recipe"]["model"]["name"]
     if not args.model and str(name).startswith("py:"):
         raise CliError(
             f"{store} names the model {name!r}, which is Python code; a store never chooses code "

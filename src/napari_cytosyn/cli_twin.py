@@ -134,7 +134,7 @@ def open_or_create_twin(args: argparse.Namespace, store: Path, model: Any, setti
         grid = None if args.grid_um is None else round(args.grid_um / float(model.mpp))
         same = (
             ref.get("sha256") == slide_checksum(real.path)
-            and attrs.get("seed") == args.seed
+            and attrs.get("recipe", {}).get("core", {}).get("seed") == args.seed
             and (grid is None or ref.get("grid_px") == grid)
         )
         if same:

@@ -63,7 +63,7 @@ def run_demo(
     import imageio.v3 as iio
 
     from napari_cytosyn.export import export_slide
-    from napari_cytosyn.sampling import generate_region
+    from napari_cytosyn.sampling import generate_region, make_recipe, resolve_settings
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.array import ArraySlide
     from napari_cytosyn.slide.composite import CompositeSlide
@@ -83,13 +83,14 @@ def run_demo(
         if existing:
             raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass --overwrite")
     started = time.perf_counter()
+    settings = resolve_settings(settings, model)
 
     with bars("synthesize", "batch") as bar:
         image = generate_region(model, settings, 0, 0, size, size, progress=bar)
     provenance = build_provenance(
         model=model,
         seed=settings.seed,
-        sampler=settings,
+        sampler=make_recipe(model, settings, "region"),
         extra={"synthetic": {"kind": "region", "fully_synthetic": True, "size_px": size}},
     )
     region_slide = ArraySlide(

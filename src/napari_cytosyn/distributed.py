@@ -56,7 +56,7 @@ def _load(model: ModelSource, device: str, store: str) -> Any:
     if model is None:
         from napari_cytosyn.slide.store import read_store_attrs
 
-        model = read_store_attrs(store)["model"]["name"]
+        model = read_store_attrs(store)["recipe"]["model"]["name"]
     return load_model(model, device=device)
 
 

@@ -70,7 +70,7 @@ def test_edit_list_undo_and_remove_give_back_the_real_pixels_bit_for_bit(setup):
     widget.edits_box.edit_list.setCurrentRow(0)
     widget.edits_box.remove_button.click()
     _run(widget.job)
-    assert [e["settings"]["seed"] for e in composite.edits] == [2]
+    assert [e["recipe"]["core"]["seed"] for e in composite.edits] == [2]
     assert widget.edits_box.edit_list.count() == 1
     now = _levels(edited)
     np.testing.assert_array_equal(now[0][400:520, 240:440], real_levels[0][400:520, 240:440])
@@ -107,6 +107,6 @@ def test_edits_do_not_come_back_in_a_new_session_unless_reopened(setup, make_nap
     # Reopening the first store is explicit, and brings exactly its edit back.
     layer = second.open_edit_store(str(store))
     assert layer is not None and len(_layers.slide_of(layer).edits) == 1
-    assert _layers.slide_of(layer).edits[0]["settings"]["seed"] == 1
+    assert _layers.slide_of(layer).edits[0]["recipe"]["core"]["seed"] == 1
     assert second.edits_box.edit_list.count() == 1
     second.close_views()

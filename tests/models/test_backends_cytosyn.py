@@ -9,7 +9,7 @@ import torch
 from napari_cytosyn.models import ModelAccessError, RemoteCodeRefused, load_model
 from napari_cytosyn.models.protocol import LatentDiffusionModel
 from napari_cytosyn.models.sit import SiTTransformer, sincos_2d
-from napari_cytosyn.sampling import SamplerSettings, generate_region
+from napari_cytosyn.sampling import RegionConfig, SamplerSettings, generate_region
 
 
 def test_native_folder_loads_with_cytosyn_geometry_and_repa_e_latent_scaling(cytosyn_native):
@@ -118,7 +118,7 @@ def test_h0_mini_missing_gives_a_clear_message(cytosyn_native):
 def test_generates_a_tiled_region_through_the_sampler(cytosyn_native):
     torch.set_num_threads(1)
     model = load_model(f"cytosyn:{cytosyn_native}", device="cpu")
-    settings = SamplerSettings(sampler="euler", steps=3, seed=7, batch_size=4)
+    settings = SamplerSettings(sampler="euler", steps=3, seed=7, region=RegionConfig(batch_size=4))
     rgb = generate_region(model, settings, 16, 40, 96, 300)
     assert rgb.shape == (96, 300, 3) and rgb.dtype == np.uint8
     assert rgb.std() > 0

@@ -11,7 +11,7 @@ import torch
 from diffusers import UNet2DModel
 
 from napari_cytosyn.models import ModelAccessError, load_model
-from napari_cytosyn.sampling import SamplerSettings, generate_region
+from napari_cytosyn.sampling import RegionConfig, SamplerSettings, generate_region
 
 
 def _eps(folder, z, timestep):
@@ -78,7 +78,7 @@ def test_generic_model_refuses_a_reference(generic_ddpm):
 def test_generic_model_generates_a_tiled_region(generic_ddpm):
     torch.set_num_threads(1)
     model = load_model(f"diffusers:{generic_ddpm}", device="cpu")
-    settings = SamplerSettings(sampler="euler", steps=3, seed=1, batch_size=4)
+    settings = SamplerSettings(sampler="euler", steps=3, seed=1, region=RegionConfig(batch_size=4))
     rgb = generate_region(model, settings, 8, 8, 72, 180)
     assert rgb.shape == (72, 180, 3) and rgb.dtype == np.uint8 and rgb.std() > 0
 

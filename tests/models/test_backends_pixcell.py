@@ -9,7 +9,7 @@ from diffusers import PixArtTransformer2DModel
 
 from napari_cytosyn.models import load_model
 from napari_cytosyn.models.latent import LatentScaling
-from napari_cytosyn.sampling import SamplerSettings, generate_region
+from napari_cytosyn.sampling import RegionConfig, SamplerSettings, generate_region
 
 
 def _reference_eps(folder, z, timestep, tokens):
@@ -84,6 +84,8 @@ def test_wrong_token_count_is_refused(pixcell_1024):
 def test_pixcell_generates_a_tiled_region(pixcell_1024):
     torch.set_num_threads(1)
     model = load_model(f"pixcell-1024:{pixcell_1024}", device="cpu")
-    settings = SamplerSettings(sampler="dpmpp_2m", steps=3, seed=3, batch_size=4)
+    settings = SamplerSettings(
+        sampler="dpmpp_2m", steps=3, seed=3, region=RegionConfig(batch_size=4)
+    )
     rgb = generate_region(model, settings, 0, 0, 64, 200)
     assert rgb.shape == (64, 200, 3) and rgb.dtype == np.uint8 and rgb.std() > 0

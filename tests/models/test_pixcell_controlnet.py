@@ -109,14 +109,16 @@ def test_the_test_kit_synthesizes_a_layout_through_the_controlnet(controlnet_rep
     """Per-window masks (the test kit's LayoutCondition) reach the ControlNet through tiling."""
     import numpy as np
 
-    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.sampling import RegionConfig, SamplerSettings
     from napari_cytosyn.testkit.layouts import procedural_layout
     from napari_cytosyn.testkit.synthesis import synthesize
 
     torch.set_num_threads(1)
     model = load_model(f"pixcell-256-cell-controlnet:{controlnet_repo}", device="cpu")
     layout = procedural_layout((64, 128), seed=2)
-    settings = SamplerSettings(sampler="dpmpp_2m", steps=2, seed=4, batch_size=4)
+    settings = SamplerSettings(
+        sampler="dpmpp_2m", steps=2, seed=4, region=RegionConfig(batch_size=4)
+    )
     rgb = synthesize(layout, model, settings=settings, glass=False)
     assert rgb.shape == (64, 128, 3) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb, synthesize(layout, model, settings=settings, glass=False))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_cytosyn.models.grf import ConditionalGRFModel, GRFModel
-from napari_cytosyn.sampling import LazySpec, MemoryPhaseCache, SamplerSettings
+from napari_cytosyn.sampling import InpaintConfig, LazySpec, MemoryPhaseCache, SamplerSettings
 from napari_cytosyn.sampling.conditioning import (
     ConditionField,
     embed_crops,
@@ -113,7 +113,7 @@ def test_region_mode_follows_the_reference_and_is_deterministic():
 
 def test_lazy_windows_get_the_condition_of_their_location():
     model = ConditionalGRFModel()
-    spec = LazySpec(settings=SamplerSettings(steps=6), seed=5, chunk_px=64, batch=4)
+    spec = LazySpec(settings=SamplerSettings(steps=6, seed=5), chunk_px=64, batch=4)
     pink, purple = _colour(model, (230, 150, 190)), _colour(model, (120, 60, 160))
     # left half pink, right half purple: 8 x 16 cells of 64 px
     emb = np.where(np.arange(16)[None, :, None] < 8, pink.numpy(), purple.numpy())
@@ -146,7 +146,7 @@ def test_lazy_windows_get_the_condition_of_their_location():
 
 def test_lazy_chunks_with_a_field_are_identical_in_any_order():
     model = ConditionalGRFModel()
-    spec = LazySpec(settings=SamplerSettings(steps=6), seed=9, chunk_px=64)
+    spec = LazySpec(settings=SamplerSettings(steps=6, seed=9), chunk_px=64)
     field = _position_field(6, 6, 40.0)
     scaled = ConditionField(field.embeddings[..., :1].repeat(4, -1) / 400.0, field.valid, 40.0)
     wc = scaled.window_cond(8)
@@ -169,7 +169,7 @@ def _two_tissue_image(h: int = 160, w: int = 256) -> np.ndarray:
 
 def test_inpainting_depends_on_the_reference_and_keeps_the_outside():
     model = ConditionalGRFModel(tile_px=64)
-    st = SamplerSettings(steps=6, seed=1, release_band_latent=1)
+    st = SamplerSettings(steps=6, seed=1, inpaint=InpaintConfig(release_band_latent=1))
     img = _two_tissue_image()
     mask = np.zeros(img.shape[:2], bool)
     mask[48:112, 96:160] = True

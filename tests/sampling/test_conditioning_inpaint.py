@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from napari_cytosyn.models.grf import ConditionalGRFModel, GRFModel
-from napari_cytosyn.sampling import SamplerSettings
+from napari_cytosyn.sampling import InpaintConfig, SamplerSettings
 from napari_cytosyn.slide import open_slide
 from napari_cytosyn.slide.composite import CompositeSlide
 from napari_cytosyn.slide.sample import write_pyramidal_tiff
 
 PINK, PURPLE = (200, 110, 160), (120, 60, 160)
-ST = SamplerSettings(steps=3, seed=2, release_band_latent=1)
+ST = SamplerSettings(steps=3, seed=2, inpaint=InpaintConfig(release_band_latent=1))
 REGION = (24, 72, 96, 112)  # (y, x, h, w): a mask across the pink | purple border at x = 128
 
 
@@ -79,10 +79,10 @@ def test_guidance_enters_the_recipe_only_with_a_condition(real, tmp_path):
         REGION, _mask(), ConditionalGRFModel(tile_px=64), guided, reference="none"
     )
     assert "reference" not in rec_none
-    assert rec_none["settings"]["guidance"] == 1.0
+    assert rec_none["recipe"]["core"]["guidance"] == 1.0
     rec_ref = comp.inpaint(REGION, _mask(), ConditionalGRFModel(tile_px=64), guided)
-    assert rec_ref["settings"]["guidance"] == 2.0
-    assert rec_ref["settings"]["guidance_interval"] == [0.0, 0.75]
+    assert rec_ref["recipe"]["core"]["guidance"] == 2.0
+    assert rec_ref["recipe"]["core"]["guidance_interval"] == [0.0, 0.75]
 
 
 def test_unconditional_models_inpaint_as_before_and_refuse_a_reference(real, tmp_path):

@@ -7,7 +7,14 @@ import threading
 import numpy as np
 import pytest
 
-from napari_cytosyn.sampling import Cancelled, SamplerSettings, generate_region, inpaint
+from napari_cytosyn.sampling import (
+    Cancelled,
+    InpaintConfig,
+    RegionConfig,
+    SamplerSettings,
+    generate_region,
+    inpaint,
+)
 from napari_cytosyn.sampling.inpainting import feather_alpha, latent_release_times
 
 
@@ -24,8 +31,8 @@ def scene(grf):
     [
         {},
         {"sampler": "dpmpp_2m"},
-        {"sampler": "ancestral", "resample_jumps": 3, "resample_n": 2},
-        {"feather_px": 0, "release_band_latent": 0},
+        {"sampler": "ancestral", "inpaint": InpaintConfig(resample_jumps=3, resample_n=2)},
+        {"inpaint": InpaintConfig(feather_px=0, release_band_latent=0)},
     ],
 )
 def test_pixels_outside_the_mask_are_bit_identical(grf, scene, kw):
@@ -84,7 +91,9 @@ def test_generated_tissue_continues_across_the_mask_border(grf, scene):
     st = SamplerSettings(steps=10, seed=5)
     ours = _border_step_ratio(inpaint(grf, image, mask, st))
     hard = _border_step_ratio(
-        inpaint(grf, image, mask, st.replace(release_band_latent=0, feather_px=0))
+        inpaint(
+            grf, image, mask, st.replace(inpaint=InpaintConfig(release_band_latent=0, feather_px=0))
+        )
     )
     # Measured: hard mask ~9, release band + feather ~1.5 (1.1-1.5 over seeds).
     assert hard > 4.0
@@ -93,12 +102,12 @@ def test_generated_tissue_continues_across_the_mask_border(grf, scene):
 
 def test_resampling_costs_what_it_says(grf, scene):
     image, mask = scene
-    st = SamplerSettings(steps=10, seed=5, shift_lattice=False)
+    st = SamplerSettings(steps=10, seed=5, region=RegionConfig(shift_lattice=False))
     grf.windows = 0
     inpaint(grf, image, mask, st)
     plain = grf.windows
     grf.windows = 0
-    inpaint(grf, image, mask, st.replace(resample_jumps=5, resample_n=2))
+    inpaint(grf, image, mask, st.replace(inpaint=InpaintConfig(resample_jumps=5, resample_n=2)))
     assert grf.windows == pytest.approx(1.5 * plain)
 
 
@@ -128,7 +137,7 @@ def test_inpaint_cancels_within_one_batch(grf, scene):
             grf,
             image,
             mask,
-            SamplerSettings(steps=8, batch_size=1),
+            SamplerSettings(steps=8, region=RegionConfig(batch_size=1)),
             progress=lambda d, t: cancel.set(),
             cancel=cancel,
         )

@@ -26,14 +26,19 @@ from napari_cytosyn.sampling.lazy import LazyPlan
 
 @pytest.fixture
 def spec() -> LazySpec:
-    return LazySpec(settings=SamplerSettings(steps=10), seed=11, chunk_px=128)
+    return LazySpec(settings=SamplerSettings(steps=10, seed=11), chunk_px=128)
 
 
-def test_spec_round_trips_and_seed_overrides_settings(spec):
-    assert spec.settings.seed == 11 and spec.seed == 11
-    back = LazySpec.from_dict(spec.to_dict())
+def test_spec_round_trips_with_its_settings_and_holds_only_lazy_fields(spec):
+    stored = spec.to_dict()
+    assert "seed" not in stored and "settings" not in stored
+    back = LazySpec.from_dict(stored, spec.settings)
     assert back == spec and back.fingerprint() == spec.fingerprint()
-    assert LazySpec(settings=SamplerSettings(seed=3)).seed == 3
+    assert spec.fingerprint() != LazySpec.from_dict(stored, SamplerSettings(steps=10)).fingerprint()
+    with pytest.raises(ValueError, match=r"missing \['batch'\]"):
+        LazySpec.from_dict({k: v for k, v in stored.items() if k != "batch"}, spec.settings)
+    with pytest.raises(ValueError, match="batch must be an integer >= 1"):
+        LazySpec(batch=0)
     with pytest.raises(ValueError, match="phase_times"):
         LazySpec(phase_times=(0.2, 0.6))
     with pytest.raises(ValueError, match="context_latent"):
@@ -52,7 +57,7 @@ def test_a_stored_spec_keeps_its_phases_when_the_defaults_change(grf):
     stored = old.to_dict()
     assert stored["phase_times"] == [0.8, 0.6, 0.4, 0.2]
     assert stored["context_latent"] == [1, 2, 2, 1, 1]
-    back = LazySpec.from_dict(stored)
+    back = LazySpec.from_dict(stored, old.settings)
     assert back.fingerprint() == old.fingerprint()
     assert len(LazyPlan(grf, back, MemoryPhaseCache()).phases) == 5
     new = LazySpec(settings=old.settings, chunk_px=64)
@@ -109,7 +114,7 @@ def test_chunk_is_identical_in_a_fresh_process(grf, spec):
         "from napari_cytosyn.models.grf import GRFModel;"
         "from napari_cytosyn.sampling import LazySpec, SamplerSettings, MemoryPhaseCache,"
         " render_chunk;"
-        "spec = LazySpec(settings=SamplerSettings(steps=10), seed=11, chunk_px=128);"
+        "spec = LazySpec(settings=SamplerSettings(steps=10, seed=11), chunk_px=128);"
         "img = render_chunk(GRFModel(), spec, -1, 4, MemoryPhaseCache());"
         "print(hashlib.sha256(img.tobytes()).hexdigest())"
     )
@@ -145,14 +150,14 @@ def test_lazy_mode_has_no_visible_seams_on_the_grf_model(grf, sampler):
     assert max(scores) < 1.06, scores
 
 
-def test_blend_phase_and_batch_groups_keep_order_independence(grf):
+def test_blend_phase_and_batches_keep_order_independence(grf):
     spec = LazySpec(
         settings=SamplerSettings(steps=8, sampler="ancestral"),
         chunk_px=64,
         phase_times=(0.5,),
         blend_steps=2,
         context_latent=(2, 1),
-        group=2,
+        batch=3,
     )
     a = render_chunk(grf, spec, 2, -1, MemoryPhaseCache())
     cache = MemoryPhaseCache()

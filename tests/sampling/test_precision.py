@@ -41,17 +41,14 @@ def test_settings_default_to_auto_and_round_trip():
     for value in ("auto", "off", "bfloat16"):
         t = SamplerSettings(autocast=value)
         assert SamplerSettings.from_dict(t.to_dict()) == t
-    assert "autocast" not in SamplerSettings(autocast="off").to_dict()
+    assert SamplerSettings(autocast="off").to_dict()["autocast"] == "off"
     with pytest.raises(ValueError, match="unknown autocast 'fp8'"):
         SamplerSettings(autocast="fp8")
 
 
-def test_settings_stored_before_the_field_read_as_off_and_keep_their_fingerprint():
-    legacy = SamplerSettings(steps=4, autocast="off").to_dict()
-    assert "autocast" not in legacy  # what every store written before the field holds
-    assert SamplerSettings.from_dict(legacy).autocast == "off"
-    spec = LazySpec(settings=SamplerSettings.from_dict(legacy), chunk_px=32)
-    assert LazySpec.from_dict(spec.to_dict()).fingerprint() == spec.fingerprint()
+def test_the_precision_is_part_of_the_lazy_fingerprint():
+    spec = LazySpec(settings=SamplerSettings(steps=4, autocast="off"), chunk_px=32)
+    assert LazySpec.from_dict(spec.to_dict(), spec.settings).fingerprint() == spec.fingerprint()
     bf16 = LazySpec(settings=SamplerSettings(steps=4, autocast="bfloat16"), chunk_px=32, batch=4)
     assert bf16.fingerprint() != spec.fingerprint()  # a different recipe, a different slide
 
@@ -120,21 +117,22 @@ def test_a_slide_stores_the_resolved_mode_and_reopens_with_auto(tmp_path, tiny, 
     slide = SyntheticSlide.create(
         tmp_path / "s.zarr", tiny, 64, 64, 1, SamplerSettings(steps=4), chunk_px=32
     )
-    stored = slide.store.attrs
-    assert stored["settings"]["autocast"] == "bfloat16"
-    assert stored["lazy_spec"]["settings"]["autocast"] == "bfloat16"
-    assert stored["lazy_spec"]["batch"] == list(BATCH_BF16)  # larger batches pay in bfloat16
+    recipe = slide.store.attrs["recipe"]
+    assert recipe["core"]["autocast"] == "bfloat16"
+    assert recipe["lazy"]["batch"] == list(BATCH_BF16)  # larger batches pay in bfloat16
     first = slide.ensure_chunk(0, 0, 0)
     # "auto" accepts the slide's stored mode, whatever this machine would pick now.
-    again = SyntheticSlide.open(tmp_path / "s.zarr", tiny, SamplerSettings(steps=4))
+    again = SyntheticSlide.open(tmp_path / "s.zarr", tiny, SamplerSettings(steps=4, seed=1))
     assert np.array_equal(again.ensure_chunk(0, 0, 0), first)
-    with pytest.raises(StoreMismatchError, match="sampler settings"):
-        SyntheticSlide.open(tmp_path / "s.zarr", tiny, SamplerSettings(steps=4, autocast="off"))
-    legacy = SyntheticSlide.create(
+    with pytest.raises(StoreMismatchError, match=r"core\.autocast: 'bfloat16' \(stored\) != 'off'"):
+        SyntheticSlide.open(
+            tmp_path / "s.zarr", tiny, SamplerSettings(steps=4, seed=1, autocast="off")
+        )
+    off = SyntheticSlide.create(
         tmp_path / "o.zarr", tiny, 64, 64, 1, SamplerSettings(steps=4, autocast="off"), chunk_px=32
     )
-    assert "autocast" not in legacy.store.attrs["settings"]
-    assert legacy.store.attrs["lazy_spec"]["batch"] == BATCH_DEFAULT
+    assert off.store.attrs["recipe"]["core"]["autocast"] == "off"
+    assert off.store.attrs["recipe"]["lazy"]["batch"] == BATCH_DEFAULT
     # Opened with "auto" on a bfloat16 machine, an "off" slide goes on in float32.
-    reopened = SyntheticSlide.open(tmp_path / "o.zarr", tiny, SamplerSettings(steps=4))
+    reopened = SyntheticSlide.open(tmp_path / "o.zarr", tiny, SamplerSettings(steps=4, seed=1))
     assert reopened.renderer().spec.settings.autocast == "off"

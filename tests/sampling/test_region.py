@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from napari_cytosyn.models.latent import NonFiniteOutputError
-from napari_cytosyn.sampling import Cancelled, generate_region, lattice_lines, seam_score
+from napari_cytosyn.sampling import (
+    Cancelled,
+    RegionConfig,
+    generate_region,
+    lattice_lines,
+    seam_score,
+)
 from napari_cytosyn.sampling.tiling import decode_tiled
 
 
@@ -33,22 +39,29 @@ def test_region_is_reproducible_and_seed_dependent(grf, fast):
 
 def test_overlapping_regions_share_noise_and_agree_on_shared_windows(grf, fast):
     # Naive tiling (independent windows): a window inside both regions gets identical pixels.
-    naive = fast.replace(overlap=0.0, weights="uniform", shift_lattice=False)
+    naive = fast.replace(region=RegionConfig(overlap=0.0, weights="uniform", shift_lattice=False))
     a = generate_region(grf, naive, 0, 0, 448, 448)
     b = generate_region(grf, naive, 224, 224, 448, 448)
     assert np.array_equal(a[224:448, 224:448], b[:224, :224])
 
 
 def test_region_mode_removes_the_seams_of_naive_tiling(grf):
-    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.sampling import RegionConfig, SamplerSettings
 
     st = SamplerSettings(steps=10, seed=1)
     n = 896
     lines = lattice_lines(n, 224)
-    naive = generate_region(grf, st.replace(overlap=0.0, shift_lattice=False), 0, 0, n, n)
+    naive = generate_region(
+        grf, st.replace(region=RegionConfig(overlap=0.0, shift_lattice=False)), 0, 0, n, n
+    )
     ours = generate_region(grf, st, 0, 0, n, n)
     mod = generate_region(
-        grf, st.replace(overlap=0.5, weights="gaussian", shift_lattice=False), 0, 0, n, n
+        grf,
+        st.replace(region=RegionConfig(overlap=0.5, weights="gaussian", shift_lattice=False)),
+        0,
+        0,
+        n,
+        n,
     )
     assert seam_score(naive, lines, lines) > 1.5
     s_ours = max(seam_score(ours, lattice_lines(n, p), lattice_lines(n, p)) for p in (224, 168))
@@ -59,7 +72,13 @@ def test_region_mode_removes_the_seams_of_naive_tiling(grf):
 def test_progress_counts_batches_to_the_total(grf, fast):
     calls: list[tuple[int, int]] = []
     generate_region(
-        grf, fast.replace(batch_size=3), 0, 0, 300, 300, progress=lambda d, t: calls.append((d, t))
+        grf,
+        fast.replace(region=RegionConfig(batch_size=3)),
+        0,
+        0,
+        300,
+        300,
+        progress=lambda d, t: calls.append((d, t)),
     )
     done = [d for d, _ in calls]
     assert done == sorted(done) and done[-1] == calls[-1][1]
@@ -76,7 +95,9 @@ def test_cancel_stops_within_one_batch(grf, fast):
 
     grf.windows = 0
     with pytest.raises(Cancelled):
-        generate_region(grf, fast.replace(batch_size=2), 0, 0, 600, 600, progress, cancel)
+        generate_region(
+            grf, fast.replace(region=RegionConfig(batch_size=2)), 0, 0, 600, 600, progress, cancel
+        )
     assert seen == [1]
     assert grf.windows == 2
 

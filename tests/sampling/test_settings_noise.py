@@ -8,7 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cytosyn.sampling import Cancelled, SamplerSettings, noise, noise_field, time_grid
+from napari_cytosyn.models.grf import GRFModel
+from napari_cytosyn.sampling import (
+    Cancelled,
+    DecodeConfig,
+    InpaintConfig,
+    LazySpec,
+    RegionConfig,
+    SamplerSettings,
+    make_recipe,
+    noise,
+    noise_field,
+    recipe_differences,
+    settings_of,
+    time_grid,
+)
 
 
 def test_settings_round_trip_through_json_gives_equal_settings():
@@ -19,24 +33,59 @@ def test_settings_round_trip_through_json_gives_equal_settings():
 
 
 @pytest.mark.parametrize(
-    ("kw", "fragment"),
+    ("cls", "kw", "fragment"),
     [
-        ({"sampler": "ddpm++"}, "unknown sampler"),
-        ({"steps": 0}, "steps"),
-        ({"guidance_interval": (0.8, 0.2)}, "guidance_interval"),
-        ({"overlap": 1.0}, "overlap"),
-        ({"weights": "box"}, "weights"),
-        ({"seed": -1}, "seed"),
+        (SamplerSettings, {"sampler": "ddpm++"}, "unknown sampler"),
+        (SamplerSettings, {"steps": 0}, "steps"),
+        (SamplerSettings, {"guidance_interval": (0.8, 0.2)}, "guidance_interval"),
+        (SamplerSettings, {"seed": -1}, "seed"),
+        (SamplerSettings, {"region": {"overlap": 0.5}}, "region must be a RegionConfig"),
+        (RegionConfig, {"overlap": 1.0}, "overlap"),
+        (RegionConfig, {"weights": "box"}, "weights"),
+        (RegionConfig, {"batch_size": 0}, "batch_size"),
+        (DecodeConfig, {"halo_latent": 1, "blend_latent": 2}, "blend_latent"),
+        (InpaintConfig, {"resample_n": 0}, "resample_n"),
     ],
 )
-def test_settings_reject_bad_values_naming_the_field(kw, fragment):
+def test_settings_reject_bad_values_naming_the_field(cls, kw, fragment):
     with pytest.raises(ValueError, match=fragment):
-        SamplerSettings(**kw)
+        cls(**kw)
 
 
 def test_settings_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown SamplerSettings keys"):
         SamplerSettings.from_dict({"steps": 3, "cfg": 2})
+    with pytest.raises(ValueError, match=r"unknown RegionConfig keys \['overlap_px'\]"):
+        SamplerSettings.from_dict({"region": {"overlap_px": 3}})
+
+
+def test_a_recipe_holds_only_what_its_mode_reads():
+    model = GRFModel()
+    st = SamplerSettings(steps=3, seed=9, region=RegionConfig(overlap=0.5))
+    region = make_recipe(model, st, "region")
+    assert sorted(region) == ["core", "decode", "mode", "model", "region", "version"]
+    assert region["core"]["seed"] == 9 and region["region"]["overlap"] == 0.5
+    assert sorted(make_recipe(model, st, "inpaint")) == sorted([*region, "inpaint"])
+    assert settings_of(json.loads(json.dumps(region))) == st
+    # lazy mode reads no region, decode or inpaint config: changing them leaves it unchanged
+    spec = LazySpec(settings=st, chunk_px=64)
+    lazy = make_recipe(model, st, "lazy", lazy=spec)
+    assert sorted(lazy) == ["core", "lazy", "mode", "model", "version"]
+    other = st.replace(region=RegionConfig(overlap=0.0), inpaint=InpaintConfig(feather_px=0))
+    assert make_recipe(model, other, "lazy", lazy=LazySpec(settings=other, chunk_px=64)) == lazy
+    assert LazySpec(settings=other, chunk_px=64).fingerprint() == spec.fingerprint()
+    assert json.dumps(lazy).count('"seed"') == 1  # the seed lives in one place
+
+
+def test_recipe_differences_name_every_differing_field():
+    a = {"version": 2, "core": {"steps": 4, "seed": 1}, "lazy": {"batch": 4}}
+    b = {"version": 2, "core": {"steps": 8, "seed": 1}, "lazy": {"batch": 4, "extra": 1}}
+    assert recipe_differences(a, b) == [
+        "core.steps: 4 (stored) != 8 (given)",
+        "lazy.extra: '<absent>' (stored) != 1 (given)",
+    ]
+    with pytest.raises(ValueError, match="recipe version 1 is not 2"):
+        settings_of({"version": 1, "core": {}})
 
 
 def test_cancelled_is_an_exception():

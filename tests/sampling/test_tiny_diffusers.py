@@ -12,6 +12,7 @@ import torch
 
 from napari_cytosyn.models.latent import LatentDiffusion
 from napari_cytosyn.sampling import (
+    InpaintConfig,
     LazySpec,
     MemoryPhaseCache,
     SamplerSettings,
@@ -39,7 +40,6 @@ def test_lazy_chunks_are_order_independent_with_a_real_network(tiny):
         chunk_px=64,
         phase_times=(0.5,),
         context_latent=1,
-        group=2,
     )
     alone = render_chunk(tiny, spec, 1, 1, MemoryPhaseCache())
     cache = MemoryPhaseCache()
@@ -69,7 +69,12 @@ def test_inpainting_with_a_real_autoencoder_keeps_outside_pixels(tiny):
     image = rng.integers(0, 256, (75, 98, 3), dtype=np.uint8)
     mask = np.zeros((75, 98), bool)
     mask[20:60, 30:70] = True
-    out = inpaint(tiny, image, mask, SamplerSettings(steps=3, resample_jumps=1, resample_n=2))
+    out = inpaint(
+        tiny,
+        image,
+        mask,
+        SamplerSettings(steps=3, inpaint=InpaintConfig(resample_jumps=1, resample_n=2)),
+    )
     assert np.array_equal(out[~mask], image[~mask])
     assert not np.array_equal(out[mask], image[mask])
 

@@ -97,7 +97,7 @@ def test_overlapping_edits_accumulate_and_keep_the_real_slide_outside_both(compo
     sec = np.zeros_like(union)
     sec[248:344, 248:344] = second
     assert (after_second[sec] != after_first[sec]).any()
-    assert len(composite.edits) == 2 and composite.edits[1]["settings"]["seed"] == 9
+    assert len(composite.edits) == 2 and composite.edits[1]["recipe"]["core"]["seed"] == 9
 
 
 def test_a_40x_slide_is_inpainted_at_the_model_resolution(ome_tiff_slide, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import zarr
 
 from napari_cytosyn.chunk_grid import downsample_area
 from napari_cytosyn.models.grf import GRFModel
-from napari_cytosyn.sampling import SamplerSettings
+from napari_cytosyn.sampling import SamplerSettings, settings_of
 from napari_cytosyn.slide.store import StoreError, StoreExistsError, StoreMismatchError
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
@@ -172,9 +173,14 @@ def test_store_records_spec_settings_and_model_provenance(tmp_path):
     attrs = root.attrs["napari_cytosyn"]
     assert attrs["format"] == "napari-cytosyn" and attrs["format_version"] == 2
     assert attrs["kind"] == "synthetic-slide"
-    assert (attrs["width"], attrs["height"], attrs["seed"]) == (200, 136, 11)
-    assert attrs["model"]["name"] == "grf"
-    assert SamplerSettings.from_dict(attrs["settings"]).steps == 4
+    assert (attrs["width"], attrs["height"]) == (200, 136)
+    recipe = attrs["recipe"]
+    assert recipe["version"] == 2 and recipe["mode"] == "lazy"
+    assert recipe["model"]["name"] == "grf"
+    assert recipe["core"]["seed"] == slide.seed == 11
+    assert settings_of(recipe) == slide.renderer().spec.settings
+    assert settings_of(recipe).steps == 4
+    assert json.dumps(attrs).count('"seed"') == 1  # stored once
     assert slide.mpp == (0.5, 0.5)
 
 
@@ -203,11 +209,12 @@ def test_opening_with_another_model_or_settings_is_refused(tmp_path):
         SyntheticSlide.open(
             tmp_path / "s.zarr", GRFModel(boundary="periodic", lengths_latent=(1.0, 1.0, 1.0, 1.0))
         )
-    with pytest.raises(StoreMismatchError, match="settings"):
-        SyntheticSlide.open(tmp_path / "s.zarr", settings=SETTINGS.replace(steps=5))
-    assert (
-        SyntheticSlide.open(tmp_path / "s.zarr", GRFModel(boundary="periodic"), SETTINGS).seed == 7
-    )
+    with pytest.raises(StoreMismatchError, match=r"core\.steps: 4 \(stored\) != 5 \(given\)"):
+        SyntheticSlide.open(tmp_path / "s.zarr", settings=SETTINGS.replace(steps=5, seed=7))
+    with pytest.raises(StoreMismatchError, match=r"core\.seed: 7 \(stored\) != 8 \(given\)"):
+        SyntheticSlide.open(tmp_path / "s.zarr", settings=SETTINGS.replace(seed=8))
+    seven = SETTINGS.replace(seed=7)
+    assert SyntheticSlide.open(tmp_path / "s.zarr", GRFModel(boundary="periodic"), seven).seed == 7
 
 
 @pytest.mark.parametrize(

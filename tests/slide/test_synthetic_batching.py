@@ -84,22 +84,6 @@ def test_preparing_chunks_together_wastes_fewer_padded_slots(tiny):
     assert fresh.padded_evaluations < one_by_one.padded_evaluations  # ...in fuller batches
 
 
-def test_a_spec_stored_before_batching_keeps_its_fingerprint_and_pixels(tiny):
-    legacy = {k: v for k, v in _spec().to_dict().items()}
-    for key in ("batch", "decode_halo_latent", "decode_blend_latent"):
-        legacy.pop(key)
-    back = LazySpec.from_dict(legacy)
-    assert back.batch == 0 and back.decode_halo_latent is None
-    assert back.halo_latent == back.settings.decode_halo_latent == 8
-    assert back.to_dict() == legacy  # same dict, so the same fingerprint as when stored
-    assert back.fingerprint() != _spec().fingerprint()
-    # Legacy = one model call per group of windows, the settings' decode halo.
-    sizes = tiny.info["batch_sizes"]
-    sizes.clear()
-    render_chunk(tiny, back, 0, 0, MemoryPhaseCache())
-    assert set(sizes) == {1}
-
-
 def test_synthetic_slide_prepares_chunks_and_renders_the_same_pixels(tmp_path, tiny):
     settings = SamplerSettings(steps=4)
     a = SyntheticSlide.create(tmp_path / "a.zarr", tiny, 96, 96, 3, settings, chunk_px=32)
@@ -152,7 +136,7 @@ def test_synthetic_slide_passes_upcoming_chunks_to_the_renderer(tmp_path, tiny):
 def test_a_batch_size_per_phase_is_stored_and_used(tiny):
     spec = _spec(batch=(8, 4))  # 8 in the first phase, 4 in the later ones
     assert [spec.batch_of(q) for q in range(4)] == [8, 4, 4, 4]
-    back = LazySpec.from_dict(spec.to_dict())
+    back = LazySpec.from_dict(spec.to_dict(), spec.settings)
     assert back == spec and back.fingerprint() == spec.fingerprint()
     assert spec.fingerprint() not in {_spec(batch=8).fingerprint(), _spec(batch=4).fingerprint()}
     sizes = tiny.info["batch_sizes"]
@@ -162,5 +146,5 @@ def test_a_batch_size_per_phase_is_stored_and_used(tiny):
     cache = MemoryPhaseCache()
     prepare_chunks(tiny, spec, [(0, 0), (1, 2)], cache, upcoming=[(2, 2)])
     assert np.array_equal(render_chunk(tiny, spec, 1, 1, cache), alone)
-    with pytest.raises(ValueError, match="tuple of integers >= 1"):
+    with pytest.raises(ValueError, match="batch must be an integer >= 1 or a tuple of them"):
         _spec(batch=(8, 0))

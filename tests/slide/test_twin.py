@@ -106,7 +106,7 @@ def test_recipe_stores_the_reference_never_its_pixels_and_reopens(real, tmp_path
     group = zarr.open_group(str(path), mode="r")["reference"]
     assert sorted(group.array_keys()) == ["embeddings", "valid"]  # features, not pixels
     assert group["embeddings"].shape == (3, 4, 4)
-    assert twin.store.attrs["settings"]["guidance"] == 1.0
+    assert twin.store.attrs["recipe"]["core"]["guidance"] == 1.0
     a = twin.ensure_chunk(0, 1, 1)
     reopened = SyntheticSlide.open(path, model=TwinModel())
     assert reopened.is_done(0, 1, 1)
@@ -154,15 +154,15 @@ def test_guidance_is_stored_only_where_a_condition_uses_it(real, tmp_path):
         chunk_px=128,
         reference=real,
     )
-    assert twin.store.attrs["settings"]["guidance"] == 2.0
-    assert twin.store.attrs["settings"]["guidance_interval"] == [0.0, 0.75]
+    assert twin.store.attrs["recipe"]["core"]["guidance"] == 2.0
+    assert twin.store.attrs["recipe"]["core"]["guidance_interval"] == [0.0, 0.75]
     plain = SyntheticSlide.create(
         tmp_path / "p.cytosyn", TwinModel(), 256, 256, seed=3, settings=guided, chunk_px=128
     )
-    assert plain.store.attrs["settings"]["guidance"] == 1.0
-    assert plain.store.attrs["settings"]["guidance_interval"] == [0.0, 1.0]
+    assert plain.store.attrs["recipe"]["core"]["guidance"] == 1.0
+    assert plain.store.attrs["recipe"]["core"]["guidance_interval"] == [0.0, 1.0]
     # reopening with the settings that were asked still matches the stored recipe
-    SyntheticSlide.open(tmp_path / "p.cytosyn", settings=guided)
+    SyntheticSlide.open(tmp_path / "p.cytosyn", settings=guided.replace(seed=3))
     # and guidance acts on the twin: other pixels than unguided
     unguided = _twin(tmp_path / "u.cytosyn", real)
     assert not np.array_equal(twin.ensure_chunk(0, 0, 0), unguided.ensure_chunk(0, 0, 0))
@@ -246,8 +246,8 @@ def test_cli_inpaint_reference_options(real, tmp_path):
         prov = zarr.open_group(str(out), mode="r").attrs["napari_cytosyn"]
         edits[name] = prov["synthetic"]["edits"][0]
     assert edits["region"]["reference"]["region"] == [0, 10, 80, 90]  # (y, x, h, w)
-    assert edits["region"]["settings"]["guidance"] == 2.0
-    assert "reference" not in edits["none"] and edits["none"]["settings"]["guidance"] == 1.0
+    assert edits["region"]["recipe"]["core"]["guidance"] == 2.0
+    assert "reference" not in edits["none"] and edits["none"]["recipe"]["core"]["guidance"] == 1.0
     assert parse_xywh("1,2,3,4") == (2, 1, 4, 3)
     with pytest.raises(ValueError, match="expected x,y,w,h"):
         parse_xywh("1,2,3")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_cytosyn.models.grf import GRFModel
-from napari_cytosyn.sampling import SamplerSettings
+from napari_cytosyn.sampling import RegionConfig, SamplerSettings
 from napari_cytosyn.sampling.region import generate_region
 from napari_cytosyn.sampling.samplers import model_denoiser
 
@@ -33,7 +33,12 @@ class RecordingGRF(GRFModel):
 
 def test_each_window_gets_its_absolute_rectangle():
     model = RecordingGRF()
-    st = SamplerSettings(steps=2, window_latent=8, overlap=0.5, shift_lattice=False, autocast="off")
+    st = SamplerSettings(
+        steps=2,
+        window_latent=8,
+        region=RegionConfig(overlap=0.5, shift_lattice=False),
+        autocast="off",
+    )
     generate_region(model, st, 64, 128, 100, 90, cond=RectCondition())
     assert model.seen
     for (y, x, h, w), shape in model.seen:
@@ -43,8 +48,8 @@ def test_each_window_gets_its_absolute_rectangle():
     ys = sorted({r[0] for r, _ in model.seen})
     xs = sorted({r[1] for r, _ in model.seen})
     # the canvas covers the region's latents (rows 8..20, cols 16..27) plus the decode halo
-    assert ys[0] <= 8 - st.decode_halo_latent and ys[-1] + 8 >= 21 + st.decode_halo_latent
-    assert xs[0] <= 16 - st.decode_halo_latent and xs[-1] + 8 >= 28 + st.decode_halo_latent
+    assert ys[0] <= 8 - st.decode.halo_latent and ys[-1] + 8 >= 21 + st.decode.halo_latent
+    assert xs[0] <= 16 - st.decode.halo_latent and xs[-1] + 8 >= 28 + st.decode.halo_latent
 
 
 def test_window_condition_outside_the_tiled_engine_is_refused():

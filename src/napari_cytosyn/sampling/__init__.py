@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .settings import SAMPLERS, Cancelled, SamplerSettings
+from .recipe import make_recipe, recipe_differences, settings_of
+from .settings import (
+    SAMPLERS,
+    Cancelled,
+    DecodeConfig,
+    InpaintConfig,
+    RegionConfig,
+    SamplerSettings,
+)
 
 _LAZY = {
     "noise": ".counter_noise",
@@ -46,7 +54,18 @@ _LAZY = {
     "native_bf16": ".precision",
 }
 
-__all__ = ["SAMPLERS", "Cancelled", "SamplerSettings", *sorted(_LAZY)]
+__all__ = [
+    "SAMPLERS",
+    "Cancelled",
+    "DecodeConfig",
+    "InpaintConfig",
+    "RegionConfig",
+    "SamplerSettings",
+    "make_recipe",
+    "recipe_differences",
+    "settings_of",
+    *sorted(_LAZY),
+]
 
 
 def __getattr__(name: str) -> Any:

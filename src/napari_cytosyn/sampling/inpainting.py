@@ -158,12 +158,14 @@ def inpaint(
     known = encode_tiled(
         model,
         to_float(img_p),
-        st.decode_tile_latent,
-        st.decode_halo_latent,
+        st.decode.tile_latent,
+        st.decode.halo_latent,
         autocast=st.autocast,
     )
     c, h, w = known.shape
-    release = latent_release_times(mask_p, f, st.mask_dilate_latent, st.release_band_latent)
+    release = latent_release_times(
+        mask_p, f, st.inpaint.mask_dilate_latent, st.inpaint.release_band_latent
+    )
     eps = noise_field(st.seed, "init", 0, 0, h, w, c)
     projection = KnownLatents(known, eps, release, model.interpolant)
     x = sample_canvas(model, st, Canvas(0, 0, h, w), progress, cancel, cond, projection)
@@ -171,14 +173,14 @@ def inpaint(
         model,
         x[0],
         None,
-        st.decode_tile_latent,
-        st.decode_halo_latent,
+        st.decode.tile_latent,
+        st.decode.halo_latent,
         cancel,
-        st.decode_blend_latent,
+        st.decode.blend_latent,
         st.autocast,
     )
     gen = rgb[:, :h_px, :w_px].permute(1, 2, 0).numpy()
-    alpha = feather_alpha(mask, st.feather_px)[..., None]
+    alpha = feather_alpha(mask, st.inpaint.feather_px)[..., None]
     orig = image.astype(np.float32) / 127.5 - 1.0
     blended = alpha * gen + (1.0 - alpha) * orig
     out_f = np.clip(np.round((blended + 1.0) * 127.5), 0, 255).astype(np.uint8)

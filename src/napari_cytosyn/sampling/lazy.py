@@ -20,8 +20,7 @@ missing ones are evaluated ``batch`` windows per model call. The model is always
 exactly ``batch`` windows (the last call of a phase is padded with zeros): a network's output for
 one window changes in the last bits with the batch SIZE on CPU, but not with the other windows of
 a batch of fixed size, so no result depends on which chunk asked first or what shared its batch
-(a chunk is bit-identical whatever the request order). Specs with ``batch = 0`` (slides made
-before batching) compute cells in fixed groups of ``group x group`` windows, one model call each.
+(a chunk is bit-identical whatever the request order).
 
 Cost amortised over a large area: ``sum_k steps_k (W / stride_k)^2 / steps`` times naive tiling
 (1.29 with the defaults: 3 phases split at t = 0.7 and 0.4, context 2, 2, 1). An isolated chunk
@@ -132,12 +131,12 @@ BATCH_BF16 = (16, 8, 8)
 
 @dataclass(frozen=True)
 class LazySpec:
-    """Everything that fixes the pixels of a lazily rendered slide.
+    """What, besides the core settings, fixes the pixels of a lazily rendered slide.
 
     Parameters
     ----------
-    settings: sampler settings (sampler, steps, seed, window, guidance, decode halo...).
-    seed: when given, overrides ``settings.seed`` (the two are kept equal).
+    settings: the core :class:`SamplerSettings` (sampler, steps, seed, window, guidance,
+        precision); its region, decode and inpaint configs are not read in lazy mode.
     chunk_px: output chunk side in pixels; a multiple of the model's latent factor.
     phase_times: protocol times (decreasing, in (0, 1)) where a tile phase ends and the next,
         shifted lattice begins. ``()`` = a single tile phase.
@@ -147,36 +146,28 @@ class LazySpec:
         ``W - 2 m`` (overlap-save); the rest is context the denoiser sees but whose update is
         discarded. Costs ``(W / (W - 2 m))^2``. One int for all tile phases or one per phase
         (the last value repeats).
-    group: tiles per side computed together (``group**2`` windows); with ``batch = 0`` a group is
-        one model call.
     batch: windows per model call, always exactly this many (the last call of a phase is
         padded with zeros) so that the batch a window is evaluated in cannot change its result.
-        ``0`` = one call per group (how slides made before batching were computed). A tuple
-        gives one size per tile phase (the last repeats). ``None``:
+        A tuple gives one size per tile phase (the last repeats). ``None``:
         :data:`BATCH_BF16` under ``autocast="bfloat16"``, else :data:`BATCH_DEFAULT`. Slots that
         would be padding may compute windows of chunks wanted next (:func:`prepare_chunks`).
     decode_halo_latent, decode_blend_latent: halo and border cross-fade of the chunk decode, in
-        latents; ``None`` = the settings' values (slides made before these fields existed).
+        latents.
     """
 
     settings: SamplerSettings = field(default_factory=SamplerSettings)
-    seed: int | None = None
     chunk_px: int = 512
     phase_times: tuple[float, ...] = (0.7, 0.4)
     blend_steps: int = 0
     blend_overlap: float = 0.5
     context_latent: int | tuple[int, ...] = (2, 2, 1)
-    group: int = 1
     batch: int | tuple[int, ...] | None = None
-    decode_halo_latent: int | None = 4
-    decode_blend_latent: int | None = 2
+    decode_halo_latent: int = 4
+    decode_blend_latent: int = 2
 
     def __post_init__(self) -> None:
         if not isinstance(self.settings, SamplerSettings):
             raise TypeError(f"settings must be a SamplerSettings, got {type(self.settings)}")
-        if self.seed is not None and self.seed != self.settings.seed:
-            object.__setattr__(self, "settings", self.settings.replace(seed=int(self.seed)))
-        object.__setattr__(self, "seed", self.settings.seed)
         pt = tuple(float(v) for v in self.phase_times)
         object.__setattr__(self, "phase_times", pt)
         if any(not 0.0 < v < 1.0 for v in pt) or any(a <= b for a, b in itertools.pairwise(pt)):
@@ -198,51 +189,30 @@ class LazySpec:
                 f"got {self.context_latent!r}"
             )
         object.__setattr__(self, "context_latent", ctx[0] if len(ctx) == 1 else ctx)
-        if not isinstance(self.group, int) or self.group < 1:
-            raise ValueError(f"group must be an integer >= 1, got {self.group!r}")
         if self.batch is None:
             bf16 = self.settings.autocast == "bfloat16"
             object.__setattr__(self, "batch", BATCH_BF16 if bf16 else BATCH_DEFAULT)
-        if isinstance(self.batch, list | tuple):
-            object.__setattr__(self, "batch", tuple(self.batch))
-            if not self.batch or any(not isinstance(v, int) or v < 1 for v in self.batch):
-                raise ValueError(
-                    f"batch must be an integer >= 0 or a tuple of integers >= 1 (windows per "
-                    f"call, one per tile phase), got {self.batch!r}"
-                )
-        elif not isinstance(self.batch, int) or self.batch < 0:
-            raise ValueError(f"batch must be an integer >= 0 (windows per call), got {self.batch}")
+        batch = self.batch if isinstance(self.batch, list | tuple) else (self.batch,)
+        if not batch or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in batch):
+            raise ValueError(
+                f"batch must be an integer >= 1 or a tuple of them (windows per call, one per "
+                f"tile phase), got {self.batch!r}"
+            )
+        object.__setattr__(self, "batch", batch[0] if len(batch) == 1 else tuple(batch))
         for name in ("decode_halo_latent", "decode_blend_latent"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 0):
-                raise ValueError(f"{name} must be None or an integer >= 0, got {v!r}")
-
-    @property
-    def halo_latent(self) -> int:
-        """Decode halo in latents (the spec's, else the settings')."""
-        h = self.decode_halo_latent
-        return self.settings.decode_halo_latent if h is None else h
-
-    @property
-    def blend_latent(self) -> int:
-        """Chunk-border cross-fade in latents (the spec's, else the settings')."""
-        b = self.decode_blend_latent
-        return self.settings.decode_blend_latent if b is None else b
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
 
     def batch_of(self, phase: int) -> int:
-        """Windows per model call in phase ``phase`` (``0``: one call per group)."""
+        """Windows per model call in phase ``phase``."""
         b = self.batch
         return b if isinstance(b, int) else b[min(phase, len(b) - 1)]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (settings nested); inverse :meth:`from_dict`.
-
-        Fields added after slides were first stored are left out at their legacy values
-        (``batch = 0``, decode halo/blend ``None``), so a stored spec keeps its fingerprint.
-        """
-        d = {
-            "settings": self.settings.to_dict(),
-            "seed": self.seed,
+        """The lazy fields as a JSON-serialisable dict (the core settings are not in it: a
+        recipe stores them once, see :mod:`.recipe`); inverse :meth:`from_dict`."""
+        return {
             "chunk_px": self.chunk_px,
             "phase_times": list(self.phase_times),
             "blend_steps": self.blend_steps,
@@ -252,33 +222,32 @@ class LazySpec:
                 if isinstance(self.context_latent, int)
                 else list(self.context_latent)
             ),
-            "group": self.group,
+            "batch": self.batch if isinstance(self.batch, int) else list(self.batch),
+            "decode_halo_latent": self.decode_halo_latent,
+            "decode_blend_latent": self.decode_blend_latent,
         }
-        if self.batch:
-            d["batch"] = self.batch if isinstance(self.batch, int) else list(self.batch)
-        for name in ("decode_halo_latent", "decode_blend_latent"):
-            if getattr(self, name) is not None:
-                d[name] = getattr(self, name)
-        return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LazySpec:
+    def from_dict(cls, d: dict[str, Any], settings: SamplerSettings) -> LazySpec:
+        """Inverse of :meth:`to_dict`, with the core ``settings``; every field must be there
+        and no other (a missing or unknown field would change pixels)."""
+        fields = set(cls.__dataclass_fields__) - {"settings"}
+        if set(d) != fields:
+            raise ValueError(
+                f"a stored lazy spec has the fields {sorted(fields)}; missing "
+                f"{sorted(fields - set(d))}, unknown {sorted(set(d) - fields)}"
+            )
         kw = dict(d)
-        kw["settings"] = SamplerSettings.from_dict(kw["settings"])
-        kw["phase_times"] = tuple(kw.get("phase_times", ()))
-        if isinstance(kw.get("batch"), list):
-            kw["batch"] = tuple(kw["batch"])
-        if isinstance(kw.get("context_latent"), list):
-            kw["context_latent"] = tuple(kw["context_latent"])
-        # Absent = stored before the field existed: the legacy behaviour, not today's default.
-        kw.setdefault("batch", 0)
-        kw.setdefault("decode_halo_latent", None)
-        kw.setdefault("decode_blend_latent", None)
-        return cls(**kw)
+        for name in ("phase_times", "batch", "context_latent"):
+            if isinstance(kw[name], list):
+                kw[name] = tuple(kw[name])
+        return cls(settings=settings, **kw)
 
     def fingerprint(self) -> str:
-        """Short hash of :meth:`to_dict`, to tie a phase cache to this spec."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        """Short hash of the core settings and the lazy fields, to tie a phase cache to them."""
+        text = json.dumps(
+            {"core": self.settings.core_dict(), "lazy": self.to_dict()}, sort_keys=True
+        )
         return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -389,20 +358,12 @@ class LazyPlan:
         got = self.cache.get((p, i, j))
         if got is not None:
             return got
-        if self.spec.batch:
-            self._prepare(p, {(i, j)})
-            got = self.cache.get((p, i, j))
-            if got is not None:
-                return got
-            # A cache that drops entries at once (a full LRU): compute this one directly.
-            return self._run_batch(self.phases[p], [(i, j)])[0]
-        g = self.spec.group
-        gi, gj = i // g, j // g
-        members = [(gi * g + a, gj * g + b) for a in range(g) for b in range(g)]
-        outs = self._run_batch(self.phases[p], members)
-        for (mi, mj), out in zip(members, outs, strict=True):
-            self.cache.put((p, mi, mj), out)
-        return outs[members.index((i, j))]
+        self._prepare(p, {(i, j)})
+        got = self.cache.get((p, i, j))
+        if got is not None:
+            return got
+        # A cache that drops entries at once (a full LRU): compute this one directly.
+        return self._run_batch(self.phases[p], [(i, j)])[0]
 
     def _cached(self, key: tuple[int, int, int]) -> bool:
         contains = getattr(self.cache, "__contains__", None)
@@ -428,17 +389,9 @@ class LazyPlan:
     def _cone(self, p: int, cells: set[tuple[int, int]]) -> list[list[tuple[int, int]]]:
         """Missing cells, per phase, that computing ``cells`` of phase ``p`` needs (top-down
         walk: a cached state needs nothing below it)."""
-        g = self.spec.group
         missing: list[list[tuple[int, int]]] = [[] for _ in self.phases]
         todo = cells
         for q in range(p, -1, -1):
-            if g > 1:
-                todo = {
-                    ((i // g) * g + a, (j // g) * g + b)
-                    for i, j in todo
-                    for a in range(g)
-                    for b in range(g)
-                }
             below: set[tuple[int, int]] = set()
             for i, j in sorted(todo):
                 if self._cached((q, i, j)):
@@ -537,8 +490,6 @@ class LazyPlan:
     ) -> None:
         """:meth:`prepare` for the union of ``rects`` in one plan; ``then``: groups of
         rectangles wanted next (most urgent first) whose work may fill the padded batch slots."""
-        if not self.spec.batch:
-            return
         last = len(self.phases) - 1
         cells: set[tuple[int, int]] = set()
         for r in rects:
@@ -556,14 +507,14 @@ class LazyPlan:
         if p == 0:
             _, s1 = alpha_sigma(self.model.interpolant, 1.0)
             c = self.model.latent_channels
-            return s1 * noise_field(self.spec.seed, "init", y, x, h, w, c)
+            return s1 * noise_field(self.spec.settings.seed, "init", y, x, h, w, c)
         if self.phases[p - 1].blend:
             raise RuntimeError("the blend phase is always the last one")
         return self._gather(p - 1, y, x, h, w)
 
     def _run_batch(self, phase: _Phase, members: list[tuple[int, int]]) -> list[torch.Tensor]:
         """Evolve the windows of ``members`` through ``phase`` in one batch (padded to
-        ``spec.batch`` windows when batching) and return their kept centres."""
+        ``spec.batch`` windows) and return their kept centres."""
         check_cancel(self.cancel)
         w, m, e = self.window, phase.context, phase.extent
         origins = [(oy - m, ox - m) for oy, ox in (self._origin(phase, i, j) for i, j in members)]
@@ -578,7 +529,10 @@ class LazyPlan:
 
             def noise(i: int) -> torch.Tensor:
                 z = torch.stack(
-                    [noise_field(self.spec.seed, f"step{i}", oy, ox, w, w, c) for oy, ox in origins]
+                    [
+                        noise_field(self.spec.settings.seed, f"step{i}", oy, ox, w, w, c)
+                        for oy, ox in origins
+                    ]
                 )
                 return torch.cat([z, z.new_zeros((pad, *z.shape[1:]))]) if pad else z
 
@@ -650,7 +604,7 @@ def render_chunk(
 
     The chunk covers pixels ``[chunk_y * chunk_px, (chunk_y + 1) * chunk_px)`` (same for x) of
     the slide at model resolution. It is decoded from the final latents under it plus
-    ``spec.halo_latent`` on every side, keeping the centre. Phase states are taken
+    ``spec.decode_halo_latent`` on every side, keeping the centre. Phase states are taken
     from / written to ``cache``. On CPU the result is bit-identical whatever was rendered before.
     ``cond``: the model's condition, or a per-window one (see :class:`LazyPlan`); ``cache``
     must be its own.
@@ -771,7 +725,7 @@ class _LazyRenderer:
         """Absolute latent rectangle ``(y, x, h, w)`` whose final latents chunk ``(cy, cx)``'s
         decode reads: the chunk plus halo and border cross-fade on every side."""
         n = self.spec.chunk_px // self.model.latent_factor
-        r = self.spec.halo_latent + min(self.spec.blend_latent, n // 2)
+        r = self.spec.decode_halo_latent + min(self.spec.decode_blend_latent, n // 2)
         return cy * n - r, cx * n - r, n + 2 * r, n + 2 * r
 
     def prepare(self, chunks: list[tuple[int, int]], upcoming: list[tuple[int, int]] = ()) -> None:
@@ -790,7 +744,7 @@ class _LazyRenderer:
         """Decode chunk ``(cy, cx)``: its own crop plus, with blending, its borders and corners.
 
         Without blending the chunk is decoded from its latents plus the halo and the centre is
-        kept. With ``b = spec.blend_latent > 0``, pixels within ``b`` latents of a
+        kept. With ``b = spec.decode_blend_latent > 0``, pixels within ``b`` latents of a
         chunk border are cross-faded towards a decode of a crop centred on that border (or, near
         a corner, on that corner). Those crops are functions of the border alone, so both chunks
         at a border use the same decode there and meet without a step, whatever the per-crop
@@ -799,8 +753,8 @@ class _LazyRenderer:
         """
         f = self.model.latent_factor
         n = self.spec.chunk_px // f
-        halo = self.spec.halo_latent
-        b = min(self.spec.blend_latent, n // 2)
+        halo = self.spec.decode_halo_latent
+        b = min(self.spec.decode_blend_latent, n // 2)
         y0, x0 = cy * n, cx * n
         # Every latent the crops below need, planned at once: fuller model batches.
         self.plan.prepare(*self._latent_rect(cy, cx))

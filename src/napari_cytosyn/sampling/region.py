@@ -43,16 +43,16 @@ def region_canvas(
 ) -> tuple[Canvas, tuple[int, int, int, int]]:
     """The lattice-aligned latent canvas for a pixel region, and the latents to decode.
 
-    The canvas is the union of lattice windows (stride from ``settings.overlap``) that cover the
-    region's latents plus the decode halo. Returns ``(canvas, (y, x, h, w))`` where the second
-    item is the decoded latent rectangle relative to the canvas.
+    The canvas is the union of lattice windows (stride from ``settings.region.overlap``) that
+    cover the region's latents plus the decode halo. Returns ``(canvas, (y, x, h, w))`` where the
+    second item is the decoded latent rectangle relative to the canvas.
     """
     f = model.latent_factor
     win = window_of(model, settings)
-    stride = stride_of(win, settings.overlap)
+    stride = stride_of(win, settings.region.overlap)
     ya, yb = math.floor(y_px / f), math.ceil((y_px + h_px) / f)
     xa, xb = math.floor(x_px / f), math.ceil((x_px + w_px) / f)
-    halo = settings.decode_halo_latent
+    halo = settings.decode.halo_latent
     cy0, cy1 = aligned_span(ya - halo, yb + halo, win, stride)
     cx0, cx1 = aligned_span(xa - halo, xb + halo, win, stride)
     canvas = Canvas(cy0, cx0, cy1 - cy0, cx1 - cx0)
@@ -83,7 +83,8 @@ class Projection(Protocol):
     ``start()`` is the initial state ``(1, C, h, w)``; ``x0(t, x0)`` the denoiser's estimate
     with the constraint applied; ``state(i, t_next, x)`` the state after step ``i`` (e.g. known
     latents re-noised to ``t_next`` and pasted); ``model_dtype`` is passed through for error
-    messages. With a projection, ``settings.resample_jumps``/``resample_n`` add RePaint passes.
+    messages. With a projection, ``settings.inpaint.resample_jumps``/``resample_n`` add RePaint
+    passes.
     """
 
     def start(self) -> torch.Tensor: ...
@@ -97,11 +98,14 @@ def resample_segments(settings: SamplerSettings) -> list[tuple[int, int, int]]:
     """RePaint's schedule: ``(first_step, end_step, passes)`` per segment of the time grid
     (Lugmayr et al. 2022); one pass over the whole grid without resampling."""
     st = settings
-    jumps = st.resample_jumps if st.resample_n > 1 else 0
+    jumps = st.inpaint.resample_jumps if st.inpaint.resample_n > 1 else 0
     if not jumps:
         return [(0, st.steps, 1)]
     bounds = [(i, min(i + jumps, st.steps)) for i in range(0, st.steps, jumps)]
-    return [(a, b, st.resample_n if n < len(bounds) - 1 else 1) for n, (a, b) in enumerate(bounds)]
+    return [
+        (a, b, st.inpaint.resample_n if n < len(bounds) - 1 else 1)
+        for n, (a, b) in enumerate(bounds)
+    ]
 
 
 def sample_canvas(
@@ -124,12 +128,12 @@ def sample_canvas(
     """
     st = settings
     win = window_of(model, st)
-    stride = stride_of(win, st.overlap)
+    stride = stride_of(win, st.region.overlap)
     ts = time_grid(st.steps, st.time_shift, st.sampler)
     segments = resample_segments(st) if projection is not None else [(0, st.steps, 1)]
     steps = sum((b - a) * n for a, b, n in segments)
     nwin = count_windows(canvas.h, canvas.w, (canvas.y, canvas.x), win, stride)
-    nbatch = math.ceil(nwin / st.batch_size)
+    nbatch = math.ceil(nwin / st.region.batch_size)
     tick = counting_progress(progress, steps * CALLS_PER_STEP[st.sampler] * nbatch)
     base = model_denoiser(model, st.guidance, st.guidance_interval, cond, st.autocast)
     denoise = fused_denoiser(
@@ -137,9 +141,9 @@ def sample_canvas(
         (canvas.y, canvas.x),
         win,
         stride,
-        st.weights,
-        st.batch_size,
-        seed=st.seed if st.shift_lattice else None,
+        st.region.weights,
+        st.region.batch_size,
+        seed=st.seed if st.region.shift_lattice else None,
         progress=tick,
         cancel=cancel,
     )
@@ -209,7 +213,7 @@ def generate_region(
     Coordinates are model-resolution pixels anchored at the slide origin (any integers; the
     region need not be a multiple of the window or of the latent factor). Windows lie on a
     lattice anchored at the origin in latents; their x0 predictions are fused with
-    ``settings.weights`` inside the denoiser, and the sampler steps the whole canvas. Initial
+    ``settings.region.weights`` inside the denoiser, and the sampler steps the whole canvas. Initial
     (and SDE) noise comes from the origin-anchored noise field, so overlapping regions share
     noise. Decoding is tiled with a halo. ``progress(done, total)`` is called after each
     window batch; ``cancel.is_set()`` is checked before each batch (raises ``Cancelled``).
@@ -223,10 +227,10 @@ def generate_region(
         model,
         z[0],
         rect,
-        settings.decode_tile_latent,
-        settings.decode_halo_latent,
+        settings.decode.tile_latent,
+        settings.decode.halo_latent,
         cancel,
-        settings.decode_blend_latent,
+        settings.decode.blend_latent,
         settings.autocast,
     )
     f = model.latent_factor

@@ -1,7 +1,11 @@
-"""Sampler settings as a frozen, JSON-round-trippable value object (no torch import here).
+"""Sampler settings as frozen, JSON-round-trippable value objects (no torch import here).
 
-Everything that changes the pixels of a generation is in :class:`SamplerSettings`, so that a
-synthetic slide or an inpainting edit can be reproduced from its stored parameters alone.
+:class:`SamplerSettings` is the core every mode reads (sampler, steps, guidance, seed, time
+shift, window, precision) plus one config per canvas concern: :class:`RegionConfig` (how
+windows tile a canvas in region mode and inpainting), :class:`DecodeConfig` (their tiled VAE
+decode) and :class:`InpaintConfig` (inpainting only). Lazy mode reads the core and its own
+:class:`~.lazy.LazySpec`. A recipe (:mod:`.recipe`) stores the core plus only the configs its
+mode reads, so a knob a mode ignores never enters its fingerprint.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .sampler_table import SAMPLERS, STOCHASTIC_SAMPLERS
@@ -49,9 +53,136 @@ def _require(cond: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _check_fields(cls: type, d: dict[str, Any], what: str) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown {what} keys {unknown}; this file was written by another napari-cytosyn "
+            f"version or is not {what} (known: {sorted(names)})"
+        )
+
+
+class _Config:
+    """``replace``, ``to_dict`` and ``from_dict`` of a flat frozen config dataclass."""
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict; ``from_dict(to_dict())`` gives an equal object."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (they would change pixels)."""
+        _check_fields(cls, d, cls.__name__)
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class RegionConfig(_Config):
+    """How windows tile a canvas (region mode and inpainting; lazy mode has its own lattice).
+
+    Parameters
+    ----------
+    overlap: fraction of the window that neighbouring windows overlap, in ``[0, 1)``;
+        stride = ``round(window * (1 - overlap))``.
+    weights: window weights: ``gaussian``, ``tent`` or ``uniform``.
+    shift_lattice: shift the window lattice by a seeded offset at every step
+        (SpotDiffusion-style) so no fixed line carries the window borders.
+    batch_size: windows per model call; bounds activation memory. Changes pixels in the last
+        bits on CPU (a network's output depends on the batch size), so it is part of the recipe.
+    """
+
+    overlap: float = 0.25
+    weights: str = "tent"
+    shift_lattice: bool = True
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.overlap < 1.0, f"overlap must be in [0, 1), got {self.overlap!r}")
+        _require(
+            self.weights in WEIGHTS,
+            f"unknown weights {self.weights!r}; choose one of {', '.join(WEIGHTS)}",
+        )
+        _require(
+            isinstance(self.batch_size, int) and self.batch_size >= 1,
+            f"batch_size must be an integer >= 1, got {self.batch_size!r}",
+        )
+
+
+@dataclass(frozen=True)
+class DecodeConfig(_Config):
+    """Tiled VAE decode of a canvas (region mode and inpainting), all in latents.
+
+    Parameters
+    ----------
+    tile_latent, halo_latent: decode tile size and the halo decoded around each tile.
+    blend_latent: neighbouring decoded tiles overlap by twice this and are cross-faded (hides
+        per-tile GroupNorm colour steps); <= the halo.
+    """
+
+    tile_latent: int = 64
+    halo_latent: int = 8
+    blend_latent: int = 2
+
+    def __post_init__(self) -> None:
+        _require(
+            self.tile_latent >= 1 and self.halo_latent >= 0,
+            "decode tile_latent must be >= 1 and halo_latent >= 0, got "
+            f"{self.tile_latent!r}, {self.halo_latent!r}",
+        )
+        _require(
+            0 <= self.blend_latent <= self.halo_latent,
+            f"decode blend_latent must be in [0, halo_latent], got {self.blend_latent!r}",
+        )
+
+
+@dataclass(frozen=True)
+class InpaintConfig(_Config):
+    """Inpainting only.
+
+    Parameters
+    ----------
+    mask_dilate_latent: dilation of the latent mask in latents.
+    release_band_latent: width (latents) of the band outside the dilated mask that is released
+        gradually over the steps (differential diffusion); 0 = hard mask.
+    resample_jumps, resample_n: RePaint resampling; every ``resample_jumps`` steps the state is
+        re-noised back by that many steps and resampled, ``resample_n`` times in total. 0 = off.
+    feather_px: width of the pixel-space alpha ramp, laid INSIDE the user's mask.
+    """
+
+    mask_dilate_latent: int = 1
+    release_band_latent: int = 5
+    resample_jumps: int = 0
+    resample_n: int = 2
+    feather_px: int = 16
+
+    def __post_init__(self) -> None:
+        _require(
+            self.mask_dilate_latent >= 0 and self.release_band_latent >= 0,
+            "mask_dilate_latent and release_band_latent must be >= 0",
+        )
+        _require(
+            self.resample_jumps >= 0 and self.resample_n >= 1,
+            f"resample_jumps must be >= 0 and resample_n >= 1, got "
+            f"{self.resample_jumps!r}, {self.resample_n!r}",
+        )
+        _require(self.feather_px >= 0, f"feather_px must be >= 0, got {self.feather_px!r}")
+
+
+_CONFIGS: dict[str, type] = {
+    "region": RegionConfig,
+    "decode": DecodeConfig,
+    "inpaint": InpaintConfig,
+}
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
-    """How to sample: sampler, schedule, guidance, seed, tiling and inpainting parameters.
+    """How to sample: the core every mode reads, plus the per-concern canvas configs.
 
     Parameters
     ----------
@@ -62,32 +193,19 @@ class SamplerSettings:
     guidance: classifier-free guidance scale (1.0 = off).
     guidance_interval: ``(t_lo, t_hi)`` in protocol time (t = 1 noise, t = 0 clean); guidance is
         applied only at steps whose t lies in this closed interval.
-    seed: seed of every random number (initial noise, SDE noise, lattice shifts).
+    seed: seed of every random number (initial noise, SDE noise, lattice shifts); the one
+        place a generation's seed lives.
     time_shift: SD3-style shift of the time grid, ``t' = s t / (1 + (s - 1) t)``; > 1 spends
         more steps at high noise.
-    window_latent: tiling window in latents; ``None`` = ``model.tile_px // model.latent_factor``.
-    overlap: region mode: fraction of the window that neighbouring windows overlap, in
-        ``[0, 1)``; stride = ``round(window * (1 - overlap))``.
-    weights: region mode window weights: ``gaussian``, ``tent`` or ``uniform``.
-    shift_lattice: region mode: shift the window lattice by a seeded offset at every step
-        (SpotDiffusion-style) so no fixed line carries the window borders.
-    batch_size: windows per model call; bounds activation memory.
-    decode_tile_latent, decode_halo_latent: tiled VAE decode: tile size and halo in latents.
-    decode_blend_latent: region mode and inpainting: neighbouring decoded tiles overlap by twice
-        this and are cross-faded (hides per-tile GroupNorm colour steps); <= the halo.
-    mask_dilate_latent: inpainting: dilation of the latent mask in latents.
-    release_band_latent: inpainting: width (latents) of the band outside the dilated mask that
-        is released gradually over the steps (differential diffusion); 0 = hard mask.
-    resample_jumps, resample_n: inpainting: RePaint resampling; every ``resample_jumps`` steps
-        the state is re-noised back by that many steps and resampled, ``resample_n`` times in
-        total. 0 = off.
-    feather_px: inpainting: width of the pixel-space alpha ramp, laid INSIDE the user's mask.
+    window_latent: model window in latents; ``None`` = ``model.tile_px // model.latent_factor``.
     autocast: ``off``: the networks run in the model's own dtype (float32 unless loaded
         otherwise); ``bfloat16``: their convolutions and matrix products run in bfloat16 under
         ``torch.autocast`` (weights, normalisations and the sampler stay float32); ``auto``:
         ``bfloat16`` for a float32 model on a CPU or GPU that computes bfloat16 natively, else
-        ``off``. Slides and edits store the resolved value. Settings stored before this field
-        existed read as ``off``.
+        ``off``. Recipes store the resolved value.
+    region: :class:`RegionConfig` (region mode and inpainting).
+    decode: :class:`DecodeConfig` (region mode and inpainting).
+    inpaint: :class:`InpaintConfig` (inpainting).
     """
 
     sampler: str = "euler"
@@ -97,20 +215,10 @@ class SamplerSettings:
     seed: int = 0
     time_shift: float = 1.0
     window_latent: int | None = None
-    overlap: float = 0.25
-    weights: str = "tent"
-    shift_lattice: bool = True
-    batch_size: int = 8
-    decode_tile_latent: int = 64
-    decode_halo_latent: int = 8
-    decode_blend_latent: int = 2
-    mask_dilate_latent: int = 1
-    release_band_latent: int = 5
-    resample_jumps: int = 0
-    resample_n: int = 2
-    feather_px: int = 16
     autocast: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    region: RegionConfig = RegionConfig()
+    decode: DecodeConfig = DecodeConfig()
+    inpaint: InpaintConfig = InpaintConfig()
 
     def __post_init__(self) -> None:
         gi = tuple(float(v) for v in self.guidance_interval)
@@ -141,36 +249,15 @@ class SamplerSettings:
             or (isinstance(self.window_latent, int) and self.window_latent >= 2),
             f"window_latent must be None or an integer >= 2, got {self.window_latent!r}",
         )
-        _require(0.0 <= self.overlap < 1.0, f"overlap must be in [0, 1), got {self.overlap!r}")
-        _require(
-            self.weights in WEIGHTS,
-            f"unknown weights {self.weights!r}; choose one of {', '.join(WEIGHTS)}",
-        )
-        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
-        _require(
-            self.decode_tile_latent >= 1 and self.decode_halo_latent >= 0,
-            "decode_tile_latent must be >= 1 and decode_halo_latent >= 0, got "
-            f"{self.decode_tile_latent!r}, {self.decode_halo_latent!r}",
-        )
-        _require(
-            0 <= self.decode_blend_latent <= self.decode_halo_latent,
-            "decode_blend_latent must be in [0, decode_halo_latent], got "
-            f"{self.decode_blend_latent!r}",
-        )
-        _require(
-            self.mask_dilate_latent >= 0 and self.release_band_latent >= 0,
-            "mask_dilate_latent and release_band_latent must be >= 0",
-        )
-        _require(
-            self.resample_jumps >= 0 and self.resample_n >= 1,
-            f"resample_jumps must be >= 0 and resample_n >= 1, got "
-            f"{self.resample_jumps!r}, {self.resample_n!r}",
-        )
-        _require(self.feather_px >= 0, f"feather_px must be >= 0, got {self.feather_px!r}")
         _require(
             self.autocast in AUTOCAST,
             f"unknown autocast {self.autocast!r}; choose one of {', '.join(AUTOCAST)}",
         )
+        for name, cls in _CONFIGS.items():
+            _require(
+                isinstance(getattr(self, name), cls),
+                f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}",
+            )
 
     @property
     def stochastic(self) -> bool:
@@ -181,31 +268,32 @@ class SamplerSettings:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict; ``from_dict(to_dict())`` gives an equal object.
-
-        ``autocast = "off"`` is left out: settings stored before the field existed ran that way,
-        so their dicts (and the fingerprints of slides made with them) stay as they were.
-        """
-        d = dataclasses.asdict(self)
+    def core_dict(self) -> dict[str, Any]:
+        """The core as a JSON-serialisable dict (what every mode reads; no per-mode config)."""
+        d = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in _CONFIGS
+        }
         d["guidance_interval"] = list(self.guidance_interval)
-        d["extra"] = dict(self.extra)
-        if self.autocast == "off":
-            del d["autocast"]
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (core plus the nested configs); inverse :meth:`from_dict`."""
+        d = self.core_dict()
+        for name in _CONFIGS:
+            d[name] = getattr(self, name).to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SamplerSettings:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (they would change pixels)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown SamplerSettings keys {unknown}; this file was written by a newer "
-                "napari-cytosyn or is not sampler settings"
-            )
+        """Inverse of :meth:`to_dict` (or of :meth:`core_dict`: absent configs are defaults);
+        unknown keys are an error (they would change pixels)."""
+        _check_fields(cls, d, "SamplerSettings")
         kw = dict(d)
-        kw.setdefault("autocast", "off")  # absent = stored before the field: no autocast
         if "guidance_interval" in kw:
             kw["guidance_interval"] = tuple(kw["guidance_interval"])
+        for name, config in _CONFIGS.items():
+            if name in kw:
+                kw[name] = config.from_dict(kw[name])
         return cls(**kw)

@@ -147,19 +147,19 @@ class CompositeSlide:
 
     def provenance(self, checksum_source: bool = True) -> dict[str, Any]:
         """Provenance of an export: the real slide (name, path and, unless ``checksum_source``
-        is false or the file is gone, its SHA-256), the last edit's model, seed and settings,
+        is false or the file is gone, its SHA-256), the last edit's model, seed and recipe,
         and every edit."""
         from .provenance import build_provenance
 
         edits = self.edits
         last = edits[-1] if edits else {}
         source = self.store.attrs["source"]
-        settings = last.get("settings") or {}
+        recipe = last.get("recipe") or {}
         path = source.get("path")
         return build_provenance(
-            model=last.get("model"),
-            seed=settings.get("seed"),
-            sampler=settings or None,
+            model=recipe.get("model"),
+            seed=recipe.get("core", {}).get("seed"),
+            sampler=recipe or None,
             source_path=path,
             source_name=Path(path).name if path else source.get("name"),
             checksum_source=checksum_source and bool(path) and Path(path).exists(),
@@ -324,7 +324,7 @@ class CompositeSlide:
 
         Returns the edit's record (also appended to :attr:`edits`).
         """
-        from napari_cytosyn.sampling import SamplerSettings, resolve_settings
+        from napari_cytosyn.sampling import SamplerSettings, make_recipe, resolve_settings
         from napari_cytosyn.sampling import inpaint as sample_inpaint
 
         # The edit records how its networks ran ("auto" resolved for this model and machine).
@@ -393,8 +393,7 @@ class CompositeSlide:
             "mask_px": int(mask.sum()),
             "slide_mpp": float(mpp),
             "model_mpp": float(model.mpp),
-            "model": _jsonable(model.provenance()),
-            "settings": _jsonable(settings.to_dict()),
+            "recipe": _jsonable(make_recipe(model, settings, "inpaint")),
             "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         if ref_record is not None:

@@ -8,7 +8,8 @@ pipeline can read back how an image was made:
 ``created``           ISO 8601 UTC timestamp
 ``model``             the model's own ``provenance()`` (name, revision, ...), or ``None``
 ``seed``              integer seed, or ``None``
-``sampler``           ``SamplerSettings.to_dict()`` (sampler, steps, guidance, ...), or ``None``
+``sampler``           the recipe (``napari_cytosyn.sampling.make_recipe``: model, core settings
+                      and the configs its mode reads), or ``None``
 ``source``            ``{"name", "path", "sha256"}`` of the real slide a composite was made from
 ``synthetic``         free-form description of what is synthetic (size, mpp, mask area, ...)
 """

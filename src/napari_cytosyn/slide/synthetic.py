@@ -170,7 +170,12 @@ class SyntheticSlide:
             ``reference_grid_um`` (default one model tile) stored with the slide
             (:mod:`~napari_cytosyn.slide.reference`). Needs a conditional model.
         """
-        from napari_cytosyn.sampling import LazySpec, SamplerSettings, resolve_settings
+        from napari_cytosyn.sampling import (
+            LazySpec,
+            SamplerSettings,
+            make_recipe,
+            resolve_settings,
+        )
         from napari_cytosyn.sampling.conditioning import recipe_settings
 
         field = None
@@ -195,8 +200,9 @@ class SyntheticSlide:
                 f"chunk_px={chunk_px} must be a multiple of the model's latent factor "
                 f"{model.latent_factor}"
             )
-        # The slide's seed is the sampler's seed: one number identifies the pixels. The slide
-        # stores how its networks run ("auto" resolved here), so it renders alike everywhere.
+        # ``seed`` becomes the settings' seed: the recipe's core is the one place it lives. The
+        # recipe stores how the networks run ("auto" resolved here), so the slide renders alike
+        # everywhere.
         settings = (settings if settings is not None else SamplerSettings()).replace(seed=int(seed))
         settings = resolve_settings(settings, model)
         settings = recipe_settings(settings, conditioned=field is not None)
@@ -204,12 +210,8 @@ class SyntheticSlide:
         attrs = {
             "width": int(width),
             "height": int(height),
-            "seed": int(seed),
             "mpp": float(model.mpp),
-            "model": _jsonable(model.provenance()),
-            "settings": _jsonable(settings.to_dict()),
-            "lazy_spec": _jsonable(spec.to_dict()),
-            "lazy_fingerprint": spec.fingerprint(),
+            "recipe": _jsonable(make_recipe(model, settings, "lazy", lazy=spec)),
             "tissue_mask": tissue_mask is not None,
         }
         if field is not None:
@@ -277,25 +279,18 @@ class SyntheticSlide:
             raise
 
         def make_renderer() -> ChunkRenderer:
-            from napari_cytosyn.sampling import LazySpec
-
             m = model
             if m is None:
                 from napari_cytosyn.models import load_model
 
-                name = str(attrs["model"]["name"])
+                name = str(attrs["recipe"]["model"]["name"])
                 if name.startswith("py:"):
                     raise StoreError(
                         f"{st.path} names the model {name!r}, which is Python code; a store "
                         "never chooses code to run: open it with the model object"
                     )
                 m = load_model(name)
-            spec = LazySpec.from_dict(attrs["lazy_spec"])
-            if spec.fingerprint() != attrs["lazy_fingerprint"]:
-                raise StoreMismatchError(
-                    f"{st.path}: this version of the sampling engine reads the stored lazy spec "
-                    "differently; the stored chunks cannot be continued, create a new store"
-                )
+            spec = _lazy_spec(st)
             cond = None
             if "reference" in attrs:  # a twin: windows conditioned on the stored grid
                 from .reference import load_field
@@ -320,8 +315,13 @@ class SyntheticSlide:
         return self.store.path.name
 
     @property
+    def recipe(self) -> dict[str, Any]:
+        """The stored recipe (:mod:`napari_cytosyn.sampling.recipe`): model, core, lazy."""
+        return self.store.attrs["recipe"]
+
+    @property
     def seed(self) -> int:
-        return int(self.store.attrs["seed"])
+        return int(self.recipe["core"]["seed"])
 
     @property
     def chunk_px(self) -> int:
@@ -368,9 +368,9 @@ class SyntheticSlide:
 
         attrs = self.store.attrs
         return build_provenance(
-            model=attrs.get("model"),
-            seed=attrs.get("seed"),
-            sampler=attrs.get("settings"),
+            model=self.recipe["model"],
+            seed=self.seed,
+            sampler=self.recipe,
             extra={
                 "synthetic": {
                     "kind": "synthetic-slide",
@@ -379,7 +379,6 @@ class SyntheticSlide:
                     "height": attrs.get("height"),
                     "mpp": attrs.get("mpp"),
                     "chunk_px": attrs.get("chunk_px"),
-                    "lazy_spec": attrs.get("lazy_spec"),
                     "tissue_mask": attrs.get("tissue_mask"),
                     "reference": attrs.get("reference"),
                     "store": str(self.path),
@@ -785,30 +784,53 @@ def _check_stored_geometry(store: SlideStore) -> None:
         )
 
 
+def _lazy_spec(store: SlideStore) -> Any:
+    """The stored recipe's ``LazySpec``; a recipe this version reads differently is refused."""
+    from napari_cytosyn.sampling import LazySpec, settings_of
+
+    recipe = store.attrs["recipe"]
+    try:
+        spec = LazySpec.from_dict(recipe["lazy"], settings_of(recipe))
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreMismatchError(
+            f"{store.path}: the stored recipe cannot be read by this version ({e}); create the "
+            "store again"
+        ) from e
+    if spec.to_dict() != recipe["lazy"] or spec.settings.core_dict() != recipe["core"]:
+        raise StoreMismatchError(
+            f"{store.path}: this version of the sampling engine reads the stored recipe "
+            "differently; the stored chunks cannot be continued, create the store again"
+        )
+    return spec
+
+
 def _check_recipe(store: SlideStore, model: Any, settings: Any) -> None:
-    """A model or settings given on open must be the store's (chunks never mix recipes)."""
-    attrs = store.attrs
+    """A model or settings given on open must be the recipe's (chunks never mix recipes); a
+    mismatch names every differing field."""
+    from napari_cytosyn.sampling.recipe import check_version, recipe_differences
+
+    recipe = store.attrs.get("recipe")
+    try:
+        check_version(recipe)
+    except ValueError as e:
+        raise StoreMismatchError(f"{store.path}: {e}") from None
+    stored: dict[str, Any] = {}
+    given: dict[str, Any] = {}
     if model is not None:
-        stored, given = attrs["model"], _jsonable(model.provenance())
-        if stored != given:
-            raise StoreMismatchError(
-                f"{store.path} was generated with model {stored}, not {given}; open it without "
-                "a model, with the same model, or create a new store"
-            )
+        stored["model"], given["model"] = recipe["model"], _jsonable(model.provenance())
     if settings is not None:
         from napari_cytosyn.sampling.conditioning import recipe_settings
 
-        settings = settings.replace(seed=int(attrs["seed"]))
-        settings = recipe_settings(settings, conditioned="reference" in attrs)
+        settings = recipe_settings(settings, conditioned="reference" in store.attrs)
         if settings.autocast == "auto":  # how the networks run is the slide's choice
-            settings = settings.replace(autocast=attrs["settings"].get("autocast", "off"))
-        given = _jsonable(settings.to_dict())
-        if given != attrs["settings"]:
-            raise StoreMismatchError(
-                f"{store.path} was generated with sampler settings {attrs['settings']}, not "
-                f"{given}; open it without settings (the seed is the slide's) or create a "
-                "new store"
-            )
+            settings = settings.replace(autocast=recipe["core"]["autocast"])
+        stored["core"], given["core"] = recipe["core"], _jsonable(settings.core_dict())
+    diff = recipe_differences(stored, given)
+    if diff:
+        raise StoreMismatchError(
+            f"{store.path} was made with another recipe: {'; '.join(diff)}. Open it without a "
+            "model and settings, with the same ones, or create a new store"
+        )
 
 
 def _check_size(width: int, height: int) -> None:

@@ -19,8 +19,9 @@ from qtpy.QtWidgets import (
 
 def describe_edit(index: int, record: dict[str, Any]) -> str:
     """One line for an edit record: number, time, area, model and recipe."""
-    settings = record.get("settings", {})
-    model = record.get("model", {}).get("name", "?")
+    recipe = record.get("recipe", {})
+    settings = recipe.get("core", {})
+    model = recipe.get("model", {}).get("name", "?")
     when = str(record.get("time_utc", "")).replace("T", " ").replace("+00:00", " UTC")
     return (
         f"{index + 1}. {when} · {record.get('mask_px', 0):,} px · {model} · "

@@ -438,7 +438,8 @@ class CytoSynWidget(QWidget):
             "Synthesize region", work, lambda out: self._show_regions(boxes, *out, mpp)
         )
 
-    def _show_regions(self, boxes: list, images: list, settings: Any, mpp: float) -> None:
+    def _show_regions(self, boxes: list, images: list, recipe: dict, mpp: float) -> None:
+        seed = recipe["core"]["seed"]
         for (y, x, h, w), rgb in zip(boxes, images, strict=True):
             self._n_regions += 1
             layer = self.viewer.add_image(
@@ -451,11 +452,11 @@ class CytoSynWidget(QWidget):
                 metadata={
                     _layers.META_KEY: {"kind": "region", "box_px": [y, x, h, w]},
                     "mpp": [mpp, mpp],
-                    "provenance": {"model": self._model_name, "settings": settings.to_dict()},
+                    "provenance": {"model": recipe["model"], "seed": seed, "sampler": recipe},
                 },
             )
             _layers.show_synthetic_mask(self.viewer, layer, None)
-        self.say(f"Synthesized {len(images)} region(s) with seed {settings.seed}.")
+        self.say(f"Synthesized {len(images)} region(s) with seed {seed}.")
 
     # -- synthetic slides -------------------------------------------------------------
 
