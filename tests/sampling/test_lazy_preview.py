@@ -13,7 +13,7 @@ from napari_cytosyn.sampling.lazy import final_latents, preview_scope
 
 
 def test_preview_reports_x0_over_the_kept_window_parts_and_changes_no_pixel(grf):
-    spec = LazySpec(settings=SamplerSettings(steps=6, sampler="euler"), seed=5, chunk_px=128)
+    spec = LazySpec(settings=SamplerSettings(steps=6, sampler="euler", seed=5), chunk_px=128)
     plain = render_chunk(grf, spec, 1, 2, MemoryPhaseCache())
     calls = []
 
@@ -45,7 +45,7 @@ def test_preview_reports_x0_over_the_kept_window_parts_and_changes_no_pixel(grf)
 
 
 def test_preview_scope_is_per_thread_and_restored(grf):
-    spec = LazySpec(settings=SamplerSettings(steps=2), seed=1, chunk_px=64)
+    spec = LazySpec(settings=SamplerSettings(steps=2, seed=1), chunk_px=64)
     calls = []
     other = []
 
