@@ -71,6 +71,47 @@ class Ticker:
         self.last = time.perf_counter()
 
 
+class StallSampler:
+    """Where the GUI thread is when a tick is overdue: a watcher thread samples the GUI
+    thread's stack every 20 ms while the last tick is more than ``after_ms`` old and counts
+    the innermost frames of the project and of napari (``--why-stalls``)."""
+
+    def __init__(self, ticker: Ticker, after_ms: float = 150.0) -> None:
+        import collections
+        import sys
+        import threading
+
+        self.ticker, self.after_ms = ticker, after_ms
+        self.counts: collections.Counter = collections.Counter()
+        self._main = threading.main_thread().ident
+        self._sys = sys
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import traceback
+
+        while not self._stop.wait(0.02):
+            if (time.perf_counter() - self.ticker.last) * 1000 < self.after_ms:
+                continue
+            frame = self._sys._current_frames().get(self._main)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            ours = [f for f in stack if "napari_cytosyn" in f.filename]
+            key = " <- ".join(
+                f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in (ours or stack)[-3:][::-1]
+            )
+            self.counts[(self.ticker.phase, key)] += 1
+
+    def report(self) -> None:
+        self._stop.set()
+        print("GUI thread while stalled (phase, innermost frames: samples of 20 ms):")
+        for (ph, key), n in self.counts.most_common(12):
+            print(f"  {n * 20:6d} ms  [{ph}] {key}")
+
+
 def pump_until(app, condition, timeout_s: float) -> bool:
     end = time.perf_counter() + timeout_s
     while not condition():
@@ -201,6 +242,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the model's")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--big", type=int, default=100_000, help="zoomed-out slide side (px)")
+    parser.add_argument(
+        "--why-stalls", action="store_true", help="sample the GUI thread's stack during stalls"
+    )
     args = parser.parse_args()
 
     import napari
@@ -228,6 +272,7 @@ def main() -> None:
 
     global TICKER
     ticker = TICKER = Ticker()
+    sampler = StallSampler(ticker) if args.why_stalls else None
     print(
         f"model {args.model}, {widget.sampling.steps_spin.value()} steps, "
         f"{args.threads} torch thread(s)"
@@ -257,6 +302,8 @@ def main() -> None:
         value = result[key]
         ok = value is not None and value == value and value <= target
         print(f"{key}: {value} (target <= {target}) {'met' if ok else 'NOT met'}")
+    if sampler is not None:
+        sampler.report()
     widget.close_views(timeout=30)
     viewer.close()
     print("RESULT " + json.dumps(result))

@@ -77,7 +77,9 @@ def main() -> None:
             layout, model, seed=args.seed + i, steps=args.steps, guidance=args.guidance
         )
         t_syn = time.perf_counter() - t0
-        cases = cases_from_image(rgb, layout, seed=args.seed + i, layout_id=f"L{i:03d}")
+        cases = cases_from_image(
+            rgb, layout, seed=args.seed + i, layout_id=f"L{i:03d}", model=model, steps=args.steps
+        )
         for m in methods:
             r, _ = evaluate(m, cases)
             rows += r

@@ -56,3 +56,43 @@ def test_a_painted_labels_layer_is_a_layout_and_bad_methods_are_reported(widget)
     widget.method_combo.setCurrentText("builtin:nope")
     assert widget.run_method() is None
     assert "unknown builtin method" in widget.status.text()
+
+
+def test_save_report_writes_the_cli_report_of_every_method_run(widget, tmp_path):
+    import json
+
+    from napari_cytosyn.testkit.dataset import load_cases, read_manifest
+
+    widget.size_spin.setValue(96)
+    widget.make_layout()
+    assert widget.save_report(str(tmp_path / "none")) is None  # nothing run yet
+    assert "run a method first" in widget.status.text()
+    job = widget.synthesize()
+    assert job.wait(120_000) and job.state == "done", job.error
+    widget.variants_edit.setText("clean,noise")
+    for method in ("builtin:otsu_watershed", "builtin:threshold_components"):
+        widget.method_combo.setCurrentText(method)
+        job = widget.run_method()
+        assert job.wait(120_000) and job.state == "done", job.error
+    assert widget.report_button.isEnabled() and set(widget.runs) == {
+        "otsu_watershed",
+        "threshold_components",
+    }
+    folder = tmp_path / "report-set"
+    job = widget.save_report(str(folder))
+    assert job.wait(120_000) and job.state == "done", job.error
+    report = folder / "report"
+    for name in ("report.md", "summary.csv", "summary.json", "scores.csv", "f1_by_variant.png"):
+        assert (report / name).is_file(), name
+    summary = json.loads((report / "summary.json").read_text())
+    assert len(summary) == 4  # two methods x two variants
+    got = {(s["method"], s["variant"]): s["f1"] for s in summary}
+    # The widget's table shows the last method; its scores are the report's.
+    for s in widget.summary:
+        assert got[(s["method"], s["variant"])] == pytest.approx(s["f1"])
+    # The saved folder is a test set the CLI reads: same cases, same truth.
+    assert [c["variant"] for c in read_manifest(folder)["cases"]] == ["clean", "noise"]
+    [clean, _] = load_cases(folder)
+    np.testing.assert_array_equal(clean.truth, widget.layout.labels)
+    np.testing.assert_array_equal(clean.rgb, widget.image)
+    assert "Report written" in widget.status.text()

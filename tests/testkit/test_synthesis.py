@@ -56,3 +56,28 @@ def test_same_seed_same_pixels_and_glass_outside_tissue(model):
     assert a[:, 50:].min() > 225  # glass
     with pytest.raises(ValueError, match="um/px"):
         synthesize(Layout(lab, tissue, mpp=0.25), model)
+
+
+def test_inpainted_variant_regenerates_a_region_whose_nuclei_still_follow_the_layout(model):
+    from napari_cytosyn.testkit.stress import Variant, apply_variant, inpaint_region
+
+    layout = procedural_layout((128, 128), LayoutParams(density_per_mm2=5000), seed=11)
+    rgb = synthesize(layout, model, seed=0, steps=8)
+    variant = Variant("inpainted", "inpaint", 0.3)
+    out, lab, mpp = apply_variant(rgb, layout.labels, 0.5, variant, seed=4, model=model, steps=8)
+    region = inpaint_region((128, 128), 0.3, seed=4)
+    assert abs(region.mean() - 0.3) < 0.05
+    np.testing.assert_array_equal(lab, layout.labels)  # the truth is unchanged
+    assert mpp == 0.5
+    np.testing.assert_array_equal(out[~region], rgb[~region])  # outside: untouched
+    assert np.abs(out[region].astype(int) - rgb[region]).mean() > 5  # new tissue inside
+    # The new tissue still shows the layout's nuclei: scored inside the region only.
+    inside = np.where(region, layout.labels, 0)
+    pred = np.where(region, otsu_watershed(out), 0)
+    assert score(inside, pred).f1 >= 0.6
+    again, _, _ = apply_variant(rgb, layout.labels, 0.5, variant, seed=4, model=model, steps=8)
+    np.testing.assert_array_equal(again, out)  # deterministic
+    with pytest.raises(ValueError, match="synthesis model"):
+        apply_variant(rgb, layout.labels, 0.5, variant)
+    with pytest.raises(ValueError, match="area fraction"):
+        Variant("x", "inpaint", 1.5)

@@ -56,8 +56,6 @@ def generate_testset(
     :func:`~.synthesis.synthesize` (same signature; tests use it to skip the model).
     Returns the folder.
     """
-    from skimage.io import imsave
-
     from .synthesis import load_synthesis_model, synthesize
 
     out = Path(out)
@@ -68,7 +66,36 @@ def generate_testset(
         model = load_synthesis_model() if model is None else model
         synthesize_fn = synthesize
     out.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {
+    manifest = _new_manifest(model, seed, steps, guidance, variants)
+    for i, layout in enumerate(layouts):
+        lid = f"L{i:03d}"
+        t0 = time.perf_counter()
+        rgb = synthesize_fn(layout, model, seed=seed + i, steps=steps, guidance=guidance)
+        manifest["seconds"][lid] = round(time.perf_counter() - t0, 2)
+        cases = [
+            Case(
+                f"{lid}__{v.name}",
+                lid,
+                v.name,
+                *_variant_of(rgb, layout, v, seed + i, model, steps),
+            )
+            for v in variants
+        ]
+        _add_layout(out, manifest, lid, layout, seed + i, cases)
+        if progress is not None:
+            progress(f"{lid}: {layout.n_nuclei} nuclei, {len(variants)} variants")
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def _variant_of(rgb, layout, variant, seed, model, steps) -> tuple[np.ndarray, np.ndarray, float]:
+    return apply_variant(
+        rgb, layout.labels, layout.mpp, variant, seed=seed, model=model, steps=steps
+    )
+
+
+def _new_manifest(model: Any, seed: int, steps: Any, guidance: Any, variants: list) -> dict:
+    return {
         "kind": "napari-cytosyn test set",
         "model": model.provenance() if hasattr(model, "provenance") else None,
         "seed": seed,
@@ -79,41 +106,59 @@ def generate_testset(
         "cases": [],
         "seconds": {},
     }
-    for i, layout in enumerate(layouts):
-        lid = f"L{i:03d}"
-        _write_labels(out / "layouts" / f"{lid}.tif", layout.labels)
-        _write_labels(out / "layouts" / f"{lid}_tissue.tif", layout.tissue.astype(np.int32))
-        manifest["layouts"].append(
+
+
+def _add_layout(
+    out: Path, manifest: dict, lid: str, layout: Layout, seed: int, cases: list[Case]
+) -> None:
+    """Write a layout and its cases (images, truth) and list them in ``manifest``."""
+    from skimage.io import imsave
+
+    _write_labels(out / "layouts" / f"{lid}.tif", layout.labels)
+    _write_labels(out / "layouts" / f"{lid}_tissue.tif", layout.tissue.astype(np.int32))
+    manifest["layouts"].append(
+        {
+            "id": lid,
+            "shape": list(layout.shape),
+            "mpp": layout.mpp,
+            "n_nuclei": layout.n_nuclei,
+            "source": layout.source,
+            "seed": seed,
+        }
+    )
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        imsave(out / "images" / f"{case.id}.png", case.rgb, check_contrast=False)
+        _write_labels(out / "truth" / f"{case.id}.tif", case.truth)
+        manifest["cases"].append(
             {
-                "id": lid,
-                "shape": list(layout.shape),
-                "mpp": layout.mpp,
-                "n_nuclei": layout.n_nuclei,
-                "source": layout.source,
-                "seed": seed + i,
+                "id": case.id,
+                "layout": lid,
+                "variant": case.variant,
+                "mpp": case.mpp,
+                "image": f"images/{case.id}.png",
+                "truth": f"truth/{case.id}.tif",
             }
         )
-        t0 = time.perf_counter()
-        rgb = synthesize_fn(layout, model, seed=seed + i, steps=steps, guidance=guidance)
-        manifest["seconds"][lid] = round(time.perf_counter() - t0, 2)
-        for v in variants:
-            cid = f"{lid}__{v.name}"
-            img, lab, mpp = apply_variant(rgb, layout.labels, layout.mpp, v, seed=seed + i)
-            (out / "images").mkdir(exist_ok=True)
-            imsave(out / "images" / f"{cid}.png", img, check_contrast=False)
-            _write_labels(out / "truth" / f"{cid}.tif", lab)
-            manifest["cases"].append(
-                {
-                    "id": cid,
-                    "layout": lid,
-                    "variant": v.name,
-                    "mpp": mpp,
-                    "image": f"images/{cid}.png",
-                    "truth": f"truth/{cid}.tif",
-                }
-            )
-        if progress is not None:
-            progress(f"{lid}: {layout.n_nuclei} nuclei, {len(variants)} variants")
+
+
+def write_cases(
+    out: str | Path,
+    layout: Layout,
+    cases: list[Case],
+    variants: list[Variant],
+    model: Any = None,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+) -> Path:
+    """Write in-memory cases of one layout (:func:`cases_from_image`) as a test-set folder,
+    the same files :func:`generate_testset` writes (the widget's *Save report*)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _new_manifest(model, seed, steps, guidance, variants)
+    lid = cases[0].layout if cases else "L000"
+    _add_layout(out, manifest, lid, layout, seed, cases)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out
 
@@ -151,11 +196,16 @@ def cases_from_image(
     variants: list[Variant] | None = None,
     seed: int = 0,
     layout_id: str = "L000",
+    model: Any = None,
+    steps: int | None = None,
 ) -> list[Case]:
-    """In-memory cases of one synthetic image under every variant (nothing written)."""
+    """In-memory cases of one synthetic image under every variant (nothing written).
+    ``model``: the synthesis model, needed by variants that generate tissue (``inpaint``)."""
     cases = []
     for v in DEFAULT_VARIANTS if variants is None else variants:
-        img, lab, mpp = apply_variant(rgb, layout.labels, layout.mpp, v, seed=seed)
+        img, lab, mpp = apply_variant(
+            rgb, layout.labels, layout.mpp, v, seed=seed, model=model, steps=steps
+        )
         cases.append(Case(f"{layout_id}__{v.name}", layout_id, v.name, img, lab, mpp))
     return cases
 
@@ -175,11 +225,26 @@ def run_testset(
     folder = Path(folder)
     m = resolve_method(method) if isinstance(method, str) else method
     cases = load_cases(folder) if cases is None else cases
-    run_dir = folder / "runs" / _slug(m.name)
-    rows, _ = evaluate(m, cases, run_dir / "pred", progress)
-    write_rows(run_dir / "rows.csv", rows)
-    (run_dir / "method.json").write_text(json.dumps({"name": m.name, "spec": m.spec}, indent=2))
+    rows, preds = evaluate(m, cases, None, progress)
+    write_run(folder, m, rows, preds)
     return rows
+
+
+def write_run(
+    folder: str | Path, method: Method, rows: list[dict[str, Any]], preds: dict[str, np.ndarray]
+) -> Path:
+    """Write one method's scored run into a test set: ``runs/<method>/rows.csv``,
+    ``method.json`` and the predictions ``pred/<case>.tif``. Returns the run folder."""
+    import tifffile
+
+    run_dir = Path(folder) / "runs" / _slug(method.name)
+    (run_dir / "pred").mkdir(parents=True, exist_ok=True)
+    for cid, pred in preds.items():
+        tifffile.imwrite(run_dir / "pred" / f"{cid}.tif", pred, compression="zlib")
+    write_rows(run_dir / "rows.csv", rows)
+    meta = {"name": method.name, "spec": method.spec}
+    (run_dir / "method.json").write_text(json.dumps(meta, indent=2))
+    return run_dir
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:

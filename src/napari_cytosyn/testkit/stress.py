@@ -1,19 +1,23 @@
-"""Stress variants of one synthetic image: the same nuclei under stain, blur, JPEG, noise, scale.
+"""Stress variants of one synthetic image: the same nuclei under stain, blur, JPEG, noise,
+inpainted artefacts, scale.
 
 A :class:`Variant` maps ``(rgb, labels, mpp)`` to a new triple; only ``scale`` changes the
 labels (they are resampled with the image so the truth still fits). Variants are deterministic
-(noise is seeded from the variant's own seed).
+(noise, and the inpainted region and its tissue, are seeded from the variant's own seed).
+``inpaint`` needs the synthesis model (``apply_variant(..., model=)``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .layouts import resample_labels
 
-KINDS = ("clean", "stain_h", "stain_e", "hue", "blur", "jpeg", "noise", "scale")
+KINDS = ("clean", "stain_h", "stain_e", "hue", "blur", "jpeg", "noise", "inpaint", "scale")
+NEEDS_MODEL = ("inpaint",)
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,11 @@ class Variant:
 
     kind: ``clean``; ``stain_h`` / ``stain_e`` (hematoxylin / eosin concentration times
     ``value``); ``hue`` (hue rotated by ``value`` turns); ``blur`` (Gaussian, sigma ``value`` px);
-    ``jpeg`` (quality ``value``); ``noise`` (Gaussian, sd ``value`` grey levels); ``scale``
-    (resampled to ``value`` um/px, e.g. 0.25 for 40x).
+    ``jpeg`` (quality ``value``); ``noise`` (Gaussian, sd ``value`` grey levels); ``inpaint``
+    (an ellipse of ``value`` of the image's area generated again by the model, conditioned on
+    the same layout, and blended in as inpainting blends edits: the tool meets a synthetic
+    patch with its seam inside tissue, while the truth still holds); ``scale`` (resampled to
+    ``value`` um/px, e.g. 0.25 for 40x).
     """
 
     name: str
@@ -39,6 +46,8 @@ class Variant:
             raise ValueError(f"{self.kind} strength must be >= 0, got {self.value}")
         if self.kind in ("stain_h", "stain_e", "scale") and self.value <= 0:
             raise ValueError(f"{self.kind} value must be > 0, got {self.value}")
+        if self.kind == "inpaint" and not 0 < self.value < 1:
+            raise ValueError(f"inpaint area fraction must be in (0, 1), got {self.value}")
 
 
 #: The default set: one run shows where a tool breaks.
@@ -51,6 +60,7 @@ DEFAULT_VARIANTS = (
     Variant("blur", "blur", 1.5),
     Variant("jpeg_q20", "jpeg", 20),
     Variant("noise", "noise", 15.0),
+    Variant("inpainted", "inpaint", 0.3),
     Variant("scale_40x", "scale", 0.25),
 )
 
@@ -68,10 +78,33 @@ def variants_by_name(names: str | list[str] | None) -> list[Variant]:
     return [known[n] for n in names]
 
 
+def inpaint_region(shape: tuple[int, int], fraction: float, seed: int = 0) -> np.ndarray:
+    """An ellipse ``(H, W)`` bool covering about ``fraction`` of the image, inside it, at a
+    seeded place and aspect (the region the ``inpaint`` variant generates again)."""
+    h, w = int(shape[0]), int(shape[1])
+    rng = np.random.default_rng([seed, 104729])
+    aspect = rng.uniform(0.7, 1.4)
+    ry = min(h / 2 - 1, np.sqrt(fraction * h * w / np.pi * aspect))
+    rx = min(w / 2 - 1, fraction * h * w / np.pi / max(ry, 1.0))
+    cy = rng.uniform(ry, h - ry)
+    cx = rng.uniform(rx, w - rx)
+    yy, xx = np.ogrid[:h, :w]
+    return ((yy + 0.5 - cy) / ry) ** 2 + ((xx + 0.5 - cx) / rx) ** 2 <= 1.0
+
+
 def apply_variant(
-    rgb: np.ndarray, labels: np.ndarray, mpp: float, variant: Variant, seed: int = 0
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    mpp: float,
+    variant: Variant,
+    seed: int = 0,
+    model: Any = None,
+    steps: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(rgb (H, W, 3) uint8, labels (H, W) int32, mpp)`` under ``variant``."""
+    """``(rgb (H, W, 3) uint8, labels (H, W) int32, mpp)`` under ``variant``.
+
+    ``model``: the mask-conditioned synthesis model, for variants that generate tissue
+    (``inpaint``; ``steps``: its sampler steps, default the model's)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {rgb.shape} {rgb.dtype}")
@@ -102,6 +135,17 @@ def apply_variant(
     if k == "noise":
         rng = np.random.default_rng([seed, 7919])
         return _to_uint8(rgb + rng.normal(0.0, v, rgb.shape)), labels.copy(), mpp
+    if k == "inpaint":
+        if model is None:
+            raise ValueError(
+                f"stress variant {variant.name!r} generates tissue: pass the synthesis model "
+                "(model=...), or leave the variant out"
+            )
+        from .synthesis import inpaint_layout
+
+        region = inpaint_region(labels.shape, v, seed)
+        out = inpaint_layout(rgb, labels, region, model, seed=seed + 1, steps=steps)
+        return out, labels.copy(), mpp
     # scale
     from skimage.transform import rescale
 

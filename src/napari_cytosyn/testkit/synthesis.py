@@ -94,7 +94,6 @@ def synthesize(
     from dataclasses import replace
 
     from ..models.cells import layout_mask
-    from ..sampling import SamplerSettings
     from ..sampling.region import generate_region
 
     model = load_synthesis_model() if model is None else model
@@ -104,14 +103,7 @@ def synthesize(
             "resample it with layout_from_labels(labels, mpp=..., model_mpp=model.mpp)"
         )
     if settings is None:
-        defaults = _registry_defaults(model)
-        default_steps = int(getattr(model, "info", {}).get("default_steps", 0))
-        settings = SamplerSettings(
-            sampler=defaults.get("sampler", "euler"),
-            steps=steps or default_steps or int(defaults.get("steps", 12)),
-            seed=seed,
-            guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
-        )
+        settings = _default_settings(model, seed, steps, guidance)
     elif steps is not None:
         settings = replace(settings, steps=steps)
     cond = LayoutCondition(layout_mask(layout.labels), model.latent_factor)
@@ -120,6 +112,49 @@ def synthesize(
     if glass and not layout.tissue.all():
         rgb = paint_glass(rgb, layout.tissue)
     return rgb
+
+
+def _default_settings(model: Any, seed: int, steps: int | None, guidance: float | None) -> Any:
+    from ..sampling import SamplerSettings
+
+    defaults = _registry_defaults(model)
+    default_steps = int(getattr(model, "info", {}).get("default_steps", 0))
+    return SamplerSettings(
+        sampler=defaults.get("sampler", "euler"),
+        steps=steps or default_steps or int(defaults.get("steps", 12)),
+        seed=seed,
+        guidance=DEFAULT_GUIDANCE if guidance is None else guidance,
+    )
+
+
+def inpaint_layout(
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    region: np.ndarray,
+    model: Any,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    cancel: Any = None,
+) -> np.ndarray:
+    """``rgb`` with ``region`` ``(H, W)`` bool generated again by ``model``, conditioned on the
+    same layout ``labels``: new tissue (seed ``seed``) whose nuclei still sit where the labels
+    say, blended into the old at the region's border the way inpainting blends edits into
+    real slides. Pixels outside ``region`` are unchanged."""
+    from ..models.cells import layout_mask
+    from ..sampling.inpainting import inpaint
+
+    settings = _default_settings(model, seed, steps, guidance)
+    cond = LayoutCondition(layout_mask(labels), model.latent_factor)
+    return inpaint(
+        model,
+        np.asarray(rgb, np.uint8),
+        np.asarray(region, bool),
+        settings,
+        cancel=cancel,
+        cond=cond,
+    )
 
 
 def _registry_defaults(model: Any) -> dict[str, Any]:

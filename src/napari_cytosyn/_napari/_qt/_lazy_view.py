@@ -3,6 +3,7 @@ layer as chunks land (see :class:`LazySlideView`)."""
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -132,6 +133,8 @@ class LazySlideView:
         )
         # The slide tells about every chunk it writes, whoever asked for it.
         slide.add_listener(self._from_thread)
+        if self.preview:  # fit the latent -> RGB map while the renderer plans its first calls
+            threading.Thread(target=self._fit_preview, name="cytosyn-preview-fit").start()
         self._connect()
         self._closed = False
         _OPEN_VIEWS.add(self)
@@ -160,6 +163,16 @@ class LazySlideView:
         # The renderer's thread yields the CPU to the GUI thread from its second chunk on.
         lower_thread_priority()
         self._relay.chunk.emit(level, cy, cx)
+
+    def _fit_preview(self) -> None:
+        from .._preview import latent_rgb_of
+
+        try:
+            model = getattr(self.slide.renderer(), "model", None)
+            if model is not None:
+                latent_rgb_of(model)
+        except Exception as exc:  # a preview is a nicety: rendering goes on without it
+            self.preview_error = f"{type(exc).__name__}: {exc}"
 
     def _preview_from_thread(self, model: Any, rects: list, x0: Any) -> None:
         # Runs in the renderer's thread after every model call (see preview_scope).
@@ -197,8 +210,12 @@ class LazySlideView:
             return
         if any(self.is_visible(shown, cy >> shown, cx >> shown) for cy, cx in chunks):
             self._landed_seq += 1
+            first = self.first_preview_shown is None and self.first_chunk_shown is None
             self._previews_seen = True
-            if not self._refresh.isActive():
+            if first:  # the first pixels of a view are shown at once, not coalesced
+                self._refresh.stop()
+                self._do_refresh()
+            elif not self._refresh.isActive():
                 self._refresh.start()
 
     def _on_sliced(self, event: Any = None) -> None:

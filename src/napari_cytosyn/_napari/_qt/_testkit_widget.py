@@ -56,6 +56,11 @@ class TestkitWidget(QWidget):
         self.image: np.ndarray | None = None
         self.summary: list[dict[str, Any]] = []
         self.jobs: list[Job] = []
+        # what "Save report" writes: the cases of the current image and every method's run on
+        # them (method name -> (method, rows, predictions))
+        self.cases: list[Any] = []
+        self.variants: list[Any] = []
+        self.runs: dict[str, tuple[Any, list, dict]] = {}
 
         root = QVBoxLayout(self)
         box = QGroupBox("1. Layout (ground truth)")
@@ -110,6 +115,15 @@ class TestkitWidget(QWidget):
         form.addRow(self.run_button)
         root.addWidget(box)
 
+        self.report_button = QPushButton("Save report…")
+        self.report_button.setToolTip(
+            "write the test set of this image, every method run on it and the report "
+            "(Markdown + PNG plots, CSV/JSON of every figure) into a folder - the same files "
+            "as `napari-cytosyn testkit generate/run/report`"
+        )
+        self.report_button.setEnabled(False)
+        root.addWidget(self.report_button)
+
         self.table = QTableWidget(0, 2 + len(TABLE_FIELDS))
         self.table.setHorizontalHeaderLabels(["method", "variant", *TABLE_FIELDS])
         root.addWidget(self.table, 1)
@@ -124,6 +138,7 @@ class TestkitWidget(QWidget):
         self.synth_button.clicked.connect(self.synthesize)
         self.run_button.clicked.connect(self.run_method)
         self.plugins_button.clicked.connect(self.list_plugin_commands)
+        self.report_button.clicked.connect(lambda: self.save_report())
         self.cancel_button.clicked.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._refresh_sources)
         self.viewer.layers.events.removed.connect(self._refresh_sources)
@@ -250,6 +265,8 @@ class TestkitWidget(QWidget):
 
     def _show_image(self, rgb: np.ndarray) -> None:
         self.image = rgb
+        self.cases, self.runs = [], {}  # a new image: earlier runs scored another one
+        self.report_button.setEnabled(False)
         if "synthetic H&E" in self.viewer.layers:
             self.viewer.layers["synthetic H&E"].data = rgb
         else:
@@ -289,13 +306,55 @@ class TestkitWidget(QWidget):
             self._fail("Run", exc)
             return None
         rgb, layout, seed = self.image, self.layout, self.seed_spin.value()
+        model, steps = self.model, self.steps_spin.value()
+        known = self.cases if [c.variant for c in self.cases] == [v.name for v in variants] else []
 
         def work(progress: Any, cancel: Any) -> Any:
-            cases = cases_from_image(rgb, layout, variants, seed=seed)
+            # The inpainted variant needs the synthesis model; cases are made once per image.
+            cases = known or cases_from_image(
+                rgb, layout, variants, seed=seed, model=model, steps=steps
+            )
             rows, preds = evaluate(method, cases, progress=progress)
-            return summarize(rows), cases[0], preds[cases[0].id]
+            return summarize(rows), cases, (method, rows, preds)
 
-        return self._run(f"Run {method.name}", work, self._show_scores)
+        def done(result: Any) -> None:
+            summary, cases, run = result
+            self.cases, self.variants = cases, variants
+            if cases is not known:
+                self.runs = {}
+            self.runs[method.name] = run
+            self.report_button.setEnabled(True)
+            self._show_scores((summary, cases[0], run[2][cases[0].id]))
+
+        return self._run(f"Run {method.name}", work, done)
+
+    def save_report(self, folder: str | None = None) -> Job | None:
+        """Write the test set of the current image, every method run on it, and the report
+        into ``folder`` (asked for when not given) with the CLI's writers; in a worker."""
+        from napari_cytosyn.testkit.dataset import write_cases, write_run
+        from napari_cytosyn.testkit.report import write_report
+
+        if not self.runs:
+            self._fail("Save report", ValueError("run a method first"))
+            return None
+        if folder is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            folder = QFileDialog.getExistingDirectory(self, "Save the test set and its report")
+            if not folder:
+                return None
+        layout, cases, variants = self.layout, list(self.cases), list(self.variants)
+        runs, model = dict(self.runs), self.model
+        seed, steps = self.seed_spin.value(), self.steps_spin.value()
+        guidance = self.guidance_spin.value()
+
+        def work(progress: Any, cancel: Any) -> Any:
+            write_cases(folder, layout, cases, variants, model, seed, steps, guidance)
+            for method, rows, preds in runs.values():
+                write_run(folder, method, rows, preds)
+            return write_report(folder)
+
+        return self._run("Save report", work, lambda path: self._say(f"Report written: {path}"))
 
     def _show_scores(self, result: Any) -> None:
         from napari.utils.colormaps import DirectLabelColormap
