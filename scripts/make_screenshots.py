@@ -189,7 +189,7 @@ def main() -> None:
     widget.scroll.ensureWidgetVisible(widget.synthetic_box)
     view = widget.views[id(layer)]
     slide = _layers.slide_of(layer)
-    viewer.camera.center = (2048 * slide.mpp[1], 2048 * slide.mpp[0])
+    viewer.camera.center = (2048 * slide.mpp.y, 2048 * slide.mpp.x)
     viewer.camera.zoom = 1.0
     end = time.perf_counter() + 1800
     while slide.compute_count < 6 and time.perf_counter() < end:

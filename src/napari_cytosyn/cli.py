@@ -352,7 +352,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     from napari_cytosyn.models.embedded import match_slide_scale
 
     # cytosyn-tiny on a 40x slide: its 40x decoder generates at the slide's pixel size
-    args.model, why = match_slide_scale(args.model, slide.mpp[0] if slide.mpp else None)
+    args.model, why = match_slide_scale(args.model, slide.mpp.x if slide.mpp else None)
     if why:
         say(args, why)
     model = load_cli_model(args.model, args.device, args)
@@ -459,7 +459,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "path": str(path),
         "kind": slide.kind,
         "name": slide.name,
-        "mpp": list(slide.mpp) if slide.mpp else None,
+        "mpp": [slide.mpp.x, slide.mpp.y] if slide.mpp else None,
         "level_shapes": [list(s) for s in slide.level_shapes],
     }
     if info["kind"] == "synthetic":

@@ -42,7 +42,7 @@ def test_preview_shows_before_the_chunk_and_is_replaced_by_it(make_napari_viewer
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(900, 700)
     layer, view = _layers.add_synthetic_layer(viewer, slide)
-    um = slide.mpp[0]
+    um = slide.mpp.x
     viewer.camera.center = (0, 128.0 * um, 128.0 * um)  # the centre of chunk (0, 0)
     viewer.camera.zoom = 1.0 / um  # one screen px per slide px: level 0
     t0 = time.perf_counter()

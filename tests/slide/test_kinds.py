@@ -58,7 +58,7 @@ def test_every_kind_opened_by_open_any_answers_the_contract(on_disk, generic_tif
     assert [tuple(lv.shape[:2]) for lv in slide.levels] == [tuple(s) for s in slide.level_shapes]
     assert all(lv.shape[2] == 3 and lv.dtype == np.uint8 for lv in slide.levels)
     expected_mpp = {"real": 0.5, "composite": 0.5, "synthetic": float(GRFModel().mpp)}[kind]
-    assert tuple(slide.mpp) == pytest.approx((expected_mpp, expected_mpp))
+    assert (slide.mpp.x, slide.mpp.y) == pytest.approx((expected_mpp, expected_mpp))
 
     prov = slide.provenance()
     assert prov["software"]["name"] == "napari-cytosyn"
@@ -142,7 +142,7 @@ def test_array_slide_builds_coarse_masks_from_the_finest_and_checks_its_kind():
     slide = ArraySlide(
         [image, image[::2, ::2]], mpp=0.5, kind="composite", mask_levels=[mask], name="x"
     )
-    assert slide.mpp == (0.5, 0.5)
+    assert (slide.mpp.x, slide.mpp.y) == (0.5, 0.5)
     coarse = np.asarray(slide.synthetic_mask(1))
     expected = np.zeros((4, 3), bool)
     expected[0, 0] = expected[3, 2] = True

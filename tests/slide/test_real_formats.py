@@ -27,7 +27,7 @@ def slide_case(request):
 def test_backend_format_and_mpp_come_from_the_file(slide_case):
     slide, fmt, mpp = slide_case
     assert slide.format == fmt
-    assert slide.mpp == pytest.approx(mpp)
+    assert (slide.mpp.x, slide.mpp.y) == pytest.approx(mpp)
     meta = slide.metadata()
     assert meta["mpp_known"] is True
     assert meta["mpp"] == pytest.approx(list(mpp))

@@ -28,7 +28,7 @@ def test_scale_units_convert_to_micrometres(tmp_path, slide_levels, ome_zarr_wri
         tmp_path / "nm.ome.zarr", slide_levels[2:], mpp=(250.0, 260.0), unit="nanometer"
     )
     with open_slide(path) as slide:
-        assert slide.mpp == pytest.approx((0.25, 0.26))
+        assert (slide.mpp.x, slide.mpp.y) == pytest.approx((0.25, 0.26))
         assert slide.name == "nm"
 
 

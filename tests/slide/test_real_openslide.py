@@ -35,7 +35,7 @@ def test_aperio_svs_reports_vendor_mpp_and_objective_power(aperio_svs):
     with open_slide(path) as slide:
         assert slide.format == "openslide:aperio"
         assert slide.name == "case"
-        assert slide.mpp == pytest.approx((0.25, 0.25))
+        assert (slide.mpp.x, slide.mpp.y) == pytest.approx((0.25, 0.25))
         assert slide.objective_power == 40.0
         assert slide.properties["aperio.AppMag"] == "40"
         assert slide.level_shapes == [(1024, 1024), (256, 256)]

@@ -181,7 +181,7 @@ def test_store_records_spec_settings_and_model_provenance(tmp_path):
     assert settings_of(recipe) == slide.renderer().spec.settings
     assert settings_of(recipe).steps == 4
     assert json.dumps(attrs).count('"seed"') == 1  # stored once
-    assert slide.mpp == (0.5, 0.5)
+    assert (slide.mpp.x, slide.mpp.y) == (0.5, 0.5)
 
 
 def test_existing_store_is_not_overwritten_without_consent(tmp_path):

@@ -132,10 +132,10 @@ def inpaint_work(
     def work(progress: Progress, cancel: Any) -> dict[str, Any]:
         from napari_cytosyn.models import model_for_slide
 
-        real_mpp = getattr(composite.real, "mpp", None)
+        real_mpp = composite.real.mpp
         # cytosyn-tiny on a 40x slide: its 40x decoder, so nothing is upsampled; the edit's
         # record names the model used
-        model, why = model_for_slide(get_model(), real_mpp[0] if real_mpp else None)
+        model, why = model_for_slide(get_model(), real_mpp.x if real_mpp else None)
         if why:
             log.info(why)
         return composite.inpaint(

@@ -170,7 +170,7 @@ def slide_of(layer: Any) -> Any | None:
 
 def _scale(slide: Any) -> tuple[float, float]:
     mpp = slide.mpp
-    return (float(mpp[1]), float(mpp[0])) if mpp else (1.0, 1.0)
+    return mpp.napari_scale() if mpp else (1.0, 1.0)
 
 
 def synthetic_layer_kwargs(slide: Any) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def synthetic_layer_kwargs(slide: Any) -> dict[str, Any]:
         "units": ("um", "um"),
         "metadata": {
             META_KEY: {"kind": "synthetic", "store": str(slide.path), "seed": slide.seed},
-            "mpp": list(slide.mpp),
+            "mpp": [slide.mpp.x, slide.mpp.y],
         },
     }
 
@@ -379,7 +379,7 @@ def composite_metadata(composite: Any) -> dict[str, Any]:
             "store": str(composite.path),
             "edits": len(composite.edits),
         },
-        "mpp": list(composite.mpp) if composite.mpp else None,
+        "mpp": [composite.mpp.x, composite.mpp.y] if composite.mpp else None,
         "synthetic_mask": composite.mask_levels,
         "source_path": str(composite.real.path),
     }

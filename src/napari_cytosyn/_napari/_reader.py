@@ -166,8 +166,7 @@ def slide_layer_data(slide: Any) -> LayerData:
         "metadata": metadata,
     }
     if slide.mpp is not None:
-        mpp_x, mpp_y = slide.mpp
-        kwargs["scale"] = (mpp_y, mpp_x)
+        kwargs["scale"] = slide.mpp.napari_scale()
         kwargs["units"] = ("um", "um")
     else:
         from napari.utils.notifications import show_warning

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.slide.kinds import KINDS, SlideKind
 
 
@@ -19,7 +20,8 @@ class ArraySlide:
     ----------
     levels: ``(h_k, w_k, 3)`` uint8 arrays (numpy, dask, zarr), finest first; one level is
         enough (writers build the coarse ones).
-    mpp: ``(x, y)`` um per level-0 pixel, a number for square pixels, or ``None``.
+    mpp: um per level-0 pixel: a ``PixelSize``, ``(x, y)``, a number (square pixels) or
+        ``None``.
     kind: ``"real"``, ``"synthetic"`` or ``"composite"``.
     provenance: the record an export carries (``build_provenance``); ``None`` writes none.
     mask_levels: ``(h_k, w_k)`` arrays, non-zero where synthetic, one per level or only the
@@ -32,7 +34,7 @@ class ArraySlide:
         self,
         levels: Sequence[Any],
         *,
-        mpp: float | Sequence[float] | None,
+        mpp: PixelSize | float | Sequence[float] | None,
         kind: SlideKind,
         provenance: dict[str, Any] | None = None,
         mask_levels: Sequence[Any] | None = None,
@@ -48,11 +50,7 @@ class ArraySlide:
         self.kind: SlideKind = kind
         self.levels = list(levels)
         self.level_shapes = [(int(lv.shape[0]), int(lv.shape[1])) for lv in self.levels]
-        if mpp is None or isinstance(mpp, int | float):
-            self.mpp = None if mpp is None else (float(mpp), float(mpp))
-        else:
-            mx, my = (float(v) for v in mpp)
-            self.mpp = (mx, my)
+        self.mpp = PixelSize.from_any(mpp)
         self._provenance = provenance
         self.mask_levels = list(mask_levels) if mask_levels else None
         self.name = name

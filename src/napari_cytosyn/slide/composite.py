@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn.chunk_grid import chunk_range, downsample_area, pieces
+from napari_cytosyn.pixel_size import PixelSize
 
 from .store import SlideStore, StoreError, StoreMismatchError, read_store_attrs
 
@@ -73,7 +74,7 @@ class CompositeSlide:
             "name": real_slide.name,
             "path": str(Path(real_slide.path).resolve()),
             "level_shapes": [[int(h), int(w)] for h, w in real_slide.level_shapes],
-            "mpp": list(real_slide.mpp) if real_slide.mpp else None,
+            "mpp": [real_slide.mpp.x, real_slide.mpp.y] if real_slide.mpp else None,
             "fingerprint": slide_fingerprint(real_slide.path),
         }
         if Path(edit_store).resolve() == Path(real_slide.path).resolve():
@@ -119,7 +120,7 @@ class CompositeSlide:
         return list(self.real.downsamples)
 
     @property
-    def mpp(self) -> tuple[float, float] | None:
+    def mpp(self) -> PixelSize | None:
         return self.real.mpp
 
     @property
@@ -349,7 +350,7 @@ class CompositeSlide:
         by0, by1 = y + int(rows[0]), y + int(rows[-1]) + 1
         bx0, bx1 = x + int(cols[0]), x + int(cols[-1]) + 1
 
-        mpp = slide_mpp or (self.real.mpp[0] if self.real.mpp else None) or float(model.mpp)
+        mpp = slide_mpp or (self.real.mpp.x if self.real.mpp else None) or float(model.mpp)
         factor = float(model.mpp) / float(mpp)  # slide px per model px
         halo = int(halo_px) if halo_px is not None else math.ceil(model.tile_px * factor)
         # Align the context to whole latents at the model's resolution where the slide allows

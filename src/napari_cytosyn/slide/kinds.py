@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from napari_cytosyn.pixel_size import PixelSize
+
 SlideKind = Literal["real", "synthetic", "composite"]
 KINDS: tuple[SlideKind, ...] = ("real", "synthetic", "composite")
 
@@ -31,7 +33,7 @@ class SlideLike(Protocol):
         path: the file, folder or store the slide lives in.
         levels: lazy ``(h_k, w_k, 3)`` uint8 arrays, finest first.
         level_shapes: ``(h_k, w_k)`` of each level.
-        mpp: ``(x, y)`` micrometres per level-0 pixel, or ``None`` when unknown.
+        mpp: micrometres per level-0 pixel (a ``PixelSize``), or ``None`` when unknown.
     """
 
     kind: SlideKind
@@ -39,7 +41,7 @@ class SlideLike(Protocol):
     path: Path
     levels: list[Any]
     level_shapes: list[tuple[int, int]]
-    mpp: tuple[float, float] | None
+    mpp: PixelSize | None
 
     def provenance(self, checksum_source: bool = True) -> dict[str, Any]:
         """How the pixels were made, as the JSON-able record every export carries

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.slide._backend import SlideBackend, SlideReadError
 
 if TYPE_CHECKING:
@@ -144,7 +145,8 @@ class Slide:
         levels: one dask array per level, (y, x, 3) uint8, finest first.
         level_shapes: (height, width) px of each level.
         downsamples: level-0 px per level px (mean of y and x; not always a power of 2).
-        mpp: (x, y) micrometres per level-0 pixel, or None when the file does not say.
+        mpp: micrometres per level-0 pixel (a ``PixelSize``: ``.x``, ``.y``), or None when the
+            file does not say.
         objective_power: nominal objective magnification, or None.
         properties: vendor and file properties as strings.
     """
@@ -161,7 +163,7 @@ class Slide:
         self.level_shapes = [(int(h), int(w)) for h, w in backend.level_shapes]
         h0, w0 = self.level_shapes[0]
         self.downsamples = [((h0 / h) + (w0 / w)) / 2.0 for h, w in self.level_shapes]
-        self.mpp = backend.mpp
+        self.mpp = PixelSize.from_any(backend.mpp)
         self.objective_power = backend.objective_power
         self.properties = dict(backend.properties)
         self.levels: list[dask.array.Array] = []
@@ -279,7 +281,7 @@ class Slide:
             "format": self.format,
             "level_shapes": [list(s) for s in self.level_shapes],
             "downsamples": list(self.downsamples),
-            "mpp": list(self.mpp) if self.mpp is not None else None,
+            "mpp": [self.mpp.x, self.mpp.y] if self.mpp is not None else None,
             "mpp_known": self.mpp is not None,
             "objective_power": self.objective_power,
             "properties": dict(self.properties),
@@ -325,7 +327,7 @@ class Slide:
         self.close()
 
     def __repr__(self) -> str:
-        mpp = f"{self.mpp[0]:.4g}x{self.mpp[1]:.4g} um/px" if self.mpp else "mpp unknown"
+        mpp = str(self.mpp) if self.mpp else "mpp unknown"
         return (
             f"Slide({str(self.path)!r}, format={self.format!r}, level_shapes={self.level_shapes}, "
             f"{mpp})"

@@ -66,7 +66,7 @@ def slide_checksum(path: str | os.PathLike) -> str:
 def slide_mpp(slide: Any, model: Any) -> float:
     """Level-0 um/px of ``slide`` (the model's when the file does not say)."""
     mpp = getattr(slide, "mpp", None)
-    return float(mpp[0]) if mpp else float(model.mpp)
+    return float(mpp.x) if mpp else float(model.mpp)
 
 
 def twin_size(slide: Any, model: Any) -> tuple[int, int]:

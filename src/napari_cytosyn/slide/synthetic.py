@@ -28,6 +28,7 @@ from napari_cytosyn.chunk_grid import (
     level_shapes,
     pieces,
 )
+from napari_cytosyn.pixel_size import PixelSize
 
 from .render_ahead import BATCH_CHUNKS, stream_ahead
 from .store import (
@@ -337,10 +338,9 @@ class SyntheticSlide:
         return [2.0**k for k in range(self.store.n_levels)]
 
     @property
-    def mpp(self) -> tuple[float, float]:
-        """Level-0 microns per pixel ``(x, y)``: the model's."""
-        m = float(self.store.attrs["mpp"])
-        return (m, m)
+    def mpp(self) -> PixelSize:
+        """Level-0 microns per pixel: the model's (square pixels)."""
+        return PixelSize.square(float(self.store.attrs["mpp"]))
 
     @property
     def objective_power(self) -> float | None:
