@@ -20,6 +20,7 @@ from napari_cytosyn.sampling.lazy import (
     render_chunk,
     render_region_lazy,
 )
+from napari_cytosyn.sampling.lazy.batching import prepare_cells
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
 
@@ -71,11 +72,12 @@ def test_preparing_chunks_together_wastes_fewer_padded_slots(tiny):
     assert render_chunk(tiny, spec, 1, 1, cache).shape == (32, 32, 3)
     assert sizes == []  # every state it needs was prepared
     fresh = LazyPlan(tiny, spec, MemoryPhaseCache())
-    fresh._prepare(
+    prepare_cells(
+        fresh,
         len(fresh.phases) - 1,
         set().union(
             *(
-                fresh._covering(len(fresh.phases) - 1, y * 16 - 6, x * 16 - 6, 28, 28)
+                fresh.covering(len(fresh.phases) - 1, y * 16 - 6, x * 16 - 6, 28, 28)
                 for y, x in chunks
             )
         ),

@@ -1,0 +1,163 @@
+"""Evaluating a lazy plan's missing states in model batches of a fixed size.
+
+The states a request needs are computed phase by phase, bottom-up, ``spec.batch`` windows
+per model call; the last, partly empty batch of a phase is filled with work for cells
+wanted next (whole dependency cones first) instead of zeros, since a window's result does
+not depend on its batch partners, only on the batch size. :func:`preview_scope` lets a
+viewer see every batch's early x0 estimate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+import torch
+
+from ..counter_noise import noise_field
+from ..settings import check_cancel
+
+_PREVIEW = threading.local()  # .callback: this thread's preview_scope callback
+
+
+@contextlib.contextmanager
+def preview_scope(callback: Any):
+    """Within the block, every model call of lazy mode made by this thread reports its early
+    x0 estimate: ``callback(model, rects, x0)``, ``rects`` the absolute latent rectangles
+    ``(y, x, h, w)`` of the windows' kept parts, ``x0`` ``(n, C, h, w)`` float32 on the CPU
+    (a copy). A viewer uses it to show a provisional picture of a chunk long before it is
+    finished. Reporting never changes a pixel; ``None`` reports nothing."""
+    previous = getattr(_PREVIEW, "callback", None)
+    _PREVIEW.callback = callback
+    try:
+        yield
+    finally:
+        _PREVIEW.callback = previous
+
+
+def prepare_cells(
+    plan: Any,
+    p: int,
+    cells: set[tuple[int, int]],
+    then: list[set[tuple[int, int]]] | None = None,
+) -> None:
+    """Compute every missing state that the given cells of phase ``p`` depend on, and them.
+
+    Each phase's missing cells are evaluated bottom-up, ``spec.batch`` windows per model
+    call. ``then``: cells of phase ``p`` wanted next, most urgent first; the last, partly
+    empty batch of each phase is filled with their work instead of zeros (a window's result
+    does not depend on its batch partners): first whole cones that fit in every phase, then
+    cells of their cones whose inputs are ready.
+    """
+    missing = plan.cone(p, cells)
+    sizes = [plan.spec.batch_of(q) for q in range(len(plan.phases))]
+    if then and any(len(m) % b for m, b in zip(missing, sizes, strict=True)):
+        fill_with_cones(plan, p, missing, then)
+    wish: list[list[tuple[int, int]]] = [[] for _ in plan.phases]
+    for later in then or ():
+        if all(len(m) % b == 0 for m, b in zip(missing, sizes, strict=True)):
+            break
+        for q, cone_q in enumerate(plan.cone(p, later)):
+            wish[q].extend(cone_q)
+    for q, todo_q in enumerate(missing):
+        b = sizes[q]
+        short = -len(todo_q) % b
+        if short and wish[q]:
+            taken = set(todo_q)
+            for cell in wish[q]:
+                if short == 0:
+                    break
+                if cell in taken or plan.cached((q, *cell)):
+                    continue
+                if q > 0 and not all(plan.cached((q - 1, *d)) for d in plan.deps(q, *cell)):
+                    continue
+                todo_q.append(cell)
+                taken.add(cell)
+                short -= 1
+        for k in range(0, len(todo_q), b):
+            members = todo_q[k : k + b]
+            outs = run_batch(plan, plan.phases[q], members)
+            for key, out in zip(members, outs, strict=True):
+                plan.cache.put((q, *key), out)
+
+
+def fill_with_cones(
+    plan: Any,
+    p: int,
+    missing: list[list[tuple[int, int]]],
+    then: list[set[tuple[int, int]]],
+) -> None:
+    """Add to ``missing`` whole dependency cones of wanted cells of phase ``p`` (most urgent
+    first) wherever one fits in the free slots of every phase's last batch: a cone spans
+    the phases, so its cells become computable in this pass (bottom-up)."""
+    free = [-len(m) % plan.spec.batch_of(q) for q, m in enumerate(missing)]
+    taken = [set(m) for m in missing]
+    for later in then:
+        for cell in sorted(later):
+            if not any(free):
+                return
+            if cell in taken[p]:
+                continue
+            extra = [
+                [c for c in cone_q if c not in taken[q]]
+                for q, cone_q in enumerate(plan.cone(p, {cell}))
+            ]
+            if not any(extra) or any(len(e) > f for e, f in zip(extra, free, strict=True)):
+                continue
+            for q, e in enumerate(extra):
+                missing[q].extend(e)
+                taken[q].update(e)
+                free[q] -= len(e)
+
+
+def run_batch(plan: Any, phase: Any, members: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Evolve the windows of ``members`` through ``phase`` in one batch (padded to
+    ``spec.batch`` windows) and return their kept centres."""
+    check_cancel(plan.cancel)
+    w, m, e = plan.window, phase.context, phase.extent
+    origins = [(oy - m, ox - m) for oy, ox in (plan.origin(phase, i, j) for i, j in members)]
+    pad = max(0, plan.spec.batch_of(phase.index) - len(origins))
+    c = plan.model.latent_channels
+    x = torch.stack([plan.input_field(phase.index, oy, ox, w, w) for oy, ox in origins])
+    if pad:
+        x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+    ts = plan.ts[phase.first_step : phase.last_step + 1]
+    noise = None
+    if plan.spec.settings.stochastic:
+
+        def noise(i: int) -> torch.Tensor:
+            z = torch.stack(
+                [
+                    noise_field(plan.spec.settings.seed, f"step{i}", oy, ox, w, w, c)
+                    for oy, ox in origins
+                ]
+            )
+            return torch.cat([z, z.new_zeros((pad, *z.shape[1:]))]) if pad else z
+
+    real = len(origins)
+    # Padded slots repeat the last window's rectangle: a per-window condition needs one.
+    rects = [(oy, ox, w, w) for oy, ox in origins] + [(*origins[-1], w, w)] * pad
+
+    preview = getattr(_PREVIEW, "callback", None)
+    cores = [(*plan.origin(phase, i, j), e, e) for i, j in members]
+
+    def counted(z: torch.Tensor, t: float) -> torch.Tensor:
+        check_cancel(plan.cancel)  # between model calls: Cancel acts within one call
+        with plan._lock:
+            plan.evaluations += real
+            plan.padded_evaluations += z.shape[0] - real
+        if getattr(plan.denoise, "per_window", False):
+            x0 = plan.denoise(z, t, rects)
+        else:
+            x0 = plan.denoise(z, t)
+        if preview is not None:
+            preview(plan.model, cores, x0[:real, :, m : m + e, m : m + e].float().cpu())
+        return x0
+
+    counted.model_dtype = plan.denoise.model_dtype
+
+    out = plan.sampler(
+        counted, x, ts, plan.model.interpolant, noise=noise, step_offset=phase.first_step
+    )
+    return [o[:, m : m + e, m : m + e].contiguous() for o in out[:real]]
