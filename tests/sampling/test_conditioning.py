@@ -222,3 +222,25 @@ def test_conditional_grf_guidance_pushes_away_from_the_unconditional_branch():
     c1 = model.denoise(z, t, cond=mu)
     c2 = model.denoise(z, t, cond=mu, guidance=2.0)
     torch.testing.assert_close(c2 - u, 2 * (c1 - u), atol=1e-5, rtol=1e-5)
+
+
+def test_ring_test_is_the_chessboard_dilation_and_fast_for_a_wide_ring():
+    import time
+
+    import torch.nn.functional as F
+
+    from napari_cytosyn.sampling.conditioning import _within
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((37, 53)) > 0.97
+    for r in (0, 1, 4, 30):
+        m = torch.from_numpy(mask.astype(np.float32))[None, None]
+        if r:
+            m = F.max_pool2d(m, 2 * r + 1, stride=1, padding=r)
+        np.testing.assert_array_equal(_within(mask, r), m[0, 0].numpy() > 0)
+    big = np.zeros((1200, 1200), bool)
+    big[500:700, 500:700] = True
+    t0 = time.perf_counter()
+    near = _within(big, 224)
+    assert time.perf_counter() - t0 < 2.0  # O(pixels), not O(pixels x ring)
+    assert near[276, 276] and not near[275, 600] and near.sum() == (200 + 448) ** 2

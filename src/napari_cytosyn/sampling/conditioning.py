@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .settings import check_cancel
 from .tiling import to_float
@@ -376,14 +375,24 @@ def surround_field(
 
 
 def _within(mask: np.ndarray, r: int) -> np.ndarray:
-    """Pixels within chessboard distance ``r`` of ``mask`` (the mask included)."""
+    """Pixels within chessboard distance ``r`` of ``mask`` (the mask included).
+
+    A separable box test with running sums, O(pixels) whatever ``r``: a max filter of a
+    ``(2 r + 1)``-wide window costs ``r`` times more, tens of seconds (and uncancellable) for
+    a one-tile ring around an inpainting mask on a loaded CPU."""
+    out = np.asarray(mask, dtype=bool)
     if r <= 0:
-        return mask.copy()
-    m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    # Separable max filter: rows then columns (a (2r+1)^2 window, cheap for large r).
-    m = F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
-    m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
-    return m[0, 0].numpy() > 0
+        return out.copy()
+    for axis in (0, 1):
+        n = out.shape[axis]
+        c = np.concatenate(
+            [np.zeros_like(np.take(out, [0], axis=axis), np.int64), np.cumsum(out, axis, np.int64)],
+            axis=axis,
+        )
+        idx = np.arange(n)
+        lo, hi = np.clip(idx - r, 0, n), np.clip(idx + r + 1, 0, n)
+        out = (np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)) > 0
+    return out
 
 
 def _box_fraction(ok: np.ndarray, side: int) -> np.ndarray:
