@@ -124,3 +124,18 @@ def test_parent_chunk_from_children_equals_the_whole_level_downsample():
         y0, y1, x0, x1 = chunk_bounds(parent_shape, c, cy, cx)
         got = build_parent_chunk(kids, parent_shape, c, cy, cx)
         np.testing.assert_array_equal(got, whole[y0:y1, x0:x1])
+
+
+def test_pieces_of_an_unbounded_plane_reach_negative_chunks():
+    got = [(p.cy, p.cx, p.out, p.chunk) for p in pieces(None, 10, -15, 5, 20, 10)]
+    assert [(cy, cx) for cy, cx, _, _ in got] == [
+        (-2, 0),
+        (-2, 1),
+        (-1, 0),
+        (-1, 1),
+        (0, 0),
+        (0, 1),
+    ]
+    assert got[0][2:] == ((slice(0, 5), slice(0, 5)), (slice(5, 10), slice(5, 10)))
+    assert got[-1][2:] == ((slice(15, 20), slice(5, 10)), (slice(0, 5), slice(0, 5)))
+    assert list(pieces(None, 10, 0, 0, 0, 5)) == []

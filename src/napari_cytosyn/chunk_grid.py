@@ -123,18 +123,29 @@ class Piece:
     chunk: tuple[slice, slice]
 
 
-def pieces(shape: Sequence[int], chunk_px: int, y: int, x: int, h: int, w: int) -> Iterator[Piece]:
+def pieces(
+    shape: Sequence[int] | None, chunk_px: int, y: int, x: int, h: int, w: int
+) -> Iterator[Piece]:
     """The chunks of a level under the rectangle ``(y, x, h, w)`` (level px), row-major, each
     with the overlap as slices of the rectangle and of the chunk. The part of the rectangle
-    outside the level is in no piece."""
+    outside the level is in no piece; ``shape=None``: an unbounded plane (lazy mode), whose
+    chunk indices may be negative."""
     c = int(chunk_px)
-    rows, cols = chunk_range(shape, c, y, x, y + h, x + w)
-    H, W = int(shape[0]), int(shape[1])
+    if shape is None:
+        H = W = None
+        empty = h <= 0 or w <= 0
+        rows = range(0) if empty else range(y // c, -(-(y + h) // c))
+        cols = range(0) if empty else range(x // c, -(-(x + w) // c))
+    else:
+        rows, cols = chunk_range(shape, c, y, x, y + h, x + w)
+        H, W = int(shape[0]), int(shape[1])
     for cy in rows:
-        by0, by1 = cy * c, min(cy * c + c, H)
+        by0 = cy * c
+        by1 = by0 + c if H is None else min(by0 + c, H)
         ty0, ty1 = max(by0, y), min(by1, y + h)
         for cx in cols:
-            bx0, bx1 = cx * c, min(cx * c + c, W)
+            bx0 = cx * c
+            bx1 = bx0 + c if W is None else min(bx0 + c, W)
             tx0, tx1 = max(bx0, x), min(bx1, x + w)
             yield Piece(
                 cy,

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_cytosyn.chunk_grid import pieces
+
 from .. import precision
 from ..conditioning import cond_fingerprint
 from ..settings import check_cancel
@@ -257,28 +259,21 @@ def render_region_lazy(
     """
     cache = MemoryPhaseCache() if cache is None else cache
     renderer = _LazyRenderer(model, spec, cache, cancel, cond)
-    c = spec.chunk_px
-    cy0, cy1 = y_px // c, (y_px + h_px - 1) // c
-    cx0, cx1 = x_px // c, (x_px + w_px - 1) // c
     out = np.empty((h_px, w_px, 3), dtype=np.uint8)
-    total = (cy1 - cy0 + 1) * (cx1 - cx0 + 1)
-    done = 0
+    todo = list(pieces(None, spec.chunk_px, y_px, x_px, h_px, w_px))
+    if not todo:
+        return out
+    first_row, last_row = todo[0].cy, todo[-1].cy
+    cols = sorted({p.cx for p in todo})
     # Plan bands of >= 32 chunks at once: full model batches (padding only at the end of each
     # phase of a band, not of every chunk), while progress still moves band by band.
-    band = max(1, -(-32 // (cx1 - cx0 + 1)))
-    for cy in range(cy0, cy1 + 1):
-        if (cy - cy0) % band == 0:
-            rows = range(cy, min(cy + band, cy1 + 1))
-            renderer.prepare([(r, cx) for r in rows for cx in range(cx0, cx1 + 1)])
-        for cx in range(cx0, cx1 + 1):
-            check_cancel(cancel)
-            tile = renderer.chunk(cy, cx)
-            ya, yb = max(y_px, cy * c), min(y_px + h_px, (cy + 1) * c)
-            xa, xb = max(x_px, cx * c), min(x_px + w_px, (cx + 1) * c)
-            out[ya - y_px : yb - y_px, xa - x_px : xb - x_px] = tile[
-                ya - cy * c : yb - cy * c, xa - cx * c : xb - cx * c
-            ]
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    band = max(1, -(-32 // len(cols)))
+    for done, p in enumerate(todo):
+        if p.cx == cols[0] and (p.cy - first_row) % band == 0:
+            rows = range(p.cy, min(p.cy + band, last_row + 1))
+            renderer.prepare([(r, cx) for r in rows for cx in cols])
+        check_cancel(cancel)
+        out[p.out] = renderer.chunk(p.cy, p.cx)[p.chunk]
+        if progress is not None:
+            progress(done + 1, len(todo))
     return out
