@@ -325,21 +325,19 @@ def surround_field(
     mask: np.ndarray,
     tissue: np.ndarray,
     ring_px: int,
-    cell_px: int | None = None,
-    batch_size: int = 16,
     cancel: Any = None,
 ) -> ConditionField:
     """Condition field from the real tissue in a ring around an inpainting mask.
 
     ``image`` ``(H, W, 3)`` uint8 and ``mask``, ``tissue`` ``(H, W)`` bool are at the model's
-    resolution (an inpainting context). Cells (spacing ``cell_px``, default half the model's
-    tile) whose crop (``model.tile_px`` a side) is mostly real tissue (tissue and outside the
-    mask) and whose centre lies within ``ring_px`` of the mask are embedded, in batches. The
-    field is in the image's pixel coordinates; windows over a large mask get the embedding of
-    the nearby reference cells (a mask across tumour and stroma keeps both).
+    resolution (an inpainting context). Cells (spacing half the model's tile) whose crop
+    (``model.tile_px`` a side) is mostly real tissue (tissue and outside the mask) and whose
+    centre lies within ``ring_px`` of the mask are embedded, in batches. The field is in the
+    image's pixel coordinates; windows over a large mask get the embedding of the nearby
+    reference cells (a mask across tumour and stroma keeps both).
     """
     side = embed_px(model)
-    cell = int(cell_px or max(8, side // 2))
+    cell = max(8, side // 2)
     mask = np.asarray(mask, dtype=bool)
     real = np.asarray(tissue, dtype=bool) & ~mask
     h, w = mask.shape
@@ -363,7 +361,6 @@ def surround_field(
         model,
         lambda k: crop_centred(image, centres_y[picks[k][0]], centres_x[picks[k][1]], side),
         n=len(picks),
-        batch_size=batch_size,
         cancel=cancel,
     )
     grid = np.zeros((ny, nx, *emb.shape[1:]), dtype=np.float32)

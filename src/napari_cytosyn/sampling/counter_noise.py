@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from napari_cytosyn.chunk_grid import pieces
+
 #: Side of a noise cell in latents (256 px for f8 autoencoders).
 NOISE_CELL_LATENT = 32
 
@@ -52,7 +54,6 @@ def noise_field(
     h_lat: int,
     w_lat: int,
     channels: int,
-    cell_latent: int = NOISE_CELL_LATENT,
 ) -> torch.Tensor:
     """Standard normal field ``(channels, h_lat, w_lat)`` float32 at absolute latent position.
 
@@ -64,15 +65,8 @@ def noise_field(
     out = torch.empty((channels, h_lat, w_lat), dtype=torch.float32)
     if h_lat == 0 or w_lat == 0:
         return out
-    c = cell_latent
-    cy0, cy1 = y_lat // c, (y_lat + h_lat - 1) // c
-    cx0, cx1 = x_lat // c, (x_lat + w_lat - 1) // c
-    for cy in range(cy0, cy1 + 1):
-        for cx in range(cx0, cx1 + 1):
-            block = noise(seed, stream, (cy, cx), (channels, c, c))
-            ya, yb = max(y_lat, cy * c), min(y_lat + h_lat, (cy + 1) * c)
-            xa, xb = max(x_lat, cx * c), min(x_lat + w_lat, (cx + 1) * c)
-            out[:, ya - y_lat : yb - y_lat, xa - x_lat : xb - x_lat] = block[
-                :, ya - cy * c : yb - cy * c, xa - cx * c : xb - cx * c
-            ]
+    c = NOISE_CELL_LATENT
+    for p in pieces(None, c, y_lat, x_lat, h_lat, w_lat):
+        block = noise(seed, stream, (p.cy, p.cx), (channels, c, c))
+        out[(slice(None), *p.out)] = block[(slice(None), *p.chunk)]
     return out
