@@ -68,6 +68,8 @@ def _he_layer_data(path: Path, image: SampleImage) -> tuple[Any, dict[str, Any],
     from ._reader import read_slides
 
     [(data, kwargs, kind)] = read_slides(str(path))
+    for level in data:  # the first read imports the codecs: here, not on the GUI thread
+        np.asarray(level[:16, :16])
     kwargs["name"] = HE_NAME
     kwargs["metadata"] = {
         **kwargs["metadata"],

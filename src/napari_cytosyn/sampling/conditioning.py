@@ -239,6 +239,36 @@ class FieldCondition:
         return f"{self.field.fingerprint()}-f{self.latent_factor}"
 
 
+class JointCondition:
+    """Several conditions given to a model together as one dict per window, e.g. a nucleus
+    layout and a reference embedding for PixCell's mask ControlNet:
+    ``JointCondition(mask=LayoutCondition(...), uni=FieldCondition(...))`` -> ``for_windows``
+    gives ``{"mask": (B, 1, H_px, W_px), "uni": (B, *E)}``. Each part is a per-window condition
+    (``for_windows``) or a value given to every window as it is; a part whose value is a dict
+    (a layout condition's ``{"mask": ...}``) adds its keys instead of nesting."""
+
+    def __init__(self, **parts: Any) -> None:
+        if not parts:
+            raise ValueError("a joint condition needs at least one part")
+        self.parts = dict(parts)
+
+    def for_windows(self, rects: Sequence[tuple[int, int, int, int]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, part in self.parts.items():
+            value = (
+                part.for_windows(rects) if callable(getattr(part, "for_windows", None)) else part
+            )
+            if isinstance(value, dict):  # a part that is a dict already ({"mask": ...}) adds it
+                out.update(value)
+            else:
+                out[key] = value
+        return out
+
+    def fingerprint(self) -> str:
+        text = "|".join(f"{k}={cond_fingerprint(v)}" for k, v in sorted(self.parts.items()))
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
 def cond_fingerprint(cond: Any) -> str:
     """A key part for caches of rendered pixels: empty without a condition, else the
     condition's ``fingerprint()`` (a tensor's bytes; other objects their id: results made with
@@ -361,6 +391,53 @@ def surround_field(
         model,
         lambda k: crop_centred(image, centres_y[picks[k][0]], centres_x[picks[k][1]], side),
         n=len(picks),
+        cancel=cancel,
+    )
+    grid = np.zeros((ny, nx, *emb.shape[1:]), dtype=np.float32)
+    valid = np.zeros((ny, nx), dtype=bool)
+    for (i, j), e in zip(picks, emb, strict=True):
+        grid[i, j] = e
+        valid[i, j] = True
+    return ConditionField(grid, valid, float(cell), (cell / 2.0, cell / 2.0))
+
+
+def image_field(
+    model: Any,
+    image: np.ndarray,
+    tissue: np.ndarray | None = None,
+    cell_px: int | None = None,
+    batch_size: int = 16,
+    cancel: Any = None,
+) -> ConditionField:
+    """Condition field of a whole reference image ``(H, W, 3)`` uint8 at the model's
+    resolution: cells (spacing ``cell_px``, default half the model's tile) whose crop is mostly
+    ``tissue`` (default: every pixel) are embedded, in batches. Pixel coordinates are the
+    image's, so a synthesis of the same size follows the image's tissue place by place."""
+    require_conditional(model, "a reference image")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"a reference image is (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    ok = np.ones((h, w), bool) if tissue is None else np.asarray(tissue, bool)
+    side = embed_px(model)
+    cell = int(cell_px or max(8, side // 2))
+    ny, nx = grid_cells(h, w, cell)
+    cy = (np.arange(ny) + 0.5) * cell
+    cx = (np.arange(nx) + 0.5) * cell
+    frac = _box_fraction(ok, side)
+    picks = [
+        (i, j)
+        for i in range(ny)
+        for j in range(nx)
+        if frac[min(h - 1, int(cy[i])), min(w - 1, int(cx[j]))] >= MIN_CELL_TISSUE
+    ]
+    if not picks:
+        raise ValueError("the reference image holds no tissue to condition on")
+    emb = embed_crops(
+        model,
+        lambda k: crop_centred(image, cy[picks[k][0]], cx[picks[k][1]], side),
+        n=len(picks),
+        batch_size=batch_size,
         cancel=cancel,
     )
     grid = np.zeros((ny, nx, *emb.shape[1:]), dtype=np.float32)

@@ -79,6 +79,7 @@ def synthesize(
     glass: bool = True,
     progress: Callable[[int, int], None] | None = None,
     cancel: Any = None,
+    reference: np.ndarray | None = None,
 ) -> np.ndarray:
     """H&E ``(H, W, 3)`` uint8 at the layout's size whose nuclei follow ``layout.labels``.
 
@@ -89,6 +90,11 @@ def synthesize(
     applies classifier-free guidance towards the layout; default :data:`DEFAULT_GUIDANCE`) and
     ``seed``. ``glass``: paint the
     region outside ``layout.tissue`` as empty glass, feathered over ~3 px.
+    ``reference``: an RGB image ``(h, w, 3)`` uint8 of real tissue at the model's pixel size,
+    for models conditioned on both a mask and a reference embedding (PixCell's mask ControlNet:
+    ``cond={"mask": ..., "uni": ...}``): the tissue is also of that kind - place by place when
+    the image has the layout's size (a twin of a segmented real image with the same nuclei),
+    its mean embedding otherwise. Models without a reference encoder refuse it.
     Same layout, model and seed: same pixels.
     """
     from dataclasses import replace
@@ -107,11 +113,26 @@ def synthesize(
     elif steps is not None:
         settings = replace(settings, steps=steps)
     cond = LayoutCondition(layout_mask(layout.labels), model.latent_factor)
+    if reference is not None:
+        cond = with_reference(cond, model, reference, layout.shape, cancel)
     h, w = layout.shape
     rgb = generate_region(model, settings, 0, 0, h, w, progress=progress, cancel=cancel, cond=cond)
     if glass and not layout.tissue.all():
         rgb = paint_glass(rgb, layout.tissue)
     return rgb
+
+
+def with_reference(
+    layout_cond: LayoutCondition, model: Any, reference: np.ndarray, shape: Any, cancel: Any = None
+) -> Any:
+    """The layout condition joined with a reference image's embedding field, as one
+    ``{"mask": ..., "uni": ...}`` condition per window (see :func:`synthesize`)."""
+    from ..sampling.conditioning import ConditionField, FieldCondition, JointCondition, image_field
+
+    field = image_field(model, reference, cancel=cancel)
+    if tuple(np.asarray(reference).shape[:2]) != tuple(shape):
+        field = ConditionField.constant(field.embeddings[field.valid].mean(axis=0))
+    return JointCondition(mask=layout_cond, uni=FieldCondition(field, model.latent_factor))
 
 
 def _default_settings(model: Any, seed: int, steps: int | None, guidance: float | None) -> Any:
