@@ -152,3 +152,24 @@ def test_array_slide_builds_coarse_masks_from_the_finest_and_checks_its_kind():
         ArraySlide([image], mpp=None, kind="composite")
     with pytest.raises(ValueError, match="kind must be one of"):
         ArraySlide([image], mpp=None, kind="edited")
+
+
+def test_export_builds_missing_coarse_chunks_of_a_writable_store_and_names_them_otherwise(
+    tmp_path,
+):
+    path = tmp_path / "p.cytosyn"
+    slide = SyntheticSlide.create(
+        path, GRFModel(boundary="periodic"), 200, 136, seed=3, settings=SETTINGS, chunk_px=64
+    )
+    rgb = np.full((64, 64, 3), 90, np.uint8)
+    for cy, cx in slide.missing_chunks(0):
+        y0, y1, x0, x1 = slide.store.bounds(0, cy, cx)
+        slide.store.write_chunk(0, cy, cx, rgb[: y1 - y0, : x1 - x0])
+    slide.close()
+    with pytest.raises(IncompleteSlideError, match=r"\d+ unbuilt coarse chunks"):
+        export_slide(open_any(path), tmp_path / "ro.ome.zarr")
+    writable = open_any(path, mode="r+")
+    out = export_slide(writable, tmp_path / "rw.ome.zarr")
+    assert writable.missing_chunks(1) == [] and writable.compute_count == 0  # no model ran
+    coarsest = zarr.open_group(str(out), mode="r")[str(len(writable.level_shapes) - 1)]
+    assert (np.asarray(coarsest) == 90).all()

@@ -386,17 +386,13 @@ def composite_metadata(composite: Any) -> dict[str, Any]:
 
 
 def is_synthetic(slide: Any) -> bool:
-    """Whether ``slide`` is a ``SyntheticSlide``."""
-    from napari_cytosyn.slide.synthetic import SyntheticSlide
-
-    return isinstance(slide, SyntheticSlide)
+    """Whether ``slide`` is a synthetic slide (its contract ``kind``; ``None`` is not)."""
+    return getattr(slide, "kind", None) == "synthetic"
 
 
 def is_composite(slide: Any) -> bool:
-    """Whether ``slide`` is a ``CompositeSlide`` (a real slide with edits)."""
-    from napari_cytosyn.slide.composite import CompositeSlide
-
-    return isinstance(slide, CompositeSlide)
+    """Whether ``slide`` is a composite: a real slide with edits (its contract ``kind``)."""
+    return getattr(slide, "kind", None) == "composite"
 
 
 def real_path_of(layer: Any) -> str | None:

@@ -16,7 +16,6 @@ Coordinates: the twin's level 0 is the real slide's level 0 resampled to the mod
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import threading
@@ -49,18 +48,12 @@ def progress_scope(progress: Callable[[int, int], None] | None) -> Iterator[None
 def slide_checksum(path: str | os.PathLike) -> str:
     """SHA-256 of a slide file, or of a slide folder's files (relative path, NUL, contents, in
     sorted order): the digest export provenance records for a source slide."""
+    from .provenance import file_sha256
+
     path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if not path.exists():
         raise FileNotFoundError(f"cannot checksum the reference {path}: no such file")
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as fh:
-            while block := fh.read(8 << 20):
-                digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def slide_mpp(slide: Any, model: Any) -> float:

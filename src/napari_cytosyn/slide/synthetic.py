@@ -401,12 +401,14 @@ class SyntheticSlide:
         """The store's levels (zarr arrays ``(h_k, w_k, 3)`` uint8, read as written), once
         every chunk is finished.
 
-        Unrendered chunks are rendered first (:meth:`render_all`, then :meth:`finish_pyramid`;
-        ``progress``/``cancel`` as there) when ``render_missing``; otherwise
-        :class:`IncompleteSlideError` names how many are missing.
+        Unrendered level-0 chunks are rendered first (:meth:`render_all`; ``progress``/``cancel``
+        as there) when ``render_missing``; otherwise :class:`IncompleteSlideError` names how
+        many are missing. Coarse chunks still missing above a finished level 0 are built from
+        their children (:meth:`finish_pyramid`: no model, the same pixels whoever builds them)
+        when the store is writable.
         """
         self.store.refresh()
-        missing = sum(len(self.missing_chunks(k)) for k in range(self.store.n_levels))
+        missing = len(self.missing_chunks(0))
         if missing and not render_missing:
             raise IncompleteSlideError(
                 f"{self.path} has {missing} unrendered chunks; render them first "
@@ -414,6 +416,13 @@ class SyntheticSlide:
             )
         if missing:
             self.render_all(progress=progress, cancel=cancel)
+        coarse = sum(len(self.missing_chunks(k)) for k in range(1, self.store.n_levels))
+        if coarse and not self.store.writable:
+            raise IncompleteSlideError(
+                f"{self.path} has {coarse} unbuilt coarse chunks; `napari-cytosyn render "
+                f"{self.path}` builds them from the finished level 0"
+            )
+        if coarse:
             self.finish_pyramid()
         return [self.store.level_array(k) for k in range(self.store.n_levels)]
 
