@@ -5,6 +5,7 @@ Subcommands::
     testkit generate --out DIR [--count N] [--size PX] [--density D] ... [--variants all]
     testkit generate --out DIR --labels LABELS.tif [--labels-mpp 0.5]     # a painted layout
     testkit generate --out DIR --from-image HE.png [--image-mpp 0.5]     # twin of real tissue
+        [--reference-image]       # and of its kind of tissue (mask + reference models)
     testkit run DIR --method SPEC [--method SPEC ...] [--report]
     testkit report DIR [--out REPORT_DIR]
     testkit methods                                                       # what --method takes
@@ -69,6 +70,22 @@ def _layouts(args: argparse.Namespace, model_mpp: float) -> list[Any]:
     ]
 
 
+def _reference(path: str, mpp: float, model_mpp: float, layout: Any) -> Any:
+    """The H&E image at the model's pixel size, cut or padded to the layout made from it."""
+    import numpy as np
+    from skimage.io import imread
+    from skimage.transform import rescale
+
+    rgb = imread(path)[..., :3]
+    if abs(mpp - model_mpp) > 1e-6:
+        rgb = rescale(rgb, mpp / model_mpp, channel_axis=2, anti_aliasing=True, preserve_range=True)
+    rgb = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    h, w = layout.shape
+    out = np.full((h, w, 3), 255, np.uint8)
+    out[: min(h, rgb.shape[0]), : min(w, rgb.shape[1])] = rgb[:h, :w]
+    return out
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from napari_cytosyn.models import load_model
     from napari_cytosyn.testkit.dataset import generate_testset
@@ -77,6 +94,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     variants = variants_by_name(args.variants)
     model = load_model(args.model, device=args.device, dtype="float32")
     layouts = _layouts(args, float(model.mpp))
+    reference = None
+    if args.reference_image:
+        if not args.from_image:
+            raise ValueError("--reference-image conditions on --from-image: give that too")
+        reference = _reference(args.from_image, args.image_mpp, float(model.mpp), layouts[0])
     _say(args, f"synthesizing {len(layouts)} layout(s) with {args.model}")
     out = generate_testset(
         args.out,
@@ -87,6 +109,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
         progress=lambda msg: _say(args, msg),
+        reference=reference,
     )
     _say(args, f"test set written to {out}")
     return 0
@@ -173,6 +196,12 @@ def add_testkit_parser(sub: Any) -> None:
     p.add_argument("--labels-mpp", type=float, default=0.5, help="um/px of --labels")
     p.add_argument("--from-image", help="an H&E image whose segmentation becomes the layout")
     p.add_argument("--image-mpp", type=float, default=0.5, help="um/px of --from-image")
+    p.add_argument(
+        "--reference-image",
+        action="store_true",
+        help="also condition on --from-image as a reference, place by place (models that take "
+        "a mask and a reference, e.g. pixcell-256-cell-controlnet)",
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_generate)

@@ -115,3 +115,19 @@ def test_generate_from_a_label_image_and_from_real_tissue(tmp_path, training_lik
     )
     assert rc == 0
     assert json.loads((out / "manifest.json").read_text())["layouts"][0]["n_nuclei"] == 16
+
+
+def test_reference_image_needs_an_image_and_a_model_that_takes_one(tmp_path, capsys):
+    import numpy as np
+    from skimage.io import imsave
+
+    out = str(tmp_path / "set")
+    assert main(["testkit", "generate", "--out", out, "--reference-image", "--count", "1"]) == 1
+    assert "--reference-image conditions on --from-image" in capsys.readouterr().err
+    img = np.full((64, 64, 3), (215, 120, 170), np.uint8)
+    img[20:30, 20:30] = (90, 50, 140)
+    imsave(tmp_path / "he.png", img, check_contrast=False)
+    args = ["testkit", "generate", "--out", out, "--from-image", str(tmp_path / "he.png")]
+    assert main([*args, "--reference-image", "--variants", "clean"]) == 1
+    err = capsys.readouterr().err
+    assert "reference" in err and "cytosyn-tiny-cells" in err  # takes no reference: said so

@@ -48,12 +48,15 @@ def generate_testset(
     guidance: float | None = None,
     progress: Callable[[str], None] | None = None,
     synthesize_fn: Callable[..., np.ndarray] | None = None,
+    reference: np.ndarray | None = None,
 ) -> Path:
     """Synthesize every layout and write it under every stress variant into ``out``.
 
     ``model``: a loaded mask-conditioned model (default ``cytosyn-tiny-cells``). Layout ``i``
     is synthesized with seed ``seed + i``. ``synthesize_fn`` replaces
     :func:`~.synthesis.synthesize` (same signature; tests use it to skip the model).
+    ``reference``: an RGB image of real tissue every layout is also conditioned on
+    (:func:`~.synthesis.synthesize`'s ``reference``; models taking a mask and a reference).
     Returns the folder.
     """
     from .synthesis import load_synthesis_model, synthesize
@@ -67,10 +70,12 @@ def generate_testset(
         synthesize_fn = synthesize
     out.mkdir(parents=True, exist_ok=True)
     manifest = _new_manifest(model, seed, steps, guidance, variants)
+    manifest["reference"] = None if reference is None else {"shape": list(reference.shape)}
     for i, layout in enumerate(layouts):
         lid = f"L{i:03d}"
         t0 = time.perf_counter()
-        rgb = synthesize_fn(layout, model, seed=seed + i, steps=steps, guidance=guidance)
+        extra = {} if reference is None else {"reference": reference}
+        rgb = synthesize_fn(layout, model, seed=seed + i, steps=steps, guidance=guidance, **extra)
         manifest["seconds"][lid] = round(time.perf_counter() - t0, 2)
         cases = [
             Case(
