@@ -121,13 +121,14 @@ def make_inpainted(folder: Path, side: int, chunk_px: int) -> None:
 
 def read_source_once(source: Path) -> None:
     """Decode every tile of every level of ``source`` through our reader, WORKERS threads."""
-    from napari_cytosyn.export._stream import bounded_map, read_block, tile_grid
+    from napari_cytosyn.chunk_grid import tiles
+    from napari_cytosyn.export._stream import bounded_map, read_block
     from napari_cytosyn.slide import open_slide
 
     slide = open_slide(source)
     for level in slide.levels:
         th, tw = int(level.chunks[0][0]), int(level.chunks[1][0])
-        jobs = tile_grid(level.shape[:2], (th, tw))
+        jobs = tiles(level.shape[:2], (th, tw))
         for _ in bounded_map(lambda t, lv=level: read_block(lv, *t).shape, jobs, WORKERS):
             pass
 

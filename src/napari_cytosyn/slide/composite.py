@@ -31,15 +31,10 @@ from napari_cytosyn.chunk_grid import chunk_range, downsample_area, pieces
 from napari_cytosyn.pixel_size import PixelSize
 
 from .store import SlideStore, StoreError, StoreMismatchError, read_store_attrs
+from .store_io import stored_json
 
 KIND = "edit-store"
 _TILE_PX = 2048  # level-0 px per side processed at once when refreshing coarse levels
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
 
 
 class CompositeSlide:
@@ -394,11 +389,11 @@ class CompositeSlide:
             "mask_px": int(mask.sum()),
             "slide_mpp": float(mpp),
             "model_mpp": float(model.mpp),
-            "recipe": _jsonable(make_recipe(model, settings, "inpaint")),
+            "recipe": stored_json(make_recipe(model, settings, "inpaint")),
             "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         if ref_record is not None:
-            record["reference"] = _jsonable(ref_record)
+            record["reference"] = stored_json(ref_record)
         # One edit at a time writes (threads and processes): merges read, modify and write,
         # from the records on disk (another process may have edited since we opened).
         with self.store.lock:

@@ -24,6 +24,7 @@ import threading
 import uuid
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,14 @@ except ImportError:  # pragma: no cover - Windows keeps the in-process lock only
 
 TMP_DIR = ".tmp"  # inside a store: files being written, named ``<pid>-<random>``
 _PID_NAME = re.compile(r"^(?:\.[^/]*?[.-])?(\d+)-[0-9a-f]+")
+
+
+def stored_json(value: Any) -> Any:
+    """``value`` as a store attribute holds it: a JSON round trip (tuples become lists, what
+    JSON cannot hold becomes its ``str``), so a recipe compares equal to its stored copy."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
 
 
 class IncompleteSlideError(ValueError):

@@ -39,7 +39,7 @@ from .store import (
     StoreMismatchError,
     warn_damaged,
 )
-from .store_io import IncompleteSlideError
+from .store_io import IncompleteSlideError, stored_json
 
 KIND = "synthetic-slide"
 MAX_SIDE_PX = 10_000_000  # 10 Mpx a side (5 m of tissue at 0.5 um/px): beyond is a typo
@@ -96,12 +96,6 @@ class ChunkRenderer(Protocol):
 def _prepare_of(renderer: Any) -> Callable[[list[tuple[int, int]]], None] | None:
     """A renderer's optional ``prepare(chunks)``: precompute what several chunks share."""
     return getattr(renderer, "prepare", None)
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))
 
 
 class SyntheticSlide:
@@ -212,11 +206,11 @@ class SyntheticSlide:
             "width": int(width),
             "height": int(height),
             "mpp": float(model.mpp),
-            "recipe": _jsonable(make_recipe(model, settings, "lazy", lazy=spec)),
+            "recipe": stored_json(make_recipe(model, settings, "lazy", lazy=spec)),
             "tissue_mask": tissue_mask is not None,
         }
         if field is not None:
-            attrs["reference"] = _jsonable(ref_record)
+            attrs["reference"] = stored_json(ref_record)
         mask = None
         if tissue_mask is not None:
             mask = np.asarray(tissue_mask)
@@ -354,7 +348,7 @@ class SyntheticSlide:
         """JSON-able description: the store's attributes plus progress."""
         done = self.store.completion(0)
         return {
-            **_jsonable(self.store.attrs),
+            **stored_json(self.store.attrs),
             "path": str(self.path),
             "chunks_done": done.count(),
             "chunks_total": int(np.prod(done.shape)),
@@ -826,14 +820,14 @@ def _check_recipe(store: SlideStore, model: Any, settings: Any) -> None:
     stored: dict[str, Any] = {}
     given: dict[str, Any] = {}
     if model is not None:
-        stored["model"], given["model"] = recipe["model"], _jsonable(model.provenance())
+        stored["model"], given["model"] = recipe["model"], stored_json(model.provenance())
     if settings is not None:
         from napari_cytosyn.sampling.conditioning import recipe_settings
 
         settings = recipe_settings(settings, conditioned="reference" in store.attrs)
         if settings.autocast == "auto":  # how the networks run is the slide's choice
             settings = settings.replace(autocast=recipe["core"]["autocast"])
-        stored["core"], given["core"] = recipe["core"], _jsonable(settings.core_dict())
+        stored["core"], given["core"] = recipe["core"], stored_json(settings.core_dict())
     diff = recipe_differences(stored, given)
     if diff:
         raise StoreMismatchError(
