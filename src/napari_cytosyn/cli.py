@@ -325,10 +325,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     render_store(args, slide, model, model_source(args.model, args))
     say(args, f"synthetic slide store {store} is complete")
     if to_file:
-        from napari_cytosyn.slide.synthetic import SyntheticSlide
+        from napari_cytosyn.slide.kinds import open_any
 
         with output_job(out):
-            export(args, SyntheticSlide.open(store, mode="r"), out)
+            export(args, open_any(store), out)
     return 0
 
 
@@ -404,10 +404,10 @@ def cmd_twin(args: argparse.Namespace) -> int:
     render_store(args, slide, model, model_source(args.model, args))
     say(args, f"synthetic twin {store} of {Path(args.slide).name} is complete")
     if to_file:
-        from napari_cytosyn.slide.synthetic import SyntheticSlide
+        from napari_cytosyn.slide.kinds import open_any
 
         with output_job(out):
-            export(args, SyntheticSlide.open(store, mode="r"), out)
+            export(args, open_any(store), out)
     return 0
 
 

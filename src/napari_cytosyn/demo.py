@@ -64,9 +64,9 @@ def run_demo(
 
     from napari_cytosyn.export import export_slide
     from napari_cytosyn.sampling import generate_region, make_recipe, resolve_settings
-    from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.array import ArraySlide
     from napari_cytosyn.slide.composite import CompositeSlide
+    from napari_cytosyn.slide.kinds import open_any
     from napari_cytosyn.slide.provenance import build_provenance
 
     bars = progress_bar or (lambda desc, unit: contextlib.nullcontext(None))
@@ -99,7 +99,7 @@ def run_demo(
     export_slide(region_slide, synthetic_zarr, chunk_px=256, version=version, overwrite=overwrite)
     say(f"wrote {synthetic_zarr}")
 
-    real = open_slide(synthetic_zarr)
+    real = open_any(synthetic_zarr)
     region, mask = disc_mask(size)
     composite = CompositeSlide(real, out / "inpainted.edits", chunk_px=256, overwrite=True)
     with bars("inpaint", "step") as bar:
@@ -109,7 +109,7 @@ def run_demo(
     say(f"wrote {inpainted_zarr}")
 
     before = real.read_region(0, 0, 0, size, size)
-    after = open_slide(inpainted_zarr).read_region(0, 0, 0, size, size)
+    after = open_any(inpainted_zarr).read_region(0, 0, 0, size, size)
     mask0 = np.zeros((size, size), bool)
     y, x, h, w = region
     mask0[y : y + h, x : x + w] = mask

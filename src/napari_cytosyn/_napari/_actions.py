@@ -219,35 +219,16 @@ def render_all_work(slide: Any) -> Callable[[Progress, Any], int]:
 
 EXPORT_FORMATS = {"OME-Zarr": ".ome.zarr", "OME-TIFF": ".ome.tif"}
 _EXPORT_FORMAT_IDS = {"OME-Zarr": "ome-zarr", "OME-TIFF": "ome-tiff"}
-_KNOWN_SUFFIXES = (
-    ".cytosyn",
-    ".ome.zarr",
-    ".zarr",
-    ".ome.tiff",
-    ".ome.tif",
-    ".tiff",
-    ".tif",
-    ".svs",
-    ".ndpi",
-    ".mrxs",
-    ".scn",
-    ".bif",
-    ".vms",
-    ".vmu",
-    ".svslide",
-)
 
 
 def export_stem(slide: Any) -> str:
     """A file stem for a slide's export: store and slide suffixes dropped, ``-edited`` for an
     edited slide, characters awkward in file names replaced (``case.svs`` edited ->
     ``case-edited``; ``seed1.cytosyn`` -> ``seed1``)."""
+    from napari_cytosyn.export.slide_export import export_name
+
     edited = slide.kind == "composite"
-    stem = slide.real.name if edited else slide.name
-    for suffix in _KNOWN_SUFFIXES:
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    stem = slide.real.name if edited else export_name(slide)  # slide names carry no suffix
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in stem).strip("-.")
     return (stem or "slide") + ("-edited" if edited else "")
 

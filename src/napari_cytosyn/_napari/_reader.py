@@ -1,5 +1,5 @@
 """napari reader contribution: a whole-slide image becomes one multiscale RGB image layer at its
-physical scale (um), read lazily through `napari_cytosyn.slide.open_slide`.
+physical scale (um), read lazily; every path is opened by `napari_cytosyn.slide.kinds.open_any`.
 
 What this plugin writes opens with what is synthetic in it: an export comes back as the image
 plus a "synthetic" labels layer (from ``labels/synthetic`` of an OME-Zarr, or the mask TIFF
@@ -100,12 +100,9 @@ def synthetic_mask_data(path: PathLike, image_kwargs: dict[str, Any]) -> LayerDa
     if p.is_dir():
         levels = _zarr_mask_levels(p)
     else:
-        stem = p.name
-        for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs"):
-            if stem.lower().endswith(suffix):
-                stem = stem[: -len(suffix)]
-                break
-        sidecar = p.with_name(f"{stem}.synthetic-mask.tif")
+        from napari_cytosyn.export import sidecar_paths
+
+        sidecar = sidecar_paths(p)[0]
         if sidecar.is_file():
             levels = _tiff_mask_levels(sidecar)
     if not levels:
