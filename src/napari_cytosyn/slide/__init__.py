@@ -1,4 +1,5 @@
-"""Slides: real whole-slide images (`open_slide`), synthetic slides, composites, pyramids."""
+"""Slides: one contract (`SlideLike`) and one opener (`open_any`) for real whole-slide images
+(`open_slide`), synthetic slides, composites and in-memory pyramids (`ArraySlide`)."""
 
 from napari_cytosyn.slide.real import (
     SLIDE_SUFFIXES,
@@ -17,6 +18,9 @@ __all__ = [
 # Synthetic slides, composites and the viewport renderer (imported on first use: they pull in
 # zarr, and napari imports this package at start-up).
 _LAZY = {
+    "open_any": ".kinds",
+    "SlideLike": ".kinds",
+    "ArraySlide": ".array",
     "SyntheticSlide": ".synthetic",
     "CompositeSlide": ".composite",
     "ViewportRenderer": ".viewport",
