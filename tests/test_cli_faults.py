@@ -229,3 +229,23 @@ def test_item13_sigterm_cleans_up_and_kill9_leftovers_are_removed_next_run(
                "--out", out, "-q")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert orphans(tmp_path) == []
+
+
+def test_synthesize_mpp_picks_the_embedded_model_scale_or_is_refused(tmp_path, capsys, monkeypatch):
+    import napari_cytosyn.cli as cli
+    from napari_cytosyn.models.embedded import has_40x_decoder
+
+    argv = ["synthesize", "--seed", "0", "--width", "64", "--height", "64",
+            "--out", str(tmp_path / "x.cytosyn"), "-q"]  # fmt: skip
+    assert main([*argv, "--model", GRF, "--mpp", "0.25"]) == 1
+    assert "generates at 0.5 um/px, not 0.25" in one_line_error(capsys)
+
+    def loaded(name, *args, **kwargs):
+        raise cli.CliError(f"would load {name}")
+
+    monkeypatch.setattr(cli, "load_cli_model", loaded)
+    assert main([*argv, "--model", "cytosyn-tiny", "--mpp", "0.25"]) == 1
+    expected = "cytosyn-tiny-40x" if has_40x_decoder() else "cytosyn-tiny"
+    assert one_line_error(capsys).endswith(f"would load {expected}")
+    assert main([*argv, "--model", "cytosyn-tiny", "--mpp", "0.5"]) == 1
+    assert one_line_error(capsys).endswith("would load cytosyn-tiny")

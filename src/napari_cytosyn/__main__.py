@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe(slide) -> str:
     """Human-readable pyramid of a `napari_cytosyn.slide.Slide`."""
-    mpp = f"{slide.mpp.x:.4g} x {slide.mpp.y:.4g} um/px" if slide.mpp else "unknown mpp"
+    mpp = str(slide.mpp) if slide.mpp else "unknown mpp"
     lines = [f"{slide.name}: {slide.format}, {mpp}, objective {slide.objective_power or '?'}x"]
     lines.append(f"{'level':>5} {'height':>8} {'width':>8} {'downsample':>10} {'chunks':>12}")
     for level, ((h, w), ds, arr) in enumerate(

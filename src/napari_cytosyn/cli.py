@@ -39,6 +39,7 @@ from napari_cytosyn.cli_safety import (
     install_sigterm,
     output_job,
 )
+from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.sampling.settings import AUTOCAST
 
 PROG = "napari-cytosyn"
@@ -313,6 +314,13 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
     if to_file:
         check_output(out, args.overwrite, reads=[store])
+    if args.mpp is not None:
+        from napari_cytosyn.models.embedded import match_slide_scale
+
+        # --mpp 0.25 with cytosyn-tiny: its 40x decoder generates at that pixel size
+        args.model, why = match_slide_scale(args.model, args.mpp)
+        if why:
+            say(args, why)
     model = load_cli_model(args.model, args.device, args)
     if args.mpp is not None and abs(args.mpp - float(model.mpp)) > 0.01 * float(model.mpp):
         raise CliError(
@@ -352,7 +360,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     from napari_cytosyn.models.embedded import match_slide_scale
 
     # cytosyn-tiny on a 40x slide: its 40x decoder generates at the slide's pixel size
-    args.model, why = match_slide_scale(args.model, slide.mpp.x if slide.mpp else None)
+    side = slide.mpp.side_um("inpainting") if slide.mpp else None
+    args.model, why = match_slide_scale(args.model, side)
     if why:
         say(args, why)
     model = load_cli_model(args.model, args.device, args)
@@ -459,7 +468,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "path": str(path),
         "kind": slide.kind,
         "name": slide.name,
-        "mpp": [slide.mpp.x, slide.mpp.y] if slide.mpp else None,
+        "mpp": slide.mpp.to_list() if slide.mpp else None,
         "level_shapes": [list(s) for s in slide.level_shapes],
     }
     if info["kind"] == "synthetic":
@@ -485,7 +494,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(f"{info['name']} ({info['kind']}{', ' + info['format'] if info.get('format') else ''})")
     mpp = info["mpp"]
-    print(f"  mpp: {f'{mpp[0]:.4g} x {mpp[1]:.4g} um/px' if mpp else 'unknown'}")
+    print(f"  mpp: {PixelSize.from_any(mpp) or 'unknown'}")
     for k, (h, w) in enumerate(info["level_shapes"]):
         print(f"  level {k}: {h} x {w} px")
     if "chunks_total" in info:
@@ -610,7 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, required=True, help="level-0 width in px")
     p.add_argument("--height", type=int, required=True, help="level-0 height in px")
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--mpp", type=float, help="um/px; must equal the model's (checked)")
+    p.add_argument(
+        "--mpp",
+        type=float,
+        help="um/px of the slide: picks the embedded model's scale (0.25: cytosyn-tiny-40x); "
+        "refused unless the model generates at it",
+    )
     p.add_argument("--out", required=True, help="*.ome.zarr / *.ome.tif / *.svs, or a store folder")
     p.add_argument("--store", help="synthetic slide store (default: OUT stem + .cytosyn)")
     p.add_argument("--chunk-px", type=int, default=512, help="chunk size in px (default 512)")

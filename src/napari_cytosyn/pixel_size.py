@@ -9,7 +9,7 @@ library, so every layer of the package may import it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,16 +39,12 @@ class PixelSize:
     def from_any(cls, value: Any) -> PixelSize | None:
         """``value`` as a :class:`PixelSize`; ``None`` stays ``None`` (the size is unknown).
 
-        Accepts a :class:`PixelSize`, a number (square pixels), an ``(x, y)`` pair (the
-        order OpenSlide, OME and TIFF resolution tags use) or a mapping ``{"x": .., "y": ..}``
-        (:meth:`to_dict`). Anything else is a ``TypeError`` naming what was given.
+        Accepts a :class:`PixelSize`, a number (square pixels) or an ``(x, y)`` pair (the
+        order OpenSlide, OME and TIFF resolution tags use; :meth:`to_list`, the JSON form).
+        Anything else is a ``TypeError`` naming what was given.
         """
         if value is None or isinstance(value, PixelSize):
             return value
-        if isinstance(value, Mapping):
-            if set(value) != {"x", "y"}:
-                raise TypeError(f"a pixel size mapping has keys 'x' and 'y', got {dict(value)!r}")
-            return cls(value["x"], value["y"])
         if isinstance(value, int | float) and not isinstance(value, bool):
             return cls.square(value)
         if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
@@ -81,9 +77,10 @@ class PixelSize:
         """The pixel size of a level ``downsample`` times coarser."""
         return PixelSize(self.x * downsample, self.y * downsample)
 
-    def to_dict(self) -> dict[str, float]:
-        """``{"x": .., "y": ..}`` for JSON (metadata, attributes); :meth:`from_any` reads it."""
-        return {"x": self.x, "y": self.y}
+    def to_list(self) -> list[float]:
+        """``[x, y]``: the JSON form (store attributes, layer metadata, ``info --json``);
+        :meth:`from_any` reads it."""
+        return [self.x, self.y]
 
     def __str__(self) -> str:
         if self.is_square:

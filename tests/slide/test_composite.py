@@ -171,3 +171,19 @@ def test_bad_masks_are_refused_before_anything_is_written(composite, region, mas
     with pytest.raises(error, match=match):
         composite.inpaint(region, mask, GRFModel(boundary="periodic"), SETTINGS, **kwargs)
     assert composite.store.completion(0).count() == 0 and composite.edits == []
+
+
+def test_inpainting_refuses_anisotropic_pixels_naming_both_axes(tmp_path):
+    from napari_cytosyn.slide.sample import write_sample_slide
+
+    path = write_sample_slide(tmp_path / "aniso.tif", 512, 512, n_levels=1, mpp=(0.25, 0.5))
+    comp = CompositeSlide(open_slide(path), tmp_path / "edits.zarr", chunk_px=256)
+    assert (comp.mpp.x, comp.mpp.y) == (0.25, 0.5)
+    with pytest.raises(ValueError, match=r"inpainting needs square pixels.*0\.25 x 0\.5 um"):
+        comp.inpaint((100, 100, 64, 64), disc(64, 64), GRFModel(), SETTINGS, halo_px=32)
+    assert comp.edits == []
+    # a pixel size given for the slide is used on both axes
+    record = comp.inpaint(
+        (100, 100, 64, 64), disc(64, 64), GRFModel(), SETTINGS, halo_px=32, slide_mpp=0.5
+    )
+    assert record["slide_mpp"] == 0.5

@@ -10,7 +10,7 @@ def test_demo_writes_sample_slide_and_prints_its_pyramid(tmp_path, capsys):
     assert main(["--out", str(out), "--size", "1024", "1536"]) == 0
     assert out.exists()
     text = capsys.readouterr().out
-    assert "openslide:generic-tiff, 0.5 x 0.5 um/px" in text
+    assert "openslide:generic-tiff, 0.5 um/px" in text
     rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
     assert [r[:3] for r in rows] == [
         ["0", "1024", "1536"],

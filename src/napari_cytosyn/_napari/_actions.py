@@ -135,7 +135,8 @@ def inpaint_work(
         real_mpp = composite.real.mpp
         # cytosyn-tiny on a 40x slide: its 40x decoder, so nothing is upsampled; the edit's
         # record names the model used
-        model, why = model_for_slide(get_model(), real_mpp.x if real_mpp else None)
+        side = real_mpp.side_um("inpainting") if real_mpp else None
+        model, why = model_for_slide(get_model(), side)
         if why:
             log.info(why)
         return composite.inpaint(

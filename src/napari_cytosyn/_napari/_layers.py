@@ -184,7 +184,7 @@ def synthetic_layer_kwargs(slide: Any) -> dict[str, Any]:
         "units": ("um", "um"),
         "metadata": {
             META_KEY: {"kind": "synthetic", "store": str(slide.path), "seed": slide.seed},
-            "mpp": [slide.mpp.x, slide.mpp.y],
+            "mpp": slide.mpp.to_list(),
         },
     }
 
@@ -379,7 +379,7 @@ def composite_metadata(composite: Any) -> dict[str, Any]:
             "store": str(composite.path),
             "edits": len(composite.edits),
         },
-        "mpp": [composite.mpp.x, composite.mpp.y] if composite.mpp else None,
+        "mpp": composite.mpp.to_list() if composite.mpp else None,
         "synthetic_mask": composite.mask_levels,
         "source_path": str(composite.real.path),
     }

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_cytosyn.pixel_size import PixelSize
+
 _UM = {"micrometer", "micron", "um", "µm"}
 
 
@@ -68,11 +70,11 @@ class _GreyAsRGB:
         return np.repeat(block[..., None], 3, axis=-1)
 
 
-def _mpp(meta: dict[str, Any]) -> tuple[float, float] | None:
+def _mpp(meta: dict[str, Any]) -> PixelSize | None:
     layer_meta = meta.get("metadata") or {}
     mpp = layer_meta.get("mpp")
     if mpp is not None:
-        return (float(mpp), float(mpp)) if np.isscalar(mpp) else (float(mpp[0]), float(mpp[1]))
+        return PixelSize.from_any(mpp)
     units = meta.get("units")
     scale = meta.get("scale")
     if (
@@ -81,7 +83,7 @@ def _mpp(meta: dict[str, Any]) -> tuple[float, float] | None:
         and len(scale) >= 2
         and all(str(u).lower() in _UM for u in list(units)[-2:])
     ):
-        return float(scale[-1]), float(scale[-2])
+        return PixelSize(float(scale[-1]), float(scale[-2]))
     return None
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.slide._backend import SlideReadError
 
 #: Micrometres per NGFF space unit.
@@ -130,7 +131,7 @@ class OmeZarrBackend:
                     "(t = z = 1) RGB images are supported"
                 )
 
-    def _mpp(self, scale: list[float], units: list[str | None]) -> tuple[float, float] | None:
+    def _mpp(self, scale: list[float], units: list[str | None]) -> PixelSize | None:
         out = []
         for i in (self._x, self._y):
             unit = units[i]
@@ -143,7 +144,7 @@ class OmeZarrBackend:
             if factor is None or not scale[i] > 0:
                 return None
             out.append(scale[i] * factor)
-        return (out[0], out[1])
+        return PixelSize(out[0], out[1])
 
     def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """In-bounds region of ``level`` as (h, w, 3) uint8."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.slide._backend import SlideReadError
 
 _UINT32_P = ctypes.POINTER(ctypes.c_uint32)
@@ -119,9 +120,9 @@ def _float_or_none(value: str | None) -> float | None:
     return out if out is not None and out > 0 and np.isfinite(out) else None
 
 
-def _mpp(props: dict[str, str]) -> tuple[float, float] | None:
+def _mpp(props: dict[str, str]) -> PixelSize | None:
     mx = _float_or_none(props.get("openslide.mpp-x"))
     my = _float_or_none(props.get("openslide.mpp-y"))
     if mx is None and my is None:
         return None
-    return (mx or my, my or mx)  # type: ignore[return-value]
+    return PixelSize(mx or my, my or mx)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.slide._backend import SlideBackend, SlideReadError
 
 #: Micrometres per unit for OME length units.
@@ -178,7 +179,7 @@ def _tiff_properties(tf: Any, page: Any) -> dict[str, str]:
     return props
 
 
-def _resolution_mpp(page: Any) -> tuple[float, float] | None:
+def _resolution_mpp(page: Any) -> PixelSize | None:
     unit = int(page.resolutionunit)
     um = _UM_PER_RESUNIT.get(unit)
     if um is None:
@@ -186,11 +187,11 @@ def _resolution_mpp(page: Any) -> tuple[float, float] | None:
     xres, yres = page.resolution
     if not (xres > 0 and yres > 0) or (xres == 1 and yres == 1):
         return None
-    return (um / xres, um / yres)
+    return PixelSize(um / xres, um / yres)
 
 
-def _ome_physical(xml: str | None) -> tuple[tuple[float, float] | None, float | None]:
-    """(mpp (x, y), nominal objective magnification) from OME-XML; either may be None."""
+def _ome_physical(xml: str | None) -> tuple[PixelSize | None, float | None]:
+    """(pixel size, nominal objective magnification) from OME-XML; either may be None."""
     if not xml:
         return None, None
     import tifffile
@@ -209,7 +210,7 @@ def _ome_physical(xml: str | None) -> tuple[tuple[float, float] | None, float | 
         ux = _UM_PER_UNIT.get(str(pixels.get("PhysicalSizeXUnit", "µm")))
         uy = _UM_PER_UNIT.get(str(pixels.get("PhysicalSizeYUnit", "µm")))
         if ux is not None and uy is not None and px > 0 and py > 0:
-            mpp = (px * ux, py * uy)
+            mpp = PixelSize(px * ux, py * uy)
     except (KeyError, TypeError, ValueError):
         mpp = None
     power = None

@@ -69,7 +69,7 @@ class CompositeSlide:
             "name": real_slide.name,
             "path": str(Path(real_slide.path).resolve()),
             "level_shapes": [[int(h), int(w)] for h, w in real_slide.level_shapes],
-            "mpp": [real_slide.mpp.x, real_slide.mpp.y] if real_slide.mpp else None,
+            "mpp": real_slide.mpp.to_list() if real_slide.mpp else None,
             "fingerprint": slide_fingerprint(real_slide.path),
         }
         if Path(edit_store).resolve() == Path(real_slide.path).resolve():
@@ -291,7 +291,7 @@ class CompositeSlide:
         progress: Any = None,
         cancel: Any = None,
         halo_px: int | None = None,
-        slide_mpp: float | None = None,
+        slide_mpp: PixelSize | float | None = None,
         max_side_px: int = 8192,
         reference: Any = "auto",
         ring_um: float | None = None,
@@ -308,8 +308,9 @@ class CompositeSlide:
         progress, cancel: forwarded to ``napari_cytosyn.sampling.inpaint``.
         halo_px: context around the mask's bounding box in level-0 px (default: one model
             tile, converted to slide px).
-        slide_mpp: level-0 um/px of the real slide when the file does not say (otherwise the
-            model's mpp is assumed).
+        slide_mpp: level-0 pixel size of the real slide, overriding the file's (default: the
+            file's, else the model's); anything ``PixelSize.from_any`` reads. Pixels must be
+            square: the context is resampled by one factor (a ``ValueError`` otherwise).
         max_side_px: refuse contexts larger than this at model resolution.
         reference: what a conditional model generates tissue like: ``"auto"`` (default: the
             real tissue in a ring of ``ring_um`` around the mask, interpolated across it, for a
@@ -345,7 +346,8 @@ class CompositeSlide:
         by0, by1 = y + int(rows[0]), y + int(rows[-1]) + 1
         bx0, bx1 = x + int(cols[0]), x + int(cols[-1]) + 1
 
-        mpp = slide_mpp or (self.real.mpp.x if self.real.mpp else None) or float(model.mpp)
+        size = PixelSize.from_any(slide_mpp) or self.real.mpp or PixelSize.square(float(model.mpp))
+        mpp = size.side_um("inpainting")  # one resampling factor for both axes
         factor = float(model.mpp) / float(mpp)  # slide px per model px
         halo = int(halo_px) if halo_px is not None else math.ceil(model.tile_px * factor)
         # Align the context to whole latents at the model's resolution where the slide allows

@@ -281,7 +281,7 @@ class Slide:
             "format": self.format,
             "level_shapes": [list(s) for s in self.level_shapes],
             "downsamples": list(self.downsamples),
-            "mpp": [self.mpp.x, self.mpp.y] if self.mpp is not None else None,
+            "mpp": self.mpp.to_list() if self.mpp is not None else None,
             "mpp_known": self.mpp is not None,
             "objective_power": self.objective_power,
             "properties": dict(self.properties),

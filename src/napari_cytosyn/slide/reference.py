@@ -57,9 +57,10 @@ def slide_checksum(path: str | os.PathLike) -> str:
 
 
 def slide_mpp(slide: Any, model: Any) -> float:
-    """Level-0 um/px of ``slide`` (the model's when the file does not say)."""
+    """Level-0 um/px of ``slide``'s square pixels (the model's when the file does not say); a
+    ``ValueError`` for anisotropic pixels, which one resampling factor cannot serve."""
     mpp = getattr(slide, "mpp", None)
-    return float(mpp.x) if mpp else float(model.mpp)
+    return mpp.side_um("a reference of the real tissue") if mpp else float(model.mpp)
 
 
 def twin_size(slide: Any, model: Any) -> tuple[int, int]:

@@ -205,7 +205,7 @@ class SyntheticSlide:
         attrs = {
             "width": int(width),
             "height": int(height),
-            "mpp": float(model.mpp),
+            "mpp": PixelSize.square(float(model.mpp)).to_list(),
             "recipe": stored_json(make_recipe(model, settings, "lazy", lazy=spec)),
             "tissue_mask": tissue_mask is not None,
         }
@@ -334,11 +334,11 @@ class SyntheticSlide:
     @property
     def mpp(self) -> PixelSize:
         """Level-0 microns per pixel: the model's (square pixels)."""
-        return PixelSize.square(float(self.store.attrs["mpp"]))
+        return PixelSize.from_any(self.store.attrs["mpp"])
 
     @property
     def objective_power(self) -> float | None:
-        return round(10.0 / float(self.store.attrs["mpp"]), 1)
+        return round(10.0 / self.mpp.x, 1)
 
     @property
     def properties(self) -> dict[str, Any]:

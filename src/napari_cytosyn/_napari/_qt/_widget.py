@@ -439,19 +439,21 @@ class CytoSynWidget(QWidget):
         )
 
     def _show_regions(self, boxes: list, images: list, recipe: dict, mpp: float) -> None:
-        seed = recipe["core"]["seed"]
+        from napari_cytosyn.pixel_size import PixelSize
+
+        seed, size = recipe["core"]["seed"], PixelSize.square(mpp)
         for (y, x, h, w), rgb in zip(boxes, images, strict=True):
             self._n_regions += 1
             layer = self.viewer.add_image(
                 rgb,
                 name=f"synthesized region {self._n_regions}",
                 rgb=True,
-                scale=(mpp, mpp),
+                scale=size.napari_scale(),
                 translate=(y * mpp, x * mpp),
                 units=("um", "um"),
                 metadata={
                     _layers.META_KEY: {"kind": "region", "box_px": [y, x, h, w]},
-                    "mpp": [mpp, mpp],
+                    "mpp": size.to_list(),
                     "provenance": {"model": recipe["model"], "seed": seed, "sampler": recipe},
                 },
             )
