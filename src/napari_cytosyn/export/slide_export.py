@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from napari_cytosyn.export.ome_tiff import write_ome_tiff
 from napari_cytosyn.export.ome_zarr import write_ome_zarr
 from napari_cytosyn.export.tiff import write_tiff
 from napari_cytosyn.export.tile_copy import write_tiff_copy
+
+if TYPE_CHECKING:
+    from napari_cytosyn.slide.kinds import SlideLike
 
 Format = Literal["ome-zarr", "ome-tiff", "tiff"]
 FORMATS: tuple[Format, ...] = ("ome-zarr", "ome-tiff", "tiff")
@@ -117,7 +120,7 @@ def default_compression(slide: Any) -> str:
 
 
 def export_slide(
-    slide: Any,
+    slide: SlideLike,
     out: str | os.PathLike,
     *,
     format: str | None = None,
