@@ -168,10 +168,11 @@ def synthesize_work(
     get_model: Callable[[], Any],
     settings: Any,
     max_px: int = 4096 * 4096,
-) -> Callable[[Progress, Any], tuple[list[np.ndarray], Any]]:
+) -> Callable[[Progress, Any], tuple[list[np.ndarray], dict]]:
     """Generate new tissue for each ``(y, x, h, w)`` box (model px, slide-origin anchored).
 
-    The work returns ``(images, settings)``: the settings as run (``autocast`` resolved)."""
+    The work returns ``(images, recipe)``: the region recipe as run (``autocast`` resolved,
+    :func:`~napari_cytosyn.sampling.recipe.make_recipe`)."""
     total_px = sum(h * w for _, _, h, w in boxes_px)
     if total_px > max_px:
         raise ValueError(
@@ -179,8 +180,9 @@ def synthesize_work(
             f"{max_px / 1e6:.0f} Mpx limit for region mode; create a synthetic slide instead"
         )
 
-    def work(progress: Progress, cancel: Any) -> tuple[list[np.ndarray], Any]:
+    def work(progress: Progress, cancel: Any) -> tuple[list[np.ndarray], dict]:
         from napari_cytosyn.sampling import generate_region, resolve_settings
+        from napari_cytosyn.sampling.recipe import make_recipe
 
         model = get_model()
         run = resolve_settings(settings, model)
@@ -192,7 +194,7 @@ def synthesize_work(
                 progress(i * total + done, n * total)
 
             out.append(generate_region(model, run, y, x, h, w, progress=sub, cancel=cancel))
-        return out, run
+        return out, make_recipe(model, run, "region")
 
     return work
 
