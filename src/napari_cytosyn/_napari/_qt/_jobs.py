@@ -145,9 +145,11 @@ class Job(QObject):
     def _run(self) -> None:
         from .._actions import ensure_imports
 
-        lower_thread_priority()
         try:
-            ensure_imports()  # never two threads importing diffusers at once
+            # never two threads importing diffusers at once; the first import (seconds) runs
+            # before the priority drops, or a loaded machine starves it for tens of seconds
+            ensure_imports()
+            lower_thread_priority()
             result = self._work(self.progressed.emit, self.cancel_event)
         except BaseException as exc:
             self._errored.emit(exc)
