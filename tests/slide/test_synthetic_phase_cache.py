@@ -80,3 +80,21 @@ def test_each_phase_is_one_plain_zarr_array_with_a_chunk_per_cell(tmp_path):
     cache.clear_memory()
     assert cache.get((1, 0, 0)) is None and (1, 0, 0) not in cache  # never written: a miss
     assert (1, 7, 7) in cache and torch.equal(cache.get((1, 7, 7)), value + 1)
+
+
+def test_verify_reports_a_damaged_state_and_repair_removes_it(tmp_path):
+    cache = ZarrPhaseCache(tmp_path / "pc")
+    for k in range(3):
+        cache.put((0, k, 0), torch.full((2, 4, 4), float(k)))
+    cache.flush()
+    assert cache.verify() == []
+    chunk = next(f for f in (tmp_path / "pc" / "phase0").iterdir() if f.name != "zarr.json")
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    fresh = ZarrPhaseCache(tmp_path / "pc")
+    problems = fresh.verify()
+    assert len(problems) == 1 and "is damaged" in problems[0]
+    assert len(fresh) == 3  # reported, not removed
+    assert len(fresh.verify(repair=True)) == 1
+    assert fresh.verify() == [] and len(fresh) == 2
