@@ -67,7 +67,7 @@ def run_demo(
     from napari_cytosyn.slide.array import ArraySlide
     from napari_cytosyn.slide.composite import CompositeSlide
     from napari_cytosyn.slide.kinds import open_any
-    from napari_cytosyn.slide.provenance import build_provenance
+    from napari_cytosyn.slide.provenance import region_provenance
 
     bars = progress_bar or (lambda desc, unit: contextlib.nullcontext(None))
     out = Path(out)
@@ -87,12 +87,7 @@ def run_demo(
 
     with bars("synthesize", "batch") as bar:
         image = generate_region(model, settings, 0, 0, size, size, progress=bar)
-    provenance = build_provenance(
-        model=model,
-        seed=settings.seed,
-        sampler=make_recipe(model, settings, "region"),
-        extra={"synthetic": {"kind": "region", "fully_synthetic": True, "size_px": size}},
-    )
+    provenance = region_provenance(make_recipe(model, settings, "region"), (0, 0, size, size))
     region_slide = ArraySlide(
         [image], mpp=float(model.mpp), kind="synthetic", provenance=provenance, name="synthetic"
     )

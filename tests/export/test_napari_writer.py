@@ -89,3 +89,21 @@ def test_layer_saved_as_svs_opens_in_openslide_with_every_level(tmp_path, image)
     with openslide.OpenSlide(str(out)) as osl:
         assert osl.level_dimensions == ((900, 700), (450, 350))
         assert float(osl.properties["openslide.mpp-x"]) == 0.5
+
+
+def test_region_layer_saves_as_a_synthetic_image_with_its_provenance(tmp_path, image):
+    from napari.layers import Image
+
+    prov = {"seed": 4, "synthetic": {"kind": "region", "fully_synthetic": True}}
+    layer = Image(
+        image,
+        rgb=True,
+        name="synthesized region 1",
+        metadata={"mpp": [0.5, 0.5], "provenance": prov, "cytosyn": {"kind": "region"}},
+    )
+    out = tmp_path / "region.svs"
+    napari.save_layers(str(out), [layer], plugin="napari-cytosyn")
+    with tifffile.TiffFile(out) as tf:
+        assert tf.pages[0].compression == tifffile.COMPRESSION.JPEG
+        assert '"seed": 4' in tf.pages[0].description
+    assert not (tmp_path / "region.synthetic-mask.tif").exists()  # every pixel synthetic

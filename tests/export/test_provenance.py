@@ -57,3 +57,21 @@ def test_build_provenance_records_model_seed_sampler_source_and_version(tmp_path
     }
     assert prov["software"] == {"name": "napari-cytosyn", "version": __version__}
     assert prov["synthetic"] == {"mask_px": 100}
+
+
+def test_region_provenance_holds_the_recipe_its_seed_and_the_box():
+    from napari_cytosyn.models.grf import GRFModel
+    from napari_cytosyn.sampling import SamplerSettings, make_recipe, resolve_settings
+    from napari_cytosyn.slide.provenance import region_provenance
+
+    model = GRFModel()
+    recipe = make_recipe(model, resolve_settings(SamplerSettings(steps=3, seed=9), model), "region")
+    prov = region_provenance(recipe, (64, 128, 32, 48))
+    assert prov["seed"] == 9 and prov["sampler"] == recipe
+    assert prov["model"] == recipe["model"] and prov["model"]["name"] == "grf"
+    assert prov["synthetic"] == {
+        "kind": "region",
+        "fully_synthetic": True,
+        "box_px": [64, 128, 32, 48],
+    }
+    assert prov["software"]["name"] == "napari-cytosyn" and prov["source"] is None

@@ -117,12 +117,14 @@ def _provenance(meta: dict[str, Any]) -> dict[str, Any] | None:
 
 def _layer_slide(data: Any, meta: dict[str, Any]) -> Any:
     """One image layer as an ``ArraySlide``: its pyramid, mpp, synthetic mask and provenance;
-    a ``"composite"`` when it has a mask, ``"synthetic"`` when it shows a synthetic slide."""
+    a ``"composite"`` when it has a mask, ``"synthetic"`` when it shows a synthetic slide or a
+    region-mode image."""
     from napari_cytosyn.slide.array import ArraySlide
 
     masks = _mask_levels(meta)
     ours = (meta.get("metadata") or {}).get("cytosyn") or {}
-    kind = "composite" if masks else "synthetic" if ours.get("kind") == "synthetic" else "real"
+    generated = ours.get("kind") in ("synthetic", "region")  # a slide or region-mode image
+    kind = "composite" if masks else "synthetic" if generated else "real"
     return ArraySlide(
         _levels_rgb(data),
         mpp=_mpp(meta),

@@ -20,7 +20,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,24 @@ def jsonable(value: Any) -> Any:
 
         return jsonable(dataclasses.asdict(value))
     return str(value)
+
+
+def region_provenance(recipe: Mapping[str, Any], box_px: Sequence[int]) -> dict[str, Any]:
+    """Provenance of a region-mode image: its recipe (``sampling.make_recipe(..., "region")``),
+    the recipe's model and seed, and the box ``(y, x, h, w)`` in model px it was generated
+    over (regions share the noise field anchored at the origin). Every pixel is synthetic."""
+    return build_provenance(
+        model=recipe["model"],
+        seed=recipe["core"]["seed"],
+        sampler=recipe,
+        extra={
+            "synthetic": {
+                "kind": "region",
+                "fully_synthetic": True,
+                "box_px": [int(v) for v in box_px],
+            }
+        },
+    )
 
 
 def build_provenance(

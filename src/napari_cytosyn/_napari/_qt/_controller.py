@@ -221,6 +221,7 @@ class WidgetActions:
 
     def _show_regions(self, boxes: list, images: list, recipe: dict, mpp: float) -> None:
         from napari_cytosyn.pixel_size import PixelSize
+        from napari_cytosyn.slide.provenance import region_provenance
 
         seed, size = recipe["core"]["seed"], PixelSize.square(mpp)
         for (y, x, h, w), rgb in zip(boxes, images, strict=True):
@@ -235,7 +236,7 @@ class WidgetActions:
                 metadata={
                     _layers.META_KEY: {"kind": "region", "box_px": [y, x, h, w]},
                     "mpp": size.to_list(),
-                    "provenance": {"model": recipe["model"], "seed": seed, "sampler": recipe},
+                    "provenance": region_provenance(recipe, (y, x, h, w)),
                 },
             )
             _layers.show_synthetic_mask(self.viewer, layer, None)
