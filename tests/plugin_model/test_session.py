@@ -79,7 +79,12 @@ def test_warm_up_builds_the_unit_registry_napari_parses_layer_units_with():
 
     from napari_cytosyn._napari._session import warm_up
 
-    warm_up()
+    thread = warm_up()
+    assert warm_up() is thread  # once per process
+    thread.join(60)
+    import sys
+
+    assert "scipy.ndimage" in sys.modules  # napari's first image layer needs it
     registry = pint.get_application_registry()
     assert type(registry.get()).__name__ != "LazyRegistry"  # built, not deferred
     assert registry("um").to("mm").magnitude == 1e-3

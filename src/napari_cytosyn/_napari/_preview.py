@@ -231,14 +231,18 @@ class ChunkPreviews:
         H, W = self.level_shapes[level]
         h, w = min(c, H - cy * c), min(c, W - cx * c)
         d = 1 << level
-        if d <= f:  # each latent covers (f / d)^2 px of this level
+        if d <= f:  # each latent covers (f / d)^2 px of this level: mark, then repeat
             r = f // d
-            rgb = np.zeros((c, c, 3), np.float32)
-            known = np.zeros((c, c), bool)
             side = n * r  # px of this level per level-0 chunk
+            out = np.zeros((c, c, 3), np.uint8)
+            known = np.zeros((c, c), bool)
             for (ky, kx), (lat, ok) in under:
                 oy, ox = (ky - cy * d) * side, (kx - cx * d) * side
-                rgb[oy : oy + side, ox : ox + side] = lat.repeat(r, 0).repeat(r, 1)
+                # the checker's squares (CHECKER_PX, a multiple of r) sampled once per latent
+                mark = checker(cy * c + oy, cx * c + ox, side, side)[::r, ::r]
+                small = np.rint((1 - PREVIEW_MARK) * lat + PREVIEW_MARK * mark)
+                small = np.clip(small, 0, 255).astype(np.uint8)
+                out[oy : oy + side, ox : ox + side] = small.repeat(r, 0).repeat(r, 1)
                 known[oy : oy + side, ox : ox + side] = ok.repeat(r, 0).repeat(r, 1)
         else:  # each px of this level averages (d / f)^2 latents
             r = d // f
@@ -254,7 +258,7 @@ class ChunkPreviews:
                         idx, weights=lat[..., ch][ok], minlength=c * c
                     ).reshape(c, c)
             known = counts > 0
-            rgb = (sums / np.maximum(counts, 1)[..., None]).astype(np.float32)
-        marked = (1 - PREVIEW_MARK) * rgb + PREVIEW_MARK * checker(cy * c, cx * c, c, c)
-        out = np.clip(np.rint(marked), 0, 255).astype(np.uint8)
+            rgb = sums / np.maximum(counts, 1)[..., None]
+            marked = (1 - PREVIEW_MARK) * rgb + PREVIEW_MARK * checker(cy * c, cx * c, c, c)
+            out = np.clip(np.rint(marked), 0, 255).astype(np.uint8)
         return out[:h, :w], known[:h, :w]

@@ -23,15 +23,36 @@ from ._actions import ModelProvider
 CONFIRM_MPX = 256.0
 
 
-def warm_up() -> None:
+#: Modules napari imports on the GUI thread when the first image layer arrives (its thumbnail
+#: and contrast limits use scipy.ndimage: 1-3 s on a loaded machine), imported in the
+#: background as soon as the dock opens.
+_WARM_MODULES = ("scipy.ndimage",)
+_warm_thread: threading.Thread | None = None
+
+
+def warm_up() -> threading.Thread:
     """Build now what napari would otherwise build on the GUI thread when the first slide
     layer arrives: pint's unit registry (napari parses the layers' ``units``; about 0.5 s the
-    first time). Called while the dock widget opens, a moment the user already waits for.
-    Not in a thread: pint's lazy registry swaps its class before initialising, so a layer
-    added meanwhile would meet a half-built registry."""
+    first time), here, while the dock widget opens (a moment the user already waits for); not
+    in a thread, because pint's lazy registry swaps its class before initialising, so a layer
+    added meanwhile would meet a half-built registry. The modules of ``_WARM_MODULES`` are
+    imported in a background thread (imports are thread-safe: a GUI thread that needs one
+    meanwhile waits for it, never sees half of it). Returns that thread (once per process)."""
     import pint
 
+    global _warm_thread
     pint.get_application_registry()("um")
+    if _warm_thread is None:
+
+        def imports() -> None:
+            import importlib
+
+            for name in _WARM_MODULES:
+                importlib.import_module(name)
+
+        _warm_thread = threading.Thread(target=imports, name="cytosyn-warm-up")
+        _warm_thread.start()
+    return _warm_thread
 
 
 @dataclass

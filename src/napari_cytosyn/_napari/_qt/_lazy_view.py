@@ -195,6 +195,10 @@ class LazySlideView:
                     finished=lambda cy, cx: store.is_done(0, cy, cx),
                 )
             touched = previews.paint(rects, x0)
+            # Build the pictures of the level shown here, not on the GUI thread at its slice.
+            k = self._shown_level
+            for cy, cx in {(cy >> k, cx >> k) for cy, cx in touched}:
+                previews.read(k, cy, cx)
             if self.first_preview_painted is None:
                 self.first_preview_painted = time.perf_counter()
         except Exception as exc:  # a preview is a nicety: rendering goes on without it

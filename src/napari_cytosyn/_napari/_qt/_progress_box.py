@@ -52,11 +52,16 @@ class ProgressBox(QWidget):
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         self.status.setToolTip("What the plugin did last")
+        # Two lines, always: a status text that changed the label's height relaid out the whole
+        # window (the canvas too) on the GUI thread, up to half a second on a loaded machine.
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.status.setFixedHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
         layout.addWidget(self.status)
         session.job_changed.connect(self._on_job)
 
     def say(self, text: str) -> None:
         self.status.setText(text)
+        self.status.setToolTip(text)  # the whole text, where two lines cut it
 
     def _on_job(self, job: JobProgress | None) -> None:
         now = time.monotonic()
@@ -78,7 +83,7 @@ class ProgressBox(QWidget):
         text = job.text() if job.outcome is None else f"{job.title}: {job.outcome}"
         self.bar.setFormat(text.replace("%", "%%"))
         if job.outcome is None:
-            self.status.setText(job.text())
+            self.say(job.text())
 
     def closeEvent(self, event: Any) -> None:
         self.session.job_changed.disconnect(self._on_job)
