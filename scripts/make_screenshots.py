@@ -3,8 +3,8 @@
 Runs napari with the CytoSyn dock widget, opens the small H&E sample (real tissue, shipped with
 the plugin), draws masks, inpaints (grabbing the progress display mid-job, then the synthetic
 labels outline and the edit list), synthesizes a region, creates a synthetic slide and lets it
-render around the view, then a 30,000 px slide seen whole, and saves canvas and widget
-screenshots. Needs a display
+render around the view (its progressive preview first), then a 30,000 px slide seen whole, and
+a synthetic twin of the sample next to it, and saves canvas and widget screenshots. Needs a display
 (``xvfb-run -a``). Examples::
 
     xvfb-run -a python scripts/make_screenshots.py                      # embedded cytosyn-tiny
@@ -191,6 +191,12 @@ def main() -> None:
     slide = _layers.slide_of(layer)
     viewer.camera.center = (2048 * slide.mpp.y, 2048 * slide.mpp.x)
     viewer.camera.zoom = 1.0
+    # The progressive preview: early estimates of the chunks in view, before any is finished.
+    end = time.perf_counter() + 600
+    while view.previews_landed < 8 and slide.compute_count == 0 and time.perf_counter() < end:
+        pump(app, 0.05)
+    pump(app, 0.3)
+    save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-preview.png")
     end = time.perf_counter() + 1800
     while slide.compute_count < 6 and time.perf_counter() < end:
         pump(app, 0.5)
@@ -215,6 +221,30 @@ def main() -> None:
     pump(app, 2)
     save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-zoomed-out.png")
     widget.close_views(timeout=600)
+
+    # 6. A synthetic twin of the H&E sample next to it (napari's grid mode), with a
+    # conditional model (the embedded model's v2 weights are).
+    viewer.layers.clear()
+    widget.update_conditioning()
+    if widget.reference_box.conditional:
+        [real] = viewer.open_sample("napari-cytosyn", "he_slide")
+        _sample_data.wait_loaded(real)
+        widget.edit_box.image_combo.select(real)
+        widget.scroll.ensureWidgetVisible(widget.reference_box)
+        job = widget.synthetic_twin()
+        assert job is not None and job.wait(3_600_000) and job.state == "done", job and job.error
+        twin = next(ly for ly in viewer.layers if ly is not real and ly.metadata.get("twin_of"))
+        slide = _layers.slide_of(twin)
+        slide.render_all()  # every chunk, so the picture is the finished twin
+        twin.refresh()
+        viewer.grid.enabled = True  # side by side: the real slide and its twin
+        viewer.reset_view()
+        pump(app, 3)
+        save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-twin.png")
+        viewer.grid.enabled = False
+        widget.close_views(timeout=600)
+    else:
+        print("the model is not conditional: no twin screenshot")
     viewer.close()
 
 
