@@ -56,7 +56,9 @@ def main() -> None:
         return out
 
     def create(name: str) -> SyntheticSlide:
-        return SyntheticSlide.create(work / name, model, side, side, 11, settings, chunk_px=chunk)
+        return SyntheticSlide.create(
+            work / name, model, side, side, settings.replace(seed=11), chunk_px=chunk
+        )
 
     try:
         results: dict[str, list[np.ndarray]] = {}

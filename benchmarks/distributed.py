@@ -58,7 +58,7 @@ def main() -> None:
 
     def create(name: str):
         return SyntheticSlide.create(
-            work / name, GRFModel(), side, side, seed=1, settings=settings, chunk_px=args.chunk_px
+            work / name, GRFModel(), side, side, settings.replace(seed=1), chunk_px=args.chunk_px
         )
 
     try:

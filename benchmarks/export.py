@@ -49,7 +49,7 @@ def fill_store(path: Path, side: int, chunk_px: int) -> None:
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     slide = SyntheticSlide.create(
-        path, GRFModel(), side, side, seed=0, settings=SamplerSettings(steps=4), chunk_px=chunk_px
+        path, GRFModel(), side, side, SamplerSettings(steps=4, seed=0), chunk_px=chunk_px
     )
     tiles = [
         sample_tissue(k * chunk_px, 0, chunk_px, chunk_px, 8 * chunk_px, chunk_px, glass=False)

@@ -439,9 +439,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cytosyn-faults-"))
     try:
         ref = SyntheticSlide.create(
-            work / "reference.cytosyn", GRFModel(), W, H, SEED, SamplerSettings(steps=STEPS),
+            work / "reference.cytosyn",
+            GRFModel(),
+            W,
+            H,
+            SamplerSettings(steps=STEPS, seed=SEED),
             chunk_px=CHUNK,
-        )  # fmt: skip
+        )
         ref.render_all()
         reference = np.asarray(ref.store.level_array(0)[...])
         ref.close()

@@ -257,13 +257,7 @@ def main() -> None:
 
     def make_slide(name: str):
         slide = SyntheticSlide.create(
-            tmp / name,
-            model,
-            args.size,
-            args.size,
-            seed=2,
-            settings=settings,
-            chunk_px=args.chunk,
+            tmp / name, model, args.size, args.size, settings.replace(seed=2), chunk_px=args.chunk
         )
         viewer.camera.zoom = zoom
         hop(0)
@@ -278,8 +272,7 @@ def main() -> None:
         model,
         args.chunk,
         args.chunk,
-        seed=0,
-        settings=settings,
+        settings.replace(seed=0),
         chunk_px=args.chunk,
     )
     Job("warm-up", lambda progress, cancel: warm.render_all()).start().wait(300_000)

@@ -227,9 +227,15 @@ def main() -> None:
     t0 = time.perf_counter()
     # creating the twin = the reference's tissue mask, checksum and grid embeddings (batched)
     twin = SyntheticSlide.create(
-        store, model, None, None, seed=args.seed, settings=settings, chunk_px=256,
-        reference=slide, overwrite=True,
-    )  # fmt: skip
+        store,
+        model,
+        None,
+        None,
+        settings.replace(seed=args.seed),
+        chunk_px=256,
+        reference=slide,
+        overwrite=True,
+    )
     t_embed = time.perf_counter() - t0
     ref = twin.metadata()["reference"]
     print(f"embedded {ref['tissue_cells']} grid cells of {ref['grid_px']} px: {t_embed:.1f} s")

@@ -128,8 +128,7 @@ def main() -> None:
             model,
             100_000,
             100_000,
-            2026,
-            settings,
+            settings.replace(seed=2026),
             chunk_px=args.chunk_px,
             lazy=lazy,
         )

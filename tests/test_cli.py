@@ -41,7 +41,12 @@ def reference_level0(tmp_path, width, height, seed, steps, chunk_px, chunks=None
     torch.set_num_threads(1)
     settings = SamplerSettings(steps=steps, seed=seed)
     slide = SyntheticSlide.create(
-        tmp_path / "reference.cytosyn", GRFModel(), width, height, seed, settings, chunk_px=chunk_px
+        tmp_path / "reference.cytosyn",
+        GRFModel(),
+        width,
+        height,
+        settings.replace(seed=seed),
+        chunk_px=chunk_px,
     )
     slide.render_all(chunks=chunks)
     return np.asarray(slide.store.level_array(0)[...])

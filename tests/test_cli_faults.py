@@ -43,7 +43,7 @@ def one_line_error(capsys) -> str:
 
 def small_store(path: Path) -> SyntheticSlide:
     slide = SyntheticSlide.create(
-        path, GRFModel(), 128, 64, 1, SamplerSettings(steps=2), chunk_px=64
+        path, GRFModel(), 128, 64, SamplerSettings(steps=2, seed=1), chunk_px=64
     )
     slide.render_all()
     return slide
@@ -51,7 +51,7 @@ def small_store(path: Path) -> SyntheticSlide:
 
 def test_item2_a_store_naming_python_code_is_refused_by_render(tmp_path):
     store = tmp_path / "s.cytosyn"
-    SyntheticSlide.create(store, GRFModel(), 128, 64, 1, SamplerSettings(steps=2), chunk_px=64)
+    SyntheticSlide.create(store, GRFModel(), 128, 64, SamplerSettings(steps=2, seed=1), chunk_px=64)
     (tmp_path / "evil.py").write_text(
         "from pathlib import Path\n"
         "def factory():\n"
@@ -148,7 +148,7 @@ def test_item13_creation_cost_does_not_grow_with_the_slide(tmp_path):
 
     tracemalloc.start()
     slide = SyntheticSlide.create(
-        tmp_path / "big.cytosyn", GRFModel(), 500_000, 500_000, 1, SamplerSettings(steps=2)
+        tmp_path / "big.cytosyn", GRFModel(), 500_000, 500_000, SamplerSettings(steps=2, seed=1)
     )
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -20,7 +20,7 @@ SETTINGS = SamplerSettings(steps=4)
 
 def _create(path, width=512, height=256, seed=5):
     return SyntheticSlide.create(
-        path, GRFModel(), width, height, seed=seed, settings=SETTINGS, chunk_px=128
+        path, GRFModel(), width, height, SETTINGS.replace(seed=seed), chunk_px=128
     )
 
 

@@ -296,8 +296,7 @@ def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, sett
         model,
         args.width,
         args.height,
-        seed=args.seed,
-        settings=settings,
+        settings,
         chunk_px=args.chunk_px,
         overwrite=args.overwrite,
     )

@@ -20,13 +20,7 @@ from napari_cytosyn.slide.synthetic import SyntheticSlide
 def slide(tmp_path):
     torch.set_num_threads(1)
     return SyntheticSlide.create(
-        tmp_path / "s.zarr",
-        GRFModel(),
-        768,
-        512,
-        seed=3,
-        settings=SamplerSettings(steps=2, seed=3),
-        chunk_px=256,
+        tmp_path / "s.zarr", GRFModel(), 768, 512, SamplerSettings(steps=2, seed=3), chunk_px=256
     )
 
 

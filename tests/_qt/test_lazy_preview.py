@@ -37,7 +37,7 @@ def _wait_until(qtbot, condition, timeout_s: float = 60.0) -> None:
 def test_preview_shows_before_the_chunk_and_is_replaced_by_it(make_napari_viewer, qtbot, tmp_path):
     torch.set_num_threads(1)
     slide = SyntheticSlide.create(
-        tmp_path / "s.cytosyn", SlowGRF(), 512, 512, 3, SamplerSettings(steps=6), chunk_px=256
+        tmp_path / "s.cytosyn", SlowGRF(), 512, 512, SamplerSettings(steps=6, seed=3), chunk_px=256
     )
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(900, 700)
@@ -70,7 +70,7 @@ def test_preview_shows_before_the_chunk_and_is_replaced_by_it(make_napari_viewer
 def test_preview_off_shows_only_finished_chunks(make_napari_viewer, qtbot, tmp_path):
     torch.set_num_threads(1)
     slide = SyntheticSlide.create(
-        tmp_path / "s.cytosyn", GRFModel(), 256, 256, 3, SamplerSettings(steps=2), chunk_px=256
+        tmp_path / "s.cytosyn", GRFModel(), 256, 256, SamplerSettings(steps=2, seed=3), chunk_px=256
     )
     viewer = make_napari_viewer(show=True)
     _, view = _layers.add_synthetic_layer(viewer, slide, preview=False)

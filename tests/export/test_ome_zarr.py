@@ -244,7 +244,7 @@ def test_synthetic_store_exports_under_the_slide_name_not_the_folder(tmp_path):
 
     store = tmp_path / "syn.cytosyn"
     slide = SyntheticSlide.create(
-        store, GRFModel(), 300, 200, seed=1, settings=SamplerSettings(steps=2), chunk_px=256
+        store, GRFModel(), 300, 200, SamplerSettings(steps=2, seed=1), chunk_px=256
     )
     rgb = np.full((256, 256, 3), 200, np.uint8)
     ny, nx = slide.store.grid(0)

@@ -51,16 +51,15 @@ def model(request, cytosyn_native, pixcell_256, pixcell_1024):
 def test_twin_with_each_conditional_backend(model, real, tmp_path):
     assert is_conditional(model)
     twin = SyntheticSlide.create(
-        tmp_path / "t.cytosyn", model, None, None, seed=1, settings=ST, chunk_px=128,
-        reference=real,
-    )  # fmt: skip
+        tmp_path / "t.cytosyn", model, None, None, ST.replace(seed=1), chunk_px=128, reference=real
+    )
     ref = twin.metadata()["reference"]
     assert ref["file"] == "two.tif" and ref["tissue_cells"] >= 1
     assert ref["embedding_shape"] == list(model.embed(torch.zeros(1, 3, 64, 64)).shape[1:])
     a = twin.ensure_chunk(0, 1, 1)
     assert a.std() > 0
     plain = SyntheticSlide.create(
-        tmp_path / "plain.cytosyn", model, 512, 512, seed=1, settings=ST, chunk_px=128
+        tmp_path / "plain.cytosyn", model, 512, 512, ST.replace(seed=1), chunk_px=128
     )
     assert not np.array_equal(plain.ensure_chunk(0, 1, 1), a)
 

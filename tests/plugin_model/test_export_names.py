@@ -7,13 +7,16 @@ import pytest
 
 from napari_cytosyn._napari._actions import default_export_path, new_edit_store
 from napari_cytosyn.models.grf import GRFModel
+from napari_cytosyn.sampling import SamplerSettings
 from napari_cytosyn.slide import open_slide
 from napari_cytosyn.slide.composite import CompositeSlide
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
 
 def test_synthetic_slide_exports_next_to_its_store_without_doubled_suffixes(tmp_path):
-    slide = SyntheticSlide.create(tmp_path / "seed1.cytosyn", GRFModel(), 256, 256, 1, chunk_px=64)
+    slide = SyntheticSlide.create(
+        tmp_path / "seed1.cytosyn", GRFModel(), 256, 256, SamplerSettings(seed=1), chunk_px=64
+    )
     assert default_export_path(slide, "OME-Zarr") == tmp_path / "seed1.ome.zarr"
     assert default_export_path(slide, "OME-TIFF") == tmp_path / "seed1.ome.tif"
     last = tmp_path / "exports"

@@ -22,8 +22,7 @@ def _slide(tmp_path, size=512):
         GRFModel(boundary="periodic"),
         size,
         size,
-        3,
-        SamplerSettings(steps=2),
+        SamplerSettings(steps=2, seed=3),
         chunk_px=C,
     )
 
@@ -77,8 +76,7 @@ def test_planned_tissue_layout_shows_before_generation(tmp_path):
         GRFModel(boundary="periodic"),
         512,
         512,
-        3,
-        SamplerSettings(steps=2),
+        SamplerSettings(steps=2, seed=3),
         tissue_mask=tissue,
         chunk_px=C,
     )

@@ -115,7 +115,7 @@ def test_bfloat16_lazy_chunks_are_bit_identical_in_any_order(tiny):
 
 def test_a_slide_stores_the_resolved_mode_and_reopens_with_auto(tmp_path, tiny, native):
     slide = SyntheticSlide.create(
-        tmp_path / "s.zarr", tiny, 64, 64, 1, SamplerSettings(steps=4), chunk_px=32
+        tmp_path / "s.zarr", tiny, 64, 64, SamplerSettings(steps=4, seed=1), chunk_px=32
     )
     recipe = slide.store.attrs["recipe"]
     assert recipe["core"]["autocast"] == "bfloat16"
@@ -129,7 +129,12 @@ def test_a_slide_stores_the_resolved_mode_and_reopens_with_auto(tmp_path, tiny, 
             tmp_path / "s.zarr", tiny, SamplerSettings(steps=4, seed=1, autocast="off")
         )
     off = SyntheticSlide.create(
-        tmp_path / "o.zarr", tiny, 64, 64, 1, SamplerSettings(steps=4, autocast="off"), chunk_px=32
+        tmp_path / "o.zarr",
+        tiny,
+        64,
+        64,
+        SamplerSettings(steps=4, autocast="off", seed=1),
+        chunk_px=32,
     )
     assert off.store.attrs["recipe"]["core"]["autocast"] == "off"
     assert off.store.attrs["recipe"]["lazy"]["batch"] == BATCH_DEFAULT

@@ -21,7 +21,12 @@ def tiny():
 def render(tmp_path, model, threads: int, name: str) -> np.ndarray:
     torch.set_num_threads(threads)
     slide = SyntheticSlide.create(
-        tmp_path / name, model, 128, 128, 5, SamplerSettings(steps=2, autocast="off"), chunk_px=128
+        tmp_path / name,
+        model,
+        128,
+        128,
+        SamplerSettings(steps=2, autocast="off", seed=5),
+        chunk_px=128,
     )
     out = slide.ensure_chunk(0, 0, 0)
     slide.close()

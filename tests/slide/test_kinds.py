@@ -25,7 +25,7 @@ EDIT = (100, 200, 64, 96)  # (y, x, h, w) level-0 px of the composite's one edit
 
 def _rendered_synthetic(path: Path) -> Path:
     slide = SyntheticSlide.create(
-        path, GRFModel(boundary="periodic"), 200, 136, seed=3, settings=SETTINGS, chunk_px=64
+        path, GRFModel(boundary="periodic"), 200, 136, SETTINGS.replace(seed=3), chunk_px=64
     )
     slide.render_all()
     slide.finish_pyramid()
@@ -101,9 +101,13 @@ def test_export_of_any_kind_carries_its_provenance_and_only_a_composite_a_mask(o
 
 def test_an_unfinished_synthetic_slide_is_exported_only_with_render_missing(tmp_path):
     slide = SyntheticSlide.create(
-        tmp_path / "s.cytosyn", GRFModel(boundary="periodic"), 200, 136, seed=3,
-        settings=SETTINGS, chunk_px=64,
-    )  # fmt: skip
+        tmp_path / "s.cytosyn",
+        GRFModel(boundary="periodic"),
+        200,
+        136,
+        SETTINGS.replace(seed=3),
+        chunk_px=64,
+    )
     with pytest.raises(IncompleteSlideError, match=r"\d+ unrendered chunks.*render_missing"):
         export_slide(slide, tmp_path / "a.ome.zarr")
     assert not (tmp_path / "a.ome.zarr").exists()
@@ -159,7 +163,7 @@ def test_export_builds_missing_coarse_chunks_of_a_writable_store_and_names_them_
 ):
     path = tmp_path / "p.cytosyn"
     slide = SyntheticSlide.create(
-        path, GRFModel(boundary="periodic"), 200, 136, seed=3, settings=SETTINGS, chunk_px=64
+        path, GRFModel(boundary="periodic"), 200, 136, SETTINGS.replace(seed=3), chunk_px=64
     )
     rgb = np.full((64, 64, 3), 90, np.uint8)
     for cy, cx in slide.missing_chunks(0):

@@ -34,7 +34,13 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 def make(path: Path, seed: int = 7, **kw) -> SyntheticSlide:
     return SyntheticSlide.create(
-        path, GRFModel(boundary="periodic"), 192, 128, seed, SETTINGS, chunk_px=CHUNK, **kw
+        path,
+        GRFModel(boundary="periodic"),
+        192,
+        128,
+        SETTINGS.replace(seed=seed),
+        chunk_px=CHUNK,
+        **kw,
     )
 
 
@@ -168,8 +174,8 @@ CREATE = textwrap.dedent(
     while not go.exists():
         time.sleep(0.001)
     try:
-        slide = SyntheticSlide.create(path, GRFModel(boundary="periodic"), 128, 64, seed,
-                                      SamplerSettings(steps=4), chunk_px=64)
+        slide = SyntheticSlide.create(path, GRFModel(boundary="periodic"), 128, 64,
+                                      SamplerSettings(steps=4, seed=seed), chunk_px=64)
     except StoreExistsError:
         print("lost", flush=True)
         sys.exit(0)
@@ -185,9 +191,13 @@ def test_item8_two_processes_creating_one_store_never_mix_seeds(tmp_path):
     references = {}
     for seed in (1, 2):
         ref = SyntheticSlide.create(
-            tmp_path / f"ref{seed}", GRFModel(boundary="periodic"), 128, 64, seed, SETTINGS,
+            tmp_path / f"ref{seed}",
+            GRFModel(boundary="periodic"),
+            128,
+            64,
+            SETTINGS.replace(seed=seed),
             chunk_px=64,
-        )  # fmt: skip
+        )
         references[seed] = ref.ensure_chunk(0, 0, 0)
     for trial in range(2):
         path, go = tmp_path / f"race{trial}.cytosyn", tmp_path / f"go{trial}"

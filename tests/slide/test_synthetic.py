@@ -27,8 +27,7 @@ def make(path: Path, width: int = 200, height: int = 136, seed: int = 7, **kw) -
         GRFModel(boundary="periodic"),
         width,
         height,
-        seed,
-        SETTINGS,
+        SETTINGS.replace(seed=seed),
         chunk_px=kw.pop("chunk_px", CHUNK),
         **kw,
     )
@@ -47,8 +46,7 @@ def test_creating_a_200k_slide_is_instant_and_allocates_nothing_proportional(tmp
         GRFModel(boundary="periodic"),
         200_000,
         200_000,
-        1,
-        SETTINGS,
+        SETTINGS.replace(seed=1),
         chunk_px=512,
     )
     elapsed = time.perf_counter() - t0

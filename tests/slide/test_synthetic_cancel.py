@@ -29,7 +29,7 @@ def test_render_all_stops_within_one_model_call_and_writes_no_chunk(tmp_path):
     flag = threading.Event()
     model = CountingGRF(stop_at=2, flag=flag)
     slide = SyntheticSlide.create(
-        tmp_path / "s.zarr", model, 128, 128, 1, SamplerSettings(steps=12), chunk_px=64
+        tmp_path / "s.zarr", model, 128, 128, SamplerSettings(steps=12, seed=1), chunk_px=64
     )
     with pytest.raises(Cancelled):
         slide.render_all(cancel=flag)

@@ -34,7 +34,9 @@ RENDER = textwrap.dedent(
 
 def test_killed_render_leaves_no_torn_chunk_and_resumes_without_recomputing(tmp_path):
     path = tmp_path / "s.zarr"
-    SyntheticSlide.create(path, GRFModel(boundary="periodic"), W, H, 3, SETTINGS, chunk_px=CHUNK)
+    SyntheticSlide.create(
+        path, GRFModel(boundary="periodic"), W, H, SETTINGS.replace(seed=3), chunk_px=CHUNK
+    )
     script = tmp_path / "render.py"
     script.write_text(RENDER)
     proc = subprocess.Popen(
@@ -61,7 +63,12 @@ def test_killed_render_leaves_no_torn_chunk_and_resumes_without_recomputing(tmp_
     assert resumed.compute_count == total - done_before
 
     reference = SyntheticSlide.create(
-        tmp_path / "ref.zarr", GRFModel(boundary="periodic"), W, H, 3, SETTINGS, chunk_px=CHUNK
+        tmp_path / "ref.zarr",
+        GRFModel(boundary="periodic"),
+        W,
+        H,
+        SETTINGS.replace(seed=3),
+        chunk_px=CHUNK,
     )
     reference.render_all()
     for k in range(resumed.store.n_levels):

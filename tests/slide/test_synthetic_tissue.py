@@ -42,8 +42,7 @@ def test_a_synthetic_slide_follows_the_tissue_layout_of_a_real_slide(generic_tif
         GRFModel(boundary="periodic"),
         w,
         h,
-        4,
-        SamplerSettings(steps=4),
+        SamplerSettings(steps=4, seed=4),
         tissue_mask=mask,
         chunk_px=64,
     )

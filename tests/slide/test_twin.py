@@ -57,8 +57,7 @@ def _twin(path, real, model=None, **kw):
         model or TwinModel(),
         None,
         None,
-        seed=3,
-        settings=SETTINGS,
+        SETTINGS.replace(seed=3),
         chunk_px=128,
         reference=open_slide(real),
         **kw,
@@ -149,15 +148,14 @@ def test_guidance_is_stored_only_where_a_condition_uses_it(real, tmp_path):
         TwinModel(),
         None,
         None,
-        seed=3,
-        settings=guided,
+        guided.replace(seed=3),
         chunk_px=128,
         reference=real,
     )
     assert twin.store.attrs["recipe"]["core"]["guidance"] == 2.0
     assert twin.store.attrs["recipe"]["core"]["guidance_interval"] == [0.0, 0.75]
     plain = SyntheticSlide.create(
-        tmp_path / "p.cytosyn", TwinModel(), 256, 256, seed=3, settings=guided, chunk_px=128
+        tmp_path / "p.cytosyn", TwinModel(), 256, 256, guided.replace(seed=3), chunk_px=128
     )
     assert plain.store.attrs["recipe"]["core"]["guidance"] == 1.0
     assert plain.store.attrs["recipe"]["core"]["guidance_interval"] == [0.0, 1.0]

@@ -200,15 +200,14 @@ def synthesize_work(
 
 
 def create_synthetic(
-    store: Path, model: Any, width: int, height: int, seed: int, settings: Any, chunk_px: int = 256
+    store: Path, model: Any, width: int, height: int, settings: Any, chunk_px: int = 256
 ) -> Any:
-    """Create a ``SyntheticSlide`` (instant; nothing is generated yet)."""
+    """Create a ``SyntheticSlide`` with ``settings`` (their seed is the slide's; instant, nothing
+    is generated yet)."""
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     store.parent.mkdir(parents=True, exist_ok=True)
-    return SyntheticSlide.create(
-        store, model, width, height, seed=seed, settings=settings, chunk_px=chunk_px
-    )
+    return SyntheticSlide.create(store, model, width, height, settings, chunk_px=chunk_px)
 
 
 def render_all_work(slide: Any) -> Callable[[Progress, Any], int]:

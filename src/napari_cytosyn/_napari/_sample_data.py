@@ -207,5 +207,5 @@ def _open_synthetic_sample(store: Path, device: str) -> Any:
 
         return SyntheticSlide.open(store, model=model)
     return _actions.create_synthetic(
-        store, model, SYNTHETIC_PX, SYNTHETIC_PX, 1, settings, chunk_px=SAMPLE_CHUNK_PX
+        store, model, SYNTHETIC_PX, SYNTHETIC_PX, settings, chunk_px=SAMPLE_CHUNK_PX
     )

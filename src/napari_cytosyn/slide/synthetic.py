@@ -136,7 +136,6 @@ class SyntheticSlide:
         model: Any,
         width: int | None,
         height: int | None,
-        seed: int,
         settings: Any = None,
         tissue_mask: np.ndarray | None = None,
         chunk_px: int = 512,
@@ -152,13 +151,13 @@ class SyntheticSlide:
         store: directory of the zarr store to create.
         model: a ``LatentDiffusionModel`` (its ``mpp`` becomes the slide's).
         width, height: level-0 size in px at the model's mpp.
-        seed: integer seed; the same seed and settings give the same pixels.
-        settings: ``SamplerSettings`` (defaults of the sampling engine when ``None``).
+        settings: ``SamplerSettings`` (defaults of the sampling engine when ``None``), the
+            slide's seed included (``settings.seed``): the same settings give the same pixels.
         tissue_mask: optional ``(h, w)`` bool at any resolution covering the whole slide;
             tissue is synthesized only where True, white background elsewhere.
         chunk_px: output chunk size in px (also the store's chunking).
         overwrite: replace an existing store of ours at ``store``.
-        lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ``group``...).
+        lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ``batch``...).
         reference: a real ``Slide`` (or its path): make a synthetic twin of it. Width and
             height (``None``) and the tissue mask (unless given) come from it, and every window
             is conditioned on the embedding of the real tissue at its location, from a grid of
@@ -188,17 +187,18 @@ class SyntheticSlide:
                 )
             width, height = tw, th
         _check_size(width, height)
-        if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
+        if settings is not None and not isinstance(settings, SamplerSettings):
+            raise TypeError(
+                f"settings must be a SamplerSettings (the seed is settings.seed), got {settings!r}"
+            )
         if chunk_px % model.latent_factor:
             raise ValueError(
                 f"chunk_px={chunk_px} must be a multiple of the model's latent factor "
                 f"{model.latent_factor}"
             )
-        # ``seed`` becomes the settings' seed: the recipe's core is the one place it lives. The
-        # recipe stores how the networks run ("auto" resolved here), so the slide renders alike
-        # everywhere.
-        settings = (settings if settings is not None else SamplerSettings()).replace(seed=int(seed))
+        # The recipe's core is the one place the seed lives. The recipe stores how the networks
+        # run ("auto" resolved here), so the slide renders alike everywhere.
+        settings = settings if settings is not None else SamplerSettings()
         settings = resolve_settings(settings, model)
         settings = recipe_settings(settings, conditioned=field is not None)
         spec = LazySpec(settings=settings, chunk_px=int(chunk_px), **(lazy or {}))

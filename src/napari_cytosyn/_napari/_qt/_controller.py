@@ -260,7 +260,7 @@ class WidgetActions:
         def work(progress: Any, cancel: Any) -> Any:
             model = self.get_model()  # the slide needs the model's geometry and provenance
             return _actions.create_synthetic(
-                store, model, width, height, settings.seed, settings, chunk_px=chunk_px
+                store, model, width, height, settings, chunk_px=chunk_px
             )
 
         return self.run_job("New synthetic slide", work, self._show_synthetic)

@@ -192,14 +192,7 @@ def twin_work(real_path: str, store: Path, get_model: Any, settings: Any, chunk_
         # Cancel stops the embedding between two batches; progress counts embedded cells
         with cancel_scope(cancel), progress_scope(progress):
             return SyntheticSlide.create(
-                store,
-                model,
-                None,
-                None,
-                seed=settings.seed,
-                settings=settings,
-                chunk_px=chunk_px,
-                reference=real_path,
+                store, model, None, None, settings, chunk_px=chunk_px, reference=real_path
             )
 
     return work
