@@ -23,10 +23,11 @@ from ._actions import ModelProvider
 CONFIRM_MPX = 256.0
 
 
-#: Modules napari imports on the GUI thread when the first image layer arrives (its thumbnail
-#: and contrast limits use scipy.ndimage: 1-3 s on a loaded machine), imported in the
-#: background as soon as the dock opens.
-_WARM_MODULES = ("scipy.ndimage",)
+#: Imported in the background as soon as the dock opens: what napari imports on the GUI thread
+#: when the first image layer arrives (its thumbnail and contrast limits use scipy.ndimage:
+#: 1-3 s on a loaded machine), and the synthetic slide's store (zarr: 0.4 s of the first
+#: "New synthetic slide", before its first pixels).
+_WARM_MODULES = ("scipy.ndimage", "zarr", "napari_cytosyn.slide.synthetic")
 _warm_thread: threading.Thread | None = None
 
 
