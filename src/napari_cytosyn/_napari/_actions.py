@@ -200,14 +200,22 @@ def synthesize_work(
 
 
 def create_synthetic(
-    store: Path, model: Any, width: int, height: int, settings: Any, chunk_px: int = 256
+    store: Path,
+    model: Any,
+    width: int,
+    height: int,
+    settings: Any,
+    chunk_px: int = 256,
+    overwrite: bool = False,
 ) -> Any:
     """Create a ``SyntheticSlide`` with ``settings`` (their seed is the slide's; instant, nothing
-    is generated yet)."""
+    is generated yet); ``overwrite`` replaces a store of ours at ``store``."""
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     store.parent.mkdir(parents=True, exist_ok=True)
-    return SyntheticSlide.create(store, model, width, height, settings, chunk_px=chunk_px)
+    return SyntheticSlide.create(
+        store, model, width, height, settings, chunk_px=chunk_px, overwrite=overwrite
+    )
 
 
 def render_all_work(slide: Any) -> Callable[[Progress, Any], int]:

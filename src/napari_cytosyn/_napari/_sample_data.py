@@ -203,9 +203,13 @@ def _open_synthetic_sample(store: Path, device: str) -> Any:
     steps = SYNTHETIC_STEPS or int(get_info("cytosyn-tiny").defaults["steps"])
     settings = SamplerSettings(steps=steps, seed=1)
     if store.exists():
+        from napari_cytosyn.slide.store import StoreMismatchError
         from napari_cytosyn.slide.synthetic import SyntheticSlide
 
-        return SyntheticSlide.open(store, model=model)
+        try:
+            return SyntheticSlide.open(store, model=model, settings=settings)
+        except StoreMismatchError:  # a cache of another version, model or recipe: made again
+            pass
     return _actions.create_synthetic(
-        store, model, SYNTHETIC_PX, SYNTHETIC_PX, settings, chunk_px=SAMPLE_CHUNK_PX
+        store, model, SYNTHETIC_PX, SYNTHETIC_PX, settings, chunk_px=SAMPLE_CHUNK_PX, overwrite=True
     )
