@@ -177,3 +177,17 @@ def test_export_builds_missing_coarse_chunks_of_a_writable_store_and_names_them_
     assert writable.missing_chunks(1) == [] and writable.compute_count == 0  # no model ran
     coarsest = zarr.open_group(str(out), mode="r")[str(len(writable.level_shapes) - 1)]
     assert (np.asarray(coarsest) == 90).all()
+
+
+@pytest.mark.parametrize("name", ["e.ome.zarr", "e.svs"])
+def test_a_reopened_export_of_a_composite_states_its_synthetic_pixels(
+    generic_tiff_slide, tmp_path, name
+):
+    comp = open_any(_edited(generic_tiff_slide, tmp_path / "edits.cytosyn"))
+    out = export_slide(comp, tmp_path / name, checksum_source=False)
+    back = open_any(out)
+    assert back.kind == "real" and back.stored_mask_levels
+    np.testing.assert_array_equal(
+        np.asarray(back.synthetic_mask(0)), np.asarray(comp.synthetic_mask(0))
+    )
+    assert open_any(generic_tiff_slide).stored_mask_levels is None

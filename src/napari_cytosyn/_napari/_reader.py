@@ -64,8 +64,9 @@ def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
         if store_kind(p) is not None:
             layers += read_store(p)
             continue
-        layers.append(slide_layer_data(open_any(p)))
-        mask = synthetic_mask_data(p, layers[-1][1])
+        slide = open_any(p)
+        layers.append(slide_layer_data(slide))
+        mask = synthetic_mask_data(slide, layers[-1][1])
         if mask is not None:
             layers.append(mask)
     return layers
@@ -92,19 +93,11 @@ def read_store(path: PathLike) -> list[LayerData]:
     return [real, edited, _layers.mask_layer_data(viewer, edited, slide)]
 
 
-def synthetic_mask_data(path: PathLike, image_kwargs: dict[str, Any]) -> LayerData | None:
-    """The "synthetic" labels layer of an export, when it has a mask: ``labels/synthetic`` of an
-    OME-Zarr or ``<stem>.synthetic-mask.tif`` beside a TIFF export; else ``None``."""
-    p = Path(path)
-    levels = None
-    if p.is_dir():
-        levels = _zarr_mask_levels(p)
-    else:
-        from napari_cytosyn.export import sidecar_paths
-
-        sidecar = sidecar_paths(p)[0]
-        if sidecar.is_file():
-            levels = _tiff_mask_levels(sidecar)
+def synthetic_mask_data(slide: Any, image_kwargs: dict[str, Any]) -> LayerData | None:
+    """The "synthetic" labels layer of an export, when it has a mask
+    (`Slide.stored_mask_levels`: ``labels/synthetic`` of an OME-Zarr or the mask TIFF beside a
+    TIFF export); else ``None``."""
+    levels = slide.stored_mask_levels
     if not levels:
         return None
     kwargs = {
@@ -119,37 +112,6 @@ def synthetic_mask_data(path: PathLike, image_kwargs: dict[str, Any]) -> LayerDa
     if "units" in image_kwargs:
         kwargs["units"] = image_kwargs["units"]
     return (levels if len(levels) > 1 else levels[0], kwargs, "labels")
-
-
-def _zarr_mask_levels(path: Path) -> list[Any] | None:
-    import dask.array as da
-    import zarr
-
-    try:
-        group = zarr.open_group(str(path / "labels" / "synthetic"), mode="r")
-    except Exception:  # no labels group: an export without a mask, or not ours
-        return None
-    levels = []
-    for k in range(64):
-        if str(k) not in group:
-            break
-        arr = da.from_zarr(group[str(k)])
-        while arr.ndim > 2:  # (c, y, x) or (t, c, z, y, x) with size-1 leading axes
-            arr = arr[0]
-        levels.append(arr.astype("uint8"))
-    return levels or None
-
-
-def _tiff_mask_levels(path: Path) -> list[Any] | None:
-    import dask.array as da
-    import tifffile
-    import zarr
-
-    store = tifffile.imread(path, aszarr=True)
-    group = zarr.open(store, mode="r")
-    if isinstance(group, zarr.Array):
-        return [da.from_zarr(group)]
-    return [da.from_zarr(group[str(k)]) for k in range(len(group))]
 
 
 def slide_layer_data(slide: Any) -> LayerData:

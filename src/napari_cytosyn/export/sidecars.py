@@ -37,6 +37,7 @@ from napari_cytosyn.export._stream import atomic_output, output_path
 from napari_cytosyn.export._svs import svs_description, tiff_options, tiff_stem, write_svs_pages
 from napari_cytosyn.export._tiles import level_readers
 from napari_cytosyn.pixel_size import PixelSize
+from napari_cytosyn.slide.real import mask_sidecar
 
 MASK_VALUE = 255
 MAX_TRACE_PX = 4096 * 4096
@@ -46,11 +47,7 @@ CLASSIFICATION = {"name": "Synthetic", "color": [255, 0, 255]}
 def sidecar_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """(mask TIFF, GeoJSON) written beside the TIFF export ``path``."""
     path = Path(path)
-    stem = tiff_stem(path)
-    return (
-        path.with_name(f"{stem}.synthetic-mask.tif"),
-        path.with_name(f"{stem}.synthetic.geojson"),
-    )
+    return mask_sidecar(path), path.with_name(f"{tiff_stem(path)}.synthetic.geojson")
 
 
 def check_sidecars(path: str | os.PathLike, overwrite: bool) -> None:

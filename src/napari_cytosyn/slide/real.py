@@ -300,11 +300,25 @@ class Slide:
         )
 
     def synthetic_mask(self, level: int) -> dask.array.Array:
-        """``(h, w)`` bool, all False: no pixel of a real slide is synthetic."""
+        """``(h, w)`` bool: the mask an export of this plugin carries (non-zero = synthetic,
+        :attr:`stored_mask_levels`), else all False (no pixel of a real slide is synthetic)."""
         import dask.array as da
 
         lv = self.levels[level]
+        stored = self.stored_mask_levels
+        if stored and level < len(stored) and tuple(stored[level].shape) == lv.shape[:2]:
+            return stored[level] != 0
         return da.zeros(lv.shape[:2], dtype=bool, chunks=lv.chunks[:2])
+
+    @functools.cached_property
+    def stored_mask_levels(self) -> list[dask.array.Array] | None:
+        """The synthetic mask an export of this plugin holds, as written (``(h_k, w_k)`` uint8
+        levels): ``labels/synthetic`` of an OME-Zarr, or the mask TIFF beside a TIFF export
+        (:func:`mask_sidecar`); ``None`` for any other slide."""
+        if self.path.is_dir():
+            return _zarr_mask_levels(self.path)
+        sidecar = mask_sidecar(self.path)
+        return _tiff_mask_levels(sidecar) if sidecar.is_file() else None
 
     def finished_levels(
         self, render_missing: bool = False, progress: Any = None, cancel: Any = None
@@ -332,6 +346,43 @@ class Slide:
             f"Slide({str(self.path)!r}, format={self.format!r}, level_shapes={self.level_shapes}, "
             f"{mpp})"
         )
+
+
+def mask_sidecar(path: str | os.PathLike) -> Path:
+    """The synthetic-mask TIFF written beside the TIFF export ``path``
+    (``case.ome.tif`` -> ``case.synthetic-mask.tif``)."""
+    path = Path(path)
+    return path.with_name(f"{_stem(path)}.synthetic-mask.tif")
+
+
+def _zarr_mask_levels(path: Path) -> list[Any] | None:
+    import dask.array as da
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path / "labels" / "synthetic"), mode="r")
+    except Exception:  # no labels group: an export without a mask, or not ours
+        return None
+    levels = []
+    for k in range(64):
+        if str(k) not in group:
+            break
+        arr = da.from_zarr(group[str(k)])
+        while arr.ndim > 2:  # (c, y, x) or (t, c, z, y, x) with size-1 leading axes
+            arr = arr[0]
+        levels.append(arr.astype("uint8"))
+    return levels or None
+
+
+def _tiff_mask_levels(path: Path) -> list[Any]:
+    import dask.array as da
+    import tifffile
+    import zarr
+
+    group = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    if isinstance(group, zarr.Array):
+        return [da.from_zarr(group)]
+    return [da.from_zarr(group[str(k)]) for k in range(len(group))]
 
 
 def _stem(path: Path) -> str:
