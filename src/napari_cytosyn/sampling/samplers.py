@@ -12,10 +12,11 @@ step_offset=0, callback=None) -> x`` where
 - ``project(i, t_next, x) -> x`` (optional) maps the state after each step, before anything
   else sees it (inpainting re-imposes the known latents there).
 
-Their names, costs and time grids are rows of :data:`.sampler_table.SAMPLER_TABLE`; each step
-ends with :func:`_end_step` (NaN check, projection, callback). Euler, Euler-Maruyama and
-DPM-Solver++(2M) follow the reference samplers of REPA-E and PixCell (formulas in
-``tests/models/reference/samplers.json``, checked in ``tests/sampling/test_samplers.py``).
+Their names, costs and time grids are rows of :data:`.sampler_table.SAMPLER_TABLE`. Each is
+written as one step; :func:`_sampler` runs the loop (NaN check, projection, callback). Euler,
+Euler-Maruyama and DPM-Solver++(2M) follow the reference samplers of REPA-E and PixCell
+(formulas in ``tests/models/reference/samplers.json``, checked in
+``tests/sampling/test_samplers.py``).
 
 They work on any interpolant ``x_t = alpha(t) x0 + sigma(t) eps`` (flow or VP). Multistep
 state (DPM-Solver++ 2M) lives inside one call: calling a sampler on a sub-range of the grid
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -93,84 +95,97 @@ def _denoise_checked(
     return x0
 
 
-def _steps(ts: list[float], step_offset: int):
-    """``(k, i, t, t_next)`` for each step: index in the call, absolute index, times."""
-    for k in range(len(ts) - 1):
-        yield k, step_offset + k, ts[k], ts[k + 1]
+@dataclass(frozen=True)
+class Step:
+    """One step of a sampler call: absolute index ``i``, times ``t -> tn``, the interpolant's
+    ``(a, s)`` at ``t`` and ``(an, sn)`` at ``tn``; ``last``: the last step of this call."""
+
+    i: int
+    t: float
+    tn: float
+    a: float
+    s: float
+    an: float
+    sn: float
+    last: bool
 
 
-def _end_step(
-    x: torch.Tensor,
-    i: int,
-    t: float,
-    tn: float,
-    project: ProjectFn | None,
-    callback: StepCallback | None,
-) -> torch.Tensor:
-    """What every sampler does after computing a step: NaN check, projection, callback."""
-    check_finite(x, "sampler state", i, t, tn)
-    if project is not None:
-        x = project(i, tn, x)
-    if callback is not None:
-        callback(i, t, tn, x)
-    return x
+StepFn = Callable[[Denoiser, torch.Tensor, Step, Interpolant, "NoiseFn | None", dict], torch.Tensor]
 
 
-def sample_euler(
-    denoise: Denoiser,
-    x: torch.Tensor,
-    ts: list[float],
-    interpolant: Interpolant,
-    *,
-    noise: NoiseFn | None = None,
-    step_offset: int = 0,
-    callback: StepCallback | None = None,
-    project: ProjectFn | None = None,
-) -> torch.Tensor:
+def _sampler(step: StepFn) -> Callable[..., torch.Tensor]:
+    """Make ``sample_<name>`` (the signature above) from its one step
+    ``step(denoise, x, st, interpolant, noise, state) -> x``.
+
+    The loop is shared: it runs the steps of ``ts`` and ends each with the NaN check, the
+    projection and the callback; ``state`` is a dict the step may keep between steps of one call.
+    """
+    name = step.__name__.removeprefix("sample_")
+    stochastic = sampler_info(name).stochastic
+
+    def sample(
+        denoise: Denoiser,
+        x: torch.Tensor,
+        ts: list[float],
+        interpolant: Interpolant,
+        *,
+        noise: NoiseFn | None = None,
+        step_offset: int = 0,
+        callback: StepCallback | None = None,
+        project: ProjectFn | None = None,
+    ) -> torch.Tensor:
+        if stochastic and noise is None:
+            raise ValueError(f"the {name} sampler needs a noise source")
+        state: dict = {}
+        for k in range(len(ts) - 1):
+            t, tn = ts[k], ts[k + 1]
+            st = Step(
+                step_offset + k, t, tn, *alpha_sigma(interpolant, t),
+                *alpha_sigma(interpolant, tn), k == len(ts) - 2,
+            )  # fmt: skip
+            x = step(denoise, x, st, interpolant, noise, state)
+            check_finite(x, "sampler state", st.i, t, tn)
+            if project is not None:
+                x = project(st.i, tn, x)
+            if callback is not None:
+                callback(st.i, t, tn, x)
+        return x
+
+    sample.__name__ = sample.__qualname__ = step.__name__
+    sample.__doc__ = step.__doc__
+    return sample
+
+
+def _x0(denoise: Denoiser, x: torch.Tensor, st: Step, t: float | None = None) -> torch.Tensor:
+    """``denoise(x, t)`` (``t`` defaults to the step's start) with the step named in errors."""
+    return _denoise_checked(denoise, x, st.t if t is None else t, st.i, st.tn)
+
+
+@_sampler
+def sample_euler(denoise, x, st: Step, interpolant, noise, state) -> torch.Tensor:
     """Deterministic DDIM step ``x_s = a_s x0 + s_s eps_hat`` (Song et al. 2021, eq. 12, eta=0).
 
     For the linear flow path this is exactly REPA-E's Euler step on the probability-flow ODE,
     ``x_s = x_t + (s - t) v`` with ``v = eps_hat - x0``, ending at t = 0 with a plain step.
     """
-    for _, i, t, tn in _steps(ts, step_offset):
-        a, s = alpha_sigma(interpolant, t)
-        an, sn = alpha_sigma(interpolant, tn)
-        x0 = _denoise_checked(denoise, x, t, i, tn)
-        x = x0 if sn == 0.0 else an * x0 + sn * _eps(x, x0, a, s)
-        x = _end_step(x, i, t, tn, project, callback)
-    return x
+    x0 = _x0(denoise, x, st)
+    return x0 if st.sn == 0.0 else st.an * x0 + st.sn * _eps(x, x0, st.a, st.s)
 
 
-def sample_ancestral(
-    denoise: Denoiser,
-    x: torch.Tensor,
-    ts: list[float],
-    interpolant: Interpolant,
-    *,
-    noise: NoiseFn | None = None,
-    step_offset: int = 0,
-    callback: StepCallback | None = None,
-    project: ProjectFn | None = None,
-) -> torch.Tensor:
+@_sampler
+def sample_ancestral(denoise, x, st: Step, interpolant, noise, state) -> torch.Tensor:
     """Ancestral step: sample the Gaussian posterior ``q(x_s | x_t, x0_hat)`` (DDPM; DDIM eta=1).
 
     ``c^2 = s_s^2 (1 - (a_t s_s)^2 / (a_s s_t)^2)``;
     ``x_s = a_s x0 + sqrt(s_s^2 - c^2) eps_hat + c z``.
     """
-    if noise is None:
-        raise ValueError("the ancestral sampler needs a noise source")
-    for _, i, t, tn in _steps(ts, step_offset):
-        a, s = alpha_sigma(interpolant, t)
-        an, sn = alpha_sigma(interpolant, tn)
-        x0 = _denoise_checked(denoise, x, t, i, tn)
-        if sn == 0.0:
-            x = x0
-        else:
-            ratio = (a * sn) / (an * s) if an > 0 else 0.0
-            c = sn * math.sqrt(max(0.0, 1.0 - ratio * ratio))
-            x = an * x0 + math.sqrt(max(0.0, sn * sn - c * c)) * _eps(x, x0, a, s) + c * noise(i)
-        x = _end_step(x, i, t, tn, project, callback)
-    return x
+    a, s, an, sn = st.a, st.s, st.an, st.sn
+    x0 = _x0(denoise, x, st)
+    if sn == 0.0:
+        return x0
+    ratio = (a * sn) / (an * s) if an > 0 else 0.0
+    c = sn * math.sqrt(max(0.0, 1.0 - ratio * ratio))
+    return an * x0 + math.sqrt(max(0.0, sn * sn - c * c)) * _eps(x, x0, a, s) + c * noise(st.i)
 
 
 def sde_drift(
@@ -187,75 +202,46 @@ def sde_drift(
     return da * x0 + ds * eps + (t / s) * eps
 
 
-def sample_euler_maruyama(
-    denoise: Denoiser,
-    x: torch.Tensor,
-    ts: list[float],
-    interpolant: Interpolant,
-    *,
-    noise: NoiseFn | None = None,
-    step_offset: int = 0,
-    callback: StepCallback | None = None,
-    project: ProjectFn | None = None,
-) -> torch.Tensor:
+@_sampler
+def sample_euler_maruyama(denoise, x, st: Step, interpolant, noise, state) -> torch.Tensor:
     """Euler–Maruyama on the reverse SDE, as REPA-E's ``euler_maruyama_sampler``.
 
     ``x_s = x_t + d (s - t) + sqrt(w(t)) sqrt(t - s) z`` with :func:`sde_drift` ``d`` and
     ``w(t) = 2 t``; the step that ends at t = 0 is the deterministic drift step (no noise).
     Use it on its own grid, ``time_grid(steps, sampler="euler_maruyama")`` (1 -> 0.04, then 0).
     """
-    if noise is None:
-        raise ValueError("the euler_maruyama sampler needs a noise source")
-    for _, i, t, tn in _steps(ts, step_offset):
-        x0 = _denoise_checked(denoise, x, t, i, tn)
-        dt = tn - t
-        x = x + sde_drift(x, x0, t, interpolant) * dt
-        if tn > 0.0:
-            x = x + math.sqrt(2.0 * t * -dt) * noise(i)
-        x = _end_step(x, i, t, tn, project, callback)
+    x0 = _x0(denoise, x, st)
+    dt = st.tn - st.t
+    x = x + sde_drift(x, x0, st.t, interpolant) * dt
+    if st.tn > 0.0:
+        x = x + math.sqrt(2.0 * st.t * -dt) * noise(st.i)
     return x
 
 
-def sample_heun(
-    denoise: Denoiser,
-    x: torch.Tensor,
-    ts: list[float],
-    interpolant: Interpolant,
-    *,
-    noise: NoiseFn | None = None,
-    step_offset: int = 0,
-    callback: StepCallback | None = None,
-    project: ProjectFn | None = None,
-) -> torch.Tensor:
+@_sampler
+def sample_heun(denoise, x, st: Step, interpolant, noise, state) -> torch.Tensor:
     """Heun's 2nd-order method (Karras et al. 2022, Alg. 1), Euler on the step to t = 0.
 
     Flow path: on ``dx/dt = (x - x0_hat) / t``. Other paths: on ``dy/dsigma' = eps_hat`` with
     ``y = x / alpha``, ``sigma' = sigma / alpha`` (EDM's variables). Two model calls per step.
     """
-    flow = interpolant.name == "flow"
-    for _, i, t, tn in _steps(ts, step_offset):
-        a, s = alpha_sigma(interpolant, t)
-        an, sn = alpha_sigma(interpolant, tn)
-        x0 = _denoise_checked(denoise, x, t, i, tn)
-        if sn == 0.0:
-            x = x0
-        elif flow:
-            d1 = (x - x0) / t
-            xp = x + (tn - t) * d1
-            d2 = (xp - _denoise_checked(denoise, xp, tn, i, tn)) / tn
-            x = x + (tn - t) * 0.5 * (d1 + d2)
-        elif a == 0.0:
-            x = an * x0 + sn * _eps(x, x0, a, s)
-        else:
-            sig, sig_n = s / a, sn / an
-            y = x / a
-            e1 = _eps(x, x0, a, s)
-            yp = y + (sig_n - sig) * e1
-            xp = an * yp
-            e2 = _eps(xp, _denoise_checked(denoise, xp, tn, i, tn), an, sn)
-            x = an * (y + (sig_n - sig) * 0.5 * (e1 + e2))
-        x = _end_step(x, i, t, tn, project, callback)
-    return x
+    t, tn, a, s, an, sn = st.t, st.tn, st.a, st.s, st.an, st.sn
+    x0 = _x0(denoise, x, st)
+    if sn == 0.0:
+        return x0
+    if interpolant.name == "flow":
+        d1 = (x - x0) / t
+        xp = x + (tn - t) * d1
+        d2 = (xp - _x0(denoise, xp, st, tn)) / tn
+        return x + (tn - t) * 0.5 * (d1 + d2)
+    if a == 0.0:
+        return an * x0 + sn * _eps(x, x0, a, s)
+    sig, sig_n = s / a, sn / an
+    y = x / a
+    e1 = _eps(x, x0, a, s)
+    xp = an * (y + (sig_n - sig) * e1)
+    e2 = _eps(xp, _x0(denoise, xp, st, tn), an, sn)
+    return an * (y + (sig_n - sig) * 0.5 * (e1 + e2))
 
 
 def _lam(a: float, s: float) -> float:
@@ -266,17 +252,8 @@ def _lam(a: float, s: float) -> float:
     return math.log(a) - math.log(s)
 
 
-def sample_dpmpp_2m(
-    denoise: Denoiser,
-    x: torch.Tensor,
-    ts: list[float],
-    interpolant: Interpolant,
-    *,
-    noise: NoiseFn | None = None,
-    step_offset: int = 0,
-    callback: StepCallback | None = None,
-    project: ProjectFn | None = None,
-) -> torch.Tensor:
+@_sampler
+def sample_dpmpp_2m(denoise, x, st: Step, interpolant, noise, state) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2), data prediction, in ``lambda = log(a/s)``.
 
     ``x_s = (s_s/s_t) x - a_s (e^{-h} - 1) D`` with ``D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev``,
@@ -284,27 +261,19 @@ def sample_dpmpp_2m(
     is the last step of a grid of fewer than 10 steps (``lower_order_final``, as PixCell's
     reference DPM-Solver). On a VP model the uniform grid is PixCell's ``time_uniform`` grid.
     """
-    x0_prev: torch.Tensor | None = None
-    h_prev = math.inf
-    for k, i, t, tn in _steps(ts, step_offset):
-        a, s = alpha_sigma(interpolant, t)
-        an, sn = alpha_sigma(interpolant, tn)
-        x0 = _denoise_checked(denoise, x, t, i, tn)
-        lam, lam_n = _lam(a, s), _lam(an, sn)
-        h = lam_n - lam
-        final_low = tn == 0.0 and k == len(ts) - 2 and step_offset + k + 1 < 10
-        if sn == 0.0:
-            x = x0
-        else:
-            d = x0
-            if x0_prev is not None and math.isfinite(h_prev) and math.isfinite(h) and not final_low:
-                r = h_prev / h
-                d = (1.0 + 1.0 / (2.0 * r)) * x0 - (1.0 / (2.0 * r)) * x0_prev
-            expm = -1.0 if math.isinf(h) else math.expm1(-h)
-            x = (sn / s) * x - an * expm * d
-        x0_prev, h_prev = x0, h
-        x = _end_step(x, i, t, tn, project, callback)
-    return x
+    x0 = _x0(denoise, x, st)
+    h = _lam(st.an, st.sn) - _lam(st.a, st.s)
+    x0_prev, h_prev = state.get("x0"), state.get("h", math.inf)
+    state["x0"], state["h"] = x0, h
+    if st.sn == 0.0:
+        return x0
+    d = x0
+    final_low = st.tn == 0.0 and st.last and st.i + 1 < 10
+    if x0_prev is not None and math.isfinite(h_prev) and math.isfinite(h) and not final_low:
+        r = h_prev / h
+        d = (1.0 + 1.0 / (2.0 * r)) * x0 - (1.0 / (2.0 * r)) * x0_prev
+    expm = -1.0 if math.isinf(h) else math.expm1(-h)
+    return (st.sn / st.s) * x - st.an * expm * d
 
 
 #: Model calls per step (cost accounting), from :data:`.sampler_table.SAMPLER_TABLE`.
