@@ -10,9 +10,11 @@ mode reads, so a knob a mode ignores never enters its fingerprint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,26 @@ def check_cancel(cancel: Any) -> None:
     """Raise :class:`Cancelled` when ``cancel`` (``threading.Event``-like or ``None``) is set."""
     if cancel is not None and cancel.is_set():
         raise Cancelled("generation cancelled by the caller")
+
+
+class ThreadValue:
+    """A value a thread sets for the duration of a ``with`` block (``None`` outside one): how
+    a caller hands a callback or flag down to code it reaches through several layers."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self) -> Any:
+        return getattr(self._local, "value", None)
+
+    @contextlib.contextmanager
+    def scope(self, value: Any) -> Iterator[None]:
+        previous = self.get()
+        self._local.value = value
+        try:
+            yield
+        finally:
+            self._local.value = previous
 
 
 def counting_progress(progress: Any, total: int) -> Callable[[], None]:

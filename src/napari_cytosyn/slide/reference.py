@@ -18,31 +18,28 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_cytosyn.sampling.settings import ThreadValue
+
 #: Store attribute and group holding a slide's reference.
 REFERENCE_KEY = "reference"
 #: Widest band of a cell row read at once when embedding a slide's grid, in model px.
 BAND_PX = 8192
-_SCOPE = threading.local()
+_SCOPE = ThreadValue()
 
 
-@contextlib.contextmanager
-def progress_scope(progress: Callable[[int, int], None] | None) -> Iterator[None]:
+def progress_scope(
+    progress: Callable[[int, int], None] | None,
+) -> contextlib.AbstractContextManager[None]:
     """Within the block, grids embedded by this thread (a twin's creation) report
     ``progress(cells done, cells)`` after each batch; for callers that reach the embedding
     through ``SyntheticSlide.create``."""
-    previous = getattr(_SCOPE, "progress", None)
-    _SCOPE.progress = progress
-    try:
-        yield
-    finally:
-        _SCOPE.progress = previous
+    return _SCOPE.scope(progress)
 
 
 def slide_checksum(path: str | os.PathLike) -> str:
@@ -379,7 +376,7 @@ def twin_inputs(
     )
     field = cached_field(store, record)
     if field is None:
-        progress = progress if progress is not None else getattr(_SCOPE, "progress", None)
+        progress = progress if progress is not None else _SCOPE.get()
         field = slide_field(model, reference, mask, grid_px, batch_size, progress, cancel)
     record.update(
         cells=list(field.shape),

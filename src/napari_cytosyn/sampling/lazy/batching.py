@@ -10,30 +10,23 @@ viewer see every batch's early x0 estimate.
 from __future__ import annotations
 
 import contextlib
-import threading
 from typing import Any
 
 import torch
 
 from ..counter_noise import noise_field
-from ..settings import check_cancel
+from ..settings import ThreadValue, check_cancel
 
-_PREVIEW = threading.local()  # .callback: this thread's preview_scope callback
+_PREVIEW = ThreadValue()  # this thread's preview_scope callback
 
 
-@contextlib.contextmanager
-def preview_scope(callback: Any):
+def preview_scope(callback: Any) -> contextlib.AbstractContextManager[None]:
     """Within the block, every model call of lazy mode made by this thread reports its early
     x0 estimate: ``callback(model, rects, x0)``, ``rects`` the absolute latent rectangles
     ``(y, x, h, w)`` of the windows' kept parts, ``x0`` ``(n, C, h, w)`` float32 on the CPU
     (a copy). A viewer uses it to show a provisional picture of a chunk long before it is
     finished. Reporting never changes a pixel; ``None`` reports nothing."""
-    previous = getattr(_PREVIEW, "callback", None)
-    _PREVIEW.callback = callback
-    try:
-        yield
-    finally:
-        _PREVIEW.callback = previous
+    return _PREVIEW.scope(callback)
 
 
 def prepare_cells(
@@ -139,7 +132,7 @@ def run_batch(plan: Any, phase: Any, members: list[tuple[int, int]]) -> list[tor
     # Padded slots repeat the last window's rectangle: a per-window condition needs one.
     rects = [(oy, ox, w, w) for oy, ox in origins] + [(*origins[-1], w, w)] * pad
 
-    preview = getattr(_PREVIEW, "callback", None)
+    preview = _PREVIEW.get()
     cores = [(*plan.origin(phase, i, j), e, e) for i, j in members]
 
     def counted(z: torch.Tensor, t: float) -> torch.Tensor:
