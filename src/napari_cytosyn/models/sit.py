@@ -251,16 +251,6 @@ class SiTTransformer(ModelMixin, ConfigMixin):
         out = out.reshape(b, oc, h, w)
         return out[:, :c] if self.config.learn_sigma else out
 
-    def latent_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel ``(mean, std)`` of VAE latents recorded by the REPA-E batch norm.
-
-        ``std = sqrt(running_var)`` without the batch-norm epsilon, as REPA-E's sampling script
-        scales latents by ``running_var.rsqrt()``.
-        """
-        mean = self.bn.running_mean.detach().float().cpu()
-        std = self.bn.running_var.detach().float().cpu().sqrt()
-        return mean, std
-
 
 class CheckpointMismatch(ValueError):
     """A checkpoint's keys or shapes do not fit the model; the message names them."""

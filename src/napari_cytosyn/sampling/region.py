@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from .counter_noise import noise_field
-from .samplers import CALLS_PER_STEP, alpha_sigma, get_sampler, model_denoiser
+from .sampler_table import sampler_info
+from .samplers import alpha_sigma, get_sampler, model_denoiser
 from .schedules import time_grid
 from .settings import SamplerSettings, check_cancel, counting_progress
 from .tiling import aligned_span, count_windows, decode_tiled, fused_denoiser, to_uint8
@@ -134,7 +135,7 @@ def sample_canvas(
     steps = sum((b - a) * n for a, b, n in segments)
     nwin = count_windows(canvas.h, canvas.w, (canvas.y, canvas.x), win, stride)
     nbatch = math.ceil(nwin / st.region.batch_size)
-    tick = counting_progress(progress, steps * CALLS_PER_STEP[st.sampler] * nbatch)
+    tick = counting_progress(progress, steps * sampler_info(st.sampler).calls_per_step * nbatch)
     base = model_denoiser(model, st.guidance, st.guidance_interval, cond, st.autocast)
     denoise = fused_denoiser(
         base,

@@ -35,7 +35,7 @@ import torch
 from ..models.latent import NonFiniteOutputError
 from ..models.protocol import Interpolant
 from .precision import network_scope, resolve_autocast
-from .sampler_table import SAMPLER_TABLE, sampler_info
+from .sampler_table import sampler_info
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 NoiseFn = Callable[[int], torch.Tensor]
@@ -274,10 +274,6 @@ def sample_dpmpp_2m(denoise, x, st: Step, interpolant, noise, state) -> torch.Te
         d = (1.0 + 1.0 / (2.0 * r)) * x0 - (1.0 / (2.0 * r)) * x0_prev
     expm = -1.0 if math.isinf(h) else math.expm1(-h)
     return (st.sn / st.s) * x - st.an * expm * d
-
-
-#: Model calls per step (cost accounting), from :data:`.sampler_table.SAMPLER_TABLE`.
-CALLS_PER_STEP = {name: info.calls_per_step for name, info in SAMPLER_TABLE.items()}
 
 
 def get_sampler(name: str):

@@ -91,7 +91,6 @@ class ZarrPhaseCache:
         self.hits = 0
         self.misses = 0
         self.disk_reads = 0
-        self.disk_writes = 0
         self.write_errors = 0
         self.damaged = 0  # chunks or arrays found damaged on disk (treated as misses)
         _LIVE.add(self)
@@ -332,7 +331,6 @@ class ZarrPhaseCache:
             encoded = _encode(arr, key, data)
             if encoded is None:  # codecs without a synchronous encode: zarr's own setitem
                 arr[key[1] + CELL_OFFSET, key[2] + CELL_OFFSET] = data
-                self.disk_writes += 1
             else:
                 chunks.append((arr, _chunk_path(arr, key), encoded))
 
@@ -341,7 +339,6 @@ class ZarrPhaseCache:
 
         if chunks:
             sync(store_all())
-            self.disk_writes += len(chunks)
 
     def _remember(self, key: tuple[int, int, int], tensor: Any) -> None:
         size = tensor.element_size() * tensor.nelement()

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from napari_cytosyn.chunk_grid import child_chunks, chunk_range
@@ -38,7 +38,6 @@ class RendererStats:
     dropped: int = 0
     errors: int = 0
     first_chunk_s: float | None = None
-    last_error: BaseException | None = field(default=None, repr=False)
 
 
 class ViewportRenderer:
@@ -91,7 +90,6 @@ class ViewportRenderer:
         self.stats = RendererStats()
         self._cond = threading.Condition()
         self._plan: list[ChunkKey] = []
-        self._generation = 0
         self._busy = False
         self._closed = False
         self._stop = threading.Event()  # cancels the chunk in flight (close(cancel=True))
@@ -201,7 +199,6 @@ class ViewportRenderer:
             self.stats.requests += 1
             self.stats.planned += len(plan)
             self._plan = plan
-            self._generation += 1
             self._first_of_request = True
             self._margin_only = margin_only
             self._t_request = time.perf_counter()
@@ -264,7 +261,6 @@ class ViewportRenderer:
                 return  # closed with cancel=True
             except Exception as exc:  # reported, and the next chunk is tried
                 self.stats.errors += 1
-                self.stats.last_error = exc
                 if self.on_error is not None:
                     self.on_error(exc)
             finally:
