@@ -68,6 +68,20 @@ class ModelInfo:
         return asdict(self)
 
 
+_EMBEDDED_LICENCE = "BSD-3-Clause (trained by napari-cytosyn on BSD-licensed sample images)"
+_DESCRIPTOR = "tissue descriptor (stain, nuclear density and size, texture)"
+_UNI2_ACCESS = (
+    "gated, CC-BY-NC-ND 4.0; request access at https://huggingface.co/MahmoodLab/UNI2-h "
+    "and `pip install timm`."
+)
+#: PixCell's tools/sample_*.py: DPM-Solver++ 2M, 20 steps, guidance 2.
+_PIXCELL_DEFAULTS = {
+    "sampler": "dpmpp_2m",
+    "steps": 20,
+    "guidance": 1.0,
+    "guidance_conditioned": 2.0,
+}
+
 _REGISTRY: dict[str, ModelInfo] = {
     info.name: info
     for info in (
@@ -75,12 +89,12 @@ _REGISTRY: dict[str, ModelInfo] = {
             name="cytosyn-tiny",
             backend="embedded",
             source=None,
-            licence="BSD-3-Clause (trained by napari-cytosyn on BSD-licensed sample images)",
+            licence=_EMBEDDED_LICENCE,
             gated=False,
             mpp=0.5,
             tile_px=224,
             latent_channels=4,
-            conditioning="tissue descriptor (stain, nuclear density and size, texture)",
+            conditioning=_DESCRIPTOR,
             description="small demonstration model shipped with the plugin; works offline. "
             "It is not a foundation model and its tissue is only plausible at low zoom. "
             "Conditioned on a fixed descriptor of a reference patch (or unconditional).",
@@ -91,7 +105,7 @@ _REGISTRY: dict[str, ModelInfo] = {
             name="cytosyn-tiny-cells",
             backend="embedded-cells",
             source=None,
-            licence="BSD-3-Clause (trained by napari-cytosyn on BSD-licensed sample images)",
+            licence=_EMBEDDED_LICENCE,
             gated=False,
             mpp=0.5,
             tile_px=224,
@@ -106,12 +120,12 @@ _REGISTRY: dict[str, ModelInfo] = {
             name="cytosyn-tiny-40x",
             backend="embedded",
             source=None,
-            licence="BSD-3-Clause (trained by napari-cytosyn on BSD-licensed sample images)",
+            licence=_EMBEDDED_LICENCE,
             gated=False,
             mpp=0.25,
             tile_px=448,
             latent_channels=4,
-            conditioning="tissue descriptor (stain, nuclear density and size, texture)",
+            conditioning=_DESCRIPTOR,
             description="cytosyn-tiny with its 40x decoder: the same latents decoded to "
             "0.25 um/px, so 40x slides are inpainted without upsampling; works offline.",
             defaults={"steps": 4, "guidance": 1.0},
@@ -154,15 +168,8 @@ _REGISTRY: dict[str, ModelInfo] = {
             description="PixArt-Sigma DiT-XL/2 with the SD3.5 VAE, conditioned on UNI2-h "
             "embeddings (Stony Brook CVLab).",
             access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-256",
-            conditioning_access="gated, CC-BY-NC-ND 4.0; request access at "
-            "https://huggingface.co/MahmoodLab/UNI2-h and `pip install timm`.",
-            # PixCell's tools/sample_*.py: DPM-Solver++ 2M, 20 steps, guidance 2
-            defaults={
-                "sampler": "dpmpp_2m",
-                "steps": 20,
-                "guidance": 1.0,
-                "guidance_conditioned": 2.0,
-            },
+            conditioning_access=_UNI2_ACCESS,
+            defaults=dict(_PIXCELL_DEFAULTS),
         ),
         ModelInfo(
             name="pixcell-1024",
@@ -176,15 +183,8 @@ _REGISTRY: dict[str, ModelInfo] = {
             conditioning="UNI2-h (MahmoodLab/UNI2-h, a 4x4 grid of 256 px crops, via timm)",
             description="PixCell at 1024 px: PixArt-Sigma DiT-XL/2, SD3.5 VAE, 16 UNI2-h tokens.",
             access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-1024",
-            conditioning_access="gated, CC-BY-NC-ND 4.0; request access at "
-            "https://huggingface.co/MahmoodLab/UNI2-h and `pip install timm`.",
-            # PixCell's tools/sample_*.py: DPM-Solver++ 2M, 20 steps, guidance 2
-            defaults={
-                "sampler": "dpmpp_2m",
-                "steps": 20,
-                "guidance": 1.0,
-                "guidance_conditioned": 2.0,
-            },
+            conditioning_access=_UNI2_ACCESS,
+            defaults=dict(_PIXCELL_DEFAULTS),
         ),
         ModelInfo(
             name="pixcell-256-cell-controlnet",
@@ -200,15 +200,9 @@ _REGISTRY: dict[str, ModelInfo] = {
             description="PixCell-256 with a ControlNet that places cells where a binary mask says "
             "(Stony Brook CVLab); the ControlNet is built natively, no repository code runs.",
             access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-256-Cell-ControlNet",
-            conditioning_access="UNI2-h is gated, CC-BY-NC-ND 4.0; request access at "
-            "https://huggingface.co/MahmoodLab/UNI2-h and `pip install timm`.",
-            # PixCell's sampler; guidance over the mask and UNI together (see docs/models.md)
-            defaults={
-                "sampler": "dpmpp_2m",
-                "steps": 20,
-                "guidance": 1.0,
-                "guidance_conditioned": 2.0,
-            },
+            conditioning_access=f"UNI2-h is {_UNI2_ACCESS}",
+            # guidance over the mask and UNI together (see docs/models.md)
+            defaults=dict(_PIXCELL_DEFAULTS),
         ),
     )
 }
@@ -254,7 +248,7 @@ def parse_name(name: str) -> tuple[ModelInfo, str | None]:
         raise UnknownModelError(f"unknown model {name!r}; available: {names}")
     if sep and not source:
         raise UnknownModelError(f"{key + ':'!r} needs a hub id or a folder after the colon")
-    if sep and key in ("cytosyn-tiny", "cytosyn-tiny-cells", "cytosyn-tiny-40x"):
+    if sep and _REGISTRY[key].source is None:
         raise UnknownModelError(f"{key} is embedded in the package and takes no source")
     return _REGISTRY[key], (source or None)
 
