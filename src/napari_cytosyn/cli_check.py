@@ -19,9 +19,7 @@ when the store is sound (after repair), 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +180,7 @@ def _check_phase_cache(cache: Path, repair: bool, report: dict[str, Any]) -> Non
 
 
 def _check_leftovers(path: Path, repair: bool, report: dict[str, Any]) -> None:
-    from napari_cytosyn.slide.store_io import TMP_DIR, pid_alive, writer_pid
+    from napari_cytosyn.slide.store_io import TMP_DIR, pid_alive, remove_path, writer_pid
 
     def dead(p: Path, prefix: str) -> bool:
         pid = writer_pid(p.name[len(prefix) :])
@@ -194,9 +192,5 @@ def _check_leftovers(path: Path, repair: bool, report: dict[str, Any]) -> None:
     for p in leftovers:
         report["problems"].append(f"temporary file {p.relative_to(path)} left by a writer")
         if repair:
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    p.unlink()
+            remove_path(p)
             report["repaired"] += 1

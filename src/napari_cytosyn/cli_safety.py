@@ -16,13 +16,12 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from napari_cytosyn.slide.store_io import pid_alive
+from napari_cytosyn.slide.store_io import pid_alive, remove_path
 
 _TEMP_KINDS = ("tmp", "scratch", "edits", "old")
 
@@ -160,11 +159,7 @@ def clean_orphans(out: Path) -> list[Path]:
     removed = []
     for p in parent.iterdir():
         if pattern.match(p.name):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    p.unlink()
+            remove_path(p)
             removed.append(p)
     return removed
 

@@ -372,16 +372,15 @@ class SlideStore:
         if record == 0:
             return None
         raws, problem = self._check_files(level, cy, cx, record)
-        if raws:
-            return raws
-        # Another process may have rewritten the chunk (edit stores): reread its record while
-        # no writer is in the middle of a chunk, then check again.
-        with self.lock:
-            done.refresh_chunk(cy, cx)
-            record = done.record(cy, cx)
-            if record == 0:
-                return None
-            raws, problem = self._check_files(level, cy, cx, record)
+        if not raws:
+            # Another process may have rewritten the chunk (edit stores): reread its record
+            # while no writer is in the middle of a chunk, then check again.
+            with self.lock:
+                done.refresh_chunk(cy, cx)
+                record = done.record(cy, cx)
+                if record == 0:
+                    return None
+                raws, problem = self._check_files(level, cy, cx, record)
         if raws:
             return raws
         raise ChunkDamagedError(

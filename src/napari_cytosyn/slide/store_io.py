@@ -137,6 +137,15 @@ def writer_pid(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder tree; what cannot be removed stays (no error)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def remove_dead_temporaries(directory: Path, prefix: str = "") -> list[Path]:
     """Remove entries of ``directory`` named ``<prefix><pid>-<hex>...`` whose process is gone.
 
@@ -154,11 +163,7 @@ def remove_dead_temporaries(directory: Path, prefix: str = "") -> list[Path]:
         m = _PID_NAME.match(entry.name[len(prefix) :])
         if m is None or pid_alive(int(m.group(1))):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                entry.unlink()
+        remove_path(entry)
         removed.append(entry)
     return removed
 
