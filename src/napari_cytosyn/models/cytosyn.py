@@ -49,7 +49,7 @@ from .hub import (
     ModelAccessError,
     check_safetensors,
     read_json,
-    snapshot_commit,
+    weights_origin,
 )
 from .latent import LatentScaling
 from .protocol import FlowInterpolant
@@ -369,9 +369,7 @@ def load_cytosyn(
     if ref is None and cond_dim is not None:
         ref = TimmReferenceEncoder(H0_MINI, device)
     provenance = {
-        "source": str(source),
-        "revision": options.revision,
-        "commit": snapshot_commit(folder),
+        **weights_origin(source, options, folder),
         "load_route": route,
         "vae_source": str(vae) if vae is not None else "vae/",
         "vae_naming": naming,

@@ -29,7 +29,7 @@ from .hub import (
     check_safetensors,
     fetch,
     read_json,
-    snapshot_commit,
+    weights_origin,
 )
 from .latent import LatentScaling
 from .protocol import FlowInterpolant, VPInterpolant
@@ -200,11 +200,6 @@ def load_diffusers(
         latent_channels=int(vae.config.latent_channels),
         scaling=vae_scaling(vae),
         dtype=dtype,
-        info={
-            "source": str(source),
-            "revision": options.revision,
-            "commit": snapshot_commit(folder),
-            "backend": "diffusers",
-        },
+        info={**weights_origin(source, options, folder), "backend": "diffusers"},
         embed_error="generic diffusers models are unconditional",
     )

@@ -206,12 +206,12 @@ def fetch(
     return Path(folder)
 
 
-def snapshot_commit(folder: Path) -> str | None:
-    """The commit a hub-cache snapshot folder holds (``.../snapshots/<sha>``), else ``None``."""
+def weights_origin(source: Any, options: HubOptions, folder: Path) -> dict[str, Any]:
+    """Provenance of loaded weights: ``source``, ``revision`` and ``commit``, the commit a
+    hub-cache snapshot folder holds (``.../snapshots/<sha>``), else ``None``."""
     name = folder.name
-    if folder.parent.name == "snapshots" and len(name) == 40:
-        return name
-    return None
+    commit = name if folder.parent.name == "snapshots" and len(name) == 40 else None
+    return {"source": str(source), "revision": options.revision, "commit": commit}
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from .hub import (
     HubOptions,
     ModelAccessError,
     check_safetensors,
-    snapshot_commit,
+    weights_origin,
 )
 from .latent import LatentScaling
 from .pixcell_layout import load_pixcell_transformer
@@ -251,9 +251,7 @@ def load_pixcell(
         uncond=UNCOND,
         embedder=ref,
         info={
-            "source": str(source),
-            "revision": options.revision,
-            "commit": snapshot_commit(folder),
+            **weights_origin(source, options, folder),
             "backend": "pixcell",
             "uni_tokens": n_tokens,
             "controlnet": controlnet is not None,
