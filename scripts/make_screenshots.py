@@ -150,7 +150,8 @@ def main() -> None:
     save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-synthetic-labels.png")
     widget.edit_box.image_combo.select(edited)
     pump(app, 1)
-    save(_grab(widget), args.out / "ui-widget-panel.png")
+    # every box of the panel (its scroll area's whole content, not the part in view)
+    save(_grab(widget.scroll.widget()), args.out / "ui-widget-panel.png")
     save(_grab(widget.edits_box), args.out / "ui-edits.png")
 
     # 3. Synthesize region: fill a rectangle drawn on the glass next to the tissue.
@@ -220,7 +221,7 @@ def main() -> None:
         pump(app, 0.5)
     pump(app, 2)
     save(viewer.screenshot(canvas_only=False, flash=False), args.out / "ui-zoomed-out.png")
-    widget.close_views(timeout=600)
+    view.close(timeout=600)  # only the view: the widget goes on (close_views unhooks it)
 
     # 6. A synthetic twin of the H&E sample next to it (napari's grid mode), with a
     # conditional model (the embedded model's v2 weights are).
@@ -233,6 +234,7 @@ def main() -> None:
         widget.scroll.ensureWidgetVisible(widget.reference_box)
         job = widget.synthetic_twin()
         assert job is not None and job.wait(3_600_000) and job.state == "done", job and job.error
+        pump(app, 0.5)
         twin = next(ly for ly in viewer.layers if ly is not real and ly.metadata.get("twin_of"))
         slide = _layers.slide_of(twin)
         slide.render_all()  # every chunk, so the picture is the finished twin
