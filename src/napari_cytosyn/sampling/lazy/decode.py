@@ -38,7 +38,7 @@ def render_chunk(
     ``cond``: the model's condition, or a per-window one (see :class:`LazyPlan`); ``cache``
     must be its own.
     """
-    return _LazyRenderer(model, spec, cache, cancel, cond).chunk(chunk_y, chunk_x)
+    return _LazyRenderer(LazyPlan(model, spec, cache, cancel, cond)).chunk(chunk_y, chunk_x)
 
 
 def prepare_chunks(
@@ -59,7 +59,7 @@ def prepare_chunks(
     ready. Optional (:func:`render_chunk` computes what is missing); pixels are the same
     either way. ``cond``: as in :func:`render_chunk`.
     """
-    _LazyRenderer(model, spec, cache, cancel, cond).prepare(chunks, upcoming)
+    _LazyRenderer(LazyPlan(model, spec, cache, cancel, cond)).prepare(chunks, upcoming)
 
 
 class _BorderDecodes:
@@ -130,25 +130,17 @@ BORDER_DECODES = _BorderDecodes()
 
 
 class _LazyRenderer:
-    def __init__(
-        self,
-        model: Any,
-        spec: LazySpec,
-        cache: PhaseCache,
-        cancel: Any = None,
-        cond: Any = None,
-    ):
-        f = model.latent_factor
-        if spec.chunk_px % f:
+    """Decodes the chunks of a plan's final latents."""
+
+    def __init__(self, plan: LazyPlan):
+        self.plan, self.model, self.spec, self.cancel = plan, plan.model, plan.spec, plan.cancel
+        f = self.model.latent_factor
+        if self.spec.chunk_px % f:
             raise ValueError(
-                f"chunk_px={spec.chunk_px} must be a multiple of the model's latent factor {f}"
+                f"chunk_px={self.spec.chunk_px} must be a multiple of the model's latent factor {f}"
             )
-        self.plan = LazyPlan(model, spec, cache, cancel, cond)
-        self.model = model
-        self.spec = spec
-        self.cancel = cancel
         # border decodes are shared between renderers of one spec AND one condition
-        self._fingerprint = spec.fingerprint() + cond_fingerprint(cond)
+        self._fingerprint = self.spec.fingerprint() + cond_fingerprint(plan.cond)
 
     def _latent_rect(self, cy: int, cx: int) -> tuple[int, int, int, int]:
         """Absolute latent rectangle ``(y, x, h, w)`` whose final latents chunk ``(cy, cx)``'s
@@ -258,7 +250,7 @@ def render_region_lazy(
     ``progress(done, total)`` counts chunks. ``cond``: as in :func:`render_chunk`.
     """
     cache = MemoryPhaseCache() if cache is None else cache
-    renderer = _LazyRenderer(model, spec, cache, cancel, cond)
+    renderer = _LazyRenderer(LazyPlan(model, spec, cache, cancel, cond))
     out = np.empty((h_px, w_px, 3), dtype=np.uint8)
     todo = list(pieces(None, spec.chunk_px, y_px, x_px, h_px, w_px))
     if not todo:
