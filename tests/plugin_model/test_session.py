@@ -88,3 +88,26 @@ def test_warm_up_builds_the_unit_registry_napari_parses_layer_units_with():
     registry = pint.get_application_registry()
     assert type(registry.get()).__name__ != "LazyRegistry"  # built, not deferred
     assert registry("um").to("mm").magnitude == 1e-3
+
+
+def test_layer_links_live_in_the_viewer_session_and_go_with_the_layer():
+    import gc
+
+    from napari_cytosyn._napari._session import links_of, session_for
+
+    class Viewer:  # any object a session can be kept for
+        pass
+
+    class Layer:
+        pass
+
+    a, b = Viewer(), Viewer()
+    layer, other, slide = Layer(), Layer(), object()
+    session_for(a).layers.sources[layer] = slide
+    session_for(b).layers.masks[other] = Layer()  # its "synthetic" labels layer
+    assert links_of(layer) is session_for(a).layers
+    assert links_of(layer).sources[layer] is slide
+    assert links_of(other) is session_for(b).layers and links_of(Layer()) is None
+    del layer
+    gc.collect()
+    assert len(session_for(a).layers.sources) == 0  # weak: a removed layer forgets its links
