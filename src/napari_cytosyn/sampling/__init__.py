@@ -22,9 +22,7 @@ from .settings import (
 _LAZY = {
     "noise": ".counter_noise",
     "noise_field": ".counter_noise",
-    "NOISE_CELL_LATENT": ".counter_noise",
     "time_grid": ".schedules",
-    "shift_time": ".schedules",
     "sample_euler": ".samplers",
     "sample_ancestral": ".samplers",
     "sample_euler_maruyama": ".samplers",
@@ -34,7 +32,6 @@ _LAZY = {
     "model_denoiser": ".samplers",
     "fused_denoiser": ".tiling",
     "decode_tiled": ".tiling",
-    "encode_tiled": ".tiling",
     "generate_region": ".region",
     "seam_score": ".metrics",
     "lattice_lines": ".metrics",
