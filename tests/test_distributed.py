@@ -40,9 +40,15 @@ def reference(tmp_path_factory):
     return slide
 
 
-def _levels(path):
+def _assert_complete_and_equal(path, reference):
+    """Every chunk of every level finished and equal to the single-process reference."""
     slide = SyntheticSlide.open(path, mode="r")
-    return slide, [np.asarray(slide.store.level_array(k)[...]) for k in range(slide.store.n_levels)]
+    for k in range(slide.store.n_levels):
+        assert slide.store.completion(k).grid.all()
+        np.testing.assert_array_equal(
+            np.asarray(slide.store.level_array(k)[...]),
+            np.asarray(reference.store.level_array(k)[...]),
+        )
 
 
 def test_two_worker_processes_render_bit_identical_chunks(tmp_path, client, reference):
@@ -55,10 +61,7 @@ def test_two_worker_processes_render_bit_identical_chunks(tmp_path, client, refe
     )
     assert rendered == 8  # 2 x 4 chunks of 128 px
     assert ticks[-1] == (8, 8)
-    slide, levels = _levels(path)
-    for k, level in enumerate(levels):
-        assert slide.store.completion(k).grid.all()
-        np.testing.assert_array_equal(level, np.asarray(reference.store.level_array(k)[...]))
+    _assert_complete_and_equal(path, reference)
     # each worker process loaded the model once, and both took part
     loads = client.run(
         lambda: len(__import__("napari_cytosyn.distributed").distributed._WORKER_MODELS)
@@ -82,10 +85,7 @@ def test_worker_killed_mid_run_still_yields_complete_correct_slide(tmp_path, cli
     render_distributed(path, model=GRFModel, client=client, group=1, progress=kill_one_worker)
     assert killed.is_set()
     client.wait_for_workers(2, timeout=60)  # the nanny has replaced the dead process
-    slide, levels = _levels(path)
-    for k, level in enumerate(levels):
-        assert slide.store.completion(k).grid.all()
-        np.testing.assert_array_equal(level, np.asarray(reference.store.level_array(k)[...]))
+    _assert_complete_and_equal(path, reference)
 
 
 def test_resume_renders_only_the_missing_chunks(tmp_path, client, reference):
@@ -94,8 +94,7 @@ def test_resume_renders_only_the_missing_chunks(tmp_path, client, reference):
     local.render_all(chunks=[(0, 0), (0, 1), (1, 3)])  # an earlier run got this far
     rendered = render_distributed(path, model=GRFModel, client=client)  # 2x2-chunk tasks
     assert rendered == 5
-    _, levels = _levels(path)
-    np.testing.assert_array_equal(levels[0], np.asarray(reference.store.level_array(0)[...]))
+    _assert_complete_and_equal(path, reference)
 
 
 def test_cli_render_joins_an_existing_scheduler(tmp_path, client, reference, capsys):
@@ -107,7 +106,4 @@ def test_cli_render_joins_an_existing_scheduler(tmp_path, client, reference, cap
     address = client.scheduler.address
     assert main(["render", str(path), "--model", model, "--scheduler", address, "-q"]) == 0
     assert capsys.readouterr().err == ""
-    slide, levels = _levels(path)
-    for k, level in enumerate(levels):
-        assert slide.store.completion(k).grid.all()
-        np.testing.assert_array_equal(level, np.asarray(reference.store.level_array(k)[...]))
+    _assert_complete_and_equal(path, reference)

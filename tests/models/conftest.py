@@ -182,11 +182,11 @@ def build_pixcell(
     return folder
 
 
-def build_generic(folder: Path, *, scheduler: str = "ddpm", prediction: str = "epsilon") -> Path:
-    """Unconditional latent diffusion: UNet2DModel + AutoencoderKL + DDPM or flow scheduler."""
-    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler, UNet2DModel
+def tiny_unet(**extra):
+    """The generic folder's UNet2DModel (4 latent channels, 16 latents); ``extra`` config."""
+    from diffusers import UNet2DModel
 
-    unet = UNet2DModel(
+    return UNet2DModel(
         sample_size=16,
         in_channels=4,
         out_channels=4,
@@ -195,8 +195,15 @@ def build_generic(folder: Path, *, scheduler: str = "ddpm", prediction: str = "e
         up_block_types=("UpBlock2D", "UpBlock2D"),
         layers_per_block=1,
         norm_num_groups=8,
+        **extra,
     )
-    unet.save_pretrained(folder / "unet")
+
+
+def build_generic(folder: Path, *, scheduler: str = "ddpm", prediction: str = "epsilon") -> Path:
+    """Unconditional latent diffusion: UNet2DModel + AutoencoderKL + DDPM or flow scheduler."""
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+
+    tiny_unet().save_pretrained(folder / "unet")
     tiny_vae(4, 0.5, None).save_pretrained(folder / "vae")
     if scheduler == "flow":
         FlowMatchEulerDiscreteScheduler().save_pretrained(folder / "scheduler")

@@ -13,6 +13,8 @@ from diffusers import UNet2DModel
 from napari_cytosyn.models import ModelAccessError, load_model
 from napari_cytosyn.sampling import RegionConfig, SamplerSettings, generate_region
 
+from .conftest import tiny_unet
+
 
 def _eps(folder, z, timestep):
     unet = UNet2DModel.from_pretrained(folder / "unet").eval()
@@ -86,16 +88,6 @@ def test_generic_model_generates_a_tiled_region(generic_ddpm):
 def test_class_conditional_unet_is_refused(generic_ddpm, tmp_path):
     folder = shutil.copytree(generic_ddpm, tmp_path / "classes")
     shutil.rmtree(folder / "unet")
-    UNet2DModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=8,
-        num_class_embeds=10,
-    ).save_pretrained(folder / "unet")
+    tiny_unet(num_class_embeds=10).save_pretrained(folder / "unet")
     with pytest.raises(ModelAccessError, match="conditioned on class labels"):
         load_model(f"diffusers:{folder}", device="cpu")
