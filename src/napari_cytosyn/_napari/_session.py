@@ -26,8 +26,14 @@ CONFIRM_MPX = 256.0
 #: Imported in the background as soon as the dock opens: what napari imports on the GUI thread
 #: when the first image layer arrives (its thumbnail and contrast limits use scipy.ndimage:
 #: 1-3 s on a loaded machine), and the synthetic slide's store (zarr: 0.4 s of the first
-#: "New synthetic slide", before its first pixels).
-_WARM_MODULES = ("scipy.ndimage", "zarr", "napari_cytosyn.slide.synthetic")
+#: "New synthetic slide", before its first pixels) and the sample-data module (napari imports
+#: it on the GUI thread when a sample is opened).
+_WARM_MODULES = (
+    "scipy.ndimage",
+    "zarr",
+    "napari_cytosyn.slide.synthetic",
+    "napari_cytosyn._napari._sample_data",
+)
 _warm_thread: threading.Thread | None = None
 
 
