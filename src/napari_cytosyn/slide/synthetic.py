@@ -29,6 +29,7 @@ from napari_cytosyn.chunk_grid import (
     pieces,
 )
 from napari_cytosyn.pixel_size import PixelSize
+from napari_cytosyn.sampling.settings import ThreadValue
 
 from .render_ahead import BATCH_CHUNKS, stream_ahead
 from .store import (
@@ -48,25 +49,17 @@ _ROWS_PER_SCAN = 64  # chunk rows of the completion map scanned at once by iter_
 
 ChunkKey = tuple[int, int, int]  # (level, cy, cx)
 
-_CANCEL = threading.local()  # .event: the cancel flag of this thread's chunk renders
+_CANCEL = ThreadValue()  # the cancel flag of this thread's chunk renders
 
 
-@contextlib.contextmanager
-def cancel_scope(cancel: Any):
+def cancel_scope(cancel: Any) -> contextlib.AbstractContextManager[None]:
     """Within the block, chunks rendered by this thread check ``cancel`` (``.is_set()``)
     between model calls and raise ``Cancelled`` when it is set: a chunk in flight stops within
     one model batch instead of finishing. Nothing of a cancelled chunk is written."""
-    previous = getattr(_CANCEL, "event", None)
-    _CANCEL.event = cancel
-    try:
-        yield
-    finally:
-        _CANCEL.event = previous
+    return _CANCEL.scope(cancel)
 
 
-def current_cancel() -> Any:
-    """The cancel flag of the innermost :func:`cancel_scope` of this thread (or ``None``)."""
-    return getattr(_CANCEL, "event", None)
+current_cancel = _CANCEL.get  # the flag of this thread's innermost cancel_scope, or None
 
 
 @dataclass
