@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from napari_cytosyn import chunk_grid
+
 T = TypeVar("T")
 R = TypeVar("R")
 ProgressFn = Callable[[int, int], None]
@@ -178,6 +180,35 @@ def validate_levels(levels: Sequence[Any], what: str = "levels") -> None:
         if prev is not None and (shape[0] > prev[0] or shape[1] > prev[1]):
             raise ValueError(f"{what}[{i}] {shape[:2]} is larger than level {i - 1} {prev[:2]}")
         prev = shape
+
+
+def pyramid_shapes(
+    levels: Sequence[Any], min_level_px: int, mask_levels: Sequence[Any] | None = None
+) -> list[tuple[int, ...]]:
+    """The output's level shapes ``(y, x)``: the given levels', or for a single level its 2x
+    levels down to ``min_level_px``; ``mask_levels`` (if any) are checked against them."""
+    given = [tuple(int(s) for s in lv.shape[:2]) for lv in levels]
+    shapes = given if len(given) > 1 else chunk_grid.level_shapes(*given[0], min_level_px)
+    if mask_levels is not None:
+        validate_masks(mask_levels, shapes)
+    return shapes
+
+
+def default_workers(workers: int | None) -> int:
+    """``workers``, or by default ``min(4, cpu_count)`` threads."""
+    return workers or min(4, os.cpu_count() or 1)
+
+
+class ProgressCounter:
+    """``tick(n)`` adds ``n`` units done and reports ``progress(done, total)`` (if given)."""
+
+    def __init__(self, progress: ProgressFn | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 def validate_masks(mask_levels: Sequence[Any], shapes: Sequence[Sequence[int]]) -> None:

@@ -206,14 +206,6 @@ def write_label_and_macro(tif: Any, thumb: np.ndarray, label_lines: Sequence[str
     )
 
 
-def tiff_options(codec: str | None, quality: int) -> dict[str, Any]:
-    """tifffile ``compression``/``compressionargs`` for a codec name from ``check_compression``."""
-    return {
-        "compression": codec,
-        "compressionargs": {"level": int(quality)} if codec == "jpeg" else None,
-    }
-
-
 TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs")
 
 

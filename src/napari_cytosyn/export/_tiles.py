@@ -9,6 +9,10 @@ written one after the other.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn import chunk_grid
-from napari_cytosyn.export._stream import bounded_map, read_block, source_chunk_hw
+from napari_cytosyn.export._stream import (
+    bounded_map,
+    pyramid_shapes,
+    read_block,
+    source_chunk_hw,
+    validate_levels,
+)
 from napari_cytosyn.pixel_size import PixelSize
 
 Reader = Callable[[int, int, int, int], np.ndarray]
@@ -36,9 +46,44 @@ def check_compression(compression: str, quality: int) -> str | None:
     return COMPRESSIONS[key]
 
 
+def tiff_options(codec: str | None, quality: int) -> dict[str, Any]:
+    """tifffile ``compression``/``compressionargs`` for a codec name from ``check_compression``."""
+    return {
+        "compression": codec,
+        "compressionargs": {"level": int(quality)} if codec == "jpeg" else None,
+    }
+
+
 def default_compression(mask_levels: Any) -> str:
     """``"deflate"`` when a mask is given (real tissue is kept: it must stay exact), else JPEG."""
     return "deflate" if mask_levels is not None else "jpeg"
+
+
+def tiff_plan(
+    levels: Sequence[Any],
+    mask_levels: Sequence[Any] | None,
+    compression: str | None,
+    quality: int,
+    tile_px: int,
+    min_level_px: int | None,
+) -> tuple[str | None, int, list[tuple[int, ...]]]:
+    """Check a TIFF writer's arguments; ``(tifffile codec, tile edge, level shapes)``."""
+    validate_levels(levels)
+    codec = check_compression(compression or default_compression(mask_levels), quality)
+    tile_px = tile_px_for(levels[0], int(tile_px))
+    if tile_px % 16:
+        raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")
+    return codec, tile_px, pyramid_shapes(levels, min_level_px or tile_px, mask_levels)
+
+
+@contextlib.contextmanager
+def scratch_dir(path: str | os.PathLike, tmp: Path) -> Iterator[Path]:
+    """A folder beside the temporary output ``tmp`` for levels built on the way; removed after."""
+    scratch = Path(tempfile.mkdtemp(prefix=f".{Path(path).name}.scratch-", dir=tmp.parent))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def tile_px_for(level: Any, default: int) -> int:

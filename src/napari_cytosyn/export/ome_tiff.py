@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,19 +29,19 @@ import numpy as np
 
 from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
+    ProgressCounter,
     ProgressFn,
     atomic_output,
-    validate_levels,
-    validate_masks,
+    default_workers,
 )
 from napari_cytosyn.export._tiles import (
     COMPRESSIONS,
     Reader,
-    check_compression,
-    default_compression,
     level_readers,
     resolution_kwargs,
-    tile_px_for,
+    scratch_dir,
+    tiff_options,
+    tiff_plan,
     tiles,
 )
 from napari_cytosyn.pixel_size import PixelSize
@@ -100,68 +98,43 @@ def write_ome_tiff(
     """
     import tifffile
 
-    validate_levels(levels)
-    codec = check_compression(compression or default_compression(mask_levels), quality)
     if mask not in MASK_PLACES:
         raise ValueError(f"mask must be one of {MASK_PLACES}, got {mask!r}")
-    mpp_xy = PixelSize.from_any(mpp)
-    tile_px = tile_px_for(levels[0], int(tile_px))
-    if tile_px % 16:
-        raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")
-    given = [tuple(int(s) for s in lv.shape[:2]) for lv in levels]
-    shapes = (
-        given if len(given) > 1 else chunk_grid.level_shapes(*given[0], min_level_px or tile_px)
+    codec, tile_px, shapes = tiff_plan(
+        levels, mask_levels, compression, quality, tile_px, min_level_px
     )
-    if mask_levels is not None:
-        validate_masks(mask_levels, shapes)
-        if mask == "sidecar":
-            from napari_cytosyn.export.sidecars import check_sidecars
+    mpp_xy = PixelSize.from_any(mpp)
+    if mask_levels is not None and mask == "sidecar":
+        from napari_cytosyn.export.sidecars import check_sidecars
 
-            check_sidecars(path, overwrite)
-    workers = workers or min(4, os.cpu_count() or 1)
+        check_sidecars(path, overwrite)
+    workers = default_workers(workers)
     name = name or Path(path).name.removesuffix(".tif").removesuffix(".tiff").removesuffix(".ome")
-
     n_tiles = sum(len(chunk_grid.tiles(s, (tile_px, tile_px))) for s in shapes)
-    total = n_tiles * (2 if mask_levels is not None else 1)
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
-
+    tick = ProgressCounter(progress, n_tiles * (2 if mask_levels is not None else 1))
     embed_mask = mask_levels is not None and mask == "ome-image"
-    with atomic_output(path, overwrite) as tmp:
-        scratch = Path(tempfile.mkdtemp(prefix=f".{Path(path).name}.scratch-", dir=tmp.parent))
-        try:
-            image_readers = level_readers(levels, shapes, scratch, None, tile_px, workers, cancel)
-            with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
-                image_meta: dict[str, Any] = {"axes": "YXS", "Name": name}
-                if provenance:
-                    image_meta["Description"] = json.dumps(provenance, sort_keys=True)
-                options = {
-                    "photometric": "rgb",
-                    "compression": codec,
-                    "compressionargs": {"level": int(quality)} if codec == "jpeg" else None,
-                }
+    with atomic_output(path, overwrite) as tmp, scratch_dir(path, tmp) as scratch:
+        image_readers = level_readers(levels, shapes, scratch, None, tile_px, workers, cancel)
+        with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tif:
+            image_meta: dict[str, Any] = {"axes": "YXS", "Name": name}
+            if provenance:
+                image_meta["Description"] = json.dumps(provenance, sort_keys=True)
+            options = {"photometric": "rgb", **tiff_options(codec, quality)}
+            _write_series(
+                tif, image_readers, shapes, 3, mpp_xy, image_meta, options, tile_px,
+                workers, cancel, tick,
+            )  # fmt: skip
+            if embed_mask:
+                assert mask_levels is not None
+                mask_readers = level_readers(
+                    mask_levels, shapes, scratch, 1, tile_px, workers, cancel
+                )
+                mask_meta = {"axes": "YX", "Name": "synthetic mask"}
+                mask_options = {"photometric": "minisblack", "compression": "zlib"}
                 _write_series(
-                    tif, image_readers, shapes, 3, mpp_xy, image_meta, options, tile_px,
+                    tif, mask_readers, shapes, 1, mpp_xy, mask_meta, mask_options, tile_px,
                     workers, cancel, tick,
                 )  # fmt: skip
-                if embed_mask:
-                    assert mask_levels is not None
-                    mask_readers = level_readers(
-                        mask_levels, shapes, scratch, 1, tile_px, workers, cancel
-                    )
-                    mask_meta = {"axes": "YX", "Name": "synthetic mask"}
-                    mask_options = {"photometric": "minisblack", "compression": "zlib"}
-                    _write_series(
-                        tif, mask_readers, shapes, 1, mpp_xy, mask_meta, mask_options, tile_px,
-                        workers, cancel, tick,
-                    )  # fmt: skip
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
     if mask_levels is not None and not embed_mask:
         from napari_cytosyn.export.sidecars import write_mask_sidecars
 

@@ -29,14 +29,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
+    ProgressCounter,
     ProgressFn,
     atomic_output,
+    default_workers,
     level_downsamples,
+    pyramid_shapes,
     read_block,
     validate_levels,
-    validate_masks,
 )
 from napari_cytosyn.export._zarr_levels import (
     block_px_for,
@@ -244,55 +245,33 @@ def write_ome_zarr(
     chunk_px = int(chunk_px)
     if chunk_px < 16:
         raise ValueError(f"chunk_px must be >= 16, got {chunk_px}")
-    given = [tuple(int(s) for s in lv.shape[:2]) for lv in levels]
-    shapes = (
-        given if len(given) > 1 else chunk_grid.level_shapes(*given[0], min_level_px or chunk_px)
-    )
-    if mask_levels is not None:
-        validate_masks(mask_levels, shapes)
+    shapes = pyramid_shapes(levels, min_level_px or chunk_px, mask_levels)
     zarr_format = 2 if version == "0.4" else 3
     shard_sizes = [shard_px_for(s, chunk_px, zarr_format, shards) for s in shapes]
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = default_workers(workers)
     name = name or Path(path).name.removesuffix(".zarr").removesuffix(".ome")
     given_method = pyramid_method or "levels as given by the caller"
     method = given_method if len(levels) > 1 else BUILT_METHOD
 
-    total = chunk_count(shapes, chunk_px) * (2 if mask_levels is not None else 1)
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
-
+    tick = ProgressCounter(
+        progress, chunk_count(shapes, chunk_px) * (2 if mask_levels is not None else 1)
+    )
     with atomic_output(path, overwrite) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=zarr_format)
         attrs = image_attrs(shapes, mpp_xy, name, version, method)
         root.attrs.update({**attrs, PROVENANCE_KEY: jsonable(provenance or {})})
-        written: list[Any] = []
-        for i, shape in enumerate(shapes):
-            shard = shard_sizes[i]
-            dst = create_level_array(
-                root, str(i), (3, *shape), (3, chunk_px, chunk_px), zarr_format, shard
-            )
-            if i < len(levels):
-                read = reader_from_source(levels[i])
-                block = block_px_for(levels[i], chunk_px, shard)
-            else:
-                factor = level_factor(shapes[i - 1], shape)
-                read = reader_from_coarser(written[-1], shape, factor, "mean")
-                block = block_px_for(None, chunk_px, shard)
-            write_level(dst, read, block, chunk_px, workers, cancel, tick)
-            written.append(dst)
+        pyramid = (shapes, zarr_format, chunk_px, shard_sizes, workers, cancel, tick)
+        _write_pyramid(root, levels, reader_from_source, 3, *pyramid)
         if mask_levels is not None:
-            _write_mask(
-                root, mask_levels, shapes, mpp_xy, version, zarr_format, chunk_px, shard_sizes,
-                workers, cancel, tick,
-            )  # fmt: skip
+            labels = root.create_group("labels")
+            labels.attrs.update(labels_attrs(version))
+            group = labels.create_group(MASK_LABEL)
+            # the mask lives in the same physical space as the image: same axes and transforms
+            group.attrs.update(label_attrs(shapes, mpp_xy, version))
+            _write_pyramid(group, mask_levels, _mask_reader, 1, *pyramid)
         validate_ome_zarr(tmp, mask=mask_levels is not None)
-        if progress is not None and done != total:
-            progress(total, total)
+        if progress is not None and tick.done != tick.total:
+            progress(tick.total, tick.total)
     return Path(path)
 
 
@@ -308,12 +287,19 @@ def validate_ome_zarr(path: str | os.PathLike, mask: bool = False) -> None:
         ome_zarr_models.open_ome_zarr(root[f"labels/{MASK_LABEL}"])
 
 
-def _write_mask(
-    root: Any,
-    mask_levels: Sequence[Any],
+def _mask_reader(src: Any) -> Callable[[int, int, int, int], np.ndarray]:
+    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return (read_block(src, y0, y1, x0, x1) != 0).astype(np.uint8)[..., None]
+
+    return read
+
+
+def _write_pyramid(
+    group: Any,
+    sources: Sequence[Any],
+    reader: Callable[[Any], Callable[[int, int, int, int], np.ndarray]],
+    samples: int,
     shapes: Sequence[Sequence[int]],
-    mpp_xy: PixelSize | None,
-    version: NgffVersion,
     zarr_format: int,
     chunk_px: int,
     shard_sizes: Sequence[int | None],
@@ -321,27 +307,21 @@ def _write_mask(
     cancel: Any,
     tick: Callable[[int], None],
 ) -> None:
-    labels = root.create_group("labels")
-    labels.attrs.update(labels_attrs(version))
-    group = labels.create_group(MASK_LABEL)
-    # the mask lives in the same physical space as the image: same axes and transforms
-    group.attrs.update(label_attrs(shapes, mpp_xy, version))
+    """Levels ``0, 1, ...`` of ``group``, ``(samples, y, x)`` uint8: ``reader(source)`` of the
+    given ``sources``, the rest reduced from the level just written (image: mean, mask: max)."""
     written: list[Any] = []
     for i, shape in enumerate(shapes):
         shard = shard_sizes[i]
         dst = create_level_array(
-            group, str(i), (1, *shape), (1, chunk_px, chunk_px), zarr_format, shard
+            group, str(i), (samples, *shape), (samples, chunk_px, chunk_px), zarr_format, shard
         )
-        if i < len(mask_levels):
-            src = mask_levels[i]
-
-            def read(y0: int, y1: int, x0: int, x1: int, src: Any = src) -> np.ndarray:
-                return (read_block(src, y0, y1, x0, x1) != 0).astype(np.uint8)[..., None]
-
-            block = block_px_for(src, chunk_px, shard)
+        if i < len(sources):
+            read, block = reader(sources[i]), block_px_for(sources[i], chunk_px, shard)
         else:
             factor = level_factor(shapes[i - 1], shape)
-            read = reader_from_coarser(written[-1], shape, factor, "max")
+            read = reader_from_coarser(
+                written[-1], shape, factor, "mean" if samples == 3 else "max"
+            )
             block = block_px_for(None, chunk_px, shard)
         write_level(dst, read, block, chunk_px, workers, cancel, tick)
         written.append(dst)

@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn.export._stream import atomic_output, output_path
-from napari_cytosyn.export._svs import svs_description, tiff_options, tiff_stem, write_svs_pages
-from napari_cytosyn.export._tiles import level_readers
+from napari_cytosyn.export._svs import svs_description, tiff_stem, write_svs_pages
+from napari_cytosyn.export._tiles import level_readers, scratch_dir, tiff_options
 from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.slide.real import mask_sidecar
 
@@ -72,8 +70,7 @@ def write_mask_sidecars(
 
     mask_path, geojson_path = sidecar_paths(path)
     with atomic_output(mask_path, overwrite) as tmp:
-        scratch = Path(tempfile.mkdtemp(prefix=f".{mask_path.name}.scratch-", dir=tmp.parent))
-        try:
+        with scratch_dir(mask_path, tmp) as scratch:
             readers = level_readers(
                 mask_levels, shapes, scratch, MASK_VALUE, tile_px, workers, cancel
             )
@@ -86,8 +83,6 @@ def write_mask_sidecars(
                     tiff_options("zlib", 0), workers, cancel, tick,
                     ("napari-cytosyn", "synthetic mask", tiff_stem(path)),
                 )  # fmt: skip
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         tf, levels = _open_levels(tmp)
         with tf:
             features = mask_features(levels, shapes)

@@ -24,32 +24,24 @@ layout); a single-level source gets 2x levels built in a scratch zarr first.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
+    ProgressCounter,
     ProgressFn,
     atomic_output,
-    validate_levels,
-    validate_masks,
+    default_workers,
 )
 from napari_cytosyn.export._svs import (
     read_svs_provenance,
     svs_description,
-    tiff_options,
     tiff_stem,
     write_svs_pages,
 )
-from napari_cytosyn.export._tiles import (
-    check_compression,
-    default_compression,
-    level_readers,
-    tile_px_for,
-)
+from napari_cytosyn.export._tiles import level_readers, scratch_dir, tiff_options, tiff_plan
 from napari_cytosyn.export.sidecars import check_sidecars, write_mask_sidecars
 from napari_cytosyn.pixel_size import PixelSize
 
@@ -106,46 +98,27 @@ def write_tiff(
     """
     import tifffile
 
-    validate_levels(levels)
-    codec = check_compression(compression or default_compression(mask_levels), quality)
-    mpp_xy = PixelSize.from_any(mpp)
-    tile_px = tile_px_for(levels[0], int(tile_px))
-    if tile_px % 16:
-        raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")
-    given = [tuple(int(s) for s in lv.shape[:2]) for lv in levels]
-    shapes = (
-        given if len(given) > 1 else chunk_grid.level_shapes(*given[0], min_level_px or tile_px)
+    codec, tile_px, shapes = tiff_plan(
+        levels, mask_levels, compression, quality, tile_px, min_level_px
     )
+    mpp_xy = PixelSize.from_any(mpp)
     if mask_levels is not None:
-        validate_masks(mask_levels, shapes)
         check_sidecars(path, overwrite)
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = default_workers(workers)
     name = name or tiff_stem(path)
     n_tiles = sum(len(chunk_grid.tiles(s, (tile_px, tile_px))) for s in shapes)
-    total = n_tiles * (2 if mask_levels is not None else 1)
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
-
-    with atomic_output(path, overwrite) as tmp:
-        scratch = Path(tempfile.mkdtemp(prefix=f".{Path(path).name}.scratch-", dir=tmp.parent))
-        try:
-            readers = level_readers(levels, shapes, scratch, None, tile_px, workers, cancel)
-            description = svs_description(
-                shapes[0], tile_px, codec, quality, mpp_xy, name, objective_power, provenance
-            )
-            with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
-                write_svs_pages(
-                    tif, readers, shapes, 3, tile_px, mpp_xy, description,
-                    tiff_options(codec, quality), workers, cancel, tick,
-                    label or ("napari-cytosyn", name),
-                )  # fmt: skip
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+    tick = ProgressCounter(progress, n_tiles * (2 if mask_levels is not None else 1))
+    with atomic_output(path, overwrite) as tmp, scratch_dir(path, tmp) as scratch:
+        readers = level_readers(levels, shapes, scratch, None, tile_px, workers, cancel)
+        description = svs_description(
+            shapes[0], tile_px, codec, quality, mpp_xy, name, objective_power, provenance
+        )
+        with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+            write_svs_pages(
+                tif, readers, shapes, 3, tile_px, mpp_xy, description,
+                tiff_options(codec, quality), workers, cancel, tick,
+                label or ("napari-cytosyn", name),
+            )  # fmt: skip
     if mask_levels is not None:
         write_mask_sidecars(
             path, mask_levels, shapes, mpp_xy, tile_px, overwrite, workers, cancel, tick

@@ -29,9 +29,11 @@ import numpy as np
 
 from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
+    ProgressCounter,
     ProgressFn,
     atomic_output,
     bounded_map,
+    default_workers,
     read_block,
 )
 from napari_cytosyn.export._svs import (
@@ -228,7 +230,7 @@ def write_tiff_copy(
     )
     shapes = [p.shape for p in pages]
     mpp_xy = PixelSize.from_any(slide.mpp)
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = default_workers(workers)
     if masks is not None:
         check_sidecars(path, overwrite)
     touched = [
@@ -240,14 +242,8 @@ def write_tiff_copy(
     n_tiles = sum(t.size for t in touched)
     t = pages[0].tile[0]
     mask_tiles = sum(len(chunk_grid.tiles(s, (t, t))) for s in shapes) if masks else 0
-    total, done = n_tiles + mask_tiles, 0
+    tick = ProgressCounter(progress, n_tiles + mask_tiles)
     counts = {"copied": 0, "reencoded": 0}
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
 
     first = pages[0]
     codec = _CODECS[first.compression]
