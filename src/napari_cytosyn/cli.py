@@ -306,13 +306,9 @@ def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, sett
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    to_file = export_target(out, args.format)
     if args.mpp is not None and not (math.isfinite(args.mpp) and args.mpp > 0):
         raise CliError(f"--mpp {args.mpp}: give a positive number of um per px")
-    store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
-    if to_file:
-        check_output(out, args.overwrite, reads=[store])
+    out, store, to_file = _store_and_output(args)
     if args.mpp is not None:
         from napari_cytosyn.models.embedded import match_slide_scale
 
@@ -332,27 +328,45 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     render_store(args, slide, model, model_source(args.model, args))
     say(args, f"synthetic slide store {store} is complete")
     if to_file:
-        from napari_cytosyn.slide.kinds import open_any
-
-        with output_job(out):
-            export(args, open_any(store), out)
+        _export_store(args, store, out)
     return 0
 
 
-def _store_beside(out: Path) -> Path:
+def _store_and_output(args: argparse.Namespace, *reads: Any) -> tuple[Path, Path, bool]:
+    """(--out, the store: --store, else OUT stem + .cytosyn beside an export, else --out;
+    whether --out is an export)"""
+    out = Path(args.out)
+    to_file = export_target(out, args.format)
     stem = out.name
     for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".svs"):
         stem = stem.removesuffix(suffix)
-    return out.with_name(f"{stem}.cytosyn")
+    store = (
+        Path(args.store) if args.store else (out.with_name(f"{stem}.cytosyn") if to_file else out)
+    )
+    if to_file:
+        check_output(out, args.overwrite, reads=[*reads, store])
+    return out, store, to_file
+
+
+def _export_store(args: argparse.Namespace, store: Path, out: Path) -> None:
+    from napari_cytosyn.slide.kinds import open_any
+
+    with output_job(out):
+        export(args, open_any(store), out)
+
+
+def _export_out(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    if not export_target(out, args.format):
+        raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
+    return out
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.composite import CompositeSlide
 
-    out = Path(args.out)
-    if not export_target(out, args.format):
-        raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
+    out = _export_out(args)
     check_output(out, args.overwrite, reads=[args.slide, args.mask, args.edit_store])
     slide = open_slide(args.slide)
     components = read_mask(args.mask, slide, args.mask_level)
@@ -399,11 +413,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
     """A synthetic twin of a real slide (``cli_twin``): create or resume, render, export."""
     from napari_cytosyn.cli_twin import guided_settings, open_or_create_twin
 
-    out = Path(args.out)
-    to_file = export_target(out, args.format)
-    store = Path(args.store) if args.store else (_store_beside(out) if to_file else out)
-    if to_file:
-        check_output(out, args.overwrite, reads=[args.slide, store])
+    out, store, to_file = _store_and_output(args, args.slide)
     model = load_cli_model(args.model, args.device, args)
     settings = guided_settings(args, sampler_settings(args, args.seed), model)
     slide, resumed = open_or_create_twin(args, store, model, settings)
@@ -412,10 +422,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
     render_store(args, slide, model, model_source(args.model, args))
     say(args, f"synthetic twin {store} of {Path(args.slide).name} is complete")
     if to_file:
-        from napari_cytosyn.slide.kinds import open_any
-
-        with output_job(out):
-            export(args, open_any(store), out)
+        _export_store(args, store, out)
     return 0
 
 
@@ -443,9 +450,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from napari_cytosyn.slide.kinds import open_any
 
-    out = Path(args.out)
-    if not export_target(out, args.format):
-        raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
+    out = _export_out(args)
     slide = open_any(args.source, mode="r+" if args.render_missing else "r")
     reads: list[Any] = [args.source]
     if slide.kind == "composite":

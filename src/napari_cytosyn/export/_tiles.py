@@ -33,7 +33,6 @@ Reader = Callable[[int, int, int, int], np.ndarray]
 
 #: Compression names accepted by the TIFF writers -> tifffile's names (``None``: uncompressed).
 COMPRESSIONS = {"jpeg": "jpeg", "deflate": "zlib", "zlib": "zlib", "lzw": "lzw", "none": None}
-LOSSLESS = frozenset({"deflate", "zlib", "lzw", "none"})
 
 
 def check_compression(compression: str, quality: int) -> str | None:

@@ -91,13 +91,6 @@ def write_mask_sidecars(
     return mask_path, geojson_path
 
 
-def read_mask_tiff(path: str | os.PathLike) -> list[np.ndarray]:
-    """The levels of a mask TIFF written by :func:`write_mask_sidecars`, ``(y, x)`` uint8."""
-    tf, levels = _open_levels(path)
-    with tf:
-        return [np.asarray(level[...]) for level in levels]
-
-
 def _open_levels(path: str | os.PathLike) -> tuple[Any, list[Any]]:
     """(open ``TiffFile``, lazy ``(y, x)`` zarr views of its levels: tiles decoded on read)."""
     import tifffile

@@ -4,7 +4,7 @@ them."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,3 +28,13 @@ class SlideBackend(Protocol):
 
     def close(self) -> None:
         """Release file handles."""
+
+
+def read_rgb(array: Any, yxc: tuple[int, int, int], y: int, x: int, h: int, w: int) -> np.ndarray:
+    """The ``(h, w, 3)`` region at ``(y, x)`` of an N-d ``array`` whose y, x and colour axes
+    are ``yxc`` (every other axis at index 0)."""
+    index: list[Any] = [0] * len(array.shape)
+    index[yxc[0]], index[yxc[1]], index[yxc[2]] = slice(y, y + h), slice(x, x + w), slice(0, 3)
+    block = np.asarray(array[tuple(index)])
+    order = [sorted(yxc).index(i) for i in yxc]
+    return block if order == [0, 1, 2] else np.ascontiguousarray(block.transpose(order))

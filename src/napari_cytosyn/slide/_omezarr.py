@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn.pixel_size import PixelSize
-from napari_cytosyn.slide._backend import SlideReadError
+from napari_cytosyn.slide._backend import SlideReadError, read_rgb
 
 #: Micrometres per NGFF space unit.
 _UM_PER_UNIT = {
@@ -148,16 +148,7 @@ class OmeZarrBackend:
 
     def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """In-bounds region of ``level`` as (h, w, 3) uint8."""
-        index: list[Any] = [0] * len(self._names)
-        index[self._y] = slice(y, y + h)
-        index[self._x] = slice(x, x + w)
-        index[self._c] = slice(0, 3)
-        block = np.asarray(self._arrays[level][tuple(index)])
-        kept = sorted((self._y, self._x, self._c))
-        order = [kept.index(self._y), kept.index(self._x), kept.index(self._c)]
-        if order != [0, 1, 2]:
-            block = np.ascontiguousarray(block.transpose(order))
-        return block
+        return read_rgb(self._arrays[level], (self._y, self._x, self._c), y, x, h, w)
 
     def close(self) -> None:
         """zarr holds no open file handles."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn.pixel_size import PixelSize
-from napari_cytosyn.slide._backend import SlideBackend, SlideReadError
+from napari_cytosyn.slide._backend import SlideBackend, SlideReadError, read_rgb
 
 #: Micrometres per unit for OME length units.
 _UM_PER_UNIT = {
@@ -95,8 +95,8 @@ class TiffBackend:
             raise SlideReadError(
                 f"{path}: pixel type is {series.dtype}, only 8-bit RGB (uint8) slides are supported"
             )
-        self._axes = series.axes
-        self._layout = _rgb_layout(series.axes, series.shape, path)
+        layout = _rgb_layout(series.axes, series.shape, path)
+        self._yxc = (series.axes.index("Y"), series.axes.index("X"), series.axes.index(layout))
         self._arrays = []
         self.level_shapes: list[tuple[int, int]] = []
         self.tile_shapes: list[tuple[int, int] | None] = []
@@ -121,22 +121,7 @@ class TiffBackend:
 
     def read(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """In-bounds region of ``level`` as (h, w, 3) uint8."""
-        index = []
-        for axis in self._axes:
-            if axis == "Y":
-                index.append(slice(y, y + h))
-            elif axis == "X":
-                index.append(slice(x, x + w))
-            elif axis == self._layout:
-                index.append(slice(0, 3))
-            else:
-                index.append(0)
-        block = np.asarray(self._arrays[level][tuple(index)])
-        kept = [a for a in self._axes if a in ("Y", "X", self._layout)]
-        order = [kept.index("Y"), kept.index("X"), kept.index(self._layout)]
-        if order != [0, 1, 2]:
-            block = np.ascontiguousarray(block.transpose(order))
-        return block
+        return read_rgb(self._arrays[level], self._yxc, y, x, h, w)
 
     def close(self) -> None:
         self._tf.close()

@@ -206,11 +206,6 @@ class Slide:
         """Number of pyramid levels."""
         return len(self.level_shapes)
 
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        """(height, width) of level 0 in px."""
-        return self.level_shapes[0]
-
     def read_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Read a region of one level, directly (no dask).
 
