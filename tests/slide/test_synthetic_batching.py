@@ -86,14 +86,17 @@ def test_preparing_chunks_together_wastes_fewer_padded_slots(tiny):
     assert fresh.padded_evaluations < one_by_one.padded_evaluations  # ...in fuller batches
 
 
+def _two_slides(tmp_path, tiny):
+    """Two stores of the same 96 px slide (seed 3, 32 px chunks)."""
+    settings = SamplerSettings(steps=4, seed=3)
+    return tuple(
+        SyntheticSlide.create(tmp_path / f"{n}.zarr", tiny, 96, 96, settings, chunk_px=32)
+        for n in "ab"
+    )
+
+
 def test_synthetic_slide_prepares_chunks_and_renders_the_same_pixels(tmp_path, tiny):
-    settings = SamplerSettings(steps=4)
-    a = SyntheticSlide.create(
-        tmp_path / "a.zarr", tiny, 96, 96, settings.replace(seed=3), chunk_px=32
-    )
-    b = SyntheticSlide.create(
-        tmp_path / "b.zarr", tiny, 96, 96, settings.replace(seed=3), chunk_px=32
-    )
+    a, b = _two_slides(tmp_path, tiny)
     b.prepare_chunks([(0, 0), (0, 1), (1, 0), (1, 1)])
     assert b.compute_count == 0  # preparing computes states, not chunks
     for cy, cx in [(1, 1), (0, 1)]:
@@ -131,13 +134,7 @@ def test_padded_slots_compute_the_next_chunks_windows_and_pixels_stay_the_same(t
 
 
 def test_synthetic_slide_passes_upcoming_chunks_to_the_renderer(tmp_path, tiny):
-    settings = SamplerSettings(steps=4)
-    a = SyntheticSlide.create(
-        tmp_path / "a.zarr", tiny, 96, 96, settings.replace(seed=3), chunk_px=32
-    )
-    b = SyntheticSlide.create(
-        tmp_path / "b.zarr", tiny, 96, 96, settings.replace(seed=3), chunk_px=32
-    )
+    a, b = _two_slides(tmp_path, tiny)
     b.prepare_chunks([(0, 0)], upcoming=[(0, 1), (2, 2)])
     for cy, cx in [(0, 0), (0, 1), (2, 2)]:
         assert np.array_equal(a.ensure_chunk(0, cy, cx), b.ensure_chunk(0, cy, cx))

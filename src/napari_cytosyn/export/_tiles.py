@@ -53,11 +53,6 @@ def tiff_options(codec: str | None, quality: int) -> dict[str, Any]:
     }
 
 
-def default_compression(mask_levels: Any) -> str:
-    """``"deflate"`` when a mask is given (real tissue is kept: it must stay exact), else JPEG."""
-    return "deflate" if mask_levels is not None else "jpeg"
-
-
 def tiff_plan(
     levels: Sequence[Any],
     mask_levels: Sequence[Any] | None,
@@ -68,7 +63,9 @@ def tiff_plan(
 ) -> tuple[str | None, int, list[tuple[int, ...]]]:
     """Check a TIFF writer's arguments; ``(tifffile codec, tile edge, level shapes)``."""
     validate_levels(levels)
-    codec = check_compression(compression or default_compression(mask_levels), quality)
+    # by default lossless with a mask: the real tissue of an inpainted slide must stay exact
+    default = "deflate" if mask_levels is not None else "jpeg"
+    codec = check_compression(compression or default, quality)
     tile_px = tile_px_for(levels[0], int(tile_px))
     if tile_px % 16:
         raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")

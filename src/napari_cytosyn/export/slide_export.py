@@ -114,11 +114,6 @@ def label_lines(slide: Any, name: str) -> tuple[str, ...]:
     return ("napari-cytosyn", name, *what)
 
 
-def default_compression(slide: Any) -> str:
-    """``"deflate"`` (lossless) for a composite, whose real tissue must stay exact, else JPEG."""
-    return "deflate" if slide.kind == "composite" else "jpeg"
-
-
 def export_slide(
     slide: SlideLike,
     out: str | os.PathLike,
@@ -159,7 +154,6 @@ def export_slide(
     nothing at ``out``. Returns the path written.
     """
     fmt = output_format(out, format)
-    compression = compression or default_compression(slide)
     if compression == "copy":
         if fmt != "tiff" or slide.kind == "synthetic":
             raise ValueError(
