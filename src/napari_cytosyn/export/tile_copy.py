@@ -140,10 +140,7 @@ def _encoder(page: LevelPage, quality: int) -> Callable[[np.ndarray], bytes]:
         return lambda tile: np.ascontiguousarray(tile).tobytes()
     compress = tifffile.TIFF.COMPRESSORS[page.compression]
     if page.compression == 7:
-        args: dict[str, Any] = {
-            "level": int(quality),
-            "outcolorspace": "YCBCR" if page.photometric == 6 else "RGB",
-        }
+        args = _jpeg_args(page, quality)
         if page.subsampling is not None:
             args["subsampling"] = page.subsampling
         return lambda tile: compress(tile, **args)
@@ -294,12 +291,14 @@ def _page_kwargs(page: LevelPage, quality: int) -> dict[str, Any]:
         "software": "napari-cytosyn",
     }
     if page.compression == 7:
-        kwargs["compressionargs"] = {
-            "level": int(quality),
-            "outcolorspace": "YCBCR" if page.photometric == 6 else "RGB",
-        }
+        kwargs["compressionargs"] = _jpeg_args(page, quality)
         if page.subsampling is not None:
             kwargs["subsampling"] = page.subsampling
         if page.jpegtables is not None:
             kwargs["jpegtables"] = page.jpegtables
     return kwargs
+
+
+def _jpeg_args(page: LevelPage, quality: int) -> dict[str, Any]:
+    """JPEG quality and the source page's colour space (YCbCr when its photometric is 6)."""
+    return {"level": int(quality), "outcolorspace": "YCBCR" if page.photometric == 6 else "RGB"}
