@@ -403,7 +403,7 @@ class CompositeSlide:
             # The edit's own pixels, kept so that it can be removed later (the merged levels
             # hold only the newest edit where edits overlap).
             self._save_edit_pixels(record["id"], out, ctx_mask)
-            self._write_level0(cy0, cx0, out, ctx_mask)
+            self._merge(0, cy0, cx0, out, ctx_mask)
             self._refresh_levels(by0, by1, bx0, bx1)
             self.store.update_attrs(
                 lambda attrs: {**attrs, "edits": [*attrs.get("edits", []), record]}
@@ -491,11 +491,8 @@ class CompositeSlide:
             mask[p.chunk] = 0
             self.store.write_chunk(level, p.cy, p.cx, rgb, mask)
 
-    def _write_level0(self, y0: int, x0: int, rgb: np.ndarray, mask: np.ndarray) -> None:
-        """Merge ``rgb`` where ``mask`` into level 0 of the edit store, chunk by chunk."""
-        self._merge(0, y0, x0, rgb, mask)
-
     def _merge(self, level: int, y0: int, x0: int, rgb: np.ndarray, mask: np.ndarray) -> None:
+        """Merge ``rgb`` where ``mask`` into ``level`` of the edit store, chunk by chunk."""
         h, w = mask.shape
         for p in pieces(self.store.level_shapes[level], self.store.chunk_px, y0, x0, h, w):
             m = mask[p.out]
