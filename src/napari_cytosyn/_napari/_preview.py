@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_cytosyn.chunk_grid import pieces
+
 from ._chunk_cache import checker
 
 PREVIEW_MARK = 0.2  # share of the grey checker mixed into preview pixels: "not final"
@@ -173,24 +175,19 @@ class ChunkPreviews:
         touched: set[tuple[int, int]] = set()
         for (y, x, h, w), z in zip(rects, est, strict=True):
             rgb = self.to_rgb(z)
-            for cy in range(max(0, y // n), min(ny, -(-(y + h) // n))):
-                for cx in range(max(0, x // n), min(nx, -(-(x + w) // n))):
-                    if self.finished is not None and self.finished(cy, cx):
-                        continue
-                    ya, yb = max(y, cy * n), min(y + h, (cy + 1) * n)
-                    xa, xb = max(x, cx * n), min(x + w, (cx + 1) * n)
-                    with self._lock:
-                        entry = self._chunks.get((cy, cx))
-                        if entry is None:
-                            entry = self._chunks[(cy, cx)] = (
-                                np.zeros((n, n, 3), np.float32),
-                                np.zeros((n, n), bool),
-                            )
-                        entry[0][ya - cy * n : yb - cy * n, xa - cx * n : xb - cx * n] = rgb[
-                            ya - y : yb - y, xa - x : xb - x
-                        ]
-                        entry[1][ya - cy * n : yb - cy * n, xa - cx * n : xb - cx * n] = True
-                    touched.add((cy, cx))
+            for p in pieces((ny * n, nx * n), n, y, x, h, w):
+                if self.finished is not None and self.finished(p.cy, p.cx):
+                    continue
+                with self._lock:
+                    entry = self._chunks.get((p.cy, p.cx))
+                    if entry is None:
+                        entry = self._chunks[(p.cy, p.cx)] = (
+                            np.zeros((n, n, 3), np.float32),
+                            np.zeros((n, n), bool),
+                        )
+                    entry[0][p.chunk] = rgb[p.out]
+                    entry[1][p.chunk] = True
+                touched.add((p.cy, p.cx))
         with self._lock:
             self.painted += 1
             self._forget_reads(touched)
