@@ -81,14 +81,14 @@ class ChunkCache:
                 self.hits += 1
                 return chunk
             self.misses += 1
-        chunk = self.store.read_chunk(level, cy, cx, copy=False)
+        chunk = self.store.read_chunk(level, cy, cx)
         self._put(key, chunk)
         return chunk
 
     def prefetch(self, level: int, cy: int, cx: int) -> None:
         """Decode a chunk that was just finished into the cache (call from the writer thread)."""
         if self.max_bytes:
-            self._put((level, cy, cx), self.store.read_chunk(level, cy, cx, copy=False))
+            self._put((level, cy, cx), self.store.read_chunk(level, cy, cx))
 
     def _put(self, key: ChunkKey, chunk: np.ndarray) -> None:
         if chunk.nbytes > self.max_bytes:

@@ -114,7 +114,7 @@ def read_finished(
             if cache is not None:
                 chunk = cache.get(level, p.cy, p.cx)
             else:
-                chunk = store.read_chunk(level, p.cy, p.cx, copy=False)
+                chunk = store.read_chunk(level, p.cy, p.cx)
             out[p.out] = chunk[p.chunk]
             continue
         if previews is not None:

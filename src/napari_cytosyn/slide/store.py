@@ -404,11 +404,10 @@ class SlideStore:
             ) from exc
         return out
 
-    def read_chunk(self, level: int, cy: int, cx: int, copy: bool = True) -> np.ndarray:
-        """Pixels ``(h, w, 3)`` uint8 of a chunk (fill value 255 where never finished).
-
-        Raises :class:`ChunkDamagedError` when a finished chunk is missing or damaged. Always a
-        fresh, writable array (``copy`` is kept for callers that asked for a view)."""
+    def read_chunk(self, level: int, cy: int, cx: int) -> np.ndarray:
+        """Pixels ``(h, w, 3)`` uint8 of a chunk (fill value 255 where never finished), a fresh
+        writable array. Raises :class:`ChunkDamagedError` when a finished chunk is missing or
+        damaged."""
         return self.read_chunk_and_mask(level, cy, cx)[0]
 
     def read_chunk_and_mask(
