@@ -124,6 +124,33 @@ def test_cancelled_export_stops_within_2_s_and_leaves_nothing(widget, tmp_path, 
     assert list(out.parent.iterdir()) == []  # no partial file, no temporary left
 
 
+def test_cancel_while_an_export_renders_missing_chunks_leaves_no_file(widget, qtbot, tmp_path):
+    widget.sampling.steps_spin.setValue(400)  # each chunk takes many model calls
+    widget.synthetic_box.width_spin.setValue(1024)
+    widget.synthetic_box.height_spin.setValue(1024)
+    job = widget.new_synthetic_slide()
+    assert job.wait(30_000) and job.state == "done", job.error
+    layer = widget.edit_box.image_combo.layer()
+    slide = _layers.slide_of(layer)
+    widget.views[id(layer)].close(timeout=30)  # only the export renders the slide
+    widget.confirm = lambda text: True
+    out = tmp_path / "out" / "seed.ome.tif"
+    out.parent.mkdir()
+    job = widget.export(str(out), "OME-TIFF")
+    assert widget.session.job.title == "Render and export OME-TIFF"
+    qtbot.wait(1000)  # in the middle of the first chunk
+    assert job.running
+    t_cancel = time.monotonic()
+    widget.progress.cancel_button.click()
+    assert job.wait(60_000)
+    assert job.state == "cancelled"
+    assert time.monotonic() - t_cancel <= CANCEL_S
+    assert list(out.parent.iterdir()) == []  # the writer never started
+    assert slide.missing_chunks(0)  # and the render stopped
+    for cy, cx in slide.missing_chunks(0):
+        assert not slide.store.chunk_file(0, cy, cx).exists()
+
+
 def test_napari_exits_cleanly_while_a_synthetic_slide_renders(tmp_path):
     script = textwrap.dedent(
         f"""

@@ -125,6 +125,39 @@ def test_render_all_fills_the_slide_and_export_writes_it(widget, qtbot, tmp_path
     assert root.attrs["napari_cytosyn"]["seed"] == 7
 
 
+def test_export_of_an_incomplete_slide_renders_and_writes_in_one_job(widget, tmp_path):
+    import zarr
+
+    _layer, slide, view = _new_slide(widget, 768, 512)
+    view.close()  # nothing renders the slide but the export
+    missing = len(slide.missing_chunks(0))
+    assert missing == 6
+    # Declined confirmation: nothing rendered, nothing written.
+    widget.confirm_mpx = 0.1
+    asked = []
+    widget.confirm = lambda text: asked.append(text) or False
+    out = tmp_path / "export.ome.zarr"
+    assert widget.export(str(out), "OME-Zarr") is None
+    assert "Export: 6 chunks" in asked[0] and "not started" in widget.status.text()
+    assert slide.compute_count == 0 and not out.exists()
+
+    widget.confirm = lambda text: True
+    reports, show = [], widget.session.progress
+    widget.session.progress = lambda done, total: reports.append((done, total)) or show(done, total)
+    job = widget.export(str(out), "OME-Zarr")
+    assert job.wait(60_000) and job.state == "done", job.error
+    assert widget.session.job.title == "Render and export OME-Zarr"
+    assert slide.missing_chunks(0) == [] and slide.compute_count == missing
+    assert (missing, missing) in reports  # the chunks, then the writer's tiles
+    assert reports[-1] != (missing, missing) and reports[-1][0] == reports[-1][1]
+    root = zarr.open_group(str(out), mode="r")
+    written = np.moveaxis(np.asarray(root["0"]), 0, -1)
+    np.testing.assert_array_equal(written, slide.read_region(0, 0, 0, 512, 768, generate=False))
+    assert (written == 255).all(axis=-1).mean() < 0.01  # rendered tissue, not white chunks
+    assert root.attrs["napari_cytosyn"]["seed"] == 7
+    assert f"Exported to {out}" in widget.status.text()
+
+
 def test_zoomed_out_huge_slide_shows_provisional_pixels_and_says_where_generation_starts(
     widget, qtbot
 ):

@@ -273,8 +273,8 @@ def export_work(
     as ``fmt`` (a key of ``EXPORT_FORMATS``): its synthetic mask and provenance go with it.
 
     A synthetic slide must be complete unless ``render_missing`` (then its missing chunks are
-    rendered first, in the same job); the widget renders them as a job of its own, with its own
-    confirmation, before it exports. The writers write into a temporary path and rename it at
+    rendered first, in the same job: ``progress`` counts chunks, then the writer's tiles; the
+    widget asks first when they are many). The writers write into a temporary path and rename it at
     the end, so a cancelled or failed export leaves nothing behind.
     """
     if fmt not in EXPORT_FORMATS:

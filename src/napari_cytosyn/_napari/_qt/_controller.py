@@ -359,20 +359,10 @@ class WidgetActions:
                 "select a synthetic slide or an edited slide layer; real slides are saved with "
                 "File > Save Selected Layers"
             )
-        if _layers.is_synthetic(slide):
-            missing = len(slide.missing_chunks(0))
-            if missing:
-                if not self._confirm_render(slide, missing, "Export"):
-                    self.say("Export: not started.")
-                    return None
-                # Render first (its own job, cancellable), then export what is finished.
-                return self.run_job(
-                    f"Render {slide.name} for export",
-                    _actions.render_all_work(slide),
-                    lambda n: self.export(path, fmt),
-                    unit="chunks",
-                    total=missing,
-                )
+        missing = len(slide.missing_chunks(0)) if _layers.is_synthetic(slide) else 0
+        if missing and not self._confirm_render(slide, missing, "Export"):
+            self.say("Export: not started.")
+            return None
         if path is None:
             start = _actions.default_export_path(slide, fmt, self.config.export_dir)
             path, _ = QFileDialog.getSaveFileName(self, f"Export as {fmt}", str(start))
@@ -380,11 +370,14 @@ class WidgetActions:
                 return None
         target = Path(path)
         self._save_config(export_dir=str(target.parent))
+        # One job: the missing chunks are rendered first (progress in chunks), then the writer
+        # runs (progress in tiles); Cancel stops either, and a cancelled export leaves no file.
         return self.run_job(
-            f"Export {fmt}",
-            _actions.export_work(slide, target, fmt),
+            f"Render and export {fmt}" if missing else f"Export {fmt}",
+            _actions.export_work(slide, target, fmt, render_missing=bool(missing)),
             lambda p: self.say(f"Exported to {p}."),
-            unit="tiles",
+            unit="chunks, then tiles" if missing else "tiles",
+            total=missing,
         )
 
 
