@@ -191,3 +191,40 @@ def test_a_reopened_export_of_a_composite_states_its_synthetic_pixels(
         np.asarray(back.synthetic_mask(0)), np.asarray(comp.synthetic_mask(0))
     )
     assert open_any(generic_tiff_slide).stored_mask_levels is None
+
+
+@pytest.mark.parametrize(
+    "first, again, compression",
+    [
+        ("e.ome.zarr", "again.svs", None),
+        ("e.svs", "again.ome.zarr", None),
+        ("e.ome.tif", "again.ome.tif", None),
+        ("e.svs", "again.svs", "copy"),
+    ],
+)
+def test_re_exporting_an_export_keeps_its_synthetic_mask(
+    generic_tiff_slide, tmp_path, first, again, compression
+):
+    comp = open_any(_edited(generic_tiff_slide, tmp_path / "edits.cytosyn"))
+    edited = np.asarray(comp.synthetic_mask(0))
+    assert edited.sum() == EDIT[2] * EDIT[3]
+    exported = open_any(export_slide(comp, tmp_path / first, checksum_source=False))
+    out = export_slide(exported, tmp_path / again, compression=compression, checksum_source=False)
+    back = open_any(out)
+    assert back.kind == "real" and back.stored_mask_levels
+    assert len(back.levels) == len(exported.levels)
+    for k in range(len(back.levels)):
+        np.testing.assert_array_equal(
+            np.asarray(back.synthetic_mask(k)), np.asarray(exported.synthetic_mask(k))
+        )
+    np.testing.assert_array_equal(np.asarray(back.synthetic_mask(0)), edited)
+    if again.endswith(".ome.zarr") or compression == "copy":  # lossless or copied tiles
+        np.testing.assert_array_equal(np.asarray(back.levels[0]), np.asarray(exported.levels[0]))
+
+
+def test_re_exporting_a_real_slide_without_a_mask_writes_none(generic_tiff_slide, tmp_path):
+    out = export_slide(open_any(generic_tiff_slide), tmp_path / "r.ome.zarr")
+    assert "labels" not in zarr.open_group(str(out), mode="r")
+    back = open_any(out)
+    assert back.stored_mask_levels is None
+    assert not np.asarray(back.synthetic_mask(0)).any()

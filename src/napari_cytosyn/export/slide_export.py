@@ -32,6 +32,7 @@ from napari_cytosyn.export.ome_tiff import write_ome_tiff
 from napari_cytosyn.export.ome_zarr import write_ome_zarr
 from napari_cytosyn.export.tiff import write_tiff
 from napari_cytosyn.export.tile_copy import write_tiff_copy
+from napari_cytosyn.slide.kinds import export_mask_levels
 
 if TYPE_CHECKING:
     from napari_cytosyn.slide.kinds import SlideLike
@@ -148,8 +149,9 @@ def export_slide(
     exported: a synthetic slide with unrendered chunks is refused
     (:class:`~napari_cytosyn.slide.store_io.IncompleteSlideError`) unless ``render_missing``,
     which renders them first (with the model named in its store; ``progress`` and ``cancel``
-    see that rendering too). A composite's synthetic mask goes with it (see ``mask``); a
-    synthetic slide gets none, every pixel being synthetic (its provenance says so).
+    see that rendering too). A composite's synthetic mask goes with it (see ``mask``), and
+    so does the mask a reopened export carries (re-exporting an export keeps it); a synthetic
+    slide gets none, every pixel being synthetic (its provenance says so).
     ``progress(done, total)``; ``cancel.is_set()`` stops the writer (``Cancelled``), leaving
     nothing at ``out``. Returns the path written.
     """
@@ -168,9 +170,7 @@ def export_slide(
             "write an OME-TIFF (*.ome.tif) to keep it as a second image"
         )
     levels = slide.finished_levels(render_missing=render_missing, progress=progress, cancel=cancel)
-    masks = (
-        [slide.synthetic_mask(k) for k in range(len(levels))] if slide.kind == "composite" else None
-    )
+    masks = export_mask_levels(slide, len(levels))
     provenance = slide.provenance(checksum_source=checksum_source)
     name = export_name(slide)
     if compression == "copy":

@@ -47,6 +47,7 @@ from napari_cytosyn.export._svs import (
 )
 from napari_cytosyn.export._tiles import resolution_kwargs, source_reader
 from napari_cytosyn.pixel_size import PixelSize
+from napari_cytosyn.slide.kinds import export_mask_levels
 
 #: TIFF compression tags whose tiles can be re-encoded here -> tifffile's compression names.
 _CODECS: dict[int, str | None] = {1: None, 5: "lzw", 7: "jpeg", 8: "zlib", 32946: "zlib"}
@@ -212,7 +213,8 @@ def write_tiff_copy(
     """Write ``slide`` (a composite, or a real TIFF slide) to ``path`` by copying source tiles.
 
     The mask of a composite goes beside the file (mask TIFF + GeoJSON,
-    :mod:`~napari_cytosyn.export.sidecars`). Returns ``{"copied": n, "reencoded": m}`` tiles.
+    :mod:`~napari_cytosyn.export.sidecars`); so does the mask a reopened export carries (all
+    its tiles copied). Returns ``{"copied": n, "reencoded": m}`` tiles.
     """
     import tifffile
 
@@ -222,9 +224,7 @@ def write_tiff_copy(
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
     levels = list(slide.levels)
-    masks = (
-        [slide.synthetic_mask(k) for k in range(len(levels))] if slide.kind == "composite" else None
-    )
+    masks = export_mask_levels(slide, len(levels))
     shapes = [p.shape for p in pages]
     mpp_xy = PixelSize.from_any(slide.mpp)
     workers = default_workers(workers)
@@ -232,7 +232,7 @@ def write_tiff_copy(
         check_sidecars(path, overwrite)
     touched = [
         touched_tiles(masks[k], p.tile)
-        if masks is not None
+        if slide.kind == "composite"  # a reopened export's mask is carried, its tiles copied
         else np.zeros(chunk_grid.grid_shape(p.shape, p.tile), bool)
         for k, p in enumerate(pages)
     ]

@@ -59,6 +59,20 @@ class SlideLike(Protocol):
         :class:`~napari_cytosyn.slide.store_io.IncompleteSlideError`."""
 
 
+def export_mask_levels(slide: SlideLike, n_levels: int) -> list[Any] | None:
+    """The synthetic mask an export of ``slide`` carries (``n_levels`` bool levels), or ``None``.
+
+    A composite's edits, and the mask a reopened export of this plugin holds (a ``"real"``
+    slide whose ``stored_mask_levels`` is set: re-exporting an export keeps it). A synthetic
+    slide gets none (every pixel is synthetic), nor does a real slide without one.
+    """
+    if slide.kind == "composite" or (
+        slide.kind == "real" and getattr(slide, "stored_mask_levels", None)
+    ):
+        return [slide.synthetic_mask(k) for k in range(n_levels)]
+    return None
+
+
 def store_kind(path: str | os.PathLike) -> str | None:
     """The kind recorded in a store of this plugin (``"synthetic-slide"``, ``"edit-store"``),
     or ``None`` when ``path`` is not such a store."""
