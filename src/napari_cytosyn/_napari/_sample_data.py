@@ -11,6 +11,7 @@ model's (0.5 um/px) pixel sizes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,8 @@ def he_slide() -> list[tuple[Any, dict[str, Any], str]]:
     viewer = napari.current_viewer()
     if viewer is None:  # no GUI to keep responsive (scripts): load here
         return [_he_layer_data(*real_sample_path())]
-    from napari.utils.notifications import show_error
 
     from ._layers import PendingImage
-    from ._qt._jobs import Job
 
     entry = _sample_entry()
     h, w = (int(v) for v in entry["shape"][:2])
@@ -139,13 +138,25 @@ def he_slide() -> list[tuple[Any, dict[str, Any], str]]:
         },
     )
     cache_dir = load_config().cache_path()
-    job = Job(
+    return _load_in_worker(
         "H&E sample",
-        lambda progress, cancel: _he_layer_data(*real_sample_path(cache_dir)),
-        show_progress=False,
+        lambda: _he_layer_data(*real_sample_path(cache_dir)),
+        pending,
+        "failed to load",
     )
+
+
+def _load_in_worker(title: str, load: Callable[[], Any], pending: Any, failed: str) -> list:
+    """Run ``load`` in a worker thread and hand its result to ``pending.attach``; the pending
+    layer's data is returned to napari at once (GUI thread). Errors are shown as
+    "<title> <failed>: <error>"."""
+    from napari.utils.notifications import show_error
+
+    from ._qt._jobs import Job
+
+    job = Job(title, lambda progress, cancel: load(), show_progress=False)
     job.done.connect(pending.attach)
-    job.failed.connect(lambda exc: show_error(f"H&E sample failed to load: {exc}"))
+    job.failed.connect(lambda exc: show_error(f"{title} {failed}: {exc}"))
     job.finished.connect(lambda: _LOADING.discard(job))
     _LOADING.add(job)
     job.start()
@@ -163,12 +174,10 @@ def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
     layer appears at once (grey checks: not generated yet), then renders lazily where the
     viewer looks once the model is loaded; the GUI never waits for it."""
     import napari
-    from napari.utils.notifications import show_error
 
     from napari_cytosyn.models import get_info
 
     from ._layers import PendingSlide
-    from ._qt._jobs import Job
 
     viewer = napari.current_viewer()
     if viewer is None:
@@ -178,17 +187,12 @@ def synthetic_slide() -> list[tuple[Any, dict[str, Any], str]]:
     pending = PendingSlide(
         viewer, store, SYNTHETIC_PX, SYNTHETIC_PX, SAMPLE_CHUNK_PX, get_info("cytosyn-tiny").mpp
     )
-    job = Job(
+    return _load_in_worker(
         "Synthetic slide sample",
-        lambda progress, cancel: _open_synthetic_sample(store, config.device),
-        show_progress=False,
+        lambda: _open_synthetic_sample(store, config.device),
+        pending,
+        "failed",
     )
-    job.done.connect(pending.attach)
-    job.failed.connect(lambda exc: show_error(f"Synthetic slide sample failed: {exc}"))
-    job.finished.connect(lambda: _LOADING.discard(job))
-    _LOADING.add(job)
-    job.start()
-    return [pending.layer_data()]
 
 
 def _open_synthetic_sample(store: Path, device: str) -> Any:

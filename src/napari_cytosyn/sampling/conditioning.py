@@ -393,18 +393,7 @@ def surround_field(
             f"no real tissue within {ring_px} px (model resolution) of the mask to condition "
             "on; widen the ring or choose a reference region"
         )
-    emb = embed_crops(
-        model,
-        lambda k: crop_centred(image, centres_y[picks[k][0]], centres_x[picks[k][1]], side),
-        n=len(picks),
-        cancel=cancel,
-    )
-    grid = np.zeros((ny, nx, *emb.shape[1:]), dtype=np.float32)
-    valid = np.zeros((ny, nx), dtype=bool)
-    for (i, j), e in zip(picks, emb, strict=True):
-        grid[i, j] = e
-        valid[i, j] = True
-    return ConditionField(grid, valid, float(cell), (cell / 2.0, cell / 2.0))
+    return _picked_field(model, image, picks, (ny, nx), cell, side, cancel=cancel)
 
 
 def image_field(
@@ -439,15 +428,32 @@ def image_field(
     ]
     if not picks:
         raise ValueError("the reference image holds no tissue to condition on")
+    return _picked_field(
+        model, image, picks, (ny, nx), cell, side, batch_size=batch_size, cancel=cancel
+    )
+
+
+def _picked_field(
+    model: Any,
+    image: np.ndarray,
+    picks: list[tuple[int, int]],
+    grid_shape: tuple[int, int],
+    cell: int,
+    side: int,
+    batch_size: int | None = None,
+    cancel: Any = None,
+) -> ConditionField:
+    """Embed the ``side`` px crops centred on the picked cells ``(i, j)`` of a ``cell`` px grid
+    (centres at ``(i + 0.5) cell``) and lay them out as a field; other cells are invalid."""
     emb = embed_crops(
         model,
-        lambda k: crop_centred(image, cy[picks[k][0]], cx[picks[k][1]], side),
+        lambda k: crop_centred(image, (picks[k][0] + 0.5) * cell, (picks[k][1] + 0.5) * cell, side),
         n=len(picks),
         batch_size=batch_size,
         cancel=cancel,
     )
-    grid = np.zeros((ny, nx, *emb.shape[1:]), dtype=np.float32)
-    valid = np.zeros((ny, nx), dtype=bool)
+    grid = np.zeros((*grid_shape, *emb.shape[1:]), dtype=np.float32)
+    valid = np.zeros(grid_shape, dtype=bool)
     for (i, j), e in zip(picks, emb, strict=True):
         grid[i, j] = e
         valid[i, j] = True

@@ -114,10 +114,7 @@ class WidgetActions:
         layer = _layers.edited_layer(self.viewer, composite)
         if layer is None:
             layer = _layers.add_composite_layer(self.viewer, composite, image)
-        layer.metadata.update(_layers.composite_metadata(composite))
-        layer.refresh()
-        _layers.show_synthetic_mask(self.viewer, layer, composite)
-        self.session.edits_changed.emit(composite)
+        self._edits_changed(layer, composite)
         self.say(
             f"Inpainted {record['mask_px']:,} px into {layer.name!r} "
             f"({len(composite.edits)} edit(s) in {composite.path})."
@@ -159,16 +156,20 @@ class WidgetActions:
         return self._guard("Remove edit", start)
 
     def _edit_removed(self, composite: Any, index: int, record: dict) -> None:
-        layer = _layers.edited_layer(self.viewer, composite)
+        self._edits_changed(_layers.edited_layer(self.viewer, composite), composite)
+        self.say(
+            f"Removed edit {index + 1} ({record['mask_px']:,} px); {composite.name} "
+            f"has {len(composite.edits)} edit(s)."
+        )
+
+    def _edits_changed(self, layer: Any, composite: Any) -> None:
+        """The edits of ``composite`` changed: refresh its layer (if shown) and mask, tell the
+        session."""
         if layer is not None:
             layer.metadata.update(_layers.composite_metadata(composite))
             layer.refresh()
             _layers.show_synthetic_mask(self.viewer, layer, composite)
         self.session.edits_changed.emit(composite)
-        self.say(
-            f"Removed edit {index + 1} ({record['mask_px']:,} px); {composite.name} "
-            f"has {len(composite.edits)} edit(s)."
-        )
 
     def open_edit_store(self, path: str | None = None) -> Any:
         """Reopen the edits of an earlier session (an edit store) as an edited layer."""
