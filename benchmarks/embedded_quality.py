@@ -35,6 +35,7 @@ update) on the model's native tile. ``--compare`` adds side-by-side full-zoom cr
     python scripts/fetch_training_data.py              # once: the real images
     python benchmarks/embedded_quality.py --figures    # 16 synthetic tiles, 2048 px region
     python benchmarks/embedded_quality.py --quick      # 6 tiles, no region
+    python benchmarks/embedded_quality.py --only-40x   # the _40x keys only
 
 Last line: ``RESULT {"nuclei_density_rel_err": ..., "nuclear_area_rel_err": ...,
 "hed_distance": ..., "hed_distance_real_real": ..., "sharpness_ratio_20x": ..., ...}``.
@@ -149,11 +150,20 @@ def quadrants(tiles: list[np.ndarray], size: int = 224) -> list[np.ndarray]:
     return out
 
 
-def realism_auc(real: list[np.ndarray], synth: list[np.ndarray], mpp: float) -> float:
-    from napari_cytosyn.quality import cv_auc, realism_features
+def realism_auc(real: list[np.ndarray], synth: list[np.ndarray], mpp: float, tag: str) -> float:
+    """Cross-validated AUC on all features; also prints each feature's own AUC (synthetic
+    scored higher: > 0.5 means the feature is larger in synthetic patches) and mean values,
+    which say what gives the synthetic patches away."""
+    from napari_cytosyn.quality import REALISM_FEATURES, auc, cv_auc, realism_features
 
     x = np.stack([realism_features(p, mpp) for p in [*real, *synth]])
     y = np.r_[np.zeros(len(real)), np.ones(len(synth))]
+    per = [(auc(x[:, j], y), j) for j in range(x.shape[1])]
+    for a, j in sorted(per, key=lambda t: -abs(t[0] - 0.5)):
+        print(
+            f"{tag} realism feature {REALISM_FEATURES[j]}: AUC {a:.3f} "
+            f"(real {x[y == 0, j].mean():.4g}, synthetic {x[y == 1, j].mean():.4g})"
+        )
     return cv_auc(x, y, folds=5, seed=0)
 
 
@@ -204,6 +214,57 @@ def inpaint_sharpness(model20, model40, img40: np.ndarray, steps: int, centres) 
     return float(np.mean(inside) / np.mean(ring)), crops
 
 
+def quality_40x(model, model40, data: Path, steps: int, n_cond: int, quick: bool) -> tuple:
+    """The ``_40x`` keys on the natively 40x image (0.25 um/px); also returns the synthetic 40x
+    tiles, the reference crops they are conditioned on and the inpainted (real, result) crops."""
+    from skimage.io import imread
+
+    from napari_cytosyn.quality import nuclear_texture, nuclei_stats, relative_error
+
+    conditional = bool(model.info.get("conditional"))
+    img40 = imread(data / "tiatoolbox_target_0.25mpp.png")[..., :3]
+    mpp40 = 0.25
+    refs40 = random_crops(img40, n_cond, 448, 40)
+    real40 = random_crops(img40, 24, 224, 41)
+    if model40 is not None:
+        c40 = embed_crops(model40, refs40) if conditional else None
+        syn40 = sample_tiles(model40, n_cond, steps, 4000, c40, batch=4)
+        unc40 = sample_tiles(model40, n_cond, steps, 5000, None, batch=4) if conditional else syn40
+    else:  # a 20x-only model: its 0.5 um/px tiles upsampled 2x, as a 40x slide shows them
+        syn40 = [upsample2(t) for t in sample_tiles(model, n_cond, steps, 4000)]
+        unc40 = syn40
+    real40_stats = nuclei_stats(img40, mpp40)
+    s40 = nuclei_stats(syn40, mpp40)
+    u40 = nuclei_stats(unc40, mpp40)
+    tex40_real = nuclear_texture(img40, mpp40)
+    tex40 = nuclear_texture(syn40, mpp40)
+    auc_40 = realism_auc(real40, quadrants(syn40), mpp40, "40x")
+    centres = [(260, 260), (740, 700)] if not quick else [(260, 260)]
+    sharp_40, inpainted = inpaint_sharpness(model, model40, img40, steps, centres)
+    print(
+        f"40x ({'native decoder' if model40 is not None else '20x upsampled 2x'}): "
+        f"{s40.density_per_mm2:.0f} nuclei/mm2 (real {real40_stats.density_per_mm2:.0f}), "
+        f"area {s40.mean_area_um2:.1f} um2 (real {real40_stats.mean_area_um2:.1f}), texture "
+        f"{tex40:.4f} (real {tex40_real:.4f}), inpainting sharpness ratio {sharp_40:.3f}, "
+        f"realism AUC {auc_40:.3f}"
+    )
+    area_ref = real40_stats.mean_area_um2
+    area_err = round(relative_error(s40.mean_area_um2, area_ref), 4)
+    keys = {
+        "sharpness_ratio_40x": round(sharp_40, 3),
+        "nuclear_texture_rel_err_40x": round(relative_error(tex40, tex40_real), 4),
+        "nuclei_density_rel_err_40x": round(
+            relative_error(s40.density_per_mm2, real40_stats.density_per_mm2), 4
+        ),
+        "nuclear_area_rel_err_40x": area_err,
+        "realism_auc_40x": round(auc_40, 3),
+        "conditioning_area_err_40x": area_err if conditional else None,
+        "conditioning_area_err_uncond_40x": round(relative_error(u40.mean_area_um2, area_ref), 4),
+        "native_40x": model40 is not None,
+    }
+    return keys, syn40, refs40, inpainted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -216,6 +277,9 @@ def main() -> None:
     parser.add_argument("--figures", action="store_true", help="write figures to docs/images")
     parser.add_argument("--no-region", action="store_true", help="skip the 2048 px region")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--only-40x", action="store_true", help="the _40x keys only (picking a 40x decoder)"
+    )
     args = parser.parse_args()
     n_tiles = args.tiles or (6 if args.quick else 16)
     n_cond = args.cond_tiles or (4 if args.quick else 8)
@@ -250,6 +314,10 @@ def main() -> None:
         f"{model40 is not None}, {steps} steps"
     )
 
+    if args.only_40x:  # the 40x keys do not depend on the 20x decoder or tiles
+        q40, *_ = quality_40x(model, model40, args.data, steps, n_cond, args.quick)
+        print("RESULT " + json.dumps({**q40, "steps": steps, "conditional": conditional}))
+        return
     t0 = time.perf_counter()
     synth = sample_tiles(model, n_tiles, steps, seed=1000)
     print(f"{n_tiles} synthetic {tile} px tiles, {steps} steps: {time.perf_counter() - t0:.1f} s")
@@ -314,40 +382,14 @@ def main() -> None:
             area = nuclei_stats(tiles, model.mpp).mean_area_um2
             cond_err.append(relative_error(area, ref_area))
             print(f"conditioned on {name}: mean nuclear area {area:.1f} um2 (real {ref_area:.1f})")
-    auc_20 = realism_auc(real_crops, synth + cond_tiles, model.mpp)
+    auc_20 = realism_auc(real_crops, synth + cond_tiles, model.mpp, "20x")
     print(
         f"20x: sharpness ratio {sharp_20:.3f}, nuclear texture {tex_syn:.4f} (real "
         f"{tex_real:.4f}), realism AUC {auc_20:.3f}"
     )
 
-    # ---- 40x: the natively 40x image (0.25 um/px)
-    from skimage.io import imread
-
-    img40 = imread(args.data / "tiatoolbox_target_0.25mpp.png")[..., :3]
-    mpp40 = 0.25
-    refs40 = random_crops(img40, n_cond, 448, 40)
-    real40 = random_crops(img40, 24, 224, 41)
-    if model40 is not None:
-        c40 = embed_crops(model40, refs40) if conditional else None
-        syn40 = sample_tiles(model40, n_cond, steps, 4000, c40, batch=4)
-        unc40 = sample_tiles(model40, n_cond, steps, 5000, None, batch=4) if conditional else syn40
-    else:  # a 20x-only model: its 0.5 um/px tiles upsampled 2x, as a 40x slide shows them
-        syn40 = [upsample2(t) for t in sample_tiles(model, n_cond, steps, 4000)]
-        unc40 = syn40
-    real40_stats = nuclei_stats(img40, mpp40)
-    s40 = nuclei_stats(syn40, mpp40)
-    u40 = nuclei_stats(unc40, mpp40)
-    tex40_real = nuclear_texture(img40, mpp40)
-    tex40 = nuclear_texture(syn40, mpp40)
-    auc_40 = realism_auc(real40, quadrants(syn40), mpp40)
-    centres = [(260, 260), (740, 700)] if not args.quick else [(260, 260)]
-    sharp_40, inpainted = inpaint_sharpness(model, model40, img40, steps, centres)
-    print(
-        f"40x ({'native decoder' if model40 is not None else '20x upsampled 2x'}): "
-        f"{s40.density_per_mm2:.0f} nuclei/mm2 (real {real40_stats.density_per_mm2:.0f}), "
-        f"area {s40.mean_area_um2:.1f} um2 (real {real40_stats.mean_area_um2:.1f}), texture "
-        f"{tex40:.4f} (real {tex40_real:.4f}), inpainting sharpness ratio {sharp_40:.3f}, "
-        f"realism AUC {auc_40:.3f}"
+    q40, syn40, refs40, inpainted = quality_40x(
+        model, model40, args.data, steps, n_cond, args.quick
     )
 
     if args.figures:
@@ -389,7 +431,6 @@ def main() -> None:
                 check_contrast=False,
             )
 
-    area_40_ref = real40_stats.mean_area_um2
     result = {
         "nuclei_density_rel_err": round(
             relative_error(syn_stats.density_per_mm2, real_stats.density_per_mm2), 4
@@ -414,20 +455,7 @@ def main() -> None:
         "realism_auc_20x": round(auc_20, 3),
         "conditioning_area_err_20x": round(float(np.mean(cond_err)), 4) if cond_err else None,
         "conditioning_area_err_uncond_20x": round(float(np.mean(uncond_err)), 4),
-        "sharpness_ratio_40x": round(sharp_40, 3),
-        "nuclear_texture_rel_err_40x": round(relative_error(tex40, tex40_real), 4),
-        "nuclei_density_rel_err_40x": round(
-            relative_error(s40.density_per_mm2, real40_stats.density_per_mm2), 4
-        ),
-        "nuclear_area_rel_err_40x": round(relative_error(s40.mean_area_um2, area_40_ref), 4),
-        "realism_auc_40x": round(auc_40, 3),
-        "conditioning_area_err_40x": (
-            round(relative_error(s40.mean_area_um2, area_40_ref), 4) if conditional else None
-        ),
-        "conditioning_area_err_uncond_40x": round(
-            relative_error(u40.mean_area_um2, area_40_ref), 4
-        ),
-        "native_40x": model40 is not None,
+        **q40,
         "conditional": conditional,
     }
     print("RESULT " + json.dumps(result))

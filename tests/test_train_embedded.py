@@ -111,6 +111,7 @@ def test_generated_latent_decoders_keep_the_encoder_and_resume(data, tmp_path):
         "--gen-decoders", "20x,40x", "--gen-model", str(WEIGHTS_DIR), "--data", str(data),
         "--out", str(out), "--runs", str(runs), "--tile-px", "64", "--gen-pairs", "8",
         "--default-steps", "2", "--vae-batch", "1", "--decoder-crop", "32", "--threads", "1",
+        "--teacher-weight", "1.0", "--teacher-sigma", "2",
     ]  # fmt: skip
     log = run(*common, "--vae-steps", "2")
     assert "8 generated-latent pairs (1x)" in log and "8 generated-latent pairs (2x)" in log
@@ -127,6 +128,9 @@ def test_generated_latent_decoders_keep_the_encoder_and_resume(data, tmp_path):
     x2new = load_file(out / "vae_x2" / "x2_decoder.safetensors")
     x2old = load_file(WEIGHTS_DIR / "vae_x2" / "x2_decoder.safetensors")
     assert x2new.keys() == x2old.keys()
+    saved = load_file(out / "saves" / "vae_x2_00002" / "x2_decoder.safetensors")
+    assert all(torch.equal(saved[k], x2new[k]) for k in x2new)  # every save kept, by step
+    assert (out / "saves" / "vae_00002" / "config.json").is_file()
     info = json.loads((out / "gen_decoders.json").read_text())
     assert info["dec20x"]["steps"] == 2 and np.isfinite(info["dec40x"]["sharpness_ratio"])
     # resumable from the checkpoints; the cached pairs are reused
