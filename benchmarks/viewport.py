@@ -17,6 +17,7 @@ read ratio <= 1.2. Last line: ``RESULT {json}``.
     python benchmarks/viewport.py                 # embedded model (cytosyn-tiny)
     python benchmarks/viewport.py --model grf     # Gaussian-random-field test model
     python benchmarks/viewport.py --quick         # smaller viewport, fewer repeats
+    python benchmarks/viewport.py --autocast off --workers 1   # float32, one core for the model
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def main() -> None:
     )
     ap.add_argument("--chunk-px", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="network calls side by side (NAPARI_CYTOSYN_MODEL_WORKERS; 0 = its default)",
+    )
     ap.add_argument("--quick", action="store_true", help="512 x 384 viewport, fewer repeats")
     ap.add_argument(
         "--autocast",
@@ -75,6 +82,11 @@ def main() -> None:
         help="SamplerSettings.autocast (default auto: bfloat16 where the CPU has it natively)",
     )
     ap.add_argument("--batch", type=int, help="LazySpec.batch (default: the product's)")
+    ap.add_argument(
+        "--visible-only",
+        action="store_true",
+        help="stop the renderer once the visible chunks are done (no margin ring)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -82,7 +94,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
+    if args.workers:
+        os.environ["NAPARI_CYTOSYN_MODEL_WORKERS"] = str(args.workers)
     from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.sampling.threads import model_threads, model_workers
     from napari_cytosyn.slide.synthetic import SyntheticSlide
     from napari_cytosyn.slide.viewport import ViewportRenderer
 
@@ -90,14 +105,17 @@ def main() -> None:
     if args.steps is None:
         args.steps = int(getattr(model, "info", {}).get("default_steps", 12))
     # Count model work, to tell the sampler's cost from the slide machinery's.
+    # Seconds are summed over calls: two calls side by side count twice.
     usage = {"windows": 0, "seconds": 0.0}
+    usage_lock = threading.Lock()
     denoise = model.denoise
 
     def counted_denoise(z, t, *a, **kw):
         t0 = time.perf_counter()
         out = denoise(z, t, *a, **kw)
-        usage["seconds"] += time.perf_counter() - t0
-        usage["windows"] += int(z.shape[0])
+        with usage_lock:  # calls run side by side (model workers)
+            usage["seconds"] += time.perf_counter() - t0
+            usage["windows"] += int(z.shape[0])
         return out
 
     model.denoise = counted_denoise
@@ -106,8 +124,9 @@ def main() -> None:
     def timed_decode(z, *a, **kw):
         t0 = time.perf_counter()
         out = decode(z, *a, **kw)
-        usage["decode_s"] += time.perf_counter() - t0
-        usage["decodes"] += 1
+        with usage_lock:
+            usage["decode_s"] += time.perf_counter() - t0
+            usage["decodes"] += 1
         return out
 
     model.decode = timed_decode
@@ -117,7 +136,10 @@ def main() -> None:
     settings = SamplerSettings(steps=args.steps, autocast=args.autocast)
     lazy = {"batch": args.batch} if args.batch else None
     print(f"model {model_name}, steps {args.steps}, chunk {args.chunk_px} px, viewport {vw}x{vh}")
-    print(f"torch threads {torch.get_num_threads()}")
+    print(
+        f"torch threads {torch.get_num_threads()}, model threads {model_threads()}, "
+        f"model workers {model_workers()}"
+    )
 
     import napari_cytosyn.sampling.lazy  # noqa: F401 - module import is not slide creation
 
@@ -167,8 +189,12 @@ def main() -> None:
             t_req = time.perf_counter()
             planned = renderer.request(0, region)
             all_done.wait()
-            renderer.wait()
-            with_margin_s = time.perf_counter() - t_req
+            if args.visible_only:
+                renderer.close(cancel=True)
+                with_margin_s = None
+            else:
+                renderer.wait()
+                with_margin_s = time.perf_counter() - t_req
         first_chunk_s, all_visible_s = times["first"], times["all"]
         model_s, windows, decode_s = times["model_s"], times["windows"], times["decode_s"]
         print(
@@ -178,7 +204,7 @@ def main() -> None:
         print(
             f"visible chunks {n_visible} (planned with the margin {planned}); first chunk "
             f"{first_chunk_s:.2f} s; all visible {all_visible_s:.2f} s; with the margin "
-            f"{with_margin_s:.2f} s"
+            f"{'not rendered' if with_margin_s is None else f'{with_margin_s:.2f} s'}"
         )
 
         import zarr
@@ -228,13 +254,16 @@ def main() -> None:
         "window_evals": windows,
         "model_s": round(model_s, 2),
         "decode_s": round(decode_s, 2),
-        "with_margin_s": round(with_margin_s, 3),
+        "with_margin_s": None if with_margin_s is None else round(with_margin_s, 3),
         "create_ms": round(create_s * 1000, 1),
         "model": model_name,
         "steps": args.steps,
         "chunk_px": args.chunk_px,
         "viewport": [vw, vh],
         "torch_threads": torch.get_num_threads(),
+        "model_threads": model_threads(),
+        "model_workers": model_workers(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "autocast": autocast,
         "batch": batch,
     }

@@ -1,7 +1,10 @@
 """Pixels do not depend on torch's thread count (issue 18, item 12): cytosyn-tiny, 1 vs 2
-threads, a synthetic slide chunk and an inpainting, bit for bit."""
+threads, a synthetic slide chunk and an inpainting, bit for bit; nor on how many network calls
+run side by side (``NAPARI_CYTOSYN_MODEL_WORKERS``)."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -9,7 +12,13 @@ import torch
 
 from napari_cytosyn.models import load_model
 from napari_cytosyn.sampling import SamplerSettings
-from napari_cytosyn.sampling.threads import THREADS_ENV, model_threads
+from napari_cytosyn.sampling.threads import (
+    THREADS_ENV,
+    WORKERS_ENV,
+    model_threads,
+    model_workers,
+    parallel_calls,
+)
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
 
@@ -52,3 +61,55 @@ def test_item12_the_thread_count_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv(THREADS_ENV, "zero")
     with pytest.raises(ValueError, match=THREADS_ENV):
         model_threads()
+
+
+def test_lazy_chunks_are_the_same_whatever_the_number_of_model_workers(tmp_path, tiny, monkeypatch):
+    from napari_cytosyn.sampling.lazy import BORDER_DECODES
+
+    chunks = []
+    for workers in ("1", "2"):
+        monkeypatch.setenv(WORKERS_ENV, workers)
+        BORDER_DECODES.clear()  # each run decodes its own border crops
+        slide = SyntheticSlide.create(
+            tmp_path / f"w{workers}.cytosyn",
+            tiny,
+            256,
+            256,
+            SamplerSettings(steps=2, autocast="off", seed=5),
+            chunk_px=128,
+        )
+        chunks.append(np.stack([slide.ensure_chunk(0, cy, cx) for cy in (0, 1) for cx in (0, 1)]))
+        slide.close()
+    assert chunks[0].std() > 1.0
+    np.testing.assert_array_equal(chunks[0], chunks[1])
+
+
+def test_parallel_calls_run_side_by_side_and_keep_the_order(monkeypatch):
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    assert model_workers() == 2
+    both_in_flight = threading.Barrier(2, timeout=30)  # a serial run would break it
+
+    def call(i: int) -> int:
+        both_in_flight.wait()
+        return i * 10
+
+    assert parallel_calls(call, [1, 2]) == [10, 20]
+    assert parallel_calls(lambda i: i + 1, [1, 2, 3], cpu=False) == [2, 3, 4]
+    monkeypatch.setenv(WORKERS_ENV, "0")
+    with pytest.raises(ValueError, match=WORKERS_ENV):
+        model_workers()
+
+
+def test_an_error_in_one_parallel_call_is_raised_after_all_finished(monkeypatch):
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    done = []
+
+    def call(i: int) -> int:
+        if i == 0:
+            raise RuntimeError("bad window")
+        done.append(i)
+        return i
+
+    with pytest.raises(RuntimeError, match="bad window"):
+        parallel_calls(call, [0, 1, 2])
+    assert sorted(done) == [1, 2]

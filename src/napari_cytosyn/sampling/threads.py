@@ -14,28 +14,81 @@ workers) are the way to use more cores without losing it.
 
 torch's thread count is process-wide: it is set on the first network call and left there (a
 call in another thread never runs with a count changed under it).
+
+The other cores are used by running independent network calls side by side instead
+(:func:`parallel_calls`: the model batches of a lazy phase, the decoder crops of a chunk), up to
+:func:`model_workers` at once; each call still runs with :func:`model_threads` threads, so its
+result does not depend on what runs beside it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
 
 import torch
 
 #: Environment variable: intra-op torch threads of every network call (default 1).
 THREADS_ENV = "NAPARI_CYTOSYN_MODEL_THREADS"
+#: Environment variable: network calls run side by side (default: usable cores / model threads).
+WORKERS_ENV = "NAPARI_CYTOSYN_MODEL_WORKERS"
 
 
-def model_threads() -> int:
-    """The intra-op thread count network calls run with (``NAPARI_CYTOSYN_MODEL_THREADS``)."""
-    value = os.environ.get(THREADS_ENV, "1").strip()
+def _whole_number(env: str, default: str) -> int:
+    value = os.environ.get(env, default).strip()
     try:
         n = int(value)
     except ValueError:
         n = 0
     if n < 1:
-        raise ValueError(f"{THREADS_ENV}={value!r}: give a whole number of threads, at least 1")
+        raise ValueError(f"{env}={value!r}: give a whole number of threads, at least 1")
     return n
+
+
+def model_threads() -> int:
+    """The intra-op thread count network calls run with (``NAPARI_CYTOSYN_MODEL_THREADS``)."""
+    return _whole_number(THREADS_ENV, "1")
+
+
+def model_workers() -> int:
+    """How many independent network calls :func:`parallel_calls` runs at once
+    (``NAPARI_CYTOSYN_MODEL_WORKERS``; default: the usable cores over :func:`model_threads`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return _whole_number(WORKERS_ENV, str(max(1, (cores or 1) // model_threads())))
+
+
+_POOL: dict[str, Any] = {"size": 0, "executor": None}
+_POOL_LOCK = threading.Lock()
+
+
+def parallel_calls(fn: Callable[[Any], Any], items: Sequence[Any], cpu: bool = True) -> list:
+    """``[fn(item) for item in items]``, up to :func:`model_workers` calls at once on the CPU.
+
+    For independent network calls: torch releases the GIL inside its kernels, so with one
+    intra-op thread per call two calls keep two cores busy, and every result is bit-identical to
+    a serial run. Each call runs without autograd. Waits for every call; the first exception
+    raised (e.g. ``Cancelled``) is re-raised. ``cpu=False`` (a GPU model) runs them in turn.
+    """
+    workers = min(model_workers(), len(items)) if cpu else 1
+    if workers < 2 or threading.current_thread().name.startswith("cytosyn-model"):
+        return [fn(item) for item in items]
+
+    def call(item: Any) -> Any:
+        with torch.no_grad():
+            return fn(item)
+
+    with _POOL_LOCK:
+        if _POOL["size"] < workers:
+            if _POOL["executor"] is not None:
+                _POOL["executor"].shutdown(wait=False)
+            _POOL.update(size=workers, executor=ThreadPoolExecutor(workers, "cytosyn-model"))
+        pool = _POOL["executor"]
+    futures = [pool.submit(call, item) for item in items]
+    wait(futures)
+    return [f.result() for f in futures]
 
 
 def pin_threads() -> None:

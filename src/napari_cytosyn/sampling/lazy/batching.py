@@ -16,6 +16,7 @@ import torch
 
 from ..counter_noise import noise_field
 from ..settings import ThreadValue, check_cancel
+from ..threads import parallel_calls
 
 _PREVIEW = ThreadValue()  # this thread's preview_scope callback
 
@@ -53,6 +54,14 @@ def prepare_cells(
             break
         for q, cone_q in enumerate(plan.cone(p, later)):
             wish[q].extend(cone_q)
+    preview = _PREVIEW.get()  # the pool's threads do not see this thread's scope
+
+    def evolve(job: tuple[int, list[tuple[int, int]]]) -> None:
+        q, members = job
+        outs = run_batch(plan, plan.phases[q], members, preview)
+        for key, out in zip(members, outs, strict=True):
+            plan.cache.put((q, *key), out)
+
     for q, todo_q in enumerate(missing):
         b = sizes[q]
         short = -len(todo_q) % b
@@ -68,11 +77,9 @@ def prepare_cells(
                 todo_q.append(cell)
                 taken.add(cell)
                 short -= 1
-        for k in range(0, len(todo_q), b):
-            members = todo_q[k : k + b]
-            outs = run_batch(plan, plan.phases[q], members)
-            for key, out in zip(members, outs, strict=True):
-                plan.cache.put((q, *key), out)
+        # The batches of a phase are independent: side by side on the cores.
+        jobs = [(q, todo_q[k : k + b]) for k in range(0, len(todo_q), b)]
+        parallel_calls(evolve, jobs, plan.on_cpu)
 
 
 def fill_with_cones(
@@ -104,9 +111,12 @@ def fill_with_cones(
                 free[q] -= len(e)
 
 
-def run_batch(plan: Any, phase: Any, members: list[tuple[int, int]]) -> list[torch.Tensor]:
+def run_batch(
+    plan: Any, phase: Any, members: list[tuple[int, int]], preview: Any = None
+) -> list[torch.Tensor]:
     """Evolve the windows of ``members`` through ``phase`` in one batch (padded to
-    ``spec.batch`` windows) and return their kept centres."""
+    ``spec.batch`` windows) and return their kept centres; ``preview``: the
+    :func:`preview_scope` callback of the thread that asked (``None``: this thread's)."""
     check_cancel(plan.cancel)
     w, m, e = plan.window, phase.context, phase.extent
     origins = [(oy - m, ox - m) for oy, ox in (plan.origin(phase, i, j) for i, j in members)]
@@ -132,7 +142,7 @@ def run_batch(plan: Any, phase: Any, members: list[tuple[int, int]]) -> list[tor
     # Padded slots repeat the last window's rectangle: a per-window condition needs one.
     rects = [(oy, ox, w, w) for oy, ox in origins] + [(*origins[-1], w, w)] * pad
 
-    preview = _PREVIEW.get()
+    preview = preview or _PREVIEW.get()
     cores = [(*plan.origin(phase, i, j), e, e) for i, j in members]
 
     def counted(z: torch.Tensor, t: float) -> torch.Tensor:

@@ -15,6 +15,7 @@ from napari_cytosyn.chunk_grid import pieces
 from .. import precision
 from ..conditioning import cond_fingerprint
 from ..settings import check_cancel
+from ..threads import parallel_calls
 from ..tiling import to_uint8
 from .plan import LazyPlan
 from .spec import LazySpec, MemoryPhaseCache, PhaseCache
@@ -155,11 +156,17 @@ class _LazyRenderer:
             [[self._latent_rect(cy, cx)] for cy, cx in upcoming],
         )
 
-    def _decode(self, y: int, x: int, h: int, w: int) -> torch.Tensor:
-        """Decode the final latents of an absolute latent rectangle (no cropping)."""
-        z = self.plan.final_latents(y, x, h, w)
+    def _decode_all(self, rects: list[tuple[int, int, int, int]]) -> list[torch.Tensor]:
+        """Decode the final latents of absolute latent rectangles ``(y, x, h, w)`` (no
+        cropping): latents gathered here, the decoder calls side by side on the cores."""
+        zs = [self.plan.final_latents(*r) for r in rects]
         check_cancel(self.cancel)
-        return precision.decode(self.model, z.unsqueeze(0), self.plan.autocast)[0]
+        mode = self.plan.autocast
+
+        def decode(z: torch.Tensor) -> torch.Tensor:
+            return precision.decode(self.model, z.unsqueeze(0), mode)[0]
+
+        return parallel_calls(decode, zs, self.plan.on_cpu)
 
     def chunk(self, cy: int, cx: int) -> np.ndarray:
         """Decode chunk ``(cy, cx)``: its own crop plus, with blending, its borders and corners.
@@ -179,20 +186,14 @@ class _LazyRenderer:
         y0, x0 = cy * n, cx * n
         # Every latent the crops below need, planned at once: fuller model batches.
         self.plan.prepare(*self._latent_rect(cy, cx))
-        own = self._decode(y0 - halo, x0 - halo, n + 2 * halo, n + 2 * halo)
+        own_rect = (y0 - halo, x0 - halo, n + 2 * halo, n + 2 * halo)
         a = halo * f
         px = self.spec.chunk_px
-        rgb = own[:, a : a + px, a : a + px]
         if b == 0:
-            return to_uint8(rgb)
-        # 1-D partition of unity along a chunk side: low border, interior, high border.
-        u = (torch.arange(px, dtype=torch.float32) + 0.5) / (b * f)
-        lo = (1.0 - u).clamp(min=0.0)
-        hi = lo.flip(0)
-        mid = 1.0 - lo - hi
-        prof = {-1: lo, 0: mid, 1: hi}
+            (own,) = self._decode_all([own_rect])
+            return to_uint8(own[:, a : a + px, a : a + px])
         e = b + halo  # half-size of a border crop, in latents
-        out = rgb * (mid[:, None] * mid[None, :])
+        crops: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         for sy in (-1, 0, 1):
             for sx in (-1, 0, 1):
                 if sy == 0 and sx == 0:
@@ -203,18 +204,33 @@ class _LazyRenderer:
                 bx = x0 + (n if sx == 1 else 0)
                 ry, rh = (by - e, 2 * e) if sy else (y0 - halo, n + 2 * halo)
                 rx, rw = (bx - e, 2 * e) if sx else (x0 - halo, n + 2 * halo)
-                key = (self._fingerprint, ry, rx, rh, rw)
-                dec = BORDER_DECODES.get(self.model, key)
-                if dec is None:
-                    dec = self._decode(ry, rx, rh, rw)
-                    BORDER_DECODES.put(self.model, key, dec)
-                oy, ox = (y0 - ry) * f, (x0 - rx) * f
-                # Only the part of the chunk inside the crop carries weight; take that part.
-                wy, wx = prof[sy], prof[sx]
-                ya, yb = (0, px) if sy == 0 else ((0, b * f) if sy == -1 else (px - b * f, px))
-                xa, xb = (0, px) if sx == 0 else ((0, b * f) if sx == -1 else (px - b * f, px))
-                part = dec[:, oy + ya : oy + yb, ox + xa : ox + xb]
-                out[:, ya:yb, xa:xb] += part * (wy[ya:yb, None] * wx[None, xa:xb])
+                crops[sy, sx] = (ry, rx, rh, rw)
+        decoded = {
+            side: BORDER_DECODES.get(self.model, (self._fingerprint, *r))
+            for side, r in crops.items()
+        }
+        missing = [side for side, dec in decoded.items() if dec is None]
+        own, *fresh = self._decode_all([own_rect] + [crops[side] for side in missing])
+        for side, dec in zip(missing, fresh, strict=True):
+            BORDER_DECODES.put(self.model, (self._fingerprint, *crops[side]), dec)
+            decoded[side] = dec
+        rgb = own[:, a : a + px, a : a + px]
+        # 1-D partition of unity along a chunk side: low border, interior, high border.
+        u = (torch.arange(px, dtype=torch.float32) + 0.5) / (b * f)
+        lo = (1.0 - u).clamp(min=0.0)
+        hi = lo.flip(0)
+        mid = 1.0 - lo - hi
+        prof = {-1: lo, 0: mid, 1: hi}
+        out = rgb * (mid[:, None] * mid[None, :])
+        for (sy, sx), (ry, rx, _, _) in crops.items():
+            dec = decoded[sy, sx]
+            oy, ox = (y0 - ry) * f, (x0 - rx) * f
+            # Only the part of the chunk inside the crop carries weight; take that part.
+            wy, wx = prof[sy], prof[sx]
+            ya, yb = (0, px) if sy == 0 else ((0, b * f) if sy == -1 else (px - b * f, px))
+            xa, xb = (0, px) if sx == 0 else ((0, b * f) if sx == -1 else (px - b * f, px))
+            part = dec[:, oy + ya : oy + yb, ox + xa : ox + xb]
+            out[:, ya:yb, xa:xb] += part * (wy[ya:yb, None] * wx[None, xa:xb])
         return to_uint8(out)
 
 

@@ -87,6 +87,7 @@ class LazyPlan:
         self.phases = phases
         self.sampler = get_sampler(st.sampler)
         self.autocast = resolve_autocast(st.autocast, model)
+        self.on_cpu = torch.device(getattr(model, "device", "cpu")).type == "cpu"
         self.denoise = model_denoiser(model, st.guidance, st.guidance_interval, cond, self.autocast)
         self._prof = window_profile(w, "tent").float()
         self._lock = threading.Lock()
