@@ -27,7 +27,6 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ from napari_cytosyn.cli_safety import (
     install_sigterm,
     output_job,
 )
-from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.sampling.settings import AUTOCAST
 
 PROG = "napari-cytosyn"
@@ -51,14 +49,12 @@ class CliError(Exception):
     """Bad input on the command line: reported as one line, exit status 1."""
 
 
-# -- progress -------------------------------------------------------------------------------
-
-
 class ProgressBar:
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (none with --quiet);
+    a context manager that closes it."""
 
-    def __init__(self, desc: str, unit: str, enabled: bool = True) -> None:
-        self.desc, self.unit, self.enabled = desc, unit, enabled
+    def __init__(self, args: argparse.Namespace, desc: str, unit: str) -> None:
+        self.desc, self.unit, self.enabled = desc, unit, not args.quiet
         self._bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
@@ -76,14 +72,11 @@ class ProgressBar:
             self._bar.close()
             self._bar = None
 
+    def __enter__(self) -> ProgressBar:
+        return self
 
-@contextlib.contextmanager
-def progress_bar(args: argparse.Namespace, desc: str, unit: str) -> Iterator[ProgressBar]:
-    bar = ProgressBar(desc, unit, enabled=not args.quiet)
-    try:
-        yield bar
-    finally:
-        bar.close()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def say(args: argparse.Namespace, message: str) -> None:
@@ -95,10 +88,8 @@ def say(args: argparse.Namespace, message: str) -> None:
 
 
 class PyModelFactory:
-    """``py:package.module:callable``: a model from any importable zero-argument factory.
-
-    Picklable by its spec, so dask workers import and call it themselves.
-    """
+    """``py:package.module:callable``: a model from any importable zero-argument factory;
+    picklable by its spec, so dask workers import and call it themselves."""
 
     def __init__(self, spec: str) -> None:
         module, _, attr = spec.removeprefix("py:").partition(":")
@@ -119,16 +110,6 @@ class PyModelFactory:
         return (PyModelFactory, (self.spec,))
 
 
-def model_options(args: argparse.Namespace | None) -> dict[str, Any]:
-    """``load_model`` options from ``--vae`` and ``--trust-remote-code`` (only when given)."""
-    options: dict[str, Any] = {}
-    if args is not None and getattr(args, "vae", None):
-        options["vae"] = args.vae
-    if args is not None and getattr(args, "trust_remote_code", False):
-        options["trust_remote_code"] = True
-    return options
-
-
 class RegistryModel:
     """A registered model with ``load_model`` options, loadable by dask workers (picklable)."""
 
@@ -144,29 +125,24 @@ class RegistryModel:
         return (RegistryModel, (self.name, self.device, self.options))
 
 
-def model_source(
-    name: str, args: argparse.Namespace | None = None
-) -> str | PyModelFactory | RegistryModel:
-    """What workers load: a registry name, a :class:`RegistryModel` when ``--vae`` or
+def model_source(name: str, args: argparse.Namespace) -> str | PyModelFactory | RegistryModel:
+    """What workers load: the registry name, a :class:`RegistryModel` when ``--vae`` or
     ``--trust-remote-code`` was given, or a :class:`PyModelFactory` for ``py:`` specs."""
     if name.startswith("py:"):
         return PyModelFactory(name)
-    options = model_options(args)
-    if options:
-        return RegistryModel(name, getattr(args, "device", "auto"), options)
-    return name
+    options = {"vae": args.vae, "trust_remote_code": args.trust_remote_code}
+    options = {k: v for k, v in options.items() if v}
+    return RegistryModel(name, args.device, options) if options else name
 
 
-def load_cli_model(name: str, device: str, args: argparse.Namespace | None = None) -> Any:
+def load_cli_model(name: str, device: str, args: argparse.Namespace) -> Any:
     from napari_cytosyn.models.device import resolve_device
 
     resolve_device(device)  # a device that does not exist fails here, for every model route
     source = model_source(name, args)
     if isinstance(source, PyModelFactory):
         return source()
-    from napari_cytosyn.models import load_model
-
-    return load_model(name, device=device, **model_options(args))
+    return RegistryModel(name, device, getattr(source, "options", {}))()
 
 
 def sampler_settings(args: argparse.Namespace, seed: int) -> Any:
@@ -183,16 +159,12 @@ def sampler_settings(args: argparse.Namespace, seed: int) -> Any:
         recommended = get_info(args.model).defaults
         steps = recommended.get("steps") if steps is None else steps
         sampler = sampler or recommended.get("sampler")
-    options: dict[str, Any] = {"seed": int(seed)}
-    if steps is not None:
-        options["steps"] = int(steps)
-    if sampler:
-        options["sampler"] = sampler
-    options["autocast"] = getattr(args, "autocast", "auto")
-    return SamplerSettings(**options)
+    options = {"steps": steps and int(steps), "sampler": sampler}
+    options = {k: v for k, v in options.items() if v}
+    return SamplerSettings(seed=int(seed), autocast=args.autocast, **options)
 
 
-# -- output paths ---------------------------------------------------------------------------
+# -- output paths, rendering, export --------------------------------------------------------
 
 
 def export_target(path: Path, fmt: str | None = None) -> bool:
@@ -208,10 +180,32 @@ def export_target(path: Path, fmt: str | None = None) -> bool:
     return True
 
 
+def _export_out(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    if not export_target(out, args.format):
+        raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
+    return out
+
+
+def _store_and_output(args: argparse.Namespace, *reads: Any) -> tuple[Path, Path, bool]:
+    """(--out, the store: --store, else OUT stem + .cytosyn beside an export, else --out;
+    whether --out is an export)"""
+    out = Path(args.out)
+    to_file = export_target(out, args.format)
+    stem = out.name
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".svs"):
+        stem = stem.removesuffix(suffix)
+    store = Path(args.store) if args.store else out.with_name(f"{stem}.cytosyn") if to_file else out
+    if to_file:
+        check_output(out, args.overwrite, reads=[*reads, store])
+    return out, store, to_file
+
+
 def export(args: argparse.Namespace, slide: Any, out: Path) -> Path:
+    """``export_slide`` with the export flags (the caller holds ``out``'s job lock)."""
     from napari_cytosyn.export import export_slide
 
-    with progress_bar(args, f"export {out.name}", "chunk") as bar:
+    with ProgressBar(args, f"export {out.name}", "chunk") as bar:
         written = export_slide(
             slide,
             out,
@@ -227,29 +221,17 @@ def export(args: argparse.Namespace, slide: Any, out: Path) -> Path:
     return written
 
 
-# -- rendering ------------------------------------------------------------------------------
-
-
-def forget_damaged(args: argparse.Namespace, slide: Any) -> int:
-    """Forget finished chunks whose files are missing or have the wrong size (so they are
-    rendered again); returns how many."""
-    count = 0
+def render_store(args: argparse.Namespace, slide: Any, source: Any) -> None:
+    """Render every missing chunk (damaged ones again): in this process, or on dask with
+    --workers/--scheduler."""
     for k in range(slide.store.n_levels):
         for cy, cx, problem in slide.store.damaged_chunks(k):
             say(args, f"chunk ({cy}, {cx}) of level {k} is damaged ({problem}); rendering it again")
             slide.store.clear_chunk(k, cy, cx)
-            count += 1
-    return count
-
-
-def render_store(args: argparse.Namespace, slide: Any, model: Any, source: Any) -> None:
-    """Render every missing chunk: in this process, or on dask with --workers/--scheduler."""
-    forget_damaged(args, slide)
-    missing = int((slide.store.completion(0).grid == 0).sum())
-    if missing == 0:
+    if not (slide.store.completion(0).grid == 0).any():
         slide.finish_pyramid()
         return
-    with progress_bar(args, f"render {slide.name}", "chunk") as bar:
+    with ProgressBar(args, f"render {slide.name}", "chunk") as bar:
         if args.workers or args.scheduler:
             from napari_cytosyn.distributed import render_distributed
 
@@ -266,6 +248,18 @@ def render_store(args: argparse.Namespace, slide: Any, model: Any, source: Any) 
             slide.finish_pyramid()
 
 
+def _render_and_export(args: argparse.Namespace, slide: Any, out: Path, to_file: bool) -> int:
+    """The end of ``synthesize`` and ``twin``: render the store, export it when --out asks."""
+    from napari_cytosyn.slide.kinds import open_any
+
+    render_store(args, slide, model_source(args.model, args))
+    say(args, f"{slide.path} is complete")
+    if to_file:
+        with output_job(out):
+            export(args, open_any(slide.path), out)
+    return 0
+
+
 def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, settings: Any) -> Any:
     """Reopen a matching store (resume), or create it; a different recipe needs --overwrite."""
     from napari_cytosyn.slide.store import StoreMismatchError, read_store_attrs
@@ -273,19 +267,13 @@ def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, sett
 
     attrs = read_store_attrs(store) if store.exists() else None
     if attrs is not None and attrs.get("kind") == "synthetic-slide":
-        same_size = (attrs["width"], attrs["height"], attrs["recipe"]["core"]["seed"]) == (
-            args.width,
-            args.height,
-            args.seed,
-        )
-        try:
-            if same_size:
+        stored = (attrs["width"], attrs["height"], attrs["recipe"]["core"]["seed"])
+        if stored == (args.width, args.height, args.seed):
+            with contextlib.suppress(StoreMismatchError):
                 slide = SyntheticSlide.open(store, model=model, settings=settings)
                 done = slide.store.completion(0).count()
                 say(args, f"resuming {store} ({done} chunks already rendered)")
                 return slide
-        except StoreMismatchError:
-            pass
         if not args.overwrite:
             raise CliError(
                 f"{store} holds a different synthetic slide; pass --overwrite to replace it "
@@ -310,59 +298,29 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         raise CliError(f"--mpp {args.mpp}: give a positive number of um per px")
     out, store, to_file = _store_and_output(args)
     if args.mpp is not None:
-        from napari_cytosyn.models.embedded import match_slide_scale
-
         # --mpp 0.25 with cytosyn-tiny: its 40x decoder generates at that pixel size
-        args.model, why = match_slide_scale(args.model, args.mpp)
-        if why:
-            say(args, why)
+        _match_scale(args, args.mpp)
     model = load_cli_model(args.model, args.device, args)
     if args.mpp is not None and abs(args.mpp - float(model.mpp)) > 0.01 * float(model.mpp):
         raise CliError(
             f"model {model.name!r} generates at {model.mpp} um/px, not {args.mpp}; resampled "
-            "synthesis is not supported: omit --mpp or pass --mpp "
-            f"{model.mpp}"
+            f"synthesis is not supported: omit --mpp or pass --mpp {model.mpp}"
         )
-    settings = sampler_settings(args, args.seed)
-    slide = open_or_create_store(args, store, model, settings)
-    render_store(args, slide, model, model_source(args.model, args))
-    say(args, f"synthetic slide store {store} is complete")
-    if to_file:
-        _export_store(args, store, out)
-    return 0
+    slide = open_or_create_store(args, store, model, sampler_settings(args, args.seed))
+    return _render_and_export(args, slide, out, to_file)
 
 
-def _store_and_output(args: argparse.Namespace, *reads: Any) -> tuple[Path, Path, bool]:
-    """(--out, the store: --store, else OUT stem + .cytosyn beside an export, else --out;
-    whether --out is an export)"""
-    out = Path(args.out)
-    to_file = export_target(out, args.format)
-    stem = out.name
-    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".svs"):
-        stem = stem.removesuffix(suffix)
-    store = (
-        Path(args.store) if args.store else (out.with_name(f"{stem}.cytosyn") if to_file else out)
-    )
-    if to_file:
-        check_output(out, args.overwrite, reads=[*reads, store])
-    return out, store, to_file
+def _match_scale(args: argparse.Namespace, mpp: float | None) -> None:
+    """Switch ``args.model`` to the embedded model's decoder for ``mpp`` (e.g. 40x), saying so."""
+    from napari_cytosyn.models.embedded import match_slide_scale
 
-
-def _export_store(args: argparse.Namespace, store: Path, out: Path) -> None:
-    from napari_cytosyn.slide.kinds import open_any
-
-    with output_job(out):
-        export(args, open_any(store), out)
-
-
-def _export_out(args: argparse.Namespace) -> Path:
-    out = Path(args.out)
-    if not export_target(out, args.format):
-        raise CliError(f"--out {out.name!r}: name it *.ome.zarr, *.ome.tif, *.tif or *.svs")
-    return out
+    args.model, why = match_slide_scale(args.model, mpp)
+    if why:
+        say(args, why)
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
+    from napari_cytosyn.cli_twin import guided_settings, reference_from_args
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.composite import CompositeSlide
 
@@ -370,19 +328,11 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     check_output(out, args.overwrite, reads=[args.slide, args.mask, args.edit_store])
     slide = open_slide(args.slide)
     components = read_mask(args.mask, slide, args.mask_level)
-    from napari_cytosyn.models.embedded import match_slide_scale
-
-    # cytosyn-tiny on a 40x slide: its 40x decoder generates at the slide's pixel size
-    side = slide.mpp.side_um("inpainting") if slide.mpp else None
-    args.model, why = match_slide_scale(args.model, side)
-    if why:
-        say(args, why)
+    _match_scale(args, slide.mpp.side_um("inpainting") if slide.mpp else None)
     model = load_cli_model(args.model, args.device, args)
-    settings = sampler_settings(args, args.seed)
-    from napari_cytosyn.cli_twin import guided_settings, reference_from_args
-
     reference = reference_from_args(args, slide)
-    settings = guided_settings(args, settings, model)  # stored only where a reference is used
+    # guidance is stored only where a reference is used
+    settings = guided_settings(args, sampler_settings(args, args.seed), model)
     with contextlib.ExitStack() as stack:
         stack.enter_context(output_job(out))
         if args.edit_store:
@@ -394,8 +344,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
             edit_store = Path(tmp) / "edits"
         composite = CompositeSlide(slide, edit_store, overwrite=not args.edit_store)
         for i, (region, mask) in enumerate(components, start=1):
-            desc = f"inpaint {i}/{len(components)}"
-            with progress_bar(args, desc, "step") as bar:
+            with ProgressBar(args, f"inpaint {i}/{len(components)}", "step") as bar:
                 composite.inpaint(
                     region,
                     mask,
@@ -419,11 +368,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
     slide, resumed = open_or_create_twin(args, store, model, settings)
     if resumed:
         say(args, f"resuming {store} ({slide.store.completion(0).count()} chunks rendered)")
-    render_store(args, slide, model, model_source(args.model, args))
-    say(args, f"synthetic twin {store} of {Path(args.slide).name} is complete")
-    if to_file:
-        _export_store(args, store, out)
-    return 0
+    return _render_and_export(args, slide, out, to_file)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -441,8 +386,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             f"to run: pass --model {name} yourself if you trust it"
         )
     model = load_cli_model(name, args.device, args)
-    slide = SyntheticSlide.open(store, model=model)
-    render_store(args, slide, model, model_source(name, args))
+    render_store(args, SyntheticSlide.open(store, model=model), model_source(name, args))
     say(args, f"{store} is complete")
     return 0
 
@@ -452,9 +396,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = _export_out(args)
     slide = open_any(args.source, mode="r+" if args.render_missing else "r")
-    reads: list[Any] = [args.source]
-    if slide.kind == "composite":
-        reads.append(slide.real.path)
+    reads = [args.source, slide.real.path if slide.kind == "composite" else None]
     check_output(out, args.overwrite, reads=reads)
     with output_job(out):
         export(args, slide, out)
@@ -475,17 +417,19 @@ def cmd_info(args: argparse.Namespace) -> int:
         "mpp": slide.mpp.to_list() if slide.mpp else None,
         "level_shapes": [list(s) for s in slide.level_shapes],
     }
-    if info["kind"] == "synthetic":
+    lines = [f"  level {k}: {h} x {w} px" for k, (h, w) in enumerate(slide.level_shapes)]
+    if slide.kind == "synthetic":
         meta = slide.metadata()
         damaged = len(slide.store.damaged_chunks(0))
-        info.update(
-            chunks_done=meta["chunks_done"] - damaged,
-            chunks_total=meta["chunks_total"],
-            chunks_damaged=damaged,
-        )
+        done, total = meta["chunks_done"] - damaged, meta["chunks_total"]
+        info.update(chunks_done=done, chunks_total=total, chunks_damaged=damaged)
         info["provenance"] = slide.provenance()
-    elif info["kind"] == "composite":
+        lines.append(f"  rendered: {done} / {total} chunks")
+        if damaged:
+            lines.append(f"  damaged: {damaged} chunks (`{PROG} render {path}` renders them again)")
+    elif slide.kind == "composite":
         info["edits"] = slide.edits
+        lines.append(f"  edits: {len(slide.edits)}")
     else:
         info["format"] = getattr(slide, "format", None)
         embedded = export_provenance(path)
@@ -496,20 +440,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{info['name']} ({info['kind']}{', ' + info['format'] if info.get('format') else ''})")
-    mpp = info["mpp"]
-    print(f"  mpp: {PixelSize.from_any(mpp) or 'unknown'}")
-    for k, (h, w) in enumerate(info["level_shapes"]):
-        print(f"  level {k}: {h} x {w} px")
-    if "chunks_total" in info:
-        print(f"  rendered: {info['chunks_done']} / {info['chunks_total']} chunks")
-        if info["chunks_damaged"]:
-            print(
-                f"  damaged: {info['chunks_damaged']} chunks (`{PROG} render {path}` renders "
-                "them again)"
-            )
-    if "edits" in info:
-        print(f"  edits: {len(info['edits'])}")
+    fmt = f", {info['format']}" if info.get("format") else ""
+    print(f"{info['name']} ({info['kind']}{fmt})")
+    print(f"  mpp: {slide.mpp or 'unknown'}")
+    print("\n".join(lines))
     prov = info.get("provenance")
     if prov:
         model = (prov.get("model") or {}).get("name")
@@ -529,7 +463,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         size=args.size,
         overwrite=args.overwrite,
         version=args.ome_version,
-        progress_bar=lambda desc, unit: progress_bar(args, desc, unit),
+        progress_bar=lambda desc, unit: ProgressBar(args, desc, unit),
         say=lambda message: say(args, message),
     )
     return 0
@@ -538,30 +472,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- parser and entry point ------------------------------------------------------------------
 
 
-def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
-    if model:
-        p.add_argument(
-            "--model",
-            default="cytosyn-tiny",
-            help="registry name (default "
-            "cytosyn-tiny), name:source, diffusers:<folder or hub id>, or "
-            "py:package.module:factory",
-        )
-        p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-        _model_loading(p)
-        p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-        p.add_argument(
-            "--sampler",
-            help="euler, euler_maruyama, ancestral, heun, dpmpp_2m (default: the model's "
-            "recommended one, docs/models.md)",
-        )
-        p.add_argument(
-            "--autocast",
-            choices=AUTOCAST,
-            default="auto",
-            help="run the networks in bfloat16 (bfloat16), in the model's dtype (off), or in "
-            "bfloat16 where the CPU/GPU computes it natively (auto, default)",
-        )
+def add_subcommand(sub: Any, name: str, func: Any, help: str, **defaults: Any) -> Any:
+    """A subcommand's parser with the options every subcommand takes (--quiet, --debug)."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=func, **defaults)
+    return p
+
+
+def _model_args(p: argparse.ArgumentParser, default: str | None = "cytosyn-tiny") -> None:
+    """Which model and how it loads; with a ``default`` model also the sampler options."""
+    p.add_argument(
+        "--model",
+        default=default,
+        help=f"registry name (default {default}), name:source, diffusers:<folder or hub id>, "
+        "or py:package.module:factory"
+        if default
+        else "model to render with (default: the one named in the store)",
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+    p.add_argument(
+        "--vae",
+        help="hub id or folder of the VAE (PixCell: the SD3.5 VAE, default "
+        "stabilityai/stable-diffusion-3.5-large, which its repositories do not host)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow Python code shipped in the model folder to run (only for models you trust; "
+        "every file is named before it runs)",
+    )
+    if default is None:
+        return
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    p.add_argument(
+        "--sampler",
+        help="euler, euler_maruyama, ancestral, heun, dpmpp_2m (default: the model's "
+        "recommended one, docs/models.md)",
+    )
+    p.add_argument(
+        "--autocast",
+        choices=AUTOCAST,
+        default="auto",
+        help="run the networks in bfloat16 (bfloat16), in the model's dtype (off), or in "
+        "bfloat16 where the CPU/GPU computes it natively (auto, default)",
+    )
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument(
         "--ome-version",
@@ -587,39 +546,29 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
         help="TIFF exports of inpainted slides: mask TIFF + GeoJSON beside the file (sidecar, "
         "default) or a second OME image in the OME-TIFF (ome-image)",
     )
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def _model_loading(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--vae",
-        help="hub id or folder of the VAE (PixCell: the SD3.5 VAE, default "
-        "stabilityai/stable-diffusion-3.5-large, which its repositories do not host)",
-    )
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow Python code shipped in the model folder to run (only for models you trust; "
-        "every file is named before it runs)",
-    )
-
-
-def _distributed(p: argparse.ArgumentParser) -> None:
+def _distributed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="render on a local dask cluster of N processes")
     p.add_argument("--scheduler", help="render on an existing dask scheduler (tcp://host:port)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from napari_cytosyn import __version__
+    from napari_cytosyn.cli_check import add_check_arguments, cmd_check
+    from napari_cytosyn.cli_testkit import add_testkit_parser
+    from napari_cytosyn.cli_twin import add_reference_arguments, add_twin_arguments
+
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    from napari_cytosyn import __version__
-
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    export_help = "*.ome.zarr, *.ome.tif, *.tif or *.svs"
 
-    p = sub.add_parser("synthesize", help="create (and render, export) a synthetic slide")
+    p = add_subcommand(
+        sub, "synthesize", cmd_synthesize, "create (and render, export) a synthetic slide"
+    )
     p.add_argument("--width", type=int, required=True, help="level-0 width in px")
     p.add_argument("--height", type=int, required=True, help="level-0 height in px")
     p.add_argument("--seed", type=int, required=True)
@@ -632,11 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="*.ome.zarr / *.ome.tif / *.svs, or a store folder")
     p.add_argument("--store", help="synthetic slide store (default: OUT stem + .cytosyn)")
     p.add_argument("--chunk-px", type=int, default=512, help="chunk size in px (default 512)")
-    _common(p)
-    _distributed(p)
-    p.set_defaults(func=cmd_synthesize)
+    for add in (_model_args, _output_args, _distributed_args):
+        add(p)
 
-    p = sub.add_parser("inpaint", help="inpaint masked regions of a slide and export it")
+    p = add_subcommand(
+        sub, "inpaint", cmd_inpaint, "inpaint masked regions of a slide and export it"
+    )
     p.add_argument("slide", help="a slide file (SVS, NDPI, MRXS, TIFF, OME-TIFF, OME-Zarr)")
     p.add_argument(
         "--mask",
@@ -650,63 +600,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="slide level whose pixel grid a mask image matches (default 0)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="*.ome.zarr, *.ome.tif, *.tif or *.svs")
+    p.add_argument("--out", required=True, help=export_help)
     p.add_argument("--edit-store", help="keep the edit store here (default: temporary)")
-    from napari_cytosyn.cli_twin import add_reference_arguments, add_twin_arguments
+    for add in (add_reference_arguments, _model_args, _output_args):
+        add(p)
 
-    add_reference_arguments(p)
-    _common(p)
-    p.set_defaults(func=cmd_inpaint)
+    p = add_subcommand(
+        sub, "twin", cmd_twin, "a synthetic twin of a real slide (its layout and tissue)"
+    )
+    for add in (add_twin_arguments, _model_args, _output_args, _distributed_args):
+        add(p)
 
-    p = sub.add_parser("twin", help="a synthetic twin of a real slide (its layout and tissue)")
-    add_twin_arguments(p)
-    _common(p)
-    _distributed(p)
-    p.set_defaults(func=cmd_twin)
-
-    p = sub.add_parser("render", help="render the missing chunks of a synthetic slide store")
+    p = add_subcommand(
+        sub, "render", cmd_render, "render the missing chunks of a synthetic slide store"
+    )
     p.add_argument("store")
-    p.add_argument("--model", help="model to render with (default: the one named in the store)")
-    p.add_argument("--device", default="auto")
-    _model_loading(p)
-    p.add_argument("--quiet", "-q", action="store_true")
-    p.add_argument("--debug", action="store_true")
-    _distributed(p)
-    p.set_defaults(func=cmd_render)
+    _model_args(p, default=None)
+    _distributed_args(p)
 
-    p = sub.add_parser("export", help="export a store, an edit store or a slide")
+    p = add_subcommand(sub, "export", cmd_export, "export a store, an edit store or a slide")
     p.add_argument("source", metavar="STORE_OR_SLIDE")
-    p.add_argument("--out", required=True, help="*.ome.zarr, *.ome.tif, *.tif or *.svs")
+    p.add_argument("--out", required=True, help=export_help)
     p.add_argument(
         "--render-missing",
         action="store_true",
         help="a synthetic slide's unrendered chunks are rendered first (with the model named "
         "in its store); without it such a slide is refused",
     )
-    _common(p, model=False)
-    p.set_defaults(func=cmd_export)
+    _output_args(p)
 
-    p = sub.add_parser("info", help="describe a slide, store or export")
+    p = add_subcommand(sub, "info", cmd_info, "describe a slide, store or export", quiet=True)
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--debug", action="store_true")
-    p.set_defaults(func=cmd_info, quiet=True)
 
-    from napari_cytosyn.cli_check import add_parser as add_check_parser
+    help = "verify a synthetic or edit store (and --repair it)"
+    add_check_arguments(add_subcommand(sub, "check", cmd_check, help))
 
-    add_check_parser(sub)
-
-    p = sub.add_parser("demo", help="headless synthesis + inpainting demo (OME-Zarr + PNG)")
+    # steps=12: a few minutes on a laptop CPU with the embedded model (pass --steps for more)
+    p = add_subcommand(
+        sub, "demo", cmd_demo, "headless synthesis + inpainting demo (OME-Zarr + PNG)", steps=12
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, default=512, help="image side in px (default 512)")
     p.add_argument("--seed", type=int, default=0)
-    _common(p)
-    # a few minutes on a laptop CPU with the embedded model (pass --steps for more)
-    p.set_defaults(func=cmd_demo, steps=12)
+    _model_args(p)
+    _output_args(p)
 
-    from napari_cytosyn.cli_testkit import add_testkit_parser
-
-    add_testkit_parser(sub)
+    add_testkit_parser(sub, add_subcommand)
     return parser
 
 
@@ -716,12 +656,10 @@ def main(argv: list[str] | None = None) -> int:
     install_sigterm()
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    except Terminated:
-        print(f"{PROG}: terminated; run the same command again to resume", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as exc:
+        how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+        print(f"{PROG}: {how}; run the same command again to resume", file=sys.stderr)
+        return 130 if how == "interrupted" else 143
     except Exception as exc:
         if getattr(args, "debug", False) or os.environ.get("NAPARI_CYTOSYN_DEBUG"):
             raise

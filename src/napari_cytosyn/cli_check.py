@@ -24,15 +24,11 @@ from pathlib import Path
 from typing import Any
 
 
-def add_parser(sub: Any) -> None:
-    """Register the ``check`` subcommand on the CLI's subparsers."""
-    p = sub.add_parser("check", help="verify a synthetic or edit store (and --repair it)")
+def add_check_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``check`` subcommand's arguments."""
     p.add_argument("store")
     p.add_argument("--repair", action="store_true", help="fix what can be fixed")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--quiet", "-q", action="store_true")
-    p.add_argument("--debug", action="store_true")
-    p.set_defaults(func=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 
 
 def _say(args: argparse.Namespace, msg: str) -> None:
-    if not getattr(args, "quiet", False):
+    if not args.quiet:
         print(msg, file=sys.stderr)
 
 
@@ -168,14 +168,17 @@ def _size(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
-def add_testkit_parser(sub: Any) -> None:
-    """Register ``testkit`` and its subcommands on the main parser's subparsers."""
+def add_testkit_parser(sub: Any, add_subcommand: Any) -> None:
+    """Register ``testkit`` and its subcommands on the main parser's subparsers;
+    ``add_subcommand``: the CLI's (adds --quiet and --debug)."""
     tk = sub.add_parser(
         "testkit", help="test a segmentation tool on synthetic H&E with known nuclei"
     )
     tsub = tk.add_subparsers(dest="testkit_command", required=True, metavar="ACTION")
 
-    p = tsub.add_parser("generate", help="synthesize a test set (images + ground truth)")
+    p = add_subcommand(
+        tsub, "generate", cmd_generate, "synthesize a test set (images + ground truth)"
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", default="cytosyn-tiny-cells", help="mask-conditioned model")
     p.add_argument("--device", default="auto")
@@ -202,25 +205,19 @@ def add_testkit_parser(sub: Any) -> None:
         help="also condition on --from-image as a reference, place by place (models that take "
         "a mask and a reference, e.g. pixcell-256-cell-controlnet)",
     )
-    p.add_argument("--quiet", "-q", action="store_true")
-    p.add_argument("--debug", action="store_true")
-    p.set_defaults(func=cmd_generate)
 
-    p = tsub.add_parser("run", help="run segmentation methods on a test set and score them")
+    p = add_subcommand(
+        tsub, "run", cmd_run, "run segmentation methods on a test set and score them"
+    )
     p.add_argument("folder", help="a test set made by `testkit generate`")
     p.add_argument("--method", action="append", required=True, help="method spec (repeatable)")
     p.add_argument("--timeout", type=float, default=600.0, help="per-image limit of shell methods")
     p.add_argument("--report", action="store_true", help="write the report afterwards")
-    p.add_argument("--quiet", "-q", action="store_true")
-    p.add_argument("--debug", action="store_true")
-    p.set_defaults(func=cmd_run)
 
-    p = tsub.add_parser("report", help="write the report of every method run on a test set")
+    p = add_subcommand(
+        tsub, "report", cmd_report, "write the report of every method run on a test set"
+    )
     p.add_argument("folder")
     p.add_argument("--out", help="report folder (default FOLDER/report)")
-    p.add_argument("--debug", action="store_true")
-    p.set_defaults(func=cmd_report)
 
-    p = tsub.add_parser("methods", help="list the methods --method accepts")
-    p.add_argument("--debug", action="store_true")
-    p.set_defaults(func=cmd_methods)
+    add_subcommand(tsub, "methods", cmd_methods, "list the methods --method accepts")
