@@ -214,7 +214,7 @@ def main() -> None:
             region=RegionConfig(overlap=0.0, weights="uniform", shift_lattice=False),
         )
         z = sample_canvas(model, ref_settings, Canvas(-margin, -margin, side, side))
-        ref = to_uint8(decode_tiled(model, z[0]))
+        ref = to_uint8(decode_tiled(model, z[0], None, DecodeConfig(blend_latent=0)))
         ref = ref[margin * f : margin * f + n, margin * f : margin * f + n].astype(np.float64)
         contrast = np.sqrt(((ref - ref.mean(axis=(0, 1))) ** 2).mean())
         for name, img in images.items():

@@ -11,6 +11,7 @@ import torch
 from napari_cytosyn.models.latent import NonFiniteOutputError
 from napari_cytosyn.sampling import (
     Cancelled,
+    DecodeConfig,
     RegionConfig,
     generate_region,
     lattice_lines,
@@ -117,15 +118,15 @@ def test_nan_in_region_mode_names_the_step(fast):
 def test_tiled_decode_with_halo_equals_whole_decode(grf):
     z = torch.randn(4, 45, 61, generator=torch.Generator().manual_seed(0))
     whole = grf.decode(z[None])[0]
-    tiled = decode_tiled(grf, z, None, tile_latent=16, halo_latent=2)
+    tiled = decode_tiled(grf, z, None, DecodeConfig(16, 2, 0))
     assert torch.allclose(tiled, whole, atol=1e-6)
-    part = decode_tiled(grf, z, (7, 9, 20, 30), tile_latent=8, halo_latent=1)
+    part = decode_tiled(grf, z, (7, 9, 20, 30), DecodeConfig(8, 1, 0))
     assert torch.allclose(part, whole[:, 56:216, 72:312], atol=1e-6)
 
 
 def test_blended_tiled_decode_equals_whole_decode_for_a_local_decoder(grf):
     z = torch.randn(4, 45, 61, generator=torch.Generator().manual_seed(1))
-    blended = decode_tiled(grf, z, None, tile_latent=16, halo_latent=4, blend_latent=3)
+    blended = decode_tiled(grf, z, None, DecodeConfig(16, 4, 3))
     assert torch.allclose(blended, grf.decode(z[None])[0], atol=1e-5)
     with pytest.raises(ValueError, match="halo_latent"):
-        decode_tiled(grf, z, None, tile_latent=16, halo_latent=1, blend_latent=2)
+        DecodeConfig(16, 1, 2)

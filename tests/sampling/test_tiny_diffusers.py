@@ -12,6 +12,7 @@ import torch
 
 from napari_cytosyn.models.latent import LatentDiffusion
 from napari_cytosyn.sampling import (
+    DecodeConfig,
     InpaintConfig,
     LazySpec,
     MemoryPhaseCache,
@@ -88,7 +89,7 @@ def test_blended_tiled_decode_hides_groupnorm_tile_steps(tiny):
     lines = lattice_lines(384, 128)
 
     def tile_seam(blend: int) -> float:
-        rgb = decode_tiled(tiny, z, None, tile_latent=16, halo_latent=4, blend_latent=blend)
+        rgb = decode_tiled(tiny, z, None, DecodeConfig(16, 4, blend))
         return seam_score(to_uint8(rgb), lines, lines)
 
     hard, blended = tile_seam(0), tile_seam(3)

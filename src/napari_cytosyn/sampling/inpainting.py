@@ -1,22 +1,18 @@
-"""Inpainting: generate inside a mask, leave every pixel outside it bit-identical.
+"""Inpainting: region mode plus a projection; every pixel outside the mask stays bit-identical.
 
 1. Encode the known image (tiled, with halo).
-2. Sample over the whole canvas with the fused window denoiser; after every step the known
-   latents, noised to the current level along the same noise as the initial state, replace the
-   state outside the (latent-dilated) mask (Blended Latent Diffusion, Avrahami et al. 2023), and
-   the denoiser's x0 there is the known latent. A band of ``release_band_latent`` latents along
-   the inside of the dilated mask is released gradually: ring ``d`` (counted inwards) is
+2. Sample the canvas (:func:`~.region.sample_canvas`) with :class:`KnownLatents`: after every step
+   the known latents, noised along the initial noise, replace the state outside the dilated
+   latent mask, and the denoiser's x0 there is the known latent (Blended Latent Diffusion,
+   Avrahami et al. 2023). Ring ``d`` of a ``release_band_latent`` band inside the mask is
    generated only once ``t <= d / (B + 1)`` (differential diffusion, Levin & Fried 2024), so the
-   border keeps the real tissue's layout and only its fine detail is regenerated.
-3. Optional RePaint resampling (Lugmayr et al. 2022): every ``resample_jumps`` steps the state is
-   re-noised back that many steps with fresh seeded noise and resampled, ``resample_n`` passes.
-4. Decode (tiled, with halo) and composite in PIXEL space with an alpha that is 0 outside the
-   user's mask and ramps up to 1 over ``feather_px`` pixels INSIDE it, so every pixel outside
-   the mask is returned unchanged, bit for bit.
+   border keeps the real tissue's layout and only its fine detail is new. Optional RePaint
+   resampling (Lugmayr et al. 2022).
+3. Decode and composite in PIXEL space with an alpha that is 0 outside the user's mask and ramps
+   to 1 over ``feather_px`` INSIDE it.
 
-The caller passes the region to edit WITH a halo of real tissue around the mask (at least one
-model window, ``tile_px``, on every side is recommended): the model sees that context through
-the known latents, and the feather ramp needs room inside the mask, not outside.
+The caller passes the region WITH a halo of real tissue (a model window, ``tile_px``, on every
+side is recommended): the model sees that context through the known latents.
 """
 
 from __future__ import annotations
@@ -155,13 +151,7 @@ def inpaint(
     mask_p = np.pad(mask, pad, mode="edge")
 
     st = settings
-    known = encode_tiled(
-        model,
-        to_float(img_p),
-        st.decode.tile_latent,
-        st.decode.halo_latent,
-        autocast=st.autocast,
-    )
+    known = encode_tiled(model, to_float(img_p), st.decode, st.autocast)
     c, h, w = known.shape
     release = latent_release_times(
         mask_p, f, st.inpaint.mask_dilate_latent, st.inpaint.release_band_latent
@@ -169,16 +159,7 @@ def inpaint(
     eps = noise_field(st.seed, "init", 0, 0, h, w, c)
     projection = KnownLatents(known, eps, release, model.interpolant)
     x = sample_canvas(model, st, Canvas(0, 0, h, w), progress, cancel, cond, projection)
-    rgb = decode_tiled(
-        model,
-        x[0],
-        None,
-        st.decode.tile_latent,
-        st.decode.halo_latent,
-        cancel,
-        st.decode.blend_latent,
-        st.autocast,
-    )
+    rgb = decode_tiled(model, x[0], None, st.decode, st.autocast, cancel)
     gen = rgb[:, :h_px, :w_px].permute(1, 2, 0).numpy()
     alpha = feather_alpha(mask, st.inpaint.feather_px)[..., None]
     orig = image.astype(np.float32) / 127.5 - 1.0

@@ -60,22 +60,10 @@ def region_canvas(
     return canvas, (ya - cy0, xa - cx0, yb - ya, xb - xa)
 
 
-def initial_latent(model: Any, seed: int, canvas: Canvas) -> torch.Tensor:
-    """``sigma(1) * eps`` over the canvas, ``(1, C, h, w)``; eps from the lattice noise field."""
-    _, s1 = alpha_sigma(model.interpolant, 1.0)
-    eps = noise_field(seed, "init", canvas.y, canvas.x, canvas.h, canvas.w, model.latent_channels)
-    return (s1 * eps).unsqueeze(0)
-
-
-def step_noise_fn(model: Any, seed: int, canvas: Canvas):
-    """Fresh noise of absolute step ``i`` over the canvas, ``(1, C, h, w)``, lattice-anchored."""
-
-    def fn(i: int) -> torch.Tensor:
-        return noise_field(
-            seed, f"step{i}", canvas.y, canvas.x, canvas.h, canvas.w, model.latent_channels
-        ).unsqueeze(0)
-
-    return fn
+def canvas_noise(model: Any, seed: int, stream: str, canvas: Canvas) -> torch.Tensor:
+    """The lattice-anchored noise field ``stream`` over the canvas, ``(1, C, h, w)``."""
+    c = model.latent_channels
+    return noise_field(seed, stream, canvas.y, canvas.x, canvas.h, canvas.w, c).unsqueeze(0)
 
 
 class Projection(Protocol):
@@ -149,9 +137,9 @@ def sample_canvas(
         cancel=cancel,
     )
     sampler = get_sampler(st.sampler)
-    noise = step_noise_fn(model, st.seed, canvas) if st.stochastic else None
+    noise = (lambda i: canvas_noise(model, st.seed, f"step{i}", canvas)) if st.stochastic else None
     if projection is None:
-        x = initial_latent(model, st.seed, canvas)
+        x = alpha_sigma(model.interpolant, 1.0)[1] * canvas_noise(model, st.seed, "init", canvas)
         return sampler(denoise, x, ts, model.interpolant, noise=noise)
 
     fused = denoise
@@ -165,15 +153,7 @@ def sample_canvas(
         start = x
         for r in range(passes):
             if r > 0:
-                z = noise_field(
-                    st.seed,
-                    f"repaint{b}_{r}",
-                    canvas.y,
-                    canvas.x,
-                    canvas.h,
-                    canvas.w,
-                    model.latent_channels,
-                ).unsqueeze(0)
+                z = canvas_noise(model, st.seed, f"repaint{b}_{r}", canvas)
                 renoised = renoise(x, model.interpolant, ts[b], ts[a], z)
                 start = projection.state(a - 1, ts[a], renoised)
             x = sampler(
@@ -224,16 +204,7 @@ def generate_region(
     check_cancel(cancel)
     canvas, rect = region_canvas(model, settings, y_px, x_px, h_px, w_px)
     z = sample_canvas(model, settings, canvas, progress=progress, cancel=cancel, cond=cond)
-    rgb = decode_tiled(
-        model,
-        z[0],
-        rect,
-        settings.decode.tile_latent,
-        settings.decode.halo_latent,
-        cancel,
-        settings.decode.blend_latent,
-        settings.autocast,
-    )
+    rgb = decode_tiled(model, z[0], rect, settings.decode, settings.autocast, cancel)
     f = model.latent_factor
     oy = y_px - (canvas.y + rect[0]) * f
     ox = x_px - (canvas.x + rect[1]) * f

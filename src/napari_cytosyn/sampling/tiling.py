@@ -16,7 +16,7 @@ import torch
 
 from . import precision
 from .counter_noise import uniform
-from .settings import check_cancel
+from .settings import DecodeConfig, check_cancel
 
 ProgressFn = Callable[[int, int], None]
 
@@ -152,32 +152,28 @@ def _ramp(n: int, lo_blend: int, hi_blend: int) -> torch.Tensor:
 def decode_tiled(
     model: Any,
     z: torch.Tensor,
-    rect: tuple[int, int, int, int] | None = None,
-    tile_latent: int = 64,
-    halo_latent: int = 8,
-    cancel: Any = None,
-    blend_latent: int = 0,
+    rect: tuple[int, int, int, int] | None,
+    config: DecodeConfig,
     autocast: str = "off",
+    cancel: Any = None,
 ) -> torch.Tensor:
     """Decode ``rect = (y, x, h, w)`` (latents, within ``z`` ``(C, H, W)``) tile by tile.
 
-    Each tile is decoded from its latent crop plus ``halo_latent`` on every side (clipped to
-    ``z``). Without blending only its centre is kept; with ``blend_latent = b > 0`` neighbouring
-    tiles overlap by ``2 b`` latents and are cross-faded linearly there, which hides the colour
-    steps that per-tile GroupNorm statistics cause in a real VAE decoder (needs
-    ``halo_latent >= b``). Memory is bounded by one tile. For a decoder whose receptive field
-    fits in the halo the result equals a whole-canvas decode. ``autocast``: see
-    :class:`~.settings.SamplerSettings`. Returns ``(3, h * f, w * f)`` float32 in [-1, 1].
+    Each tile of ``config.tile_latent`` is decoded from its latent crop plus ``halo_latent`` on
+    every side (clipped to ``z``). Without blending only its centre is kept; with
+    ``blend_latent = b > 0`` neighbouring tiles overlap by ``2 b`` latents and are cross-faded
+    linearly there, which hides the colour steps that per-tile GroupNorm statistics cause in a
+    real VAE decoder. Memory is bounded by one tile. For a decoder whose receptive field fits in
+    the halo the result equals a whole-canvas decode. Returns ``(3, h * f, w * f)`` float32 in
+    [-1, 1].
     """
-    if blend_latent > halo_latent:
-        raise ValueError(f"blend_latent={blend_latent} needs halo_latent >= it, got {halo_latent}")
+    tile_latent, halo_latent, b = config.tile_latent, config.halo_latent, config.blend_latent
     _, hz, wz = z.shape
     y, x, h, w = rect if rect is not None else (0, 0, hz, wz)
     f = model.latent_factor
     mode = precision.resolve_autocast(autocast, model)
     out = torch.zeros((3, h * f, w * f), dtype=torch.float32)
-    norm = torch.zeros((1, h * f, w * f), dtype=torch.float32) if blend_latent else None
-    b = blend_latent
+    norm = torch.zeros((1, h * f, w * f), dtype=torch.float32) if b else None
     for ty in range(y, y + h, tile_latent):
         for tx in range(x, x + w, tile_latent):
             check_cancel(cancel)
@@ -207,19 +203,12 @@ def decode_tiled(
 
 
 def encode_tiled(
-    model: Any,
-    rgb: torch.Tensor,
-    tile_latent: int = 64,
-    halo_latent: int = 8,
-    cancel: Any = None,
-    autocast: str = "off",
+    model: Any, rgb: torch.Tensor, config: DecodeConfig, autocast: str = "off"
 ) -> torch.Tensor:
-    """Encode ``(3, H, W)`` float in [-1, 1] (H, W multiples of ``latent_factor``) by tiles.
-
-    Tiles of ``tile_latent`` latents are encoded with a pixel halo of ``halo_latent`` latents and
-    their centres kept; ``autocast`` as in :func:`decode_tiled`. Returns ``(C, H / f, W / f)``
-    float32.
-    """
+    """Encode ``(3, H, W)`` float in [-1, 1] (H, W multiples of ``latent_factor``) by tiles of
+    ``config.tile_latent`` latents with a pixel halo of ``halo_latent`` latents, keeping their
+    centres. Returns ``(C, H / f, W / f)`` float32."""
+    tile_latent, halo_latent = config.tile_latent, config.halo_latent
     mode = precision.resolve_autocast(autocast, model)
     f = model.latent_factor
     _, hp, wp = rgb.shape
@@ -229,7 +218,6 @@ def encode_tiled(
     out = torch.empty((model.latent_channels, h, w), dtype=torch.float32)
     for ty in range(0, h, tile_latent):
         for tx in range(0, w, tile_latent):
-            check_cancel(cancel)
             th, tw = min(tile_latent, h - ty), min(tile_latent, w - tx)
             ya, xa = max(0, ty - halo_latent), max(0, tx - halo_latent)
             yb, xb = min(h, ty + th + halo_latent), min(w, tx + tw + halo_latent)
