@@ -15,7 +15,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .hub import UnknownModelError
@@ -36,14 +36,14 @@ class ModelInfo:
 
     name: str
     backend: str
-    source: str | None
-    licence: str
-    gated: bool
-    mpp: float
-    tile_px: int
-    latent_channels: int
-    conditioning: str | None
     description: str
+    licence: str
+    conditioning: str | None
+    source: str | None = None
+    gated: bool = False
+    mpp: float = 0.5
+    tile_px: int = 224
+    latent_channels: int = 4
     access_url: str | None = None
     conditioning_access: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -82,54 +82,54 @@ _PIXCELL_DEFAULTS = {
     "guidance_conditioned": 2.0,
 }
 
+_TINY = ModelInfo(
+    name="cytosyn-tiny",
+    backend="embedded",
+    licence=_EMBEDDED_LICENCE,
+    conditioning=_DESCRIPTOR,
+    description="small demonstration model shipped with the plugin; works offline. "
+    "It is not a foundation model and its tissue is only plausible at low zoom. "
+    "Conditioned on a fixed descriptor of a reference patch (or unconditional).",
+    # trained and measured with 12 Euler steps (docs/models.md)
+    defaults={"sampler": "euler", "steps": 12, "guidance": 1.0},
+)
+_PIXCELL_256 = ModelInfo(
+    name="pixcell-256",
+    backend="pixcell",
+    source="StonyBrook-CVLab/PixCell-256",
+    licence="as stated on the model card (check before use)",
+    tile_px=256,
+    latent_channels=16,
+    conditioning="UNI2-h (MahmoodLab/UNI2-h, 1 token per 256 px tile, via timm)",
+    description="PixArt-Sigma DiT-XL/2 with the SD3.5 VAE, conditioned on UNI2-h "
+    "embeddings (Stony Brook CVLab).",
+    access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-256",
+    conditioning_access=_UNI2_ACCESS,
+    defaults=_PIXCELL_DEFAULTS,
+)
+
 _REGISTRY: dict[str, ModelInfo] = {
     info.name: info
     for info in (
-        ModelInfo(
-            name="cytosyn-tiny",
-            backend="embedded",
-            source=None,
-            licence=_EMBEDDED_LICENCE,
-            gated=False,
-            mpp=0.5,
-            tile_px=224,
-            latent_channels=4,
-            conditioning=_DESCRIPTOR,
-            description="small demonstration model shipped with the plugin; works offline. "
-            "It is not a foundation model and its tissue is only plausible at low zoom. "
-            "Conditioned on a fixed descriptor of a reference patch (or unconditional).",
-            # trained and measured with 12 Euler steps (docs/models.md)
-            defaults={"sampler": "euler", "steps": 12, "guidance": 1.0},
-        ),
+        _TINY,
         ModelInfo(
             name="cytosyn-tiny-cells",
             backend="embedded-cells",
-            source=None,
             licence=_EMBEDDED_LICENCE,
-            gated=False,
-            mpp=0.5,
-            tile_px=224,
-            latent_channels=4,
             conditioning="nucleus mask (cond={'mask': (B, 1, H_px, W_px)}), classifier-free",
             description="mask-conditioned demonstration model of the segmentation test kit: "
             "nuclei where a layout says; shares cytosyn-tiny's autoencoder; works offline. "
             "Trained on pseudo-labels of a classical segmenter on two images.",
             defaults={"steps": 12, "guidance": 1.0, "guidance_conditioned": 2.0},
         ),
-        ModelInfo(
+        # the same denoiser as cytosyn-tiny (same recommended sampler and steps)
+        replace(
+            _TINY,
             name="cytosyn-tiny-40x",
-            backend="embedded",
-            source=None,
-            licence=_EMBEDDED_LICENCE,
-            gated=False,
             mpp=0.25,
             tile_px=448,
-            latent_channels=4,
-            conditioning=_DESCRIPTOR,
             description="cytosyn-tiny with its 40x decoder: the same latents decoded to "
             "0.25 um/px, so 40x slides are inpainted without upsampling; works offline.",
-            # the same denoiser as cytosyn-tiny: trained and measured with 12 Euler steps
-            defaults={"sampler": "euler", "steps": 12, "guidance": 1.0},
         ),
         ModelInfo(
             name="cytosyn",
@@ -137,9 +137,6 @@ _REGISTRY: dict[str, ModelInfo] = {
             source="Owkin-Bioptimus/CytoSyn",
             licence="CC-BY-NC-ND 4.0, non-commercial academic research only (see the model card)",
             gated=True,
-            mpp=0.5,
-            tile_px=224,
-            latent_channels=4,
             conditioning="H0-mini (bioptimus/H0-mini, ViT-B/14, via timm)",
             description="REPA-E SiT-XL/2 latent diffusion model with an SD-VAE f8d4, trained on "
             "~40M TCGA H&E tiles at 0.5 um/px (Owkin & Bioptimus).",
@@ -156,54 +153,28 @@ _REGISTRY: dict[str, ModelInfo] = {
                 "guidance_interval": (0.0, 0.75),
             },
         ),
-        ModelInfo(
-            name="pixcell-256",
-            backend="pixcell",
-            source="StonyBrook-CVLab/PixCell-256",
-            licence="as stated on the model card (check before use)",
-            gated=False,
-            mpp=0.5,
-            tile_px=256,
-            latent_channels=16,
-            conditioning="UNI2-h (MahmoodLab/UNI2-h, 1 token per 256 px tile, via timm)",
-            description="PixArt-Sigma DiT-XL/2 with the SD3.5 VAE, conditioned on UNI2-h "
-            "embeddings (Stony Brook CVLab).",
-            access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-256",
-            conditioning_access=_UNI2_ACCESS,
-            defaults=dict(_PIXCELL_DEFAULTS),
-        ),
-        ModelInfo(
+        _PIXCELL_256,
+        replace(
+            _PIXCELL_256,
             name="pixcell-1024",
-            backend="pixcell",
             source="StonyBrook-CVLab/PixCell-1024",
-            licence="as stated on the model card (check before use)",
-            gated=False,
-            mpp=0.5,
             tile_px=1024,
-            latent_channels=16,
             conditioning="UNI2-h (MahmoodLab/UNI2-h, a 4x4 grid of 256 px crops, via timm)",
             description="PixCell at 1024 px: PixArt-Sigma DiT-XL/2, SD3.5 VAE, 16 UNI2-h tokens.",
             access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-1024",
-            conditioning_access=_UNI2_ACCESS,
-            defaults=dict(_PIXCELL_DEFAULTS),
         ),
-        ModelInfo(
+        # guidance over the mask and UNI together (see docs/models.md)
+        replace(
+            _PIXCELL_256,
             name="pixcell-256-cell-controlnet",
-            backend="pixcell",
             source="StonyBrook-CVLab/PixCell-256-Cell-ControlNet",
             licence="Apache-2.0 (model card)",
-            gated=False,
-            mpp=0.5,
-            tile_px=256,
-            latent_channels=16,
             conditioning="cell mask (cond={'mask': (B, 1, H_px, W_px)}) through a ControlNet, "
             "and UNI2-h (cond['uni'], 1 token per 256 px tile, via timm)",
             description="PixCell-256 with a ControlNet that places cells where a binary mask says "
             "(Stony Brook CVLab); the ControlNet is built natively, no repository code runs.",
             access_url="https://huggingface.co/StonyBrook-CVLab/PixCell-256-Cell-ControlNet",
             conditioning_access=f"UNI2-h is {_UNI2_ACCESS}",
-            # guidance over the mask and UNI together (see docs/models.md)
-            defaults=dict(_PIXCELL_DEFAULTS),
         ),
     )
 }
@@ -234,8 +205,6 @@ def parse_name(name: str) -> tuple[ModelInfo, str | None]:
                 backend="diffusers",
                 source=source,
                 licence="see the model's own card/licence",
-                gated=False,
-                mpp=0.5,
                 tile_px=0,
                 latent_channels=0,
                 conditioning=None,
