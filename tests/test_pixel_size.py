@@ -28,10 +28,6 @@ def test_list_round_trips_through_json():
     assert PixelSize.from_any(json.loads(json.dumps(size.to_list()))) == size
 
 
-def test_scaled_multiplies_both_axes():
-    assert PixelSize(0.25, 0.5).scaled(4) == PixelSize(1.0, 2.0)
-
-
 @pytest.mark.parametrize("bad", [0, -0.5, float("nan"), float("inf"), (0.5, 0.0)])
 def test_non_positive_or_non_finite_sizes_are_refused(bad):
     with pytest.raises(ValueError, match="positive finite um/px"):

@@ -1,13 +1,10 @@
 """What the command line checks before it writes: outputs never hit inputs or foreign data.
 
-- ``--out`` can never be a file the job reads (the slide, the mask, the store), nor a folder
-  holding one, nor a path inside one;
-- ``--overwrite`` replaces only an output this tool wrote, recognised by the provenance our
-  writers embed (OME-Zarr attributes, OME-TIFF description); any other file or folder is refused;
-- a job holds a lock file beside its output while it runs; temporary siblings of the output
-  (``.<name>.tmp-*``, ``.<name>.scratch-*``, ``.<name>.edits-*``) whose job holds no lock any
-  more (killed with ``kill -9``) are removed when the next job on that output starts;
-- SIGTERM unwinds like Ctrl+C, so temporary folders are removed on the way out.
+``--out`` is never a path the job reads, a folder holding one or a path inside one;
+``--overwrite`` replaces only an output this tool wrote (recognised by its embedded provenance);
+a job holds a lock file beside its output while it runs, and temporary siblings
+(``.<name>.tmp-*``, ``scratch``, ``edits``, ``old``) of jobs that hold none any more (``kill -9``)
+are removed when the next job on that output starts; SIGTERM unwinds like Ctrl+C.
 """
 
 from __future__ import annotations
@@ -89,28 +86,27 @@ def export_provenance(path: Path) -> dict[str, Any] | None:
     """The provenance our writers stored in an OME-Zarr or OME-TIFF, if any."""
     from napari_cytosyn.slide.provenance import PROVENANCE_KEY
 
+    prov = None
     try:
         if path.is_dir():
             import zarr
 
             prov = zarr.open_group(str(path), mode="r").attrs.get(PROVENANCE_KEY)
-            return prov if isinstance(prov, dict) and prov else None
-        import tifffile
+        else:
+            import tifffile
 
-        with tifffile.TiffFile(path) as tf:
-            if tf.is_svs:
-                from napari_cytosyn.export.tiff import read_svs_provenance
+            with tifffile.TiffFile(path) as tf:
+                if tf.is_svs:
+                    from napari_cytosyn.export.tiff import read_svs_provenance
 
-                prov = read_svs_provenance(tf.pages[0].description)
-                return prov if isinstance(prov, dict) and prov else None
-            if not tf.is_ome:
-                return None
-            image = tifffile.xml2dict(tf.ome_metadata)["OME"]["Image"]
-            image = image[0] if isinstance(image, list) else image
-            prov = json.loads(image["Description"]) if image.get("Description") else None
-            return prov if isinstance(prov, dict) and prov else None
+                    prov = read_svs_provenance(tf.pages[0].description)
+                elif tf.is_ome:
+                    image = tifffile.xml2dict(tf.ome_metadata)["OME"]["Image"]
+                    image = image[0] if isinstance(image, list) else image
+                    prov = json.loads(image["Description"]) if image.get("Description") else None
     except Exception:  # not ours, not parseable
         return None
+    return prov if isinstance(prov, dict) and prov else None
 
 
 def _job_lock_name(out: Path) -> str:

@@ -1,18 +1,13 @@
-"""``napari-cytosyn testkit``: make a synthetic test set, run segmentation tools on it, report.
-
-Subcommands::
+"""``napari-cytosyn testkit``: make a synthetic test set, run segmentation tools on it, report::
 
     testkit generate --out DIR [--count N] [--size PX] [--density D] ... [--variants all]
     testkit generate --out DIR --labels LABELS.tif [--labels-mpp 0.5]     # a painted layout
-    testkit generate --out DIR --from-image HE.png [--image-mpp 0.5]     # twin of real tissue
-        [--reference-image]       # and of its kind of tissue (mask + reference models)
+    testkit generate --out DIR --from-image HE.png [--image-mpp 0.5] [--reference-image]
     testkit run DIR --method SPEC [--method SPEC ...] [--report]
     testkit report DIR [--out REPORT_DIR]
-    testkit methods                                                       # what --method takes
+    testkit methods
 
-A method SPEC is ``builtin:otsu_watershed``, ``package.module:function``,
-``shell:"tool --in {input} --out {output}"`` or ``npe2:<plugin command id>`` (see
-:mod:`napari_cytosyn.testkit.runner`).
+``testkit methods`` lists the SPECs ``--method`` takes (:mod:`napari_cytosyn.testkit.runner`).
 """
 
 from __future__ import annotations
@@ -40,22 +35,18 @@ def _layouts(args: argparse.Namespace, model_mpp: float) -> list[Any]:
 
     if args.labels and args.from_image:
         raise ValueError("give --labels or --from-image, not both")
-    if args.labels:
+    if args.labels or args.from_image:
         import tifffile
         from skimage.io import imread
 
-        path = Path(args.labels)
+        flag, path = ("--labels", args.labels) if args.labels else ("--from-image", args.from_image)
+        path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"--labels: no file {path}")
+            raise FileNotFoundError(f"{flag}: no file {path}")
+        if args.from_image:
+            return [layout_from_image(imread(path)[..., :3], args.image_mpp, model_mpp)]
         lab = tifffile.imread(path) if path.suffix in (".tif", ".tiff") else imread(path)
         return [layout_from_labels(np.asarray(lab), args.labels_mpp, model_mpp)]
-    if args.from_image:
-        from skimage.io import imread
-
-        path = Path(args.from_image)
-        if not path.is_file():
-            raise FileNotFoundError(f"--from-image: no file {path}")
-        return [layout_from_image(imread(path)[..., :3], args.image_mpp, model_mpp)]
     params = LayoutParams(
         density_per_mm2=args.density,
         radius_um=args.radius_um,

@@ -73,10 +73,6 @@ class PixelSize:
         """napari's layer ``scale`` (rows, columns) = ``(y, x)`` in um."""
         return (self.y, self.x)
 
-    def scaled(self, downsample: float) -> PixelSize:
-        """The pixel size of a level ``downsample`` times coarser."""
-        return PixelSize(self.x * downsample, self.y * downsample)
-
     def to_list(self) -> list[float]:
         """``[x, y]``: the JSON form (store attributes, layer metadata, ``info --json``);
         :meth:`from_any` reads it."""

@@ -1,22 +1,12 @@
 """A fixed, deterministic descriptor of a patch of real tissue ("tissue like here").
 
-The embedded model ``cytosyn-tiny`` is conditioned on this vector instead of a learned encoder's
-embedding: it is cheap (no network), deterministic and readable. For a ``(H, W, 3)`` uint8 patch
-at 0.5 um/px it gives :data:`FEATURES`:
-
-- ``h_mean``, ``e_mean``: mean haematoxylin and eosin optical densities (``rgb2hed``) over the
-  tissue pixels (pixels whose mean RGB is below 220);
-- ``tissue_frac``: share of tissue pixels;
-- ``density``: nuclei per 1000 um^2 of tissue (classical segmentation of
-  :func:`napari_cytosyn.quality.segment_nuclei`);
-- ``area``: mean nuclear area in um^2 (0 without nuclei);
-- ``nuc_frac``: share of tissue pixels inside nuclei;
-- ``chromatin``: mean over nuclei of the standard deviation of haematoxylin inside each nucleus
-  (chromatin texture);
-- ``stroma_tex``: standard deviation of eosin over tissue pixels outside nuclei (fibre texture).
-
-:func:`describe` returns the raw values; the model normalises them with the per-feature mean and
-standard deviation of its training crops (stored in ``cytosyn_tiny.json``).
+``cytosyn-tiny`` is conditioned on this vector instead of a learned encoder's embedding: no
+network, deterministic, readable. For a ``(H, W, 3)`` uint8 patch at 0.5 um/px, :data:`FEATURES`
+are: mean haematoxylin and eosin optical densities over tissue (mean RGB < 220); tissue share;
+nuclei per 1000 um^2 of tissue and their mean area in um^2
+(:func:`napari_cytosyn.quality.segment_nuclei`); share of tissue inside nuclei; chromatin texture
+(mean over nuclei of the haematoxylin sd inside each); stroma texture (eosin sd outside nuclei).
+The model normalises them with its training crops' mean and sd (``cytosyn_tiny.json``).
 """
 
 from __future__ import annotations
@@ -73,11 +63,3 @@ def describe(rgb: np.ndarray, mpp: float = 0.5) -> np.ndarray:
         ],
         dtype=np.float64,
     )
-
-
-def describe_batch(rgb: np.ndarray, mpp: float = 0.5) -> np.ndarray:
-    """:func:`describe` over ``(B, H, W, 3)`` uint8 patches -> ``(B, len(FEATURES))``."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 4:
-        raise ValueError(f"expected (B, H, W, 3) uint8 patches, got shape {rgb.shape}")
-    return np.stack([describe(p, mpp) for p in rgb])

@@ -1,15 +1,12 @@
 """A test set on disk: synthetic images, their ground truth, and what made them.
 
-Layout of a test-set folder::
+Folder::
 
     manifest.json            # cases, layouts, variants, model provenance, settings, seeds
-    images/<case>.png        # RGB uint8 (what the tool under test reads)
+    images/<case>.png        # RGB uint8; a case id is <layout>__<variant>
     truth/<case>.tif         # instance labels, int32 (zlib TIFF)
-    layouts/<layout>.tif     # the layout at model resolution (labels) and its tissue mask
-    runs/<method>/rows.csv   # written by :func:`run_testset`
-    runs/<method>/pred/<case>.tif
-
-A case id is ``<layout>__<variant>``.
+    layouts/<layout>.tif     # the layout at model resolution, and <layout>_tissue.tif
+    runs/<method>/rows.csv   # written by run_testset, with pred/<case>.tif
 """
 
 from __future__ import annotations
@@ -77,26 +74,12 @@ def generate_testset(
         extra = {} if reference is None else {"reference": reference}
         rgb = synthesize_fn(layout, model, seed=seed + i, steps=steps, guidance=guidance, **extra)
         manifest["seconds"][lid] = round(time.perf_counter() - t0, 2)
-        cases = [
-            Case(
-                f"{lid}__{v.name}",
-                lid,
-                v.name,
-                *_variant_of(rgb, layout, v, seed + i, model, steps),
-            )
-            for v in variants
-        ]
+        cases = cases_from_image(rgb, layout, variants, seed + i, lid, model, steps)
         _add_layout(out, manifest, lid, layout, seed + i, cases)
         if progress is not None:
             progress(f"{lid}: {layout.n_nuclei} nuclei, {len(variants)} variants")
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out
-
-
-def _variant_of(rgb, layout, variant, seed, model, steps) -> tuple[np.ndarray, np.ndarray, float]:
-    return apply_variant(
-        rgb, layout.labels, layout.mpp, variant, seed=seed, model=model, steps=steps
-    )
 
 
 def _new_manifest(model: Any, seed: int, steps: Any, guidance: Any, variants: list) -> dict:

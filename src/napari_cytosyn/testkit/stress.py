@@ -1,10 +1,6 @@
 """Stress variants of one synthetic image: the same nuclei under stain, blur, JPEG, noise,
-inpainted artefacts, scale.
-
-A :class:`Variant` maps ``(rgb, labels, mpp)`` to a new triple; only ``scale`` changes the
-labels (they are resampled with the image so the truth still fits). Variants are deterministic
-(noise, and the inpainted region and its tissue, are seeded from the variant's own seed).
-``inpaint`` needs the synthesis model (``apply_variant(..., model=)``).
+inpainted artefacts, scale. Deterministic (seeded); only ``scale`` resamples the labels, and
+``inpaint`` needs the synthesis model.
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ import numpy as np
 from .layouts import resample_labels
 
 KINDS = ("clean", "stain_h", "stain_e", "hue", "blur", "jpeg", "noise", "inpaint", "scale")
-NEEDS_MODEL = ("inpaint",)
 
 
 @dataclass(frozen=True)
