@@ -1,19 +1,12 @@
 """``napari-cytosyn check STORE [--repair]``: verify a store, and fix what can be fixed.
 
-Checks, in order: the store's attributes and format version; the level arrays' geometry against
-the attributes; every completion-map block; every finished chunk's files against its record
-(size and CRC-32); every phase-cache entry (synthetic slides); temporary files left by dead
-writers. ``--repair`` (only while no other process has the store open):
-
-- a damaged map block is rewritten: empty for a synthetic slide (its chunks are rendered again
-  by ``render``), rebuilt from the chunk files that decode for an edit store (its edits cannot
-  be recomputed);
-- a damaged chunk's record is cleared: a synthetic slide renders it again (``render``); in an
-  edit store the chunk's edit pixels are lost, and the report says which chunks;
-- damaged phase-cache entries and leftover temporary files are deleted.
-
-Attributes and geometry cannot be repaired (the store must be created again). Exit status 0
-when the store is sound (after repair), 1 otherwise.
+Checks the attributes and format version, the level arrays' geometry, every completion-map
+block, every finished chunk's files (size, CRC-32), the phase cache and temporary files of dead
+writers. ``--repair`` (no other process may have the store open) rewrites a damaged map block
+(empty for a synthetic slide, whose chunks ``render`` redoes; rebuilt from the decodable chunk
+files of an edit store, whose edits cannot be recomputed), clears damaged chunk records (an edit
+store's lost chunks are named) and deletes damaged cache entries and leftovers. Attributes and
+geometry cannot be repaired. Exit status 0 when the store is sound (after repair), 1 otherwise.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Inpainting masks from files: GeoJSON polygons (level-0 px) or a mask image at a slide level.
 
-Each mask becomes a list of components ``((y, x, h, w), mask)`` in level-0 px, one per polygon or
-per connected region of the image, so every inpainting call works on a bounded context.
-
-Polygons are rasterised by a scanline fill over their bounding box: the cost grows with the
-edges' row spans and the box's area, not with pixels x vertices (a 20,000-vertex polygon takes
-milliseconds, where a point-in-polygon test per pixel took minutes).
+Each becomes components ``((y, x, h, w), mask)`` in level-0 px, one per polygon or connected
+region, so every inpainting call works on a bounded context. Polygons are filled by scanline
+over their bounding box (a 20,000-vertex polygon takes milliseconds, not the minutes of a
+point-in-polygon test per pixel).
 """
 
 from __future__ import annotations

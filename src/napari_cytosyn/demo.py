@@ -1,14 +1,10 @@
 """The headless demo behind ``napari-cytosyn demo --out DIR``: synthesize, inpaint, export, preview.
 
-1. synthesize a ``size x size`` px image with the model (default: the embedded ``cytosyn-tiny``)
-   in region mode (one coherent canvas: for a demo-sized image much cheaper than the lazy
-   random-access mode of gigapixel synthetic slides) and write it, with its provenance, as
-   ``DIR/synthetic.ome.zarr``;
-2. open that OME-Zarr as a slide and inpaint a disc in its centre (the edits go to
-   ``DIR/inpainted.edits``); export the composite as ``DIR/inpainted.ome.zarr`` with the mask as
-   its ``labels/synthetic`` image;
-3. write ``DIR/preview.png``: synthetic | inpainted, the mask outlined in green;
-4. check that every pixel outside the mask is unchanged, and say so.
+Synthesizes a ``size x size`` image in region mode (far cheaper than lazy mode at demo size) as
+``DIR/synthetic.ome.zarr``; inpaints a central disc of it (edits in ``DIR/inpainted.edits``) and
+exports ``DIR/inpainted.ome.zarr`` with the mask as ``labels/synthetic``; writes
+``DIR/preview.png`` (synthetic | inpainted, mask outlined); checks that no pixel outside the mask
+changed.
 """
 
 from __future__ import annotations

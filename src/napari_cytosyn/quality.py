@@ -1,13 +1,8 @@
-"""Quality metrics for H&E tiles: stain histograms and classical nuclei statistics.
-
-These compare synthetic tiles with real ones without any learned feature extractor:
-
-- colour deconvolution (Ruifrok & Johnston 2001, skimage ``rgb2hed``) into haematoxylin and
-  eosin concentrations, compared with the 1-D Wasserstein distance of their distributions;
-- a classical nuclei segmentation (Otsu threshold on smoothed haematoxylin, hole filling,
-  distance-transform watershed) giving nuclei density per mm^2 and mean nuclear area in um^2.
-
-All functions take ``(H, W, 3)`` uint8 RGB arrays (or lists of them).
+"""Quality metrics for H&E tiles: stain histograms and classical nuclei statistics, no learned
+feature extractor. Colour deconvolution (``rgb2hed``) gives haematoxylin and eosin densities,
+compared by the 1-D Wasserstein distance of their distributions; a classical nuclei segmentation
+(Otsu on smoothed haematoxylin, hole filling, distance-transform watershed) gives density per
+mm^2 and mean nuclear area in um^2. Inputs are ``(H, W, 3)`` uint8 RGB arrays (or lists of them).
 """
 
 from __future__ import annotations

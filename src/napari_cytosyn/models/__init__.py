@@ -50,24 +50,15 @@ def load_model(
 ) -> LatentDiffusionModel:
     """Load a model by registry name, ``name:source``, or ``diffusers:<hub id or folder>``.
 
-    Parameters
-    ----------
-    name: ``cytosyn-tiny`` (default, offline), ``cytosyn``, ``pixcell-256``, ``pixcell-1024``,
-        ``diffusers:<source>``; registered names also take ``name:<hub id or folder>``.
-    device: ``"auto"`` (cuda, then mps, then cpu) or a torch device name.
-    dtype: ``"auto"`` (bf16 on GPUs that support it, float32 otherwise) or a dtype name.
-    embedder: optional reference encoder ``rgb (B,3,H,W) in [-1,1] -> (B, D)`` replacing the
-        model's own (H0-mini / UNI2-h) for ``model.embed``.
-    vae: hub id or folder of the autoencoder to use instead of the repository's ``vae/``
-        (PixCell: default ``stabilityai/stable-diffusion-3.5-large``, whose VAE the PixCell
-        repositories do not host; CytoSyn: any SD-VAE f8d4 in diffusers or REPA-E naming).
-    hub_options: see :class:`~.hub.HubOptions` (revision, token, cache_dir,
-        local_files_only, trust_remote_code, progress).
+    ``device``: ``auto`` (cuda, mps, cpu) or a torch device; ``dtype``: ``auto`` (bf16 on GPUs that
+    support it, else float32) or a dtype name. ``embedder``: a reference encoder
+    ``rgb (B, 3, H, W) -> (B, D)`` replacing the model's own. ``vae``: hub id or folder of the
+    autoencoder to use instead of the repository's ``vae/`` (PixCell: default the SD3.5 VAE, which
+    its repositories do not host). ``hub_options``: :class:`~.hub.HubOptions`.
 
-    Returns a model whose ``name`` is ``name`` as given (so provenance reloads the same model)
-    and whose ``denoise`` falls back to float32 once, with a warning, if a
-    reduced-precision step yields NaN/inf. The licence notice is logged before loading;
-    ``get_info(name).notice`` gives the same text for a GUI.
+    The model's ``name`` is ``name`` as given (provenance reloads the same model); a
+    reduced-precision step that yields NaN/inf falls back to float32 once, with a warning. The
+    licence notice (``get_info(name).notice``) is logged before loading.
     """
     info, source = parse_name(name)
     if vae is not None and info.backend not in ("cytosyn", "pixcell"):

@@ -1,11 +1,8 @@
-"""The model object every backend returns: a guarded :class:`LatentDiffusion` with ``embed``.
+"""The model every backend returns: a `LatentDiffusion` with a NaN guard and ``embed``.
 
-Two things are added to :class:`~.latent.LatentDiffusion`:
-
-- a NaN guard: when a bf16/fp16 step (``denoise`` or ``decode``) gives NaN or inf, the model
-  moves to float32, warns once (:class:`PrecisionFallbackWarning`) and retries the same call;
-- ``embed(rgb)``: the reference encoder (H0-mini for CytoSyn, UNI2-h for PixCell) turning a region
-  the user picked into the ``cond`` that ``denoise`` takes.
+The guard: when a bf16/fp16 ``denoise`` or ``decode`` gives NaN or inf, the model moves to
+float32, warns once (:class:`PrecisionFallbackWarning`) and retries. ``embed(rgb)``: the reference
+encoder (H0-mini, UNI2-h) turning a region the user picked into the ``cond`` ``denoise`` takes.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """``cytosyn-tiny-cells``: the embedded mask-conditioned model (nuclei where a layout says).
 
-A rectified-flow ``UNet2DModel`` on the latents of the embedded ``cytosyn-tiny`` autoencoder
-(shared, not copied: the VAE and the latent scaling are read from ``weights/cytosyn-tiny``), whose
-input is the noisy latent concatenated with the nucleus layout at latent resolution. Trained by
-``scripts/train_cells.py`` on pseudo-labels of a classical segmentation of the training images
-(``docs/models.md``).
-
-Conditioning protocol (shared with the mask-guided PixCell ControlNet): ``cond`` is a dict
-``{"mask": tensor (B, 1, H_px, W_px)}`` at the model's pixel resolution, float, 1 on nuclei and 0
-elsewhere, touching nuclei separated by a one-pixel gap (see :func:`layout_mask`). ``cond=None``
-(or a dict without ``"mask"``) is the unconditional branch (classifier-free dropout in training).
-The network sees the mask pixel-unshuffled by the latent factor (``f*f`` channels, lossless) plus
-a constant "layout present" channel.
+A rectified-flow ``UNet2DModel`` on the latents of ``cytosyn-tiny``'s autoencoder (shared: the VAE
+and latent scaling are read from ``weights/cytosyn-tiny``), trained by ``scripts/train_cells.py``
+on pseudo-labels of a classical segmentation (``docs/models.md``). ``cond`` is
+``{"mask": (B, 1, H_px, W_px)}`` float at pixel resolution, 1 on nuclei, touching nuclei split by a
+one-pixel gap (:func:`layout_mask`); ``None`` or no ``"mask"`` is the unconditional branch. The
+network sees the noisy latent, the mask pixel-unshuffled by the latent factor (lossless) and a
+constant "layout present" channel.
 """
 
 from __future__ import annotations

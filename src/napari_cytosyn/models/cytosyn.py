@@ -1,31 +1,18 @@
 """CytoSyn (Owkin & Bioptimus): REPA-E SiT-XL/2 on an SD-VAE f8d4, 224 px tiles at 0.5 um/px.
 
-The Hugging Face repository is a diffusers folder with a custom pipeline (its own Python code).
-Two ways in:
+Its Hugging Face folder is a diffusers pipeline with custom Python code. Two ways in:
+- native: ``model_index.json`` names :class:`~.sit.SiTTransformer`; it is built from our code
+  (REPA-E's names, strict load after dropping ``projectors.*``, ``ema.*`` unwrapped) with
+  diffusers' ``AutoencoderKL``; nothing from the folder runs;
+- remote code: only with ``trust_remote_code=True``, after every module the folder could import
+  was resolved inside it and named (:mod:`.remote_code`).
 
-- native: when ``model_index.json`` names :class:`napari_cytosyn.models.sit.SiTTransformer` as the
-  transformer, it is built from our own code (REPA-E's exact parameter names, loaded strictly
-  after dropping the training-only ``projectors.*``; ``ema.*`` containers unwrapped) and the VAE
-  from diffusers' ``AutoencoderKL`` (REPA-E/LDM names renamed on load). Nothing from the folder
-  runs;
-- remote code (the published repository): only with ``trust_remote_code=True``, after every
-  module the folder's ``model_index.json`` could import was resolved inside the folder and shown
-  (:mod:`.remote_code`). The pipeline's transformer, VAE and latent statistics are taken out of
-  it; a REPA-E-signature transformer (``forward``/``inference(x, t, y)``) gets the reference
-  features or, unconditionally, the null label ``y = num_classes``; a VAE that is not a diffusers
-  ``AutoencoderKL`` (REPA-E's own class) is called through its ``encode``/``decode``.
-
-The network predicts the SiT velocity ``eps - x`` on ``x_t = (1 - t) x + t eps`` with time fed in
-``[0, 1]``; the adapter turns it into ``x0 = x_t - t v``. Latents are normalised per channel,
-``z_model = (z - latents_bias) * latents_scale``, with statistics found, in this order, in
-1. the SiT checkpoint's ``bn.running_mean``/``bn.running_var`` (REPA-E end-to-end checkpoints;
-   ``latents_scale = running_var ** -0.5``),
-2. ``latents_scale``/``latents_bias`` (or ``latents_mean``/``latents_std``) on the pipeline or the
-   transformer,
-3. a stats file ``latents_stats.safetensors`` / ``*latents-stats.safetensors`` (or ``.json``)
-   in the folder, ``transformer/`` or ``vae/``,
-4. ``latents_mean``/``latents_std`` in the VAE's config;
-none found is an error that lists where it looked (a scalar 0.18215 would give wrong images).
+The network predicts the velocity ``eps - x`` on ``x_t = (1 - t) x + t eps``; the adapter returns
+``x0 = x_t - t v``. Latents are ``(z - bias) * scale`` per channel, the statistics found (in this
+order) in the SiT's ``bn`` running mean/var, ``latents_scale``/``latents_bias`` (or
+``latents_mean``/``latents_std``) on the pipeline or transformer, a ``*latents_stats`` file, or
+the VAE config; none found is an error listing where it looked (a scalar 0.18215 would give
+wrong images).
 """
 
 from __future__ import annotations

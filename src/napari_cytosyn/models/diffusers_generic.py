@@ -1,15 +1,10 @@
 """``diffusers:<hub id or folder>``: any unconditional latent diffusion folder, plus shared helpers.
 
-A diffusers folder has ``model_index.json`` naming its components; this backend needs
-- a network: ``unet`` (``UNet2DModel``) or ``transformer`` (any diffusers 2-D transformer that runs
-  without text), predicting epsilon, v or x0 (DDPM-family scheduler) or a flow velocity
-  (``FlowMatch*`` scheduler);
-- a ``vae`` (``AutoencoderKL``; its ``scaling_factor``/``shift_factor`` give the latent scaling);
-- a ``scheduler`` config (training noise schedule and prediction type).
-
-Components are built from diffusers' own classes only; anything else is refused, so no code from
-the folder runs. Text-conditioned networks (``UNet2DConditionModel`` etc.) are refused with a
-message: there is no prompt in this tool.
+The folder's ``model_index.json`` must name a network (``unet`` or a 2-D ``transformer`` that runs
+without text) predicting epsilon, v or x0 (DDPM-family scheduler) or a flow velocity
+(``FlowMatch*``), a ``vae`` (``AutoencoderKL``, whose scaling/shift factors scale the latents)
+and a ``scheduler``. Components are built from diffusers' own classes only, so no code from the
+folder runs; text-conditioned networks are refused (there is no prompt in this tool).
 """
 
 from __future__ import annotations

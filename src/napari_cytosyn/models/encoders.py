@@ -1,15 +1,11 @@
 """Reference encoders for conditioning: H0-mini (CytoSyn) and UNI2-h (PixCell), through timm.
 
-Both are gated pathology foundation models on the Hugging Face Hub, loaded with
-``timm.create_model("hf-hub:<id>", pretrained=True, ...)`` the first time a reference is embedded,
-so a user without access can still sample unconditionally. Missing timm or missing access gives a
-:class:`~.hub.ModelAccessError` that says what to do.
-
-timm fetches the weights through huggingface_hub with its usual settings (token from the login or
-``HF_TOKEN``, default cache, ``HF_HUB_OFFLINE``). The embedding is the class token after the
-final norm (``forward_features(x)[:, 0]``), computed on the region resized to 224 px and
-normalised with the mean/std of the model's own pretrained config. PixCell-1024 conditions on a
-4 x 4 grid of 256 px crops, embedded one by one, row-major.
+Both are gated Hub models, loaded (``timm.create_model("hf-hub:<id>", pretrained=True)``, usual
+token, cache and offline settings) the first time a reference is embedded, so a user without
+access can still sample unconditionally; missing timm or access is a
+:class:`~.hub.ModelAccessError` saying what to do. The embedding is the class token after the
+final norm, on the region resized to 224 px and normalised with the model's pretrained mean/std;
+PixCell-1024 embeds a 4 x 4 grid of 256 px crops, row-major.
 """
 
 from __future__ import annotations

@@ -1,20 +1,16 @@
 """Gaussian-random-field test model: an exact denoiser, no training, every protocol path.
 
-The latent prior is a stationary Gaussian random field, each of the 4 channels independent with
-a separable Matérn-3/2 covariance ``c(dy, dx) = m(dy) m(dx)``, unit variance. For
-``z_t = alpha z0 + sigma eps`` the exact posterior mean is the Wiener filter
-``alpha C (alpha^2 C + sigma^2 I)^-1 z_t``. :meth:`GRFModel.denoise` computes it for whatever
-window it is given, from that window alone, exactly (the covariance of a finite window, in the
-eigenbasis of the separable covariance): that is what an ideal network trained on crops of the
-window size computes. Called window by window it makes the honest boundary error of a denoiser
-that cannot see past its window, like a real network, so seams and blending can be measured
-exactly and fast. ``boundary="periodic"`` uses the FFT filter with wrap-around instead (harsher
-errors, a stress test).
+The latent prior is a stationary Gaussian random field (4 independent channels, separable
+Matérn-3/2 covariance, unit variance), so the exact posterior mean of ``z_t = alpha z0 + sigma
+eps`` is the Wiener filter ``alpha C (alpha^2 C + sigma^2 I)^-1 z_t``. :meth:`GRFModel.denoise`
+computes it from the window it is given alone, as an ideal network trained on crops of that size
+would: called window by window it makes the honest boundary error of a denoiser that cannot see
+past its window, so seams and blending are measured exactly and fast. ``boundary="periodic"``
+uses the FFT filter with wrap-around instead (harsher errors, a stress test).
 
-The "autoencoder" is linear, ``latent_factor = 8``: decode = bilinear 8x upsampling followed
-by a fixed 3x4 colour matrix (one latent direction is invisible, like a VAE's null space) plus
-an H&E-like base colour; encode = 8x8 average pooling and the pseudo-inverse of the matrix.
-Bilinear decoding needs a 1-latent halo, so tiled decoding is exercised for real.
+The "autoencoder" is linear with ``latent_factor = 8``: bilinear 8x upsampling and a fixed 3x4
+colour matrix (one latent direction invisible, like a VAE's null space) plus an H&E base colour;
+encode inverts it. Bilinear decoding needs a 1-latent halo, so tiled decoding is exercised.
 """
 
 from __future__ import annotations

@@ -1,18 +1,11 @@
 """Getting model folders from the Hugging Face Hub or the local disk, safely.
 
-- A source is a hub id (``owner/name``) or a local folder. Hub downloads go through
-  ``huggingface_hub.snapshot_download`` with the revision, cache directory and token asked for;
-  the token defaults to ``HF_TOKEN`` or the stored ``huggingface-cli login``.
-- ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` never touches the network: the cached snapshot
-  is used, or a clear error says how to get one.
-- Only safetensors weights are accepted. Downloads ask for configs, safetensors and text only,
-  so pickled checkpoints (``.bin``, ``.ckpt``, ``.pt``, ``.pth``, ``.pkl``) are never fetched, and
-  a local component that has nothing but pickles is refused.
-- Python files are downloaded only with ``trust_remote_code=True``, and only those the folder's
-  ``model_index.json`` names (and their relative imports), see :mod:`.remote_code`; they run only
-  with that opt-in, after a warning naming each file.
-
-Nothing here imports torch.
+A source is a hub id (``owner/name``) or a local folder; downloads use ``snapshot_download`` with
+the revision, cache and token asked for (default ``HF_TOKEN`` or the stored login), and
+``HF_HUB_OFFLINE=1``/``local_files_only=True`` never touch the network. Only safetensors load:
+downloads ask for configs, safetensors and text only (pickles are never fetched) and a local
+component with nothing but pickles is refused. Python files are fetched only with
+``trust_remote_code=True`` and only those :mod:`.remote_code` names. No torch import here.
 """
 
 from __future__ import annotations

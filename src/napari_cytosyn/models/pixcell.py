@@ -1,22 +1,14 @@
 """PixCell (Stony Brook CVLab): PixArt-Sigma DiT-XL/2 on the SD3.5 VAE, conditioned on UNI2-h.
 
-From the public PixCell code (``PixCellTransformer2DModel``): the network is diffusers'
-``PixArtTransformer2DModel`` plus two tensors,
-- ``caption_projection.uncond_embedding`` ``(N, 1536)``: the learned "no reference" tokens used for
-  classifier-free guidance, and
-- ``y_pos_embed.y_pos_embed`` ``(1, N, 1536)`` (only when ``caption_num_tokens`` N > 1, i.e.
-  PixCell-1024's 4 x 4 grid): sine-cosine positions added to the UNI2-h tokens *before* the caption
-  projection.
-So the weights load strictly into diffusers' own class with those two buffers attached (no code
-from the repository runs; the state-dict keys equal the published ones, checked key by key in
-``tests/models/test_reference_layouts.py``). ``interpolation_scale`` comes from the config (the
-position table is not in the weights). PixArt conventions: DDPM schedule of 1000 steps, epsilon
-target with learned variance (32 output channels, the first 16 are epsilon), discrete timestep
-input ``t * 999``. The SD3.5 VAE has 16 channels; latents are ``(z - 0.0609) * 1.5305``. The
-published repositories hold no VAE weights (``vae/config.json`` only): the VAE is injected with
-``load_model(..., vae=...)`` or fetched from ``stabilityai/stable-diffusion-3.5-large`` (gated).
-
-Verified only against same-structure random models (no real weights on the build machines).
+The network is diffusers' ``PixArtTransformer2DModel`` plus two tensors of PixCell's own class:
+``caption_projection.uncond_embedding`` ``(N, 1536)`` (the "no reference" tokens of guidance) and,
+for N > 1 tokens (PixCell-1024's 4 x 4 grid), ``y_pos_embed.y_pos_embed`` added to the UNI2-h
+tokens before the projection. So the weights load strictly into diffusers' class with those two
+buffers attached and no repository code runs. PixArt conventions: 1000-step DDPM schedule,
+epsilon with learned variance (the first 16 of 32 channels), timestep input ``t * 999``;
+latents ``(z - 0.0609) * 1.5305``. The repositories hold no VAE weights: the VAE comes from
+``load_model(..., vae=...)`` or ``stabilityai/stable-diffusion-3.5-large`` (gated).
+Verified against same-structure random models only (no real weights on the build machines).
 """
 
 from __future__ import annotations

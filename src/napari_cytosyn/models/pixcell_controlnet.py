@@ -1,22 +1,14 @@
 """The mask-guided PixCell ControlNet (``StonyBrook-CVLab/PixCell-256-Cell-ControlNet``), native.
 
-Its published remote code imports ``diffusers.models.controlnet``, which diffusers 0.37 removed,
-so the ControlNet is built from its key layout (:mod:`.pixcell_layout`;
-``tests/models/test_reference_layouts.py`` compares every key and shape with the reference
-manifest; no code of the repository runs) and run here:
+Its published code imports ``diffusers.models.controlnet`` (removed in diffusers 0.37), so the
+ControlNet is built from its key layout (:mod:`.pixcell_layout`) and run here: a PixCell body of
+``n_controlnet_blocks`` blocks, a ``cond_pos_embed`` patch embedding of the mask latent added to
+the image tokens, and ``controlnet_blocks.{i}`` (times ``conditioning_scale``) added to the
+transformer's hidden states after its block ``i``.
 
-- a PixCell transformer body of ``n_controlnet_blocks`` blocks (``pos_embed``,
-  ``transformer_blocks.{i}``, ``adaln_single``, ``caption_projection`` with its
-  ``uncond_embedding``, and the unused ``norm_out``/``scale_shift_table``/``proj_out``), plus
-- ``cond_pos_embed``: a patch embedding (with its own sine-cosine positions) of the mask latent,
-  added to the image tokens after ``pos_embed``;
-- ``controlnet_blocks.{i}``: a linear map of block ``i``'s output, times ``conditioning_scale``,
-  which the transformer adds to its hidden states after its own block ``i``.
-
-The mask enters as the VAE latent of the cell-mask image (white cells on black, as an RGB image
-in [-1, 1]), scaled like image latents. ``cond = {"mask": (B, 1, H_px, W_px)}`` (the protocol
-shared with ``cytosyn-tiny-cells``), optionally with ``"uni"`` tokens; without a mask the
-transformer runs alone (the unconditional branch of guidance drops both).
+The mask enters as the VAE latent of the cell-mask image (white cells on black). ``cond =
+{"mask": (B, 1, H_px, W_px)}`` (shared with ``cytosyn-tiny-cells``), optionally with ``"uni"``
+tokens; without a mask the transformer runs alone (guidance's unconditional branch drops both).
 """
 
 from __future__ import annotations

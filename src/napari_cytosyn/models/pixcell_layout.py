@@ -1,13 +1,9 @@
-"""PixCell's published module layouts, built from their ``config.json`` and loaded strictly.
-
-- the transformer (``PixCellTransformer2DModel``): diffusers' ``PixArtTransformer2DModel`` plus
-  the persistent buffers ``caption_projection.uncond_embedding`` and, for more than one UNI
-  token, ``y_pos_embed.y_pos_embed``;
-- the ControlNet (``PixCellControlNet``): the same body with ``n_controlnet_blocks`` blocks,
-  ``cond_pos_embed`` and ``controlnet_blocks`` (its forward is in :mod:`.pixcell_controlnet`).
-
-Both are compared key by key with the published state dicts in
-``tests/models/test_reference_layouts.py``; both build on the meta device.
+"""PixCell's published module layouts, built from their ``config.json`` and loaded strictly:
+the transformer (diffusers' ``PixArtTransformer2DModel`` plus
+``caption_projection.uncond_embedding`` and, for several UNI tokens, ``y_pos_embed.y_pos_embed``)
+and the ControlNet (the same body with ``n_controlnet_blocks`` blocks, ``cond_pos_embed`` and
+``controlnet_blocks``; its forward is in :mod:`.pixcell_controlnet`). Both build on the meta
+device and are checked key by key in ``tests/models/test_reference_layouts.py``.
 """
 
 from __future__ import annotations

@@ -1,21 +1,16 @@
 """Which Python files a diffusers model folder would run, and running them only on opt-in.
 
-``DiffusionPipeline.from_pretrained`` imports code named by ``model_index.json``:
-- ``_class_name: [module, Class]`` loads ``<folder>/<module>.py`` as the pipeline;
-- a component ``name: [library, Class]`` loads ``<folder>/<name>/<library>.py`` when that file
-  exists, and otherwise ``importlib.import_module(library)`` (any installed module, or one in the
-  working directory);
-- each loaded file pulls in its relative imports (``from .x import``) from beside it.
-A module name is joined to the folder as a path, so ``"a/b/evil"`` reaches nested files and an
-absolute path reaches files outside the folder.
+``DiffusionPipeline.from_pretrained`` imports ``<folder>/<module>.py`` for ``_class_name``, and for
+each component ``[library, Class]`` the file ``<folder>/<name>/<library>.py`` if it exists, else
+``importlib.import_module(library)``; each file pulls in its relative imports. Module names are
+joined to the folder as paths, so ``"a/b/evil"`` or an absolute path reach other files.
 
-:func:`code_files` resolves every one of these before anything runs and refuses (with
-:class:`UnsafeModelCode`) any module that is not a plain identifier, resolves outside the folder
-(``..``, absolute paths, symlinks), or would be imported from the environment instead of the
-folder (only ``diffusers``, ``transformers`` and this package are such libraries). The files it
-returns are the complete list shown to the user; :func:`require_remote_code_files` refuses them
-unless ``trust_remote_code=True`` was passed, and names them either way. Hub downloads fetch
-Python files only with the opt-in and only the ones :func:`expected_code_paths` names.
+:func:`code_files` resolves all of them before anything runs and refuses (:class:`UnsafeModelCode`)
+a module that is not a plain identifier, resolves outside the folder (``..``, absolute paths,
+symlinks), or would be imported from the environment (only ``diffusers``, ``transformers`` and
+this package may be). The list it returns is shown to the user;
+:func:`require_remote_code_files` refuses it without ``trust_remote_code=True``. Hub downloads
+fetch only the Python files :func:`expected_code_paths` names, and only with the opt-in.
 """
 
 from __future__ import annotations

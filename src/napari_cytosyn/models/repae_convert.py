@@ -1,17 +1,11 @@
 """Convert a REPA-E training checkpoint (``torch.save`` ``.pt``) into a native CytoSyn folder.
 
-REPA-E saves ``{"model", "ema", "vae", "args", ...}`` with pickle. This loader never unpickles
-model files, so the conversion is a separate, explicit step that reads the checkpoint with
-``torch.load(weights_only=True)`` (PyTorch's restricted unpickler: tensors and plain containers
-only, no code) and writes what :func:`napari_cytosyn.models.load_model` loads natively::
-
-    out/model_index.json          transformer = napari_cytosyn.models.sit.SiTTransformer
-    out/transformer/config.json   inferred from the shapes (+ the checkpoint's args)
-    out/transformer/diffusion_pytorch_model.safetensors   the EMA weights, projectors dropped
-    out/vae/config.json + diffusion_pytorch_model.safetensors   (when the checkpoint has a VAE)
-    out/scheduler/scheduler_config.json
-
-The latent statistics travel as the SiT's ``bn.*`` buffers (REPA-E end to end) or, from a
+The loader never unpickles model files, so this is a separate, explicit step: the checkpoint
+(``{"model", "ema", "vae", "args", ...}``) is read with ``torch.load(weights_only=True)`` (tensors
+and plain containers only) and written as what :func:`~napari_cytosyn.models.load_model` loads
+natively: ``model_index.json`` naming :class:`~.sit.SiTTransformer`, ``transformer/`` (config
+inferred from the shapes, the EMA weights without projectors), ``vae/`` when the checkpoint has
+one, and ``scheduler/``. Latent statistics travel as the SiT's ``bn.*`` buffers or, from a
 ``*-latents-stats.pt`` beside the checkpoint, as ``latents_stats.safetensors``.
 """
 

@@ -1,12 +1,9 @@
 """REPA-E's end-to-end tuned SD-VAE (f8d4) loaded into diffusers' ``AutoencoderKL``.
 
-REPA-E keeps the CompVis/latent-diffusion parameter names (``encoder.down.{i}.block.{j}``,
-``decoder.up.{i}``, ``mid.attn_1.q`` ...). They map one to one onto diffusers' names, with two
-twists: the decoder's up levels are numbered the other way round (LDM ``up.0`` is the highest
-resolution, diffusers ``up_blocks.0`` the lowest), and the mid-block attention projections are
-1x1 convolutions ``(C, C, 1, 1)`` in LDM and linear layers ``(C, C)`` in diffusers. The rules
-below were checked against the full reference map of the SD-VAE f8d4 (all 248 keys,
-``tests/models/test_reference_layouts.py``); they work for any number of levels.
+REPA-E keeps the CompVis/LDM parameter names, which map one to one onto diffusers' with two
+twists: the decoder's up levels are numbered the other way round, and the mid-block attention
+projections are 1x1 convolutions in LDM and linear layers in diffusers. The rules below were
+checked against all 248 keys of the SD-VAE f8d4 (``tests/models/test_reference_layouts.py``).
 """
 
 from __future__ import annotations

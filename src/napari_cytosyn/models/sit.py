@@ -1,27 +1,18 @@
 """A Scalable Interpolant Transformer (SiT, Ma et al. 2024) with REPA-E's parameter layout.
 
-Written from the published architecture (SiT/DiT papers) and checked, key by key and shape by
-shape, against the state dict of REPA-E's ``SiT-XL/2`` (``tests/models/test_reference_layouts.py``
-reads the reference manifest); no upstream code was copied. Every parameter and buffer name is
-REPA-E's, so a REPA-E checkpoint loads with ``strict=True`` once the training-only
-``projectors.*`` are dropped (:func:`load_sit_state`):
-
-- ``pos_embed`` ``(1, N, hidden)``: fixed 2-D sine-cosine positions of the training grid (MAE
-  convention, first half encodes x), stored as a frozen parameter; other grids are computed;
-- ``x_embedder.proj``: the ``patch_size`` x ``patch_size`` strided convolution;
-- ``t_embedder.mlp.{0,2}``: time ``t`` in ``[0, 1]`` (``1`` = noise, linear path
-  ``x_t = (1 - t) x + t eps``) fed *unscaled* into 256 sinusoidal frequencies (cos first) and a
-  two-layer SiLU MLP;
-- ``y_embedder.embedding_table`` ``(num_classes + 1, hidden)`` when trained with label dropout:
-  label ``num_classes`` is the null label of classifier-free guidance. With ``cond_dim`` set
-  (reference features such as H0-mini's 768-d class token) ``y_embedder.projection`` maps them to
-  the hidden width; this path's names are ours (CytoSyn's own layout is not public);
-- ``blocks.{i}``: attention (fused ``qkv``), tanh-GELU MLP (``fc1``/``fc2``), adaLN-Zero
-  ``adaLN_modulation.1`` giving shift/scale/gate for attention and MLP;
-- ``final_layer.{adaLN_modulation.1, linear}``; the output is the velocity ``d x_t / d t = eps -
-  x`` (with ``learn_sigma`` twice the channels, the first half being the velocity);
-- ``bn``: REPA-E's non-affine batch norm over VAE latents; its running mean and variance are the
-  latent statistics (``z_model = (z - mean) / sqrt(var)``), never applied inside ``forward``.
+Written from the SiT/DiT papers (no upstream code copied) and checked key by key and shape by
+shape against REPA-E's ``SiT-XL/2`` state dict (``tests/models/test_reference_layouts.py``), so a
+REPA-E checkpoint loads with ``strict=True`` once ``projectors.*`` are dropped
+(:func:`load_sit_state`). Conventions a reader needs:
+- ``pos_embed``: fixed 2-D sine-cosine positions of the training grid (MAE convention, first
+  half encodes x), a frozen parameter; other grids are computed;
+- ``t_embedder``: time ``t`` in ``[0, 1]`` (1 = noise) fed *unscaled* into 256 frequencies;
+- ``y_embedder.embedding_table`` ``(num_classes + 1, hidden)``: label ``num_classes`` is the null
+  label of guidance; with ``cond_dim`` a ``projection`` maps reference features (H0-mini's 768-d
+  class token) instead (names ours: CytoSyn's own layout is not public);
+- the output is the velocity ``eps - x`` (with ``learn_sigma`` the first half of the channels);
+- ``bn``: REPA-E's non-affine batch norm whose running stats are the latent statistics
+  (``z_model = (z - mean) / sqrt(var)``), never applied inside ``forward``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
 """Autoencoders from a model folder or from a separate source (``load_model(..., vae=...)``).
 
-PixCell's repositories ship ``vae/config.json`` without weights (the model cards load the SD3.5
-VAE from Stability AI's own, gated repository), and a user may hold a VAE anywhere on disk, so a
-VAE can be given separately: a folder holding ``config.json`` and safetensors, a folder with a
-``vae/`` sub-folder, or a hub id whose ``vae/`` (or root) holds them. Only the VAE's own files are
-downloaded (exact names, so a repository's multi-gigabyte transformer is never fetched).
-Weights in diffusers or REPA-E naming both load, strictly.
+PixCell's repositories ship ``vae/config.json`` without weights and a user may hold a VAE
+anywhere, so a VAE can be given separately: a folder with ``config.json`` and safetensors, one
+with a ``vae/`` sub-folder, or a hub id whose ``vae/`` (or root) holds them. Only the VAE's own
+files are downloaded (a repository's transformer is never fetched); diffusers and REPA-E naming
+both load, strictly.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Counter-based noise: every random number is a pure function of (seed, stream, cell).
 
-No global RNG is ever used. A cell's noise comes from numpy's Philox counter-based generator
-keyed by a BLAKE2b hash of ``(seed, stream, cell)``, so any cell is reproducible on its own, on
-any machine and in any order (for a given numpy version; numpy keeps ``standard_normal`` of a
-given bit generator stable across platforms).
-
-Noise *fields* are assembled from fixed-size cells on a lattice anchored at the slide origin,
-in latent units, so two overlapping regions see the same noise where they overlap.
+No global RNG: a cell's noise comes from numpy's Philox generator keyed by a BLAKE2b hash of
+``(seed, stream, cell)``, so any cell is reproducible alone, on any machine, in any order (numpy
+keeps ``standard_normal`` of a bit generator stable). Noise fields are assembled from fixed cells
+on a latent lattice anchored at the slide origin, so overlapping regions share their noise.
 """
 
 from __future__ import annotations

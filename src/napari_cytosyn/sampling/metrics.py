@@ -1,9 +1,9 @@
 """Seam metric shared by tests and benchmarks (numpy only).
 
-No standard seam metric exists. We use: mean absolute intensity step across the window lattice
-lines, divided by the same at random lines that are not lattice lines (1.0 = no seam). The
-random lines are drawn from the same residue class modulo ``grid_px`` (the latent factor, 8) as
-the lattice lines, so a decoder's own 8-px periodic structure does not bias the ratio.
+There is no standard one: the mean absolute intensity step across the window lattice lines,
+divided by the same across random non-lattice lines (1.0 = no seam). The random lines share the
+lattice lines' residues modulo ``grid_px`` (the latent factor), so a decoder's own 8-px periodic
+structure does not bias the ratio.
 """
 
 from __future__ import annotations

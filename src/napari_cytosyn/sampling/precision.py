@@ -1,15 +1,12 @@
 """How the sampler runs a model's networks: in the model's dtype, or autocast to bfloat16.
 
-``SamplerSettings.autocast`` picks the mode. ``bfloat16`` wraps each network call (denoiser,
-decoder, encoder) in ``torch.autocast``: convolutions and matrix products run in bfloat16 from
-float32 weights, normalisations and everything the sampler does between calls stay float32, and
-decoder inputs are laid out channels-last (oneDNN's fastest layout for bfloat16 convolutions).
-On a CPU with native bfloat16 instructions (AVX512-BF16, AMX) that makes the embedded model's
-denoiser ~1.8x and its decoder ~2.2x faster than float32 (``benchmarks/precision.py``, which also
-measures what it does to the pictures). Without native support bfloat16 is emulated and slower,
-so ``auto`` only picks it where it is native. The environment variable
-``NAPARI_CYTOSYN_AUTOCAST=off`` makes ``auto`` mean ``off`` (the test suite sets it, so that its
-pixels do not depend on the machine's instruction set).
+``bfloat16`` (``SamplerSettings.autocast``) wraps each network call in ``torch.autocast``:
+convolutions and matrix products in bfloat16 from float32 weights, normalisations and the
+sampler in float32, decoder inputs channels-last (oneDNN's fastest bfloat16 layout). With native
+bfloat16 (AVX512-BF16, AMX) the embedded model's denoiser runs ~1.8x and its decoder ~2.2x
+faster (``benchmarks/precision.py``, which also measures the pictures); emulated bfloat16 is
+slower, so ``auto`` picks it only where native. ``NAPARI_CYTOSYN_AUTOCAST=off`` makes ``auto``
+mean ``off`` (the test suite sets it: its pixels must not depend on the instruction set).
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """The recipe of a generation: one versioned dict that fixes its pixels, stored once.
 
-A recipe is ``{"version": 2, "mode": ..., "model": ..., "core": ..., <mode configs>}``:
-
-============  =====================================================================
-``model``     the model's ``provenance()`` (name, revision, ...)
-``core``      :meth:`SamplerSettings.core_dict`: sampler, steps, guidance and its interval,
-              seed, time shift, window, resolved precision (``autocast``)
-``region``    :class:`~.settings.RegionConfig` (modes ``region`` and ``inpaint``)
-``decode``    :class:`~.settings.DecodeConfig` (modes ``region`` and ``inpaint``)
-``inpaint``   :class:`~.settings.InpaintConfig` (mode ``inpaint``)
-``lazy``      :meth:`~.lazy.LazySpec.to_dict` (mode ``lazy``: synthetic slides)
-============  =====================================================================
-
-A mode's recipe holds only what that mode reads, so a knob it ignores never changes it. Stores
-keep the recipe as one attribute and compare it whole on reopen (:func:`recipe_differences`),
-as micro-sam compares its cache settings; there is no older version to read.
+``{"version": 2, "mode": ..., "model": model.provenance(), "core": settings.core_dict(), ...}``
+plus the configs the mode reads (:data:`MODE_CONFIGS`): ``region`` and ``decode`` (modes
+``region`` and ``inpaint``), ``inpaint``, or ``lazy`` (the :class:`~.lazy.LazySpec` of synthetic
+slides). A knob a mode ignores never enters its recipe. Stores keep the recipe as one attribute
+and compare it whole on reopen (:func:`recipe_differences`); there is no older version to read.
 """
 
 from __future__ import annotations

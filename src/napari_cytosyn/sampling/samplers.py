@@ -1,26 +1,17 @@
 """Samplers as pure functions over an x0 denoiser (k-diffusion style).
 
-Every sampler has the signature ``sample_x(denoise, x, ts, interpolant, *, noise=None,
-step_offset=0, callback=None) -> x`` where
+``sample_x(denoise, x, ts, interpolant, *, noise=None, step_offset=0, callback=None,
+project=None) -> x`` moves ``x`` along the decreasing times ``ts`` (t = 1 noise), where
+``denoise(x, t) -> x0_hat``; ``noise(i)`` is the fresh standard normal noise of absolute step
+``i`` (stochastic samplers; tiling code gives lattice-anchored noise); ``step_offset`` is the
+absolute index of ``ts[0]``; ``project(i, t_next, x)`` maps the state after each step (inpainting
+re-imposes the known latents) and ``callback(i, t, t_next, x)`` sees it.
 
-- ``denoise(x, t) -> x0_hat`` takes a latent tensor and a python float time (t = 1 noise);
-- ``ts`` is a decreasing list of times; the sampler moves ``x`` from ``ts[0]`` to ``ts[-1]``;
-- ``noise(i) -> Tensor`` gives the fresh standard normal noise of absolute step ``i``
-  (stochastic samplers only), shaped like ``x``; tiling code provides lattice-anchored noise;
-- ``step_offset`` is the absolute index of the first step (for noise streams and messages);
-- ``callback(i, t, t_next, x)`` runs after each step;
-- ``project(i, t_next, x) -> x`` (optional) maps the state after each step, before anything
-  else sees it (inpainting re-imposes the known latents there).
-
-Their names, costs and time grids are rows of :data:`.sampler_table.SAMPLER_TABLE`. Each is
-written as one step; :func:`_sampler` runs the loop (NaN check, projection, callback). Euler,
-Euler-Maruyama and DPM-Solver++(2M) follow the reference samplers of REPA-E and PixCell
-(formulas in ``tests/models/reference/samplers.json``, checked in
-``tests/sampling/test_samplers.py``).
-
-They work on any interpolant ``x_t = alpha(t) x0 + sigma(t) eps`` (flow or VP). Multistep
-state (DPM-Solver++ 2M) lives inside one call: calling a sampler on a sub-range of the grid
-restarts it there with a first-order step, which is what lazy phases do.
+Each sampler is written as one step (:func:`_sampler` runs the loop) and is a row of
+:data:`.sampler_table.SAMPLER_TABLE`. Euler, Euler-Maruyama and DPM-Solver++(2M) follow REPA-E's
+and PixCell's reference samplers (``tests/models/reference/samplers.json``). They work on any
+interpolant ``x_t = alpha(t) x0 + sigma(t) eps``. Multistep state lives inside one call: a call
+on a sub-range of the grid restarts with a first-order step, which is what lazy phases do.
 """
 
 from __future__ import annotations

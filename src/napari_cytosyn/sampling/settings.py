@@ -1,11 +1,9 @@
 """Sampler settings as frozen, JSON-round-trippable value objects (no torch import here).
 
-:class:`SamplerSettings` is the core every mode reads (sampler, steps, guidance, seed, time
-shift, window, precision) plus one config per canvas concern: :class:`RegionConfig` (how
-windows tile a canvas in region mode and inpainting), :class:`DecodeConfig` (their tiled VAE
-decode) and :class:`InpaintConfig` (inpainting only). Lazy mode reads the core and its own
-:class:`~.lazy.LazySpec`. A recipe (:mod:`.recipe`) stores the core plus only the configs its
-mode reads, so a knob a mode ignores never enters its fingerprint.
+:class:`SamplerSettings` is the core every mode reads plus one config per canvas concern:
+:class:`RegionConfig` (window tiling), :class:`DecodeConfig` (tiled decode) and
+:class:`InpaintConfig`. Lazy mode reads the core and its own :class:`~.lazy.LazySpec`; a recipe
+(:mod:`.recipe`) stores only the configs its mode reads.
 """
 
 from __future__ import annotations
@@ -208,26 +206,18 @@ class SamplerSettings:
 
     Parameters
     ----------
-    sampler: ``euler`` (deterministic ODE; DDIM for VP models; default), ``euler_maruyama``
-        (reverse SDE), ``ancestral`` (DDPM posterior, eta = 1), ``heun`` (2nd order, 2 model
-        calls per step) or ``dpmpp_2m`` (DPM-Solver++ 2M multistep, 1 call per step).
+    sampler: a :data:`SAMPLERS` name (:mod:`.sampler_table`; default ``euler``).
     steps: number of sampler steps (>= 1).
-    guidance: classifier-free guidance scale (1.0 = off).
-    guidance_interval: ``(t_lo, t_hi)`` in protocol time (t = 1 noise, t = 0 clean); guidance is
-        applied only at steps whose t lies in this closed interval.
-    seed: seed of every random number (initial noise, SDE noise, lattice shifts); the one
-        place a generation's seed lives.
-    time_shift: SD3-style shift of the time grid, ``t' = s t / (1 + (s - 1) t)``; > 1 spends
-        more steps at high noise.
+    guidance: classifier-free guidance scale (1.0 = off), applied at steps whose t lies in the
+        closed ``guidance_interval`` ``(t_lo, t_hi)`` (t = 1 noise).
+    seed: seed of every random number (noise, lattice shifts); the one place it lives.
+    time_shift: SD3-style shift of the time grid, ``t' = s t / (1 + (s - 1) t)``; > 1 spends more
+        steps at high noise.
     window_latent: model window in latents; ``None`` = ``model.tile_px // model.latent_factor``.
-    autocast: ``off``: the networks run in the model's own dtype (float32 unless loaded
-        otherwise); ``bfloat16``: their convolutions and matrix products run in bfloat16 under
-        ``torch.autocast`` (weights, normalisations and the sampler stay float32); ``auto``:
-        ``bfloat16`` for a float32 model on a CPU or GPU that computes bfloat16 natively, else
-        ``off``. Recipes store the resolved value.
-    region: :class:`RegionConfig` (region mode and inpainting).
-    decode: :class:`DecodeConfig` (region mode and inpainting).
-    inpaint: :class:`InpaintConfig` (inpainting).
+    autocast: ``off`` (the model's dtype), ``bfloat16`` (convolutions and matrix products under
+        ``torch.autocast``) or ``auto`` (``bfloat16`` where the hardware has it natively, see
+        :mod:`.precision`). Recipes store the resolved value.
+    region, decode, inpaint: :class:`RegionConfig`, :class:`DecodeConfig`, :class:`InpaintConfig`.
     """
 
     sampler: str = "euler"

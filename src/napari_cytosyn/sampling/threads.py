@@ -1,24 +1,18 @@
-"""One fixed intra-op thread count for every network call: pixels independent of the machine's
-thread and process layout.
+"""One fixed intra-op thread count for every network call: pixels independent of the thread and
+process layout.
 
-oneDNN's 1x1 convolutions (and other reductions) split their sums differently with the number
-of threads, so the same network on the same input differs in the last bits between 1 and 2
-torch threads; after the decoder and quantisation that is a few pixel values off by 1 (measured
-with cytosyn-tiny: 3 of its 28 decoder convolutions differ). Every network call of the sampler
-(denoiser, decoder, encoder) therefore runs with exactly :func:`model_threads` torch threads,
-``1`` unless the environment variable ``NAPARI_CYTOSYN_MODEL_THREADS`` says otherwise: a slide
-rendered in one process, in a viewer, or on any number of dask workers is bit-identical, whatever
-``torch.set_num_threads`` the caller chose. Raising it trades that identity (pixels are then
-identical only among runs with the same value) for intra-op parallelism; processes (dask
-workers) are the way to use more cores without losing it.
+oneDNN splits some reductions (1x1 convolutions) by thread count, so the same network differs in
+the last bits between 1 and 2 threads, and after decoding a few pixels differ by 1 (3 of
+cytosyn-tiny's 28 decoder convolutions). Every network call therefore runs with
+:func:`model_threads` torch threads (``NAPARI_CYTOSYN_MODEL_THREADS``, default 1): a slide
+rendered in one process, a viewer or any number of dask workers is bit-identical. Raising it
+trades that identity for intra-op parallelism. The count is process-wide, set on the first
+network call and left there.
 
-torch's thread count is process-wide: it is set on the first network call and left there (a
-call in another thread never runs with a count changed under it).
-
-The other cores are used by running independent network calls side by side instead
-(:func:`parallel_calls`: the model batches of a lazy phase, the decoder crops of a chunk), up to
-:func:`model_workers` at once; each call still runs with :func:`model_threads` threads, so its
-result does not depend on what runs beside it.
+The other cores run independent network calls side by side (:func:`parallel_calls`: the model
+batches of a lazy phase, the decoder crops of a chunk), up to :func:`model_workers` at once;
+each still runs with :func:`model_threads` threads, so its result does not depend on what runs
+beside it.
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """Nucleus layouts: instance label images that synthetic H&E is conditioned on.
 
-A :class:`Layout` is the ground truth of a test image: ``labels`` ``(H, W)`` int32 (0 =
-background, one id per nucleus), ``tissue`` ``(H, W)`` bool (where tissue is; outside is glass),
-and ``mpp``, the microns per pixel it is drawn at. Three sources:
-
-- :func:`procedural_layout`: seeded random nuclei with given density, size and shape
-  distributions, clustering, and a tissue/background split (:class:`LayoutParams`);
-- :func:`layout_from_labels`: a label image the user painted or loaded (e.g. a napari Labels
-  layer), resampled to the model's resolution;
-- :func:`layout_from_image`: a classical segmentation of real tissue, for a synthetic twin with the
-  same nuclei.
+A :class:`Layout` is a test image's ground truth: ``labels`` ``(H, W)`` int32 (0 = background),
+``tissue`` ``(H, W)`` bool (outside is glass) and ``mpp``. Made by :func:`procedural_layout`
+(seeded random nuclei, :class:`LayoutParams`), :func:`layout_from_labels` (a painted or loaded
+label image, resampled to the model's resolution) or :func:`layout_from_image` (a classical
+segmentation of real tissue, for a synthetic twin with the same nuclei).
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
-"""The two reference nucleus segmenters that ship with the kit (for its own tests and demos).
+"""The two reference nucleus segmenters of the kit: RGB ``(H, W, 3)`` uint8 at 0.5 um/px ->
+labels ``(H, W)`` int32.
 
-Both take an RGB H&E image ``(H, W, 3)`` uint8 at 0.5 um/px and return an instance label image
-``(H, W)`` int32 (0 = background):
-
-- :func:`otsu_watershed`: hematoxylin channel (colour deconvolution, Ruifrok & Johnston 2001, via
-  ``skimage.color.rgb2hed``), Gaussian smoothing, Otsu threshold, small objects removed, holes
-  filled, touching nuclei split by a watershed on the distance transform. It also makes the
-  pseudo-labels the embedded mask-conditioned model is trained on.
-- :func:`threshold_components`: a deliberately worse variant: the same threshold without
-  smoothing, hole filling or splitting of touching nuclei, and masks dilated by 1 px.
+- :func:`otsu_watershed`: haematoxylin (``rgb2hed``), Gaussian smoothing, Otsu threshold, small
+  objects removed, holes filled, touching nuclei split by a distance-transform watershed; it also
+  makes the pseudo-labels the embedded mask-conditioned model is trained on;
+- :func:`threshold_components`: deliberately worse: no smoothing, filling or splitting, masks
+  dilated by 1 px.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Instance segmentation scores of a predicted label image against a ground-truth one.
 
-All functions take instance label images ``(H, W)`` of non-negative integers (0 = background)
-of the same shape. Matching follows the panoptic-quality convention (Kirillov et al. 2019): a
-predicted and a true nucleus match when their IoU exceeds 0.5, which makes the matching unique
-without any assignment problem.
-
-Conventions where a ratio has no denominator: when both images are empty every score is 1 (there
-was nothing to find and nothing was found) except ``mean_iou`` (NaN: no pairs); when only one is
-empty, F1, PQ and AJI are 0.
+Inputs are ``(H, W)`` non-negative integer label images (0 = background) of one shape. Nuclei
+match when their IoU exceeds 0.5 (panoptic-quality convention, Kirillov et al. 2019: unique
+without an assignment problem). Two empty images score 1 (``mean_iou``: NaN); one empty image
+gives F1, PQ and AJI 0.
 """
 
 from __future__ import annotations

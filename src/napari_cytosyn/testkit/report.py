@@ -1,14 +1,8 @@
-"""The report of a test-set run: one Markdown file, matplotlib PNGs, and CSV/JSON of every figure.
-
-Files written into the report folder::
-
-    report.md                # tables, figures, what the numbers mean and their limits
-    scores.csv               # one row per (method, image): every score
-    summary.csv, summary.json  # mean scores per (method, stress variant)
-    f1_by_variant.png        # F1 at IoU 0.5 per variant and method   (data: summary.csv)
-    pq_aji_by_variant.png    # panoptic quality and AJI per variant    (data: summary.csv)
-    bias_by_variant.png      # count and size bias per variant         (data: summary.csv)
-    examples.png             # image, truth, and each method's errors (FP blue, FN red)
+"""The report of a test-set run: ``report.md`` (tables, figures, what the numbers mean),
+``scores.csv`` (per method and image), ``summary.csv``/``summary.json`` (means per method and
+variant) and the figures ``f1_by_variant.png``, ``pq_aji_by_variant.png``,
+``bias_by_variant.png`` (data in summary.csv) and ``examples.png`` (image, truth, each method's
+errors: FP blue, FN red).
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """Run a segmentation method on test images and score it against their ground truth.
 
-A method is named by a spec string:
-
-- ``builtin:otsu_watershed`` / ``builtin:threshold_components``: the kit's reference methods;
-- ``package.module:function`` (or ``python:package.module:function``): a Python callable
-  ``f(rgb (H, W, 3) uint8) -> labels (H, W) int``; it also gets ``mpp=`` when its signature
-  has that parameter;
-- ``shell:<command template>``: a command run once per image, with ``{input}`` (a PNG file it
-  reads), ``{output}`` (a TIFF or PNG label image it writes) and optionally ``{mpp}``
-  substituted; the template is split like a shell line, but no shell runs it;
-- ``npe2:<command id>``: a command of an installed napari plugin (npe2), called with the RGB
-  array; it may return a label array, a layer-data tuple ``(data, meta, "labels")`` or a list of
-  them, or a layer.
+Method specs: ``builtin:<name>`` (:mod:`.methods`); ``package.module:function`` (or
+``python:...``), called ``f(rgb) -> labels`` and with ``mpp=`` when it takes it;
+``shell:<template>``, one command per image with ``{input}`` (PNG), ``{output}`` (TIFF/PNG labels)
+and optionally ``{mpp}`` substituted (split like a shell line, no shell runs it);
+``npe2:<command id>``, an installed napari plugin's command returning labels, layer-data tuples
+or a layer.
 """
 
 from __future__ import annotations

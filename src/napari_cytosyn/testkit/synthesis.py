@@ -1,10 +1,8 @@
 """Mask-conditioned synthesis: H&E whose nuclei sit where a :class:`~.layouts.Layout` says.
 
-The layout enters the tiled sampling engine as a per-window condition
-(:class:`LayoutCondition`, resolved by :func:`napari_cytosyn.sampling.samplers.model_denoiser`):
-every window of the region sampler receives the layout mask cropped with it, as
-``cond={"mask": (B, 1, H_px, W_px)}`` - the protocol of ``cytosyn-tiny-cells`` and of the
-mask-guided PixCell ControlNet. Any size works; the model sees one native window at a time.
+The layout is a per-window condition (:class:`LayoutCondition`): every window of the region
+sampler receives the layout mask cropped with it as ``cond={"mask": (B, 1, H_px, W_px)}``, the
+protocol of ``cytosyn-tiny-cells`` and of the PixCell mask ControlNet. Any size works.
 """
 
 from __future__ import annotations
@@ -83,19 +81,12 @@ def synthesize(
 ) -> np.ndarray:
     """H&E ``(H, W, 3)`` uint8 at the layout's size whose nuclei follow ``layout.labels``.
 
-    ``model``: a loaded mask-conditioned model (default: ``cytosyn-tiny-cells``); its mpp must
-    equal ``layout.mpp`` (resample the layout with :func:`~.layouts.layout_from_labels`).
-    ``settings``: a :class:`~napari_cytosyn.sampling.SamplerSettings` (``seed``, ``steps`` and
-    ``guidance`` then come from it); otherwise the model's default steps, ``guidance`` (> 1
-    applies classifier-free guidance towards the layout; default :data:`DEFAULT_GUIDANCE`) and
-    ``seed``. ``glass``: paint the
-    region outside ``layout.tissue`` as empty glass, feathered over ~3 px.
-    ``reference``: an RGB image ``(h, w, 3)`` uint8 of real tissue at the model's pixel size,
-    for models conditioned on both a mask and a reference embedding (PixCell's mask ControlNet:
-    ``cond={"mask": ..., "uni": ...}``): the tissue is also of that kind - place by place when
-    the image has the layout's size (a twin of a segmented real image with the same nuclei),
-    its mean embedding otherwise. Models without a reference encoder refuse it.
-    Same layout, model and seed: same pixels.
+    ``model``: a mask-conditioned model (default ``cytosyn-tiny-cells``) at ``layout.mpp``.
+    ``settings``: a ``SamplerSettings``; otherwise the model's default steps, ``guidance`` (default
+    :data:`DEFAULT_GUIDANCE`) and ``seed``. ``glass``: paint outside ``layout.tissue`` as glass.
+    ``reference``: RGB uint8 of real tissue at the model's pixel size, for models conditioned on a
+    mask and a reference (PixCell's mask ControlNet): place by place when it has the layout's
+    size, its mean embedding otherwise. Same layout, model and seed: same pixels.
     """
     from dataclasses import replace
 
