@@ -156,15 +156,25 @@ def _read_stats_file(path: Path) -> LatentScaling | None:
         values = read_json(path)
     else:
         return None
-    if "latents_scale" in values and "latents_bias" in values:
-        return _scaling(values["latents_scale"], values["latents_bias"])
-    if "latents_mean" in values and "latents_std" in values:
-        std = torch.as_tensor(values["latents_std"], dtype=torch.float32)
-        return _scaling(1.0 / std, values["latents_mean"])
+    found = _named_stats(values.get)
+    if found is not None:
+        return found[0]
     raise ModelAccessError(
         f"{path} holds {sorted(values)}; expected latents_scale and latents_bias "
         "(or latents_mean and latents_std)"
     )
+
+
+def _named_stats(get: Any) -> tuple[LatentScaling, str] | None:
+    """``(scaling, first name)`` from ``latents_scale``/``latents_bias`` or
+    ``latents_mean``/``latents_std`` as ``get(name)`` returns them, else ``None``."""
+    for a, b in (("latents_scale", "latents_bias"), ("latents_mean", "latents_std")):
+        va, vb = get(a), get(b)
+        if va is not None and vb is not None:
+            if a == "latents_mean":  # z_model = (z - mean) / std
+                va, vb = 1.0 / torch.as_tensor(vb, dtype=torch.float32), va
+            return _scaling(va, vb), a
+    return None
 
 
 def _has_stats(bn: Any) -> bool:
@@ -191,14 +201,9 @@ def find_latent_stats(
     for owner, what in ((pipe, "pipeline"), (transformer, "transformer")):
         if owner is None:
             continue
-        scale, bias = getattr(owner, "latents_scale", None), getattr(owner, "latents_bias", None)
-        if scale is not None and bias is not None:
-            return _scaling(scale, bias), f"{what}.latents_scale"
-        mean, std = getattr(owner, "latents_mean", None), getattr(owner, "latents_std", None)
-        if mean is not None and std is not None:
-            return _scaling(1.0 / torch.as_tensor(std, dtype=torch.float32), mean), (
-                f"{what}.latents_mean"
-            )
+        found = _named_stats(lambda name, owner=owner: getattr(owner, name, None))
+        if found is not None:
+            return found[0], f"{what}.{found[1]}"
         looked.append(f"latents_scale/latents_bias (or latents_mean/latents_std) on the {what}")
     pickled = []
     for path in _stats_files(folder):
@@ -217,10 +222,9 @@ def find_latent_stats(
         )
     )
     config = getattr(vae, "config", None)
-    mean = getattr(config, "latents_mean", None)
-    std = getattr(config, "latents_std", None)
-    if mean is not None and std is not None:
-        return _scaling(1.0 / torch.as_tensor(std, dtype=torch.float32), mean), "vae_config"
+    found = _named_stats(lambda name: getattr(config, name, None))
+    if found is not None:
+        return found[0], "vae_config"
     looked.append("latents_mean/latents_std in vae/config.json")
     raise LatentStatsNotFound(
         f"{folder}: no latent statistics found (a REPA-E model samples in normalised latents; "

@@ -44,14 +44,9 @@ class LatentScaling:
 class LatentDiffusion:
     """Adapter from (VAE, network) to :class:`~.protocol.LatentDiffusionModel`.
 
-    Parameters
-    ----------
-    vae: an object with diffusers ``AutoencoderKL``-like ``encode(x).latent_dist`` and
-        ``decode(z).sample``.
-    net: callable ``(z_t, t, cond) -> prediction`` in the network's native target.
-    target: what ``net`` predicts: ``flow``, ``epsilon``, ``v`` or ``x0``.
-    uncond: value of ``cond`` for the unconditional branch of classifier-free guidance; when
-        ``None`` guidance other than 1 is refused for conditioned calls.
+    ``vae``: diffusers ``AutoencoderKL``-like (``encode(x).latent_dist``, ``decode(z).sample``);
+    ``net(z_t, t, cond)`` predicts ``target`` (``flow``, ``epsilon``, ``v`` or ``x0``); ``uncond``:
+    ``cond`` of guidance's unconditional branch (``None``: guidance is refused when conditioned).
     """
 
     name: str

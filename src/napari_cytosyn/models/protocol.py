@@ -123,15 +123,9 @@ def prediction_to_x0(
 class LatentDiffusionModel(Protocol):
     """What the samplers need from a model: an x0 denoiser on latents, and the autoencoder.
 
-    Attributes
-    ----------
-    name: registry name or hub id, for provenance.
-    mpp: microns per pixel of the training data (CytoSyn: 0.5).
-    tile_px: native tile size in pixels (CytoSyn 224).
-    latent_factor: pixels per latent (8 for SD-VAE-like autoencoders).
-    latent_channels: 4 (SD-VAE f8d4) or 16 (SD3 VAE).
-    interpolant: the noise path the model was trained on.
-    device, dtype: where ``denoise`` runs.
+    ``name`` (for provenance), ``mpp`` (um/px of the training data, a float: models generate square
+    pixels), ``tile_px`` (native tile), ``latent_factor`` (px per latent), ``latent_channels``,
+    ``interpolant``; ``device``/``dtype``: where ``denoise`` runs.
     """
 
     name: str

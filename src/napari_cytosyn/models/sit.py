@@ -160,19 +160,12 @@ class _FinalLayer(nn.Module):
 class SiTTransformer(ModelMixin, ConfigMixin):
     """SiT velocity network; ``forward(x, t, y=None) -> velocity`` ``(B, C, h, w)``.
 
-    Parameters
-    ----------
-    sample_size: latent side at training (CytoSyn: 224 px / 8 = 28); sets ``pos_embed``.
-    patch_size: 2 for SiT-*/2.
-    in_channels: latent channels (4 for SD-VAE f8d4).
-    hidden_size, depth, num_heads, mlp_ratio: SiT-XL/2 is 1152, 28, 16, 4.0.
-    num_classes: label rows of ``y_embedder.embedding_table`` (REPA-E ImageNet: 1000; 0 for a
-        model conditioned on reference features only).
-    class_dropout_prob: > 0 adds the null-label row (index ``num_classes``) used for guidance.
-    cond_dim: width of reference features (H0-mini: 768) or ``None``.
-    learn_sigma: output ``2 * in_channels`` channels, the first half being the velocity.
-    qk_norm: layer-norm on queries and keys (a REPA option; adds ``q_norm``/``k_norm`` keys).
-    bn_eps, bn_momentum: REPA-E's latent batch norm (statistics only, see module docstring).
+    ``sample_size``: latent side at training (CytoSyn: 28), sets ``pos_embed``; SiT-XL/2 is
+    ``hidden_size`` 1152, ``depth`` 28, ``num_heads`` 16, ``patch_size`` 2. ``num_classes``:
+    label rows (REPA-E ImageNet 1000; 0 with reference features only); ``class_dropout_prob`` > 0
+    adds the null row; ``cond_dim``: reference feature width (H0-mini 768) or ``None``;
+    ``learn_sigma``: twice the channels, the first half the velocity; ``qk_norm``: REPA's
+    query/key norm; ``bn_*``: the latent batch norm (statistics only).
     """
 
     @register_to_config
@@ -287,18 +280,11 @@ def load_strict(
         if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(
-                f"missing key(s) {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else "")
-            )
-        if unexpected:
-            parts.append(
-                f"unexpected key(s) {', '.join(unexpected[:8])}"
-                + (" ..." if len(unexpected) > 8 else "")
-            )
-        if wrong:
-            parts.append("wrong shape(s) " + "; ".join(wrong[:8]))
+        parts = [
+            f"{what} {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+            for what, keys in (("missing key(s)", missing), ("unexpected key(s)", unexpected))
+            if keys
+        ] + (["wrong shape(s) " + "; ".join(wrong[:8])] if wrong else [])
         raise CheckpointMismatch(f"{where}: the weights do not fit the model: {'; '.join(parts)}")
     absent = [k for k in optional if k in own and k not in state]
     module.load_state_dict({**{k: own[k] for k in absent}, **state}, strict=True, assign=False)

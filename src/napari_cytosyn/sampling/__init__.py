@@ -23,14 +23,8 @@ _LAZY = {
     "noise": ".counter_noise",
     "noise_field": ".counter_noise",
     "time_grid": ".schedules",
-    "sample_euler": ".samplers",
-    "sample_ancestral": ".samplers",
-    "sample_euler_maruyama": ".samplers",
-    "sample_heun": ".samplers",
-    "sample_dpmpp_2m": ".samplers",
     "get_sampler": ".samplers",
     "model_denoiser": ".samplers",
-    "fused_denoiser": ".tiling",
     "decode_tiled": ".tiling",
     "generate_region": ".region",
     "seam_score": ".metrics",
@@ -48,7 +42,6 @@ _LAZY = {
     "surround_field": ".conditioning",
     "resolve_autocast": ".precision",
     "resolve_settings": ".precision",
-    "native_bf16": ".precision",
 }
 
 __all__ = [

@@ -40,13 +40,10 @@ def _dilate(m: torch.Tensor, r: int) -> torch.Tensor:
 def latent_release_times(mask: np.ndarray, f: int, dilate: int, band: int) -> torch.Tensor:
     """Per latent, the time below which it is generated (differential diffusion's change map).
 
-    The pixel mask is max-pooled to latents and dilated by ``dilate``. Inside that latent mask,
-    ring ``d`` counted inwards from its border (``d = 1`` on the border) is released at
-    ``t = d / (band + 1)`` and deeper latents at ``t = 1`` (always generated); latents outside
-    get ``-1`` (never generated: always the known image). The border therefore changes only at
-    low noise (fine detail), the centre becomes entirely new, and the transition the feather
-    ramp crosses stays close to the real tissue. ``mask``: ``(H, W)`` bool, H, W multiples of
-    ``f``; returns ``(H/f, W/f)`` float64.
+    ``mask`` ``(H, W)`` bool (H, W multiples of ``f``) is max-pooled to latents and dilated by
+    ``dilate``; inside, ring ``d`` counted inwards from the border is released at
+    ``t = d / (band + 1)`` and deeper latents at 1; outside is ``-1`` (never generated). Returns
+    ``(H/f, W/f)`` float64.
     """
     m = torch.from_numpy(mask.astype(np.float32))
     core = _dilate(F.max_pool2d(m[None, None], f)[0, 0], dilate)
@@ -76,13 +73,9 @@ def feather_alpha(mask: np.ndarray, feather_px: int) -> np.ndarray:
 
 
 class KnownLatents:
-    """Inpainting's projection of region mode: outside the latents a step may generate, the
-    denoiser's estimate is the known latent and the state is the known latent noised to the
-    step's time along the initial noise ``eps`` (Blended Latent Diffusion); inside, a latent
-    is free from its release time on (:func:`latent_release_times`).
-
-    ``known`` ``(C, h, w)``: the encoded image; ``eps`` ``(C, h, w)``: the initial noise;
-    ``release`` ``(h, w)``: per latent, the time below which it is generated.
+    """Inpainting's projection: where a latent is not free (:func:`latent_release_times`), the
+    denoiser's estimate is the known latent ``known`` ``(C, h, w)`` and the state is it noised
+    to the step's time along the initial noise ``eps`` (Blended Latent Diffusion).
     """
 
     def __init__(
@@ -120,14 +113,11 @@ def inpaint(
 ) -> np.ndarray:
     """Fill ``mask`` of ``image`` with generated tissue; returns ``(H, W, 3)`` uint8.
 
-    ``image``: ``(H, W, 3)`` uint8 at model resolution, the edited region plus a halo of real
-    context (see module doc). ``mask``: ``(H, W)`` bool, True = generate. Every pixel where
-    ``mask`` is False is bit-identical to ``image``. Any H, W >= 1 work (the canvas is padded by
-    reflection to a multiple of the latent factor). ``progress(done, total)`` after each window
-    batch; ``cancel.is_set()`` checked before each batch (raises ``Cancelled``). ``cond``: the
-    model's condition, or a per-window one (``for_windows(rects)``, rectangles in the image's
-    latents) such as a reference field built on the real tissue around the mask
-    (:func:`~.conditioning.surround_field`).
+    ``image``: ``(H, W, 3)`` uint8 at model resolution, the region plus a halo of real context.
+    ``mask``: ``(H, W)`` bool, True = generate; every other pixel stays bit-identical. Any H, W >= 1
+    (padded by reflection to the latent factor). ``progress``/``cancel`` as in region mode.
+    ``cond``: the model's condition, or a per-window one such as a reference field on the real
+    tissue around the mask (:func:`~.conditioning.surround_field`).
     """
     image = np.asarray(image)
     mask = np.asarray(mask)

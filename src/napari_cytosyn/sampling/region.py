@@ -69,11 +69,8 @@ def canvas_noise(model: Any, seed: int, stream: str, canvas: Canvas) -> torch.Te
 class Projection(Protocol):
     """What turns region mode into inpainting: a constraint re-imposed at every step.
 
-    ``start()`` is the initial state ``(1, C, h, w)``; ``x0(t, x0)`` the denoiser's estimate
-    with the constraint applied; ``state(i, t_next, x)`` the state after step ``i`` (e.g. known
-    latents re-noised to ``t_next`` and pasted); ``model_dtype`` is passed through for error
-    messages. With a projection, ``settings.inpaint.resample_jumps``/``resample_n`` add RePaint
-    passes.
+    ``start()``: the initial state ``(1, C, h, w)``; ``x0(t, x0)``: the denoiser's estimate with the
+    constraint applied; ``state(i, t_next, x)``: the state after step ``i``.
     """
 
     def start(self) -> torch.Tensor: ...
@@ -108,12 +105,9 @@ def sample_canvas(
 ) -> torch.Tensor:
     """Run the sampler over ``canvas`` with the fused window denoiser; returns ``(1, C, h, w)``.
 
-    The state starts from the seeded initial noise (``projection.start()`` with a projection)
-    and runs the settings' time grid; ``progress(done, total)`` after each window batch,
-    ``cancel.is_set()`` before each. A ``projection`` (inpainting) constrains the denoiser's
-    estimate and the state after every step, and brings RePaint resampling
-    (:func:`resample_segments`): a segment's later passes start from its end state re-noised
-    back to its start with fresh seeded noise.
+    A ``projection`` (inpainting) constrains the denoiser's estimate and the state after every
+    step, and brings RePaint resampling (:func:`resample_segments`): a segment's later passes start
+    from its end state re-noised back to its start with fresh seeded noise.
     """
     st = settings
     win = window_of(model, st)
@@ -191,13 +185,10 @@ def generate_region(
 ) -> np.ndarray:
     """Generate a coherent region; returns ``(h_px, w_px, 3)`` uint8.
 
-    Coordinates are model-resolution pixels anchored at the slide origin (any integers; the
-    region need not be a multiple of the window or of the latent factor). Windows lie on a
-    lattice anchored at the origin in latents; their x0 predictions are fused with
-    ``settings.region.weights`` inside the denoiser, and the sampler steps the whole canvas. Initial
-    (and SDE) noise comes from the origin-anchored noise field, so overlapping regions share
-    noise. Decoding is tiled with a halo. ``progress(done, total)`` is called after each
-    window batch; ``cancel.is_set()`` is checked before each batch (raises ``Cancelled``).
+    Coordinates are model-resolution pixels anchored at the slide origin (any integers). Windows
+    lie on an origin-anchored latent lattice and are fused inside the denoiser; noise comes from the
+    origin-anchored field, so overlapping regions share it. ``progress(done, total)`` after each
+    window batch; ``cancel.is_set()`` before each (raises ``Cancelled``).
     """
     if h_px < 1 or w_px < 1:
         raise ValueError(f"region size must be positive, got {h_px}x{w_px} px")

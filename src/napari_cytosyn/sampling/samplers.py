@@ -285,16 +285,13 @@ def is_window_condition(cond: Any) -> bool:
 def model_denoiser(
     model, guidance: float = 1.0, guidance_interval=(0.0, 1.0), cond=None, autocast: str = "off"
 ):
-    """Wrap ``model.denoise`` into ``denoise(x, t) -> x0`` with guidance on its interval.
+    """Wrap ``model.denoise`` into ``denoise(x (B, C, h, w), t) -> x0``: one model call per batch,
+    guidance on its interval, under the ``autocast`` mode resolved for ``model``.
 
-    ``x`` is ``(B, C, h, w)``; the model is called once with the whole batch, under
-    ``autocast`` (a :class:`~.settings.SamplerSettings` value, resolved here for ``model``).
-
-    Per-window conditions: when ``cond`` has a method ``for_windows(rects) -> cond`` (``rects``
-    a list of :data:`WindowRect`, one per batch row), the wrapper is marked ``per_window`` and
-    takes ``denoise(x, t, rects)``; the tiled engine (:func:`~.tiling.fused_denoiser`) passes
-    the absolute latent rectangle of every window, and the model receives
-    ``cond.for_windows(rects)`` (e.g. a layout mask cropped with each window).
+    When ``cond`` has ``for_windows(rects) -> cond`` (a per-window condition, e.g. a layout mask
+    cropped with each window), the wrapper is marked ``per_window`` and takes
+    ``denoise(x, t, rects)`` with one absolute latent :data:`WindowRect` per batch row, as
+    :func:`~.tiling.fused_denoiser` passes them.
     """
     lo, hi = guidance_interval
     mode = resolve_autocast(autocast, model)

@@ -83,12 +83,10 @@ def fused_denoiser(
 ) -> Callable[[torch.Tensor, float], torch.Tensor]:
     """Turn a window denoiser into a canvas denoiser ``D(x (1,C,H,W), t) -> x0 (1,C,H,W)``.
 
-    Windows lie on the lattice ``offset + k * stride`` in absolute latents, ``origin`` being the
-    absolute position of canvas pixel (0, 0). With ``seed`` given, the offset is a seeded
-    function of ``t`` (SpotDiffusion-style shifting); otherwise 0. Memory beyond the canvas is
-    ``batch_size`` windows. ``progress()`` is called after each batch, ``cancel`` checked before.
-    A ``denoise`` marked ``per_window`` (see :func:`~.samplers.model_denoiser`) is called as
-    ``denoise(batch, t, rects)`` with each window's absolute latent ``(y, x, h, w)``.
+    Windows lie on the lattice ``offset + k * stride`` in absolute latents (``origin``: the absolute
+    position of canvas pixel (0, 0)); with ``seed`` the offset is a seeded function of ``t``
+    (SpotDiffusion-style shifting). Memory beyond the canvas: ``batch_size`` windows. A ``denoise``
+    marked ``per_window`` gets each window's absolute ``(y, x, h, w)``.
     """
     per_window = getattr(denoise, "per_window", False)
     prof_cache: dict[tuple[int, int], torch.Tensor] = {}

@@ -80,39 +80,27 @@ def write_report(
     methods = list(dict.fromkeys(r["method"] for r in rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
 
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(variants) + 2), 3.6))
-    _bar_plot(ax, summary, "f1", methods, variants)
-    ax.set_ylim(0, 1)
-    ax.set_title("F1 at IoU 0.5 per stress variant")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "f1_by_variant.png", dpi=110)
-    plt.close(fig)
+    def bar_figure(name: str, panels: list[tuple[str, str]], ylim: Any = (0, 1)) -> None:
+        one = len(panels) == 1
+        width = max(6, 0.8 * len(variants) + 2) if one else max(9, 1.4 * len(variants) + 3)
+        fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.6))
+        axes = np.atleast_1d(axes)
+        for ax, (field, title) in zip(axes, panels, strict=True):
+            _bar_plot(ax, summary, field, methods, variants)
+            if ylim is None:
+                ax.axhline(0, color="k", lw=0.8)
+            else:
+                ax.set_ylim(*ylim)
+            ax.set_title(title)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.4 * len(variants) + 3), 3.6))
-    for ax, field, title in zip(axes, ("pq", "aji"), ("Panoptic quality", "AJI"), strict=True):
-        _bar_plot(ax, summary, field, methods, variants)
-        ax.set_ylim(0, 1)
-        ax.set_title(title)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "pq_aji_by_variant.png", dpi=110)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.4 * len(variants) + 3), 3.6))
-    for ax, field, title in zip(
-        axes,
-        ("count_bias", "size_bias"),
-        ("Count bias (pred / true - 1)", "Size bias (matched)"),
-        strict=True,
-    ):
-        _bar_plot(ax, summary, field, methods, variants)
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_title(title)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "bias_by_variant.png", dpi=110)
-    plt.close(fig)
+    bar_figure("f1_by_variant.png", [("f1", "F1 at IoU 0.5 per stress variant")])
+    bar_figure("pq_aji_by_variant.png", [("pq", "Panoptic quality"), ("aji", "AJI")])
+    bias = [("count_bias", "Count bias (pred / true - 1)"), ("size_bias", "Size bias (matched)")]
+    bar_figure("bias_by_variant.png", bias, ylim=None)
 
     cases = {c["id"]: c for c in manifest["cases"]}
     example = example or next(
