@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 
-def disc_mask(size: int, radius_frac: float = 0.2) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """A centred disc: region ``(y, x, h, w)`` and ``(h, w)`` bool mask in level-0 px."""
-    r = max(8, int(size * radius_frac))
+def disc_mask(size: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """A centred disc of a fifth of ``size`` in radius: region ``(y, x, h, w)`` and ``(h, w)``
+    bool mask in level-0 px."""
+    r = max(8, int(size * 0.2))
     c = size // 2
     yy, xx = np.mgrid[-r:r, -r:r]
     return (c - r, c - r, 2 * r, 2 * r), (yy + 0.5) ** 2 + (xx + 0.5) ** 2 <= r * r

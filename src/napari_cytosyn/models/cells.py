@@ -108,12 +108,7 @@ def tiny_config(path: Path | str = TINY_DIR) -> dict[str, Any]:
     )
 
 
-def load_cells(
-    device: str = "cpu",
-    dtype=None,
-    path: Path | str = WEIGHTS_DIR,
-    vae_path: Path | str = TINY_DIR,
-):
+def load_cells(device: str = "cpu", dtype=None):
     """Load ``cytosyn-tiny-cells`` offline: its UNet, and cytosyn-tiny's VAE and latent scaling.
 
     Returns a :class:`~napari_cytosyn.models.latent.LatentDiffusion` (flow target, 224 px tiles,
@@ -124,7 +119,7 @@ def load_cells(
     from .protocol import FlowInterpolant
     from .tiny_nets import load_frozen_pair
 
-    path, vae_path = Path(path), Path(vae_path)
+    path, vae_path = Path(WEIGHTS_DIR), Path(TINY_DIR)
     cfg = cells_config(path)
     tiny = tiny_config(vae_path)
     vae, unet, _dev, dtype = load_frozen_pair(

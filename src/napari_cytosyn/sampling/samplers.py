@@ -1,11 +1,11 @@
 """Samplers as pure functions over an x0 denoiser (k-diffusion style).
 
-``sample_x(denoise, x, ts, interpolant, *, noise=None, step_offset=0, callback=None,
-project=None) -> x`` moves ``x`` along the decreasing times ``ts`` (t = 1 noise), where
-``denoise(x, t) -> x0_hat``; ``noise(i)`` is the fresh standard normal noise of absolute step
-``i`` (stochastic samplers; tiling code gives lattice-anchored noise); ``step_offset`` is the
-absolute index of ``ts[0]``; ``project(i, t_next, x)`` maps the state after each step (inpainting
-re-imposes the known latents) and ``callback(i, t, t_next, x)`` sees it.
+``sample_x(denoise, x, ts, interpolant, *, noise=None, step_offset=0, project=None) -> x``
+moves ``x`` along the decreasing times ``ts`` (t = 1 noise), where ``denoise(x, t) -> x0_hat``;
+``noise(i)`` is the fresh standard normal noise of absolute step ``i`` (stochastic samplers;
+tiling code gives lattice-anchored noise); ``step_offset`` is the absolute index of ``ts[0]``;
+``project(i, t_next, x)`` maps the state after each step (inpainting re-imposes the known
+latents).
 
 Each sampler is written as one step (:func:`_sampler` runs the loop) and is a row of
 :data:`.sampler_table.SAMPLER_TABLE`. Euler, Euler-Maruyama and DPM-Solver++(2M) follow REPA-E's
@@ -30,7 +30,6 @@ from .sampler_table import sampler_info
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 NoiseFn = Callable[[int], torch.Tensor]
-StepCallback = Callable[[int, float, float, torch.Tensor], None]
 ProjectFn = Callable[[int, float, torch.Tensor], torch.Tensor]
 
 
@@ -109,7 +108,7 @@ def _sampler(step: StepFn) -> Callable[..., torch.Tensor]:
     ``step(denoise, x, st, interpolant, noise, state) -> x``.
 
     The loop is shared: it runs the steps of ``ts`` and ends each with the NaN check, the
-    projection and the callback; ``state`` is a dict the step may keep between steps of one call.
+    projection; ``state`` is a dict the step may keep between steps of one call.
     """
     name = step.__name__.removeprefix("sample_")
     stochastic = sampler_info(name).stochastic
@@ -122,7 +121,6 @@ def _sampler(step: StepFn) -> Callable[..., torch.Tensor]:
         *,
         noise: NoiseFn | None = None,
         step_offset: int = 0,
-        callback: StepCallback | None = None,
         project: ProjectFn | None = None,
     ) -> torch.Tensor:
         if stochastic and noise is None:
@@ -138,8 +136,6 @@ def _sampler(step: StepFn) -> Callable[..., torch.Tensor]:
             check_finite(x, "sampler state", st.i, t, tn)
             if project is not None:
                 x = project(st.i, tn, x)
-            if callback is not None:
-                callback(st.i, t, tn, x)
         return x
 
     sample.__name__ = sample.__qualname__ = step.__name__

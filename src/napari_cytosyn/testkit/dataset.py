@@ -213,7 +213,7 @@ def run_testset(
     folder = Path(folder)
     m = resolve_method(method) if isinstance(method, str) else method
     cases = load_cases(folder) if cases is None else cases
-    rows, preds = evaluate(m, cases, None, progress)
+    rows, preds = evaluate(m, cases, progress)
     write_run(folder, m, rows, preds)
     return rows
 

@@ -29,24 +29,16 @@ def hematoxylin(rgb: np.ndarray) -> np.ndarray:
     return rgb2hed(_check_rgb(rgb)).astype(np.float32)[..., 0]
 
 
-def otsu_watershed(
-    rgb: np.ndarray,
-    mpp: float = 0.5,
-    sigma_px: float = 1.0,
-    min_area_px: int = 12,
-    min_distance_px: int = 4,
-) -> np.ndarray:
+def otsu_watershed(rgb: np.ndarray, mpp: float = 0.5) -> np.ndarray:
     """Nuclei by Otsu + watershed on the hematoxylin channel; ``(H, W)`` int32 labels.
 
-    ``sigma_px``: Gaussian smoothing before thresholding; ``min_area_px``: smaller objects are
-    dropped; ``min_distance_px``: minimum distance between two seeds of the watershed (nuclei
-    are ~6-20 px across at 0.5 um/px). The three are given at 0.5 um/px and scaled to ``mpp``.
+    At 0.5 um/px (nuclei ~6-20 px across; scaled to ``mpp``): smoothing sigma 1 px, objects
+    under 12 px dropped, watershed seeds at least 4 px apart.
     """
     if not mpp > 0:
         raise ValueError(f"mpp must be positive, got {mpp}")
     k = 0.5 / mpp
-    sigma_px, min_distance_px = sigma_px * k, max(1, round(min_distance_px * k))
-    min_area_px = max(1, round(min_area_px * k * k))
+    sigma_px, min_distance_px, min_area_px = k, max(1, round(4 * k)), max(1, round(12 * k * k))
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
     from skimage.filters import gaussian, threshold_otsu

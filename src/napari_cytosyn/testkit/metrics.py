@@ -65,12 +65,10 @@ def overlaps(truth: np.ndarray, pred: np.ndarray) -> Overlaps:
     )
 
 
-def match(ov: Overlaps, iou_threshold: float = 0.5) -> list[tuple[int, int, float]]:
-    """Pairs ``(true index, pred index, iou)`` with IoU > ``iou_threshold`` (>= 0.5: unique)."""
-    if iou_threshold < 0.5:
-        raise ValueError("iou_threshold below 0.5 does not give a unique matching")
+def match(ov: Overlaps) -> list[tuple[int, int, float]]:
+    """Pairs ``(true index, pred index, iou)`` with IoU > 0.5 (which makes them unique)."""
     iou = ov.iou
-    ti, pj = np.nonzero(iou > iou_threshold)
+    ti, pj = np.nonzero(iou > 0.5)
     return [(int(i), int(j), float(iou[i, j])) for i, j in zip(ti, pj, strict=True)]
 
 
@@ -130,10 +128,10 @@ class Scores:
         return asdict(self)
 
 
-def score(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> Scores:
+def score(truth: np.ndarray, pred: np.ndarray) -> Scores:
     """All scores of ``pred`` against ``truth`` (both ``(H, W)`` integer label images)."""
     ov = overlaps(truth, pred)
-    pairs = match(ov, iou_threshold)
+    pairs = match(ov)
     n_t, n_p, tp = len(ov.true_ids), len(ov.pred_ids), len(pairs)
     fp, fn = n_p - tp, n_t - tp
     both_empty = n_t == 0 and n_p == 0
@@ -162,14 +160,14 @@ def score(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> Sc
     )
 
 
-def error_map(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
+def error_map(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """``(H, W)`` uint8: 1 matched prediction, 2 false positive, 3 missed (false negative) truth.
 
     Missed truth is drawn over predictions, so a nucleus that was split or merged shows red.
     """
     truth, pred = _check_pair(truth, pred)
     ov = overlaps(truth, pred)
-    pairs = match(ov, iou_threshold)
+    pairs = match(ov)
     tp_pred = ov.pred_ids[[j for _, j, _ in pairs]] if pairs else np.array([], np.int64)
     tp_true = ov.true_ids[[i for i, _, _ in pairs]] if pairs else np.array([], np.int64)
     out = np.zeros(truth.shape, np.uint8)

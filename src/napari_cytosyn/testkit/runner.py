@@ -204,29 +204,17 @@ class Case:
 
 
 def evaluate(
-    method: Method,
-    cases: list[Case],
-    pred_dir: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    method: Method, cases: list[Case], progress: Callable[[int, int], None] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Run ``method`` on every case and score it; returns (rows, predictions by case id).
-
     A row holds the method, case, layout, variant, mpp, seconds and every
-    :class:`~.metrics.Scores` field. Predictions are also written to ``pred_dir/<case>.tif``
-    when given.
-    """
-    import tifffile
-
+    :class:`~.metrics.Scores` field (``dataset.write_run`` writes them to a test set)."""
     rows, preds = [], {}
-    if pred_dir is not None:
-        Path(pred_dir).mkdir(parents=True, exist_ok=True)
     for k, case in enumerate(cases):
         t0 = time.perf_counter()
         pred = method.segment(case.rgb, case.mpp)
         seconds = time.perf_counter() - t0
         preds[case.id] = pred
-        if pred_dir is not None:
-            tifffile.imwrite(Path(pred_dir) / f"{case.id}.tif", pred, compression="zlib")
         rows.append(
             {
                 "method": method.name,
