@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,43 +107,30 @@ class PyModelFactory:
             raise CliError(f"--model {self.spec!r}: cannot import it ({exc})") from exc
         return factory()
 
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (PyModelFactory, (self.spec,))
 
-
-class RegistryModel:
-    """A registered model with ``load_model`` options, loadable by dask workers (picklable)."""
-
-    def __init__(self, name: str, device: str, options: dict[str, Any]) -> None:
-        self.name, self.device, self.options = name, device, dict(options)
-
-    def __call__(self) -> Any:
-        from napari_cytosyn.models import load_model
-
-        return load_model(self.name, device=self.device, **self.options)
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str, dict[str, Any]]]:
-        return (RegistryModel, (self.name, self.device, self.options))
-
-
-def model_source(name: str, args: argparse.Namespace) -> str | PyModelFactory | RegistryModel:
-    """What workers load: the registry name, a :class:`RegistryModel` when ``--vae`` or
+def model_source(name: str, args: argparse.Namespace) -> str | PyModelFactory | partial:
+    """What workers load: the registry name, a picklable ``load_model`` partial when ``--vae`` or
     ``--trust-remote-code`` was given, or a :class:`PyModelFactory` for ``py:`` specs."""
     if name.startswith("py:"):
         return PyModelFactory(name)
     options = {"vae": args.vae, "trust_remote_code": args.trust_remote_code}
     options = {k: v for k, v in options.items() if v}
-    return RegistryModel(name, args.device, options) if options else name
+    if not options:
+        return name
+    from napari_cytosyn.models import load_model
+
+    return partial(load_model, name, device=args.device, **options)
 
 
 def load_cli_model(name: str, device: str, args: argparse.Namespace) -> Any:
+    from napari_cytosyn.models import load_model
     from napari_cytosyn.models.device import resolve_device
 
     resolve_device(device)  # a device that does not exist fails here, for every model route
     source = model_source(name, args)
     if isinstance(source, PyModelFactory):
         return source()
-    return RegistryModel(name, device, getattr(source, "options", {}))()
+    return load_model(name, **{**getattr(source, "keywords", {}), "device": device})
 
 
 def sampler_settings(args: argparse.Namespace, seed: int) -> Any:

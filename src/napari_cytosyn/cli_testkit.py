@@ -65,12 +65,10 @@ def _reference(path: str, mpp: float, model_mpp: float, layout: Any) -> Any:
     """The H&E image at the model's pixel size, cut or padded to the layout made from it."""
     import numpy as np
     from skimage.io import imread
-    from skimage.transform import rescale
 
-    rgb = imread(path)[..., :3]
-    if abs(mpp - model_mpp) > 1e-6:
-        rgb = rescale(rgb, mpp / model_mpp, channel_axis=2, anti_aliasing=True, preserve_range=True)
-    rgb = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    from napari_cytosyn.testkit.layouts import rgb_at
+
+    rgb = rgb_at(np.asarray(imread(path)[..., :3], np.uint8), mpp, model_mpp)
     h, w = layout.shape
     out = np.full((h, w, 3), 255, np.uint8)
     out[: min(h, rgb.shape[0]), : min(w, rgb.shape[1])] = rgb[:h, :w]

@@ -9,7 +9,6 @@ import warnings
 import pytest
 
 from napari_cytosyn.cli import (
-    RegistryModel,
     build_parser,
     load_cli_model,
     model_source,
@@ -48,8 +47,7 @@ def test_vae_flag_loads_pixcell_with_the_given_vae_and_workers_get_it(tmp_path):
     model = load_cli_model(name, "cpu", args)
     assert model.info["vae_source"] == str(tmp_path / "sd35")
     source = pickle.loads(pickle.dumps(model_source(name, args)))
-    assert isinstance(source, RegistryModel)
-    assert source.options == {"vae": str(tmp_path / "sd35")}
+    assert source.keywords == {"device": "auto", "vae": str(tmp_path / "sd35")}
     assert source().info["vae_source"] == str(tmp_path / "sd35")
     assert model_source("cytosyn-tiny", _args("--out", "x.ome.zarr")) == "cytosyn-tiny"
 

@@ -201,7 +201,7 @@ _CONFIGS: dict[str, type] = {
 
 
 @dataclass(frozen=True)
-class SamplerSettings:
+class SamplerSettings(_Config):
     """How to sample: the core every mode reads, plus the per-concern canvas configs.
 
     Parameters
@@ -276,10 +276,6 @@ class SamplerSettings:
         """True for samplers that inject fresh noise at each step."""
         return self.sampler in STOCHASTIC_SAMPLERS
 
-    def replace(self, **changes: Any) -> SamplerSettings:
-        """A copy with ``changes`` applied (validated again)."""
-        return dataclasses.replace(self, **changes)
-
     def core_dict(self) -> dict[str, Any]:
         """The core as a JSON-serialisable dict (what every mode reads; no per-mode config)."""
         d = {
@@ -292,20 +288,12 @@ class SamplerSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (core plus the nested configs); inverse :meth:`from_dict`."""
-        d = self.core_dict()
-        for name in _CONFIGS:
-            d[name] = getattr(self, name).to_dict()
-        return d
+        return {**self.core_dict(), **{n: getattr(self, n).to_dict() for n in _CONFIGS}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SamplerSettings:
         """Inverse of :meth:`to_dict` (or of :meth:`core_dict`: absent configs are defaults);
         unknown keys are an error (they would change pixels)."""
         _check_fields(cls, d, "SamplerSettings")
-        kw = dict(d)
-        if "guidance_interval" in kw:
-            kw["guidance_interval"] = tuple(kw["guidance_interval"])
-        for name, config in _CONFIGS.items():
-            if name in kw:
-                kw[name] = config.from_dict(kw[name])
-        return cls(**kw)
+        configs = {n: config.from_dict(d[n]) for n, config in _CONFIGS.items() if n in d}
+        return cls(**{**d, **configs})  # __post_init__ makes guidance_interval a tuple

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .methods import otsu_watershed, relabel
+
 
 @dataclass
 class Layout:
@@ -177,17 +179,11 @@ def procedural_layout(
         next_id += 1
     labels[~tissue] = 0
     return Layout(
-        labels=_sequential(labels),
+        labels=relabel(labels),
         tissue=tissue,
         mpp=mpp,
         source={"kind": "procedural", "seed": int(seed), "params": p.to_dict()},
     )
-
-
-def _sequential(labels: np.ndarray) -> np.ndarray:
-    from skimage.segmentation import relabel_sequential
-
-    return relabel_sequential(np.asarray(labels, np.int32))[0]
 
 
 def resample_labels(labels: np.ndarray, factor: float) -> np.ndarray:
@@ -223,11 +219,21 @@ def layout_from_labels(
     lab = resample_labels(lab.astype(np.int64), factor)
     t = np.ones(lab.shape, bool) if tissue is None else resample_labels(np.asarray(tissue), factor)
     return Layout(
-        labels=_sequential(lab),
+        labels=relabel(lab),
         tissue=t.astype(bool),
         mpp=model_mpp,
         source={"kind": "labels", "input_mpp": float(mpp)},
     )
+
+
+def rgb_at(rgb: np.ndarray, mpp: float, model_mpp: float) -> np.ndarray:
+    """``(H, W, 3)`` uint8 at ``mpp`` um/px resampled (anti-aliased) to ``model_mpp``."""
+    if abs(mpp - model_mpp) <= 1e-6:
+        return rgb
+    from skimage.transform import rescale
+
+    out = rescale(rgb, mpp / model_mpp, channel_axis=2, anti_aliasing=True, preserve_range=True)
+    return np.clip(out.round(), 0, 255).astype(np.uint8)
 
 
 def layout_from_image(rgb: np.ndarray, mpp: float = 0.5, model_mpp: float = 0.5) -> Layout:
@@ -236,20 +242,11 @@ def layout_from_image(rgb: np.ndarray, mpp: float = 0.5, model_mpp: float = 0.5)
     mask is where the image is not bright glass."""
     from skimage.color import rgb2gray
     from skimage.morphology import remove_small_objects
-    from skimage.transform import rescale
-
-    from .methods import otsu_watershed
 
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {rgb.shape} {rgb.dtype}")
-    rgb = rgb[..., :3]
-    if mpp != model_mpp:
-        rgb = (
-            rescale(rgb, mpp / model_mpp, channel_axis=2, anti_aliasing=True, preserve_range=True)
-            .round()
-            .astype(np.uint8)
-        )
+    rgb = rgb_at(rgb[..., :3], mpp, model_mpp)
     labels = otsu_watershed(rgb)
     # glass: bright regions of at least ~16 um^2 (lumens and small gaps stay tissue)
     glass = remove_small_objects(rgb2gray(rgb) >= 0.85, max_size=int(16 / model_mpp**2))

@@ -62,7 +62,7 @@ def otsu_watershed(rgb: np.ndarray, mpp: float = 0.5) -> np.ndarray:
     markers = np.zeros(h.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(-dist, markers, mask=fg)
-    return _relabel(remove_small_objects(labels, max_size=min_area_px - 1))
+    return relabel(remove_small_objects(labels, max_size=min_area_px - 1))
 
 
 def threshold_components(rgb: np.ndarray) -> np.ndarray:
@@ -79,10 +79,11 @@ def threshold_components(rgb: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def _relabel(labels: np.ndarray) -> np.ndarray:
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 1..N in order, ``(H, W)`` int32."""
     from skimage.segmentation import relabel_sequential
 
-    return relabel_sequential(labels.astype(np.int32))[0]
+    return relabel_sequential(np.asarray(labels, np.int32))[0]
 
 
 #: Name -> callable of the shipped methods (``builtin:<name>`` in the runner).
