@@ -80,18 +80,12 @@ def load_model(
         from .cells import load_cells
 
         model = BackendModel.wrap(load_cells(device=str(dev), dtype=dt))
-    elif info.backend == "cytosyn":
+    elif info.backend in ("cytosyn", "pixcell"):
         from .cytosyn import load_cytosyn
-
-        model = load_cytosyn(
-            info, source or info.source, options, dev, dt, embedder=embedder, vae=vae
-        )
-    elif info.backend == "pixcell":
         from .pixcell import load_pixcell
 
-        model = load_pixcell(
-            info, source or info.source, options, dev, dt, embedder=embedder, vae=vae
-        )
+        load = load_cytosyn if info.backend == "cytosyn" else load_pixcell
+        model = load(info, source or info.source, options, dev, dt, embedder=embedder, vae=vae)
     else:
         from .diffusers_generic import load_diffusers
 

@@ -71,6 +71,16 @@ def _vae_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
+def _save_component(folder: Path, class_name: str, config: dict, state: dict) -> None:
+    """A diffusers component folder: ``config.json`` and the safetensors of ``state``."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"_class_name": class_name, **config}, indent=2))
+    tensors = {k: v.contiguous() for k, v in state.items()}
+    save_file(tensors, folder / "diffusion_pytorch_model.safetensors")
+
+
 def convert_repae_checkpoint(
     checkpoint: Path, out: Path, *, num_heads: int | None = None, norm_num_groups: int = 32
 ) -> Path:
@@ -87,26 +97,15 @@ def convert_repae_checkpoint(
     args = args if isinstance(args, dict) else vars(args)
     sit_state = unwrap_checkpoint(ckpt["ema"] if "ema" in ckpt else ckpt["model"])
     config = _sit_config(sit_state, args, num_heads)
-    (out / "transformer").mkdir(parents=True, exist_ok=True)
-    (out / "transformer" / "config.json").write_text(
-        json.dumps({"_class_name": "SiTTransformer", **config}, indent=2)
-    )
-    tensors = {k: v.contiguous() for k, v in sit_state.items()}
-    save_file(tensors, out / "transformer" / "diffusion_pytorch_model.safetensors")
+    _save_component(out / "transformer", "SiTTransformer", config, sit_state)
     index: dict[str, Any] = {
         "_class_name": "DiffusionPipeline",
         "transformer": ["napari_cytosyn.models.sit", "SiTTransformer"],
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
     }
     if isinstance(ckpt.get("vae"), dict):
-        vae_state = ckpt["vae"]
-        (out / "vae").mkdir(exist_ok=True)
-        vae_config = {**_vae_config(vae_state), "norm_num_groups": norm_num_groups}
-        (out / "vae" / "config.json").write_text(
-            json.dumps({"_class_name": "AutoencoderKL", **vae_config}, indent=2)
-        )
-        renamed = {k: v.contiguous() for k, v in repae_to_diffusers(vae_state).items()}
-        save_file(renamed, out / "vae" / "diffusion_pytorch_model.safetensors")
+        vae_config = {**_vae_config(ckpt["vae"]), "norm_num_groups": norm_num_groups}
+        _save_component(out / "vae", "AutoencoderKL", vae_config, repae_to_diffusers(ckpt["vae"]))
         index["vae"] = ["diffusers", "AutoencoderKL"]
     stats = checkpoint.with_name(checkpoint.stem + "-latents-stats.pt")
     if stats.is_file():
