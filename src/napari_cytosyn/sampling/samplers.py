@@ -273,11 +273,6 @@ def get_sampler(name: str):
 WindowRect = tuple[int, int, int, int]
 
 
-def is_window_condition(cond: Any) -> bool:
-    """Whether ``cond`` varies per window: it has ``for_windows(rects) -> cond`` (see below)."""
-    return callable(getattr(cond, "for_windows", None))
-
-
 def model_denoiser(
     model, guidance: float = 1.0, guidance_interval=(0.0, 1.0), cond=None, autocast: str = "off"
 ):
@@ -291,7 +286,7 @@ def model_denoiser(
     """
     lo, hi = guidance_interval
     mode = resolve_autocast(autocast, model)
-    per_window = is_window_condition(cond)
+    per_window = callable(getattr(cond, "for_windows", None))
 
     def denoise(x: torch.Tensor, t: float, rects: list[WindowRect] | None = None) -> torch.Tensor:
         g = guidance if lo <= t <= hi else 1.0
