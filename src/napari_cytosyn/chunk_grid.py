@@ -8,7 +8,8 @@ viewport renderer, the napari layers, the exporters) takes its geometry from her
   a level, their pixel bounds, and the chunks one level down under a chunk;
 - :func:`chunk_range` and :func:`pieces`: the chunks under a rectangle, and for each the part
   of the rectangle it covers (where to paste it: ``out[p.out] = chunk[p.chunk]``);
-- :func:`downsample_area`, :func:`downsample_known`, :func:`build_parent_chunk`: area averages.
+- :func:`downsample_area`, :func:`downsample_known`, :func:`build_parent_chunk`: area averages;
+- :func:`thumbnail`: the one thumbnail of a pyramid (slides and TIFF exports).
 
 One border rule everywhere: a ``f x f`` block cut by the image border averages the pixels it
 holds (for ``reduce="max"``: the maximum of those pixels), and integer means are rounded half
@@ -20,7 +21,7 @@ Plain numpy: imported by every layer, imports nothing of the package.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,6 +238,37 @@ def build_parent_chunk(
         oy, ox = (y - 2 * cy) * chunk_px, (x - 2 * cx) * chunk_px
         mosaic[oy : oy + child.shape[0], ox : ox + child.shape[1]] = child
     return downsample_area(mosaic, 2)[: y1 - y0, : x1 - x0]
+
+
+def thumbnail(
+    read_region: Callable[[int, int, int, int, int], np.ndarray],
+    level_shapes: Sequence[Sequence[int]],
+    max_px: int = 1024,
+) -> np.ndarray:
+    """``(h, w, c)`` thumbnail of a pyramid, longer side ``<= max_px``: the coarsest level at
+    least ``max_px`` long, area-reduced by ``f = ceil(side / max_px)``.
+
+    ``read_region(level, y, x, h, w)`` returns in-bounds pixels. The level is read in blocks of
+    at most ~4096 x 4096 px (multiples of ``f``, so the result equals one whole-level
+    :func:`downsample_area`): memory stays bounded for any slide.
+    """
+    if max_px < 1:
+        raise ValueError(f"max_px must be >= 1, got {max_px}")
+    level = max((k for k, s in enumerate(level_shapes) if max(s) >= max_px), default=0)
+    h, w = (int(v) for v in level_shapes[level][:2])
+    f = -(-max(h, w) // max_px)
+    step = max(1, 4096 // f) * f
+    rows = [
+        np.concatenate(
+            [
+                downsample_area(read_region(level, y, x, min(step, h - y), min(step, w - x)), f)
+                for x in range(0, w, step)
+            ],
+            axis=1,
+        )
+        for y in range(0, h, step)
+    ]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0))
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:

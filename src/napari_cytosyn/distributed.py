@@ -1,25 +1,13 @@
-"""Render synthetic slides on dask.distributed: chunks are tasks, workers write to the store.
+"""Render synthetic slides on dask.distributed: blocks of neighbouring level-0 chunks are
+tasks, workers write to the store.
 
-No scheduler of our own: a level-0 chunk of a synthetic slide
-(:class:`~napari_cytosyn.slide.synthetic.SyntheticSlide`), or a small block of neighbouring
-chunks, is one ``client.submit`` task. Each worker process keeps one opened slide and one loaded
-model per (store, model) in a module-level cache, so the model is loaded once per process, not
-once per task. A task renders its chunks with the store's own ``generate_chunk``: pixels are
-written atomically, then marked in the completion map (under a file lock shared by all
-processes).
-
-Why this survives failures:
-
-- a task that raises is retried (``retries``); a worker process that dies is replaced by its
-  nanny and the scheduler reruns the tasks it held (``distributed.scheduler.allowed-failures``);
-  a chunk half-written by a killed worker was never marked, so it is computed again;
-- chunks are deterministic functions of (seed, settings, position), so a chunk computed twice is
-  the same bytes, whichever worker computed it;
-- an interrupted run leaves the completion map behind: the next run submits only the chunks that
-  are still missing (resume).
-
-Coarser pyramid levels are built from their children at the end, in the client process (they
-are cheap: 2x2 area means), because a worker only sees its own marks until it rereads the map.
+Each worker process caches one opened slide and one loaded model per (store, model). A task
+renders with the slide's own ``generate_chunk`` (written atomically, then marked under the
+store's file lock). Failures: a task that raises is retried; a dead worker's tasks are rerun
+by the scheduler; a chunk half-written by a killed worker was never marked, so it is computed
+again, and chunks are deterministic, so a chunk computed twice is the same bytes; a rerun
+submits only the missing chunks. Coarse levels are built at the end in the client (cheap 2x2
+means; a worker sees only its own marks until it rereads the map).
 """
 
 from __future__ import annotations
@@ -94,16 +82,11 @@ def render_chunks_task(
     device: str = "auto",
     torch_threads: int | None = 1,
 ) -> int:
-    """Task body: make the level-0 ``chunks`` ``[(cy, cx), ...]`` of ``store`` finished here.
-
-    Returns how many of them this task rendered (chunks finished meanwhile by another run or a
-    retried task are skipped).
-    """
+    """Task body: finish the level-0 ``chunks`` ``[(cy, cx), ...]`` of ``store``; returns how
+    many this task rendered (chunks finished meanwhile are skipped)."""
     slide = _worker_slide(store, model, device, torch_threads)
     slide.store.completion(0).refresh()
-    # The phase states under all of the task's chunks in one batched pass (full model batches;
-    # one chunk at a time pads every batch). Finished chunks are skipped there.
-    slide.prepare_chunks(chunks)
+    slide.prepare_chunks(chunks)  # their phase states in one batched pass
     made = 0
     for cy, cx in chunks:
         written = slide.generate_chunk(0, cy, cx)
@@ -112,11 +95,8 @@ def render_chunks_task(
 
 
 def make_client(workers: int | None = None, scheduler: str | None = None, **cluster_kwargs: Any):
-    """A dask ``Client``: joined to ``scheduler`` (an address), or on a new ``LocalCluster``.
-
-    The local cluster has ``workers`` single-threaded worker *processes* (a model per process;
-    torch uses its own threads). Close the client (and its cluster) when done.
-    """
+    """A dask ``Client`` of ``scheduler`` (an address), or of a new ``LocalCluster`` of
+    ``workers`` single-threaded processes (a model each); close it with :func:`close_client`."""
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -161,28 +141,22 @@ def render_distributed(
     progress: ProgressFn | None = None,
     cancel: Any = None,
 ) -> int:
-    """Render the missing level-0 chunks of a synthetic-slide store on a dask cluster.
+    """Render the missing level-0 chunks of a synthetic-slide store on a dask cluster, then
+    build the coarse levels; returns the number of level-0 chunks rendered.
 
     Parameters
     ----------
-    store: path of a store made by ``SyntheticSlide.create`` (a shared filesystem path when the
-        cluster spans machines).
-    model: registry name for ``load_model`` in each worker, a picklable zero-argument factory
-        returning the model (e.g. a class), or ``None`` for the model named in the store.
-    client: an existing ``distributed.Client``; else one is made from ``workers`` (a new
-        ``LocalCluster`` of that many processes) or ``scheduler`` (an address) and closed after.
+    store: a ``SyntheticSlide`` store (on a shared file system when the cluster spans machines).
+    model: a registry name, a picklable zero-argument factory, or ``None`` (the store's model).
+    client: a ``distributed.Client``; else one is made from ``workers`` (a ``LocalCluster``)
+        or ``scheduler`` (an address), and closed after.
     retries: extra attempts for a task that raised.
-    torch_threads: ``torch.set_num_threads`` in each worker (1 keeps processes from fighting
-        over cores); network calls run with ``NAPARI_CYTOSYN_MODEL_THREADS`` threads whatever
-        this is (:mod:`napari_cytosyn.sampling.threads`), so pixels never depend on it.
+    torch_threads: ``torch.set_num_threads`` in each worker; pixels never depend on it (network
+        calls use ``NAPARI_CYTOSYN_MODEL_THREADS``, :mod:`napari_cytosyn.sampling.threads`).
     chunks: ``(cy, cx)`` level-0 chunks to render (default: all missing ones).
-    group: a task renders a ``group x group`` block of neighbouring chunks (1 = one chunk per
-        task); see :func:`napari_cytosyn.slide.render_ahead.blocks`.
-    progress: ``progress(done, total)`` in chunks after each task; ``cancel.is_set()`` stops
-        submitting and cancels pending tasks (raising ``Cancelled``); finished chunks stay finished.
-
-    Returns the number of level-0 chunks rendered by this call. Coarser levels are completed at
-    the end (``SyntheticSlide.finish_pyramid``).
+    group: a task renders a ``group x group`` block of chunks (``render_ahead.blocks``).
+    progress: ``progress(done, total)`` in chunks; ``cancel.is_set()`` cancels pending tasks
+        (``Cancelled``); finished chunks stay finished.
     """
     from distributed import as_completed
 

@@ -31,18 +31,12 @@ class _Settings:
     guidance_interval: tuple[float, float] = (0.0, 0.75)
 
 
-class _Model:
-    name = "tiny"
-
-    def provenance(self):
-        return {"name": "tiny", "revision": "r1", "mpp": np.float32(0.5)}
-
-
 def test_build_provenance_records_model_seed_sampler_source_and_version(tmp_path):
     slide = tmp_path / "real.svs"
     slide.write_bytes(b"fake slide bytes")
     prov = build_provenance(
-        model=_Model(), seed=np.int64(42), sampler=_Settings(), source_path=slide,
+        model={"name": "tiny", "revision": "r1", "mpp": np.float32(0.5)}, seed=np.int64(42),
+        sampler=_Settings(), source_path=slide,
         extra={"synthetic": {"mask_px": np.int64(100)}},
     )  # fmt: skip
     assert json.loads(json.dumps(prov)) == prov

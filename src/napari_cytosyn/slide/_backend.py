@@ -8,6 +8,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+#: Micrometres per length unit, as OME-XML and NGFF name them.
+UM_PER_UNIT = {
+    **dict.fromkeys(("µm", "um", "micron", "micrometer"), 1.0),
+    **dict.fromkeys(("nm", "nanometer"), 1e-3),
+    **dict.fromkeys(("mm", "millimeter"), 1e3),
+    **dict.fromkeys(("cm", "centimeter"), 1e4),
+    **dict.fromkeys(("m", "meter"), 1e6),
+    **dict.fromkeys(("Å", "angstrom"), 1e-4),
+}
+
 
 class SlideReadError(ValueError):
     """A file exists but cannot be read as an RGB uint8 slide; the message names file and reason."""

@@ -8,20 +8,7 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn.pixel_size import PixelSize
-from napari_cytosyn.slide._backend import SlideReadError, read_rgb
-
-#: Micrometres per NGFF space unit.
-_UM_PER_UNIT = {
-    "angstrom": 1e-4,
-    "nanometer": 1e-3,
-    "micrometer": 1.0,
-    "micron": 1.0,
-    "um": 1.0,
-    "µm": 1.0,
-    "millimeter": 1e3,
-    "centimeter": 1e4,
-    "meter": 1e6,
-}
+from napari_cytosyn.slide._backend import UM_PER_UNIT, SlideReadError, read_rgb
 
 
 def _multiscales(attrs: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str | None]:
@@ -140,7 +127,7 @@ class OmeZarrBackend:
                 if scale[i] == 1.0:
                     return None
                 unit = "micrometer"
-            factor = _UM_PER_UNIT.get(str(unit).lower())
+            factor = UM_PER_UNIT.get(str(unit).lower())
             if factor is None or not scale[i] > 0:
                 return None
             out.append(scale[i] * factor)

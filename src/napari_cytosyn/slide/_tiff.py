@@ -13,25 +13,8 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn.pixel_size import PixelSize
-from napari_cytosyn.slide._backend import SlideBackend, SlideReadError, read_rgb
+from napari_cytosyn.slide._backend import UM_PER_UNIT, SlideBackend, SlideReadError, read_rgb
 
-#: Micrometres per unit for OME length units.
-_UM_PER_UNIT = {
-    "µm": 1.0,
-    "um": 1.0,
-    "micron": 1.0,
-    "micrometer": 1.0,
-    "nm": 1e-3,
-    "nanometer": 1e-3,
-    "mm": 1e3,
-    "millimeter": 1e3,
-    "cm": 1e4,
-    "centimeter": 1e4,
-    "m": 1e6,
-    "meter": 1e6,
-    "Å": 1e-4,
-    "angstrom": 1e-4,
-}
 #: TIFF ResolutionUnit values -> micrometres per unit (1 = no absolute unit).
 _UM_PER_RESUNIT = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}
 
@@ -192,8 +175,8 @@ def _ome_physical(xml: str | None) -> tuple[PixelSize | None, float | None]:
     try:
         px = float(pixels["PhysicalSizeX"])
         py = float(pixels.get("PhysicalSizeY", px))
-        ux = _UM_PER_UNIT.get(str(pixels.get("PhysicalSizeXUnit", "µm")))
-        uy = _UM_PER_UNIT.get(str(pixels.get("PhysicalSizeYUnit", "µm")))
+        ux = UM_PER_UNIT.get(str(pixels.get("PhysicalSizeXUnit", "µm")))
+        uy = UM_PER_UNIT.get(str(pixels.get("PhysicalSizeYUnit", "µm")))
         if ux is not None and uy is not None and px > 0 and py > 0:
             mpp = PixelSize(px * ux, py * uy)
     except (KeyError, TypeError, ValueError):

@@ -18,16 +18,13 @@ class ArraySlide:
 
     Parameters
     ----------
-    levels: ``(h_k, w_k, 3)`` uint8 arrays (numpy, dask, zarr), finest first; one level is
-        enough (writers build the coarse ones).
-    mpp: um per level-0 pixel: a ``PixelSize``, ``(x, y)``, a number (square pixels) or
-        ``None``.
+    levels: ``(h_k, w_k, 3)`` uint8 arrays (numpy, dask, zarr), finest first; one is enough.
+    mpp: level-0 pixel size (``PixelSize.from_any``) or ``None``.
     kind: ``"real"``, ``"synthetic"`` or ``"composite"``.
     provenance: the record an export carries (``build_provenance``); ``None`` writes none.
-    mask_levels: ``(h_k, w_k)`` arrays, non-zero where synthetic, one per level or only the
-        finest ones; required for ``"composite"`` (what is synthetic is not known otherwise).
-    name: the image name an export gets.
-    path: where the pixels came from, when anywhere (default: ``name``).
+    mask_levels: ``(h_k, w_k)`` arrays, non-zero where synthetic, one per level or the finest
+        ones; required for ``"composite"``.
+    name: the image name an export gets; ``path``: where the pixels came from (default ``name``).
     """
 
     def __init__(
@@ -64,9 +61,8 @@ class ArraySlide:
         return self._provenance
 
     def synthetic_mask(self, level: int) -> Any:
-        """The given mask of ``level`` as bool (a level coarser than those given: the finest
-        reduced by ``any`` over each block); all True (synthetic) or all False (real) when no
-        mask was given."""
+        """The given mask of ``level`` as bool (coarser levels: the finest, ``any`` over each
+        block); without a mask all True (synthetic) or all False."""
         import dask.array as da
 
         shape = self.level_shapes[level]

@@ -1,18 +1,15 @@
-"""Inpainted real slides: the untouched real file plus an edit store, read through as one pyramid.
+"""Inpainted real slides: the untouched real file plus an edit store, read as one pyramid.
 
-The real slide is only ever read. Every edit goes to the edit store, a zarr store with the same
-pyramid geometry as the real slide holding, per level, the synthetic RGB and a mask of where it
-applies. A composite pixel is the edit where the mask is set and the real pixel elsewhere, so
-outside every mask the composite is the real slide, bit for bit.
-
-Each edit store records a fingerprint of its real slide (:func:`slide_fingerprint`) and refuses
-to be used with another slide, even one of the same shape. Edit records are appended as
-read-modify-write under the store's lock, so concurrent inpaints (threads or processes) keep
-every record; edited chunks (RGB and mask together) are verified on every read.
+The real slide is only ever read. Edits go to the edit store (the real slide's pyramid
+geometry; per level the synthetic RGB and a mask of where it applies): a composite pixel is
+the edit where the mask is set, else the real pixel, so outside every mask the composite is
+the real slide bit for bit. An edit store records a fingerprint of its real slide
+(:func:`slide_fingerprint`) and refuses any other. Edit records are appended under the
+store's lock (concurrent inpaints keep every record).
 
 Coarse levels: an edited level-``k`` pixel is the area average of the level-0 *composite* over
-the ``d x d`` block it covers (``d`` = the level's downsample), and it is marked as edited when
-any pixel of that block is; pixels of unedited blocks come from the real file's own level.
+its ``d x d`` block, marked edited when any pixel of the block is; unedited blocks come from
+the real file's own level.
 """
 
 from __future__ import annotations
@@ -123,10 +120,6 @@ class CompositeSlide:
         return self.real.objective_power
 
     @property
-    def properties(self) -> dict[str, Any]:
-        return dict(self.real.properties)
-
-    @property
     def edits(self) -> list[dict[str, Any]]:
         """The edits applied so far (region, model, settings, time), oldest first (as on disk:
         edits made meanwhile by other processes included)."""
@@ -210,22 +203,23 @@ class CompositeSlide:
         out = self.real.read_region(level, y, x, h, w)
         H, W = self.level_shapes[level]
         y0, x0, y1, x1 = max(0, y), max(0, x), min(H, y + h), min(W, x + w)
-        if y1 <= y0 or x1 <= x0:
-            return out
-        edits = self.read_edits(level, y0, x0, y1 - y0, x1 - x0)
-        if edits is not None:
-            view = out[y0 - y : y1 - y, x0 - x : x1 - x]
-            np.copyto(view, edits[0], where=edits[1][..., None])
+        if y1 > y0 and x1 > x0:
+            self._overlay(out[y0 - y : y1 - y, x0 - x : x1 - x], level, y0, x0, copy=False)
+        return out
+
+    def _overlay(self, real: np.ndarray, level: int, y: int, x: int, copy: bool) -> np.ndarray:
+        """``real`` (the real pixels of an in-bounds region at ``(y, x)``) with the edits pasted
+        over it: in place, or in a copy when ``copy`` (``real`` itself when nothing is edited)."""
+        edits = self.read_edits(level, y, x, *real.shape[:2])
+        if edits is None:
+            return real
+        out = np.array(real, copy=True) if copy else real
+        np.copyto(out, edits[0], where=edits[1][..., None])
         return out
 
     def _compose_block(self, block: np.ndarray, level: int, block_info=None) -> np.ndarray:
-        (y0, y1), (x0, x1), _ = block_info[0]["array-location"]
-        edits = self.read_edits(level, y0, x0, y1 - y0, x1 - x0)
-        if edits is None:
-            return block
-        out = np.array(block, copy=True)
-        np.copyto(out, edits[0], where=edits[1][..., None])
-        return out
+        (y0, _), (x0, _), _ = block_info[0]["array-location"]
+        return self._overlay(block, level, y0, x0, copy=True)
 
     @property
     def levels(self) -> list:
@@ -261,24 +255,10 @@ class CompositeSlide:
         ).astype(bool)
 
     def thumbnail(self, max_px: int = 1024) -> np.ndarray:
-        """RGB thumbnail ``(h, w, 3)`` uint8 of the composite, longer side <= ``max_px``."""
-        from skimage.transform import resize
+        """``(h, w, 3)`` uint8, longer side <= ``max_px`` (``chunk_grid.thumbnail``)."""
+        from napari_cytosyn.chunk_grid import thumbnail
 
-        k = next(
-            (k for k, s in enumerate(self.level_shapes) if max(s) <= 4 * max_px),
-            len(self.level_shapes) - 1,
-        )
-        H, W = self.level_shapes[k]
-        img = self.read_region(k, 0, 0, H, W)
-        if max(H, W) <= max_px:
-            return img
-        d = math.ceil(max(H, W) / max_px)
-        small = downsample_area(img, d)
-        if max(small.shape[:2]) <= max_px:
-            return small
-        scale = max_px / max(small.shape[:2])
-        shape = (max(1, round(small.shape[0] * scale)), max(1, round(small.shape[1] * scale)))
-        return (resize(small, shape, order=1, preserve_range=True) + 0.5).astype(np.uint8)
+        return thumbnail(self.read_region, self.level_shapes, max_px)
 
     # -- editing --------------------------------------------------------------------------
 
@@ -302,21 +282,17 @@ class CompositeSlide:
         ----------
         region: ``(y, x, h, w)`` of the mask in level-0 px of the real slide.
         mask: ``(h, w)`` bool, True where to synthesize.
-        model: a ``LatentDiffusionModel``; the context is read at its ``mpp`` (a 0.25 um/px
-            slide is read at 0.5 um/px for a 0.5 um/px model) and the result resampled back.
-        settings: ``SamplerSettings``.
-        progress, cancel: forwarded to ``napari_cytosyn.sampling.inpaint``.
-        halo_px: context around the mask's bounding box in level-0 px (default: one model
-            tile, converted to slide px).
-        slide_mpp: level-0 pixel size of the real slide, overriding the file's (default: the
-            file's, else the model's); anything ``PixelSize.from_any`` reads. Pixels must be
-            square: the context is resampled by one factor (a ``ValueError`` otherwise).
+        model: a ``LatentDiffusionModel``; the context is resampled to its ``mpp`` and the
+            result back.
+        settings: ``SamplerSettings``; ``progress``, ``cancel``: as ``sampling.inpaint``.
+        halo_px: context around the mask's bounding box in level-0 px (default one model tile).
+        slide_mpp: the real slide's level-0 pixel size overriding the file's (default: the
+            file's, else the model's); pixels must be square (one resampling factor).
         max_side_px: refuse contexts larger than this at model resolution.
-        reference: what a conditional model generates tissue like: ``"auto"`` (default: the
-            real tissue in a ring of ``ring_um`` around the mask, interpolated across it, for a
-            conditional model; nothing for an unconditional one), ``"surround"``, ``"none"``,
-            or a rectangle ``(y, x, h, w)`` of level-0 px (see
-            :func:`~.reference.inpaint_condition`). The record stores it, never its pixels.
+        reference: what a conditional model generates tissue like: ``"auto"`` (the real tissue
+            in a ring of ``ring_um`` around the mask for a conditional model, nothing for an
+            unconditional one), ``"surround"``, ``"none"`` or a level-0 rectangle
+            ``(y, x, h, w)`` (:func:`~.reference.inpaint_condition`); recorded, never its pixels.
         ring_um: width of that ring in um (default one model tile).
 
         Returns the edit's record (also appended to :attr:`edits`).
@@ -462,20 +438,13 @@ class CompositeSlide:
                 self._merge(0, y0, x0, rgb[sl], mask[sl])
             # Coarse levels: clear the blocks over the context and recompute them from level 0.
             for k in range(1, len(self.level_shapes)):
-                d = self._factor(k)
-                hk, wk = self.level_shapes[k]
-                self._clear(
-                    k,
-                    cy0 // d,
-                    cx0 // d,
-                    min(hk, -(-(cy0 + ch) // d)),
-                    min(wk, -(-(cx0 + cw) // d)),
-                )
+                ky0, ky1, kx0, kx1 = self._level_box(k, cy0, cy0 + ch, cx0, cx0 + cw)
+                self._clear(k, ky0, kx0, ky1, kx1)
             self._refresh_levels(cy0, cy0 + ch, cx0, cx0 + cw)
             group = f"edit_pixels/{record['id']}"
             if group in self.store.root:
                 del self.store.root[group]
-            self.store.set_attrs(edits=edits)
+            self.store.update_attrs(lambda attrs: {**attrs, "edits": edits})
         return record
 
     def _clear(self, level: int, y0: int, x0: int, y1: int, x1: int) -> None:
@@ -503,14 +472,18 @@ class CompositeSlide:
             old_mask[p.chunk] = np.maximum(old_mask[p.chunk], m.astype(np.uint8))
             self.store.write_chunk(level, p.cy, p.cx, old_rgb, old_mask)
 
+    def _level_box(self, k: int, y0: int, y1: int, x0: int, x1: int) -> tuple[int, ...]:
+        """The level-``k`` box ``(ky0, ky1, kx0, kx1)`` of blocks over a level-0 box."""
+        d = self._factor(k)
+        hk, wk = self.level_shapes[k]
+        return y0 // d, min(hk, -(-y1 // d)), x0 // d, min(wk, -(-x1 // d))
+
     def _refresh_levels(self, by0: int, by1: int, bx0: int, bx1: int) -> None:
         """Recompute coarse-level edits over the level-0 box ``[by0, by1) x [bx0, bx1)``."""
         H0, W0 = self.level_shapes[0]
         for k in range(1, len(self.level_shapes)):
             d = self._factor(k)
-            hk, wk = self.level_shapes[k]
-            ky0, ky1 = by0 // d, min(hk, -(-by1 // d))
-            kx0, kx1 = bx0 // d, min(wk, -(-bx1 // d))
+            ky0, ky1, kx0, kx1 = self._level_box(k, by0, by1, bx0, bx1)
             step = max(1, _TILE_PX // d)
             for ty in range(ky0, ky1, step):
                 for tx in range(kx0, kx1, step):

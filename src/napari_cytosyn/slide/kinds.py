@@ -1,14 +1,9 @@
 """The one contract every slide kind answers, and `open_any`, the one way to open a path.
 
-Three kinds of slide share it:
-
-- ``"real"``: a whole-slide image file or OME-Zarr read as it is (`Slide`, `open_slide`),
-  including exports of this plugin;
-- ``"synthetic"``: a synthetic slide's store (`SyntheticSlide`), every pixel generated;
-- ``"composite"``: a real slide with inpainted edits (`CompositeSlide`, an edit store);
-
-plus `ArraySlide`, an in-memory pyramid (a region-mode image, a napari layer) that states its
-kind. Code that treats kinds differently asks ``slide.kind``, never the class.
+Kinds: ``"real"`` (a slide file or OME-Zarr as it is, exports of this plugin included:
+`Slide`), ``"synthetic"`` (a synthetic slide's store: `SyntheticSlide`) and ``"composite"`` (a
+real slide with inpainted edits: `CompositeSlide`); `ArraySlide`, an in-memory pyramid, states
+its kind. Code that treats kinds differently asks ``slide.kind``, never the class.
 """
 
 from __future__ import annotations
@@ -25,16 +20,9 @@ KINDS: tuple[SlideKind, ...] = ("real", "synthetic", "composite")
 
 @runtime_checkable
 class SlideLike(Protocol):
-    """What the widget, the CLI, the napari reader and writer and `export_slide` use of a slide.
-
-    Attributes:
-        kind: ``"real"``, ``"synthetic"`` or ``"composite"``.
-        name: a display name.
-        path: the file, folder or store the slide lives in.
-        levels: lazy ``(h_k, w_k, 3)`` uint8 arrays, finest first.
-        level_shapes: ``(h_k, w_k)`` of each level.
-        mpp: micrometres per level-0 pixel (a ``PixelSize``), or ``None`` when unknown.
-    """
+    """What the widget, the CLI, the napari reader and writer and `export_slide` use of a slide:
+    ``kind``, a display ``name``, the ``path`` it lives in, lazy ``levels`` ``(h_k, w_k, 3)``
+    uint8 finest first, their ``level_shapes`` and the level-0 ``mpp`` (or ``None``)."""
 
     kind: SlideKind
     name: str
@@ -44,28 +32,22 @@ class SlideLike(Protocol):
     mpp: PixelSize | None
 
     def provenance(self, checksum_source: bool = True) -> dict[str, Any]:
-        """How the pixels were made, as the JSON-able record every export carries
-        (:func:`~napari_cytosyn.slide.provenance.build_provenance`)."""
+        """How the pixels were made: the record every export carries (``build_provenance``)."""
 
     def synthetic_mask(self, level: int) -> Any:
-        """``(h, w)`` bool lazy array of ``level``: True where the pixel is synthetic (all
-        False for a real slide, all True for a synthetic one)."""
+        """``(h, w)`` bool lazy array of ``level``, True where the pixel is synthetic."""
 
     def finished_levels(
         self, render_missing: bool = False, progress: Any = None, cancel: Any = None
     ) -> list[Any]:
-        """The pyramid an export writes, every pixel final. A synthetic slide with unrendered
-        chunks renders them first when ``render_missing``, else raises
-        :class:`~napari_cytosyn.slide.store_io.IncompleteSlideError`."""
+        """The pyramid an export writes, every pixel final (unrendered chunks of a synthetic
+        slide rendered when ``render_missing``, else ``IncompleteSlideError``)."""
 
 
 def export_mask_levels(slide: SlideLike, n_levels: int) -> list[Any] | None:
-    """The synthetic mask an export of ``slide`` carries (``n_levels`` bool levels), or ``None``.
-
-    A composite's edits, and the mask a reopened export of this plugin holds (a ``"real"``
-    slide whose ``stored_mask_levels`` is set: re-exporting an export keeps it). A synthetic
-    slide gets none (every pixel is synthetic), nor does a real slide without one.
-    """
+    """The synthetic mask an export of ``slide`` carries (``n_levels`` bool levels): a
+    composite's, or the one a reopened export holds (``stored_mask_levels``); else ``None``
+    (a synthetic slide is synthetic everywhere)."""
     if slide.kind == "composite" or (
         slide.kind == "real" and getattr(slide, "stored_mask_levels", None)
     ):
@@ -85,16 +67,12 @@ def store_kind(path: str | os.PathLike) -> str | None:
 
 def open_any(path: str | os.PathLike, mode: str = "r") -> SlideLike:
     """Open whatever this plugin reads: a synthetic slide's store, an edit store (as the
-    composite of its real slide), or a slide file or OME-Zarr (exports of this plugin
-    included).
+    composite of its real slide), or a slide file or OME-Zarr.
 
-    ``mode``: ``"r"`` (read only: a synthetic slide's missing chunks cannot be generated) or
-    ``"r+"`` (they are generated with the model named in the store, on demand).
-
-    Raises:
-        FileNotFoundError: ``path``, or the real slide an edit store belongs to, is missing.
-        SlideReadError: a file that is not a slide this package reads.
-        ValueError: a store of this plugin of a kind that is not a slide.
+    ``mode``: ``"r"``, or ``"r+"`` (a synthetic slide's missing chunks are then generated with
+    the model its store names). Raises ``FileNotFoundError`` (``path``, or an edit store's real
+    slide, is missing), ``SlideReadError`` (not a slide) or ``ValueError`` (a store of ours
+    that is not a slide).
     """
     from napari_cytosyn.slide.real import open_slide
 

@@ -1,15 +1,12 @@
-"""The recipe of a synthetic image, as a JSON-able dict stored next to the pixels.
-
-Every export carries one ``provenance`` dict (OME-Zarr: group attribute ``napari_cytosyn``;
-OME-TIFF: JSON in the OME ``Image/Description``). Its keys are stable so that a segmentation
-pipeline can read back how an image was made:
+"""How an exported image was made, as the JSON-able dict every export carries (OME-Zarr:
+group attribute ``napari_cytosyn``; OME-TIFF: the OME ``Image/Description``; SVS: an Aperio
+property). Its keys are stable, for pipelines that read them back:
 
 ``software``          ``{"name": "napari-cytosyn", "version": "0.1.0"}``
 ``created``           ISO 8601 UTC timestamp
-``model``             the model's own ``provenance()`` (name, revision, ...), or ``None``
+``model``             the model's ``provenance()`` (name, revision, ...), or ``None``
 ``seed``              integer seed, or ``None``
-``sampler``           the recipe (``napari_cytosyn.sampling.make_recipe``: model, core settings
-                      and the configs its mode reads), or ``None``
+``sampler``           the recipe (``sampling.make_recipe``), or ``None``
 ``source``            ``{"name", "path", "sha256"}`` of the real slide a composite was made from
 ``synthetic``         free-form description of what is synthetic (size, mpp, mask area, ...)
 """
@@ -29,11 +26,8 @@ _HASH_BLOCK = 8 * 1024 * 1024
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 8 MiB blocks (constant memory for multi-GB slides).
-
-    A directory (e.g. an OME-Zarr store, an MRXS data folder) is hashed as the sorted list of
-    its files' relative paths and contents, so equal trees give equal digests.
-    """
+    """Hex SHA-256 of a file read in 8 MiB blocks; a folder (OME-Zarr, MRXS data) hashes the
+    sorted relative paths and contents of its files (equal trees, equal digests)."""
     path = Path(path)
     digest = hashlib.sha256()
     if path.is_dir():
@@ -55,10 +49,8 @@ def _update_from_file(digest: Any, path: Path) -> None:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` converted to plain JSON types (numpy scalars, tuples, Paths, dataclasses).
-
-    Non-finite floats become ``None`` because JSON (and zarr attributes) cannot hold them.
-    """
+    """``value`` in plain JSON types (numpy scalars, tuples, Paths, dataclasses); non-finite
+    floats become ``None`` (JSON and zarr attributes cannot hold them)."""
     if value is None or isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
@@ -83,9 +75,8 @@ def jsonable(value: Any) -> Any:
 
 
 def region_provenance(recipe: Mapping[str, Any], box_px: Sequence[int]) -> dict[str, Any]:
-    """Provenance of a region-mode image: its recipe (``sampling.make_recipe(..., "region")``),
-    the recipe's model and seed, and the box ``(y, x, h, w)`` in model px it was generated
-    over (regions share the noise field anchored at the origin). Every pixel is synthetic."""
+    """Provenance of a region-mode image: its recipe (``make_recipe(..., "region")``) and the
+    box ``(y, x, h, w)`` in model px it was generated over. Every pixel is synthetic."""
     return build_provenance(
         model=recipe["model"],
         seed=recipe["core"]["seed"],
@@ -102,39 +93,27 @@ def region_provenance(recipe: Mapping[str, Any], box_px: Sequence[int]) -> dict[
 
 def build_provenance(
     *,
-    model: Any = None,
+    model: Mapping[str, Any] | str | None = None,
     seed: int | None = None,
     sampler: Any = None,
     source_path: str | Path | None = None,
     source_name: str | None = None,
-    source_sha256: str | None = None,
     checksum_source: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Provenance dict for an export (see the module docstring for the keys).
+    """Provenance dict for an export (keys: the module docstring).
 
-    Parameters
-    ----------
-    model: a ``LatentDiffusionModel`` (its ``provenance()`` is stored), a dict describing the
-        model, a model name, or ``None`` for images that no model touched.
-    seed: the generation seed.
-    sampler: ``SamplerSettings`` (anything with ``to_dict()``) or a dict.
-    source_path: the real slide a composite was made from; hashed with SHA-256 unless
-        ``source_sha256`` is given or ``checksum_source`` is false.
-    extra: more JSON-able keys merged in last (e.g. ``{"synthetic": {...}}``).
+    ``model``: a model's ``provenance()`` dict, a model name or ``None``; ``sampler``: the
+    recipe (or anything with ``to_dict()``); ``source_path``: the real slide a copy or
+    composite comes from, hashed unless not ``checksum_source``; ``extra``: more keys merged in
+    last (``{"synthetic": {...}}``).
     """
     from napari_cytosyn import __version__
 
-    if model is None or isinstance(model, str | Mapping):
-        model_info = {"name": model} if isinstance(model, str) else model
-    else:
-        describe = getattr(model, "provenance", None)
-        model_info = describe() if callable(describe) else {"name": getattr(model, "name", None)}
+    model_info = {"name": model} if isinstance(model, str) else model
     source = None
     if source_path is not None or source_name is not None:
-        sha = source_sha256
-        if sha is None and source_path is not None and checksum_source:
-            sha = file_sha256(source_path)
+        sha = file_sha256(source_path) if source_path is not None and checksum_source else None
         source = {
             "name": source_name or (Path(source_path).name if source_path else None),
             "path": str(source_path) if source_path is not None else None,

@@ -1,21 +1,15 @@
-"""Real whole-slide images: one `Slide` object over OpenSlide, tifffile and OME-Zarr backends.
+"""Real whole-slide images: one `Slide` over OpenSlide, tifffile and OME-Zarr backends.
 
-`open_slide(path)` picks the backend from the file itself (not only its name):
-
-- OpenSlide (with the ``openslide-bin`` wheel): SVS, NDPI, MRXS, SCN, BIF, VMS/VMU and generic tiled
-  pyramidal TIFF whose levels are separate IFDs.
-- tifffile: OME-TIFF (pyramids in SubIFDs), other TIFFs OpenSlide does not recognise (flat TIFF).
-- zarr-python: OME-Zarr (NGFF 0.4 on zarr v2, 0.5 on zarr v3).
-
-Every backend serves in-bounds regions of a level as (h, w, 3) uint8. `Slide` turns that into lazy
-dask levels whose chunks are whole multiples of the file's own tiles, and whose slices read only the
-pixels they need (dask fuses a slice of a chunk into the read of that chunk).
+`open_slide(path)` picks the backend from the file itself: OpenSlide for SVS, NDPI, MRXS, SCN,
+BIF, VMS/VMU and generic tiled TIFF with one IFD a level; tifffile for OME-TIFF (SubIFD
+pyramids) and TIFFs OpenSlide does not recognise; zarr for OME-Zarr (NGFF 0.4 and 0.5).
+Backends serve in-bounds regions as (h, w, 3) uint8; `Slide` makes lazy dask levels of them,
+chunked by whole multiples of the file's tiles, whose slices read only the pixels they need.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -64,11 +58,8 @@ def chunk_px(tile_px: int | None) -> int:
 
 
 class _LevelSource:
-    """Array-like view of one level for `dask.array.from_array`.
-
-    dask fuses ``level[y0:y1, x0:x1]`` into ``source[...]`` of each chunk it touches, so a region
-    read through the dask level asks the backend for exactly its own pixels, never whole chunks.
-    """
+    """Array-like view of one level for `dask.array.from_array`: dask fuses a slice of a chunk
+    into ``source[...]``, so a region read asks the backend for its own pixels only."""
 
     def __init__(
         self,
@@ -135,18 +126,14 @@ def _shift(index: Any, offset: int) -> Any:
 
 
 class Slide:
-    """A real whole-slide image, opened read-only, with lazy dask levels.
+    """A real whole-slide image, opened read-only, with lazy dask levels (``kind`` ``"real"``).
 
     Attributes:
-        kind: ``"real"`` (the slide contract, :mod:`~napari_cytosyn.slide.kinds`).
-        path: the file or OME-Zarr directory.
-        name: file name without its slide ending (``"case1"`` for ``case1.ome.tiff``).
+        path, name: the file or OME-Zarr folder; its name without the slide ending.
         format: backend and vendor, e.g. ``"openslide:aperio"``, ``"ome-tiff"``, ``"ome-zarr:0.4"``.
-        levels: one dask array per level, (y, x, 3) uint8, finest first.
-        level_shapes: (height, width) px of each level.
+        levels, level_shapes: dask arrays (y, x, 3) uint8, finest first; their (h, w).
         downsamples: level-0 px per level px (mean of y and x; not always a power of 2).
-        mpp: micrometres per level-0 pixel (a ``PixelSize``: ``.x``, ``.y``), or None when the
-            file does not say.
+        mpp: level-0 ``PixelSize``, or None when the file does not say.
         objective_power: nominal objective magnification, or None.
         properties: vendor and file properties as strings.
     """
@@ -157,7 +144,7 @@ class Slide:
         import dask.array as da
 
         self.path = Path(path)
-        self.name = _stem(self.path)
+        self.name = slide_stem(self.path)
         self._backend = backend
         self.format = backend.format
         self.level_shapes = [(int(h), int(w)) for h, w in backend.level_shapes]
@@ -203,20 +190,11 @@ class Slide:
 
     @property
     def n_levels(self) -> int:
-        """Number of pyramid levels."""
         return len(self.level_shapes)
 
     def read_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
-        """Read a region of one level, directly (no dask).
-
-        Args:
-            level: pyramid level, 0 = finest.
-            y, x: top-left corner in that level's px; the region may extend past the level's edges.
-            h, w: size in px (>= 0).
-
-        Returns:
-            (h, w, 3) uint8; pixels outside the level are white (255), like empty glass.
-        """
+        """``(h, w, 3)`` uint8 at ``(y, x)`` of ``level`` (no dask); pixels outside the level
+        are white (255), like empty glass."""
         if not 0 <= level < self.n_levels:
             raise IndexError(f"{self.path}: level {level} out of range 0..{self.n_levels - 1}")
         if h < 0 or w < 0:
@@ -240,33 +218,10 @@ class Slide:
         return best
 
     def thumbnail(self, max_px: int = 1024) -> np.ndarray:
-        """A thumbnail whose longer side is at most ``max_px``.
+        """``(h, w, 3)`` uint8, longer side <= ``max_px`` (``chunk_grid.thumbnail``)."""
+        from napari_cytosyn.chunk_grid import thumbnail
 
-        Reads the coarsest level still at least ``max_px`` on its longer side, block by block, and
-        area-averages it by an integer factor, so memory stays bounded for any slide size.
-
-        Returns:
-            (h, w, 3) uint8 with max(h, w) <= max_px.
-        """
-        if max_px < 1:
-            raise ValueError(f"max_px must be >= 1, got {max_px}")
-        h0, w0 = self.level_shapes[0]
-        level = self.best_level_for_downsample(max(h0, w0) / max_px)
-        lh, lw = self.level_shapes[level]
-        factor = max(1, math.ceil(max(lh, lw) / max_px))
-        th, tw = max(1, lh // factor), max(1, lw // factor)
-        out = np.empty((th, tw, 3), np.uint8)
-        step = max(1, 4096 // factor)  # output px per block: blocks of <= ~4096^2 level px
-        for r0 in range(0, th, step):
-            r1 = min(th, r0 + step)
-            for c0 in range(0, tw, step):
-                c1 = min(tw, c0 + step)
-                block = self.read_region(
-                    level, r0 * factor, c0 * factor, (r1 - r0) * factor, (c1 - c0) * factor
-                )
-                binned = block.reshape(r1 - r0, factor, c1 - c0, factor, 3).mean(axis=(1, 3))
-                out[r0:r1, c0:c1] = np.round(binned).astype(np.uint8)
-        return out
+        return thumbnail(self.read_region, self.level_shapes, max_px)
 
     def metadata(self) -> dict[str, Any]:
         """JSON-able description: path, name, format, levels, mpp (or None), properties."""
@@ -283,8 +238,8 @@ class Slide:
         }
 
     def provenance(self, checksum_source: bool = True) -> dict[str, Any]:
-        """Provenance of a copy of this file: its name, path and SHA-256 (unless
-        ``checksum_source`` is false); no model touched it."""
+        """Provenance of a copy: the file's name, path and SHA-256 (unless not
+        ``checksum_source``)."""
         from napari_cytosyn.slide.provenance import build_provenance
 
         return build_provenance(
@@ -295,8 +250,8 @@ class Slide:
         )
 
     def synthetic_mask(self, level: int) -> dask.array.Array:
-        """``(h, w)`` bool: the mask an export of this plugin carries (non-zero = synthetic,
-        :attr:`stored_mask_levels`), else all False (no pixel of a real slide is synthetic)."""
+        """``(h, w)`` bool: the mask an export of this plugin carries
+        (:attr:`stored_mask_levels`), else all False."""
         import dask.array as da
 
         lv = self.levels[level]
@@ -307,9 +262,8 @@ class Slide:
 
     @functools.cached_property
     def stored_mask_levels(self) -> list[dask.array.Array] | None:
-        """The synthetic mask an export of this plugin holds, as written (``(h_k, w_k)`` uint8
-        levels): ``labels/synthetic`` of an OME-Zarr, or the mask TIFF beside a TIFF export
-        (:func:`mask_sidecar`); ``None`` for any other slide."""
+        """The synthetic mask an export of this plugin holds (``(h_k, w_k)`` uint8 levels:
+        ``labels/synthetic`` of an OME-Zarr, the mask TIFF beside a TIFF), else ``None``."""
         if self.path.is_dir():
             return _zarr_mask_levels(self.path)
         sidecar = mask_sidecar(self.path)
@@ -347,7 +301,7 @@ def mask_sidecar(path: str | os.PathLike) -> Path:
     """The synthetic-mask TIFF written beside the TIFF export ``path``
     (``case.ome.tif`` -> ``case.synthetic-mask.tif``)."""
     path = Path(path)
-    return path.with_name(f"{_stem(path)}.synthetic-mask.tif")
+    return path.with_name(f"{slide_stem(path)}.synthetic-mask.tif")
 
 
 def _zarr_mask_levels(path: Path) -> list[Any] | None:
@@ -380,7 +334,8 @@ def _tiff_mask_levels(path: Path) -> list[Any]:
     return [da.from_zarr(group[str(k)]) for k in range(len(group))]
 
 
-def _stem(path: Path) -> str:
+def slide_stem(path: Path) -> str:
+    """The file name without its slide ending (``case1.ome.tiff`` -> ``case1``)."""
     name = path.name.rstrip("/")
     low = name.lower()
     for suffix in sorted(SLIDE_SUFFIXES, key=len, reverse=True):
@@ -396,19 +351,10 @@ def _is_zarr_dir(path: Path) -> bool:
 
 
 def open_slide(path: str | os.PathLike) -> Slide:
-    """Open a real whole-slide image read-only.
+    """Open a real whole-slide image (a slide file or an OME-Zarr folder) read-only.
 
-    Args:
-        path: a slide file (SVS, NDPI, MRXS, SCN, BIF, VMS/VMU, generic tiled TIFF, OME-TIFF, flat
-            TIFF) or an OME-Zarr directory (NGFF 0.4 or 0.5).
-
-    Returns:
-        A `Slide` with lazy (y, x, 3) uint8 dask levels.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        SlideReadError: the file is not a slide this package reads (unsupported format, directory
-            that is not OME-Zarr, corrupt or truncated file, data that is not RGB uint8).
+    Raises ``FileNotFoundError``, or ``SlideReadError`` for a file this package does not read
+    (unsupported format, folder that is not OME-Zarr, corrupt or truncated, not RGB uint8).
     """
     path = Path(path).expanduser()
     if not path.exists():

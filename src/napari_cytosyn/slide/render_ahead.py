@@ -1,20 +1,11 @@
 """The render-ahead policy: which level-0 chunks of a synthetic slide to render next, and which
 to compute together.
 
-Three drivers render chunks: ``SyntheticSlide.render_all``
-(every missing chunk, row-major), the :class:`~.viewport.ViewportRenderer` (what the viewer
-shows, nearest the centre of the view first, then a margin) and
-:func:`~napari_cytosyn.distributed.render_distributed` (blocks of neighbouring chunks as dask
-tasks). They differ only in the order they want chunks in; all three hand the chunks they are
-about to render to ``SyntheticSlide.prepare_chunks`` together, because neighbouring chunks share
-the windows of their dependency cones and a batch of chunks fills the model's batches (one chunk
-at a time pads them). Pixels never depend on the order or the batches.
-
-- :func:`nearest_first`: the viewer's order (distance of a chunk's centre from the view's);
-- :func:`split_ahead`: the batch to prepare before a chunk, and the chunks after it whose work
-  may fill the batch's padded slots (``ViewportRenderer`` and ``render_all``);
-- :func:`stream_ahead`: the same over a stream of chunks too long to list (``render_all``);
-- :func:`blocks`: ``group x group`` blocks of the chunk grid, one dask task each.
+``SyntheticSlide.render_all`` (row-major), the :class:`~.viewport.ViewportRenderer` (nearest
+the view's centre first, then a margin) and ``distributed.render_distributed`` (blocks as dask
+tasks) differ only in their order; all hand the chunks they are about to render to
+``SyntheticSlide.prepare_chunks`` together, because neighbouring chunks share windows and a
+batch of chunks fills the model's batches. Pixels never depend on the order or the batches.
 """
 
 from __future__ import annotations
@@ -46,14 +37,10 @@ def split_ahead(
     size: int = BATCH_CHUNKS,
     alone: bool = False,
 ) -> tuple[list[K], list[K]]:
-    """The chunks to prepare with ``key`` and the ones whose work may fill their padded slots.
-
-    ``same``: the chunks planned after ``key`` that may share its batch, in order; ``others``:
-    planned chunks that may not (the viewer's margin after a visible chunk), after ``same``.
-    Returns ``ahead`` (``key`` and the next ``size - 1`` of ``same``; ``key`` alone with
-    ``alone``, so the first chunk of a view shows as soon as possible) and ``upcoming`` (the next
-    ``size`` planned chunks).
-    """
+    """``(ahead, upcoming)``: ``key`` and the next ``size - 1`` of ``same`` (the chunks planned
+    after it that may share its batch; ``key`` alone with ``alone``, so a view's first chunk
+    shows soonest), and the next ``size`` planned chunks (``same``, then ``others``: planned
+    chunks that may not share it), whose work may fill the batch's padded slots."""
     if size < 1:
         raise ValueError(f"a render-ahead batch holds at least one chunk, got {size}")
     n = 1 if alone else size
@@ -79,9 +66,8 @@ def stream_ahead(
 
 
 def blocks(chunks: Iterable[Chunk], group: int) -> list[list[Chunk]]:
-    """Chunks grouped into ``group x group`` blocks of the chunk grid (chunks row-major, blocks in
-    the order of their first chunk): the batches of the distributed renderer, one task each, so
-    that the windows neighbouring chunks share are computed once, by one worker."""
+    """Chunks grouped into ``group x group`` blocks of the grid (row-major), one distributed
+    task each: the windows neighbouring chunks share are computed once, by one worker."""
     if group < 1:
         raise ValueError(f"a block holds at least one chunk per side, got {group}")
     out: dict[Chunk, list[Chunk]] = {}

@@ -1,8 +1,7 @@
-"""Sample slides for demos, tests and benchmarks: an H&E-like pattern written as pyramidal TIFF.
+"""Sample slides for demos, tests and benchmarks: an H&E-like pattern as a pyramidal TIFF.
 
 The pattern is a deterministic function of level-0 coordinates (pink stroma, purple nuclei on a
-cell lattice, white glass around an elliptical piece of tissue), so a slide of any size can be
-written tile by tile without holding a level in memory.
+cell lattice, glass around an ellipse of tissue): any size is written tile by tile.
 """
 
 from __future__ import annotations
@@ -39,18 +38,9 @@ def sample_tissue(
     *,
     glass: bool = True,
 ) -> np.ndarray:
-    """Evaluate the H&E-like sample pattern on a pixel grid.
-
-    Args:
-        y0, x0: top-left of the grid in level-0 px.
-        h, w: grid size in output px.
-        height, width: level-0 size of the whole slide (the tissue ellipse scales with it).
-        downsample: level-0 px per output px.
-        glass: paint white glass outside the tissue ellipse.
-
-    Returns:
-        (h, w, 3) uint8.
-    """
+    """``(h, w, 3)`` uint8 of the pattern on a grid at level-0 ``(y0, x0)`` with
+    ``downsample`` level-0 px per px, of a ``height x width`` slide (the tissue ellipse scales
+    with it; glass outside it unless not ``glass``)."""
     yy = (y0 + (np.arange(h, dtype=np.float32) + 0.5) * downsample)[:, None]
     xx = (x0 + (np.arange(w, dtype=np.float32) + 0.5) * downsample)[None, :]
     # Per-cell random nucleus (centre, radius, presence), hashed on the small cell grid only.
@@ -90,20 +80,11 @@ def write_pyramidal_tiff(
     ome: bool = False,
     description: str | None = None,
 ) -> Path:
-    """Write in-memory pyramid levels as a tiled pyramidal TIFF.
+    """Write (H, W, 3) uint8 levels (finest first) as a tiled pyramidal TIFF; returns ``path``.
 
-    Args:
-        path: output file.
-        levels: (H, W, 3) uint8 arrays, finest first.
-        mpp: (x, y) um/px of level 0, stored as resolution tags (per level, scaled); None: no tags.
-        tile_px: tile edge (multiple of 16).
-        compression: tifffile compression name ("zlib", "jpeg", None ...).
-        ome: False writes a generic pyramid (levels as separate IFDs, as OpenSlide's generic-tiff
-            backend reads it); True writes an OME-TIFF with the reduced levels in SubIFDs.
-        description: ImageDescription of level 0 (generic layout only).
-
-    Returns:
-        The path written.
+    ``mpp``: (x, y) um/px of level 0 as resolution tags (``None``: none); ``compression``: a
+    tifffile name; ``ome``: an OME-TIFF with SubIFD levels, else a generic pyramid (one IFD a
+    level, as OpenSlide's generic-tiff reads it) with ``description`` on level 0.
     """
     return _write(
         path, [(lv.shape, lv) for lv in levels], mpp, tile_px, compression, ome, description
@@ -121,14 +102,8 @@ def write_sample_slide(
     compression: str | None = "jpeg",
     ome: bool = False,
 ) -> Path:
-    """Write the sample pattern as a pyramidal TIFF of any size, tile by tile (bounded memory).
-
-    Level k has downsample 2**k (sizes floor-divided); each level is evaluated from the pattern
-    directly at its own resolution.
-
-    Returns:
-        The path written.
-    """
+    """Write the sample pattern as a pyramidal TIFF of any size, tile by tile; level ``k`` is
+    the pattern at downsample ``2**k`` (sizes floor-divided). Returns ``path``."""
     specs = []
     for k in range(n_levels):
         ds = 2**k

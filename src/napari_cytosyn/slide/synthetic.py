@@ -1,11 +1,10 @@
-"""Synthetic slides: a spec plus a zarr store, generated chunk by chunk where they are looked at.
+"""Synthetic slides: a recipe plus a store, generated chunk by chunk where they are looked at.
 
-A :class:`SyntheticSlide` of any size exists as soon as it is created: its store holds only
-metadata until chunks are asked for. A level-0 chunk is rendered by the sampling engine's lazy
-mode (bit-identical whatever the order of requests), written atomically, then marked done; a
-level-``k`` chunk is the area average of its four level-``k - 1`` children, built as soon as
-the last child is finished. Readers see only finished chunks; two threads asking for one chunk
-compute it once.
+A :class:`SyntheticSlide` of any size exists once created (its store holds only metadata). A
+level-0 chunk is rendered by the sampling engine's lazy mode (bit-identical whatever the order
+of requests), written, then marked done; a level-``k`` chunk is the area average of its
+children, built when the last child is finished. Two threads asking for one chunk compute it
+once.
 """
 
 from __future__ import annotations
@@ -86,19 +85,10 @@ class ChunkRenderer(Protocol):
         ...
 
 
-def _prepare_of(renderer: Any) -> Callable[[list[tuple[int, int]]], None] | None:
-    """A renderer's optional ``prepare(chunks)``: precompute what several chunks share."""
-    return getattr(renderer, "prepare", None)
-
-
 class SyntheticSlide:
-    """A lazily generated slide backed by a :class:`~.store.SlideStore`; ``kind`` is
-    ``"synthetic"`` (the slide contract, :mod:`~napari_cytosyn.slide.kinds`).
-
-    Exposes the same reading surface as a real ``Slide`` (``levels``, ``level_shapes``,
-    ``downsamples``, ``mpp``, ``read_region``, ``thumbnail``, ``metadata``) plus generation:
-    :meth:`ensure_chunk`, :meth:`missing_chunks`, :meth:`render_all`.
-    """
+    """A lazily generated slide in a :class:`~.store.SlideStore` (``kind`` ``"synthetic"``):
+    the reading surface of a real ``Slide`` plus generation (:meth:`ensure_chunk`,
+    :meth:`missing_chunks`, :meth:`render_all`)."""
 
     kind = "synthetic"
 
@@ -141,21 +131,19 @@ class SyntheticSlide:
 
         Parameters
         ----------
-        store: directory of the zarr store to create.
+        store: directory of the store to create.
         model: a ``LatentDiffusionModel`` (its ``mpp`` becomes the slide's).
         width, height: level-0 size in px at the model's mpp.
-        settings: ``SamplerSettings`` (defaults of the sampling engine when ``None``), the
-            slide's seed included (``settings.seed``): the same settings give the same pixels.
-        tissue_mask: optional ``(h, w)`` bool at any resolution covering the whole slide;
-            tissue is synthesized only where True, white background elsewhere.
-        chunk_px: output chunk size in px (also the store's chunking).
+        settings: ``SamplerSettings`` (engine defaults when ``None``), seed included.
+        tissue_mask: optional ``(h, w)`` bool at any resolution covering the slide: tissue only
+            where True, white elsewhere.
+        chunk_px: chunk size in px of the slide and its store.
         overwrite: replace an existing store of ours at ``store``.
-        lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ``batch``...).
-        reference: a real ``Slide`` (or its path): make a synthetic twin of it. Width and
-            height (``None``) and the tissue mask (unless given) come from it, and every window
-            is conditioned on the embedding of the real tissue at its location, from a grid of
-            ``reference_grid_um`` (default one model tile) stored with the slide
-            (:mod:`~napari_cytosyn.slide.reference`). Needs a conditional model.
+        lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ...).
+        reference: a real ``Slide`` (or path): make a synthetic twin of it. Size and tissue
+            mask (unless given) come from it, and every window is conditioned on the embedding
+            of the real tissue there, on a grid of ``reference_grid_um`` (default one model
+            tile) stored with the slide (:mod:`~.reference`). Needs a conditional model.
         """
         from napari_cytosyn.sampling import (
             LazySpec,
@@ -189,8 +177,7 @@ class SyntheticSlide:
                 f"chunk_px={chunk_px} must be a multiple of the model's latent factor "
                 f"{model.latent_factor}"
             )
-        # The recipe's core is the one place the seed lives. The recipe stores how the networks
-        # run ("auto" resolved here), so the slide renders alike everywhere.
+        # The recipe stores how the networks run ("auto" resolved): alike on every machine.
         settings = settings if settings is not None else SamplerSettings()
         settings = resolve_settings(settings, model)
         settings = recipe_settings(settings, conditioned=field is not None)
@@ -251,11 +238,9 @@ class SyntheticSlide:
     ) -> SyntheticSlide:
         """Open an existing synthetic slide.
 
-        ``model`` and ``settings`` are checked against the store's; a mismatch raises
-        :class:`~.store.StoreMismatchError` (chunks from two recipes must never mix);
-        ``autocast="auto"`` in ``settings`` accepts the slide's stored mode. Without a
-        model, finished chunks can be read and missing ones are generated with the model named
-        in the store, loaded by :func:`napari_cytosyn.models.load_model` on first need.
+        ``model`` and ``settings``, when given, must match the stored recipe
+        (:class:`~.store.StoreMismatchError`: chunks of two recipes never mix); without a model,
+        missing chunks are generated with the model the store names, loaded on first need.
         """
         st = SlideStore.open(store, KIND, mode=mode)
         attrs = st.attrs
@@ -333,10 +318,6 @@ class SyntheticSlide:
     def objective_power(self) -> float | None:
         return round(10.0 / self.mpp.x, 1)
 
-    @property
-    def properties(self) -> dict[str, Any]:
-        return dict(self.store.attrs)
-
     def metadata(self) -> dict[str, Any]:
         """JSON-able description: the store's attributes plus progress."""
         done = self.store.completion(0)
@@ -348,9 +329,8 @@ class SyntheticSlide:
         }
 
     def provenance(self, checksum_source: bool = True) -> dict[str, Any]:
-        """Provenance of an export: the model, seed and recipe from the store, the slide's size
-        and mpp, its tissue layout and a twin's reference (file, SHA-256, grid; no pixels).
-        ``checksum_source`` is unused: no source file is copied."""
+        """Provenance of an export: the stored recipe, size, mpp, tissue layout and a twin's
+        reference (no source file is copied: ``checksum_source`` is unused)."""
         from .provenance import build_provenance
 
         attrs = self.store.attrs
@@ -385,14 +365,11 @@ class SyntheticSlide:
         progress: Callable[[int, int], None] | None = None,
         cancel: Any = None,
     ) -> list[Any]:
-        """The store's levels (zarr arrays ``(h_k, w_k, 3)`` uint8, read as written), once
-        every chunk is finished.
+        """The store's levels ``(h_k, w_k, 3)`` uint8 (verified reads), every chunk finished.
 
-        Unrendered level-0 chunks are rendered first (:meth:`render_all`; ``progress``/``cancel``
-        as there) when ``render_missing``; otherwise :class:`IncompleteSlideError` names how
-        many are missing. Coarse chunks still missing above a finished level 0 are built from
-        their children (:meth:`finish_pyramid`: no model, the same pixels whoever builds them)
-        when the store is writable.
+        Unrendered level-0 chunks are rendered first when ``render_missing``
+        (:meth:`render_all`), else :class:`IncompleteSlideError`; missing coarse chunks are
+        built from their children when the store is writable (:meth:`finish_pyramid`).
         """
         self.store.refresh()
         missing = len(self.missing_chunks(0))
@@ -417,19 +394,12 @@ class SyntheticSlide:
 
     def tissue_in_chunk(self, cy: int, cx: int) -> np.ndarray | None:
         """``(h, w)`` bool tissue mask of a level-0 chunk, or ``None`` without a tissue mask."""
-        if self._tissue is None:
-            return None
         y0, y1, x0, x1 = self.store.bounds(0, cy, cx)
-        H, W = self.level_shapes[0]
-        mh, mw = self._tissue.shape
-        rows = np.minimum((np.arange(y0, y1) * mh) // H, mh - 1)
-        cols = np.minimum((np.arange(x0, x1) * mw) // W, mw - 1)
-        return self._tissue[np.ix_(rows, cols)]
+        return self.tissue_in_region(0, y0, x0, y1 - y0, x1 - x0)
 
     def tissue_in_region(self, level: int, y: int, x: int, h: int, w: int) -> np.ndarray | None:
         """``(h, w)`` bool planned tissue layout over a region of any level (a level-``k`` px
-        samples the mask at its level-0 position), or ``None`` without a tissue mask: what a
-        viewer shows before the chunks there are generated."""
+        samples the mask at its level-0 position), or ``None`` without a tissue mask."""
         if self._tissue is None:
             return None
         H, W = self.level_shapes[0]
@@ -584,22 +554,15 @@ class SyntheticSlide:
     def prepare_chunks(
         self, chunks: Iterable[tuple[int, int]], upcoming: Iterable[tuple[int, int]] = ()
     ) -> None:
-        """Precompute, in one batched pass, what rendering these level-0 chunks needs.
-
-        With the diffusion renderer that is the phase states under them: the chunks then only
-        decode when generated, and their windows shared full model batches. ``upcoming``:
-        level-0 chunks wanted after these, most urgent first; work for them fills model batches
-        that would otherwise be padded. Finished chunks and chunks outside the tissue are
-        skipped; a renderer without ``prepare`` does nothing.
-        """
-        todo, later = self._to_render(chunks), self._to_render(upcoming)
-        if not todo:
-            return
-        prepare = _prepare_of(self.renderer())
-        if prepare is not None and later:
-            prepare(todo, later)
-        elif prepare is not None:  # renderers may take no ``upcoming``
-            prepare(todo)
+        """Precompute in one batched pass the phase states under these level-0 chunks (their
+        windows share full model batches; the chunks then only decode). ``upcoming``: chunks
+        wanted next, most urgent first, whose work fills batches that would be padded.
+        Finished chunks and chunks without tissue are skipped; so is a renderer without
+        ``prepare``."""
+        todo = self._to_render(chunks)
+        prepare = getattr(self.renderer(), "prepare", None) if todo else None
+        if prepare is not None:
+            prepare(todo, self._to_render(upcoming))
 
     def _to_render(self, chunks: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """The level-0 chunks among ``chunks`` that are unfinished and hold tissue."""
@@ -634,29 +597,27 @@ class SyntheticSlide:
     ) -> int:
         """Generate every missing level-0 chunk (or the given ones) and the pyramid above.
 
-        ``progress(done, total)`` is called after each chunk; ``cancel.is_set()`` is checked
-        between chunks (raises ``Cancelled``). Returns the number of chunks generated.
+        ``progress(done, total)`` after each chunk; ``cancel.is_set()`` between chunks raises
+        ``Cancelled``. Returns the number of chunks generated.
         """
-        todo = list(chunks) if chunks is not None else self.iter_missing(0)
-        with cancel_scope(cancel):
-            return self._render_list(todo, progress, cancel)
-
-    def _render_list(self, todo: Iterable[tuple[int, int]], progress: Any, cancel: Any) -> int:
         from napari_cytosyn.sampling import Cancelled
 
-        if isinstance(todo, list):
+        if chunks is not None:
+            todo: Iterable[tuple[int, int]] = list(chunks)
             total = len(todo)
         else:
+            todo = self.iter_missing(0)
             total = int(np.count_nonzero(self.store.completion(0).grid == 0))
         made = 0
-        for i, ((cy, cx), ahead, upcoming) in enumerate(stream_ahead(todo, BATCH_CHUNKS)):
-            if ahead:
-                self.prepare_chunks(ahead, upcoming)
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"render_all cancelled after {i} of {total} chunks")
-            made += bool(self.generate_chunk(0, cy, cx))
-            if progress is not None:
-                progress(i + 1, total)
+        with cancel_scope(cancel):
+            for i, ((cy, cx), ahead, upcoming) in enumerate(stream_ahead(todo, BATCH_CHUNKS)):
+                if ahead:
+                    self.prepare_chunks(ahead, upcoming)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"render_all cancelled after {i} of {total} chunks")
+                made += bool(self.generate_chunk(0, cy, cx))
+                if progress is not None:
+                    progress(i + 1, total)
         return made
 
     def iter_missing(self, level: int) -> Iterable[tuple[int, int]]:
@@ -716,23 +677,14 @@ class SyntheticSlide:
         return [self._dask_level(k, False) for k in range(self.store.n_levels)]
 
     def thumbnail(self, max_px: int = 1024, generate: bool = False) -> np.ndarray:
-        """RGB ``(h, w, 3)`` uint8 of the coarsest level that fits ``max_px`` (downsampled
-        further if needed); unfinished chunks are white unless ``generate``."""
-        from skimage.transform import resize
+        """``(h, w, 3)`` uint8, longer side <= ``max_px``; unfinished chunks are white unless
+        ``generate`` (:func:`~napari_cytosyn.chunk_grid.thumbnail`)."""
+        from napari_cytosyn.chunk_grid import thumbnail
 
-        k = next(
-            (k for k, s in enumerate(self.level_shapes) if max(s) <= max_px),
-            self.store.n_levels - 1,
-        )
-        H, W = self.level_shapes[k]
-        img = self.read_region(k, 0, 0, H, W, generate=generate)
-        if max(H, W) <= max_px:
-            return img
-        scale = max_px / max(H, W)
-        shape = (max(1, round(H * scale)), max(1, round(W * scale)))
-        return (resize(img, shape, order=1, anti_aliasing=True, preserve_range=True) + 0.5).astype(
-            np.uint8
-        )
+        def read(level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+            return self.read_region(level, y, x, h, w, generate=generate)
+
+        return thumbnail(read, self.level_shapes, max_px)
 
 
 class _ChunkReader:

@@ -11,18 +11,8 @@ import numpy as np
 
 
 def otsu_tissue_mask(thumbnail: np.ndarray, min_object_frac: float = 0.001) -> np.ndarray:
-    """Tissue mask of an RGB thumbnail by Otsu's threshold.
-
-    Parameters
-    ----------
-    thumbnail: ``(h, w, 3)`` uint8 RGB (e.g. ``Slide.thumbnail()``).
-    min_object_frac: tissue islands and holes smaller than this fraction of the thumbnail are
-        removed / filled.
-
-    Returns
-    -------
-    ``(h, w)`` bool, True on tissue. An image without contrast (blank glass) gives all False.
-    """
+    """``(h, w)`` bool tissue mask of an ``(h, w, 3)`` uint8 thumbnail by Otsu's threshold;
+    islands and holes under ``min_object_frac`` of it are removed. Blank glass: all False."""
     from skimage.color import rgb2hsv
     from skimage.filters import threshold_otsu
     from skimage.morphology import remove_small_holes, remove_small_objects
