@@ -1,26 +1,20 @@
 """A zarr-backed phase-state cache for the sampling engine's lazy mode.
 
-The lazy sampler computes a chunk from windows whose intermediate (phase) states are shared with
-neighbouring chunks; caching them on disk next to the slide means a neighbour computed tomorrow,
-or by another process, reuses today's work. Implements the ``PhaseCache`` interface of
-:mod:`napari_cytosyn.sampling` (``get(key) -> Tensor | None``, ``put(key, tensor)``) for keys
-``(phase, cell_y, cell_x)``.
+The lazy sampler computes a chunk from windows whose intermediate (phase) states neighbouring
+chunks share; cached on disk next to the slide, they are reused by a neighbour computed later
+or by another process. Implements ``PhaseCache`` (``get(key) -> Tensor | None``,
+``put(key, tensor)``) for keys ``(phase, cell_y, cell_x)``.
 
-Layout: one zarr group; phase ``p`` is the array ``phase{p}`` of shape
-``(2**21, 2**21, *state_shape)``, one chunk per cell (cell ``(i, j)`` at index
-``(i + 2**20, j + 2**20)``: cells of the shifted lattices have negative indices), float32 (a
-bfloat16 state is stored as float32 and cast back), zstd and a CRC-32C per chunk, fill value
-NaN (a chunk never written reads as NaN: a miss; states are finite). Everything is written
-through zarr's API, which writes each chunk to a temporary file and renames it into place, so a
-reader never sees half a chunk; a chunk that fails its checksum, or an array whose metadata
-cannot be read, is a cache miss (removed, then recomputed and written again), never wrong
-pixels.
+Layout: phase ``p`` is the array ``phase{p}`` of shape ``(2**21, 2**21, *state_shape)``, one
+chunk per cell (cell ``(i, j)`` at ``(i + 2**20, j + 2**20)``: shifted lattices have negative
+cells), float32 (bfloat16 states cast back on read), zstd + CRC-32C, fill value NaN (never
+written: a miss). Chunks go through zarr's store (temporary file renamed into place); a chunk
+failing its checksum, or an unreadable array, is a miss (removed, recomputed), never wrong
+pixels. No fsync: a state lost to a crash is recomputed bit-identically.
 
-A bounded in-memory LRU sits in front of the disk, and disk writes happen behind the caller's
-back in a writer thread, batched into one call of zarr's store: the sampler never waits for the
-disk, and a state lost to a crash is simply recomputed, bit-identically. Reads decode the chunk
-file with the array's own codecs, synchronously (zarr's ``array[i, j]`` costs a trip to its
-event loop thread, ~10x the decode).
+A bounded LRU sits in front of the disk; writes happen in a writer thread, batched into one
+call of zarr's store. Reads and writes run the array's own codecs synchronously (zarr's
+``array[i, j]`` costs a trip to its event loop thread, ~10x the decode).
 """
 
 from __future__ import annotations
@@ -167,11 +161,9 @@ class ZarrPhaseCache:
         arr = self._array(key[0])
         if arr is None:
             return False
-        # A stat of the chunk's file (named by zarr's key encoding): the planner asks this for
-        # every cell of a cone, and zarr's store.exists costs 30x more (0.3 ms).
-        phase, i, j = key
-        coords = (i + CELL_OFFSET, j + CELL_OFFSET, *([0] * (arr.ndim - 2)))
-        return os.path.exists(self.path / f"phase{phase}" / arr.metadata.encode_chunk_key(coords))
+        # A stat of the chunk's file: the planner asks this for every cell of a cone, and zarr's
+        # store.exists costs 30x more (0.3 ms).
+        return os.path.exists(self.path / f"phase{key[0]}" / _chunk_key(arr, key))
 
     # -- PhaseCache -------------------------------------------------------------------------
 
@@ -232,22 +224,14 @@ class ZarrPhaseCache:
 
     def _decode(self, arr: Any, key: tuple[int, int, int]) -> np.ndarray:
         """The state ``(C, W, W)`` float32 of ``key``: the chunk file's bytes through the
-        array's own codecs (CRC-32C check, zstd, bytes), synchronously.
-
-        ``array[i, j]`` does the same through zarr's event loop thread, ~1 ms a call against
-        ~0.1 ms here; a zarr whose codecs have no synchronous decode takes that path instead.
-        """
+        array's own codecs (CRC-32C check, zstd, bytes), synchronously."""
         from zarr.core.buffer import default_buffer_prototype
 
-        phase, i, j = key
-        coords = (i + CELL_OFFSET, j + CELL_OFFSET, *([0] * (arr.ndim - 2)))
         prototype = default_buffer_prototype()
         codecs = list(arr.metadata.codecs)
-        if not all(hasattr(c, "_decode_sync") for c in codecs):
-            return np.asarray(arr[coords[0], coords[1]])
-        path = self.path / f"phase{phase}" / arr.metadata.encode_chunk_key(coords)
+        path = self.path / f"phase{key[0]}" / _chunk_key(arr, key)
         buf = prototype.buffer.from_bytes(path.read_bytes())
-        spec = arr.metadata.get_chunk_spec(coords, arr._async_array.config, prototype)
+        spec = arr.metadata.get_chunk_spec(_coords(arr, key), arr._async_array.config, prototype)
         for codec in reversed(codecs[1:]):
             buf = codec._decode_sync(buf, spec)
         return codecs[0]._decode_sync(buf, spec).as_numpy_array().reshape(arr.chunks[2:])
@@ -327,12 +311,7 @@ class ZarrPhaseCache:
             if self._stored(key):
                 continue
             arr = self._array(key[0], create_like=t)
-            data = t.to(torch.float32).numpy()
-            encoded = _encode(arr, key, data)
-            if encoded is None:  # codecs without a synchronous encode: zarr's own setitem
-                arr[key[1] + CELL_OFFSET, key[2] + CELL_OFFSET] = data
-            else:
-                chunks.append((arr, _chunk_path(arr, key), encoded))
+            chunks.append((arr, _chunk_path(arr, key), _encode(arr, key, t.to(torch.float32))))
 
         async def store_all() -> None:
             await asyncio.gather(*(arr.store.set(path, buf) for arr, path, buf in chunks))
@@ -411,29 +390,32 @@ class ZarrPhaseCache:
         return len(self.stored_keys())
 
 
-def _encode(arr: Any, key: tuple[int, int, int], data: np.ndarray) -> Any:
-    """The chunk of ``key`` holding ``data``, encoded by the array's own codecs (bytes, zstd,
-    CRC-32C) synchronously; ``None`` when a codec has no synchronous encode."""
+def _encode(arr: Any, key: tuple[int, int, int], state: Any) -> Any:
+    """The chunk of ``key`` holding ``state`` (a float32 tensor), encoded by the array's own
+    codecs (bytes, zstd, CRC-32C) synchronously."""
     from zarr.core.buffer import default_buffer_prototype
 
     codecs = list(arr.metadata.codecs)
-    if not all(hasattr(c, "_encode_sync") for c in codecs):
-        return None
-    _, i, j = key
-    coords = (i + CELL_OFFSET, j + CELL_OFFSET, *([0] * (arr.ndim - 2)))
     prototype = default_buffer_prototype()
-    spec = arr.metadata.get_chunk_spec(coords, arr._async_array.config, prototype)
-    nd = prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(data).reshape(spec.shape))
-    buf = codecs[0]._encode_sync(nd, spec)
+    spec = arr.metadata.get_chunk_spec(_coords(arr, key), arr._async_array.config, prototype)
+    data = np.ascontiguousarray(state.numpy()).reshape(spec.shape)
+    buf = codecs[0]._encode_sync(prototype.nd_buffer.from_numpy_array(data), spec)
     for codec in codecs[1:]:
         buf = codec._encode_sync(buf, spec)
     return buf
 
 
+def _coords(arr: Any, key: tuple[int, int, int]) -> tuple[int, ...]:
+    """The chunk coordinates of ``key`` in its phase array."""
+    return (key[1] + CELL_OFFSET, key[2] + CELL_OFFSET, *([0] * (arr.ndim - 2)))
+
+
+def _chunk_key(arr: Any, key: tuple[int, int, int]) -> str:
+    return arr.metadata.encode_chunk_key(_coords(arr, key))
+
+
 def _chunk_path(arr: Any, key: tuple[int, int, int]) -> str:
-    _, i, j = key
-    coords = (i + CELL_OFFSET, j + CELL_OFFSET, *([0] * (arr.ndim - 2)))
-    return _prefix(arr) + arr.metadata.encode_chunk_key(coords)
+    return _prefix(arr) + _chunk_key(arr, key)
 
 
 def _prefix(arr: Any) -> str:

@@ -1,6 +1,6 @@
 """The on-disk store behind synthetic slides and edit stores: layout, verified chunks, completion.
 
-Layout (zarr v3, one local directory)::
+Layout (zarr v3 metadata, one local directory)::
 
     <store>/zarr.json                 attributes["napari_cytosyn"]: format, version, kind, spec...
     <store>/levels/<k>                uint8 (h_k, w_k, 3), chunks (chunk_px, chunk_px, 3)
@@ -25,9 +25,11 @@ Integrity, the guarantees (tested in ``tests/slide/test_store_integrity.py``):
   creating one store, one fails; ``overwrite`` replaces only a store of the same kind and only
   while no other process holds it open (its lease).
 
-Nothing is allocated in proportion to the slide area: arrays are sparse (chunks exist only once
-written); the completion record holds 9 bytes per chunk in memory, and a level-0 grid of at
-most :data:`MAX_CHUNKS` chunks is accepted.
+Chunk files are written by hand (not through zarr's store) because the record is the CRC of
+the file's exact bytes and the file must be fsynced before its record is; zarr's local store
+neither fsyncs nor gives the bytes back (see docs/architecture.md for the measurements). The
+files are zarr v3 chunks, so zarr and dask read a store as it is. Arrays are sparse; the
+completion record holds 9 bytes a chunk in memory, for at most :data:`MAX_CHUNKS` chunks.
 """
 
 from __future__ import annotations
@@ -201,13 +203,8 @@ class SlideStore:
                 _check_replaceable(path, kind, overwrite)
             except StoreExistsError as exc:
                 raise StoreExistsError(f"{exc} (created by another process meanwhile)") from exc
-            if path.exists() and read_store_attrs(path) is not None:
-                if not overwrite:  # it appeared after the check just above
-                    raise StoreExistsError(
-                        f"{path} was created by another process meanwhile; open it, or run "
-                        "again with overwrite"
-                    )
-                _remove_store(path)  # ours, same kind, overwrite asked
+            if overwrite and read_store_attrs(path) is not None:
+                _remove_store(path)  # ours and of this kind (checked just above)
             try:
                 os.rename(tmp, path)
             except OSError as exc:
@@ -273,28 +270,20 @@ class SlideStore:
 
     def _check_geometry(self) -> None:
         """The level arrays must have the shapes and chunks the attributes say."""
-        c = self.chunk_px
-        for k, (h, w) in enumerate(self.level_shapes):
-            expected = {f"levels/{k}": ([h, w, 3], [c, c, 3])}
-            if self.masks:
-                expected[f"mask/{k}"] = ([h, w], [c, c])
-            ny, nx = grid_shape((h, w), c)
-            expected[f"done/{k}"] = ([ny, nx], [min(_MAP_BLOCK, ny), min(_MAP_BLOCK, nx)])
-            for name, (shape, chunks) in expected.items():
-                try:
-                    meta = json.loads((self.path / name / "zarr.json").read_text())
-                    got = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
-                    codecs = [x.get("name") for x in meta.get("codecs", [])]
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    raise StoreDamagedError(
-                        f"{self.path}: array {name} is unreadable ({exc})"
-                    ) from exc
-                if list(got[0]) != shape or list(got[1]) != chunks or codecs != ["bytes", "zstd"]:
-                    raise StoreDamagedError(
-                        f"{self.path}: array {name} has shape {got[0]} and chunks {got[1]}, the "
-                        f"store's attributes say {shape} and {chunks}; the store was edited, "
-                        "create it again"
-                    )
+        for name, spec in _array_specs(self.level_shapes, self.chunk_px, self.masks):
+            shape, chunks = list(spec["shape"]), list(spec["chunks"])
+            try:
+                meta = json.loads((self.path / name / "zarr.json").read_text())
+                got = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+                codecs = [x.get("name") for x in meta.get("codecs", [])]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise StoreDamagedError(f"{self.path}: array {name} is unreadable ({exc})") from exc
+            if list(got[0]) != shape or list(got[1]) != chunks or codecs != ["bytes", "zstd"]:
+                raise StoreDamagedError(
+                    f"{self.path}: array {name} has shape {got[0]} and chunks {got[1]}, the "
+                    f"store's attributes say {shape} and {chunks}; the store was edited, "
+                    "create it again"
+                )
 
     # -- geometry -----------------------------------------------------------------------------
 
@@ -348,19 +337,25 @@ class SlideStore:
             files.append(os.fspath(self.mask_file(level, cy, cx)))
         return files
 
-    def _check_files(self, level: int, cy: int, cx: int, record: int) -> tuple[list, str]:
-        """(the chunk's file contents, "") when they match ``record``, else ([], the problem)."""
-        raws = []
+    def _check_files(
+        self, level: int, cy: int, cx: int, record: int, read: bool = True
+    ) -> tuple[list, str]:
+        """(the chunk's file contents, "") when they match ``record``, else ([], the problem).
+        ``read=False`` checks sizes only (one ``stat`` a file) and returns no contents."""
+        raws, size = [], 0
         for name in self._files(level, cy, cx):
             try:
-                with open(name, "rb") as fh:
-                    raws.append(fh.read())
+                if read:
+                    with open(name, "rb") as fh:
+                        raws.append(fh.read())
+                    size += len(raws[-1])
+                else:
+                    size += os.stat(name).st_size
             except FileNotFoundError:
                 return [], f"file {name} is missing"
-        size = sum(len(r) for r in raws)
         if size != record_size(record):
             return [], f"its files hold {size} bytes, its record says {record_size(record)}"
-        if record_of(*raws) != record:
+        if read and record_of(*raws) != record:
             return [], "its checksum differs from its record"
         return raws, ""
 
@@ -482,19 +477,7 @@ class SlideStore:
         done = self._done[level]
         ys, xs = np.nonzero(done.grid)
         for cy, cx in zip(ys.tolist(), xs.tolist(), strict=True):
-            record = done.record(cy, cx)
-            if full:
-                problem = self._check_files(level, cy, cx, record)[1]
-            else:
-                problem, size = "", 0
-                for name in self._files(level, cy, cx):
-                    try:
-                        size += os.stat(name).st_size
-                    except FileNotFoundError:
-                        problem = f"file {name} is missing"
-                        break
-                if not problem and size != record_size(record):
-                    problem = f"its files hold {size} bytes, its record says {record_size(record)}"
+            problem = self._check_files(level, cy, cx, done.record(cy, cx), read=full)[1]
             if problem:
                 out.append((cy, cx, problem))
         return out
@@ -523,10 +506,6 @@ class SlideStore:
             self.attrs = updated
             return updated
 
-    def set_attrs(self, **updates: Any) -> None:
-        """Merge ``updates`` into our attributes (read-modify-write under the lock)."""
-        self.update_attrs(lambda attrs: {**attrs, **updates})
-
     def reload_attrs(self) -> dict[str, Any]:
         """Reread our attributes from disk (updates made by other processes)."""
         current = read_store_attrs(self.path)
@@ -545,41 +524,33 @@ def _build(
 ) -> None:
     """Write a new, empty store into ``tmp`` (arrays, lock and lease files, attributes last)."""
     root = zarr.open_group(str(tmp), mode="w")
-    for k, (h, w) in enumerate(level_shapes):
-        root.create_array(
-            f"levels/{k}",
-            shape=(h, w, 3),
-            chunks=(chunk_px, chunk_px, 3),
-            dtype="uint8",
-            fill_value=255,
-            compressors=[_ZSTD],
-            dimension_names=["y", "x", "c"],
-        )
-        if masks:
-            root.create_array(
-                f"mask/{k}",
-                shape=(h, w),
-                chunks=(chunk_px, chunk_px),
-                dtype="uint8",
-                fill_value=0,
-                compressors=[_ZSTD],
-                dimension_names=["y", "x"],
-            )
-        ny, nx = grid_shape((h, w), chunk_px)
-        root.create_array(
-            f"done/{k}",
-            shape=(ny, nx),
-            chunks=(min(_MAP_BLOCK, ny), min(_MAP_BLOCK, nx)),
-            dtype="uint64",
-            fill_value=0,
-            compressors=[_ZSTD],
-        )
+    for name, spec in _array_specs(level_shapes, chunk_px, masks):
+        root.create_array(name, **spec, compressors=[_ZSTD])
     if populate is not None:
         populate(root)
     for name in (_LOCK_FILE, _LEASE_FILE):
         (tmp / name).touch()
     (tmp / TMP_DIR).mkdir()
     root.attrs[ATTRS_KEY] = meta
+
+
+def _array_specs(
+    level_shapes: list[tuple[int, int]], chunk_px: int, masks: bool
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, create_array arguments)`` of a store's arrays: per level the RGB, an edit
+    store's mask, and the completion records (one uint64 a chunk, in blocks)."""
+    c, out = chunk_px, []
+    for k, (h, w) in enumerate(level_shapes):
+        out.append((f"levels/{k}", {"shape": (h, w, 3), "chunks": (c, c, 3), "dtype": "uint8",
+                    "fill_value": 255, "dimension_names": ["y", "x", "c"]}))  # fmt: skip
+        if masks:
+            out.append((f"mask/{k}", {"shape": (h, w), "chunks": (c, c), "dtype": "uint8",
+                        "fill_value": 0, "dimension_names": ["y", "x"]}))  # fmt: skip
+        ny, nx = grid_shape((h, w), c)
+        block = (min(_MAP_BLOCK, ny), min(_MAP_BLOCK, nx))
+        out.append((f"done/{k}", {"shape": (ny, nx), "chunks": block, "dtype": "uint64",
+                    "fill_value": 0}))  # fmt: skip
+    return out
 
 
 def _check_replaceable(path: Path, kind: str, overwrite: bool) -> None:

@@ -1,17 +1,13 @@
-"""Files of a store: atomic fsynced writes, chunk records (size + CRC-32), locks and leases, and
-the store's error types.
+"""Files of a store: atomic fsynced writes, chunk records, locks and leases, error types.
 
-A chunk *record* is one uint64: ``size << 32 | crc32`` of the chunk's file bytes (for edit stores
-the RGB file followed by the mask file), ``0`` for a chunk never finished. A file whose size or
-CRC differs from its record is damaged, whatever zstd makes of it.
+A chunk *record* is one uint64, ``size << 32 | crc32`` of the chunk's file bytes (edit stores:
+the RGB file then the mask file), ``0`` for a chunk never finished; a file whose size or CRC
+differs from its record is damaged.
 
-Locks (POSIX ``flock``; elsewhere only the in-process part applies):
-
-- ``cytosyn.lock``, exclusive, held for every read-modify-write of the store's records and
-  attributes (completion marks, edit records);
-- ``cytosyn.lease``, shared by every process that has the store open (readers, renderers,
-  exports), exclusive for whoever deletes or replaces the store: ``--overwrite`` of a store in
-  use fails instead of pulling the files from under a reader.
+Locks (POSIX ``flock``; elsewhere only the in-process part applies): ``cytosyn.lock``,
+exclusive, for every read-modify-write of records and attributes; ``cytosyn.lease``, shared by
+every process with the store open, exclusive for whoever deletes or replaces the store (an
+``--overwrite`` of a store in use fails instead of pulling files from under a reader).
 """
 
 from __future__ import annotations
@@ -25,8 +21,6 @@ import uuid
 import zlib
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 try:
     import fcntl
@@ -263,24 +257,3 @@ def exclusive_lease(store: Path):
         yield
     finally:
         os.close(fd)
-
-
-def encode_block(block: np.ndarray) -> bytes:
-    """Bytes of a completion-map block file: little-endian uint64, zstd (a zarr v3 chunk)."""
-    from numcodecs import Zstd
-
-    return Zstd(level=0).encode(np.ascontiguousarray(block, dtype="<u8").tobytes())
-
-
-def decode_block(raw: bytes, shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`encode_block`; raises ``ValueError`` on a damaged block."""
-    from numcodecs import Zstd
-
-    try:
-        data = Zstd().decode(raw)
-    except Exception as exc:
-        raise ValueError(f"cannot decode ({exc})") from exc
-    n = int(np.prod(shape)) * 8
-    if len(data) != n:
-        raise ValueError(f"holds {len(data)} bytes, not {n}")
-    return np.frombuffer(data, dtype="<u8").reshape(shape).astype(np.uint64)

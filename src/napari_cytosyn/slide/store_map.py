@@ -1,10 +1,4 @@
-"""The in-memory side of a store: completion records, verified level views, single flight.
-
-:class:`CompletionMap` mirrors a level's ``done/<k>`` records (``size << 32 | crc32`` per chunk,
-``0`` when unfinished) and merges updates into the block files under the store's lock;
-:class:`VerifiedLevel` is an array view of a level whose reads go through the store's verified
-chunk reader; :class:`SingleFlight` makes one computation run per key while others wait.
-"""
+"""The in-memory side of a store: completion maps, verified level views, single flight."""
 
 from __future__ import annotations
 
@@ -16,12 +10,33 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .store_io import StoreDamagedError, atomic_write, decode_block, encode_block
+from .store_io import StoreDamagedError, atomic_write
 
 if TYPE_CHECKING:
     from .store import SlideStore
 
 _MAP_BLOCK = 128  # completion records per block side
+
+
+def encode_block(block: np.ndarray) -> bytes:
+    """Bytes of a completion-map block file: little-endian uint64, zstd (a zarr v3 chunk)."""
+    from numcodecs import Zstd
+
+    return Zstd(level=0).encode(np.ascontiguousarray(block, dtype="<u8").tobytes())
+
+
+def decode_block(raw: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`encode_block`; raises ``ValueError`` on a damaged block."""
+    from numcodecs import Zstd
+
+    try:
+        data = Zstd().decode(raw)
+    except Exception as exc:
+        raise ValueError(f"cannot decode ({exc})") from exc
+    n = int(np.prod(shape)) * 8
+    if len(data) != n:
+        raise ValueError(f"holds {len(data)} bytes, not {n}")
+    return np.frombuffer(data, dtype="<u8").reshape(shape).astype(np.uint64)
 
 
 class SingleFlight:
@@ -51,13 +66,10 @@ class SingleFlight:
 
 
 class CompletionMap:
-    """Which chunks of one level are finished, with each chunk's record (size + CRC-32).
-
-    ``records`` ``(ny, nx)`` uint64 (0 = not finished) and ``grid`` ``(ny, nx)`` uint8
-    (1 = finished) are the in-memory view; :meth:`mark` merges a record into the block file on
-    disk under the store's lock; :meth:`refresh` rereads the map (chunks written by other
-    processes). A block file that cannot be decoded raises :class:`StoreDamagedError`.
-    """
+    """Which chunks of one level are finished: ``records`` ``(ny, nx)`` uint64 (0 = not
+    finished) and ``grid`` ``(ny, nx)`` uint8 (1 = finished) in memory; :meth:`mark` merges a
+    record into its block file under the store's lock, :meth:`refresh` rereads the map. A
+    block file that cannot be decoded raises :class:`StoreDamagedError`."""
 
     def __init__(self, store: SlideStore, level: int) -> None:
         self._store = store
