@@ -1,15 +1,12 @@
-"""Pieces shared by the writers: atomic outputs, a bounded tile loop, 2x downsampling.
+"""Pieces shared by the writers: atomic outputs, a bounded tile loop, level readers, checks.
 
-Memory of an export is bounded by ``workers x window x block`` pixels, whatever the slide size:
-tiles are read, converted and written one block at a time, and never more than ``window``
-blocks per worker are in flight.
+An export's memory is bounded by ``workers x window x block`` pixels whatever the slide size.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,15 +21,15 @@ from napari_cytosyn import chunk_grid
 T = TypeVar("T")
 R = TypeVar("R")
 ProgressFn = Callable[[int, int], None]
+#: ``read(y0, y1, x0, x1) -> (h, w, samples)`` uint8: how writers read a level.
+Reader = Callable[[int, int, int, int], np.ndarray]
 
 
 def check_cancel(cancel: Any) -> None:
     """Raise ``napari_cytosyn.sampling.Cancelled`` when ``cancel.is_set()``."""
     if cancel is not None and cancel.is_set():
-        try:
-            from napari_cytosyn.sampling import Cancelled
-        except ImportError:  # sampling layer not importable: keep the export usable
-            Cancelled = InterruptedError
+        from napari_cytosyn.sampling import Cancelled
+
         raise Cancelled("export cancelled")
 
 
@@ -50,34 +47,24 @@ def output_path(path: str | os.PathLike, overwrite: bool) -> Path:
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; on success move it to ``path``.
+    """Yield a temporary sibling of ``path``, moved to ``path`` on success and removed on an
+    exception (a failed export leaves nothing under the final name; ``path`` is untouched)."""
+    from napari_cytosyn.slide.store_io import remove_path
 
-    On an exception the temporary output is removed and an existing ``path`` is untouched, so
-    a failed or interrupted export never leaves a half-written file under the final name.
-    Existing outputs are refused unless ``overwrite``.
-    """
     path = output_path(path, overwrite)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     if path.exists():
         trash = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(path, trash)
         os.replace(tmp, path)
-        _remove(trash)
+        remove_path(trash)
     else:
         os.replace(tmp, path)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def bounded_map(
@@ -124,6 +111,28 @@ def read_block(level: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     if callable(compute):
         return np.asarray(compute(scheduler="synchronous"))
     return np.asarray(block)
+
+
+def source_reader(level: Any, mask_value: int | None = None) -> Reader:
+    """Reader of a ``(y, x, 3)`` image level, or of a ``(y, x)`` mask as ``(h, w, 1)``
+    ``mask_value`` where set, 0 elsewhere."""
+
+    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        block = read_block(level, y0, y1, x0, x1)
+        if mask_value is not None:
+            return ((block != 0) * np.uint8(mask_value)).astype(np.uint8)[..., None]
+        return block
+
+    return read
+
+
+def cyx_reader(arr: Any) -> Reader:
+    """Reader of a written ``(c, y, x)`` level array, as ``(h, w, c)``."""
+
+    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.moveaxis(np.asarray(arr[:, y0:y1, x0:x1]), 0, -1)
+
+    return read
 
 
 def source_chunk_hw(level: Any) -> tuple[int, int] | None:

@@ -9,10 +9,7 @@ a label and a macro page like Aperio's (Bio-Formats 7 takes the last two pages a
 from __future__ import annotations
 
 import json
-import math
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,18 +91,11 @@ def read_svs_provenance(description: str) -> dict[str, Any] | None:
     return None
 
 
-def thumbnail_of(read: Reader, shape: Sequence[int], max_px: int = THUMBNAIL_PX) -> np.ndarray:
-    """``(h, w, samples)`` uint8 thumbnail of a level: box means of whole ``f x f`` blocks.
+def thumbnail_of(read: Reader, shape: Sequence[int], max_px: int) -> np.ndarray:
+    """``(h, w, samples)`` uint8 thumbnail of one level (:func:`chunk_grid.thumbnail`)."""
+    from napari_cytosyn.chunk_grid import thumbnail
 
-    Read in row bands of ``f`` rows, so memory stays one band of the (coarsest) level.
-    """
-    from napari_cytosyn.chunk_grid import downsample_area
-
-    h, w = int(shape[0]), int(shape[1])
-    f = max(1, math.ceil(max(h, w) / max_px))
-    band = max(f, (4096 // f) * f)
-    rows = [downsample_area(read(y0, min(y0 + band, h), 0, w), f) for y0 in range(0, h, band)]
-    return np.ascontiguousarray(np.concatenate(rows, axis=0))
+    return thumbnail(lambda _, y, x, h, w: read(y, y + h, x, x + w), [shape], max_px)
 
 
 def write_svs_pages(
@@ -204,15 +194,3 @@ def write_label_and_macro(tif: Any, thumb: np.ndarray, label_lines: Sequence[str
         subfiletype=9,
         description=f"{_header()}macro {thumb.shape[1]}x{thumb.shape[0]}",
     )
-
-
-TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs")
-
-
-def tiff_stem(path: str | os.PathLike) -> str:
-    """The output's name without its TIFF ending (``case.ome.tif`` -> ``case``)."""
-    name = Path(path).name
-    for suffix in TIFF_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem

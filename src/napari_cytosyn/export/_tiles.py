@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,17 @@ import numpy as np
 
 from napari_cytosyn import chunk_grid
 from napari_cytosyn.export._stream import (
+    ProgressCounter,
+    ProgressFn,
+    Reader,
     bounded_map,
+    default_workers,
     pyramid_shapes,
-    read_block,
     source_chunk_hw,
+    source_reader,
     validate_levels,
 )
 from napari_cytosyn.pixel_size import PixelSize
-
-Reader = Callable[[int, int, int, int], np.ndarray]
 
 #: Compression names accepted by the TIFF writers -> tifffile's names (``None``: uncompressed).
 COMPRESSIONS = {"jpeg": "jpeg", "deflate": "zlib", "zlib": "zlib", "lzw": "lzw", "none": None}
@@ -53,6 +56,19 @@ def tiff_options(codec: str | None, quality: int) -> dict[str, Any]:
     }
 
 
+@dataclass
+class TiffPlan:
+    """What a TIFF writer writes: tifffile codec, tile edge, level shapes, pixel size, threads
+    and the progress counter (tiles, twice with a mask)."""
+
+    codec: str | None
+    tile_px: int
+    shapes: list[tuple[int, ...]]
+    mpp: PixelSize | None
+    workers: int
+    tick: ProgressCounter
+
+
 def tiff_plan(
     levels: Sequence[Any],
     mask_levels: Sequence[Any] | None,
@@ -60,8 +76,11 @@ def tiff_plan(
     quality: int,
     tile_px: int,
     min_level_px: int | None,
-) -> tuple[str | None, int, list[tuple[int, ...]]]:
-    """Check a TIFF writer's arguments; ``(tifffile codec, tile edge, level shapes)``."""
+    mpp: Any,
+    workers: int | None,
+    progress: ProgressFn | None,
+) -> TiffPlan:
+    """Check a TIFF writer's arguments and plan the pyramid."""
     validate_levels(levels)
     # by default lossless with a mask: the real tissue of an inpainted slide must stay exact
     default = "deflate" if mask_levels is not None else "jpeg"
@@ -69,7 +88,10 @@ def tiff_plan(
     tile_px = tile_px_for(levels[0], int(tile_px))
     if tile_px % 16:
         raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")
-    return codec, tile_px, pyramid_shapes(levels, min_level_px or tile_px, mask_levels)
+    shapes = pyramid_shapes(levels, min_level_px or tile_px, mask_levels)
+    n_tiles = sum(len(chunk_grid.tiles(s, (tile_px, tile_px))) for s in shapes)
+    tick = ProgressCounter(progress, n_tiles * (2 if mask_levels is not None else 1))
+    return TiffPlan(codec, tile_px, shapes, PixelSize.from_any(mpp), default_workers(workers), tick)
 
 
 @contextlib.contextmanager
@@ -123,25 +145,6 @@ def tiles(
         yield tile
 
 
-def source_reader(level: Any, mask_value: int | None = None) -> Reader:
-    """Reader of a ``(y, x, 3)`` image level, or of a ``(y, x)`` mask as ``mask_value``/0."""
-
-    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        block = read_block(level, y0, y1, x0, x1)
-        if mask_value is not None:
-            return ((block != 0) * np.uint8(mask_value)).astype(np.uint8)[..., None]
-        return block
-
-    return read
-
-
-def _scratch_reader(arr: Any) -> Reader:
-    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return np.moveaxis(np.asarray(arr[:, y0:y1, x0:x1]), 0, -1)
-
-    return read
-
-
 def level_readers(
     levels: Sequence[Any],
     shapes: Sequence[Sequence[int]],
@@ -160,7 +163,7 @@ def level_readers(
         levels[0], shapes, scratch / ("mask" if mask_value is not None else "image"),
         mask_value, tile_px, workers, cancel,
     )  # fmt: skip
-    return [source_reader(levels[0], mask_value), *(_scratch_reader(a) for a in built)]
+    return [source_reader(levels[0], mask_value), *built]
 
 
 def resolution_kwargs(

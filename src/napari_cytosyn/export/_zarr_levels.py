@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn import chunk_grid
-from napari_cytosyn.export._stream import aligned_block_px, bounded_map, read_block
+from napari_cytosyn.export._stream import (
+    Reader,
+    aligned_block_px,
+    bounded_map,
+    cyx_reader,
+    source_reader,
+)
 
 # Blosc-zstd level 1: on H&E tiles levels 3-5 cost 6-10x the CPU for < 3 % smaller chunks.
 BLOSC = {"cname": "zstd", "clevel": 1}
@@ -91,40 +97,24 @@ def chunk_count(shapes: Sequence[Sequence[int]], chunk_px: int) -> int:
     return sum(math.ceil(h / chunk_px) * math.ceil(w / chunk_px) for h, w in shapes)
 
 
-def reader_from_source(level: Any) -> Callable[[int, int, int, int], np.ndarray]:
-    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        block = read_block(level, y0, y1, x0, x1)
-        return block if block.ndim == 3 else block[..., None]
-
-    return read
-
-
 def reader_from_coarser(
-    prev: Any, shape: Sequence[int], factor: tuple[int, int], reduce: str
-) -> Callable[[int, int, int, int], np.ndarray]:
-    """Read a block of a level by reducing the (already written, (c, y, x)) previous level."""
-    fy, fx = factor
-    ph, pw = prev.shape[1], prev.shape[2]
+    prev: Reader, prev_shape: Sequence[int], shape: Sequence[int], reduce: str
+) -> Reader:
+    """Reader of a level made by reducing the level before (``prev``, of ``prev_shape``) with
+    ``chunk_grid.downsample_area``; vendor levels round sizes their own way, so blocks are
+    cropped or edge-padded to the level."""
+    fy, fx = max(1, round(prev_shape[0] / shape[0])), max(1, round(prev_shape[1] / shape[1]))
+    ph, pw = int(prev_shape[0]), int(prev_shape[1])
 
     def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        src = np.asarray(prev[:, y0 * fy : min(y1 * fy, ph), x0 * fx : min(x1 * fx, pw)])
-        out = chunk_grid.downsample_area(np.moveaxis(src, 0, -1), (fy, fx), reduce)
-        return fit_block(out, y1 - y0, x1 - x0)
+        src = prev(y0 * fy, min(y1 * fy, ph), x0 * fx, min(x1 * fx, pw))
+        block = chunk_grid.downsample_area(src, (fy, fx), reduce)[: y1 - y0, : x1 - x0]
+        short = (y1 - y0 - block.shape[0], x1 - x0 - block.shape[1])
+        if any(short):
+            block = np.pad(block, ((0, short[0]), (0, short[1]), (0, 0)), mode="edge")
+        return block
 
     return read
-
-
-def fit_block(block: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Crop or edge-pad ``block`` to ``(h, w)`` (vendor levels round sizes their own way)."""
-    block = block[:h, :w]
-    if block.shape[0] < h or block.shape[1] < w:
-        pad = [(0, h - block.shape[0]), (0, w - block.shape[1])] + [(0, 0)] * (block.ndim - 2)
-        block = np.pad(block, pad, mode="edge")
-    return block
-
-
-def level_factor(big: Sequence[int], small: Sequence[int]) -> tuple[int, int]:
-    return max(1, round(big[0] / small[0])), max(1, round(big[1] / small[1]))
 
 
 def write_level(
@@ -167,41 +157,21 @@ def build_scratch_pyramid(
     tile_px: int,
     workers: int,
     cancel: Any,
-) -> list[Any]:
-    """Levels ``1..`` of ``shapes`` built from ``level0`` into a scratch zarr at ``path``.
-
-    Each level is reduced from the one before (read back from the scratch), never from a
-    full-resolution copy in memory: box mean for images, max for a mask (``mask_value`` set,
-    pixels ``mask_value`` where ``level0`` is non-zero). Returns ``(c, y, x)`` zarr arrays.
-    """
+) -> list[Reader]:
+    """Readers of levels ``1..`` of ``shapes``, built from ``level0`` into a scratch zarr at
+    ``path``, each reduced from the one before (read back), never from a full-resolution copy
+    in memory: box mean for images, max for a mask (``mask_value`` where ``level0`` is set)."""
     import zarr
 
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     channels = 1 if mask_value is not None else 3
-    prev: Any = SourceAsCYX(level0, mask_value)
-    built: list[Any] = []
+    reduce = "max" if mask_value is not None else "mean"
+    prev = source_reader(level0, mask_value)
+    built: list[Reader] = []
     for i, shape in enumerate(shapes[1:], start=1):
         dst = create_level_array(root, str(i), (channels, *shape), (channels, tile_px, tile_px), 3)
-        factor = level_factor(shapes[i - 1], shape)
-        reduce = "max" if mask_value is not None else "mean"
-        read = reader_from_coarser(prev, shape, factor, reduce)
+        read = reader_from_coarser(prev, shapes[i - 1], shape, reduce)
         write_level(dst, read, (tile_px, tile_px), tile_px, workers, cancel, lambda n: None)
-        built.append(dst)
-        prev = dst
+        prev = cyx_reader(dst)
+        built.append(prev)
     return built
-
-
-class SourceAsCYX:
-    """A (y, x, c) source (or a (y, x) mask) seen as (c, y, x) for level reduction."""
-
-    def __init__(self, level: Any, mask_value: int | None):
-        self.level, self.mask_value = level, mask_value
-        h, w = level.shape[:2]
-        self.shape = (1 if mask_value is not None else 3, h, w)
-
-    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
-        _, ys, xs = key
-        block = read_block(self.level, ys.start, ys.stop, xs.start, xs.stop)
-        if self.mask_value is not None:
-            block = ((block != 0) * np.uint8(self.mask_value)).astype(np.uint8)[..., None]
-        return np.moveaxis(block, -1, 0)

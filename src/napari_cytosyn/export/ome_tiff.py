@@ -27,13 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cytosyn import chunk_grid
-from napari_cytosyn.export._stream import (
-    ProgressCounter,
-    ProgressFn,
-    atomic_output,
-    default_workers,
-)
+from napari_cytosyn.export._stream import ProgressFn, atomic_output
 from napari_cytosyn.export._tiles import (
     COMPRESSIONS,
     Reader,
@@ -45,6 +39,7 @@ from napari_cytosyn.export._tiles import (
     tiles,
 )
 from napari_cytosyn.pixel_size import PixelSize
+from napari_cytosyn.slide.real import slide_stem
 
 __all__ = ["COMPRESSIONS", "MASK_PLACES", "write_ome_tiff"]
 
@@ -74,44 +69,37 @@ def write_ome_tiff(
 
     Parameters
     ----------
-    path: output file, conventionally ``*.ome.tif``; written to a temporary sibling and renamed
-        at the end; an existing file is refused unless ``overwrite``.
+    path: output file (``*.ome.tif``), written to a temporary sibling and renamed at the end;
+        an existing file is refused unless ``overwrite``.
     levels: the pyramid, finest first, ``(y, x, 3)`` uint8 arrays (dask, zarr, numpy). With one
         level, 2x levels are built (box mean) down to ``min_level_px`` (default ``tile_px``).
-    mpp: microns per pixel of level 0 (a ``PixelSize``, ``x_um`` or ``(x_um, y_um)``); written
-        as OME ``PhysicalSizeX/Y`` (µm) and as TIFF resolution (pixels per cm) on every level.
+    mpp: level-0 pixel size (``PixelSize.from_any``): OME ``PhysicalSizeX/Y`` and TIFF
+        resolution of every level.
     mask_levels: ``(y, x)`` arrays, non-zero = synthetic; one per level or only the finest.
-    mask: where the mask goes: ``"sidecar"`` (default: ``<stem>.synthetic-mask.tif`` and
-        ``<stem>.synthetic.geojson`` beside the file, see
+    mask: ``"sidecar"`` (mask TIFF + GeoJSON beside the file,
         :mod:`~napari_cytosyn.export.sidecars`) or ``"ome-image"`` (a second OME image,
-        ``synthetic mask``, uint8 1 = synthetic, for one self-contained file; large_image's
-        OME-TIFF source then shows the mask instead of the tissue, see docs/export.md).
-    compression: ``"jpeg"`` (lossy, ``quality`` 1-100), ``"deflate"``/``"zlib"`` or ``"lzw"``
-        (lossless) or ``"none"``; default: ``"deflate"`` when ``mask_levels`` is given (the
-        real tissue of an inpainted slide stays exact), else ``"jpeg"``.
-    tile_px: TIFF tile edge (multiple of 16); a source chunked in square 256-1024 px chunks that
-        are multiples of 16 is tiled by its own chunk size so each chunk is read once.
-    progress: ``progress(done, total)`` in tiles; ``cancel``: ``.is_set()`` aborts (raising
-        ``Cancelled``), leaving no output.
-
-    Returns the final path.
+        ``synthetic mask``, 1 = synthetic; large_image then shows the mask, see docs/export.md).
+    provenance: JSON in the OME ``Image/Description``.
+    compression: ``"jpeg"`` (``quality`` 1-100), ``"deflate"``/``"zlib"``, ``"lzw"`` or
+        ``"none"``; default ``"deflate"`` with a mask (real tissue stays exact), else JPEG.
+    tile_px: tile edge (multiple of 16); a source in square 256-1024 px chunks (multiples of
+        16) is tiled by its chunks, so each is read once.
+    progress: ``progress(done, total)`` in tiles; ``cancel.is_set()`` aborts (``Cancelled``),
+        leaving no output.
     """
     import tifffile
 
     if mask not in MASK_PLACES:
         raise ValueError(f"mask must be one of {MASK_PLACES}, got {mask!r}")
-    codec, tile_px, shapes = tiff_plan(
-        levels, mask_levels, compression, quality, tile_px, min_level_px
+    plan = tiff_plan(
+        levels, mask_levels, compression, quality, tile_px, min_level_px, mpp, workers, progress
     )
-    mpp_xy = PixelSize.from_any(mpp)
+    tile_px, shapes, workers, tick = plan.tile_px, plan.shapes, plan.workers, plan.tick
     if mask_levels is not None and mask == "sidecar":
         from napari_cytosyn.export.sidecars import check_sidecars
 
         check_sidecars(path, overwrite)
-    workers = default_workers(workers)
-    name = name or Path(path).name.removesuffix(".tif").removesuffix(".tiff").removesuffix(".ome")
-    n_tiles = sum(len(chunk_grid.tiles(s, (tile_px, tile_px))) for s in shapes)
-    tick = ProgressCounter(progress, n_tiles * (2 if mask_levels is not None else 1))
+    name = name or slide_stem(Path(path))
     embed_mask = mask_levels is not None and mask == "ome-image"
     with atomic_output(path, overwrite) as tmp, scratch_dir(path, tmp) as scratch:
         image_readers = level_readers(levels, shapes, scratch, None, tile_px, workers, cancel)
@@ -119,27 +107,26 @@ def write_ome_tiff(
             image_meta: dict[str, Any] = {"axes": "YXS", "Name": name}
             if provenance:
                 image_meta["Description"] = json.dumps(provenance, sort_keys=True)
-            options = {"photometric": "rgb", **tiff_options(codec, quality)}
+            options = {"photometric": "rgb", **tiff_options(plan.codec, quality)}
             _write_series(
-                tif, image_readers, shapes, 3, mpp_xy, image_meta, options, tile_px,
+                tif, image_readers, shapes, 3, plan.mpp, image_meta, options, tile_px,
                 workers, cancel, tick,
             )  # fmt: skip
             if embed_mask:
-                assert mask_levels is not None
                 mask_readers = level_readers(
                     mask_levels, shapes, scratch, 1, tile_px, workers, cancel
                 )
                 mask_meta = {"axes": "YX", "Name": "synthetic mask"}
                 mask_options = {"photometric": "minisblack", "compression": "zlib"}
                 _write_series(
-                    tif, mask_readers, shapes, 1, mpp_xy, mask_meta, mask_options, tile_px,
+                    tif, mask_readers, shapes, 1, plan.mpp, mask_meta, mask_options, tile_px,
                     workers, cancel, tick,
                 )  # fmt: skip
     if mask_levels is not None and not embed_mask:
         from napari_cytosyn.export.sidecars import write_mask_sidecars
 
         write_mask_sidecars(
-            path, mask_levels, shapes, mpp_xy, tile_px, overwrite, workers, cancel, tick
+            path, mask_levels, shapes, plan.mpp, tile_px, overwrite, workers, cancel, tick
         )
     return Path(path)
 

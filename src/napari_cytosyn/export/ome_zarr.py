@@ -6,18 +6,11 @@ Layout of ``slide.ome.zarr``::
     0, 1, ...               uint8 (3, y, x) levels, chunks (3, chunk_px, chunk_px), 0.5: shards
     labels/synthetic/0...   uint8 (1, y, x) mask levels (1 = synthetic), image-label metadata
 
-The NGFF metadata is built with ome-zarr-models (and the output opened with it before it is
-moved into place); chunks are written through zarr's API, so codec, chunk keys and shards are
-the arrays' own.
-
-Coordinate transforms: level ``k`` with downsample ``d`` has ``scale = mpp * d`` and
-``translation = mpp * (d - 1) / 2``, so pixel centres of every level sit where the centre of the
-level-0 block they average sits (box downsampling). Level 0 has no translation.
-
-Writing streams one block of chunks at a time from the source levels (dask, zarr or numpy), so
-peak memory is a few blocks per worker thread whatever the slide size. Levels the caller does
-not give are built from the level just written (read back from the output) with
-``chunk_grid.downsample_area``, never from a full-resolution copy in memory.
+NGFF metadata is built and the output validated with ome-zarr-models; chunks go through zarr's
+API. Level ``k`` of downsample ``d`` has ``scale = mpp * d`` and ``translation =
+mpp * (d - 1) / 2`` (pixel centres sit at the centre of the level-0 block they average).
+Blocks are streamed from the sources (memory: a few blocks a thread); levels not given are
+reduced from the level just written, read back.
 """
 
 from __future__ import annotations
@@ -27,25 +20,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from napari_cytosyn.export._stream import (
     ProgressCounter,
     ProgressFn,
     atomic_output,
+    cyx_reader,
     default_workers,
     level_downsamples,
     pyramid_shapes,
-    read_block,
+    source_reader,
     validate_levels,
 )
 from napari_cytosyn.export._zarr_levels import (
     block_px_for,
     chunk_count,
     create_level_array,
-    level_factor,
     reader_from_coarser,
-    reader_from_source,
     shard_px_for,
     write_level,
 )
@@ -210,31 +200,23 @@ def write_ome_zarr(
 
     Parameters
     ----------
-    path: output folder, conventionally ``*.ome.zarr``. Written to a temporary sibling and
-        renamed at the end; an existing path is refused unless ``overwrite``.
-    levels: the pyramid, finest first: arrays (dask, zarr, numpy) of shape ``(y, x, 3)`` uint8.
-        With one level, 2x levels are built from the written output down to ``min_level_px``.
-    mpp: microns per pixel of level 0 (``PixelSize.from_any``: a ``PixelSize``, ``x_um`` or
-        ``(x_um, y_um)``); ``None`` writes pixel units.
-    mask_levels: ``(y, x)`` bool/uint8 arrays, 1 where pixels are synthetic; either one per image
-        level or only the finest (coarser ones are 2x2-max reduced). Written as
-        ``labels/synthetic``.
-    provenance: dict from :func:`~napari_cytosyn.slide.provenance.build_provenance`, stored as
-        the group attribute ``napari_cytosyn``.
-    name: the image name (NGFF ``multiscales[0].name`` and ``omero.name``); default: the
-        output's stem.
-    pyramid_method: how the given coarse levels were made, stored as
-        ``multiscales[0].metadata.method`` (levels this writer builds record its own method).
-    version: ``"0.4"`` (zarr v2, default, widest reader support) or ``"0.5"`` (zarr v3).
-    chunk_px: chunk edge of the output arrays (chunks are ``(3, chunk_px, chunk_px)``).
-    shards: 0.5 only: ``"auto"`` (default: 4 x 4 chunk shards for arrays of more than 256
-        chunks), ``None`` (no sharding) or a shard edge in px (a multiple of ``chunk_px``).
-    workers: threads reading/compressing blocks (default ``min(4, cpu_count)``).
-    progress: ``progress(done, total)`` in output chunks; ``cancel``: ``.is_set()`` aborts
-        (raising ``Cancelled``) and leaves no output behind.
-
-    Returns the final path. The metadata is built with ome-zarr-models and the written group
-    is opened with it again before the output is moved into place.
+    path: output folder (``*.ome.zarr``), written to a temporary sibling and renamed at the
+        end; an existing path is refused unless ``overwrite``.
+    levels: the pyramid, finest first, ``(y, x, 3)`` uint8 arrays (dask, zarr, numpy). With one
+        level, 2x levels are built down to ``min_level_px`` (default ``chunk_px``).
+    mpp: level-0 pixel size (``PixelSize.from_any``); ``None`` writes pixel units.
+    mask_levels: ``(y, x)`` arrays, non-zero = synthetic, one per level or only the finest;
+        written as ``labels/synthetic`` (1 = synthetic).
+    provenance: the group attribute ``napari_cytosyn`` (``build_provenance``).
+    name: NGFF ``multiscales[0].name`` and ``omero.name`` (default: the output's stem).
+    pyramid_method: how the given coarse levels were made (``multiscales[0].metadata.method``).
+    version: ``"0.4"`` (zarr v2, widest reader support) or ``"0.5"`` (zarr v3).
+    chunk_px: chunks are ``(3, chunk_px, chunk_px)``.
+    shards: 0.5 only: ``"auto"`` (4 x 4 chunk shards for arrays of more than 256 chunks),
+        ``None`` or a shard edge in px (a multiple of ``chunk_px``).
+    workers: threads reading and compressing blocks (default ``min(4, cpu_count)``).
+    progress: ``progress(done, total)`` in chunks; ``cancel.is_set()`` aborts (``Cancelled``),
+        leaving no output.
     """
     import zarr
 
@@ -261,14 +243,14 @@ def write_ome_zarr(
         attrs = image_attrs(shapes, mpp_xy, name, version, method)
         root.attrs.update({**attrs, PROVENANCE_KEY: jsonable(provenance or {})})
         pyramid = (shapes, zarr_format, chunk_px, shard_sizes, workers, cancel, tick)
-        _write_pyramid(root, levels, reader_from_source, 3, *pyramid)
+        _write_pyramid(root, levels, None, *pyramid)
         if mask_levels is not None:
             labels = root.create_group("labels")
             labels.attrs.update(labels_attrs(version))
             group = labels.create_group(MASK_LABEL)
             # the mask lives in the same physical space as the image: same axes and transforms
             group.attrs.update(label_attrs(shapes, mpp_xy, version))
-            _write_pyramid(group, mask_levels, _mask_reader, 1, *pyramid)
+            _write_pyramid(group, mask_levels, 1, *pyramid)
         validate_ome_zarr(tmp, mask=mask_levels is not None)
         if progress is not None and tick.done != tick.total:
             progress(tick.total, tick.total)
@@ -287,18 +269,10 @@ def validate_ome_zarr(path: str | os.PathLike, mask: bool = False) -> None:
         ome_zarr_models.open_ome_zarr(root[f"labels/{MASK_LABEL}"])
 
 
-def _mask_reader(src: Any) -> Callable[[int, int, int, int], np.ndarray]:
-    def read(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return (read_block(src, y0, y1, x0, x1) != 0).astype(np.uint8)[..., None]
-
-    return read
-
-
 def _write_pyramid(
     group: Any,
     sources: Sequence[Any],
-    reader: Callable[[Any], Callable[[int, int, int, int], np.ndarray]],
-    samples: int,
+    mask_value: int | None,
     shapes: Sequence[Sequence[int]],
     zarr_format: int,
     chunk_px: int,
@@ -307,8 +281,10 @@ def _write_pyramid(
     cancel: Any,
     tick: Callable[[int], None],
 ) -> None:
-    """Levels ``0, 1, ...`` of ``group``, ``(samples, y, x)`` uint8: ``reader(source)`` of the
-    given ``sources``, the rest reduced from the level just written (image: mean, mask: max)."""
+    """Levels ``0, 1, ...`` of ``group``, ``(samples, y, x)`` uint8: the given ``sources`` (a
+    mask as ``mask_value``), the rest reduced from the level just written (image: mean, mask:
+    max)."""
+    samples = 3 if mask_value is None else 1
     written: list[Any] = []
     for i, shape in enumerate(shapes):
         shard = shard_sizes[i]
@@ -316,12 +292,11 @@ def _write_pyramid(
             group, str(i), (samples, *shape), (samples, chunk_px, chunk_px), zarr_format, shard
         )
         if i < len(sources):
-            read, block = reader(sources[i]), block_px_for(sources[i], chunk_px, shard)
+            read = source_reader(sources[i], mask_value)
+            block = block_px_for(sources[i], chunk_px, shard)
         else:
-            factor = level_factor(shapes[i - 1], shape)
-            read = reader_from_coarser(
-                written[-1], shape, factor, "mean" if samples == 3 else "max"
-            )
+            reduce = "mean" if mask_value is None else "max"
+            read = reader_from_coarser(cyx_reader(written[-1]), shapes[i - 1], shape, reduce)
             block = block_px_for(None, chunk_px, shard)
         write_level(dst, read, block, chunk_px, workers, cancel, tick)
         written.append(dst)

@@ -1,23 +1,17 @@
 """The synthetic mask beside a TIFF export: a mask TIFF and QuPath GeoJSON annotations.
 
-A TIFF export of an inpainted slide keeps the tissue alone in the file (readers that file
-images by size, such as large_image's OME-TIFF source, would otherwise show the mask) and
-writes next to it:
+The tissue stays alone in the file (readers that file images by size, e.g. large_image, would
+otherwise show the mask); beside it:
 
-- ``<stem>.synthetic-mask.tif``: uint8, 255 = synthetic, 0 = real, with the image's levels, tile
-  size and resolution in the same SVS layout as :mod:`~napari_cytosyn.export.tiff` (deflate), so
-  the same readers open it level by level, aligned with the image;
-- ``<stem>.synthetic.geojson``: the synthetic regions as a GeoJSON ``FeatureCollection`` of
-  ``Polygon`` features in level-0 pixel coordinates (x right, y down), each with QuPath's
-  annotation properties (``objectType: annotation``, ``classification: {name: Synthetic,
-  color}``), so File > Import objects in QuPath (or dragging the file onto the image) shows them
-  as annotations.
+- ``<stem>.synthetic-mask.tif``: uint8, 255 = synthetic, in the image's SVS layout, levels,
+  tiles and resolution (deflate), so the same readers open it aligned with the image;
+- ``<stem>.synthetic.geojson``: a ``FeatureCollection`` of ``Polygon`` annotations in level-0
+  px (x right, y down) with QuPath's properties (``objectType: annotation``, class
+  ``Synthetic``): File > Import objects in QuPath shows them.
 
-Polygons trace the mask along the midpoints of pixel edges (``skimage.measure.find_contours``
-at 0.5, with a vertex only where the outline turns), outer rings counter-clockwise on screen,
-holes clockwise. Each region is traced on the finest level where its bounding box holds at most
-``MAX_TRACE_PX`` pixels (level 0 for inpainted regions up to 4096 x 4096 px); coordinates are
-scaled to level 0.
+Polygons follow the midpoints of pixel edges (``find_contours`` at 0.5, a vertex only where the
+outline turns), outer rings counter-clockwise on screen, holes clockwise; each region is traced
+on the finest level where its box holds at most ``MAX_TRACE_PX`` pixels, scaled to level 0.
 """
 
 from __future__ import annotations
@@ -32,10 +26,10 @@ from typing import Any
 import numpy as np
 
 from napari_cytosyn.export._stream import atomic_output, output_path
-from napari_cytosyn.export._svs import svs_description, tiff_stem, write_svs_pages
+from napari_cytosyn.export._svs import svs_description, write_svs_pages
 from napari_cytosyn.export._tiles import level_readers, scratch_dir, tiff_options
 from napari_cytosyn.pixel_size import PixelSize
-from napari_cytosyn.slide.real import mask_sidecar
+from napari_cytosyn.slide.real import mask_sidecar, slide_stem
 
 MASK_VALUE = 255
 MAX_TRACE_PX = 4096 * 4096
@@ -45,7 +39,7 @@ CLASSIFICATION = {"name": "Synthetic", "color": [255, 0, 255]}
 def sidecar_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """(mask TIFF, GeoJSON) written beside the TIFF export ``path``."""
     path = Path(path)
-    return mask_sidecar(path), path.with_name(f"{tiff_stem(path)}.synthetic.geojson")
+    return mask_sidecar(path), path.with_name(f"{slide_stem(Path(path))}.synthetic.geojson")
 
 
 def check_sidecars(path: str | os.PathLike, overwrite: bool) -> None:
@@ -75,13 +69,13 @@ def write_mask_sidecars(
                 mask_levels, shapes, scratch, MASK_VALUE, tile_px, workers, cancel
             )
             description = svs_description(
-                shapes[0], tile_px, "zlib", 0, mpp_xy, f"{tiff_stem(path)} synthetic mask"
+                shapes[0], tile_px, "zlib", 0, mpp_xy, f"{slide_stem(Path(path))} synthetic mask"
             )
             with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
                 write_svs_pages(
                     tif, readers, shapes, 1, tile_px, mpp_xy, description,
                     tiff_options("zlib", 0), workers, cancel, tick,
-                    ("napari-cytosyn", "synthetic mask", tiff_stem(path)),
+                    ("napari-cytosyn", "synthetic mask", slide_stem(Path(path))),
                 )  # fmt: skip
         tf, levels = _open_levels(tmp)
         with tf:
@@ -113,13 +107,9 @@ def _squeeze(block: Any) -> np.ndarray:
 def mask_features(
     mask_levels: Sequence[Any], shapes: Sequence[Sequence[int]]
 ) -> list[dict[str, Any]]:
-    """QuPath annotation features of the non-zero regions of a mask pyramid (finest first).
-
-    Regions are found on the coarsest level (a coarse pixel is set when any of its children
-    is), then each is traced on the finest level where its bounding box is at most
-    ``MAX_TRACE_PX`` pixels, restricted to the pixels under that coarse region so that no
-    region is traced twice.
-    """
+    """QuPath annotation features of the non-zero regions of a mask pyramid (finest first):
+    regions found on the coarsest level, each traced on the finest level where its box holds at
+    most ``MAX_TRACE_PX`` pixels, only under its coarse region (none is traced twice)."""
     from skimage.measure import label, regionprops
 
     coarse = _squeeze(mask_levels[-1][...]) != 0
@@ -147,11 +137,8 @@ def mask_features(
 
 
 def _drop_collinear(ring: np.ndarray) -> np.ndarray:
-    """A closed ring without the vertices that lie on the straight line through their neighbours.
-
-    ``find_contours`` puts a vertex on every pixel edge it crosses; dropping the collinear ones
-    keeps the exact same outline with a vertex only where the direction changes.
-    """
+    """A closed ring without the vertices on the line through their neighbours (the same
+    outline; ``find_contours`` puts one on every pixel edge it crosses)."""
     pts = ring[:-1]
     prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
     cross = (pts[:, 0] - prev[:, 0]) * (nxt[:, 1] - pts[:, 1]) - (pts[:, 1] - prev[:, 1]) * (

@@ -1,25 +1,11 @@
-"""Export any slide we can open (real, synthetic, composite) to OME-Zarr, OME-TIFF or TIFF.
+"""Export any slide (real, synthetic, composite, ``ArraySlide``) to OME-Zarr, OME-TIFF or TIFF.
 
-What gets written for each kind:
-
-- real slide (``Slide``): its pyramid as is; provenance names the source file and its SHA-256.
-- synthetic slide (``SyntheticSlide``): the finished store levels, read straight from zarr;
-  provenance holds the model, seed, sampler settings and lazy-mode spec. Every pixel is
-  synthetic, so no mask is written. A store with unrendered chunks is refused unless
-  ``render_missing`` (then they are rendered first).
-- composite (``CompositeSlide``): the real pyramid (the source's own levels) with the edits
-  overlaid, lossless by default; the edit masks as the ``synthetic`` label image (OME-Zarr) or,
-  for TIFF exports, a mask TIFF and QuPath GeoJSON beside the file (``mask="ome-image"`` keeps
-  the mask in an OME-TIFF as a second image); provenance with the source file's SHA-256 and
-  every edit (model, settings, region).
-- an ``ArraySlide`` (a region-mode image, a napari layer): its levels, mask and provenance as
-  given.
-
-What differs by kind is asked of ``slide.kind`` and of the slide itself (``provenance()``,
-``synthetic_mask(level)``, ``finished_levels()``: the contract of
-:mod:`napari_cytosyn.slide.kinds`).
-
-The image is named after the slide (a synthetic store ``syn.cytosyn`` exports as ``syn``).
+What differs by kind is asked of ``slide.kind`` and of the slide (``finished_levels()``,
+``provenance()``, ``synthetic_mask(level)``: :mod:`napari_cytosyn.slide.kinds`): a real
+slide's pyramid as is; a synthetic slide's finished store levels (no mask: every pixel is
+synthetic); a composite's real levels with the edits overlaid (lossless by default) and its
+mask as the ``synthetic`` label image (OME-Zarr) or beside a TIFF. The image is named after the
+slide (a store ``syn.cytosyn`` exports as ``syn``).
 """
 
 from __future__ import annotations
@@ -51,11 +37,8 @@ _SUFFIXES: dict[str, Format] = {
 
 
 def output_format(path: str | os.PathLike, fmt: str | None = None) -> Format:
-    """The export format: ``fmt`` when given, else from the output name's extension.
-
-    ``*.ome.zarr`` -> ``"ome-zarr"``, ``*.ome.tif(f)`` -> ``"ome-tiff"``, ``*.tif(f)``/``*.svs``
-    -> ``"tiff"`` (SVS-layout pyramid). A ``fmt`` that contradicts the extension is refused.
-    """
+    """The export format: ``fmt``, else from the extension (``*.ome.zarr``, ``*.ome.tif``,
+    ``*.tif``/``*.svs``); a ``fmt`` contradicting the extension is refused."""
     name = Path(path).name.lower()
     implied = next((f for suffix, f in _SUFFIXES.items() if name.endswith(suffix)), None)
     if fmt is not None:
@@ -133,27 +116,20 @@ def export_slide(
     progress: Any = None,
     cancel: Any = None,
 ) -> Path:
-    """Write ``slide`` to ``out``; the format is ``format`` or follows the extension.
+    """Write ``slide`` (anything answering :class:`~napari_cytosyn.slide.kinds.SlideLike`) to
+    ``out``; the format is ``format`` or follows the extension. Returns the path written.
 
-    Formats: ``"ome-zarr"`` (``*.ome.zarr``; ``version`` 0.4/0.5, ``shards`` for 0.5, always
-    lossless Blosc-zstd), ``"ome-tiff"`` (``*.ome.tif``) and ``"tiff"`` (``*.tif``/``*.svs``,
-    SVS layout: every level readable by OpenSlide). ``compression``/``quality`` apply to the
-    TIFF formats; the default is lossless deflate for a composite (an inpainted real slide) and
-    JPEG 90 otherwise. ``compression="copy"`` (``tiff`` format, composite or real TIFF slide)
-    copies the source's compressed tiles that no edit touches and re-encodes the others with
-    the source's codec (:mod:`~napari_cytosyn.export.tile_copy`). ``mask`` (composites, TIFF
-    formats): ``"sidecar"`` or ``"ome-image"`` (OME-TIFF only).
+    Formats: ``"ome-zarr"`` (``version`` 0.4/0.5, ``shards`` for 0.5, lossless Blosc-zstd),
+    ``"ome-tiff"`` and ``"tiff"`` (SVS layout: every level readable by OpenSlide).
+    ``compression``/``quality`` (TIFF formats) default to lossless deflate when a mask goes
+    with the slide, else JPEG 90; ``"copy"`` (``tiff``, composite or real TIFF slide) copies
+    the source's untouched compressed tiles (:mod:`~napari_cytosyn.export.tile_copy`).
+    ``mask`` (TIFF formats): ``"sidecar"`` or ``"ome-image"`` (OME-TIFF only).
 
-    ``slide`` is anything answering the slide contract (:mod:`napari_cytosyn.slide.kinds`):
-    a real slide, a synthetic slide, a composite or an ``ArraySlide``. Only finished pixels are
-    exported: a synthetic slide with unrendered chunks is refused
-    (:class:`~napari_cytosyn.slide.store_io.IncompleteSlideError`) unless ``render_missing``,
-    which renders them first (with the model named in its store; ``progress`` and ``cancel``
-    see that rendering too). A composite's synthetic mask goes with it (see ``mask``), and
-    so does the mask a reopened export carries (re-exporting an export keeps it); a synthetic
-    slide gets none, every pixel being synthetic (its provenance says so).
-    ``progress(done, total)``; ``cancel.is_set()`` stops the writer (``Cancelled``), leaving
-    nothing at ``out``. Returns the path written.
+    A synthetic slide with unrendered chunks is refused (``IncompleteSlideError``) unless
+    ``render_missing`` renders them first (``progress``/``cancel`` see that too). The mask of a
+    composite, or of a reopened export, goes with it. ``cancel.is_set()`` stops the writer
+    (``Cancelled``), leaving nothing at ``out``.
     """
     fmt = output_format(out, format)
     if compression == "copy":

@@ -28,24 +28,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_cytosyn import chunk_grid
-from napari_cytosyn.export._stream import (
-    ProgressCounter,
-    ProgressFn,
-    atomic_output,
-    default_workers,
-)
+from napari_cytosyn.export._stream import ProgressFn, atomic_output
 from napari_cytosyn.export._svs import (
     read_svs_provenance,
     svs_description,
-    tiff_stem,
     write_svs_pages,
 )
 from napari_cytosyn.export._tiles import level_readers, scratch_dir, tiff_options, tiff_plan
 from napari_cytosyn.export.sidecars import check_sidecars, write_mask_sidecars
 from napari_cytosyn.pixel_size import PixelSize
+from napari_cytosyn.slide.real import slide_stem
 
-__all__ = ["read_svs_provenance", "tiff_stem", "write_tiff"]
+__all__ = ["read_svs_provenance", "write_tiff"]
 
 
 def write_tiff(
@@ -69,58 +63,42 @@ def write_tiff(
 ) -> Path:
     """Write an RGB pyramid as a tiled pyramidal TIFF in the Aperio SVS layout (``.tif``/``.svs``).
 
-    Parameters
-    ----------
-    path: output file; written to a temporary sibling and renamed at the end; an existing
-        file is refused unless ``overwrite``.
-    levels: the pyramid, finest first, ``(y, x, 3)`` uint8 arrays (dask, zarr, numpy), written
-        as given. With one level, 2x levels are built (box mean) down to ``min_level_px``
-        (default ``tile_px``).
-    mpp: microns per pixel of level 0 (a ``PixelSize``, ``x_um`` or ``(x_um, y_um)``): Aperio
-        ``MPP`` (their mean: SVS has one value) and TIFF resolution tags of every level.
-    mask_levels: ``(y, x)`` arrays, non-zero = synthetic (one per level or only the finest):
-        written beside the image as ``<stem>.synthetic-mask.tif`` (same layout, 255 =
-        synthetic) and ``<stem>.synthetic.geojson`` (QuPath annotations), see
-        :mod:`~napari_cytosyn.export.sidecars`.
+    Parameters as :func:`~napari_cytosyn.export.ome_tiff.write_ome_tiff`, and:
+
+    mpp: written as Aperio ``MPP`` (the mean of x and y: SVS has one value) and as TIFF
+        resolution tags of every level.
+    mask_levels: written beside the image as ``<stem>.synthetic-mask.tif`` (same layout, 255 =
+        synthetic) and ``<stem>.synthetic.geojson`` (:mod:`~napari_cytosyn.export.sidecars`).
     provenance: stored as the ``napari_cytosyn`` Aperio property (JSON).
     name: ``Filename`` property (default: the output's stem).
     objective_power: ``AppMag`` property (OpenSlide's ``openslide.objective-power``).
     label: text lines of the slide label image (default: ``napari-cytosyn`` and the name).
-    compression: ``"jpeg"`` (lossy, ``quality`` 1-100), ``"deflate"``/``"zlib"``, ``"lzw"``
-        (lossless) or ``"none"``; default: ``"deflate"`` when ``mask_levels`` is given (the
-        real tissue of an inpainted slide stays exact), else ``"jpeg"``.
-    tile_px: tile edge (multiple of 16); a source chunked in square 256-1024 px chunks that are
-        multiples of 16 is tiled by its own chunk size.
-    progress: ``progress(done, total)`` in tiles; ``cancel``: ``.is_set()`` aborts (raising
-        ``Cancelled``), leaving no output.
-
-    Returns the final path.
     """
     import tifffile
 
-    codec, tile_px, shapes = tiff_plan(
-        levels, mask_levels, compression, quality, tile_px, min_level_px
+    plan = tiff_plan(
+        levels, mask_levels, compression, quality, tile_px, min_level_px, mpp, workers, progress
     )
-    mpp_xy = PixelSize.from_any(mpp)
     if mask_levels is not None:
         check_sidecars(path, overwrite)
-    workers = default_workers(workers)
-    name = name or tiff_stem(path)
-    n_tiles = sum(len(chunk_grid.tiles(s, (tile_px, tile_px))) for s in shapes)
-    tick = ProgressCounter(progress, n_tiles * (2 if mask_levels is not None else 1))
+    name = name or slide_stem(Path(path))
     with atomic_output(path, overwrite) as tmp, scratch_dir(path, tmp) as scratch:
-        readers = level_readers(levels, shapes, scratch, None, tile_px, workers, cancel)
-        description = svs_description(
-            shapes[0], tile_px, codec, quality, mpp_xy, name, objective_power, provenance
+        readers = level_readers(
+            levels, plan.shapes, scratch, None, plan.tile_px, plan.workers, cancel
         )
+        description = svs_description(
+            plan.shapes[0], plan.tile_px, plan.codec, quality, plan.mpp, name, objective_power,
+            provenance,
+        )  # fmt: skip
         with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
             write_svs_pages(
-                tif, readers, shapes, 3, tile_px, mpp_xy, description,
-                tiff_options(codec, quality), workers, cancel, tick,
+                tif, readers, plan.shapes, 3, plan.tile_px, plan.mpp, description,
+                tiff_options(plan.codec, quality), plan.workers, cancel, plan.tick,
                 label or ("napari-cytosyn", name),
             )  # fmt: skip
     if mask_levels is not None:
         write_mask_sidecars(
-            path, mask_levels, shapes, mpp_xy, tile_px, overwrite, workers, cancel, tick
-        )
+            path, mask_levels, plan.shapes, plan.mpp, plan.tile_px, overwrite, plan.workers,
+            cancel, plan.tick,
+        )  # fmt: skip
     return Path(path)

@@ -1,19 +1,12 @@
 """Tile-copy export of an inpainted slide: the source's untouched compressed tiles as they are.
 
-For a composite whose real slide is a tiled TIFF (SVS, generic pyramidal TIFF, OME-TIFF) with
-8-bit RGB levels in JPEG, deflate, LZW or no compression, every level is written with the
-source's own tile grid, compression, colour space, subsampling and JPEG tables:
-
-- a tile no edit touches (its mask is 0 everywhere) is the source's compressed bytes, copied
-  without decoding: bit-identical bytes, so every reader decodes exactly the pixels it decodes
-  from the source, and the file keeps the source's size;
-- a tile an edit touches is re-encoded from the composite pixels with the source page's codec
-  (tifffile's own encoders; JPEG at ``quality``). With a lossless source every real pixel stays
-  exact; with a JPEG source the real pixels inside touched tiles change by one JPEG round trip.
-
-The output is the SVS-layout TIFF of :mod:`~napari_cytosyn.export.tiff` (thumbnail IFD 1).
-:func:`copy_plan` says why a slide cannot be tile-copied (``export_slide`` then refuses
-``compression="copy"`` with that reason).
+For a composite (or real slide) whose real file is a tiled TIFF with 8-bit RGB levels in JPEG,
+deflate, LZW or no compression, every level keeps the source's tile grid, compression, colour
+space, subsampling and JPEG tables: a tile no edit touches is the source's compressed bytes,
+copied (readers decode exactly the source's pixels); a touched tile is re-encoded from the
+composite with the source page's codec (with a JPEG source, real pixels inside touched tiles
+change by one JPEG round trip). The output has the SVS layout of :mod:`~.tiff`;
+:func:`copy_plan` says why a slide cannot be tile-copied.
 """
 
 from __future__ import annotations
@@ -35,19 +28,20 @@ from napari_cytosyn.export._stream import (
     bounded_map,
     default_workers,
     read_block,
+    source_reader,
 )
 from napari_cytosyn.export._svs import (
     level_description,
     svs_description,
     thumbnail_of,
     thumbnail_px,
-    tiff_stem,
     write_label_and_macro,
     write_thumbnail,
 )
-from napari_cytosyn.export._tiles import resolution_kwargs, source_reader
+from napari_cytosyn.export._tiles import resolution_kwargs
 from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.slide.kinds import export_mask_levels
+from napari_cytosyn.slide.real import slide_stem
 
 #: TIFF compression tags whose tiles can be re-encoded here -> tifffile's compression names.
 _CODECS: dict[int, str | None] = {1: None, 5: "lzw", 7: "jpeg", 8: "zlib", 32946: "zlib"}
@@ -210,12 +204,9 @@ def write_tiff_copy(
     progress: ProgressFn | None = None,
     cancel: Any = None,
 ) -> dict[str, int]:
-    """Write ``slide`` (a composite, or a real TIFF slide) to ``path`` by copying source tiles.
-
-    The mask of a composite goes beside the file (mask TIFF + GeoJSON,
-    :mod:`~napari_cytosyn.export.sidecars`); so does the mask a reopened export carries (all
-    its tiles copied). Returns ``{"copied": n, "reencoded": m}`` tiles.
-    """
+    """Write ``slide`` (a composite, or a real TIFF slide) to ``path`` by copying source tiles;
+    a mask goes beside the file (:mod:`~.sidecars`). Returns ``{"copied", "reencoded"}`` tile
+    counts."""
     import tifffile
 
     from napari_cytosyn.export.sidecars import check_sidecars, write_mask_sidecars
@@ -245,7 +236,7 @@ def write_tiff_copy(
     first = pages[0]
     codec = _CODECS[first.compression]
     description = svs_description(
-        shapes[0], first.tile[0], codec, quality, mpp_xy, name or tiff_stem(path),
+        shapes[0], first.tile[0], codec, quality, mpp_xy, name or slide_stem(Path(path)),
         getattr(slide, "objective_power", None), provenance,
     )  # fmt: skip
     thumb = thumbnail_of(source_reader(levels[-1]), shapes[-1], thumbnail_px(shapes))
