@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cytosyn.export._tiles import Reader, resolution_kwargs, tiles
+from napari_cytosyn.export._tiles import Reader, resolution_kwargs, write_page
 from napari_cytosyn.pixel_size import PixelSize
 
 THUMBNAIL_PX = 1024
@@ -121,19 +121,11 @@ def write_svs_pages(
         text = (
             description if i == 0 else level_description(shapes[0], shape, tile_px, codec, quality)
         )
-        tif.write(
-            tiles(read, shape, tile_px, workers, cancel, tick),
-            shape=(*shape, samples) if samples > 1 else tuple(shape),
-            dtype=np.uint8,
-            tile=(tile_px, tile_px),
-            photometric=photometric,
-            description=text,
-            metadata=None,
-            software="napari-cytosyn",
-            maxworkers=workers,
-            **options,
+        write_page(
+            tif, read, shape, samples, tile_px, workers, cancel, tick, photometric=photometric,
+            description=text, metadata=None, software="napari-cytosyn", **options,
             **resolution_kwargs(mpp_xy, shapes[0], shape),
-        )
+        )  # fmt: skip
         if i == 0:
             write_thumbnail(tif, thumb, shapes[0], mpp_xy)
     write_label_and_macro(tif, thumb, label_lines)

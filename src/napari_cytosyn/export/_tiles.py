@@ -145,6 +145,28 @@ def tiles(
         yield tile
 
 
+def write_page(
+    tif: Any,
+    read: Reader,
+    shape: Sequence[int],
+    samples: int,
+    tile_px: int,
+    workers: int,
+    cancel: Any,
+    tick: Callable[[int], None],
+    **kwargs: Any,
+) -> None:
+    """One tiled page of a level, its tiles streamed from ``read`` (``kwargs``: tifffile's)."""
+    tif.write(
+        tiles(read, shape, tile_px, workers, cancel, tick),
+        shape=(*shape, samples) if samples > 1 else tuple(shape),
+        dtype=np.uint8,
+        tile=(tile_px, tile_px),
+        maxworkers=workers,
+        **kwargs,
+    )
+
+
 def level_readers(
     levels: Sequence[Any],
     shapes: Sequence[Sequence[int]],

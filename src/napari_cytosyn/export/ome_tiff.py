@@ -25,8 +25,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from napari_cytosyn.export._stream import ProgressFn, atomic_output
 from napari_cytosyn.export._tiles import (
     COMPRESSIONS,
@@ -36,7 +34,7 @@ from napari_cytosyn.export._tiles import (
     scratch_dir,
     tiff_options,
     tiff_plan,
-    tiles,
+    write_page,
 )
 from napari_cytosyn.pixel_size import PixelSize
 from napari_cytosyn.slide.real import slide_stem
@@ -158,11 +156,4 @@ def _write_series(
             kwargs.update(metadata=meta, subifds=len(shapes) - 1)
         else:
             kwargs.update(subfiletype=1, metadata=None)
-        tif.write(
-            tiles(read, shape, tile_px, workers, cancel, tick),
-            shape=(*shape, samples) if samples > 1 else tuple(shape),
-            dtype=np.uint8,
-            tile=(tile_px, tile_px),
-            maxworkers=workers,
-            **kwargs,
-        )
+        write_page(tif, read, shape, samples, tile_px, workers, cancel, tick, **kwargs)

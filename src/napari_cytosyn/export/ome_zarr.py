@@ -99,8 +99,12 @@ def _multiscale(
     )
 
 
-def _dump(model: Any) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+def _group_attrs(version: NgffVersion, model: Any, **fields: Any) -> dict[str, Any]:
+    """The group attributes of an ome-zarr-models attrs ``model``: top-level keys for 0.4,
+    under ``"ome"`` (with ``version``) for 0.5."""
+    extra = {"version": "0.5"} if version == "0.5" else {}
+    attrs = model(**fields, **extra).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return attrs if version == "0.4" else {"ome": attrs}
 
 
 def image_attrs(
@@ -110,36 +114,23 @@ def image_attrs(
     version: NgffVersion,
     method: str,
 ) -> dict[str, Any]:
-    """NGFF image attributes (``multiscales`` + ``omero``) built and validated by ome-zarr-models.
-
-    Returned as the group attributes to store: top-level keys for 0.4, under ``"ome"`` for 0.5.
-    """
+    """NGFF image attributes (``multiscales`` + ``omero``), built by ome-zarr-models."""
     from ome_zarr_models.common.omero import Channel, Omero, Window
 
-    models = _models(version)
     window = Window(start=0, end=255, min=0, max=255)
     channels = [
-        Channel(
-            color=color,
-            window=window,
-            label=label,
-            active=True,
-            coefficient=1.0,
-            family="linear",
-            inverted=False,
-        )
+        Channel(color=color, window=window, label=label, active=True, coefficient=1.0,
+                family="linear", inverted=False)
         for label, color in _RGB
-    ]
+    ]  # fmt: skip
     # "color" model: viewers that honour omero rendering show the three channels as one RGB
     omero = Omero(
         channels=channels, name=name, rdefs={"model": "color", "defaultT": 0, "defaultZ": 0}
     )
     multiscale = _multiscale(shapes, mpp, name, version, method, "mean")
-    if version == "0.4":
-        return _dump(models.image.ImageAttrs(multiscales=[multiscale], omero=omero))
-    return {
-        "ome": _dump(models.image.ImageAttrs(version="0.5", multiscales=[multiscale], omero=omero))
-    }
+    return _group_attrs(
+        version, _models(version).image.ImageAttrs, multiscales=[multiscale], omero=omero
+    )
 
 
 def label_attrs(
@@ -157,20 +148,14 @@ def label_attrs(
     )
     method = "napari_cytosyn.chunk_grid.downsample_area max: synthetic if any of its children is"
     multiscale = _multiscale(shapes, mpp, MASK_LABEL, version, method, "max")
-    attrs = models.image_label.ImageLabelAttrs(
-        multiscales=[multiscale],
-        image_label=label,
-        **({"version": "0.5"} if version == "0.5" else {}),
+    return _group_attrs(
+        version, models.image_label.ImageLabelAttrs, multiscales=[multiscale], image_label=label
     )
-    return _dump(attrs) if version == "0.4" else {"ome": _dump(attrs)}
 
 
 def labels_attrs(version: NgffVersion) -> dict[str, Any]:
     """``labels`` group attributes listing the one label image, ``synthetic``."""
-    models = _models(version)
-    if version == "0.4":
-        return _dump(models.labels.LabelsAttrs(labels=[MASK_LABEL]))
-    return {"ome": _dump(models.labels.LabelsAttrs(version="0.5", labels=[MASK_LABEL]))}
+    return _group_attrs(version, _models(version).labels.LabelsAttrs, labels=[MASK_LABEL])
 
 
 BUILT_METHOD = (

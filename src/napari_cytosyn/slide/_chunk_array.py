@@ -1,9 +1,8 @@
 """Dask arrays over a chunk grid whose tasks are made on demand.
 
-``dask.array.from_array`` materialises one task per chunk whenever a graph is culled: for a
-200,000 px slide with 256 px chunks that is 600,000 tasks built for every read of a small region
-(~70 ms per compute measured here). This layer makes a chunk's task only when the chunk is
-needed, so reading a viewport costs the same whatever the size of the slide.
+``dask.array.from_array`` materialises one task per chunk whenever a graph is culled (600,000
+for a 200,000 px slide in 256 px chunks, ~70 ms per compute measured here); this layer makes a
+chunk's task only when needed, so a viewport read costs the same whatever the slide's size.
 """
 
 from __future__ import annotations
@@ -44,13 +43,8 @@ def chunk_array(
 
 
 class _ReadTask(Task):
-    """A chunk read that dask never fuses with the tasks reading from it.
-
-    dask fuses a chunk read with the slice taken of it into one task that runs a small graph of
-    its own (ordered, reference-counted): measured ~0.1 ms per chunk, 2-3 ms on a 20-chunk
-    viewport read, a fifth of the whole read. A read is a root task, so keeping it apart costs
-    the scheduler little.
-    """
+    """A chunk read that dask never fuses with the tasks reading from it: a fused task runs a
+    small graph of its own, ~0.1 ms a chunk (a fifth of a 20-chunk viewport read)."""
 
     @property
     def block_fusion(self) -> bool:

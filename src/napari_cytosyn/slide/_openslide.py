@@ -25,14 +25,8 @@ def detect_vendor(path: str | Path) -> str | None:
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    """Composite un-premultiplied RGBA (as ``OpenSlide.read_region`` returns it) on white.
-
-    Args:
-        rgba: (h, w, 4) uint8, transparent where the scanner recorded nothing.
-
-    Returns:
-        (h, w, 3) uint8, C-contiguous.
-    """
+    """``(h, w, 3)`` uint8 of un-premultiplied ``(h, w, 4)`` RGBA (``OpenSlide.read_region``'s,
+    transparent where the scanner recorded nothing) composited on white."""
     alpha = rgba[..., 3]
     if alpha.size == 0 or alpha.min() == 255:
         return np.ascontiguousarray(rgba[..., :3])
@@ -42,16 +36,8 @@ def composite_on_white(rgba: np.ndarray) -> np.ndarray:
 
 
 def premultiplied_bgra_on_white(bgra: np.ndarray) -> np.ndarray:
-    """Composite OpenSlide's native premultiplied ARGB (little-endian bytes B, G, R, A) on white.
-
-    With premultiplied colour c' = c * a / 255, ``c * a + 255 * (1 - a)`` is ``c' + 255 - a``.
-
-    Args:
-        bgra: (h, w, 4) uint8 view of OpenSlide's uint32 ARGB buffer.
-
-    Returns:
-        (h, w, 3) uint8 RGB, C-contiguous.
-    """
+    """``(h, w, 3)`` uint8 RGB of OpenSlide's premultiplied ARGB buffer (``(h, w, 4)`` bytes B,
+    G, R, A) on white: with c' = c * a / 255, ``c * a + 255 * (1 - a)`` is ``c' + 255 - a``."""
     rgb = bgra[..., [2, 1, 0]]  # fancy indexing: one contiguous copy
     alpha = bgra[..., 3]
     if alpha.size and alpha.min() != 255:
