@@ -315,7 +315,7 @@ def make_faults(m: Matrix, slide_file: Path, quick: bool) -> list[tuple[str, Cal
         proc = cli(*synth_args(store))
         (d / "evil.py").write_text("open('MARKER', 'w').write('ran')\ndef f():\n    pass\n")
         meta = json.loads((store / "zarr.json").read_text())
-        meta["attributes"]["napari_cytosyn"]["model"]["name"] = "py:evil:f"
+        meta["attributes"]["napari_cytosyn"]["recipe"]["model"]["name"] = "py:evil:f"
         (store / "zarr.json").write_text(json.dumps(meta))
         for f in (store / "levels" / "0" / "c").rglob("0"):
             if f.is_file():
