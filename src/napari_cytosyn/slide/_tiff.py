@@ -126,22 +126,15 @@ def _rgb_layout(axes: str, shape: tuple[int, ...], path: Path) -> str:
     return colour[0]
 
 
+_PROPERTY_TAGS = "ImageDescription Software Make Model DateTime Artist XResolution YResolution"
+
+
 def _tiff_properties(tf: Any, page: Any) -> dict[str, str]:
     props: dict[str, str] = {}
-    for tag in (
-        "ImageDescription",
-        "Software",
-        "Make",
-        "Model",
-        "DateTime",
-        "Artist",
-        "XResolution",
-        "YResolution",
-        "ResolutionUnit",
-    ):
+    for tag in (*_PROPERTY_TAGS.split(), "ResolutionUnit"):
         if tag in page.tags:
             value = page.tags[tag].value
-            text = str(value if not hasattr(value, "name") else value.name)
+            text = str(getattr(value, "name", value))
             props[f"tiff.{tag}"] = text if len(text) <= 4096 else text[:4096] + "..."
     props["tiff.compression"] = str(getattr(page.compression, "name", page.compression))
     return props

@@ -149,7 +149,6 @@ class ZarrPhaseCache:
 
     def _warn_damaged(self, what: str, exc: Exception) -> None:
         with self._guard:
-            self.misses += 1
             self.damaged += 1
         warnings.warn(
             f"phase cache {self.path}: {what} is damaged ({exc}); computing it again",
@@ -186,35 +185,31 @@ class ZarrPhaseCache:
                 self.hits += 1
                 return self._pending[key].clone()
         tensor = self._read(key)
-        if tensor is None:
-            return None
         with self._guard:
+            if tensor is None:
+                self.misses += 1
+                return None
             self.disk_reads += 1
             self.hits += 1
         self._remember(key, tensor)
         return tensor.clone()
 
     def _read(self, key: tuple[int, int, int]):
+        """The state on disk, or ``None`` (absent, removed meanwhile, damaged: then removed)."""
         import torch
 
         arr = self._array(key[0])
         if arr is None or not self._stored(key):
-            with self._guard:
-                self.misses += 1
             return None
         try:
             data = self._decode(arr, key)
         except FileNotFoundError:  # removed meanwhile (a repair, another process's discard)
-            with self._guard:
-                self.misses += 1
             return None
         except Exception as exc:  # checksum or decoding failed
             self._warn_damaged(f"state {key_name(key)}", exc)
             self._delete_chunk(arr, key)
             return None
         if data.size and np.isnan(data.flat[0]):  # never written: the fill value
-            with self._guard:
-                self.misses += 1
             return None
         tensor = torch.from_numpy(np.require(data, requirements=["C", "W"]))
         dtype = arr.attrs.get("torch_dtype")
