@@ -51,13 +51,9 @@ def _matern32_power(freq: torch.Tensor, length: float) -> torch.Tensor:
 class GRFModel:
     """Stationary GRF latent prior with its exact denoiser (see module doc).
 
-    Parameters
-    ----------
-    lengths_latent: correlation length of each latent channel, in latents.
-    tile_px: the native "tile" (window) of the model in pixels; 224 like CytoSyn.
-    boundary: ``exact`` = the true posterior mean given only the window (what an ideal network
-        trained on crops computes); ``periodic`` = the FFT Wiener filter with wrap-around, a
-        harsher boundary error for stress tests.
+    ``lengths_latent``: correlation length per channel, in latents; ``tile_px``: the native window
+    (224 like CytoSyn); ``boundary``: ``exact`` (the posterior mean given only the window) or
+    ``periodic`` (FFT Wiener filter with wrap-around, harsher, for stress tests).
     """
 
     name: str = "grf"
@@ -183,13 +179,11 @@ class GRFModel:
 class ConditionalGRFModel(GRFModel):
     """The GRF model with a reference condition: the prior mean of the latent.
 
-    ``embed(rgb)`` is the spatial mean of the encoded latent ``(B, C)``: a reference's
-    "kind of tissue" is its mean colour. ``denoise(z_t, t, cond)`` is then exact for the prior
-    ``z0 = mu + GRF``, ``E[z0 | z_t] = mu + W (z_t - alpha mu)`` with ``W`` the Wiener filter of
-    :class:`GRFModel` and ``mu = cond`` (``(B, C)`` or ``(C,)``); ``None`` or a string (the
-    unconditional token) means ``mu = 0``. ``guidance = g`` gives classifier-free guidance,
-    ``x0_u + g (x0_c - x0_u)``. Generated tissue therefore takes the reference's mean colour,
-    exactly, so conditioning paths can be checked on values.
+    ``embed(rgb)`` is the spatial mean of the encoded latent ``(B, C)`` (a reference's "kind of
+    tissue" is its mean colour); ``denoise`` is exact for the prior ``z0 = mu + GRF``,
+    ``E[z0 | z_t] = mu + W (z_t - alpha mu)`` with ``mu = cond`` (``None`` or the unconditional
+    string: 0) and guidance ``x0_u + g (x0_c - x0_u)``. Generated tissue takes the reference's mean
+    colour exactly, so conditioning paths are checked on values.
     """
 
     name: str = "grf-conditional"

@@ -47,15 +47,12 @@ class UnknownModelError(KeyError):
 
 @dataclass(frozen=True)
 class HubOptions:
-    """How to fetch a model.
-
-    revision: branch, tag or commit to pin (``None`` = the default branch).
-    token: Hugging Face token; ``None`` = ``HF_TOKEN`` or the stored login.
-    cache_dir: hub cache folder (``None`` = ``HF_HOME``/``HF_HUB_CACHE`` defaults).
-    local_files_only: never use the network (also implied by ``HF_HUB_OFFLINE=1``).
-    trust_remote_code: allow Python files shipped with the model to run.
-    progress: ``progress(done_bytes, total_bytes)`` during downloads (files instead of bytes
-        with huggingface_hub versions that report no byte progress).
+    """How to fetch a model: ``revision`` (branch, tag or commit; ``None`` = default branch),
+    ``token`` (``None`` = ``HF_TOKEN`` or the stored login), ``cache_dir`` (``None`` = the HF
+    defaults), ``local_files_only`` (never the network; also ``HF_HUB_OFFLINE=1``),
+    ``trust_remote_code`` (allow Python files shipped with the model to run), ``progress``
+    (``progress(done_bytes, total_bytes)`` during downloads; files with huggingface_hub versions
+    that report no bytes).
     """
 
     revision: str | None = None

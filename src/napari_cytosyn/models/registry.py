@@ -23,15 +23,12 @@ from .hub import UnknownModelError
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a user should know about a model before using it.
-
-    name: registry name. backend: which loader builds it. source: default hub id (``None`` for
-    embedded). licence / gated / access_url: terms and where to accept them. mpp: um/px of the
-    training data. tile_px: native tile. latent_channels: 4 (SD-VAE) or 16 (SD3 VAE).
-    conditioning: reference encoder used for guidance (``None``: unconditional).
-    defaults: recommended sampler settings (``sampler``, ``steps``, ``guidance``, and for a
-        reference-conditioned call ``guidance_conditioned`` / ``guidance_interval``) from the
-        authors' public usage; the CLI uses them when the user passes none.
+    """What a user should know about a model before using it: its ``backend`` loader, default hub
+    ``source`` (``None``: embedded), ``licence``/``gated``/``access_url``, training ``mpp``, native
+    ``tile_px``, ``latent_channels``, reference ``conditioning`` (``None``: unconditional), and
+    ``defaults``: the authors' recommended ``sampler``, ``steps``, ``guidance`` (and
+    ``guidance_conditioned``/``guidance_interval`` with a reference), which the CLI uses when the
+    user passes none.
     """
 
     name: str

@@ -105,15 +105,11 @@ class _Config:
 class RegionConfig(_Config):
     """How windows tile a canvas (region mode and inpainting; lazy mode has its own lattice).
 
-    Parameters
-    ----------
-    overlap: fraction of the window that neighbouring windows overlap, in ``[0, 1)``;
-        stride = ``round(window * (1 - overlap))``.
-    weights: window weights: ``gaussian``, ``tent`` or ``uniform``.
-    shift_lattice: shift the window lattice by a seeded offset at every step
-        (SpotDiffusion-style) so no fixed line carries the window borders.
-    batch_size: windows per model call; bounds activation memory. Changes pixels in the last
-        bits on CPU (a network's output depends on the batch size), so it is part of the recipe.
+    ``overlap``: share of a window its neighbours overlap, in ``[0, 1)`` (stride
+    ``round(window * (1 - overlap))``); ``weights``: ``gaussian``, ``tent`` or ``uniform``;
+    ``shift_lattice``: shift the lattice by a seeded offset every step (SpotDiffusion) so no fixed
+    line carries the window borders; ``batch_size``: windows per model call (bounds memory; on CPU
+    it changes the last bits of a network's output, so it is part of the recipe).
     """
 
     overlap: float = 0.25
@@ -135,13 +131,9 @@ class RegionConfig(_Config):
 
 @dataclass(frozen=True)
 class DecodeConfig(_Config):
-    """Tiled VAE decode of a canvas (region mode and inpainting), all in latents.
-
-    Parameters
-    ----------
-    tile_latent, halo_latent: decode tile size and the halo decoded around each tile.
-    blend_latent: neighbouring decoded tiles overlap by twice this and are cross-faded (hides
-        per-tile GroupNorm colour steps); <= the halo.
+    """Tiled VAE decode of a canvas (region mode and inpainting), in latents: ``tile_latent`` tiles
+    decoded with ``halo_latent`` around each; neighbours overlap by ``2 * blend_latent`` (<= the
+    halo) and are cross-faded there, hiding per-tile GroupNorm colour steps.
     """
 
     tile_latent: int = 64
@@ -162,16 +154,11 @@ class DecodeConfig(_Config):
 
 @dataclass(frozen=True)
 class InpaintConfig(_Config):
-    """Inpainting only.
-
-    Parameters
-    ----------
-    mask_dilate_latent: dilation of the latent mask in latents.
-    release_band_latent: width (latents) of the band outside the dilated mask that is released
-        gradually over the steps (differential diffusion); 0 = hard mask.
-    resample_jumps, resample_n: RePaint resampling; every ``resample_jumps`` steps the state is
-        re-noised back by that many steps and resampled, ``resample_n`` times in total. 0 = off.
-    feather_px: width of the pixel-space alpha ramp, laid INSIDE the user's mask.
+    """Inpainting only: ``mask_dilate_latent`` (latent mask dilation), ``release_band_latent`` (band
+    inside the dilated mask released gradually, differential diffusion; 0 = hard mask),
+    ``resample_jumps``/``resample_n`` (RePaint: every ``resample_jumps`` steps the state is
+    re-noised that many steps back and resampled, ``resample_n`` passes; 0 = off), ``feather_px``
+    (pixel alpha ramp laid INSIDE the user's mask).
     """
 
     mask_dilate_latent: int = 1

@@ -155,15 +155,10 @@ def decode_tiled(
     autocast: str = "off",
     cancel: Any = None,
 ) -> torch.Tensor:
-    """Decode ``rect = (y, x, h, w)`` (latents, within ``z`` ``(C, H, W)``) tile by tile.
-
-    Each tile of ``config.tile_latent`` is decoded from its latent crop plus ``halo_latent`` on
-    every side (clipped to ``z``). Without blending only its centre is kept; with
-    ``blend_latent = b > 0`` neighbouring tiles overlap by ``2 b`` latents and are cross-faded
-    linearly there, which hides the colour steps that per-tile GroupNorm statistics cause in a
-    real VAE decoder. Memory is bounded by one tile. For a decoder whose receptive field fits in
-    the halo the result equals a whole-canvas decode. Returns ``(3, h * f, w * f)`` float32 in
-    [-1, 1].
+    """Decode ``rect = (y, x, h, w)`` (latents, within ``z`` ``(C, H, W)``) tile by tile, as
+    ``config`` (:class:`~.settings.DecodeConfig`) says, with memory bounded by one tile; for a
+    decoder whose receptive field fits in the halo the result equals a whole-canvas decode.
+    Returns ``(3, h * f, w * f)`` float32 in [-1, 1].
     """
     tile_latent, halo_latent, b = config.tile_latent, config.halo_latent, config.blend_latent
     _, hz, wz = z.shape

@@ -47,14 +47,12 @@ def generate_testset(
     synthesize_fn: Callable[..., np.ndarray] | None = None,
     reference: np.ndarray | None = None,
 ) -> Path:
-    """Synthesize every layout and write it under every stress variant into ``out``.
+    """Synthesize every layout (layout ``i`` with seed ``seed + i``) and write it under every stress
+    variant into ``out``; returns the folder.
 
-    ``model``: a loaded mask-conditioned model (default ``cytosyn-tiny-cells``). Layout ``i``
-    is synthesized with seed ``seed + i``. ``synthesize_fn`` replaces
-    :func:`~.synthesis.synthesize` (same signature; tests use it to skip the model).
-    ``reference``: an RGB image of real tissue every layout is also conditioned on
-    (:func:`~.synthesis.synthesize`'s ``reference``; models taking a mask and a reference).
-    Returns the folder.
+    ``model``: a mask-conditioned model (default ``cytosyn-tiny-cells``); ``synthesize_fn``
+    replaces :func:`~.synthesis.synthesize` (tests skip the model with it); ``reference``: real
+    tissue every layout is also conditioned on (:func:`~.synthesis.synthesize`).
     """
     from .synthesis import load_synthesis_model, synthesize
 

@@ -56,18 +56,14 @@ class Layout:
 class LayoutParams:
     """Parameters of :func:`procedural_layout` (lengths in um, densities per mm^2 of tissue).
 
-    density_per_mm2: expected nuclei per mm^2 of tissue (dense tumour ~5000-8000, stroma ~1000).
-    radius_um, radius_sd_um: mean and standard deviation of the equivalent radius
-        (``sqrt(area / pi)``), normally distributed, clipped to ``[0.4, 2.5] x radius_um``.
-    elongation, elongation_sd: ratio of the long to the short axis, lognormal around
-        ``elongation`` (1 = round), at least 1.
-    clustering: fraction of nuclei placed in clusters (Thomas process) rather than uniformly.
-    cluster_radius_um: spread (standard deviation) of a cluster around its centre.
-    cluster_size: expected nuclei per cluster.
-    tissue_fraction: share of the image covered by tissue (a smooth random region); 1 = all.
-    tissue_scale_um: size of the tissue blobs' features.
-    max_overlap: a new nucleus overlapping earlier ones by more than this share of its area is
-        dropped (nuclei never share pixels; the later one is clipped).
+    density_per_mm2: expected nuclei (dense tumour ~5000-8000, stroma ~1000).
+    radius_um, radius_sd_um: normal equivalent radius ``sqrt(area / pi)``, clipped to
+        ``[0.4, 2.5] x radius_um``. elongation, elongation_sd: long / short axis, lognormal, >= 1.
+    clustering: share of nuclei in clusters (Thomas process) of spread ``cluster_radius_um`` and
+        ``cluster_size`` nuclei on average. tissue_fraction, tissue_scale_um: share and feature
+        size of the smooth random tissue region (1 = all tissue).
+    max_overlap: a nucleus overlapping earlier ones by more than this share of its area is dropped
+        (otherwise clipped: nuclei never share pixels).
     """
 
     density_per_mm2: float = 4000.0

@@ -101,13 +101,11 @@ def aji(ov: Overlaps) -> float:
 
 @dataclass(frozen=True)
 class Scores:
-    """Scores of one prediction against one truth.
-
-    n_true, n_pred, tp, fp, fn: counts (matching at IoU > 0.5); f1: ``2 tp / (2 tp + fp + fn)``;
-    precision, recall; mean_iou: mean IoU of matched pairs (NaN without pairs); pq: panoptic
-    quality = mean_iou * f1; aji: aggregated Jaccard index; count_bias: ``(n_pred - n_true) /
-    n_true`` (NaN without true nuclei); size_bias: mean of ``(pred area - true area) / true area``
-    over matched pairs (NaN without pairs).
+    """Scores of one prediction against one truth: counts ``n_true``, ``n_pred``, ``tp``, ``fp``,
+    ``fn`` (matching at IoU > 0.5); ``f1 = 2 tp / (2 tp + fp + fn)``, ``precision``, ``recall``;
+    ``mean_iou`` of matched pairs; ``pq = mean_iou * f1``; ``aji``; ``count_bias = (n_pred -
+    n_true) / n_true``; ``size_bias``: mean ``(pred area - true area) / true area`` over matched
+    pairs (NaN where a ratio has no pairs or no true nuclei).
     """
 
     n_true: int

@@ -17,15 +17,13 @@ KINDS = ("clean", "stain_h", "stain_e", "hue", "blur", "jpeg", "noise", "inpaint
 
 @dataclass(frozen=True)
 class Variant:
-    """One stress variant.
+    """One stress variant: ``kind`` with strength ``value``.
 
-    kind: ``clean``; ``stain_h`` / ``stain_e`` (hematoxylin / eosin concentration times
-    ``value``); ``hue`` (hue rotated by ``value`` turns); ``blur`` (Gaussian, sigma ``value`` px);
-    ``jpeg`` (quality ``value``); ``noise`` (Gaussian, sd ``value`` grey levels); ``inpaint``
-    (an ellipse of ``value`` of the image's area generated again by the model, conditioned on
-    the same layout, and blended in as inpainting blends edits: the tool meets a synthetic
-    patch with its seam inside tissue, while the truth still holds); ``scale`` (resampled to
-    ``value`` um/px, e.g. 0.25 for 40x).
+    ``clean``; ``stain_h``/``stain_e`` (haematoxylin/eosin concentration times ``value``); ``hue``
+    (rotated by ``value`` turns); ``blur`` (Gaussian sigma, px); ``jpeg`` (quality); ``noise``
+    (Gaussian sd, grey levels); ``inpaint`` (an ellipse of ``value`` of the area generated again on
+    the same layout and blended in as edits are: a synthetic patch with its seam inside tissue,
+    while the truth still holds); ``scale`` (resampled to ``value`` um/px, 0.25 for 40x).
     """
 
     name: str
