@@ -248,15 +248,18 @@ def _render_and_export(args: argparse.Namespace, slide: Any, out: Path, to_file:
     return 0
 
 
-def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, settings: Any) -> Any:
-    """Reopen a matching store (resume), or create it; a different recipe needs --overwrite."""
+def open_or_create_store(
+    args: argparse.Namespace, store: Path, model: Any, settings: Any, matches: Any, **create: Any
+) -> Any:
+    """Reopen the synthetic slide at ``store`` when ``matches(attrs)`` says its stored attributes
+    are the slide asked for (resume), else create it (``SyntheticSlide.create(**create)``);
+    replacing a different one needs --overwrite."""
     from napari_cytosyn.slide.store import StoreMismatchError, read_store_attrs
     from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     attrs = read_store_attrs(store) if store.exists() else None
     if attrs is not None and attrs.get("kind") == "synthetic-slide":
-        stored = (attrs["width"], attrs["height"], attrs["recipe"]["core"]["seed"])
-        if stored == (args.width, args.height, args.seed):
+        if matches(attrs):
             with contextlib.suppress(StoreMismatchError):
                 slide = SyntheticSlide.open(store, model=model, settings=settings)
                 done = slide.store.completion(0).count()
@@ -267,15 +270,8 @@ def open_or_create_store(args: argparse.Namespace, store: Path, model: Any, sett
                 f"{store} holds a different synthetic slide; pass --overwrite to replace it "
                 "or --store to use another store"
             )
-    return SyntheticSlide.create(
-        store,
-        model,
-        args.width,
-        args.height,
-        settings,
-        chunk_px=args.chunk_px,
-        overwrite=args.overwrite,
-    )
+    kw = {"chunk_px": args.chunk_px, "overwrite": args.overwrite, **create}
+    return SyntheticSlide.create(store, model, settings=settings, **kw)
 
 
 # -- subcommands ----------------------------------------------------------------------------
@@ -294,7 +290,14 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             f"model {model.name!r} generates at {model.mpp} um/px, not {args.mpp}; resampled "
             f"synthesis is not supported: omit --mpp or pass --mpp {model.mpp}"
         )
-    slide = open_or_create_store(args, store, model, sampler_settings(args, args.seed))
+
+    def matches(attrs: dict) -> bool:
+        stored = (attrs["width"], attrs["height"], attrs["recipe"]["core"]["seed"])
+        return stored == (args.width, args.height, args.seed)
+
+    settings = sampler_settings(args, args.seed)
+    size = {"width": args.width, "height": args.height}
+    slide = open_or_create_store(args, store, model, settings, matches, **size)
     return _render_and_export(args, slide, out, to_file)
 
 
@@ -348,14 +351,13 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
 def cmd_twin(args: argparse.Namespace) -> int:
     """A synthetic twin of a real slide (``cli_twin``): create or resume, render, export."""
-    from napari_cytosyn.cli_twin import guided_settings, open_or_create_twin
+    from napari_cytosyn.cli_twin import guided_settings, twin_store
 
     out, store, to_file = _store_and_output(args, args.slide)
     model = load_cli_model(args.model, args.device, args)
     settings = guided_settings(args, sampler_settings(args, args.seed), model)
-    slide, resumed = open_or_create_twin(args, store, model, settings)
-    if resumed:
-        say(args, f"resuming {store} ({slide.store.completion(0).count()} chunks rendered)")
+    matches, create = twin_store(args, model)
+    slide = open_or_create_store(args, store, model, settings, matches, **create)
     return _render_and_export(args, slide, out, to_file)
 
 

@@ -11,7 +11,6 @@ in :mod:`napari_cytosyn.cli` with the other subcommands and their shared helpers
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 
@@ -119,43 +118,22 @@ def guided_settings(args: argparse.Namespace, settings: Any, model: Any) -> Any:
     return settings.replace(guidance=float(scale), guidance_interval=interval)
 
 
-def open_or_create_twin(args: argparse.Namespace, store: Path, model: Any, settings: Any) -> Any:
-    """``(slide, resumed)``: a twin store made from the same slide file (checksum), seed and
-    grid, reopened, or a new one (``--overwrite`` to replace a different one)."""
+def twin_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, Any]]:
+    """``(matches, create)`` for :func:`napari_cytosyn.cli.open_or_create_store`: a twin store
+    is reopened when made from the same slide file (checksum), seed and grid."""
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.reference import slide_checksum
-    from napari_cytosyn.slide.store import StoreMismatchError, read_store_attrs
-    from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     real = open_slide(args.slide)
-    attrs = read_store_attrs(store) if store.exists() else None
-    if attrs is not None and attrs.get("kind") == "synthetic-slide":
+    grid = None if args.grid_um is None else round(args.grid_um / float(model.mpp))
+
+    def matches(attrs: dict[str, Any]) -> bool:
         ref = attrs.get("reference") or {}
-        grid = None if args.grid_um is None else round(args.grid_um / float(model.mpp))
-        same = (
+        return (
             ref.get("sha256") == slide_checksum(real.path)
             and attrs.get("recipe", {}).get("core", {}).get("seed") == args.seed
             and (grid is None or ref.get("grid_px") == grid)
         )
-        if same:
-            try:
-                return SyntheticSlide.open(store, model=model, settings=settings), True
-            except StoreMismatchError:
-                pass
-        if not args.overwrite:
-            raise ValueError(
-                f"{store} holds another synthetic slide; pass --overwrite to replace it or "
-                "--store to use another store"
-            )
-    slide = SyntheticSlide.create(
-        store,
-        model,
-        None,
-        None,
-        settings,
-        chunk_px=args.chunk_px,
-        overwrite=args.overwrite,
-        reference=real,
-        reference_grid_um=args.grid_um,
-    )
-    return slide, False
+
+    create = {"width": None, "height": None, "reference": real, "reference_grid_um": args.grid_um}
+    return matches, create
