@@ -15,6 +15,7 @@ from napari_cytosyn.chunk_grid import (
     grid_shape,
     level_shapes,
     pieces,
+    thumbnail,
     tiles,
 )
 
@@ -139,3 +140,26 @@ def test_pieces_of_an_unbounded_plane_reach_negative_chunks():
     assert got[0][2:] == ((slice(0, 5), slice(0, 5)), (slice(5, 10), slice(5, 10)))
     assert got[-1][2:] == ((slice(15, 20), slice(5, 10)), (slice(0, 5), slice(0, 5)))
     assert list(pieces(None, 10, 0, 0, 0, 5)) == []
+
+
+def test_thumbnail_reads_the_right_level_in_blocks_and_equals_one_whole_downsample():
+    rng = np.random.default_rng(3)
+    level0 = rng.integers(0, 256, (9001, 301, 3), dtype=np.uint8)
+    level1 = downsample_area(level0, 2)
+    levels = [level0, level1, downsample_area(level1, 2)]
+    reads = []
+
+    def read_region(k, y, x, h, w):
+        reads.append((k, h * w))
+        return levels[k][y : y + h, x : x + w]
+
+    thumb = thumbnail(read_region, [lv.shape[:2] for lv in levels], max_px=100)
+    # level 2 (2251 px) is the coarsest at least 100 px long: reduced by ceil(2251 / 100) = 23
+    assert {k for k, _ in reads} == {2} and thumb.shape == (98, 4, 3)
+    np.testing.assert_array_equal(thumb, downsample_area(levels[2], 23))
+    reads.clear()
+    thumb = thumbnail(read_region, [level0.shape[:2]], max_px=50)  # f = 181: 3 row blocks
+    assert len(reads) == 3 and max(n for _, n in reads) <= 4096 * 4096
+    np.testing.assert_array_equal(thumb, downsample_area(level0, 181))
+    with pytest.raises(ValueError, match="max_px"):
+        thumbnail(read_region, [level0.shape[:2]], max_px=0)
