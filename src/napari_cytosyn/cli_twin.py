@@ -102,15 +102,9 @@ def guided_settings(args: argparse.Namespace, settings: Any, model: Any) -> Any:
     """``settings`` with the guidance a conditioned run uses: ``--guidance`` or the model's
     recommended conditioned scale and interval (registry defaults). Unconditioned runs store no
     guidance (see :func:`~napari_cytosyn.sampling.conditioning.recipe_settings`)."""
-    defaults: dict[str, Any] = {}
-    name = str(getattr(args, "model", "") or "")
-    if name and not name.startswith("py:"):
-        from napari_cytosyn.models import get_info
+    from napari_cytosyn.models import recommended
 
-        try:
-            defaults = dict(get_info(name).defaults)
-        except Exception:  # a diffusers folder etc.: no recommendation
-            defaults = {}
+    defaults = recommended(str(getattr(args, "model", "") or ""))
     scale = getattr(args, "guidance", None)
     if scale is None:
         scale = defaults.get("guidance_conditioned", settings.guidance)

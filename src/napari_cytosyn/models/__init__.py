@@ -18,7 +18,7 @@ from .hub import (
     RemoteCodeRefused,
     UnknownModelError,
 )
-from .registry import ModelInfo, available, get_info, parse_name
+from .registry import ModelInfo, available, get_info, parse_name, recommended
 
 if TYPE_CHECKING:
     from .protocol import LatentDiffusionModel
@@ -34,6 +34,7 @@ __all__ = [
     "get_info",
     "load_model",
     "model_for_slide",
+    "recommended",
 ]
 
 log = logging.getLogger(__name__)

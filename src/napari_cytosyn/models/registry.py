@@ -223,3 +223,12 @@ def parse_name(name: str) -> tuple[ModelInfo, str | None]:
 def get_info(name: str) -> ModelInfo:
     """Registry entry for ``name`` (also accepts ``name:source``)."""
     return parse_name(name)[0]
+
+
+def recommended(name: str) -> dict[str, Any]:
+    """A copy of the recommended settings of ``name`` (:attr:`ModelInfo.defaults`); ``{}`` for a
+    name the registry does not know (``py:`` factories)."""
+    try:
+        return dict(get_info(name).defaults)
+    except UnknownModelError:
+        return {}

@@ -127,9 +127,10 @@ def with_reference(
 
 
 def _default_settings(model: Any, seed: int, steps: int | None, guidance: float | None) -> Any:
+    from ..models import recommended
     from ..sampling import SamplerSettings
 
-    defaults = _registry_defaults(model)
+    defaults = recommended(str(getattr(model, "name", "")))
     default_steps = int(getattr(model, "info", {}).get("default_steps", 0))
     return SamplerSettings(
         sampler=defaults.get("sampler", "euler"),
@@ -167,16 +168,6 @@ def inpaint_layout(
         cancel=cancel,
         cond=cond,
     )
-
-
-def _registry_defaults(model: Any) -> dict[str, Any]:
-    """The registry's recommended settings for ``model`` (e.g. PixCell's sampler), or ``{}``."""
-    from ..models import UnknownModelError, get_info
-
-    try:
-        return dict(get_info(str(getattr(model, "name", ""))).defaults)
-    except UnknownModelError:
-        return {}
 
 
 def paint_glass(rgb: np.ndarray, tissue: np.ndarray, feather_px: float = 3.0) -> np.ndarray:
