@@ -14,9 +14,8 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -61,30 +60,6 @@ def cancel_scope(cancel: Any) -> contextlib.AbstractContextManager[None]:
 current_cancel = _CANCEL.get  # the flag of this thread's innermost cancel_scope, or None
 
 
-@dataclass
-class RenderedChunk:
-    """What rendering one level-0 chunk produces.
-
-    ``rgb``: ``(chunk_px, chunk_px, 3)`` uint8. ``latents``: final latents of the chunk
-    ``(C, chunk_px / f, chunk_px / f)`` float32, or ``None`` when the renderer has none.
-    """
-
-    rgb: np.ndarray
-    latents: np.ndarray | None = None
-
-
-class ChunkRenderer(Protocol):
-    """Computes level-0 chunks of a synthetic slide from its spec, deterministically."""
-
-    chunk_px: int
-    latent_factor: int
-    latent_channels: int
-
-    def render(self, cy: int, cx: int) -> RenderedChunk:
-        """Chunk ``(cy, cx)`` of the chunk grid anchored at the slide origin."""
-        ...
-
-
 class SyntheticSlide:
     """A lazily generated slide in a :class:`~.store.SlideStore` (``kind`` ``"synthetic"``):
     the reading surface of a real ``Slide`` plus generation (:meth:`ensure_chunk`,
@@ -95,7 +70,7 @@ class SyntheticSlide:
     def __init__(
         self,
         store: SlideStore,
-        renderer: ChunkRenderer | Callable[[], ChunkRenderer] | None,
+        renderer: DiffusionChunkRenderer | Callable[[], DiffusionChunkRenderer] | None,
     ) -> None:
         self.store = store
         self._renderer = renderer
@@ -251,7 +226,7 @@ class SyntheticSlide:
             st.close()
             raise
 
-        def make_renderer() -> ChunkRenderer:
+        def make_renderer() -> DiffusionChunkRenderer:
             m = model
             if m is None:
                 from napari_cytosyn.models import load_model
@@ -421,7 +396,7 @@ class SyntheticSlide:
     def is_done(self, level: int, cy: int, cx: int) -> bool:
         return self.store.is_done(level, cy, cx)
 
-    def renderer(self) -> ChunkRenderer:
+    def renderer(self) -> DiffusionChunkRenderer:
         """The chunk renderer (built on first use when the slide was opened from disk)."""
         if self._renderer is None:
             raise StoreError(
@@ -494,18 +469,17 @@ class SyntheticSlide:
         tissue = self.tissue_in_chunk(cy, cx)
         if tissue is not None and not tissue.any():
             return np.full((y1 - y0, x1 - x0, 3), WHITE, dtype=np.uint8)
-        result = self.renderer().render(cy, cx)
+        rgb, latents = self.renderer().render(cy, cx)
         with self._count_lock:
             self.compute_count += 1
-        rgb = np.ascontiguousarray(result.rgb[: y1 - y0, : x1 - x0])
+        rgb = np.ascontiguousarray(rgb[: y1 - y0, : x1 - x0])
         if tissue is not None:
             rgb = np.where(tissue[..., None], rgb, np.uint8(WHITE))
-        if result.latents is not None:
-            f = self.renderer().latent_factor
-            lat = self.store.root["latents"]
-            ly0, lx0 = y0 // f, x0 // f
-            ly1, lx1 = min(-(-y1 // f), lat.shape[1]), min(-(-x1 // f), lat.shape[2])
-            lat[:, ly0:ly1, lx0:lx1] = result.latents[:, : ly1 - ly0, : lx1 - lx0]
+        f = self.renderer().latent_factor
+        lat = self.store.root["latents"]
+        ly0, lx0 = y0 // f, x0 // f
+        ly1, lx1 = min(-(-y1 // f), lat.shape[1]), min(-(-x1 // f), lat.shape[2])
+        lat[:, ly0:ly1, lx0:lx1] = latents[:, : ly1 - ly0, : lx1 - lx0]
         return rgb
 
     def _cascade(self, written: list[ChunkKey]) -> None:
@@ -557,12 +531,10 @@ class SyntheticSlide:
         """Precompute in one batched pass the phase states under these level-0 chunks (their
         windows share full model batches; the chunks then only decode). ``upcoming``: chunks
         wanted next, most urgent first, whose work fills batches that would be padded.
-        Finished chunks and chunks without tissue are skipped; so is a renderer without
-        ``prepare``."""
+        Finished chunks and chunks without tissue are skipped."""
         todo = self._to_render(chunks)
-        prepare = getattr(self.renderer(), "prepare", None) if todo else None
-        if prepare is not None:
-            prepare(todo, self._to_render(upcoming))
+        if todo:
+            self.renderer().prepare(todo, self._to_render(upcoming))
 
     def _to_render(self, chunks: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """The level-0 chunks among ``chunks`` that are unfinished and hold tissue."""
@@ -801,29 +773,25 @@ def _phase_cache(store: SlideStore) -> Any:
 
 
 class DiffusionChunkRenderer:
-    """Level-0 chunks (and their final latents) from the sampling engine's lazy mode.
-
-    ``cond``: the model's condition, or a per-window one (a twin's reference field)."""
+    """Level-0 chunks of a synthetic slide, deterministically, from the sampling engine's lazy
+    mode; ``cond``: the model's condition, or a per-window one (a twin's reference field)."""
 
     def __init__(self, model: Any, spec: Any, cache: Any, cond: Any = None) -> None:
-        self.model = model
-        self.cond = cond
-        self.spec = spec
-        self.chunk_px = int(spec.chunk_px)
+        self.model, self.spec, self.cache, self.cond = model, spec, cache, cond
         self.latent_factor = int(model.latent_factor)
-        self.latent_channels = int(model.latent_channels)
-        self.cache = cache
 
-    def render(self, cy: int, cx: int) -> RenderedChunk:
+    def render(self, cy: int, cx: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ``(cy, cx)``: ``(chunk_px, chunk_px, 3)`` uint8 and its final latents
+        ``(C, chunk_px / f, chunk_px / f)`` float32."""
         from napari_cytosyn.sampling import final_latents, render_chunk
 
         rgb = render_chunk(
             self.model, self.spec, cy, cx, self.cache, cancel=current_cancel(), cond=self.cond
         )
         # The phase states are cached by now: the latents cost one more blend, not a render.
-        n = self.chunk_px // self.latent_factor
+        n = int(self.spec.chunk_px) // self.latent_factor
         z = final_latents(self.model, self.spec, cy * n, cx * n, n, n, self.cache, cond=self.cond)
-        return RenderedChunk(rgb=np.asarray(rgb, dtype=np.uint8), latents=z.numpy())
+        return np.asarray(rgb, dtype=np.uint8), z.numpy()
 
     def prepare(self, chunks: list[tuple[int, int]], upcoming: list[tuple[int, int]] = ()) -> None:
         """Compute the phase states of several chunks together (fuller model batches); work
@@ -831,11 +799,6 @@ class DiffusionChunkRenderer:
         from napari_cytosyn.sampling.lazy import prepare_chunks
 
         prepare_chunks(
-            self.model,
-            self.spec,
-            chunks,
-            self.cache,
-            cancel=current_cancel(),
-            upcoming=upcoming,
+            self.model, self.spec, chunks, self.cache, cancel=current_cancel(), upcoming=upcoming,
             cond=self.cond,
-        )
+        )  # fmt: skip
