@@ -145,7 +145,7 @@ def source_chunk_hw(level: Any) -> tuple[int, int] | None:
     return int(chunks[0]), int(chunks[1])
 
 
-def aligned_block_px(level: Any, tile_px: int, cap_px: int = 4096) -> tuple[int, int]:
+def aligned_block_px(level: Any, tile_px: int) -> tuple[int, int]:
     """Read-block size for ``level``: its chunk size when that is a multiple of ``tile_px``.
 
     Reading a 512 px tile out of a 1024 px source chunk would decompress that chunk 4 times;
@@ -156,7 +156,7 @@ def aligned_block_px(level: Any, tile_px: int, cap_px: int = 4096) -> tuple[int,
         return tile_px, tile_px
     cy, cx = chunk
     if cy % tile_px == 0 and cx % tile_px == 0:
-        return min(cy, cap_px), min(cx, cap_px)
+        return min(cy, 4096), min(cx, 4096)
     return tile_px, tile_px
 
 

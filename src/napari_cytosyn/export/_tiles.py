@@ -75,7 +75,6 @@ def tiff_plan(
     compression: str | None,
     quality: int,
     tile_px: int,
-    min_level_px: int | None,
     mpp: Any,
     workers: int | None,
     progress: ProgressFn | None,
@@ -88,7 +87,7 @@ def tiff_plan(
     tile_px = tile_px_for(levels[0], int(tile_px))
     if tile_px % 16:
         raise ValueError(f"TIFF tiles must be a multiple of 16 px, got {tile_px}")
-    shapes = pyramid_shapes(levels, min_level_px or tile_px, mask_levels)
+    shapes = pyramid_shapes(levels, tile_px, mask_levels)
     n_tiles = sum(len(chunk_grid.tiles(s, (tile_px, tile_px))) for s in shapes)
     tick = ProgressCounter(progress, n_tiles * (2 if mask_levels is not None else 1))
     return TiffPlan(codec, tile_px, shapes, PixelSize.from_any(mpp), default_workers(workers), tick)

@@ -57,7 +57,6 @@ def write_ome_tiff(
     compression: str | None = None,
     quality: int = 90,
     tile_px: int = 512,
-    min_level_px: int | None = None,
     overwrite: bool = False,
     workers: int | None = None,
     progress: ProgressFn | None = None,
@@ -70,7 +69,7 @@ def write_ome_tiff(
     path: output file (``*.ome.tif``), written to a temporary sibling and renamed at the end;
         an existing file is refused unless ``overwrite``.
     levels: the pyramid, finest first, ``(y, x, 3)`` uint8 arrays (dask, zarr, numpy). With one
-        level, 2x levels are built (box mean) down to ``min_level_px`` (default ``tile_px``).
+        level, 2x levels are built (box mean) down to one tile.
     mpp: level-0 pixel size (``PixelSize.from_any``): OME ``PhysicalSizeX/Y`` and TIFF
         resolution of every level.
     mask_levels: ``(y, x)`` arrays, non-zero = synthetic; one per level or only the finest.
@@ -89,9 +88,7 @@ def write_ome_tiff(
 
     if mask not in MASK_PLACES:
         raise ValueError(f"mask must be one of {MASK_PLACES}, got {mask!r}")
-    plan = tiff_plan(
-        levels, mask_levels, compression, quality, tile_px, min_level_px, mpp, workers, progress
-    )
+    plan = tiff_plan(levels, mask_levels, compression, quality, tile_px, mpp, workers, progress)
     tile_px, shapes, workers, tick = plan.tile_px, plan.shapes, plan.workers, plan.tick
     if mask_levels is not None and mask == "sidecar":
         from napari_cytosyn.export.sidecars import check_sidecars

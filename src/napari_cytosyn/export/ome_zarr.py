@@ -175,7 +175,6 @@ def write_ome_zarr(
     version: NgffVersion = "0.4",
     chunk_px: int = 512,
     shards: str | int | None = "auto",
-    min_level_px: int | None = None,
     overwrite: bool = False,
     workers: int | None = None,
     progress: ProgressFn | None = None,
@@ -188,7 +187,7 @@ def write_ome_zarr(
     path: output folder (``*.ome.zarr``), written to a temporary sibling and renamed at the
         end; an existing path is refused unless ``overwrite``.
     levels: the pyramid, finest first, ``(y, x, 3)`` uint8 arrays (dask, zarr, numpy). With one
-        level, 2x levels are built down to ``min_level_px`` (default ``chunk_px``).
+        level, 2x levels are built down to one chunk.
     mpp: level-0 pixel size (``PixelSize.from_any``); ``None`` writes pixel units.
     mask_levels: ``(y, x)`` arrays, non-zero = synthetic, one per level or only the finest;
         written as ``labels/synthetic`` (1 = synthetic).
@@ -212,7 +211,7 @@ def write_ome_zarr(
     chunk_px = int(chunk_px)
     if chunk_px < 16:
         raise ValueError(f"chunk_px must be >= 16, got {chunk_px}")
-    shapes = pyramid_shapes(levels, min_level_px or chunk_px, mask_levels)
+    shapes = pyramid_shapes(levels, chunk_px, mask_levels)
     zarr_format = 2 if version == "0.4" else 3
     shard_sizes = [shard_px_for(s, chunk_px, zarr_format, shards) for s in shapes]
     workers = default_workers(workers)

@@ -55,7 +55,6 @@ def write_tiff(
     compression: str | None = None,
     quality: int = 90,
     tile_px: int = 512,
-    min_level_px: int | None = None,
     overwrite: bool = False,
     workers: int | None = None,
     progress: ProgressFn | None = None,
@@ -76,9 +75,7 @@ def write_tiff(
     """
     import tifffile
 
-    plan = tiff_plan(
-        levels, mask_levels, compression, quality, tile_px, min_level_px, mpp, workers, progress
-    )
+    plan = tiff_plan(levels, mask_levels, compression, quality, tile_px, mpp, workers, progress)
     if mask_levels is not None:
         check_sidecars(path, overwrite)
     name = name or slide_stem(Path(path))
