@@ -5,16 +5,18 @@ centred on their borders and corners (``sampling/lazy.py``): the decoder's Group
 depend on the crop, so two neighbouring crops disagree at their border without that. A decoder
 whose GroupNorm layers use fixed statistics is local, so a chunk could come from one crop. This
 script measures that idea on the embedded model, one 1024 x 1024 px region (16 chunks of 256 px)
-of a lazy slide (bfloat16 autocast, the product's default on this CPU):
+of a lazy slide (bfloat16 autocast, or float32 with ``--autocast off``):
 
 - statistics estimated once from the decode of another region of the same slide (4 x 1024 px
   below), then frozen;
 - seam score on the chunk lines and PSNR against the decode of the whole region at once (normal
   GroupNorm: the reference), for one crop per chunk with halo 4, 6 and 8 latents, next to the
   product's chunks (normal GroupNorm, border and corner cross-fades);
-- decoder time per chunk of each.
+- decoder time per chunk of each (one decoder call at a time), and PSNR / largest difference
+  of each frozen variant against the product's chunks (what adopting it would change).
 
-    python benchmarks/frozen_norm_decoder.py
+    python benchmarks/frozen_norm_decoder.py                  # bfloat16 autocast
+    python benchmarks/frozen_norm_decoder.py --autocast off   # float32
 
 Last line: ``RESULT {json}``.
 """
@@ -22,6 +24,7 @@ Last line: ``RESULT {json}``.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -58,6 +61,11 @@ class FrozenNorms:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--autocast", default="bfloat16", choices=("bfloat16", "off"))
+    args = ap.parse_args()
     from napari_cytosyn.models import load_model
     from napari_cytosyn.sampling import SamplerSettings, lattice_lines, precision, seam_score
     from napari_cytosyn.sampling.lazy import (
@@ -69,8 +77,8 @@ def main() -> None:
     from napari_cytosyn.sampling.tiling import to_uint8
 
     model = load_model("cytosyn-tiny", device="cpu")
-    spec = LazySpec(settings=SamplerSettings(steps=12, seed=5, autocast="bfloat16"), chunk_px=256)
-    mode = "bfloat16"
+    mode = args.autocast
+    spec = LazySpec(settings=SamplerSettings(steps=12, seed=5, autocast=mode), chunk_px=256)
     f = model.latent_factor
     n = spec.chunk_px // f
     size = 1024
@@ -100,6 +108,7 @@ def main() -> None:
     result: dict = {"reference_seam": round(seam_score(ref, lines, lines), 4)}
     print(f"whole region decoded at once (reference): seam {result['reference_seam']}")
 
+    frozen = {}
     for halo in (4, 6, 8):
         out = np.zeros_like(ref)
         t0 = time.perf_counter()
@@ -115,6 +124,7 @@ def main() -> None:
                         oy : oy + n * f, ox : ox + n * f
                     ]
         ms = (time.perf_counter() - t0) / (N // n) ** 2 * 1000
+        frozen[halo] = out
         result[f"frozen_halo{halo}"] = {
             "seam": round(seam_score(out, lines, lines), 4),
             "psnr_vs_reference_db": round(psnr(out, ref), 2),
@@ -122,6 +132,7 @@ def main() -> None:
         }
         print(f"frozen statistics, one crop per chunk, halo {halo}: {result[f'frozen_halo{halo}']}")
 
+    os.environ["NAPARI_CYTOSYN_MODEL_WORKERS"] = "1"  # decoder work per chunk, call by call
     t0 = time.perf_counter()
     lazy = render_region_lazy(model, spec, 0, 0, size, size, cache)  # latents cached: decode only
     ms = (time.perf_counter() - t0) / (N // n) ** 2 * 1000
@@ -133,6 +144,12 @@ def main() -> None:
     print(
         f"product chunks (normal GroupNorm, border/corner cross-fades): {result['product_chunks']}"
     )
+    for halo, out in frozen.items():  # the tolerance: how far one-crop chunks are from today's
+        d = np.abs(out.astype(np.int16) - lazy.astype(np.int16))
+        result[f"frozen_halo{halo}"]["psnr_vs_product_db"] = round(psnr(out, lazy), 2)
+        result[f"frozen_halo{halo}"]["max_abs_diff_vs_product"] = int(d.max())
+        print(f"frozen halo {halo} vs product: {result[f'frozen_halo{halo}']}")
+    result["autocast"] = mode
     print("RESULT " + json.dumps(result))
 
 

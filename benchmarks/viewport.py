@@ -176,6 +176,7 @@ def main() -> None:
                 visible.discard((cy, cx))
                 if not visible:
                     times["all"] = time.perf_counter() - t_req
+                    times["cpu"] = time.process_time() - cpu_req
                     times["windows"] = usage["windows"]
                     times["model_s"] = usage["seconds"]
                     times["decode_s"] = usage["decode_s"]
@@ -186,7 +187,7 @@ def main() -> None:
         with ViewportRenderer(
             slide, on_chunk=on_chunk, margin_chunks=1, max_base_chunks=64
         ) as renderer:
-            t_req = time.perf_counter()
+            t_req, cpu_req = time.perf_counter(), time.process_time()
             planned = renderer.request(0, region)
             all_done.wait()
             if args.visible_only:
@@ -252,6 +253,12 @@ def main() -> None:
         "read_ms": {"plain": round(plain_s * 1000, 2), "dask": round(dask_s * 1000, 2)},
         "visible_chunks": n_visible,
         "window_evals": windows,
+        # CPU seconds of the process until all visible (every thread): the work, whatever the
+        # load; all_visible_s x cores / cpu_s is how well the cores were kept busy.
+        "cpu_s": round(times["cpu"], 2),
+        # Network calls in flight on average until all visible (model + decoder seconds summed
+        # over calls, over the wall time): ~2 = both cores kept busy when the machine is free.
+        "calls_in_flight": round((model_s + decode_s) / all_visible_s, 2),
         "model_s": round(model_s, 2),
         "decode_s": round(decode_s, 2),
         "with_margin_s": None if with_margin_s is None else round(with_margin_s, 3),
