@@ -15,7 +15,9 @@ measures, with a 10 ms QTimer ticking on the GUI thread the whole time:
   synthesize region, render all, export), each cancelled a second after it started;
 - ``max_stall_ms``: the largest gap between two ticks minus the 10 ms period, over the whole
   run after start-up (model loading excluded, and the benchmark's own blocking joins of the
-  renderers it stops between measurements, reported as the phase "teardown").
+  renderers it stops between measurements, reported as the phase "teardown"); the largest gap
+  of each phase is split into the GUI thread's time on a CPU, waiting for a CPU (the machine's
+  load) and blocked (the GIL held by a worker thread, or a lock) (``max_stall_split_ms``).
 
 Needs a display (``xvfb-run -a``). Examples::
 
@@ -45,8 +47,20 @@ TARGETS = {
 }
 
 
+def _sched_ms() -> tuple[float, float]:
+    """This thread's time on a CPU and waiting in the run queue, ms (Linux schedstat)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            run, wait = f.read().split()[:2]
+        return int(run) / 1e6, int(wait) / 1e6
+    except OSError:
+        return float("nan"), float("nan")
+
+
 class Ticker:
-    """Records the gaps between ticks of a 10 ms QTimer on the GUI thread."""
+    """Records the gaps between ticks of a 10 ms QTimer on the GUI thread, and how each gap
+    splits into time the GUI thread ran on a CPU, waited for one (run queue: the machine's
+    load) and was blocked (the GIL held by a worker thread, a lock, or the event loop)."""
 
     def __init__(self) -> None:
         from qtpy.QtCore import QTimer
@@ -54,22 +68,24 @@ class Ticker:
         self.gaps: list[float] = []
         self.phase = "start"
         self.by_phase: dict[str, float] = {}  # largest gap (ms) of each phase
-        self.last = time.perf_counter()
+        # (gap, ran, run-queue wait, blocked) ms of the largest gap of each phase
+        self.split: dict[str, tuple[float, float, float, float]] = {}
+        self.last, self.sched = time.perf_counter(), _sched_ms()
+        self.worst_at = 0.0  # time.perf_counter() at the end of the latest phase record
         self.timer = QTimer()
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self._tick)
         self.timer.start()
 
     def _tick(self) -> None:
-        now = time.perf_counter()
+        now, sched = time.perf_counter(), _sched_ms()
         gap = (now - self.last) * 1000
         self.gaps.append(gap)
-        self.by_phase[self.phase] = max(self.by_phase.get(self.phase, 0.0), gap)
-        self.last = now
-
-    def reset(self) -> None:
-        self.gaps.clear()
-        self.last = time.perf_counter()
+        if gap > self.by_phase.get(self.phase, 0.0):
+            self.by_phase[self.phase], self.worst_at = gap, now
+            ran, queued = (b - a for a, b in zip(self.sched, sched, strict=True))
+            self.split[self.phase] = (gap, ran, queued, gap - ran - queued)
+        self.last, self.sched = now, sched
 
 
 class StallSampler:
@@ -188,8 +204,11 @@ TEARDOWN = "teardown (benchmark's own waits)"
 
 
 def phase(name: str) -> None:
-    if TICKER is not None:
-        TICKER.phase = name
+    if TICKER is None:
+        return
+    if TICKER.phase == TEARDOWN:  # the gap so far is the benchmark's own wait: not counted
+        TICKER.last, TICKER.sched = time.perf_counter(), _sched_ms()
+    TICKER.phase = name
 
 
 def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
@@ -301,6 +320,10 @@ def main() -> None:
         "zoomed_out_first_final_s": round(zo_final, 3),
         "max_stall_ms": round(stall, 1),
         "max_stall_ms_by_phase": {k: round(v - TICK_MS, 1) for k, v in ticker.by_phase.items()},
+        # the largest gap of each phase split: GUI thread on a CPU / waiting for one / blocked
+        "max_stall_split_ms": {
+            k: [round(v, 1) for v in split[1:]] for k, split in ticker.split.items()
+        },
         "p99_tick_gap_ms": round(float(np.percentile(gaps, 99)), 1) if gaps.size else None,
         "model": args.model,
         "steps": int(widget.sampling.steps_spin.value()),

@@ -1,0 +1,44 @@
+"""The progress display never paints inside a job's signal: its bar is repainted with the rest of
+the window on the next event-loop turn (a synchronous repaint composes napari's whole window)."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QEvent, QObject
+
+from napari_cytosyn._napari._qt._progress_box import ProgressBox
+from napari_cytosyn._napari._session import Session
+
+
+class _Paints(QObject):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.Paint:
+            self.count += 1
+        return False
+
+
+def test_job_updates_paint_the_bar_later_not_inside_the_signal(qtbot):
+    session = Session()
+    box = ProgressBox(session, min_update_s=0.0)
+    qtbot.addWidget(box)
+    box.show()
+    qtbot.waitExposed(box)
+    paints = _Paints()
+    box.bar.installEventFilter(paints)
+    qtbot.wait(50)
+
+    for step in (
+        lambda: session.begin_job("Render", unit="chunks", total=10),
+        lambda: session.progress(4, 10),
+        lambda: session.end_job("done"),
+    ):
+        before = paints.count
+        step()
+        assert paints.count == before  # nothing painted inside the job's signal
+        qtbot.waitUntil(lambda b=before: paints.count > b, timeout=2000)  # ... but soon after
+
+    assert (box.bar.value(), box.bar.maximum()) == (10, 10)
+    assert box.bar.format() == "Render: done"
