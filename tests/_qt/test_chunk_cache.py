@@ -116,3 +116,17 @@ def test_view_skips_a_refresh_when_napari_resliced_after_the_chunk_landed(
     _wait_until(qtbot, lambda: not view._refresh.isActive())
     assert (view.refreshes, view.refreshes_skipped) == (before + 1, 1)
     view.close(timeout=30)
+
+
+def test_checker_alternates_squares_anchored_at_the_level_origin():
+    from napari_cytosyn._napari._chunk_cache import CHECKER_GREYS, CHECKER_PX, checker
+
+    light, dark = CHECKER_GREYS
+    s = CHECKER_PX
+    out = checker(-s, s - 1, 2 * s, 3)  # rows -s..s-1, columns s-1..s+1
+    assert out.shape == (2 * s, 3, 3) and out.dtype == np.uint8 and out.flags.writeable
+    assert (out == out[..., :1]).all()  # grey
+    # square (-1, 0) is dark, (-1, 1) light, (0, 0) light, (0, 1) dark
+    np.testing.assert_array_equal(out[0, :, 0], [dark, light, light])
+    np.testing.assert_array_equal(out[s, :, 0], [light, dark, dark])
+    np.testing.assert_array_equal(checker(0, 0, 0, 5).shape, (0, 5, 3))

@@ -37,10 +37,13 @@ CHECKER_GREYS = (226, 212)  # neutral greys: not white (glass), not tissue
 def checker(y: int, x: int, h: int, w: int) -> np.ndarray:
     """The "not generated yet" pattern ``(h, w, 3)`` uint8 over a region of any level: neutral
     grey squares anchored at the level origin, so it reads as unfinished, never as glass."""
-    yy = (np.arange(y, y + h) // CHECKER_PX)[:, None]
-    xx = (np.arange(x, x + w) // CHECKER_PX)[None, :]
-    grey = np.where((yy + xx) % 2 == 0, *CHECKER_GREYS).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=2)
+    # Built on the GUI thread at every slice: two rows of the pattern, then one row copy per
+    # output row (a 1280 x 1536 region: 3 ms instead of 60 ms per-pixel arithmetic).
+    even_x = (np.arange(x, x + w) // CHECKER_PX) % 2 == 0
+    rows = np.empty((2, w, 3), dtype=np.uint8)
+    rows[0] = np.where(even_x, *CHECKER_GREYS)[:, None]
+    rows[1] = np.where(even_x, *CHECKER_GREYS[::-1])[:, None]
+    return rows[(np.arange(y, y + h) // CHECKER_PX) % 2]
 
 
 class ChunkCache:
