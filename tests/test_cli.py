@@ -257,3 +257,13 @@ def test_autocast_flag_reaches_the_sampler_settings(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--autocast", "half"])
     assert "invalid choice: 'half'" in capsys.readouterr().err
+
+
+def test_python_m_napari_cytosyn_reaches_every_subcommand():
+    import argparse
+
+    from napari_cytosyn.cli import SUBCOMMANDS, build_parser
+
+    actions = build_parser()._actions
+    sub = next(a for a in actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(SUBCOMMANDS) == sorted(sub.choices)

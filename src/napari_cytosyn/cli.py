@@ -43,7 +43,8 @@ from napari_cytosyn.sampling.settings import AUTOCAST
 
 PROG = "napari-cytosyn"
 MAX_STEPS = 5000  # sampler steps; real models use 50-250, beyond is a typo
-SUBCOMMANDS = ("synthesize", "inpaint", "render", "export", "info", "check", "demo")
+#: what ``python -m napari_cytosyn`` hands to this CLI (tests keep it equal to the parser's)
+SUBCOMMANDS = tuple("synthesize inpaint twin render export info check demo testkit".split())  # noqa: SIM905
 
 
 class CliError(Exception):
