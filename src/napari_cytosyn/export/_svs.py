@@ -38,10 +38,7 @@ def svs_description(
     provenance JSON is written as ``\\u007c`` so the JSON stays one value (and still decodes).
     """
     h, w = int(shape0[0]), int(shape0[1])
-    comp = _CODEC_NAMES.get(codec, str(codec))
-    if codec == "jpeg":
-        comp += f" Q={int(quality)}"
-    head = f"{_header()}{w}x{h} [0,0 {w}x{h}] ({tile_px}x{tile_px}) {comp}"
+    head = f"{_header()}{w}x{h} [0,0 {w}x{h}] ({tile_px}x{tile_px}) {_comp(codec, quality)}"
     pairs = []
     if objective_power:
         pairs.append(f"AppMag = {objective_power:g}")
@@ -65,11 +62,15 @@ def level_description(
 ) -> str:
     """The ``ImageDescription`` of a reduced level, as Aperio writes it (``W0xH0 -> wxh``)."""
     h0, w0 = int(shape0[0]), int(shape0[1])
-    comp = _CODEC_NAMES.get(codec, str(codec)) + (f" Q={int(quality)}" if codec == "jpeg" else "")
     return (
         f"{_header()}{w0}x{h0} [0,0 {w0}x{h0}] ({tile_px}x{tile_px}) -> "
-        f"{int(shape[1])}x{int(shape[0])} {comp}"
+        f"{int(shape[1])}x{int(shape[0])} {_comp(codec, quality)}"
     )
+
+
+def _comp(codec: str | None, quality: int) -> str:
+    """Aperio's name of a compression (``JPEG Q=90``)."""
+    return _CODEC_NAMES.get(codec, str(codec)) + (f" Q={int(quality)}" if codec == "jpeg" else "")
 
 
 def thumbnail_description(shape0: Sequence[int], shape: Sequence[int]) -> str:

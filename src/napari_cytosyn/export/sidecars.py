@@ -61,6 +61,7 @@ def write_mask_sidecars(
 ) -> tuple[Path, Path]:
     """Write the mask TIFF and the GeoJSON beside ``path``; returns their paths."""
     import tifffile
+    import zarr
 
     mask_path, geojson_path = sidecar_paths(path)
     with atomic_output(mask_path, overwrite) as tmp:
@@ -77,24 +78,15 @@ def write_mask_sidecars(
                     tiff_options("zlib", 0), workers, cancel, tick,
                     ("napari-cytosyn", "synthetic mask", slide_stem(Path(path))),
                 )  # fmt: skip
-        tf, levels = _open_levels(tmp)
-        with tf:
+        with tifffile.TiffFile(str(tmp)) as tf:  # levels read lazily, tiles decoded on read
+            series = tf.series[0]
+            levels = [
+                zarr.open_array(series.aszarr(level=k), mode="r") for k in range(len(series.levels))
+            ]
             features = mask_features(levels, shapes)
     with atomic_output(geojson_path, overwrite) as tmp:
         tmp.write_text(json.dumps(feature_collection(features)))
     return mask_path, geojson_path
-
-
-def _open_levels(path: str | os.PathLike) -> tuple[Any, list[Any]]:
-    """(open ``TiffFile``, lazy ``(y, x)`` zarr views of its levels: tiles decoded on read)."""
-    import tifffile
-    import zarr
-
-    tf = tifffile.TiffFile(str(path))
-    series = tf.series[0]
-    return tf, [
-        zarr.open_array(series.aszarr(level=k), mode="r") for k in range(len(series.levels))
-    ]
 
 
 def _squeeze(block: Any) -> np.ndarray:

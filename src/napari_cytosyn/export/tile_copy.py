@@ -55,7 +55,6 @@ class TileCopyError(ValueError):
 class LevelPage:
     """One source TIFF page that holds a slide level, with what its tiles need to be copied."""
 
-    index: int
     shape: tuple[int, int]
     tile: tuple[int, int]
     compression: int
@@ -95,7 +94,6 @@ def copy_plan(slide: Any) -> tuple[Path, list[LevelPage]]:
             _check_page(path, k, page)
             pages.append(
                 LevelPage(
-                    index=int(page.index) if isinstance(page.index, int) else -1,
                     shape=(int(page.imagelength), int(page.imagewidth)),
                     tile=(int(page.tilelength), int(page.tilewidth)),
                     compression=int(page.compression),
