@@ -18,6 +18,7 @@ read ratio <= 1.2. Last line: ``RESULT {json}``.
     python benchmarks/viewport.py --model grf     # Gaussian-random-field test model
     python benchmarks/viewport.py --quick         # smaller viewport, fewer repeats
     python benchmarks/viewport.py --autocast off --workers 1   # float32, one core for the model
+    python benchmarks/viewport.py --autocast off --visible-only --estimate-idle  # loaded machine
 """
 
 from __future__ import annotations
@@ -57,6 +58,44 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def record_parallel_calls(log: list) -> None:
+    """Record every group of independent network calls lazy mode runs (``parallel_calls``)
+    and each call's thread CPU seconds: the work, whatever else loads the machine."""
+    from napari_cytosyn.sampling import threads
+    from napari_cytosyn.sampling.lazy import batching, decode
+
+    def recording(fn, items, cpu=True):
+        group: list[tuple[int, float]] = []
+        log.append(group)
+
+        def timed(job):
+            i, item = job
+            t0 = time.thread_time()
+            try:
+                return fn(item)
+            finally:
+                group.append((i, time.thread_time() - t0))
+
+        return threads.parallel_calls(timed, list(enumerate(items)), cpu)
+
+    batching.parallel_calls = decode.parallel_calls = recording
+
+
+def idle_machine_s(groups: list, cpu_s: float, workers: int) -> float:
+    """Wall time an idle machine would take for the recorded work: each group's calls handed
+    to ``workers`` threads in order (first free thread first), everything else in the process
+    (``cpu_s`` minus the calls) counted as serial."""
+    calls = 0.0
+    span = 0.0
+    for group in groups:
+        free = [0.0] * workers
+        for _, c in sorted(group):
+            free[free.index(min(free))] += c
+            calls += c
+        span += max(free)
+    return max(0.0, cpu_s - calls) + span
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="cytosyn-tiny", help="model name, or 'grf'")
@@ -86,6 +125,12 @@ def main() -> None:
         "--visible-only",
         action="store_true",
         help="stop the renderer once the visible chunks are done (no margin ring)",
+    )
+    ap.add_argument(
+        "--estimate-idle",
+        action="store_true",
+        help="also estimate first chunk / all visible on an idle machine with 1 and 2 workers "
+        "from each network call's thread CPU time (for a loaded machine)",
     )
     args = ap.parse_args()
 
@@ -143,6 +188,10 @@ def main() -> None:
 
     import napari_cytosyn.sampling.lazy  # noqa: F401 - module import is not slide creation
 
+    call_log: list = []
+    if args.estimate_idle:
+        record_parallel_calls(call_log)
+
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         slide = SyntheticSlide.create(
@@ -172,11 +221,15 @@ def main() -> None:
 
         def on_chunk(level: int, cy: int, cx: int) -> None:
             if level == 0 and (cy, cx) in visible:
-                times.setdefault("first", time.perf_counter() - t_req)
+                if "first" not in times:
+                    times["first"] = time.perf_counter() - t_req
+                    times["cpu_first"] = time.process_time() - cpu_req
+                    times["calls_first"] = [list(g) for g in call_log]
                 visible.discard((cy, cx))
                 if not visible:
                     times["all"] = time.perf_counter() - t_req
                     times["cpu"] = time.process_time() - cpu_req
+                    times["calls_all"] = [list(g) for g in call_log]
                     times["windows"] = usage["windows"]
                     times["model_s"] = usage["seconds"]
                     times["decode_s"] = usage["decode_s"]
@@ -274,6 +327,14 @@ def main() -> None:
         "autocast": autocast,
         "batch": batch,
     }
+    if args.estimate_idle:
+        est = {
+            f"{key}_workers{w}": round(idle_machine_s(times[f"calls_{key}"], times[cpu], w), 2)
+            for key, cpu in (("first", "cpu_first"), ("all", "cpu"))
+            for w in (1, 2)
+        }
+        print(f"idle-machine estimate from thread CPU times (s): {est}")
+        result["idle_estimate_s"] = est
     print("RESULT " + json.dumps(result))
 
 
