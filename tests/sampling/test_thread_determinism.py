@@ -113,3 +113,26 @@ def test_an_error_in_one_parallel_call_is_raised_after_all_finished(monkeypatch)
     with pytest.raises(RuntimeError, match="bad window"):
         parallel_calls(call, [0, 1, 2])
     assert sorted(done) == [1, 2]
+
+
+def test_an_interrupted_wait_drops_the_calls_not_started(monkeypatch):
+    from napari_cytosyn.sampling import threads
+
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    release, ran = threading.Event(), []
+
+    def call(i: int) -> None:
+        release.wait(30)  # holds its worker until after the interruption
+        ran.append(i)
+
+    def interrupted(futures):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threads, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        parallel_calls(call, list(range(6)))
+    release.set()
+    both_idle = threading.Barrier(2, timeout=30)  # both workers past everything queued before
+    for f in [threads._POOLS[2].submit(both_idle.wait) for _ in range(2)]:
+        f.result()
+    assert set(ran) <= {0, 1}  # at most the two calls already running; 2-5 never started

@@ -54,7 +54,7 @@ def model_workers() -> int:
     return _whole_number(WORKERS_ENV, str(max(1, (cores or 1) // model_threads())))
 
 
-_POOL: dict[str, Any] = {"size": 0, "executor": None}
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # one per worker count asked for
 _POOL_LOCK = threading.Lock()
 
 
@@ -66,8 +66,8 @@ def parallel_calls(fn: Callable[[Any], Any], items: Sequence[Any], cpu: bool = T
     a serial run. Each call runs without autograd. Waits for every call; the first exception
     raised (e.g. ``Cancelled``) is re-raised. ``cpu=False`` (a GPU model) runs them in turn.
     """
-    workers = min(model_workers(), len(items)) if cpu else 1
-    if workers < 2 or threading.current_thread().name.startswith("cytosyn-model"):
+    workers = model_workers() if cpu else 1
+    if min(workers, len(items)) < 2 or threading.current_thread().name.startswith("cytosyn-model"):
         return [fn(item) for item in items]
 
     def call(item: Any) -> Any:
@@ -75,13 +75,16 @@ def parallel_calls(fn: Callable[[Any], Any], items: Sequence[Any], cpu: bool = T
             return fn(item)
 
     with _POOL_LOCK:
-        if _POOL["size"] < workers:
-            if _POOL["executor"] is not None:
-                _POOL["executor"].shutdown(wait=False)
-            _POOL.update(size=workers, executor=ThreadPoolExecutor(workers, "cytosyn-model"))
-        pool = _POOL["executor"]
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(workers, f"cytosyn-model{workers}")
     futures = [pool.submit(call, item) for item in items]
-    wait(futures)
+    try:
+        wait(futures)
+    except BaseException:  # e.g. KeyboardInterrupt: the calls not started yet are dropped
+        for f in futures:
+            f.cancel()
+        raise
     return [f.result() for f in futures]
 
 
