@@ -74,11 +74,8 @@ def bounded_map(
     window: int | None = None,
     cancel: Any = None,
 ) -> Iterator[R]:
-    """``map(fn, items)`` on ``workers`` threads, results in order, at most ``window`` in flight.
-
-    Unlike ``ThreadPoolExecutor.map`` it does not submit every item up front, so memory stays
-    bounded for millions of tiles. ``cancel.is_set()`` is checked before each submission.
-    """
+    """``map(fn, items)`` on ``workers`` threads, in order, at most ``window`` in flight (not
+    all submitted up front: bounded memory for millions of tiles); ``cancel`` checked between."""
     workers = max(1, int(workers))
     window = window or 2 * workers
     if workers == 1:

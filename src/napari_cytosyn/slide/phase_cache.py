@@ -59,12 +59,8 @@ def _check_key(key: Any) -> tuple[int, int, int]:
 
 
 class ZarrPhaseCache:
-    """Phase states in a zarr group, one array per phase, with an in-memory LRU of
-    ``memory_mb``.
-
-    Thread safe; safe for several processes sharing the directory (chunks are written
-    atomically by zarr; two processes writing one key write the same bits).
-    """
+    """Phase states in a zarr group, one array per phase, behind an LRU of ``memory_mb``.
+    Thread safe, and process safe (chunks replaced atomically; one key is the same bits)."""
 
     def __init__(self, path: str | os.PathLike, memory_mb: float = 256.0) -> None:
         self.path = Path(path)

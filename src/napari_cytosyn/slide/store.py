@@ -114,12 +114,9 @@ def read_store_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 class SlideStore:
-    """A pyramid of uint8 RGB levels in a zarr v3 directory, with a completion map per level.
-
-    Use :meth:`create` and :meth:`open`; ``kind`` names what the store is for
-    (``"synthetic-slide"``, ``"edit-store"``) and is checked on open. Edit stores also hold a
-    mask per level, written and verified together with the RGB chunk.
-    """
+    """A pyramid of uint8 RGB levels with a completion map per level (:meth:`create`,
+    :meth:`open`); ``kind`` (``"synthetic-slide"``, ``"edit-store"``) is checked on open. Edit
+    stores also hold a mask per level, written and verified with the RGB chunk."""
 
     def __init__(self, path: Path, writable: bool, lease: Lease, tolerant: bool = False) -> None:
         from numcodecs import Zstd
@@ -162,14 +159,11 @@ class SlideStore:
         masks: bool = False,
         populate: Callable[[zarr.Group], None] | None = None,
     ) -> SlideStore:
-        """Create an empty store at ``path``; sparse, so its size does not depend on the slide's.
-
-        The store is built in a temporary sibling folder (``populate(group)`` adds kind-specific
-        arrays there) and renamed into place: a concurrent creator of the same path fails with
-        :class:`StoreExistsError`. An existing path is refused unless it is an empty directory,
-        or a store of ours of the same ``kind`` and ``overwrite`` is true and no other process
-        has it open (:class:`StoreBusyError` otherwise). Anything else is never deleted.
-        """
+        """Create an empty (sparse) store at ``path``: built in a temporary sibling folder
+        (``populate(group)`` adds kind-specific arrays) and renamed into place, so a concurrent
+        creator fails (:class:`StoreExistsError`). An existing path is refused unless an empty
+        folder, or, with ``overwrite``, a store of ours of this ``kind`` no other process has
+        open (:class:`StoreBusyError`); anything else is never deleted."""
         path = Path(path)
         if chunk_px <= 0 or chunk_px % 16:
             raise ValueError(f"chunk_px must be a positive multiple of 16, got {chunk_px}")
@@ -221,12 +215,9 @@ class SlideStore:
     def open(
         cls, path: str | os.PathLike, kind: str, mode: str = "r+", tolerant: bool = False
     ) -> SlideStore:
-        """Open an existing store of ``kind``; ``mode`` ``"r"`` or ``"r+"``.
-
-        The store is leased (shared) until :meth:`close`: it cannot be replaced meanwhile.
-        ``tolerant``: damaged completion-map blocks read as empty and are listed in each map's
-        ``damaged_blocks`` (for ``napari-cytosyn check``) instead of raising.
-        """
+        """Open a store of ``kind`` (``mode`` ``"r"`` or ``"r+"``), leased until :meth:`close`
+        (it cannot be replaced meanwhile). ``tolerant``: damaged completion-map blocks read as
+        empty and are listed in each map's ``damaged_blocks`` (for ``check``)."""
         path = Path(path)
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
@@ -467,11 +458,8 @@ class SlideStore:
         self._done[level].mark(cy, cx, record_of(*parts))
 
     def damaged_chunks(self, level: int, full: bool = False) -> list[tuple[int, int, str]]:
-        """Finished chunks of ``level`` whose files do not match their records.
-
-        ``full=False`` checks existence and sizes only (one ``stat`` per chunk: catches deleted,
-        truncated and empty files); ``full=True`` also reads every file and checks its CRC-32.
-        Returns ``[(cy, cx, problem), ...]``."""
+        """``[(cy, cx, problem), ...]``: finished chunks of ``level`` whose files do not match
+        their records; sizes only (one ``stat`` a file) unless ``full`` (CRC-32 too)."""
         self._check_current()
         out = []
         done = self._done[level]

@@ -409,11 +409,8 @@ class SyntheticSlide:
         return self._renderer
 
     def ensure_chunk(self, level: int, cy: int, cx: int) -> np.ndarray:
-        """Pixels of a chunk ``(h, w, 3)`` uint8, generating (and storing) it if missing.
-
-        Exactly once per chunk across threads: a thread asking for a chunk in flight waits for
-        it. A level-``k`` chunk generates the missing chunks below it first.
-        """
+        """Pixels of a chunk ``(h, w, 3)`` uint8, generated (once across threads) and stored if
+        missing; a level-``k`` chunk generates the missing chunks below it first."""
         written: list[ChunkKey] = []
         out = self._ensure(level, cy, cx, written)
         self._cascade(written)
@@ -428,11 +425,8 @@ class SyntheticSlide:
         return written
 
     def read_finished(self, level: int, cy: int, cx: int) -> np.ndarray | None:
-        """Pixels of a finished chunk, ``None`` when it is not finished.
-
-        A finished chunk found missing or damaged is forgotten (and ``None`` returned) when the
-        slide can compute it again; otherwise :class:`~.store.ChunkDamagedError` is raised.
-        """
+        """Pixels of a finished chunk, else ``None``; a damaged one is forgotten (``None``) when
+        the slide can compute it again, else :class:`~.store.ChunkDamagedError`."""
         if not self.store.is_done(level, cy, cx):
             return None
         try:
