@@ -11,10 +11,7 @@ Layout (what QuPath, OMERO, Bio-Formats and tifffile expect of a pyramidal OME-T
   ``mask="ome-image"`` series 1, ``synthetic mask``: uint8 (1 = synthetic), same pyramid,
   deflate-compressed.
 
-Tiles are produced by a generator that reads the source blocks on a small thread pool (bounded
-look-ahead) and tifffile compresses them on its own thread pool, so memory does not grow with
-the slide. A single-level source gets its coarser levels built into a scratch zarr first (from the
-level above, one pass each), because TIFF levels must be written one after the other.
+Tiles are streamed as :mod:`~napari_cytosyn.export._tiles` describes (bounded memory).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Generic tiled pyramidal TIFF in the Aperio SVS layout: every level in every slide reader.
 
-OpenSlide does not read SubIFD pyramids (the OME-TIFF layout), so OpenSlide-based pipelines see
-one level of an OME-TIFF. This writer puts every level in its own top-level IFD, as libvips and
-Aperio do, and starts the file with an Aperio ``ImageDescription``, so that OpenSlide (driver
-``aperio``), tiffslide, tifffile (series ``Baseline`` with all levels), libvips and Bio-Formats
-(the reader of QuPath and OMERO) read all levels and the pixel size:
+OpenSlide reads no SubIFD pyramids (the OME-TIFF layout); this writer puts every level in its
+own IFD, as libvips and Aperio do, under an Aperio ``ImageDescription``, so OpenSlide, tiffslide,
+tifffile, libvips and Bio-Formats (QuPath, OMERO) read all levels and the pixel size:
 
 - IFD 0: level 0, tiled; ``ImageDescription`` ``Aperio Image Library napari-cytosyn ...`` with
   ``|MPP = ...`` (OpenSlide's ``openslide.mpp-x/y``), ``|AppMag = ...`` when the source has an
