@@ -94,7 +94,7 @@ def render_chunks_task(
     return made
 
 
-def make_client(workers: int | None = None, scheduler: str | None = None, **cluster_kwargs: Any):
+def make_client(workers: int | None = None, scheduler: str | None = None):
     """A dask ``Client`` of ``scheduler`` (an address), or of a new ``LocalCluster`` of
     ``workers`` single-threaded processes (a model each); close it with :func:`close_client`."""
     from distributed import Client, LocalCluster
@@ -104,23 +104,15 @@ def make_client(workers: int | None = None, scheduler: str | None = None, **clus
     n = int(workers or 1)
     if n < 1:
         raise ValueError(f"--workers must be >= 1, got {n}")
-    options = {
-        "n_workers": n,
-        "threads_per_worker": 1,
-        "processes": True,
-        "dashboard_address": None,
-        "memory_limit": 0,
-        **cluster_kwargs,
-    }
-    cluster = LocalCluster(**options)
-    client = Client(cluster)
-    client._cytosyn_owns_cluster = True  # closed with the client by close_client
-    return client
+    return Client(
+        LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                     memory_limit=0)
+    )  # fmt: skip
 
 
 def close_client(client: Any) -> None:
-    """Close a client from :func:`make_client` (and the local cluster it started)."""
-    cluster = client.cluster if getattr(client, "_cytosyn_owns_cluster", False) else None
+    """Close a client and the local cluster it was made on, if any (:func:`make_client`)."""
+    cluster = client.cluster  # None for a client of a scheduler address
     client.close()
     if cluster is not None:
         cluster.close()
