@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import uuid
-import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -77,7 +76,6 @@ __all__ = [
     "StoreExistsError",
     "StoreMismatchError",
     "read_store_attrs",
-    "remove_store",
 ]
 
 FORMAT_NAME = "napari-cytosyn"
@@ -583,16 +581,3 @@ def _remove_store(path: Path) -> None:
             "be replaced until that finishes"
         ) from exc
     shutil.rmtree(trash, ignore_errors=True)
-
-
-def remove_store(path: str | os.PathLike) -> None:
-    """Delete the store of ours at ``path`` (refused while another process has it open)."""
-    path = Path(path)
-    if read_store_attrs(path) is None:
-        raise StoreError(f"{path} is not a napari-cytosyn store; it will not be deleted")
-    _remove_store(path)
-
-
-def warn_damaged(exc: ChunkDamagedError) -> None:
-    """Tell the user a damaged chunk is being recomputed."""
-    warnings.warn(f"{exc}; computing it again", RuntimeWarning, stacklevel=3)

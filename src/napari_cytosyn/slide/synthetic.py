@@ -13,6 +13,7 @@ import contextlib
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,6 @@ from .store import (
     StoreDamagedError,
     StoreError,
     StoreMismatchError,
-    warn_damaged,
 )
 from .store_io import IncompleteSlideError, stored_json
 
@@ -434,7 +434,7 @@ class SyntheticSlide:
         except ChunkDamagedError as exc:
             if not self.store.writable or self._renderer is None:
                 raise
-            warn_damaged(exc)
+            warnings.warn(f"{exc}; computing it again", RuntimeWarning, stacklevel=2)
             self.store.clear_chunk(level, cy, cx)
             return None
 
