@@ -1,11 +1,15 @@
 """Synthetic twin of a slide laid out from two tissues: does the twin follow its reference?
 
 A test slide is laid out at 0.5 um/px from the two real H&E images the embedded model is trained
-on (``scripts/fetch_training_data.py``): blocks of ``--block`` px in a checkerboard of tissue A
-(TIA Centre tumour) and tissue B (stardist's H&E), a few blocks left as glass, each block a crop
-of its image (mirrored beyond its edges). Its twin is made with a conditional model
-(``SyntheticSlide.create(reference=...)``) and rendered; then, per grid cell of ``--cell`` px
-that is tissue in both:
+on (``scripts/fetch_training_data.py``): square regions of ``--region`` px in a checkerboard of
+tissue A (stardist's H&E) and tissue B (TIA Centre tumour), each ``--block`` px block of a
+region a crop of its image (mirrored beyond its edges), two blocks left as glass. Regions are
+1024 px (four blocks) by default: the twin's condition varies over about one grid cell plus one
+model window (224 + 224 px at the default grid), so in a checkerboard of single 512 px blocks
+every 256 px metric cell lies against the other tissue on two sides and gets about a quarter of
+its condition from it (``--region 512`` is that old layout). Its twin is made with a conditional
+model (``SyntheticSlide.create(reference=...)``, guidance: the registry's conditioned scale) and
+rendered; then, per grid cell of ``--cell`` px that is tissue in both:
 
 - ``density_corr``, ``area_corr``: Pearson correlation, over the cells, between the reference's
   and the twin's nuclear density and mean nuclear area (classical segmentation of
@@ -13,15 +17,19 @@ that is tissue in both:
 - ``tissue_iou``: IoU of the two slides' tissue masks (the same Otsu-based mask on both
   thumbnails); target >= 0.9;
 - ``embed_share``: time to embed the reference grid over the time to render the twin; <= 0.1;
-- ``nn_ratio``: privacy. RMSE from each synthetic tile to its nearest reference crop (all 8
-  flips and rotations, stride 8 px, 8 x 8 block averages, as ``embedded_quality.py`` does
-  for training crops), the closest tile over the mean of the same distance for the model's VAE
-  reconstructions of reference tiles; >= 1.5 means no twin tile is nearer to a real crop than
-  a re-encoded copy of it would be, with a margin.
+- ``nn_ratio``: privacy. RMSE (8 x 8 px block means) from each of ``--nn-tiles`` twin tiles to
+  its nearest crop of the whole reference slide (every crop at a multiple of 8 px, in all 8
+  flips and rotations, as ``embedded_quality.py`` searches training crops), the closest tile
+  over the mean of the same distance for the model's VAE reconstructions of the reference tiles
+  at the same places (whose originals are among the crops); >= 1.5 means no twin tile is nearer
+  to a real crop than a re-encoded copy of it would be, with a margin. ``nn_ratio_uncond`` is
+  the same for unconditional tiles of the model (its memorisation of its training images, of
+  which the test slide is made), ``nn_own_place`` counts twin tiles whose nearest crop overlaps
+  their own place (a twin copying its reference would show there).
 
     python scripts/fetch_training_data.py --out data/training   # once
-    python benchmarks/twin.py                                    # 2048 px slide, 512 px blocks
-    python benchmarks/twin.py --quick                            # 1024 px, 256 px blocks
+    python benchmarks/twin.py                                    # 2048 px slide, 1024 px regions
+    python benchmarks/twin.py --quick                            # 1024 px, 512 px regions
     python benchmarks/twin.py --model NAME                       # any conditional model
 
 Last line: ``RESULT {"density_corr": ..., "area_corr": ..., "tissue_iou": ...,
@@ -43,17 +51,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from embedded_quality import nearest_rmse, real_images, training_crops  # noqa: E402
+from embedded_quality import real_images, sample_tiles  # noqa: E402
 
 GLASS = (246, 244, 246)
+#: Crops of the privacy check: every ``NN_STRIDE`` px, compared as ``NN_STRIDE`` px block means.
+NN_STRIDE = 8
 
 
-def layout(images: list[np.ndarray], size: int, block: int, seed: int = 0) -> tuple:
+def layout(
+    images: list[np.ndarray], size: int, block: int, seed: int = 0, region: int | None = None
+) -> tuple:
     """The test slide ``(size, size, 3)`` uint8 and its block plan (``0``/``1`` = tissue A/B,
-    ``-1`` = glass), ``(size // block,) * 2``."""
+    ``-1`` = glass), ``(size // block,) * 2``: regions of ``region`` px (default ``block``) in a
+    checkerboard of the two tissues, each block of a region a crop of its tissue's image."""
     rng = np.random.default_rng(seed)
     n = size // block
-    plan = (np.add.outer(np.arange(n), np.arange(n)) % 2).astype(int)
+    r = max(1, (region or block) // block)  # blocks per region side
+    plan = (np.add.outer(np.arange(n) // r, np.arange(n) // r) % 2).astype(int)
     # glass: a corner block and one more, away from the corner (the tissue has an outline)
     plan[n - 1, n - 1] = -1
     plan[0, n // 2] = -1
@@ -112,6 +126,38 @@ def cell_stats(img: np.ndarray, tissue: np.ndarray, cell: int, mpp: float):
     return cells, np.array(dens), np.array(area)
 
 
+def nearest_crop(image: np.ndarray, tiles: np.ndarray, band: int = 24) -> tuple:
+    """RMSE (block means of ``NN_STRIDE`` px, RGB in [0, 1]) from each tile ``(N, t, t, 3)``
+    uint8 to its nearest crop of ``image`` among all crops every ``NN_STRIDE`` px in the 8 flips
+    and rotations of the whole image: ``((N,) float, (N, 3) int (variant, y px, x px))``.
+
+    Crops at multiples of ``NN_STRIDE`` are windows of the image's block-mean image, so all of
+    them are searched (the reference tiles' own originals included), a band of rows at a time.
+    """
+    s = NN_STRIDE
+    h, w = (d // s * s for d in image.shape[:2])
+    f = image[:h, :w].astype(np.float32).reshape(h // s, s, w // s, s, 3).mean((1, 3)) / 255
+    n, t = len(tiles), tiles.shape[1] // s
+    q = tiles.astype(np.float32).reshape(n, t, s, t, s, 3).mean((2, 4)) / 255
+    q = q.transpose(0, 3, 1, 2).reshape(n, -1)  # the layout of sliding_window_view's windows
+    qq = (q**2).sum(1)[:, None]
+    best, where = np.full(n, np.inf), np.zeros((n, 3), np.int64)
+    for k in range(8):
+        v = np.rot90(f, k % 4)
+        v = v[:, ::-1] if k >= 4 else v
+        win = np.lib.stride_tricks.sliding_window_view(v, (t, t), axis=(0, 1))
+        for r0 in range(0, win.shape[0], band):
+            c = win[r0 : r0 + band].reshape(-1, q.shape[1])
+            d2 = qq + (c**2).sum(1)[None] - 2 * q @ c.T
+            j = d2.argmin(1)
+            d = d2[np.arange(n), j]
+            better = d < best
+            best[better] = d[better]
+            rows, cols = np.divmod(j[better], win.shape[1])
+            where[better] = np.stack([np.full(rows.size, k), (r0 + rows) * s, cols * s], 1)
+    return np.sqrt(np.maximum(best, 0) / q.shape[1]), where
+
+
 def side_by_side(images: list[np.ndarray], gap: int = 8) -> np.ndarray:
     h = max(im.shape[0] for im in images)
     w = sum(im.shape[1] for im in images) + gap * (len(images) - 1)
@@ -156,12 +202,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1024 px slide, 256 px blocks")
     parser.add_argument("--size", type=int, help="slide side in px (default 2048)")
     parser.add_argument("--block", type=int, help="layout block in px (default 512)")
+    parser.add_argument(
+        "--region",
+        type=int,
+        help="side of one tissue's regions in px, a multiple of --block (default 1024; "
+        "--quick 512; the old checkerboard of single blocks: --region equal to --block)",
+    )
     parser.add_argument("--cell", type=int, default=256, help="metric cell in px")
     parser.add_argument("--model", help="a conditional model (default: the embedded one)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--guidance", type=float, help="guidance scale (default: the model's conditioned one, or 1)"
+    )
+    parser.add_argument(
+        "--nn-tiles", type=int, default=32, help="tiles of the privacy check (default 32)"
     )
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "training")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -172,6 +227,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size or (1024 if args.quick else 2048)
     block = args.block or (256 if args.quick else 512)
+    region = args.region or 2 * block
 
     import torch
 
@@ -199,7 +255,7 @@ def main() -> None:
         )
     real = real_images(args.data)
     images = list(real.values())
-    ref_img, plan = layout(images, size, block, args.seed)
+    ref_img, plan = layout(images, size, block, args.seed, region)
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="twin-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     slide_path = write_pyramidal_tiff(
@@ -209,7 +265,7 @@ def main() -> None:
         tile_px=256,
     )
     slide = open_slide(slide_path)
-    print(f"reference slide {size} x {size} px, blocks of {block} px: plan\n{plan}")
+    print(f"reference slide {size} px, blocks of {block} px, regions of {region} px:\n{plan}")
 
     steps = args.steps or int(getattr(model, "info", {}).get("default_steps", 12))
     guidance = args.guidance
@@ -272,47 +328,41 @@ def main() -> None:
             f"{a_twin[sel].mean():.1f} um2 ({len(sel)} cells)"
         )
 
-    # privacy: nearest reference crop of each synthetic tile vs VAE reconstructions
-    tile, scale = model.tile_px, 8
-    blocks = [
-        ref_img[i * block : (i + 1) * block, j * block : (j + 1) * block]
-        for i in range(plan.shape[0])
-        for j in range(plan.shape[1])
-        if plan[i, j] >= 0
-    ]
-
-    def nearest(*sets: np.ndarray) -> list[np.ndarray]:
-        """RMSE of each tile of each set to its nearest reference crop, block by block (the
-        crops of one block at a time: bounded memory)."""
-        best = [np.full(len(t), np.inf) for t in sets]
-        for b in blocks:
-            crops = training_crops([b], tile, 8, scale)
-            best = [
-                np.minimum(m, nearest_rmse(t, crops, scale))
-                for m, t in zip(best, sets, strict=True)
-            ]
-        return best
-
+    # privacy: nearest reference crop of twin tiles vs of VAE reconstructions of the reference.
+    # Tiles lie on the crops' 8 px lattice, so a reconstruction's own original is a candidate.
+    tile = model.tile_px
     rng = np.random.default_rng(1)
-    syn_tiles, ref_tiles = [], []
-    for _ in range(20_000):  # 16 tiles where both slides are tissue
-        y, x = (int(v) for v in rng.integers(0, size - tile + 1, 2))
-        if both[y : y + tile, x : x + tile].mean() >= 0.95:
-            syn_tiles.append(twin_img[y : y + tile, x : x + tile])
-            ref_tiles.append(ref_img[y : y + tile, x : x + tile])
-        if len(syn_tiles) == 16:
+    spots: list[tuple[int, int]] = []
+    for _ in range(20_000):
+        y, x = (NN_STRIDE * int(v) for v in rng.integers(0, (size - tile) // NN_STRIDE + 1, 2))
+        if both[y : y + tile, x : x + tile].mean() >= 0.95 and (y, x) not in spots:
+            spots.append((y, x))
+        if len(spots) == args.nn_tiles:
             break
-    if not syn_tiles:
+    if not spots:
         raise SystemExit("the twin and its reference share no tissue tile: the layout is lost")
+    syn_tiles = np.stack([twin_img[y : y + tile, x : x + tile] for y, x in spots])
+    ref_tiles = np.stack([ref_img[y : y + tile, x : x + tile] for y, x in spots])
     with torch.no_grad():
-        x = torch.from_numpy(np.stack(ref_tiles)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        x = torch.from_numpy(ref_tiles).permute(0, 3, 1, 2).float() / 127.5 - 1
         rec = model.decode(model.encode(x))
     rec_u8 = ((rec + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    nn_syn, rec_nn = nearest(np.stack(syn_tiles), rec_u8)
-    nn_ratio = float(nn_syn.min() / max(1e-9, rec_nn.mean()))
+    uncond = np.stack(sample_tiles(model, len(spots), steps, 9000 + args.seed))
+    (nn_syn, at_syn), (nn_rec, _a), (nn_unc, _b) = (
+        nearest_crop(ref_img, t) for t in (syn_tiles, rec_u8, uncond)
+    )
+    nn_ratio = float(nn_syn.min() / max(1e-9, nn_rec.mean()))
+    k = int(nn_syn.argmin())
+    own = sum(
+        v == 0 and abs(ny - y) < tile and abs(nx - x) < tile
+        for (v, ny, nx), (y, x) in zip(at_syn, spots, strict=True)
+    )
     print(
-        f"nearest reference crop RMSE: twin tiles min {nn_syn.min():.4f} median "
-        f"{np.median(nn_syn):.4f}; VAE reconstructions {rec_nn.mean():.4f}"
+        f"nearest reference crop RMSE over {len(spots)} tiles: twin min {nn_syn.min():.4f} "
+        f"median {np.median(nn_syn):.4f} (closest: twin tile at {spots[k]}, its crop "
+        f"{tuple(int(v) for v in at_syn[k])} (variant, y, x)); unconditional tiles min "
+        f"{nn_unc.min():.4f} median {np.median(nn_unc):.4f}; VAE reconstructions mean "
+        f"{nn_rec.mean():.4f}; twin tiles nearest to a crop overlapping their own place: {own}"
     )
 
     def num(v: float, nd: int) -> float | None:
@@ -324,6 +374,8 @@ def main() -> None:
         "tissue_iou": round(iou, 4),
         "embed_share": round(t_embed / t_render, 4),
         "nn_ratio": round(nn_ratio, 3),
+        "nn_ratio_uncond": round(float(nn_unc.min() / max(1e-9, nn_rec.mean())), 3),
+        "nn_own_place": int(own),
         "cells": len(cells),
         "embed_s": round(t_embed, 2),
         "render_s": round(t_render, 2),
@@ -332,6 +384,7 @@ def main() -> None:
         "guidance": settings.guidance,
         "size_px": size,
         "block_px": block,
+        "region_px": region,
     }
     if args.figures:
         figures(model, slide, ref_img, twin_img, size, block, settings)

@@ -64,6 +64,8 @@ def test_guidance_and_references_are_disabled_for_unconditional_models(setup):
         else bool(conditioning and "mask" not in conditioning)
     )
     assert guidance.isEnabled() == expected
+    if expected:  # the registry's conditioned scale (cytosyn-tiny: 2, see its twin figures)
+        assert guidance.value() == info.defaults["guidance_conditioned"]
     widget.model_box.model_combo.setCurrentText("cytosyn")  # H0-mini: a reference model
     assert guidance.isEnabled() and widget.reference_box.twin_button.isEnabled()
     assert guidance.value() == 2.5  # CytoSyn's conditioned guidance

@@ -280,3 +280,21 @@ def test_grid_cells_cut_from_row_bands_equal_cells_read_one_by_one(real, monkeyp
         y, x = min(i * 64, h - 64), min(j * 64, w - 64)
         crop = reference.read_model_px(slide, model, y, x, 64)
         np.testing.assert_allclose(wide.embeddings[i, j], embed_crops(model, [crop])[0], atol=1e-6)
+
+
+def test_the_embedded_model_is_conditioned_with_its_recommended_guidance():
+    """cytosyn-tiny follows its reference's nuclear density and size only with guidance
+    (docs/user-guide/twin.md): twins and inpainting from the CLI use the registry's scale on
+    the whole interval, unless --guidance says otherwise."""
+    import argparse
+
+    from napari_cytosyn.cli_twin import guided_settings
+    from napari_cytosyn.models import get_info
+
+    for name in ("cytosyn-tiny", "cytosyn-tiny-40x"):
+        recommended = get_info(name).defaults["guidance_conditioned"]
+        got = guided_settings(argparse.Namespace(model=name, guidance=None), SETTINGS, None)
+        assert recommended == 2.0 and got.guidance == recommended
+        assert got.guidance_interval == (0.0, 1.0)
+    asked = argparse.Namespace(model="cytosyn-tiny", guidance=1.5)
+    assert guided_settings(asked, SETTINGS, None).guidance == 1.5

@@ -87,8 +87,9 @@ _TINY = ModelInfo(
     description="small demonstration model shipped with the plugin; works offline. "
     "It is not a foundation model and its tissue is only plausible at low zoom. "
     "Conditioned on a fixed descriptor of a reference patch (or unconditional).",
-    # trained and measured with 12 Euler steps (docs/models.md)
-    defaults={"sampler": "euler", "steps": 12, "guidance": 1.0},
+    # trained and measured with 12 Euler steps (docs/models.md); guidance 2 with a reference:
+    # tiles follow their reference's nuclear density and size (docs/user-guide/twin.md)
+    defaults={"sampler": "euler", "steps": 12, "guidance": 1.0, "guidance_conditioned": 2.0},
 )
 _PIXCELL_256 = ModelInfo(
     name="pixcell-256",
