@@ -77,37 +77,3 @@ def test_preview_off_shows_only_finished_chunks(make_napari_viewer, qtbot, tmp_p
     _wait_until(qtbot, lambda: slide.is_done(0, 0, 0))
     view.close(timeout=30)
     assert view.previews_landed == 0 and view.cache.previews is None
-
-
-def test_generation_starts_before_napari_adds_the_layer(
-    make_napari_viewer, qtbot, tmp_path, monkeypatch
-):
-    torch.set_num_threads(1)
-    slide = SyntheticSlide.create(
-        tmp_path / "s.cytosyn",
-        SlowGRF(),
-        2048,
-        2048,
-        SamplerSettings(steps=6, seed=3),
-        chunk_px=256,
-    )
-    viewer = make_napari_viewer(show=True)
-    views = []
-
-    class Recorded(_layers.LazySlideView):
-        def __init__(self, *args, **kwargs):
-            views.append(self)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(_layers, "LazySlideView", Recorded)
-    requests_at_insert = []
-    viewer.layers.events.inserted.connect(
-        lambda event: requests_at_insert.append(views[0].renderer.stats.requests)
-    )
-    layer, view = _layers.add_synthetic_layer(viewer, slide)
-    # The fitted view's centre was already asked for when napari inserted the layer ...
-    assert views == [view] and requests_at_insert == [1] and view.renderer.stats.planned > 0
-    # ... and the view then follows the layer.
-    assert view.layer is layer
-    _wait_until(qtbot, lambda: view.first_preview_shown is not None)
-    view.close(timeout=30)

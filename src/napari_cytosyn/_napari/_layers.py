@@ -194,14 +194,10 @@ def add_synthetic_layer(viewer: Any, slide: Any, **view_options: Any) -> tuple[A
 
     Returns ``(layer, view)``; ``view`` is the :class:`LazySlideView` driving its rendering.
     """
-    # The view starts generating before napari adds the layer (the first preview is then
-    # about ready when the layer is).
-    view = LazySlideView(viewer, None, slide, **view_options)
     layer = viewer.add_image(synthetic_levels(slide), **synthetic_layer_kwargs(slide))
     links = _links(viewer)
     links.sources[layer] = slide
-    links.views[layer] = view
-    view.attach(layer)
+    view = links.views[layer] = LazySlideView(viewer, layer, slide, **view_options)
     return layer, view
 
 

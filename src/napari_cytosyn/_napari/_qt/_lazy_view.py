@@ -76,7 +76,7 @@ class LazySlideView:
     def __init__(
         self,
         viewer: Any,
-        layer: Any | None,
+        layer: Any,
         slide: Any,
         debounce_ms: int = 120,
         refresh_ms: int = 150,
@@ -135,24 +135,10 @@ class LazySlideView:
         slide.add_listener(self._from_thread)
         if self.preview:  # fit the latent -> RGB map while the renderer plans its first calls
             threading.Thread(target=self._fit_preview, name="cytosyn-preview-fit").start()
+        self._connect()
         self._closed = False
         _OPEN_VIEWS.add(self)
         _close_at_exit()
-        if layer is None:
-            # No layer yet: generate what a view fitted to the slide shows (its centre) while
-            # napari adds the layer (a few hundred ms of the GUI thread); :meth:`attach` then
-            # follows the camera. The chunk in flight is near the centre, in view at any zoom
-            # there.
-            level = len(slide.level_shapes) - 1
-            self.renderer.request(level, (0, 0, *slide.level_shapes[level]))
-        else:
-            self.attach(layer)
-
-    def attach(self, layer: Any) -> None:
-        """Follow ``layer``, the napari layer showing the slide (when the view was made
-        without one)."""
-        self.layer = layer
-        self._connect()
         self.schedule()
 
     def _connect(self) -> None:
@@ -223,9 +209,9 @@ class LazySlideView:
 
     def _on_preview(self, chunks: list) -> None:
         self.previews_landed += 1
-        if not self.live or self.layer is None:
-            return
         shown = int(self.layer.data_level)
+        if not self.live:
+            return
         if any(self.is_visible(shown, cy >> shown, cx >> shown) for cy, cx in chunks):
             self._landed_seq += 1
             first = self.first_preview_shown is None and self.first_chunk_shown is None
@@ -247,8 +233,6 @@ class LazySlideView:
         # Every chunk changes the overview (finished or provisional), hence the layer list's
         # thumbnail; it is redrawn at most every THUMBNAIL_S.
         self._thumbnail_stale = True
-        if self.layer is None:
-            return
         shown = int(self.layer.data_level)
         if level < shown:  # a finer chunk changes the provisional chunk above it
             level, cy, cx = shown, cy >> (shown - level), cx >> (shown - level)
@@ -265,8 +249,7 @@ class LazySlideView:
     def is_visible(self, level: int, cy: int, cx: int, margin_screens: float = 0.0) -> bool:
         """Whether chunk ``(level, cy, cx)`` lies in the region napari currently shows,
         widened by ``margin_screens`` times its size on every side."""
-        layer = self.layer
-        if layer is None or not layer.visible or level != int(layer.data_level):
+        if not self.layer.visible or level != int(self.layer.data_level):
             return False
         c = self.slide.chunk_px
         corners = np.asarray(self.layer.corner_pixels)[:, -2:]
@@ -356,13 +339,12 @@ class LazySlideView:
         self._closed = True
         self._debounce.stop()
         self._refresh.stop()
-        if self.layer is not None:  # attached: its events are connected
-            cam = self.viewer.camera.events
-            for ev in (cam.center, cam.zoom):
-                ev.disconnect(self.schedule)
-            self.viewer.dims.events.ndisplay.disconnect(self.schedule)
-            self.layer.events.set_data.disconnect(self._on_sliced)
-            self.viewer.layers.events.removed.disconnect(self._on_removed)
+        cam = self.viewer.camera.events
+        for ev in (cam.center, cam.zoom):
+            ev.disconnect(self.schedule)
+        self.viewer.dims.events.ndisplay.disconnect(self.schedule)
+        self.layer.events.set_data.disconnect(self._on_sliced)
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
         self.slide.remove_listener(self._from_thread)
         _OPEN_VIEWS.discard(self)
         self.renderer.close(timeout=timeout, cancel=True)
