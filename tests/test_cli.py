@@ -244,6 +244,19 @@ def test_demo_writes_synthetic_and_inpainted_ome_zarr_and_a_preview(tmp_path):
     assert main(["demo", "--out", str(out), "--size", "128", "--model", GRF, "-q"]) == 1
 
 
+def test_demo_with_the_conditional_default_model_works_below_two_tiles(tmp_path, capsys):
+    """cytosyn-tiny's ring reference needs an image of two model tiles (448 px); smaller demos
+    inpaint unconditioned (``--size 256`` used to fail with "no real tissue within 224 px")."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--size", "256", "--steps", "1"]) == 0
+    said = capsys.readouterr().err
+    assert "--size 256 < 448 px (two model tiles): inpainting unconditioned" in said
+    edits = zarr.open_group(str(out / "inpainted.edits"), mode="r").attrs["napari_cytosyn"]["edits"]
+    assert len(edits) == 1 and "reference" not in edits[0]
+    assert edits[0]["recipe"]["model"]["name"] == "cytosyn-tiny"
+    assert edits[0]["mask_px"] > 0.05 * 256 * 256
+
+
 def test_autocast_flag_reaches_the_sampler_settings(capsys):
     import pytest
 

@@ -60,7 +60,12 @@ def run_demo(
     import imageio.v3 as iio
 
     from napari_cytosyn.export import export_slide
-    from napari_cytosyn.sampling import generate_region, make_recipe, resolve_settings
+    from napari_cytosyn.sampling import (
+        generate_region,
+        is_conditional,
+        make_recipe,
+        resolve_settings,
+    )
     from napari_cytosyn.slide.array import ArraySlide
     from napari_cytosyn.slide.composite import CompositeSlide
     from napari_cytosyn.slide.kinds import open_any
@@ -93,9 +98,15 @@ def run_demo(
 
     real = open_any(synthetic_zarr)
     region, mask = disc_mask(size)
+    # a conditional model takes the real tissue in a ring around the disc as its reference; a
+    # ring cell's crop (one model tile) must be mostly tissue outside the disc, which an image
+    # under two tiles cannot give: there the disc is inpainted unconditioned, as it was made
+    reference = "auto" if size >= 2 * model.tile_px else "none"
+    if reference == "none" and is_conditional(model):
+        say(f"--size {size} < {2 * model.tile_px} px (two model tiles): inpainting unconditioned")
     composite = CompositeSlide(real, out / "inpainted.edits", chunk_px=256, overwrite=True)
     with bars("inpaint", "step") as bar:
-        composite.inpaint(region, mask, model, settings, progress=bar)
+        composite.inpaint(region, mask, model, settings, progress=bar, reference=reference)
     with bars(f"export {inpainted_zarr.name}", "chunk") as bar:
         export_slide(composite, inpainted_zarr, version=version, overwrite=overwrite, progress=bar)
     say(f"wrote {inpainted_zarr}")
