@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 from napari_cytosyn.distributed import close_client, make_client, render_distributed  # noqa: E402
 from napari_cytosyn.models.grf import GRFModel  # noqa: E402
 from napari_cytosyn.sampling import SamplerSettings  # noqa: E402
+from napari_cytosyn.sampling.threads import model_workers  # noqa: E402
 from napari_cytosyn.slide.synthetic import SyntheticSlide  # noqa: E402
 
 SETTINGS = SamplerSettings(steps=4)
@@ -67,6 +68,8 @@ def test_two_worker_processes_render_bit_identical_chunks(tmp_path, client, refe
         lambda: len(__import__("napari_cytosyn.distributed").distributed._WORKER_MODELS)
     )
     assert sorted(loads.values()) == [1, 1]
+    # two processes on this machine's cores: each runs its network calls one at a time
+    assert set(client.run(model_workers).values()) == {1}
 
 
 def test_worker_killed_mid_run_still_yields_complete_correct_slide(tmp_path, client, reference):

@@ -63,6 +63,11 @@ def _worker_slide(store: str, model: ModelSource, device: str, torch_threads: in
         slide = _WORKER_SLIDES.get(key)
     if slide is not None:
         return slide
+    # a worker process is one of N on N cores: its network calls run one at a time (the
+    # default would run cores / model threads side by side in each process: N^2 on N cores)
+    from napari_cytosyn.sampling.threads import WORKERS_ENV
+
+    os.environ.setdefault(WORKERS_ENV, "1")
     if torch_threads:
         import torch
 
@@ -145,6 +150,8 @@ def render_distributed(
     retries: extra attempts for a task that raised.
     torch_threads: ``torch.set_num_threads`` in each worker; pixels never depend on it (network
         calls use ``NAPARI_CYTOSYN_MODEL_THREADS``, :mod:`napari_cytosyn.sampling.threads`).
+        A worker runs its network calls one at a time unless its environment sets
+        ``NAPARI_CYTOSYN_MODEL_WORKERS``.
     chunks: ``(cy, cx)`` level-0 chunks to render (default: all missing ones).
     group: a task renders a ``group x group`` block of chunks (``render_ahead.blocks``).
     progress: ``progress(done, total)`` in chunks; ``cancel.is_set()`` cancels pending tasks
