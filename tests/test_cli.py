@@ -85,6 +85,8 @@ def test_synthesize_exports_valid_ome_zarr_then_info_and_export_to_tiff(tmp_path
     assert main(["info", str(tif), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["provenance"]["seed"] == 3 and info["mpp"] == [0.5, 0.5]
+    assert main(["info", str(tif)]) == 0  # the text form names the recipe's steps
+    assert "provenance: model grf, seed 3, steps 4" in capsys.readouterr().out
 
 
 def test_existing_output_is_refused_with_one_line_and_left_untouched(tmp_path):

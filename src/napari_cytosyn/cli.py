@@ -438,7 +438,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     prov = info.get("provenance")
     if prov:
         model = (prov.get("model") or {}).get("name")
-        steps = (prov.get("sampler") or {}).get("steps")
+        steps = ((prov.get("sampler") or {}).get("core") or {}).get("steps")  # the recipe's
         print(f"  provenance: model {model}, seed {prov.get('seed')}, steps {steps}")
     return 0
 
