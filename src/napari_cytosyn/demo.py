@@ -60,12 +60,8 @@ def run_demo(
     import imageio.v3 as iio
 
     from napari_cytosyn.export import export_slide
-    from napari_cytosyn.sampling import (
-        generate_region,
-        is_conditional,
-        make_recipe,
-        resolve_settings,
-    )
+    from napari_cytosyn.sampling import generate_region, make_recipe, resolve_settings
+    from napari_cytosyn.sampling.conditioning import is_conditional
     from napari_cytosyn.slide.array import ArraySlide
     from napari_cytosyn.slide.composite import CompositeSlide
     from napari_cytosyn.slide.kinds import open_any
