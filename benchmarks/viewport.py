@@ -19,6 +19,7 @@ read ratio <= 1.2. Last line: ``RESULT {json}``.
     python benchmarks/viewport.py --quick         # smaller viewport, fewer repeats
     python benchmarks/viewport.py --autocast off --workers 1   # float32, one core for the model
     python benchmarks/viewport.py --autocast off --visible-only --estimate-idle  # loaded machine
+    python benchmarks/viewport.py --autocast off --decode-norm crop   # the cross-faded decode
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def main() -> None:
     )
     ap.add_argument("--batch", type=int, help="LazySpec.batch (default: the product's)")
     ap.add_argument(
+        "--decode-norm",
+        choices=("crop", "frozen"),
+        help="LazySpec.decode_norm (default: the product's, frozen where the model ships it)",
+    )
+    ap.add_argument(
         "--visible-only",
         action="store_true",
         help="stop the renderer once the visible chunks are done (no margin ring)",
@@ -164,22 +170,29 @@ def main() -> None:
         return out
 
     model.denoise = counted_denoise
-    decode = model.decode
 
-    def timed_decode(z, *a, **kw):
-        t0 = time.perf_counter()
-        out = decode(z, *a, **kw)
-        with usage_lock:
-            usage["decode_s"] += time.perf_counter() - t0
-            usage["decodes"] += 1
-        return out
+    def timed(decode):
+        def timed_decode(z, *a, **kw):
+            t0 = time.perf_counter()
+            out = decode(z, *a, **kw)
+            with usage_lock:
+                usage["decode_s"] += time.perf_counter() - t0
+                usage["decodes"] += 1
+            return out
 
-    model.decode = timed_decode
+        return timed_decode
+
+    # the chunk decoder: the model's own, or its local (frozen GroupNorm) copy
+    for decoder in (model, getattr(model, "frozen_norm_model", None)):
+        if decoder is not None:
+            decoder.decode = timed(decoder.decode)
     usage.update(decode_s=0.0, decodes=0)
     vw, vh = (512, 384) if args.quick else (1024, 768)
     repeats = 10 if args.quick else 60
     settings = SamplerSettings(steps=args.steps, autocast=args.autocast)
-    lazy = {"batch": args.batch} if args.batch else None
+    lazy = {"batch": args.batch} if args.batch else {}
+    if args.decode_norm:
+        lazy["decode_norm"] = args.decode_norm
     print(f"model {model_name}, steps {args.steps}, chunk {args.chunk_px} px, viewport {vw}x{vh}")
     print(
         f"torch threads {torch.get_num_threads()}, model threads {model_threads()}, "
@@ -204,7 +217,8 @@ def main() -> None:
             lazy=lazy,
         )
         autocast, batch = slide.recipe["core"]["autocast"], slide.recipe["lazy"]["batch"]
-        print(f"autocast {autocast}, model batch {batch}")
+        decode_norm = slide.recipe["lazy"].get("decode_norm", "crop")
+        print(f"autocast {autocast}, model batch {batch}, decode_norm {decode_norm}")
         create_s = time.perf_counter() - t0
         print(f"create 100k x 100k: {create_s * 1000:.1f} ms")
 
@@ -326,6 +340,7 @@ def main() -> None:
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "autocast": autocast,
         "batch": batch,
+        "decode_norm": decode_norm,
     }
     if args.estimate_idle:
         est = {

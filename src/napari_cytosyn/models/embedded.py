@@ -14,7 +14,10 @@ Version 2 adds, when their files are in the weights folder:
   embedding; ``cond=None`` or ``"uncond"`` is the classifier-free null condition;
 - a 40x decoder (``vae_x2/``): :func:`load_embedded` with ``scale="40x"`` gives
   ``cytosyn-tiny-40x``, the same latents decoded to 0.25 um/px (tile 448 px, latent factor 16),
-  so a 40x slide is inpainted without upsampling.
+  so a 40x slide is inpainted without upsampling;
+- frozen GroupNorm statistics of each decoder (``decoder_norm_stats.safetensors`` next to it):
+  the model then carries ``frozen_norm_model``, the same model with a local decoder, which lazy
+  slides use to decode a chunk from its own crop (``LazySpec.decode_norm="frozen"``).
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ def load_embedded(
     from .backend import UNCOND, BackendModel
     from .latent import LatentScaling
     from .protocol import FlowInterpolant
-    from .tiny_nets import load_frozen_pair
+    from .tiny_nets import NORM_STATS_NAME, load_frozen_pair
 
     name = name_for_scale(scale)
     path = Path(path)
@@ -234,7 +237,7 @@ def load_embedded(
         extra["embedder"] = DescriptorEmbedder(desc["mean"], desc["std"], mpp, desc.get("mpp", 0.5))
     else:
         extra["embed_error"] = "this cytosyn-tiny (v1 weights) takes no reference conditioning"
-    return BackendModel(
+    model = BackendModel(
         name=name,
         vae=vae,
         net=_FlowUNet(unet, cfg["timestep_scale"], mlp),
@@ -250,3 +253,15 @@ def load_embedded(
         info=info,
         **extra,
     )
+    stats = path / ("vae_x2" if scale == "40x" else "vae") / NORM_STATS_NAME
+    if stats.is_file():  # lazy chunks decode locally: LazySpec.decode_norm "frozen"
+        import dataclasses
+
+        from safetensors.torch import load_file
+
+        from .tiny_nets import frozen_norm_vae
+
+        model.frozen_norm_model = dataclasses.replace(
+            model, vae=frozen_norm_vae(vae, load_file(stats))
+        )
+    return model

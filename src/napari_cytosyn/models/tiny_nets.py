@@ -124,3 +124,65 @@ def load_frozen_pair(vae_dir, unet_dir, device: str, dtype, what: str):
     vae = AutoencoderKL.from_pretrained(vae_dir, **opts).to(dev).eval().requires_grad_(False)
     unet = UNet2DModel.from_pretrained(unet_dir, **opts).to(dev).eval().requires_grad_(False)
     return vae, unet, dev, dtype
+
+
+#: File of a decoder's frozen GroupNorm statistics, next to its weights (``vae/``, ``vae_x2/``).
+NORM_STATS_NAME = "decoder_norm_stats.safetensors"
+
+
+class FrozenGroupNorm(torch.nn.Module):
+    """A ``GroupNorm`` with fixed per-group statistics: a per-channel affine map, so the layer is
+    local (a pixel's output does not depend on the rest of the crop).
+
+    ``mean``, ``var``: ``(num_groups,)`` statistics of the layer's input, estimated once.
+    """
+
+    def __init__(self, norm: torch.nn.GroupNorm, mean: torch.Tensor, var: torch.Tensor):
+        super().__init__()
+        per_group = norm.num_channels // norm.num_groups
+        scale = torch.rsqrt(var.double() + norm.eps).repeat_interleave(per_group)
+        shift = -mean.double().repeat_interleave(per_group) * scale
+        if norm.affine:
+            scale, shift = scale * norm.weight.double(), shift * norm.weight.double()
+            shift = shift + norm.bias.double()
+        like = norm.weight if norm.affine else mean
+        self.register_buffer("scale", scale.to(like.dtype).view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.to(like.dtype).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift.to(x.dtype), x, self.scale.to(x.dtype))
+
+
+def decoder_norms(vae) -> dict[str, torch.nn.GroupNorm]:
+    """The ``GroupNorm`` layers that decoding runs, by module name in ``vae`` (an
+    ``AutoencoderKL``: ``decoder.*``; an :class:`X2VAE`: ``x2.*``)."""
+    prefix = "x2." if isinstance(vae, X2VAE) else "decoder."
+    return {
+        name: mod
+        for name, mod in vae.named_modules()
+        if name.startswith(prefix) and isinstance(mod, torch.nn.GroupNorm)
+    }
+
+
+def frozen_norm_vae(vae, stats: dict[str, torch.Tensor]):
+    """A copy of ``vae`` whose decoding GroupNorms use fixed statistics (:class:`FrozenGroupNorm`),
+    channels-last (~15 % faster float32 convolutions on CPU here; same pixels).
+
+    ``stats``: ``"<module name>.mean"`` and ``"<module name>.var"`` ``(num_groups,)`` for every
+    layer of :func:`decoder_norms` and nothing else (as in :data:`NORM_STATS_NAME`).
+    """
+    norms = decoder_norms(vae)
+    want = {f"{name}.{s}" for name in norms for s in ("mean", "var")}
+    if set(stats) != want:
+        raise ValueError(
+            f"decoder GroupNorm statistics do not fit this decoder: missing "
+            f"{sorted(want - set(stats))[:4]}, unknown {sorted(set(stats) - want)[:4]}"
+        )
+    frozen = copy.deepcopy(vae)
+    for name, norm in norms.items():
+        mean, var = stats[f"{name}.mean"], stats[f"{name}.var"]
+        if mean.shape != (norm.num_groups,) or var.shape != (norm.num_groups,):
+            raise ValueError(f"statistics of {name} must have shape ({norm.num_groups},)")
+        parent_name, _, child = name.rpartition(".")
+        setattr(frozen.get_submodule(parent_name), child, FrozenGroupNorm(norm, mean, var))
+    return frozen.to(memory_format=torch.channels_last).eval().requires_grad_(False)

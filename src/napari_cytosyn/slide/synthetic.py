@@ -114,7 +114,8 @@ class SyntheticSlide:
             where True, white elsewhere.
         chunk_px: chunk size in px of the slide and its store.
         overwrite: replace an existing store of ours at ``store``.
-        lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ...).
+        lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ...); ``decode_norm``
+            defaults to ``"frozen"`` for a model that ships a local decoder (``decode_norm_for``).
         reference: a real ``Slide`` (or path): make a synthetic twin of it. Size and tissue
             mask (unless given) come from it, and every window is conditioned on the embedding
             of the real tissue there, on a grid of ``reference_grid_um`` (default one model
@@ -127,6 +128,7 @@ class SyntheticSlide:
             resolve_settings,
         )
         from napari_cytosyn.sampling.conditioning import recipe_settings
+        from napari_cytosyn.sampling.lazy import decode_norm_for
 
         field = None
         if reference is not None:
@@ -156,7 +158,8 @@ class SyntheticSlide:
         settings = settings if settings is not None else SamplerSettings()
         settings = resolve_settings(settings, model)
         settings = recipe_settings(settings, conditioned=field is not None)
-        spec = LazySpec(settings=settings, chunk_px=int(chunk_px), **(lazy or {}))
+        lazy = {"decode_norm": decode_norm_for(model), **(lazy or {})}
+        spec = LazySpec(settings=settings, chunk_px=int(chunk_px), **lazy)
         attrs = {
             "width": int(width),
             "height": int(height),

@@ -31,13 +31,14 @@ view").
 Modules: :mod:`.spec` (``LazySpec``, the phase-cache protocol), :mod:`.plan` (``LazyPlan``:
 phases, lattices, dependency cones, cached states, final latents), :mod:`.batching` (missing
 states evaluated in fixed-size model batches, padded slots filled with work wanted next;
-``preview_scope``) and :mod:`.decode` (chunks decoded with halo and cross-faded borders;
+``preview_scope``) and :mod:`.decode` (chunks decoded with halo and cross-faded borders, or locally;
 ``render_chunk``, ``prepare_chunks``, ``render_region_lazy``).
 """
 
 from .batching import preview_scope
 from .decode import (
     BORDER_DECODES,
+    decode_norm_for,
     final_latents,
     prepare_chunks,
     render_chunk,
@@ -54,6 +55,7 @@ __all__ = [
     "LazySpec",
     "MemoryPhaseCache",
     "PhaseCache",
+    "decode_norm_for",
     "final_latents",
     "prepare_chunks",
     "preview_scope",

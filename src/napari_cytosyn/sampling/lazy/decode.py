@@ -1,4 +1,5 @@
-"""Chunks of a lazy slide: final latents decoded with a halo and cross-faded borders."""
+"""Chunks of a lazy slide: final latents decoded with a halo and cross-faded borders, or with
+a local (frozen GroupNorm) decoder from their own crop."""
 
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def render_chunk(
     must be its own.
     """
     return _LazyRenderer(LazyPlan(model, spec, cache, cancel, cond)).chunk(chunk_y, chunk_x)
+
+
+def decode_norm_for(model: Any) -> str:
+    """The :class:`LazySpec` ``decode_norm`` a new lazy slide of ``model`` uses: ``"frozen"``
+    when the model ships a local decoder (``frozen_norm_model``), else ``"crop"``."""
+    return "frozen" if getattr(model, "frozen_norm_model", None) is not None else "crop"
 
 
 def prepare_chunks(
@@ -142,13 +149,25 @@ class _LazyRenderer:
             )
         # border decodes are shared between renderers of one spec AND one condition
         self._fingerprint = self.spec.fingerprint() + cond_fingerprint(plan.cond)
+        self.decoder = self.model
+        if self.spec.decode_norm == "frozen":
+            self.decoder = getattr(self.model, "frozen_norm_model", None)
+            if self.decoder is None:
+                raise ValueError(
+                    f"this lazy slide decodes with frozen GroupNorm statistics (decode_norm "
+                    f"'frozen'), which model {getattr(self.model, 'name', '?')!r} does not ship; "
+                    "open it with the model it was made with"
+                )
 
     def _latent_rect(self, cy: int, cx: int) -> tuple[int, int, int, int]:
         """Absolute latent rectangle ``(y, x, h, w)`` whose final latents chunk ``(cy, cx)``'s
         decode reads: the chunk plus halo and border cross-fade on every side."""
         n = self.spec.chunk_px // self.model.latent_factor
-        r = self.spec.decode_halo_latent + min(self.spec.decode_blend_latent, n // 2)
+        r = self.spec.decode_halo_latent + min(self._blend_latent(), n // 2)
         return cy * n - r, cx * n - r, n + 2 * r, n + 2 * r
+
+    def _blend_latent(self) -> int:
+        return 0 if self.spec.decode_norm == "frozen" else self.spec.decode_blend_latent
 
     def prepare(self, chunks: list[tuple[int, int]], upcoming: list[tuple[int, int]] = ()) -> None:
         self.plan.prepare_rects(
@@ -164,13 +183,16 @@ class _LazyRenderer:
         mode = self.plan.autocast
 
         def decode(z: torch.Tensor) -> torch.Tensor:
-            return precision.decode(self.model, z.unsqueeze(0), mode)[0]
+            return precision.decode(self.decoder, z.unsqueeze(0), mode)[0]
 
         return parallel_calls(decode, zs, self.plan.on_cpu)
 
     def chunk(self, cy: int, cx: int) -> np.ndarray:
         """Decode chunk ``(cy, cx)``: its own crop plus, with blending, its borders and corners.
 
+        With ``spec.decode_norm == "frozen"`` (a local decoder) the chunk is decoded as two
+        halves, top and bottom, side by side, each from its latents plus the halo, keeping the
+        centre: the split is fixed, so pixels do not depend on the number of workers.
         Without blending the chunk is decoded from its latents plus the halo and the centre is
         kept. With ``b = spec.decode_blend_latent > 0``, pixels within ``b`` latents of a
         chunk border are cross-faded towards a decode of a crop centred on that border (or, near
@@ -182,13 +204,20 @@ class _LazyRenderer:
         f = self.model.latent_factor
         n = self.spec.chunk_px // f
         halo = self.spec.decode_halo_latent
-        b = min(self.spec.decode_blend_latent, n // 2)
+        b = min(self._blend_latent(), n // 2)
         y0, x0 = cy * n, cx * n
         # Every latent the crops below need, planned at once: fuller model batches.
         self.plan.prepare(*self._latent_rect(cy, cx))
         own_rect = (y0 - halo, x0 - halo, n + 2 * halo, n + 2 * halo)
         a = halo * f
         px = self.spec.chunk_px
+        if self.spec.decode_norm == "frozen":
+            h = n // 2  # rows of the top half, in latents
+            top = (y0 - halo, x0 - halo, h + 2 * halo, n + 2 * halo)
+            bottom = (y0 + h - halo, x0 - halo, n - h + 2 * halo, n + 2 * halo)
+            halves = self._decode_all([top, bottom] if h else [bottom])
+            rgb = torch.cat([d[:, a : d.shape[1] - a, a : a + px] for d in halves], 1)
+            return to_uint8(rgb)
         if b == 0:
             (own,) = self._decode_all([own_rect])
             return to_uint8(own[:, a : a + px, a : a + px])

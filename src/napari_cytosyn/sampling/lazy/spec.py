@@ -69,6 +69,8 @@ class MemoryPhaseCache:
 #: cells, so they use 8 (less padding); in float32 the first chunk of a view comes as soon
 #: with 4 (``benchmarks/viewport.py``; docs/sampling.md, "Lazy mode: cost of a fresh view").
 BATCH_DEFAULT = 4
+#: ``LazySpec.decode_norm`` values.
+DECODE_NORMS = ("crop", "frozen")
 BATCH_BF16 = (16, 8, 8)
 
 
@@ -96,6 +98,11 @@ class LazySpec:
         would be padding may compute windows of chunks wanted next (:func:`prepare_chunks`).
     decode_halo_latent, decode_blend_latent: halo and border cross-fade of the chunk decode, in
         latents.
+    decode_norm: ``"crop"``: the model's decoder, GroupNorm statistics of each crop, so chunk
+        borders are cross-faded (``decode_blend_latent``); ``"frozen"``: the model's
+        ``frozen_norm_model`` (fixed statistics, a local decoder), each chunk from its own crop
+        plus the halo, no cross-fade. Stored only when ``"frozen"`` (recipes from before it
+        read as ``"crop"``).
     """
 
     settings: SamplerSettings = field(default_factory=SamplerSettings)
@@ -107,6 +114,7 @@ class LazySpec:
     batch: int | tuple[int, ...] | None = None
     decode_halo_latent: int = 4
     decode_blend_latent: int = 2
+    decode_norm: str = "crop"
 
     def __post_init__(self) -> None:
         if not isinstance(self.settings, SamplerSettings):
@@ -146,6 +154,10 @@ class LazySpec:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.decode_norm not in DECODE_NORMS:
+            raise ValueError(
+                f"decode_norm must be one of {', '.join(DECODE_NORMS)}, got {self.decode_norm!r}"
+            )
 
     def batch_of(self, phase: int) -> int:
         """Windows per model call in phase ``phase``."""
@@ -168,17 +180,18 @@ class LazySpec:
             "batch": self.batch if isinstance(self.batch, int) else list(self.batch),
             "decode_halo_latent": self.decode_halo_latent,
             "decode_blend_latent": self.decode_blend_latent,
-        }
+        } | ({} if self.decode_norm == "crop" else {"decode_norm": self.decode_norm})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], settings: SamplerSettings) -> LazySpec:
         """Inverse of :meth:`to_dict`, with the core ``settings``; every field must be there
-        and no other (a missing or unknown field would change pixels)."""
+        (``decode_norm`` only when not ``"crop"``) and no other (a missing or unknown field
+        would change pixels)."""
         fields = set(cls.__dataclass_fields__) - {"settings"}
-        if set(d) != fields:
+        if set(d) | {"decode_norm"} != fields:
             raise ValueError(
                 f"a stored lazy spec has the fields {sorted(fields)}; missing "
-                f"{sorted(fields - set(d))}, unknown {sorted(set(d) - fields)}"
+                f"{sorted(fields - set(d) - {'decode_norm'})}, unknown {sorted(set(d) - fields)}"
             )
         kw = dict(d)
         for name in ("phase_times", "batch", "context_latent"):
