@@ -29,6 +29,7 @@ Last line: ``RESULT {json}``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -83,7 +84,7 @@ def write_stats() -> None:
         print(f"{scale}: {len(stats) // 2} GroupNorm layers -> {path}")
 
 
-def measure(mode: str, scale: str) -> dict:
+def measure(mode: str, scale: str, halo: int) -> dict:
     from napari_cytosyn.models.embedded import load_embedded
     from napari_cytosyn.sampling import SamplerSettings, lattice_lines, precision, seam_score
     from napari_cytosyn.sampling.lazy import (
@@ -117,6 +118,8 @@ def measure(mode: str, scale: str) -> dict:
     images = {}
     for norm in ("crop", "frozen"):
         spec_n = LazySpec(settings=settings, chunk_px=chunk_px, decode_norm=norm)
+        if norm == "frozen":
+            spec_n = dataclasses.replace(spec_n, decode_halo_latent=halo)
         t0 = time.thread_time()
         images[norm] = out = render_region_lazy(model, spec_n, 0, 0, size, size, cache)
         ms = (time.thread_time() - t0) / (size // chunk_px) ** 2 * 1000
@@ -136,7 +139,7 @@ def measure(mode: str, scale: str) -> dict:
     result["decode_cost_ratio"] = round(
         result["crop"]["decode_cpu_ms_per_chunk"] / result["frozen"]["decode_cpu_ms_per_chunk"], 2
     )
-    result.update(autocast=mode, scale=scale, chunk_px=chunk_px, size_px=size)
+    result.update(autocast=mode, scale=scale, chunk_px=chunk_px, size_px=size, frozen_halo=halo)
     return result
 
 
@@ -147,12 +150,15 @@ def main() -> None:
     ap.add_argument("--autocast", default="off", choices=("bfloat16", "off"))
     ap.add_argument("--scale", default="20x", choices=("20x", "40x"))
     ap.add_argument("--write-stats", action="store_true", help="write the shipped statistics")
+    ap.add_argument(
+        "--halo", type=int, default=4, help="decode_halo_latent of the frozen decode (default 4)"
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.write_stats:
         write_stats()
         return
-    print("RESULT " + json.dumps(measure(args.autocast, args.scale)))
+    print("RESULT " + json.dumps(measure(args.autocast, args.scale, args.halo)))
 
 
 if __name__ == "__main__":

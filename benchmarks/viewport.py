@@ -191,7 +191,9 @@ def main() -> None:
     repeats = 10 if args.quick else 60
     settings = SamplerSettings(steps=args.steps, autocast=args.autocast)
     lazy = {"batch": args.batch} if args.batch else {}
-    if args.decode_norm:
+    if args.decode_norm == "crop":  # with the spec's own halo, not the frozen decode's
+        lazy.update(decode_norm="crop", decode_halo_latent=4)
+    elif args.decode_norm:
         lazy["decode_norm"] = args.decode_norm
     print(f"model {model_name}, steps {args.steps}, chunk {args.chunk_px} px, viewport {vw}x{vh}")
     print(
@@ -218,7 +220,8 @@ def main() -> None:
         )
         autocast, batch = slide.recipe["core"]["autocast"], slide.recipe["lazy"]["batch"]
         decode_norm = slide.recipe["lazy"].get("decode_norm", "crop")
-        print(f"autocast {autocast}, model batch {batch}, decode_norm {decode_norm}")
+        halo = slide.recipe["lazy"]["decode_halo_latent"]
+        print(f"autocast {autocast}, model batch {batch}, decode_norm {decode_norm}, halo {halo}")
         create_s = time.perf_counter() - t0
         print(f"create 100k x 100k: {create_s * 1000:.1f} ms")
 
@@ -341,6 +344,7 @@ def main() -> None:
         "autocast": autocast,
         "batch": batch,
         "decode_norm": decode_norm,
+        "decode_halo_latent": halo,
     }
     if args.estimate_idle:
         est = {

@@ -16,6 +16,7 @@ from napari_cytosyn.sampling import (
     render_chunk,
     render_region_lazy,
 )
+from napari_cytosyn.sampling.lazy.decode import FROZEN_HALO_LATENT
 from napari_cytosyn.sampling.threads import WORKERS_ENV
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
@@ -91,6 +92,7 @@ def test_slides_record_their_decode_and_older_recipes_read_as_crop(tmp_path, tin
     settings = SamplerSettings(steps=2, seed=1, autocast="off")
     slide = SyntheticSlide.create(tmp_path / "t.cytosyn", tiny, 128, 128, settings, chunk_px=64)
     assert slide.recipe["lazy"]["decode_norm"] == "frozen"
+    assert slide.recipe["lazy"]["decode_halo_latent"] == FROZEN_HALO_LATENT
     slide.close()
     plain = SyntheticSlide.create(tmp_path / "g.cytosyn", grf, 128, 128, settings, chunk_px=64)
     assert "decode_norm" not in plain.recipe["lazy"]  # crop: stored as before the field
@@ -105,6 +107,6 @@ def test_slides_record_their_decode_and_older_recipes_read_as_crop(tmp_path, tin
     lone = SyntheticSlide.create(
         tmp_path / "f.cytosyn", grf, 128, 128, settings, chunk_px=64, lazy={"decode_norm": "frozen"}
     )
-    with pytest.raises(ValueError, match="frozen GroupNorm statistics.*does not ship"):
+    with pytest.raises(ValueError, match=r"frozen GroupNorm statistics.*does not ship"):
         lone.ensure_chunk(0, 0, 0)
     lone.close()

@@ -114,8 +114,8 @@ class SyntheticSlide:
             where True, white elsewhere.
         chunk_px: chunk size in px of the slide and its store.
         overwrite: replace an existing store of ours at ``store``.
-        lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ...); ``decode_norm``
-            defaults to ``"frozen"`` for a model that ships a local decoder (``decode_norm_for``).
+        lazy: extra ``LazySpec`` fields (``phase_times``, ``blend_steps``, ...); the model's
+            own defaults first (``lazy_defaults``: the frozen decode of cytosyn-tiny).
         reference: a real ``Slide`` (or path): make a synthetic twin of it. Size and tissue
             mask (unless given) come from it, and every window is conditioned on the embedding
             of the real tissue there, on a grid of ``reference_grid_um`` (default one model
@@ -128,7 +128,7 @@ class SyntheticSlide:
             resolve_settings,
         )
         from napari_cytosyn.sampling.conditioning import recipe_settings
-        from napari_cytosyn.sampling.lazy import decode_norm_for
+        from napari_cytosyn.sampling.lazy import lazy_defaults
 
         field = None
         if reference is not None:
@@ -158,7 +158,7 @@ class SyntheticSlide:
         settings = settings if settings is not None else SamplerSettings()
         settings = resolve_settings(settings, model)
         settings = recipe_settings(settings, conditioned=field is not None)
-        lazy = {"decode_norm": decode_norm_for(model), **(lazy or {})}
+        lazy = {**lazy_defaults(model), **(lazy or {})}
         spec = LazySpec(settings=settings, chunk_px=int(chunk_px), **lazy)
         attrs = {
             "width": int(width),

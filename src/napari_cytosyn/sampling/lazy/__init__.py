@@ -38,8 +38,8 @@ states evaluated in fixed-size model batches, padded slots filled with work want
 from .batching import preview_scope
 from .decode import (
     BORDER_DECODES,
-    decode_norm_for,
     final_latents,
+    lazy_defaults,
     prepare_chunks,
     render_chunk,
     render_region_lazy,
@@ -55,8 +55,8 @@ __all__ = [
     "LazySpec",
     "MemoryPhaseCache",
     "PhaseCache",
-    "decode_norm_for",
     "final_latents",
+    "lazy_defaults",
     "prepare_chunks",
     "preview_scope",
     "render_chunk",

@@ -43,10 +43,20 @@ def render_chunk(
     return _LazyRenderer(LazyPlan(model, spec, cache, cancel, cond)).chunk(chunk_y, chunk_x)
 
 
-def decode_norm_for(model: Any) -> str:
-    """The :class:`LazySpec` ``decode_norm`` a new lazy slide of ``model`` uses: ``"frozen"``
-    when the model ships a local decoder (``frozen_norm_model``), else ``"crop"``."""
-    return "frozen" if getattr(model, "frozen_norm_model", None) is not None else "crop"
+#: ``decode_halo_latent`` of the frozen decode: on cytosyn-tiny (1024 px, 256 px chunks, float32)
+#: the chunk-line seam score is 1.024 / 1.002 / 0.997 at halo 2 / 3 / 4 (whole-region decode
+#: 0.995, cross-faded crops 1.055) for 506 / 593 / 777 decoder CPU ms per chunk
+#: (``benchmarks/frozen_norm_decoder.py --halo``).
+FROZEN_HALO_LATENT = 2
+
+
+def lazy_defaults(model: Any) -> dict[str, Any]:
+    """The :class:`LazySpec` fields a new lazy slide of ``model`` uses unless told otherwise:
+    the frozen decode (``decode_norm="frozen"``, halo :data:`FROZEN_HALO_LATENT`) when the model
+    ships a local decoder (``frozen_norm_model``), else nothing (the spec's defaults)."""
+    if getattr(model, "frozen_norm_model", None) is None:
+        return {}
+    return {"decode_norm": "frozen", "decode_halo_latent": FROZEN_HALO_LATENT}
 
 
 def prepare_chunks(
