@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
 
 from napari_cytosyn._napari import _layers, _sample_data
-from napari_cytosyn._napari._masks import mask_from_layer
+from napari_cytosyn._napari._masks import DrawnMask, read_mask
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 
@@ -91,7 +92,7 @@ def test_inpaint_shapes_changes_composite_inside_mask_only(setup, qtbot):
     composite = viewer.layers[f"{real.name} (edited)"]
     assert _layers.slide_of(composite) is not None
     assert viewer.layers.index(composite) == viewer.layers.index(real) + 1
-    (y, x, h, w), mask = mask_from_layer(shapes, real, tuple(real.data[0].shape[:2]))
+    (y, x, h, w), mask = read_mask(shapes, real).rasterise(real.data[0].shape[:2])
     m = 64  # margin around the mask's bounding box
     y0, x0 = y - m, x - m
     box = (y0, x0, h + 2 * m, w + 2 * m)
@@ -133,8 +134,15 @@ def test_inpaint_shapes_changes_composite_inside_mask_only(setup, qtbot):
     assert corner.max() == 0
 
 
-def test_inpaint_painted_labels_at_coarse_scale(setup):
+def test_inpaint_painted_labels_at_coarse_scale(setup, monkeypatch):
     viewer, widget, real = setup
+    threads = []  # where the mask is rasterised: in the job, never on the GUI thread
+    rasterise = DrawnMask.rasterise
+    monkeypatch.setattr(
+        DrawnMask,
+        "rasterise",
+        lambda self, hw: threads.append(threading.current_thread()) or rasterise(self, hw),
+    )
     # Paint on a labels layer 8x coarser than level 0 (2 um per labels px).
     labels_data = np.zeros((125, 125), np.uint8)
     labels_data[40:50, 60:75] = 1
@@ -143,8 +151,9 @@ def test_inpaint_painted_labels_at_coarse_scale(setup):
     widget.edit_box.mask_combo.select(labels)
     job = widget.inpaint()
     assert job.wait(90_000) and job.state == "done", job.error
+    assert threads and threading.main_thread() not in threads
     composite = viewer.layers[f"{real.name} (edited)"]
-    (y, x, h, w), mask = mask_from_layer(labels, real, tuple(real.data[0].shape[:2]))
+    (y, x, h, w), mask = read_mask(labels, real).rasterise(real.data[0].shape[:2])
     # Labels px i spans level-0 px [8i - 4, 8i + 4) (pixel centres at 2 um * i = 0.25 um * 8i).
     assert (y, x, h, w) == (316, 476, 80, 120)
     assert mask.all()
@@ -182,6 +191,21 @@ def test_inpaint_with_line_shape_is_refused_with_a_message(setup):
     widget.edit_box.mask_combo.select(shapes)
     assert widget.inpaint() is None
     assert "encloses no area" in widget.status.text()
+
+
+def test_inpaint_of_a_mask_off_the_slide_fails_with_a_message_and_leaves_no_edit(setup):
+    viewer, widget, real = setup
+    shapes = viewer.add_shapes(
+        [np.array([[500, 500], [500, 600], [600, 600], [600, 500]], float)],
+        shape_type="rectangle",
+    )
+    widget.edit_box.image_combo.select(real)
+    widget.edit_box.mask_combo.select(shapes)
+    job = widget.inpaint()  # the mask is rasterised in the job: the job says what is wrong
+    assert job.wait(90_000) and job.state == "failed"
+    assert "outside the slide" in widget.status.text()
+    assert f"{real.name} (edited)" not in viewer.layers
+    assert not list((widget.config.cache_path() / "edits").glob("*"))
 
 
 def test_second_inpaint_of_the_same_slide_lands_in_the_same_edited_layer(setup):

@@ -4,20 +4,26 @@ A Shapes layer (rectangles, polygons, ellipses) or a single-scale Labels layer (
 synthesize) marks where synthetic tissue goes. Layers are related through their world
 coordinates (``scale`` and ``translate``); layers with a rotation, shear or affine transform
 are refused with a message, because the mask would not land where it is drawn.
+
+:func:`read_mask` reads a mask layer on the GUI thread as plain data (cheap: vertices, or a
+copy of the painted labels); :meth:`DrawnMask.rasterise` turns it into pixels in a job's worker
+thread, so a large mask never stalls napari and painting on during the job changes nothing.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 AREA_SHAPES = ("rectangle", "polygon", "ellipse")
 Region = tuple[int, int, int, int]  # (y, x, h, w) in level-0 px of the target slide
+Placement = tuple[np.ndarray, np.ndarray]  # (scale, translate) of a layer's last two axes
 
 
-def _axis_aligned(layer: Any) -> tuple[np.ndarray, np.ndarray]:
+def _placement(layer: Any) -> Placement:
     """``(scale, translate)`` of the last two axes; refuses other transforms."""
     nd = layer.ndim
     if not (
@@ -32,12 +38,10 @@ def _axis_aligned(layer: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(layer.scale[-2:], float), np.asarray(layer.translate[-2:], float)
 
 
-def data_to_data(src: Any, dst: Any, points: np.ndarray) -> np.ndarray:
-    """Map ``(N, 2)`` (y, x) data coordinates of layer ``src`` to data coordinates of ``dst``
-    (level 0 for a multiscale ``dst``) through world coordinates."""
-    s_src, t_src = _axis_aligned(src)
-    s_dst, t_dst = _axis_aligned(dst)
-    return (np.asarray(points, float) * s_src + t_src - t_dst) / s_dst
+def _map(src: Placement, dst: Placement, points: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` (y, x) data coordinates of a layer placed at ``src`` -> data coordinates of
+    one placed at ``dst`` (level 0 for a multiscale layer), through world coordinates."""
+    return (np.asarray(points, float) * src[0] + src[1] - dst[1]) / dst[0]
 
 
 def _shape_outline(shape_type: str, vertices: np.ndarray) -> np.ndarray:
@@ -60,59 +64,85 @@ def _clip_bbox(lo: np.ndarray, hi: np.ndarray, shape_hw: tuple[int, int], name: 
     return y0, x0, y1 - y0, x1 - x0
 
 
-def mask_from_shapes(
-    shapes: Any, target: Any, shape_hw: tuple[int, int], selected_only: bool = False
-) -> tuple[Region, np.ndarray]:
-    """Rasterize the area shapes of a Shapes layer onto level 0 of ``target``.
+@dataclass(frozen=True, eq=False)
+class DrawnMask:
+    """What a mask layer holds, as plain data (see :func:`read_mask`).
 
-    Parameters
-    ----------
-    shapes: napari Shapes layer; rectangles, polygons and ellipses count, lines and paths are
-        refused (they enclose no area).
-    target: the slide's image layer (its level-0 grid is the output grid).
-    shape_hw: level-0 ``(height, width)`` of the slide.
-    selected_only: use only the selected shapes (all when none are selected).
-
-    Returns ``((y, x, h, w), mask)``: the clipped bounding box in level-0 px and a
-    ``(h, w)`` bool mask, True inside any shape.
+    From a Shapes layer: ``outlines``, polygons ``(N, 2)`` float (y, x) in the target slide's
+    level-0 px. From a Labels layer: ``painted``, its ``(H, W)`` bool non-zero pixels (a copy),
+    and ``placements``, the ``(scale, translate)`` of the labels and of the slide layer.
     """
-    from skimage.draw import polygon as draw_polygon
 
-    indices = range(len(shapes.data))
-    if selected_only and shapes.selected_data:
-        indices = sorted(shapes.selected_data)
+    name: str
+    outlines: tuple[np.ndarray, ...] = ()
+    painted: np.ndarray | None = None
+    placements: tuple[Placement, Placement] | None = None
+
+    def rasterise(self, shape_hw: tuple[int, int]) -> tuple[Region, np.ndarray]:
+        """Level-0 pixels of the mask on a slide of level-0 ``(height, width)`` ``shape_hw``:
+        ``((y, x, h, w), mask)``, the clipped bounding box and a ``(h, w)`` bool mask.
+
+        Shapes: True inside any shape. Labels: each level-0 pixel takes the label of the Labels
+        pixel its centre falls in (nearest), so a Labels layer painted at any resolution works.
+        """
+        if self.painted is not None:
+            return self._resample_painted(shape_hw)
+        from skimage.draw import polygon as draw_polygon
+
+        allv = np.concatenate(self.outlines)
+        y, x, h, w = _clip_bbox(allv.min(axis=0), allv.max(axis=0), shape_hw, self.name)
+        mask = np.zeros((h, w), dtype=bool)
+        for outline in self.outlines:
+            rr, cc = draw_polygon(outline[:, 0] - y, outline[:, 1] - x, shape=(h, w))
+            mask[rr, cc] = True
+        if not mask.any():
+            raise ValueError(f"the shapes in {self.name!r} cover no slide pixel; draw larger ones")
+        return (y, x, h, w), mask
+
+    def _resample_painted(self, shape_hw: tuple[int, int]) -> tuple[Region, np.ndarray]:
+        painted, (labels_at, target_at) = self.painted, self.placements
+        rows = np.nonzero(painted.any(axis=1))[0]
+        cols = np.nonzero(painted.any(axis=0))[0]
+        corners = np.array(
+            [[rows[0] - 0.5, cols[0] - 0.5], [rows[-1] + 0.5, cols[-1] + 0.5]], dtype=float
+        )
+        ends = _map(labels_at, target_at, corners)
+        lo, hi = ends.min(axis=0), ends.max(axis=0)
+        # Target pixels whose centres lie in [lo, hi): the painted area, no more.
+        y, x, h, w = _clip_bbox(np.ceil(lo), np.ceil(hi) - 1, shape_hw, self.name)
+        # Centres of the target's pixels, expressed in the labels' data coordinates.
+        ys = _map(target_at, labels_at, np.stack([np.arange(y, y + h), np.zeros(h)], 1))[:, 0]
+        xs = _map(target_at, labels_at, np.stack([np.zeros(w), np.arange(x, x + w)], 1))[:, 1]
+        iy, ix = np.round(ys).astype(int), np.round(xs).astype(int)
+        inside_y = (iy >= 0) & (iy < painted.shape[0])
+        inside_x = (ix >= 0) & (ix < painted.shape[1])
+        mask = painted[np.clip(iy, 0, painted.shape[0] - 1)][
+            :, np.clip(ix, 0, painted.shape[1] - 1)
+        ]
+        mask &= inside_y[:, None] & inside_x[None, :]
+        if not mask.any():
+            raise ValueError(f"the painting in {self.name!r} covers no slide pixel")
+        return (y, x, h, w), mask
+
+
+def _read_shapes(shapes: Any, target: Any) -> DrawnMask:
+    """Rectangles, polygons and ellipses count; lines and paths are refused (no area)."""
+    shapes_at, target_at = _placement(shapes), _placement(target)
     outlines = []
-    for i in indices:
-        kind = shapes.shape_type[i]
+    for i, kind in enumerate(shapes.shape_type):
         if kind not in AREA_SHAPES:
             raise ValueError(
                 f"shape {i} of {shapes.name!r} is a {kind}, which encloses no area; use "
                 "rectangles, polygons or ellipses"
             )
         verts = np.asarray(shapes.data[i], float)[:, -2:]
-        outlines.append(data_to_data(shapes, target, _shape_outline(kind, verts)))
+        outlines.append(_map(shapes_at, target_at, _shape_outline(kind, verts)))
     if not outlines:
         raise ValueError(f"{shapes.name!r} has no shapes; draw a rectangle, polygon or ellipse")
-    allv = np.concatenate(outlines)
-    y, x, h, w = _clip_bbox(allv.min(axis=0), allv.max(axis=0), shape_hw, shapes.name)
-    mask = np.zeros((h, w), dtype=bool)
-    for outline in outlines:
-        rr, cc = draw_polygon(outline[:, 0] - y, outline[:, 1] - x, shape=(h, w))
-        mask[rr, cc] = True
-    if not mask.any():
-        raise ValueError(f"the shapes in {shapes.name!r} cover no slide pixel; draw larger ones")
-    return (y, x, h, w), mask
+    return DrawnMask(shapes.name, outlines=tuple(outlines))
 
 
-def mask_from_labels(
-    labels: Any, target: Any, shape_hw: tuple[int, int]
-) -> tuple[Region, np.ndarray]:
-    """Resample the non-zero pixels of a single-scale Labels layer onto level 0 of ``target``.
-
-    Each level-0 pixel takes the label of the Labels pixel its centre falls in (nearest), so a
-    Labels layer painted at any resolution works. Returns ``((y, x, h, w), mask)`` like
-    :func:`mask_from_shapes`.
-    """
+def _read_labels(labels: Any, target: Any) -> DrawnMask:
     if labels.multiscale:
         raise ValueError(
             f"{labels.name!r} is multiscale, and multiscale Labels cannot be painted; add a "
@@ -124,37 +154,19 @@ def mask_from_labels(
     painted = data != 0
     if not painted.any():
         raise ValueError(f"nothing is painted in {labels.name!r}; paint where to synthesize")
-    rows = np.nonzero(painted.any(axis=1))[0]
-    cols = np.nonzero(painted.any(axis=0))[0]
-    corners = np.array(
-        [[rows[0] - 0.5, cols[0] - 0.5], [rows[-1] + 0.5, cols[-1] + 0.5]], dtype=float
-    )
-    ends = data_to_data(labels, target, corners)
-    lo, hi = ends.min(axis=0), ends.max(axis=0)
-    # Target pixels whose centres lie in [lo, hi): the painted area, no more.
-    y, x, h, w = _clip_bbox(np.ceil(lo), np.ceil(hi) - 1, shape_hw, labels.name)
-    # Centres of the target's pixels, expressed in the labels' data coordinates.
-    ys = data_to_data(target, labels, np.stack([np.arange(y, y + h), np.zeros(h)], 1))[:, 0]
-    xs = data_to_data(target, labels, np.stack([np.zeros(w), np.arange(x, x + w)], 1))[:, 1]
-    iy, ix = np.round(ys).astype(int), np.round(xs).astype(int)
-    inside_y = (iy >= 0) & (iy < data.shape[0])
-    inside_x = (ix >= 0) & (ix < data.shape[1])
-    mask = painted[np.clip(iy, 0, data.shape[0] - 1)][:, np.clip(ix, 0, data.shape[1] - 1)]
-    mask &= inside_y[:, None] & inside_x[None, :]
-    if not mask.any():
-        raise ValueError(f"the painting in {labels.name!r} covers no slide pixel")
-    return (y, x, h, w), mask
+    placements = (_placement(labels), _placement(target))
+    return DrawnMask(labels.name, painted=painted, placements=placements)
 
 
-def mask_from_layer(
-    mask_layer: Any, target: Any, shape_hw: tuple[int, int]
-) -> tuple[Region, np.ndarray]:
-    """Dispatch on the layer type: Shapes or Labels (see the functions above)."""
+def read_mask(mask_layer: Any, target: Any) -> DrawnMask:
+    """The mask drawn in a Shapes layer or painted in a single-scale Labels layer (non-zero)
+    over slide layer ``target``, read as plain data on the GUI thread; what the layer holds
+    cannot be used (no area, nothing painted, rotated...) is refused here with a message."""
     kind = type(mask_layer).__name__
     if kind == "Shapes":
-        return mask_from_shapes(mask_layer, target, shape_hw)
+        return _read_shapes(mask_layer, target)
     if kind == "Labels":
-        return mask_from_labels(mask_layer, target, shape_hw)
+        return _read_labels(mask_layer, target)
     raise TypeError(
         f"{mask_layer.name!r} is a {kind} layer; draw the mask on a Shapes layer or paint it on "
         "a Labels layer"
@@ -166,7 +178,7 @@ def world_rectangles(shapes: Any) -> list[tuple[float, float, float, float]]:
     (any shape type; used to place synthesized regions)."""
     if not len(shapes.data):
         raise ValueError(f"{shapes.name!r} has no shapes; draw a rectangle where to synthesize")
-    s, t = _axis_aligned(shapes)
+    s, t = _placement(shapes)
     out = []
     for verts in shapes.data:
         w = np.asarray(verts, float)[:, -2:] * s + t

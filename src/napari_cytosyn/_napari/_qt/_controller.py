@@ -16,7 +16,7 @@ from typing import Any
 from qtpy.QtWidgets import QFileDialog
 
 from .. import _actions, _layers
-from .._masks import mask_from_layer, world_rectangles
+from .._masks import DrawnMask, read_mask, world_rectangles
 from .._session import format_duration
 from ._jobs import Job
 from ._reference_box import link_to, twin_store, twin_work
@@ -73,21 +73,15 @@ class WidgetActions:
                 "inpainting works on real slides; for a synthetic slide change its seed instead"
             )
         composite = self._composite_of(image)
-        path = None
-        if composite is None:
-            path = _layers.real_path_of(image)
-            if not path:
-                raise ValueError(
-                    f"{image.name!r} was not opened from a slide file; open the slide with the "
-                    "napari-cytosyn reader (File > Open) first"
-                )
-            from napari_cytosyn.slide import open_slide
-
-            shapes_hw = open_slide(path).level_shapes[0]
-        else:
-            shapes_hw = composite.level_shapes[0]
-        region, mask = mask_from_layer(mask_layer, image, shapes_hw)
-        reference = self.reference_box.reference(image, shapes_hw)
+        path = None if composite is not None else _layers.real_path_of(image)
+        if composite is None and not path:
+            raise ValueError(
+                f"{image.name!r} was not opened from a slide file; open the slide with the "
+                "napari-cytosyn reader (File > Open) first"
+            )
+        # Plain data read here; the pixels are rasterised in the job (no GUI stall)
+        drawn = read_mask(mask_layer, image)
+        reference = self.reference_box.reference(image)
         ring_um = self.reference_box.ring_um()
         self._snapshot_model_choice()
         settings, cache = self.sampler_settings(), self.config.cache_path()
@@ -95,8 +89,13 @@ class WidgetActions:
         def work(progress: Any, cancel: Any) -> tuple[Any, dict]:
             target = composite or _actions.open_composite(path, cache)
             try:
+                shape_hw = target.level_shapes[0]
+                region, mask = drawn.rasterise(shape_hw)
+                ref = reference  # "none", "auto" or the region drawn: its bounding box
+                if isinstance(ref, DrawnMask):
+                    ref = ref.rasterise(shape_hw)[0]
                 run = _actions.inpaint_work(
-                    target, region, mask, self.get_model, settings, reference, ring_um
+                    target, region, mask, self.get_model, settings, ref, ring_um
                 )
                 return target, run(progress, cancel)
             except BaseException:

@@ -99,8 +99,10 @@ class ReferenceBox(QGroupBox):
         )
         self._update_rows()
 
-    def reference(self, image: Any, shape_hw: tuple[int, int]) -> Any:
-        """``CompositeSlide.inpaint(reference=...)`` for slide layer ``image`` (level-0 px)."""
+    def reference(self, image: Any) -> Any:
+        """``CompositeSlide.inpaint(reference=...)`` for slide layer ``image``: ``"none"``,
+        ``"auto"``, or the drawn region (a :class:`~.._masks.DrawnMask`, whose bounding box
+        the job rasterises)."""
         mode = self.mode_combo.currentText()
         if not self.conditional or mode == NONE:
             return "none"
@@ -111,10 +113,9 @@ class ReferenceBox(QGroupBox):
         shapes = self.region_combo.layer()
         if shapes is None or not len(shapes.data):
             raise ValueError("draw the reference region in a Shapes layer and choose it")
-        from .._masks import mask_from_layer
+        from .._masks import read_mask
 
-        (y, x, h, w), _mask = mask_from_layer(shapes, image, shape_hw)
-        return (y, x, h, w)
+        return read_mask(shapes, image)
 
     def ring_um(self) -> float:
         return float(self.ring_spin.value())
