@@ -12,7 +12,9 @@ measures, with a 10 ms QTimer ticking on the GUI thread the whole time:
   with the view fitted to the whole slide (its coarse chunks are provisional, built from the
   first finished chunks' pixels or previews);
 - ``cancel_s``: the longest time from Cancel to the job's end over every job kind (inpaint,
-  synthesize region, render all, export), each cancelled a second after it started;
+  synthesize region, render all, export), each cancelled a second after it started; inpaint
+  and synthesize region also run to the end once (phases "... to the end": the plugin adds
+  the edited slide's or region's layer and its "synthetic" outline layer);
 - ``max_stall_ms``: the largest gap between two ticks minus the 10 ms period, over the whole
   run after start-up (model loading excluded, and the benchmark's own blocking joins of the
   renderers it stops between measurements, reported as the phase "teardown"), the user's own
@@ -93,36 +95,50 @@ class Ticker:
 class StallSampler:
     """Where the GUI thread is when a tick is overdue: a watcher thread samples the GUI
     thread's stack every 20 ms while the last tick is more than ``after_ms`` old and counts
-    the innermost frames of the project and of napari (``--why-stalls``)."""
+    the innermost frames of the project and of napari (``--why-stalls``).
+
+    The stack is read with ``faulthandler`` (text), never as frame objects: a frame of the GUI
+    thread held by another thread keeps its locals alive after it returns, and napari's
+    ``SVGBufferIconEngine.pixmap`` relies on its ``QPainter`` local dying at return: the pixmap
+    was then destroyed while painted ("QPaintDevice: Cannot destroy paint device that is being
+    painted") and the process crashed."""
 
     def __init__(self, ticker: Ticker, after_ms: float = 150.0) -> None:
         import collections
-        import sys
         import threading
 
         self.ticker, self.after_ms = ticker, after_ms
         self.counts: collections.Counter = collections.Counter()
-        self._main = threading.main_thread().ident
-        self._sys = sys
+        self._main = f"Thread 0x{threading.main_thread().ident:016x}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        import traceback
+    def _main_stack(self, dump) -> list[tuple[str, str, str]]:
+        """``(file, line, function)`` of the GUI thread's frames, innermost first."""
+        import faulthandler
+        import re
 
-        while not self._stop.wait(0.02):
-            if (time.perf_counter() - self.ticker.last) * 1000 < self.after_ms:
-                continue
-            frame = self._sys._current_frames().get(self._main)
-            if frame is None:
-                continue
-            stack = traceback.extract_stack(frame)
-            ours = [f for f in stack if "napari_cytosyn" in f.filename]
-            key = " <- ".join(
-                f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in (ours or stack)[-3:][::-1]
-            )
-            self.counts[(self.ticker.phase, key)] += 1
+        dump.seek(0)
+        dump.truncate()
+        faulthandler.dump_traceback(dump, all_threads=True)
+        dump.seek(0)
+        text = dump.read().decode(errors="replace")
+        block = text.split(self._main, 1)[1].split("\n\n", 1)[0] if self._main in text else ""
+        return re.findall(r'File "(.+)", line (\d+) in (\S+)', block)
+
+    def _run(self) -> None:
+        with tempfile.TemporaryFile() as dump:
+            while not self._stop.wait(0.02):
+                if (time.perf_counter() - self.ticker.last) * 1000 < self.after_ms:
+                    continue
+                stack = self._main_stack(dump)
+                ours = [f for f in stack if "napari_cytosyn" in f[0]]
+                key = " <- ".join(
+                    f"{Path(f).name}:{line} {fn}" for f, line, fn in (ours or stack)[:3]
+                )
+                if key:
+                    self.counts[(self.ticker.phase, key)] += 1
 
     def report(self) -> None:
         self._stop.set()
@@ -254,6 +270,15 @@ def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
     measure("inpaint", widget.inpaint)
     measure("synthesize region", widget.synthesize_region)
     widget.sampling.steps_spin.setValue(steps)
+    # Run to the end: the plugin adds its layers (edited slide, region, "synthetic" outlines)
+    for kind, start in (
+        ("inpaint", widget.inpaint),
+        ("synthesize region", widget.synthesize_region),
+    ):
+        phase(f"{kind} to the end")
+        job = start()
+        assert pump_until(app, lambda j=job: j.is_finished, 300) and job.state == "done", job.error
+        pump_until(app, lambda: False, 1.0)  # the new layers drawn
 
     widget.synthetic_box.width_spin.setValue(4096)
     widget.synthetic_box.height_spin.setValue(4096)
