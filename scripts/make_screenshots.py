@@ -139,6 +139,7 @@ def main() -> None:
     pump(app, 0.3)
     save(_grab(widget.progress), args.out / "ui-progress.png")
     assert job.wait(3_600_000) and job.state == "done", job.error
+    pump(app, 0.5)  # the outline layer is added a turn of the event loop after the edit's
     shapes.visible = False
     edited = viewer.layers[f"{real.name} (edited)"]
     outline = _layers.mask_layer_of(edited)

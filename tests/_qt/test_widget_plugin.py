@@ -51,7 +51,7 @@ def _menu_action(qt_window, *texts: str):
     raise AssertionError(f"no {texts} action in the Plugins menu")
 
 
-def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path):
+def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path, qtbot):
     _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "CytoSyn")
     assert isinstance(widget, CytoSynWidget)
     assert type(widget.viewer).__name__ == "Viewer"  # the proxy was unwrapped
@@ -67,8 +67,10 @@ def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path):
     edited = viewer.layers[f"{real.name} (edited)"]
     composite = _layers.slide_of(edited)
     assert len(composite.edits) == 1
+    # the outline comes a turn of the event loop after the edited layer (one layer per turn)
+    qtbot.waitUntil(lambda: _layers.mask_layer_of(edited) is not None)
     labels = _layers.mask_layer_of(edited)
-    assert labels is not None and labels.name == f"{edited.name} synthetic"
+    assert labels.name == f"{edited.name} synthetic"
     np.testing.assert_array_equal(
         np.asarray(labels.data[0][380:540, 220:460]),
         composite.mask_region(0, 380, 220, 160, 240).astype(np.uint8),
@@ -81,6 +83,7 @@ def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path):
     assert job.wait(90_000) and job.state == "done", job.error
     region = viewer.layers["synthesized region 1"]
     assert region.data.shape[2] == 3 and region.data.std() > 1
+    qtbot.waitUntil(lambda: _layers.mask_layer_of(region) is not None)
     assert _layers.mask_layer_of(region).data.all()
 
 

@@ -354,7 +354,9 @@ def view_of(layer: Any) -> LazySlideView | None:
 def add_composite_layer(viewer: Any, composite: Any, real_layer: Any) -> Any:
     """Add a composite (real slide + edits) layer right above ``real_layer``, same placement,
     named after it (``"<real layer> (edited)"``)."""
-    layer = viewer.add_image(
+    from napari.layers import Image
+
+    layer = Image(
         composite_levels(composite),
         name=f"{real_layer.name} (edited)",
         rgb=True,
@@ -366,8 +368,7 @@ def add_composite_layer(viewer: Any, composite: Any, real_layer: Any) -> Any:
         metadata=composite_metadata(composite),
     )
     _links(viewer).sources[layer] = composite
-    index = viewer.layers.index(real_layer)
-    viewer.layers.move(viewer.layers.index(layer), index + 1)
+    viewer.layers.insert(viewer.layers.index(real_layer) + 1, layer)  # drawn once, in place
     return layer
 
 
@@ -456,13 +457,16 @@ def _mask_kwargs(
 
 
 def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
-    """Outline style, right above ``image``, removed with it."""
+    """Outline style, right above ``image`` (inserted there when not a layer yet, so napari
+    draws it once, styled), removed with it."""
     labels.contour = 3  # an outline: the tissue under it stays visible
     # magenta, as the image-label colour of exports' labels/synthetic
     labels.colormap = {0: (0.0, 0.0, 0.0, 0.0), 1: (1.0, 0.0, 1.0, 1.0), None: (0, 0, 0, 0)}
     labels.editable = False
     _links(viewer).masks[image] = labels
-    if image in viewer.layers and labels in viewer.layers:
+    if image in viewer.layers and labels not in viewer.layers:
+        viewer.layers.insert(viewer.layers.index(image) + 1, labels)
+    elif image in viewer.layers:
         viewer.layers.move(viewer.layers.index(labels), viewer.layers.index(image) + 1)
 
     def on_removed(event: Any) -> None:
@@ -535,7 +539,9 @@ def composite_layer_data(viewer: Any, composite: Any, real_data: tuple) -> tuple
 def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
     """Add (or refresh) the "synthetic" labels layer of an image layer: label 1 marks its
     synthetic pixels, drawn as an outline right above the image, at the same place; it is
-    removed with the image. Returns the labels layer."""
+    removed with the image. Returns the labels layer (``None`` if ``image`` was removed)."""
+    if image not in viewer.layers:
+        return None
     labels = _links(viewer).masks.get(image)
     if labels is not None and labels in viewer.layers:
         labels.refresh()
@@ -545,7 +551,9 @@ def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
     kwargs = _mask_kwargs(
         image.name, image.scale[-2:], image.translate[-2:], len(levels) > 1, image.units
     )
-    labels = viewer.add_labels(levels if len(levels) > 1 else np.asarray(levels[0]), **kwargs)
+    from napari.layers import Labels
+
+    labels = Labels(levels if len(levels) > 1 else np.asarray(levels[0]), **kwargs)
     _link_mask(viewer, image, labels)
     return labels
 

@@ -10,9 +10,11 @@ the GUI thread. The layout of the boxes, the settings and the job plumbing live 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
 from .. import _actions, _layers
@@ -111,9 +113,12 @@ class WidgetActions:
         key = str(Path(composite.real.path).resolve())
         self.session.composites[key] = composite
         layer = _layers.edited_layer(self.viewer, composite)
-        if layer is None:
+        if layer is None:  # a new layer shows the edit as it is: no refresh
             layer = _layers.add_composite_layer(self.viewer, composite, image)
-        self._edits_changed(layer, composite)
+            _later(lambda: _layers.show_synthetic_mask(self.viewer, layer, composite))
+            self.session.edits_changed.emit(composite)
+        else:
+            self._edits_changed(layer, composite)
         self.say(
             f"Inpainted {record['mask_px']:,} px into {layer.name!r} "
             f"({len(composite.edits)} edit(s) in {composite.path})."
@@ -167,7 +172,7 @@ class WidgetActions:
         if layer is not None:
             layer.metadata.update(_layers.composite_metadata(composite))
             layer.refresh()
-            _layers.show_synthetic_mask(self.viewer, layer, composite)
+            _later(lambda: _layers.show_synthetic_mask(self.viewer, layer, composite))
         self.session.edits_changed.emit(composite)
 
     def open_edit_store(self, path: str | None = None) -> Any:
@@ -220,13 +225,16 @@ class WidgetActions:
         )
 
     def _show_regions(self, boxes: list, images: list, recipe: dict, mpp: float) -> None:
+        from napari.layers import Image
+
         from napari_cytosyn.pixel_size import PixelSize
         from napari_cytosyn.slide.provenance import region_provenance
 
         seed, size = recipe["core"]["seed"], PixelSize.square(mpp)
+        steps = []
         for (y, x, h, w), rgb in zip(boxes, images, strict=True):
             self._n_regions += 1
-            layer = self.viewer.add_image(
+            layer = Image(
                 rgb,
                 name=f"synthesized region {self._n_regions}",
                 rgb=True,
@@ -239,7 +247,12 @@ class WidgetActions:
                     "provenance": region_provenance(recipe, (y, x, h, w)),
                 },
             )
-            _layers.show_synthetic_mask(self.viewer, layer, None)
+            steps += [
+                lambda ly=layer: self.viewer.layers.append(ly),
+                lambda ly=layer: _layers.show_synthetic_mask(self.viewer, ly, None),
+            ]
+        steps[0]()
+        _later(*steps[1:])
         self.say(f"Synthesized {len(images)} region(s) with seed {seed}.")
 
     # -- synthetic slides -------------------------------------------------------------
@@ -379,6 +392,14 @@ class WidgetActions:
             unit="chunks, then tiles" if missing else "tiles",
             total=missing,
         )
+
+
+def _later(*steps: Callable[[], Any]) -> None:
+    """Run ``steps`` on the GUI thread, one per event-loop turn from the next one: napari
+    takes 100-250 ms of GUI CPU to add a layer on a loaded 2-core machine, so layers added
+    in one turn froze the viewer for their sum (``benchmarks/gui_latency.py``)."""
+    if steps:
+        QTimer.singleShot(0, lambda: (steps[0](), _later(*steps[1:])))
 
 
 def _unique(path: Path) -> Path:
