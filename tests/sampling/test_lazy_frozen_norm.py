@@ -88,15 +88,17 @@ def test_frozen_chunks_do_not_depend_on_order_region_or_workers(tiny, monkeypatc
     assert 0 < np.abs(other.astype(int) - alone.astype(int)).mean() < 12
 
 
-def test_slides_record_their_decode_and_older_recipes_read_as_crop(tmp_path, tiny, grf):
+def test_slides_record_their_decode_and_recipes_without_it_are_refused(tmp_path, tiny, grf):
     settings = SamplerSettings(steps=2, seed=1, autocast="off")
     slide = SyntheticSlide.create(tmp_path / "t.cytosyn", tiny, 128, 128, settings, chunk_px=64)
     assert slide.recipe["lazy"]["decode_norm"] == "frozen"
     assert slide.recipe["lazy"]["decode_halo_latent"] == FROZEN_HALO_LATENT
     slide.close()
     plain = SyntheticSlide.create(tmp_path / "g.cytosyn", grf, 128, 128, settings, chunk_px=64)
-    assert "decode_norm" not in plain.recipe["lazy"]  # crop: stored as before the field
-    assert LazySpec.from_dict(plain.recipe["lazy"], settings).decode_norm == "crop"
+    assert plain.recipe["lazy"]["decode_norm"] == "crop"  # stored whatever its value
+    older = {k: v for k, v in plain.recipe["lazy"].items() if k != "decode_norm"}
+    with pytest.raises(ValueError, match=r"missing \['decode_norm'\]"):
+        LazySpec.from_dict(older, settings)  # no legacy reading: the store is made again
     plain.close()
     spec = LazySpec(settings=settings, decode_norm="frozen")
     assert LazySpec.from_dict(spec.to_dict(), settings) == spec

@@ -101,8 +101,7 @@ class LazySpec:
     decode_norm: ``"crop"``: the model's decoder, GroupNorm statistics of each crop, so chunk
         borders are cross-faded (``decode_blend_latent``); ``"frozen"``: the model's
         ``frozen_norm_model`` (fixed statistics, a local decoder), each chunk from its own crop
-        plus the halo, no cross-fade. Stored only when ``"frozen"`` (recipes from before it
-        read as ``"crop"``).
+        plus the halo, no cross-fade.
     """
 
     settings: SamplerSettings = field(default_factory=SamplerSettings)
@@ -180,18 +179,18 @@ class LazySpec:
             "batch": self.batch if isinstance(self.batch, int) else list(self.batch),
             "decode_halo_latent": self.decode_halo_latent,
             "decode_blend_latent": self.decode_blend_latent,
-        } | ({} if self.decode_norm == "crop" else {"decode_norm": self.decode_norm})
+            "decode_norm": self.decode_norm,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], settings: SamplerSettings) -> LazySpec:
         """Inverse of :meth:`to_dict`, with the core ``settings``; every field must be there
-        (``decode_norm`` only when not ``"crop"``) and no other (a missing or unknown field
-        would change pixels)."""
+        and no other (a missing or unknown field would change pixels)."""
         fields = set(cls.__dataclass_fields__) - {"settings"}
-        if set(d) | {"decode_norm"} != fields:
+        if set(d) != fields:
             raise ValueError(
                 f"a stored lazy spec has the fields {sorted(fields)}; missing "
-                f"{sorted(fields - set(d) - {'decode_norm'})}, unknown {sorted(set(d) - fields)}"
+                f"{sorted(fields - set(d))}, unknown {sorted(set(d) - fields)}"
             )
         kw = dict(d)
         for name in ("phase_times", "batch", "context_latent"):
