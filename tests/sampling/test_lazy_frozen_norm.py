@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cytosyn.models.embedded import load_embedded
+from napari_cytosyn.models.embedded import FROZEN_HALO_LATENT, load_embedded
 from napari_cytosyn.models.tiny_nets import FrozenGroupNorm, decoder_norms, frozen_norm_vae
 from napari_cytosyn.sampling import (
     LazySpec,
@@ -16,7 +16,6 @@ from napari_cytosyn.sampling import (
     render_chunk,
     render_region_lazy,
 )
-from napari_cytosyn.sampling.lazy.decode import FROZEN_HALO_LATENT
 from napari_cytosyn.sampling.threads import WORKERS_ENV
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
@@ -92,7 +91,7 @@ def test_slides_record_their_decode_and_recipes_without_it_are_refused(tmp_path,
     settings = SamplerSettings(steps=2, seed=1, autocast="off")
     slide = SyntheticSlide.create(tmp_path / "t.cytosyn", tiny, 128, 128, settings, chunk_px=64)
     assert slide.recipe["lazy"]["decode_norm"] == "frozen"
-    assert slide.recipe["lazy"]["decode_halo_latent"] == FROZEN_HALO_LATENT
+    assert slide.recipe["lazy"]["decode_halo_latent"] == FROZEN_HALO_LATENT["20x"] == 2
     slide.close()
     plain = SyntheticSlide.create(tmp_path / "g.cytosyn", grf, 128, 128, settings, chunk_px=64)
     assert plain.recipe["lazy"]["decode_norm"] == "crop"  # stored whatever its value

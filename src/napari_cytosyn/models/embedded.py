@@ -29,6 +29,10 @@ from typing import Any
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "cytosyn-tiny"
 CONFIG_NAME = "cytosyn_tiny.json"
 SCALES = {"20x": "cytosyn-tiny", "40x": "cytosyn-tiny-40x"}
+#: Decode halo (latents) of lazy chunks with the frozen decoder: the smallest measured without a
+#: seam at the chunk lines (``benchmarks/frozen_norm_decoder.py --halo H``, float32; seam of a
+#: whole-region decode 0.995 / 0.998): 20x 1.024 at halo 2, 0.997 at 4; 40x 1.154 at 2, 0.993 at 4.
+FROZEN_HALO_LATENT = {"20x": 2, "40x": 4}
 
 
 def name_for_scale(scale: str) -> str:
@@ -264,4 +268,5 @@ def load_embedded(
         model.frozen_norm_model = dataclasses.replace(
             model, vae=frozen_norm_vae(vae, load_file(stats))
         )
+        model.frozen_norm_halo_latent = FROZEN_HALO_LATENT[scale]
     return model

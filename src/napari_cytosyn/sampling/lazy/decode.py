@@ -43,20 +43,13 @@ def render_chunk(
     return _LazyRenderer(LazyPlan(model, spec, cache, cancel, cond)).chunk(chunk_y, chunk_x)
 
 
-#: ``decode_halo_latent`` of the frozen decode: on cytosyn-tiny (1024 px, 256 px chunks, float32)
-#: the chunk-line seam score is 1.024 / 1.002 / 0.997 at halo 2 / 3 / 4 (whole-region decode
-#: 0.995, cross-faded crops 1.055) for 506 / 593 / 777 decoder CPU ms per chunk
-#: (``benchmarks/frozen_norm_decoder.py --halo``).
-FROZEN_HALO_LATENT = 2
-
-
 def lazy_defaults(model: Any) -> dict[str, Any]:
     """The :class:`LazySpec` fields a new lazy slide of ``model`` uses unless told otherwise:
-    the frozen decode (``decode_norm="frozen"``, halo :data:`FROZEN_HALO_LATENT`) when the model
-    ships a local decoder (``frozen_norm_model``), else nothing (the spec's defaults)."""
+    the frozen decode (``decode_norm="frozen"``, halo ``model.frozen_norm_halo_latent``) when
+    the model ships a local decoder (``frozen_norm_model``), else nothing (the spec's defaults)."""
     if getattr(model, "frozen_norm_model", None) is None:
         return {}
-    return {"decode_norm": "frozen", "decode_halo_latent": FROZEN_HALO_LATENT}
+    return {"decode_norm": "frozen", "decode_halo_latent": int(model.frozen_norm_halo_latent)}
 
 
 def prepare_chunks(
