@@ -35,7 +35,13 @@ import numpy as np
 import torch
 
 from napari_cytosyn.sampling import DecodeConfig, RegionConfig, SamplerSettings, generate_region
-from napari_cytosyn.sampling.lazy import LazyPlan, LazySpec, MemoryPhaseCache, render_region_lazy
+from napari_cytosyn.sampling.lazy import (
+    LazyPlan,
+    LazySpec,
+    MemoryPhaseCache,
+    lazy_defaults,
+    render_region_lazy,
+)
 from napari_cytosyn.sampling.metrics import lattice_lines, seam_score
 from napari_cytosyn.sampling.region import Canvas, sample_canvas, stride_of, window_of
 from napari_cytosyn.sampling.tiling import decode_tiled, to_uint8
@@ -170,7 +176,7 @@ def main() -> None:
                 *grid,
             ],
         )
-    lazy_kw: dict[str, Any] = {}
+    lazy_kw: dict[str, Any] = lazy_defaults(model)  # the product's (cytosyn-tiny: frozen decode)
     if args.phase_times is not None:
         lazy_kw["phase_times"] = tuple(float(v) for v in args.phase_times.split(",") if v)
     if args.context is not None:
