@@ -213,6 +213,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--grid-um", type=float, help="reference grid spacing in um (default: the product's)"
+    )
+    parser.add_argument(
         "--guidance", type=float, help="guidance scale (default: the model's conditioned one, or 1)"
     )
     parser.add_argument(
@@ -290,6 +293,7 @@ def main() -> None:
         settings.replace(seed=args.seed),
         chunk_px=256,
         reference=slide,
+        reference_grid_um=args.grid_um,
         overwrite=True,
     )
     t_embed = time.perf_counter() - t0
@@ -385,6 +389,7 @@ def main() -> None:
         "size_px": size,
         "block_px": block,
         "region_px": region,
+        "grid_px": ref["grid_px"],
     }
     if args.figures:
         figures(model, slide, ref_img, twin_img, size, block, settings)

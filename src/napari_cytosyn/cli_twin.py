@@ -23,7 +23,7 @@ def add_twin_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grid-um",
         type=float,
-        help="spacing of the reference embeddings in um (default: one model tile)",
+        help="spacing of the reference embeddings in um (default: 0.7 model tile)",
     )
     p.add_argument("--chunk-px", type=int, default=512, help="chunk size in px (default 512)")
     add_guidance_argument(p)
@@ -116,17 +116,17 @@ def twin_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, Any
     """``(matches, create)`` for :func:`napari_cytosyn.cli.open_or_create_store`: a twin store
     is reopened when made from the same slide file (checksum), seed and grid."""
     from napari_cytosyn.slide import open_slide
-    from napari_cytosyn.slide.reference import slide_checksum
+    from napari_cytosyn.slide.reference import slide_checksum, twin_grid_px
 
     real = open_slide(args.slide)
-    grid = None if args.grid_um is None else round(args.grid_um / float(model.mpp))
+    grid = twin_grid_px(model) if args.grid_um is None else round(args.grid_um / float(model.mpp))
 
     def matches(attrs: dict[str, Any]) -> bool:
         ref = attrs.get("reference") or {}
         return (
             ref.get("sha256") == slide_checksum(real.path)
             and attrs.get("recipe", {}).get("core", {}).get("seed") == args.seed
-            and (grid is None or ref.get("grid_px") == grid)
+            and ref.get("grid_px") == grid
         )
 
     create = {"width": None, "height": None, "reference": real, "reference_grid_um": args.grid_um}

@@ -98,13 +98,13 @@ def test_recipe_stores_the_reference_never_its_pixels_and_reopens(real, tmp_path
     ref = twin.metadata()["reference"]
     assert ref["file"] == "two_tissues.tif"
     assert ref["sha256"] == slide_checksum(real)
-    assert ref["grid_px"] == 64 and ref["grid_um"] == 32.0
+    assert ref["grid_px"] == 48 and ref["grid_um"] == 24.0  # 0.7 of a 64 px tile, on 8 px
     assert ref["encoder"] == "grf-conditional.embed"
-    assert ref["cells"] == [3, 4] and 0 < ref["tissue_cells"] < 12
+    assert ref["cells"] == [4, 6] and 0 < ref["tissue_cells"] < 24
     json.dumps(ref)  # plain JSON
     group = zarr.open_group(str(path), mode="r")["reference"]
     assert sorted(group.array_keys()) == ["embeddings", "valid"]  # features, not pixels
-    assert group["embeddings"].shape == (3, 4, 4)
+    assert group["embeddings"].shape == (4, 6, 4)
     assert twin.store.attrs["recipe"]["core"]["guidance"] == 1.0
     a = twin.ensure_chunk(0, 1, 1)
     reopened = SyntheticSlide.open(path, model=TwinModel())
@@ -139,6 +139,22 @@ def test_recreating_a_twin_of_the_same_file_reuses_its_embeddings(real, tmp_path
     assert CountingModel.embedded == first  # cached in the store, keyed by the checksum
     _twin(path, real, model=CountingModel(tile_px=64), overwrite=True, reference_grid_um=64.0)
     assert CountingModel.embedded > first  # another grid: embedded again
+
+
+def test_the_twin_grid_is_finer_than_a_tile_and_the_cli_reopens_only_the_same_grid(real, tmp_path):
+    import argparse
+    from types import SimpleNamespace
+
+    from napari_cytosyn.cli_twin import twin_store
+    from napari_cytosyn.slide.reference import twin_grid_px
+
+    for tile, factor, grid in ((224, 8, 160), (256, 8, 176), (448, 16, 320), (8, 8, 8)):
+        assert twin_grid_px(SimpleNamespace(tile_px=tile, latent_factor=factor)) == grid
+    attrs = _twin(tmp_path / "t.cytosyn", real).store.attrs
+    asked = argparse.Namespace(slide=str(real), seed=3, grid_um=None)
+    assert twin_store(asked, TwinModel())[0](attrs)  # the default grid: reopened
+    other = argparse.Namespace(slide=str(real), seed=3, grid_um=32.0)
+    assert not twin_store(other, TwinModel())[0](attrs)  # another grid: made again
 
 
 def test_guidance_is_stored_only_where_a_condition_uses_it(real, tmp_path):

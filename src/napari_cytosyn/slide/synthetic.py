@@ -118,7 +118,7 @@ class SyntheticSlide:
             own defaults first (``lazy_defaults``: the frozen decode of cytosyn-tiny).
         reference: a real ``Slide`` (or path): make a synthetic twin of it. Size and tissue
             mask (unless given) come from it, and every window is conditioned on the embedding
-            of the real tissue there, on a grid of ``reference_grid_um`` (default one model
+            of the real tissue there, on a grid of ``reference_grid_um`` (default 0.7 model
             tile) stored with the slide (:mod:`~.reference`). Needs a conditional model.
         """
         from napari_cytosyn.sampling import (
