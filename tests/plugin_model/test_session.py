@@ -85,6 +85,9 @@ def test_warm_up_builds_the_unit_registry_napari_parses_layer_units_with():
     import sys
 
     assert "scipy.ndimage" in sys.modules  # napari's first image layer needs it
+    from vispy.visuals.line.dash_atlas import _make_pattern
+
+    assert _make_pattern.cache_info().currsize >= 13  # napari's first labels layer needs them
     registry = pint.get_application_registry()
     assert type(registry.get()).__name__ != "LazyRegistry"  # built, not deferred
     assert registry("um").to("mm").magnitude == 1e-3

@@ -33,6 +33,7 @@ _WARM_MODULES = (
     "zarr",
     "napari_cytosyn.slide.synthetic",
     "napari_cytosyn._napari._sample_data",
+    "skimage.color.colorconv",  # napari's labels colormaps (the first "synthetic" outline layer)
 )
 _warm_thread: threading.Thread | None = None
 
@@ -56,6 +57,11 @@ def warm_up() -> threading.Thread:
 
             for name in _WARM_MODULES:
                 importlib.import_module(name)
+            # vispy's dash patterns, cached per process: napari's labels layer overlays build
+            # them when the first "synthetic" outline layer is added (80 ms of GUI CPU)
+            from vispy.visuals.line.dash_atlas import DashAtlas
+
+            DashAtlas()
 
         _warm_thread = threading.Thread(target=imports, name="cytosyn-warm-up")
         _warm_thread.start()
