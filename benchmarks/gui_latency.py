@@ -280,6 +280,7 @@ def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
         assert pump_until(app, lambda j=job: j.is_finished, 300) and job.state == "done", job.error
         pump_until(app, lambda: False, 1.0)  # the new layers drawn
 
+    phase("new 4096 px slide")
     widget.synthetic_box.width_spin.setValue(4096)
     widget.synthetic_box.height_spin.setValue(4096)
     job = widget.new_synthetic_slide()
