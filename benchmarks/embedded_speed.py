@@ -12,7 +12,8 @@ to float32 on this machine (then both keys carry the same run).
     python benchmarks/embedded_speed.py            # 1024 x 1024 px
     python benchmarks/embedded_speed.py --quick    # 512 x 512 px (time reported as is)
 
-Last line: ``RESULT {"seconds_1024": ..., "seconds_1024_fp32": ..., "steps": ..., ...}``.
+Last line: ``RESULT {"seconds_1024": ..., "seconds_1024_fp32": ..., "steps": ..., ...}``, with
+``seconds_1024_fp32_cpu_s``: the float32 run's process CPU seconds (for a loaded machine).
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ def main() -> None:
     model = model or load_embedded(device="cpu")
     steps = args.steps or int(model.info["default_steps"])
     auto = resolve_autocast("auto", model)
-    seconds = {}
+    seconds, cpu = {}, {}
     for autocast in ("auto", "off") if auto != "off" else ("auto",):
         warm = SamplerSettings(sampler=args.sampler, steps=1, seed=0, autocast=autocast)
         generate_region(model, warm, 0, 0, side, side)
         settings = SamplerSettings(sampler=args.sampler, steps=steps, seed=0, autocast=autocast)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rgb = generate_region(model, settings, 0, 0, side, side)
         seconds[autocast] = time.perf_counter() - t0
+        cpu[autocast] = time.process_time() - c0
         print(
             f"{side} x {side} px, {steps} {args.sampler} steps, {args.threads} threads, "
             f"autocast {autocast} ({auto if autocast == 'auto' else 'off'}): "
@@ -63,6 +65,7 @@ def main() -> None:
             f"mean RGB {rgb.reshape(-1, 3).mean(0).round(1).tolist()}"
         )
     seconds.setdefault("off", seconds["auto"])
+    cpu.setdefault("off", cpu["auto"])
     key = "seconds_1024" if side == 1024 else f"seconds_{side}"
     result = {
         key: round(seconds["auto"], 2),
@@ -72,6 +75,9 @@ def main() -> None:
         "steps": steps,
         "sampler": args.sampler,
         "threads": args.threads,
+        # CPU seconds of the process in the timed float32 run (all threads): the work, whatever
+        # the load; on an idle machine the wall time is at least cpu / threads.
+        f"{key}_fp32_cpu_s": round(cpu["off"], 2),
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }
     print("RESULT " + json.dumps(result))

@@ -18,10 +18,12 @@ chunks of 512 px at 40x with ``--scale 40x``) of a lazy slide, seed 5, rendered 
 product with either decode (one network call at a time for the decode cost), against the whole
 region decoded at once with normal GroupNorm (the reference): seam score on the chunk lines and
 on the half-chunk lines, PSNR to the reference, decoder CPU ms per chunk, and the largest
-difference between the two decodes.
+difference between the two decodes, and tissue measures of the three pictures (hematoxylin
+sharpness, nuclear texture, nuclei density and mean area, as in ``embedded_quality.py``).
 
     python benchmarks/frozen_norm_decoder.py --write-stats        # (re)make the shipped files
-    python benchmarks/frozen_norm_decoder.py --autocast off       # float32 (20x)
+    python benchmarks/frozen_norm_decoder.py --autocast off       # float32 (20x), model's halo
+    python benchmarks/frozen_norm_decoder.py --autocast off --halo 4
     python benchmarks/frozen_norm_decoder.py --autocast off --scale 40x
 
 Last line: ``RESULT {json}``.
@@ -84,8 +86,9 @@ def write_stats() -> None:
         print(f"{scale}: {len(stats) // 2} GroupNorm layers -> {path}")
 
 
-def measure(mode: str, scale: str, halo: int) -> dict:
+def measure(mode: str, scale: str, halo: int | None) -> dict:
     from napari_cytosyn.models.embedded import load_embedded
+    from napari_cytosyn.quality import h_sharpness, nuclear_texture, nuclei_stats
     from napari_cytosyn.sampling import SamplerSettings, lattice_lines, precision, seam_score
     from napari_cytosyn.sampling.lazy import (
         LazySpec,
@@ -96,6 +99,7 @@ def measure(mode: str, scale: str, halo: int) -> dict:
     from napari_cytosyn.sampling.tiling import to_uint8
 
     model = load_embedded("cpu", scale=scale)
+    halo = model.frozen_norm_halo_latent if halo is None else halo
     f = model.latent_factor
     size = 1024 if scale == "20x" else 2048
     chunk_px = 256 if scale == "20x" else 512
@@ -130,6 +134,16 @@ def measure(mode: str, scale: str, halo: int) -> dict:
             "decode_cpu_ms_per_chunk": round(ms),
         }
         print(f"decode_norm {norm}: {result[norm]}", flush=True)
+    images["reference"] = ref
+    for name, img in images.items():  # does the local decode draw the same tissue?
+        nuc = nuclei_stats(img, model.mpp)
+        result.setdefault(name, {}).update(
+            h_sharpness=round(h_sharpness(img), 6),
+            nuclear_texture=round(nuclear_texture(img, model.mpp), 5),
+            nuclei_per_mm2=round(nuc.density_per_mm2, 1),
+            nuclear_area_um2=round(nuc.mean_area_um2, 2),
+        )
+    print(f"tissue measures: { {k: result[k] for k in images} }", flush=True)
     d = np.abs(images["frozen"].astype(np.int16) - images["crop"].astype(np.int16))
     result["frozen_vs_crop"] = {
         "psnr_db": round(psnr(images["frozen"], images["crop"]), 2),
@@ -151,7 +165,7 @@ def main() -> None:
     ap.add_argument("--scale", default="20x", choices=("20x", "40x"))
     ap.add_argument("--write-stats", action="store_true", help="write the shipped statistics")
     ap.add_argument(
-        "--halo", type=int, default=4, help="decode_halo_latent of the frozen decode (default 4)"
+        "--halo", type=int, help="decode_halo_latent of the frozen decode (default: the model's)"
     )
     args = ap.parse_args()
     torch.manual_seed(0)

@@ -16,6 +16,7 @@ from napari_cytosyn.sampling import (
     render_chunk,
     render_region_lazy,
 )
+from napari_cytosyn.sampling.lazy import lazy_defaults
 from napari_cytosyn.sampling.threads import WORKERS_ENV
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
@@ -58,6 +59,10 @@ def test_the_shipped_local_decoder_is_local_and_the_plain_one_is_not(tiny, scale
     model = tiny if scale == "20x" else load_embedded(device="cpu", scale="40x")
     local = model.frozen_norm_model
     assert decoder_norms(local.vae) == {}
+    assert lazy_defaults(model) == {
+        "decode_norm": "frozen",
+        "decode_halo_latent": FROZEN_HALO_LATENT[scale],
+    }
     assert any(isinstance(m, FrozenGroupNorm) for m in local.vae.modules())
     z = torch.randn(1, 4, 8, 40, generator=torch.Generator().manual_seed(3))
     far = z.clone()
@@ -93,6 +98,7 @@ def test_slides_record_their_decode_and_recipes_without_it_are_refused(tmp_path,
     assert slide.recipe["lazy"]["decode_norm"] == "frozen"
     assert slide.recipe["lazy"]["decode_halo_latent"] == FROZEN_HALO_LATENT["20x"] == 2
     slide.close()
+    assert lazy_defaults(grf) == {}
     plain = SyntheticSlide.create(tmp_path / "g.cytosyn", grf, 128, 128, settings, chunk_px=64)
     assert plain.recipe["lazy"]["decode_norm"] == "crop"  # stored whatever its value
     older = {k: v for k, v in plain.recipe["lazy"].items() if k != "decode_norm"}
