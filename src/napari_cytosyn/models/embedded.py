@@ -161,11 +161,6 @@ class DescriptorEmbedder:
         return torch.from_numpy((raw - self.mean) / self.std).float()
 
 
-def weights_size_bytes(path: Path | str = WEIGHTS_DIR) -> int:
-    """Total size of the files in the embedded weights folder."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
 def load_embedded(
     device: str = "cpu", dtype=None, path: Path | str = WEIGHTS_DIR, scale: str = "20x"
 ):
