@@ -70,7 +70,6 @@ def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path, qt
     # the outline comes a turn of the event loop after the edited layer (one layer per turn)
     qtbot.waitUntil(lambda: _layers.mask_layer_of(edited) is not None)
     labels = _layers.mask_layer_of(edited)
-    qtbot.waitUntil(lambda: labels.visible)  # inserted hidden, shown a turn later
     assert labels.name == f"{edited.name} synthetic"
     np.testing.assert_array_equal(
         np.asarray(labels.data[0][380:540, 220:460]),

@@ -536,11 +536,10 @@ def composite_layer_data(viewer: Any, composite: Any, real_data: tuple) -> tuple
     return composite_levels(composite), kwargs, "image"
 
 
-def show_synthetic_mask(viewer: Any, image: Any, slide: Any, visible: bool = True) -> Any:
+def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
     """Add (or refresh) the "synthetic" labels layer of an image layer: label 1 marks its
     synthetic pixels, drawn as an outline right above the image, at the same place; it is
-    removed with the image; ``visible``: of a new one. Returns the labels layer (``None`` if
-    ``image`` was removed)."""
+    removed with the image. Returns the labels layer (``None`` if ``image`` was removed)."""
     if image not in viewer.layers:
         return None
     labels = _links(viewer).masks.get(image)
@@ -555,7 +554,6 @@ def show_synthetic_mask(viewer: Any, image: Any, slide: Any, visible: bool = Tru
     from napari.layers import Labels
 
     labels = Labels(levels if len(levels) > 1 else np.asarray(levels[0]), **kwargs)
-    labels.visible = visible
     _link_mask(viewer, image, labels)
     return labels
 

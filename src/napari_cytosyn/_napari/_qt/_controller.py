@@ -401,17 +401,8 @@ def _later(*steps: Callable[[], Any]) -> None:
 
 
 def _outline_steps(viewer: Any, layer: Any, slide: Any) -> list[Callable[[], Any]]:
-    """Steps for :func:`_later` that add (or refresh) ``layer``'s "synthetic" outline: a new
-    one is inserted hidden and shown a turn later (napari's labels insert and its first
-    contour slice take ~100 and ~65 ms of GUI CPU here, apart instead of summed)."""
-    new = _layers.mask_layer_of(layer) is None
-
-    def show() -> None:
-        labels = _layers.mask_layer_of(layer)
-        if new and labels is not None:
-            labels.visible = True
-
-    return [lambda: _layers.show_synthetic_mask(viewer, layer, slide, visible=not new), show]
+    """Steps for :func:`_later` that add (or refresh) ``layer``'s "synthetic" outline."""
+    return [lambda: _layers.show_synthetic_mask(viewer, layer, slide)]
 
 
 def _unique(path: Path) -> Path:
