@@ -234,7 +234,7 @@ def phase(name: str) -> None:
 
 def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
     """Seconds from Cancel to the end of each job kind, cancelled 1 s after its start."""
-    from napari_cytosyn._napari import _sample_data
+    from napari_cytosyn._napari._qt._wait import wait_loaded
 
     viewer = widget.viewer
     out: dict[str, float] = {}
@@ -255,7 +255,7 @@ def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
 
     phase("opening the H&E sample")
     [real] = viewer.open_sample("napari-cytosyn", "he_slide")
-    _sample_data.wait_loaded(real)  # it loads in a worker thread
+    wait_loaded(real)  # it loads in a worker thread
     # The user draws the mask layer before pressing Inpaint: napari adding and first drawing
     # a Shapes layer is the user's action, timed in a phase of its own (see USER)
     phase(USER)

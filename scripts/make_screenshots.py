@@ -69,7 +69,8 @@ def main() -> None:
     import torch
     from qtpy.QtWidgets import QApplication
 
-    from napari_cytosyn._napari import _layers, _sample_data
+    from napari_cytosyn._napari import _layers
+    from napari_cytosyn._napari._qt._wait import wait_loaded
     from napari_cytosyn._napari._qt._widget import CytoSynWidget
 
     torch.set_num_threads(2)
@@ -91,7 +92,7 @@ def main() -> None:
     # 1. The widget next to the sample slide (the real 250 um H&E field at 0.25 um/px), with a
     # rectangle and an ellipse drawn on it, each about 85 um (170 px of the model) across.
     [real] = viewer.open_sample("napari-cytosyn", "he_slide")
-    _sample_data.wait_loaded(real)  # it loads in a worker thread
+    wait_loaded(real)  # it loads in a worker thread
     h0, w0 = real.data[0].shape[:2]
     mpp = float(real.scale[-1])
     cy, cx = h0 / 2 * mpp, w0 / 2 * mpp  # world um
@@ -230,7 +231,7 @@ def main() -> None:
     widget.update_conditioning()
     if widget.reference_box.conditional:
         [real] = viewer.open_sample("napari-cytosyn", "he_slide")
-        _sample_data.wait_loaded(real)
+        wait_loaded(real)
         widget.edit_box.image_combo.select(real)
         widget.scroll.ensureWidgetVisible(widget.reference_box)
         job = widget.synthetic_twin()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari import _actions, _layers, _sample_data
+from napari_cytosyn._napari import _actions, _layers
+from napari_cytosyn._napari._qt._wait import wait_loaded
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn._napari._reader import napari_get_reader, read_slides
 from napari_cytosyn.models.grf import GRFModel
@@ -30,7 +31,7 @@ def setup(make_napari_viewer, tmp_path, monkeypatch):
 
 def _inpainted(viewer, widget):
     [real] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real)
+    wait_loaded(real)
     shapes = viewer.add_shapes(
         [np.array([[100, 60], [100, 110], [130, 110], [130, 60]], float)], shape_type="rectangle"
     )

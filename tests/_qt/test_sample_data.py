@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_cytosyn._napari import _chunk_cache, _layers, _sample_data, _sample_image
+from napari_cytosyn._napari._qt._wait import wait_loaded
 from napari_cytosyn.models.grf import GRFModel
 
 PLUGIN = "napari-cytosyn"
@@ -26,7 +27,7 @@ def cache(tmp_path, monkeypatch):
 def test_he_sample_is_the_shipped_real_image_as_a_credited_40x_pyramid(make_napari_viewer, cache):
     viewer = make_napari_viewer()
     [layer] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(layer)
+    wait_loaded(layer)
     path, image = _sample_data.real_sample_path(cache)
     assert path.parent == cache / "samples" and path.exists()
     assert layer.metadata["path"] == str(path)
@@ -55,7 +56,7 @@ def test_he_sample_is_the_shipped_real_image_as_a_credited_40x_pyramid(make_napa
     # Written once: opening the sample again reuses the file.
     mtime = path.stat().st_mtime_ns
     [again] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(again)
+    wait_loaded(again)
     assert path.stat().st_mtime_ns == mtime
     assert again.metadata["path"] == str(path) and layer.metadata["path"] == str(path)
 
@@ -79,7 +80,7 @@ def test_he_sample_layer_appears_at_once_and_loads_in_a_worker(make_napari_viewe
     widget.edit_box.image_combo.select(layer)
     assert widget.inpaint() is None
     assert "still loading" in widget.status.text()
-    _sample_data.wait_loaded(layer)
+    wait_loaded(layer)
     assert not _sample_data.loading(layer)
     path, image = _sample_data.real_sample_path(cache)
     assert layer.metadata["path"] == str(path) and "TIA Centre" in layer.metadata["credit"]

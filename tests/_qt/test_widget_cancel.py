@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari import _actions, _layers, _sample_data
+from napari_cytosyn._napari import _actions, _layers
+from napari_cytosyn._napari._qt._wait import wait_loaded
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import Cancelled
@@ -59,7 +60,7 @@ def _rect(viewer, y0, x0, y1, x1):
 def test_cancel_inpaint_and_region_within_2_s(widget):
     viewer = widget.viewer
     [real] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real)
+    wait_loaded(real)
     shapes = _rect(viewer, 50, 50, 200, 200)
     widget.edit_box.image_combo.select(real)
     widget.edit_box.mask_combo.select(shapes)
@@ -103,7 +104,7 @@ def test_cancelled_export_stops_within_2_s_and_leaves_nothing(widget, tmp_path, 
     viewer = widget.viewer
     widget.sampling.steps_spin.setValue(3)
     [real] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real)
+    wait_loaded(real)
     widget.edit_box.image_combo.select(real)
     widget.edit_box.mask_combo.select(_rect(viewer, 100, 60, 130, 110))
     job = widget.inpaint()

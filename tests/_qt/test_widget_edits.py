@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari import _layers, _sample_data
+from napari_cytosyn._napari import _layers
+from napari_cytosyn._napari._qt._wait import wait_loaded
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 
@@ -25,7 +26,7 @@ def setup(make_napari_viewer, tmp_path, monkeypatch):
     widget.models.override = GRFModel()
     widget.sampling.steps_spin.setValue(3)
     [real] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real)
+    wait_loaded(real)
     yield viewer, widget, real
     widget.close_views()
 
@@ -99,7 +100,7 @@ def test_edits_do_not_come_back_in_a_new_session_unless_reopened(setup, make_nap
     second.models.override = GRFModel()
     second.sampling.steps_spin.setValue(3)
     [real2] = other.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real2)
+    wait_loaded(real2)
     edited2 = _inpaint(other, second, real2, ((150, 150), (170, 180)), seed=2)
     composite2 = _layers.slide_of(edited2)
     assert composite2.path != store and len(composite2.edits) == 1

@@ -13,8 +13,9 @@ import threading
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari import _layers, _sample_data
+from napari_cytosyn._napari import _layers
 from napari_cytosyn._napari._masks import DrawnMask, read_mask
+from napari_cytosyn._napari._qt._wait import wait_loaded
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 
@@ -45,7 +46,7 @@ def setup(make_napari_viewer, qtbot, tmp_path, cache_dir, monkeypatch):
     widget.models.override = grf_model()
     widget.sampling.steps_spin.setValue(3)
     [real] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real)
+    wait_loaded(real)
     yield viewer, widget, real
     # Each test starts from the untouched slide: drop the edits this test made.
     shutil.rmtree(cache_dir / "edits", ignore_errors=True)

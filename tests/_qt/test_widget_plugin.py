@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari import _layers, _sample_data
+from napari_cytosyn._napari import _layers
+from napari_cytosyn._napari._qt._wait import wait_loaded
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 
@@ -57,7 +58,7 @@ def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path, qt
     assert type(widget.viewer).__name__ == "Viewer"  # the proxy was unwrapped
     _prepare(widget, tmp_path / "cache")
     [real] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real)
+    wait_loaded(real)
     shapes = _rectangle(viewer, 100, 60, 130, 110)
     widget.edit_box.image_combo.select(real)
     widget.edit_box.mask_combo.select(shapes)
@@ -96,7 +97,7 @@ def test_plugins_menu_opens_the_widget_and_it_inpaints(viewer, tmp_path):
     ]
     _prepare(widget, tmp_path / "cache")
     [real] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real)
+    wait_loaded(real)
     shapes = _rectangle(viewer, 150, 150, 170, 180)
     widget.edit_box.image_combo.select(real)
     widget.edit_box.mask_combo.select(shapes)
@@ -114,7 +115,7 @@ def test_one_job_per_viewer_buttons_disabled_in_every_dock(viewer, tmp_path, qtb
     _prepare(first, tmp_path / "cache")
     assert second.models is first.models  # one model cache per viewer
     [real] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real)
+    wait_loaded(real)
     shapes = _rectangle(viewer, 50, 50, 200, 200)
     for w in (first, second):
         w.edit_box.image_combo.select(real)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari import _layers, _sample_data
+from napari_cytosyn._napari import _layers
 from napari_cytosyn._napari._qt._reference_box import AROUND, REGION
+from napari_cytosyn._napari._qt._wait import wait_loaded
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import ConditionalGRFModel, GRFModel
 
@@ -34,7 +35,7 @@ def setup(make_napari_viewer, tmp_path, cache_dir, monkeypatch):
     widget.update_conditioning()
     widget.sampling.steps_spin.setValue(2)
     [real] = viewer.open_sample(PLUGIN, "he_slide")
-    _sample_data.wait_loaded(real)
+    wait_loaded(real)
     yield viewer, widget, real
     shutil.rmtree(cache_dir / "edits", ignore_errors=True)
     widget.close_views()

@@ -85,23 +85,6 @@ def loading(layer: Any) -> bool:
     return bool(layer.metadata.get("cytosyn", {}).get("loading"))
 
 
-def wait_loaded(layer: Any, timeout_s: float = 120.0) -> Any:
-    """Process Qt events until a sample layer's pixels are loaded (scripts and tests that use
-    the layer right after ``viewer.open_sample``); returns the layer. Raises ``TimeoutError``
-    naming the layer after ``timeout_s``."""
-    import time
-
-    from qtpy.QtWidgets import QApplication
-
-    end = time.monotonic() + timeout_s
-    while loading(layer):
-        if time.monotonic() > end:
-            raise TimeoutError(f"{layer.name!r} did not load within {timeout_s:g} s")
-        QApplication.processEvents()
-        time.sleep(0.005)
-    return layer
-
-
 def he_slide() -> list[tuple[Any, dict[str, Any], str]]:
     """npe2 sample: the small real H&E slide as a multiscale layer (see module doc); its name
     and ``metadata["credit"]`` / ``metadata["sample_source"]`` say where it comes from.
