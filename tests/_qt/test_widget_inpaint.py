@@ -27,6 +27,16 @@ def grf_model() -> GRFModel:
     return GRFModel()
 
 
+def _select_rectangle(viewer, widget, real, y0, x0, y1, x1):
+    """A rectangle (world um) as the mask of an inpaint of ``real``."""
+    shapes = viewer.add_shapes(
+        [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)], shape_type="rectangle"
+    )
+    widget.edit_box.image_combo.select(real)
+    widget.edit_box.mask_combo.select(shapes)
+    return shapes
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     """One cache folder per module: the sample slide is written once, edit stores differ."""
@@ -170,12 +180,7 @@ def test_inpaint_painted_labels_at_coarse_scale(setup, monkeypatch):
 
 def test_inpaint_cancel_stops_and_leaves_no_edit(setup):
     viewer, widget, real = setup
-    shapes = viewer.add_shapes(
-        [np.array([[50, 50], [50, 200], [200, 200], [200, 50]], float)],
-        shape_type="rectangle",
-    )
-    widget.edit_box.image_combo.select(real)
-    widget.edit_box.mask_combo.select(shapes)
+    _select_rectangle(viewer, widget, real, 50, 50, 200, 200)
     widget.sampling.steps_spin.setValue(200)  # long enough to be cancelled in flight
     job = widget.inpaint()
     job.progressed.connect(lambda done, total: widget.cancel() if done >= 1 else None)
@@ -196,12 +201,7 @@ def test_inpaint_with_line_shape_is_refused_with_a_message(setup):
 
 def test_inpaint_of_a_mask_off_the_slide_fails_with_a_message_and_leaves_no_edit(setup):
     viewer, widget, real = setup
-    shapes = viewer.add_shapes(
-        [np.array([[500, 500], [500, 600], [600, 600], [600, 500]], float)],
-        shape_type="rectangle",
-    )
-    widget.edit_box.image_combo.select(real)
-    widget.edit_box.mask_combo.select(shapes)
+    _select_rectangle(viewer, widget, real, 500, 500, 600, 600)
     job = widget.inpaint()  # the mask is rasterised in the job: the job says what is wrong
     assert job.wait(90_000) and job.state == "failed"
     assert "outside the slide" in widget.status.text()
@@ -213,11 +213,7 @@ def test_second_inpaint_of_the_same_slide_lands_in_the_same_edited_layer(setup):
     viewer, widget, real = setup
     boxes = [((100, 125), (110, 140)), ((200, 225), (210, 240))]  # world um
     for (y0, x0), (y1, x1) in boxes:
-        shapes = viewer.add_shapes(
-            [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)], shape_type="rectangle"
-        )
-        widget.edit_box.image_combo.select(real)  # the real slide both times
-        widget.edit_box.mask_combo.select(shapes)
+        _select_rectangle(viewer, widget, real, y0, x0, y1, x1)  # the real slide both times
         job = widget.inpaint()
         assert job.wait(90_000) and job.state == "done", job.error
     edited = [ly for ly in viewer.layers if ly.name.endswith("(edited)")]
