@@ -69,9 +69,9 @@ class MemoryPhaseCache:
 #: cells, so they use 8 (less padding); in float32 the first chunk of a view comes as soon
 #: with 4 (``benchmarks/viewport.py``; docs/sampling.md, "Lazy mode: cost of a fresh view").
 BATCH_DEFAULT = 4
+BATCH_BF16 = (16, 8, 8)
 #: ``LazySpec.decode_norm`` values.
 DECODE_NORMS = ("crop", "frozen")
-BATCH_BF16 = (16, 8, 8)
 
 
 @dataclass(frozen=True)
