@@ -85,7 +85,9 @@ def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path, qt
     region = viewer.layers["synthesized region 1"]
     assert region.data.shape[2] == 3 and region.data.std() > 1
     qtbot.waitUntil(lambda: _layers.mask_layer_of(region) is not None)
-    assert _layers.mask_layer_of(region).data.all()
+    outline = _layers.mask_layer_of(region).data  # ones in a frame of zeros (one pixel)
+    assert outline.shape == (region.data.shape[0] + 2, region.data.shape[1] + 2)
+    assert outline[1:-1, 1:-1].all() and not outline[0].any() and not outline[:, -1].any()
 
 
 def test_plugins_menu_opens_the_widget_and_it_inpaints(viewer, tmp_path):

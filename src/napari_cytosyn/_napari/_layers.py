@@ -415,11 +415,13 @@ def edited_layer(viewer: Any, composite: Any) -> Any | None:
 
 
 def mask_levels_of(slide: Any, shapes: list[tuple[int, int]], chunk_px: int = 512) -> list[Any]:
-    """Levels ``(h_k, w_k)`` uint8 of the synthetic mask of what a layer shows (1 = synthetic).
+    """Levels uint8 of the synthetic mask of what a layer shows (1 = synthetic).
 
-    A composite's mask is read from its edit store at every slice (so edits and removals show
-    at the next refresh); a synthetic slide or region (any other ``slide``) is synthetic
-    everywhere, over ``shapes``."""
+    A composite's mask, ``(h_k, w_k)``, is read from its edit store at every slice (so edits
+    and removals show at the next refresh). A synthetic slide or region (any other ``slide``)
+    is synthetic everywhere: ones over ``shapes`` in a frame of zeros one pixel wide, levels
+    ``(h_k + 2, w_k + 2)`` placed one pixel up and left (:func:`_mask_kwargs` ``framed``),
+    because napari draws no contour at the border of an array."""
     if is_composite(slide):
         return [
             SlideLevel(
@@ -430,10 +432,21 @@ def mask_levels_of(slide: Any, shapes: list[tuple[int, int]], chunk_px: int = 51
             )
             for k, shape in enumerate(slide.level_shapes)
         ]
-    return [
-        SlideLevel(lambda y, x, h, w: np.ones((h, w), np.uint8), shape, chunk_px, channels=None)
-        for shape in shapes
-    ]
+    return [_framed_ones(shape, chunk_px) for shape in shapes]
+
+
+def _framed_ones(shape_hw: tuple[int, int], chunk_px: int) -> SlideLevel:
+    """A level ``(h + 2, w + 2)``: ones inside a frame of zeros one pixel wide."""
+    hf, wf = shape_hw[0] + 2, shape_hw[1] + 2
+
+    def read(y: int, x: int, h: int, w: int) -> np.ndarray:
+        out = np.zeros((h, w), np.uint8)
+        out[
+            max(0, 1 - y) : max(0, min(h, hf - 1 - y)), max(0, 1 - x) : max(0, min(w, wf - 1 - x))
+        ] = 1
+        return out
+
+    return SlideLevel(read, (hf, wf), chunk_px, channels=None)
 
 
 def _layer_shapes(image: Any) -> list[tuple[int, int]]:
@@ -442,16 +455,28 @@ def _layer_shapes(image: Any) -> list[tuple[int, int]]:
 
 
 def _mask_kwargs(
-    image_name: str, scale: Any, translate: Any, multiscale: bool, units: Any = None
+    image_name: str,
+    scale: Any,
+    translate: Any,
+    multiscale: bool,
+    units: Any = None,
+    framed: bool = False,
 ) -> dict[str, Any]:
+    """Labels keyword arguments of the "synthetic" layer of an image layer placed at
+    ``scale`` / ``translate``; ``framed``: its levels have a frame of one pixel
+    (:func:`mask_levels_of`), so it is placed one pixel up and left of the image."""
     extra = {"units": tuple(units)[-2:]} if units is not None else {}
+    shift = np.asarray(scale, float) if framed else 0.0
     return {
         **extra,
         "name": f"{image_name} synthetic",
         "multiscale": multiscale,
         "scale": tuple(scale),
-        "translate": tuple(translate),
+        "translate": tuple(np.asarray(translate, float) - shift),
         "opacity": 0.9,
+        # magenta, as the image-label colour of exports' labels/synthetic (given here, not
+        # set afterwards: each Labels style setter re-slices the layer)
+        "colormap": {0: (0.0, 0.0, 0.0, 0.0), 1: (1.0, 0.0, 1.0, 1.0), None: (0, 0, 0, 0)},
         "metadata": {META_KEY: {"kind": "synthetic-mask", "of": image_name}},
     }
 
@@ -460,9 +485,8 @@ def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
     """Outline style, right above ``image`` (inserted there when not a layer yet, so napari
     draws it once, styled), removed with it."""
     labels.contour = 3  # an outline: the tissue under it stays visible
-    # magenta, as the image-label colour of exports' labels/synthetic
-    labels.colormap = {0: (0.0, 0.0, 0.0, 0.0), 1: (1.0, 0.0, 1.0, 1.0), None: (0, 0, 0, 0)}
     labels.editable = False
+    _paint_tools_follow_editable(labels)
     _links(viewer).masks[image] = labels
     if image in viewer.layers and labels not in viewer.layers:
         viewer.layers.insert(viewer.layers.index(image) + 1, labels)
@@ -476,6 +500,25 @@ def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
                 viewer.layers.remove(labels)
 
     viewer.layers.events.removed.connect(on_removed)
+
+
+#: napari's Labels painting tool overlays: it builds their vispy visuals when a Labels layer
+#: whose overlays are visible is inserted (30-45 ms of the 110-200 ms of GUI CPU of an outline)
+PAINT_OVERLAYS = ("polygon", "brush_stroke")
+
+
+def _paint_tools_follow_editable(labels: Any) -> None:
+    """Show ``labels``' painting tool overlays only while it is editable: napari then builds
+    their visuals only for a layer that can be painted, never for an outline (a private
+    attribute, ``Labels._overlays``; ``tests/_qt/test_outline_layer.py`` fails if napari
+    renames it)."""
+
+    def follow(event: Any = None) -> None:
+        for name in PAINT_OVERLAYS:
+            labels._overlays[name].visible = labels.editable
+
+    follow()
+    labels.events.editable.connect(follow)
 
 
 def _after_insert(viewer: Any, match: Callable[[Any], bool], callback: Callable) -> None:
@@ -504,6 +547,7 @@ def mask_layer_data(viewer: Any, image_data: tuple, slide: Any) -> tuple[Any, di
         kwargs.get("translate", (0, 0)),
         len(masks) > 1,
         kwargs.get("units"),
+        framed=not is_composite(slide),
     )
 
     def link(labels: Any) -> None:
@@ -549,7 +593,12 @@ def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
     chunk = slide.chunk_px if is_synthetic(slide) else 512
     levels = mask_levels_of(slide, _layer_shapes(image), chunk)
     kwargs = _mask_kwargs(
-        image.name, image.scale[-2:], image.translate[-2:], len(levels) > 1, image.units
+        image.name,
+        image.scale[-2:],
+        image.translate[-2:],
+        len(levels) > 1,
+        image.units,
+        framed=not is_composite(slide),
     )
     from napari.layers import Labels
 

@@ -1,0 +1,59 @@
+"""The "synthetic" outline labels layer in a real viewer: a region synthetic everywhere gets an
+outline at its border, and napari builds no painting-tool visuals for an outline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cytosyn._napari import _layers
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    v = make_napari_viewer(show=True)
+    v.window._qt_window.resize(900, 700)
+    return v
+
+
+def _region(viewer):
+    """A grey 40 x 60 px region at 0.5 um/px, its corner at (10, 20) um."""
+    return viewer.add_image(
+        np.full((40, 60, 3), 128, np.uint8), rgb=True, scale=(0.5, 0.5), translate=(10, 20)
+    )
+
+
+def _magenta_px(viewer) -> int:
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    return int(((shot[..., 0] > 200) & (shot[..., 1] < 60) & (shot[..., 2] > 200)).sum())
+
+
+def test_a_region_synthetic_everywhere_shows_its_outline(viewer, qtbot):
+    region = _region(viewer)
+    viewer.reset_view()
+    assert _magenta_px(viewer) == 0
+    labels = _layers.show_synthetic_mask(viewer, region, None)
+    # ones over the region in a frame of zeros (napari draws no contour at an array's border),
+    # placed one pixel up and left so that the ones cover the region exactly
+    assert labels.data.shape == (42, 62)
+    assert labels.data[1:-1, 1:-1].all()
+    frame = np.ones((42, 62), bool)
+    frame[1:-1, 1:-1] = False
+    assert not labels.data[frame].any()
+    np.testing.assert_allclose(labels.translate, (9.5, 19.5))
+    np.testing.assert_allclose(labels.scale, region.scale)
+    assert viewer.layers.index(labels) == viewer.layers.index(region) + 1
+    qtbot.waitUntil(lambda: _magenta_px(viewer) > 100, timeout=5000)
+
+
+def test_the_outline_gets_no_painting_tool_visuals_until_made_editable(viewer):
+    canvas = viewer.window._qt_viewer.canvas
+    labels = _layers.show_synthetic_mask(viewer, _region(viewer), None)
+    # private napari names, checked here so that a napari that renames them fails loudly
+    assert set(_layers.PAINT_OVERLAYS) <= set(labels._overlays)
+    paint = [labels._overlays[name] for name in _layers.PAINT_OVERLAYS]
+    assert not labels.editable and not any(ov.visible for ov in paint)
+    assert not set(paint) & set(canvas._layer_overlay_to_visual[labels])
+    labels.editable = True  # a user may still paint on it: the tools come back
+    assert all(ov.visible for ov in paint)
+    assert set(paint) <= set(canvas._layer_overlay_to_visual[labels])
