@@ -1,5 +1,6 @@
 """The "synthetic" outline labels layer in a real viewer: a region synthetic everywhere gets an
-outline at its border, and napari builds no painting-tool visuals for an outline."""
+outline at its border, the outline leaves the selection alone, and napari builds no
+painting-tool visuals for it."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def test_a_region_synthetic_everywhere_shows_its_outline(viewer, qtbot):
     np.testing.assert_allclose(labels.translate, (9.5, 19.5))
     np.testing.assert_allclose(labels.scale, region.scale)
     assert viewer.layers.index(labels) == viewer.layers.index(region) + 1
+    # the selection stays on the region (private napari name checked here: fails loudly)
+    assert viewer.layers.selection.active is region and labels not in viewer.layers.selection
+    assert viewer.layers._activate_on_insert  # napari's default is back for later layers
     qtbot.waitUntil(lambda: _magenta_px(viewer) > 100, timeout=5000)
 
 

@@ -11,7 +11,8 @@ dask arrays, so napari's dask chunk cache can never serve a stale chunk after a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -489,7 +490,8 @@ def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
     _paint_tools_follow_editable(labels)
     _links(viewer).masks[image] = labels
     if image in viewer.layers and labels not in viewer.layers:
-        viewer.layers.insert(viewer.layers.index(image) + 1, labels)
+        with _unselected_on_insert(viewer.layers):
+            viewer.layers.insert(viewer.layers.index(image) + 1, labels)
     elif image in viewer.layers:
         viewer.layers.move(viewer.layers.index(labels), viewer.layers.index(image) + 1)
 
@@ -500,6 +502,20 @@ def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
                 viewer.layers.remove(labels)
 
     viewer.layers.events.removed.connect(on_removed)
+
+
+@contextmanager
+def _unselected_on_insert(layers: Any) -> Iterator[None]:
+    """Layers inserted meanwhile are not selected: napari selects a layer it inserts (and
+    switches the layer controls to it), but an outline is not what the user works on, so the
+    selection stays where it was (a private attribute, ``_activate_on_insert``;
+    ``tests/_qt/test_outline_layer.py`` fails if napari renames it)."""
+    before = layers._activate_on_insert
+    layers._activate_on_insert = False
+    try:
+        yield
+    finally:
+        layers._activate_on_insert = before
 
 
 #: napari's Labels painting tool overlays: it builds their vispy visuals when a Labels layer
