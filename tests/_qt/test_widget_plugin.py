@@ -77,6 +77,8 @@ def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path, qt
         composite.mask_region(0, 380, 220, 160, 240).astype(np.uint8),
     )
     assert labels.data[0][400:520, 240:440].all()  # the rectangle, 0.25 um/px
+    # the plugin's new layers leave the selection on the mask layer the user draws on
+    assert viewer.layers.selection.active is shapes and len(viewer.layers.selection) == 1
 
     widget.edit_box.mask_combo.select(shapes)
     job = widget.synthesize_region()
@@ -88,6 +90,7 @@ def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path, qt
     outline = _layers.mask_layer_of(region).data  # ones in a frame of zeros (one pixel)
     assert outline.shape == (region.data.shape[0] + 2, region.data.shape[1] + 2)
     assert outline[1:-1, 1:-1].all() and not outline[0].any() and not outline[:, -1].any()
+    assert viewer.layers.selection.active is shapes
 
 
 def test_plugins_menu_opens_the_widget_and_it_inpaints(viewer, tmp_path):

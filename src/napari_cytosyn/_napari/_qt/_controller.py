@@ -247,7 +247,7 @@ class WidgetActions:
                     "provenance": region_provenance(recipe, (y, x, h, w)),
                 },
             )
-            steps += [lambda ly=layer: self.viewer.layers.append(ly)]
+            steps += [lambda ly=layer: _append_unselected(self.viewer, ly)]
             steps += _outline_steps(self.viewer, layer, None)
         steps[0]()
         _later(*steps[1:])
@@ -398,6 +398,11 @@ def _later(*steps: Callable[[], Any]) -> None:
     in one turn froze the viewer for their sum (``benchmarks/gui_latency.py``)."""
     if steps:
         QTimer.singleShot(0, lambda: (steps[0](), _later(*steps[1:])))
+
+
+def _append_unselected(viewer: Any, layer: Any) -> None:
+    with _layers.keep_selection(viewer.layers):
+        viewer.layers.append(layer)
 
 
 def _outline_steps(viewer: Any, layer: Any, slide: Any) -> list[Callable[[], Any]]:
