@@ -9,11 +9,20 @@ region is timed with the default precision (``autocast`` ``auto``: bfloat16 wher
 has it natively) and again in float32 (``autocast`` ``off``), unless ``auto`` already resolves
 to float32 on this machine (then both keys carry the same run).
 
+Network calls run as the product runs them (``NAPARI_CYTOSYN_MODEL_THREADS`` intra-op threads,
+default 1, and up to ``NAPARI_CYTOSYN_MODEL_WORKERS`` calls side by side, default one per core);
+``--threads N`` / ``--workers N`` set those two. The decode is the product's (``DecodeConfig.norm``
+``auto``: the model's local frozen-GroupNorm decoder where it ships one) unless
+``--decode-norm crop`` asks for the cross-faded decode of the plain decoder.
+
     python benchmarks/embedded_speed.py            # 1024 x 1024 px
     python benchmarks/embedded_speed.py --quick    # 512 x 512 px (time reported as is)
 
 Last line: ``RESULT {"seconds_1024": ..., "seconds_1024_fp32": ..., "steps": ..., ...}``, with
-``seconds_1024_fp32_cpu_s``: the float32 run's process CPU seconds (for a loaded machine).
+``seconds_1024_fp32_cpu_s``: the float32 run's process CPU seconds (for a loaded machine) and
+``seconds_1024_fp32_idle_estimate``: the float32 run's wall time on an idle machine with the
+workers it had, from each network call's thread CPU time (calls that ran side by side handed to
+that many cores, the rest of the process counted as serial; with one intra-op thread a call).
 """
 
 from __future__ import annotations
@@ -28,7 +37,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads per network call (0: 1)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="network calls side by side (0: cores / threads)"
+    )
+    parser.add_argument("--decode-norm", choices=("auto", "crop", "frozen"), default="auto")
     parser.add_argument("--sampler", default="euler")
     parser.add_argument("--weights", help="model folder (default: the shipped one)")
     args = parser.parse_args()
@@ -36,36 +51,48 @@ def main() -> None:
 
     import torch
 
-    from napari_cytosyn.models.embedded import load_embedded
-    from napari_cytosyn.sampling import SamplerSettings, generate_region
-    from napari_cytosyn.sampling.precision import resolve_autocast
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
+    if args.workers:
+        os.environ["NAPARI_CYTOSYN_MODEL_WORKERS"] = str(args.workers)
+    from viewport import idle_machine_s, record_parallel_calls
 
-    torch.set_num_threads(args.threads)
-    os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
+    from napari_cytosyn.models.embedded import load_embedded
+    from napari_cytosyn.sampling import DecodeConfig, SamplerSettings, generate_region
+    from napari_cytosyn.sampling.precision import resolve_autocast
+    from napari_cytosyn.sampling.threads import model_threads, model_workers
+
     model = load_embedded(device="cpu", path=args.weights) if args.weights else None
     model = model or load_embedded(device="cpu")
     steps = args.steps or int(model.info["default_steps"])
     auto = resolve_autocast("auto", model)
-    seconds, cpu = {}, {}
+    decode = DecodeConfig(norm=args.decode_norm).resolve(model)
+    calls: list = []
+    record_parallel_calls(calls)
+    seconds, cpu, idle = {}, {}, {}
     for autocast in ("auto", "off") if auto != "off" else ("auto",):
-        warm = SamplerSettings(sampler=args.sampler, steps=1, seed=0, autocast=autocast)
+        warm = SamplerSettings(args.sampler, steps=1, seed=0, autocast=autocast, decode=decode)
         generate_region(model, warm, 0, 0, side, side)
-        settings = SamplerSettings(sampler=args.sampler, steps=steps, seed=0, autocast=autocast)
+        settings = warm.replace(steps=steps)
+        calls.clear()
         t0, c0 = time.perf_counter(), time.process_time()
         rgb = generate_region(model, settings, 0, 0, side, side)
         seconds[autocast] = time.perf_counter() - t0
         cpu[autocast] = time.process_time() - c0
+        idle[autocast] = idle_machine_s(calls, cpu[autocast], model_workers())
         print(
-            f"{side} x {side} px, {steps} {args.sampler} steps, {args.threads} threads, "
-            f"autocast {autocast} ({auto if autocast == 'auto' else 'off'}): "
-            f"{seconds[autocast]:.1f} s"
+            f"{side} x {side} px, {steps} {args.sampler} steps, {model_threads()} threads x "
+            f"{model_workers()} workers, decode {decode.norm}, autocast {autocast} "
+            f"({auto if autocast == 'auto' else 'off'}): {seconds[autocast]:.1f} s "
+            f"({cpu[autocast]:.1f} CPU s; idle-machine estimate {idle[autocast]:.1f} s)"
         )
         print(
             f"output {rgb.shape} {rgb.dtype}, "
             f"mean RGB {rgb.reshape(-1, 3).mean(0).round(1).tolist()}"
         )
-    seconds.setdefault("off", seconds["auto"])
-    cpu.setdefault("off", cpu["auto"])
+    for d in (seconds, cpu, idle):
+        d.setdefault("off", d["auto"])
     key = "seconds_1024" if side == 1024 else f"seconds_{side}"
     result = {
         key: round(seconds["auto"], 2),
@@ -74,12 +101,15 @@ def main() -> None:
         "side_px": side,
         "steps": steps,
         "sampler": args.sampler,
-        "threads": args.threads,
+        "threads": model_threads(),
+        "workers": model_workers(),
+        "decode_norm": decode.norm,
         # CPU seconds of the process in the timed float32 run (all threads): the work, whatever
         # the load; on an idle machine the wall time is at least cpu / threads.
         f"{key}_fp32_cpu_s": round(cpu["off"], 2),
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }
+    result[f"{key}_fp32_idle_estimate"] = round(idle["off"], 2)
     print("RESULT " + json.dumps(result))
 
 

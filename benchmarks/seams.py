@@ -4,7 +4,8 @@ Methods (all on the same initial noise, the origin-anchored noise field):
 - naive: non-overlapping windows, each evolving alone (stride = window);
 - multidiffusion: stride half a window, uniform averaging of x0 (Bar-Tal et al. 2023);
 - mixture_of_diffusers: stride half a window, Gaussian weights (Jiménez 2023);
-- region: our region mode with its default settings;
+- region: our region mode with its default settings (for a model with a local decoder, also
+  ``region_crop_decode``: the same with the plain decoder's cross-faded tiles);
 - lazy: our lazy random-access mode, rendered chunk by chunk with a fresh phase cache.
 
 Figures per method: seam_score (metric in ``napari_cytosyn.sampling.metrics``; the max over the
@@ -155,7 +156,7 @@ def main() -> None:
     fixed = base.replace(region=RegionConfig(shift_lattice=False))
     naive = fixed.replace(
         region=RegionConfig(overlap=0.0, weights="uniform", shift_lattice=False),
-        decode=DecodeConfig(halo_latent=0, blend_latent=0),
+        decode=DecodeConfig(halo_latent=0, blend_latent=0, norm="crop"),
     )
     run("naive", lambda: generate_region(model, naive, 0, 0, n, n), grid)
     if not args.lazy_only:
@@ -167,15 +168,20 @@ def main() -> None:
         )
         run("mixture_of_diffusers", lambda: generate_region(model, mod, 0, 0, n, n), half)
         region = base.replace(region=RegionConfig(overlap=0.25, weights="tent", shift_lattice=True))
-        run(
-            "region",
-            lambda: generate_region(model, region, 0, 0, n, n),
-            [
-                (0, 0, stride_of(win, region.region.overlap) * f),
-                (0, 0, region.decode.tile_latent * f),
-                *grid,
-            ],
-        )
+        region_lines = [
+            (0, 0, stride_of(win, region.region.overlap) * f),
+            (0, 0, region.decode.tile_latent * f),
+            *grid,
+        ]
+        run("region", lambda: generate_region(model, region, 0, 0, n, n), region_lines)
+        results["region"]["decode_norm"] = region.decode.resolve(model).norm
+        if results["region"]["decode_norm"] == "frozen":  # and the plain decoder, cross-faded
+            crop = region.replace(decode=region.decode.replace(norm="crop"))
+
+            def crop_run() -> np.ndarray:
+                return generate_region(model, crop, 0, 0, n, n)
+
+            run("region_crop_decode", crop_run, region_lines)
     lazy_kw: dict[str, Any] = lazy_defaults(model)  # the product's (cytosyn-tiny: frozen decode)
     if args.phase_times is not None:
         lazy_kw["phase_times"] = tuple(float(v) for v in args.phase_times.split(",") if v)

@@ -60,9 +60,10 @@ def best_of(fn, repeats: int) -> float:
 
 
 def record_parallel_calls(log: list) -> None:
-    """Record every group of independent network calls lazy mode runs (``parallel_calls``)
-    and each call's thread CPU seconds: the work, whatever else loads the machine."""
-    from napari_cytosyn.sampling import threads
+    """Record every group of independent network calls lazy and region mode run
+    (``parallel_calls``) and each call's thread CPU seconds: the work, whatever else loads the
+    machine (with one intra-op thread per call: the other threads' time is not the call's)."""
+    from napari_cytosyn.sampling import threads, tiling
     from napari_cytosyn.sampling.lazy import batching, decode
 
     def recording(fn, items, cpu=True):
@@ -79,7 +80,7 @@ def record_parallel_calls(log: list) -> None:
 
         return threads.parallel_calls(timed, list(enumerate(items)), cpu)
 
-    batching.parallel_calls = decode.parallel_calls = recording
+    batching.parallel_calls = decode.parallel_calls = tiling.parallel_calls = recording
 
 
 def idle_machine_s(groups: list, cpu_s: float, workers: int) -> float:

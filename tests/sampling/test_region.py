@@ -17,6 +17,7 @@ from napari_cytosyn.sampling import (
     lattice_lines,
     seam_score,
 )
+from napari_cytosyn.sampling.threads import WORKERS_ENV
 from napari_cytosyn.sampling.tiling import decode_tiled
 
 
@@ -86,7 +87,9 @@ def test_progress_counts_batches_to_the_total(grf, fast):
     assert len({t for _, t in calls}) == 1
 
 
-def test_cancel_stops_within_one_batch(grf, fast):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cancel_stops_within_the_batches_in_flight(grf, fast, monkeypatch, workers):
+    monkeypatch.setenv(WORKERS_ENV, str(workers))
     cancel = threading.Event()
     seen: list[int] = []
 
@@ -99,8 +102,9 @@ def test_cancel_stops_within_one_batch(grf, fast):
         generate_region(
             grf, fast.replace(region=RegionConfig(batch_size=2)), 0, 0, 600, 600, progress, cancel
         )
-    assert seen == [1]
-    assert grf.windows == 2
+    # the batches run side by side (one per worker) finish; no batch starts after the cancel
+    assert seen == list(range(1, workers + 1))
+    assert grf.windows == 2 * workers
 
 
 def test_nan_in_region_mode_names_the_step(fast):

@@ -92,9 +92,12 @@ def resolve_autocast(value: str, model: Any) -> str:
 
 
 def resolve_settings(settings: Any, model: Any) -> Any:
-    """``settings`` with ``autocast`` resolved for ``model`` (what a slide or edit stores)."""
-    mode = resolve_autocast(settings.autocast, model)
-    return settings if mode == settings.autocast else settings.replace(autocast=mode)
+    """``settings`` with ``autocast`` and the decode's ``norm`` resolved for ``model`` (what a
+    slide or edit stores)."""
+    mode, decode = resolve_autocast(settings.autocast, model), settings.decode.resolve(model)
+    if mode == settings.autocast and decode == settings.decode:
+        return settings
+    return settings.replace(autocast=mode, decode=decode)
 
 
 def network_scope(model: Any, mode: str):

@@ -14,7 +14,7 @@ from .sampler_table import sampler_info
 from .samplers import alpha_sigma, get_sampler, model_denoiser
 from .schedules import time_grid
 from .settings import SamplerSettings, check_cancel, counting_progress
-from .tiling import aligned_span, count_windows, decode_tiled, fused_denoiser, to_uint8
+from .tiling import aligned_span, count_windows, decode_tiled, fused_denoiser, on_cpu, to_uint8
 
 
 def window_of(model: Any, settings: SamplerSettings) -> int:
@@ -129,6 +129,7 @@ def sample_canvas(
         seed=st.seed if st.region.shift_lattice else None,
         progress=tick,
         cancel=cancel,
+        cpu=on_cpu(model),
     )
     sampler = get_sampler(st.sampler)
     noise = (lambda i: canvas_noise(model, st.seed, f"step{i}", canvas)) if st.stochastic else None

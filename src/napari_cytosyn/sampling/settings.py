@@ -22,6 +22,8 @@ WEIGHTS = ("gaussian", "tent", "uniform")
 #: How the networks run: ``auto`` picks ``bfloat16`` where the hardware computes it natively
 #: (see :func:`napari_cytosyn.sampling.precision.resolve_autocast`), ``off`` = the model's dtype.
 AUTOCAST = ("auto", "off", "bfloat16")
+#: ``DecodeConfig.norm`` values: GroupNorm statistics of each tile, or the model's frozen ones.
+DECODE_NORMS = ("auto", "crop", "frozen")
 
 
 class Cancelled(Exception):
@@ -131,16 +133,45 @@ class RegionConfig(_Config):
 
 @dataclass(frozen=True)
 class DecodeConfig(_Config):
-    """Tiled VAE decode of a canvas (region mode and inpainting), in latents: ``tile_latent`` tiles
-    decoded with ``halo_latent`` around each; neighbours overlap by ``2 * blend_latent`` (<= the
-    halo) and are cross-faded there, hiding per-tile GroupNorm colour steps.
+    """Tiled VAE decode (and encode) of a canvas (region mode and inpainting), in latents:
+    ``tile_latent`` tiles decoded with ``halo_latent`` around each.
+
+    ``norm``: ``"crop"``: the model's decoder, whose GroupNorms take each tile's own statistics,
+    so neighbours overlap by ``2 * blend_latent`` (<= the halo) and are cross-faded there, hiding
+    colour steps; ``"frozen"``: the model's local decoder (``model.frozen_norm_model``, fixed
+    GroupNorm statistics), tiles kept as decoded, no cross-fade; ``"auto"``: ``"frozen"`` where the
+    model ships one, else ``"crop"`` (:meth:`resolve`; recipes store the resolved value, and a
+    recipe without ``norm`` was made before it existed: ``"crop"``).
     """
 
     tile_latent: int = 64
     halo_latent: int = 8
     blend_latent: int = 2
+    norm: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DecodeConfig:
+        """Inverse of :meth:`to_dict`; a dict without ``norm`` (an older recipe) is ``"crop"``."""
+        return super().from_dict({"norm": "crop", **d})
+
+    def resolve(self, model: Any) -> DecodeConfig:
+        """This config with ``norm`` ``"auto"`` made concrete for ``model``; ``"frozen"`` for a
+        model without a local decoder is an error."""
+        local = getattr(model, "frozen_norm_model", None) is not None
+        if self.norm == "frozen" and not local:
+            raise ValueError(
+                f"decode norm 'frozen' needs a model that ships frozen GroupNorm statistics; "
+                f"{getattr(model, 'name', model)!r} does not: use norm 'crop' or 'auto'"
+            )
+        if self.norm != "auto":
+            return self
+        return self.replace(norm="frozen" if local else "crop")
 
     def __post_init__(self) -> None:
+        _require(
+            self.norm in DECODE_NORMS,
+            f"unknown decode norm {self.norm!r}; choose one of {', '.join(DECODE_NORMS)}",
+        )
         _require(
             self.tile_latent >= 1 and self.halo_latent >= 0,
             "decode tile_latent must be >= 1 and halo_latent >= 0, got "

@@ -17,6 +17,7 @@ import torch
 from . import precision
 from .counter_noise import uniform
 from .settings import DecodeConfig, check_cancel
+from .threads import model_workers, parallel_calls
 
 ProgressFn = Callable[[int, int], None]
 
@@ -80,13 +81,16 @@ def fused_denoiser(
     seed: int | None = None,
     progress: Callable[[], None] | None = None,
     cancel: Any = None,
+    cpu: bool = False,
 ) -> Callable[[torch.Tensor, float], torch.Tensor]:
     """Turn a window denoiser into a canvas denoiser ``D(x (1,C,H,W), t) -> x0 (1,C,H,W)``.
 
     Windows lie on the lattice ``offset + k * stride`` in absolute latents (``origin``: the absolute
     position of canvas pixel (0, 0)); with ``seed`` the offset is a seeded function of ``t``
-    (SpotDiffusion-style shifting). Memory beyond the canvas: ``batch_size`` windows. A ``denoise``
-    marked ``per_window`` gets each window's absolute ``(y, x, h, w)``.
+    (SpotDiffusion-style shifting). A ``denoise`` marked ``per_window`` gets each window's
+    absolute ``(y, x, h, w)``. ``cpu``: run up to :func:`~.threads.model_workers` batches side by
+    side (:func:`~.threads.parallel_calls`; the result is bit-identical). Memory beyond the
+    canvas: ``batch_size`` windows per batch in flight.
     """
     per_window = getattr(denoise, "per_window", False)
     prof_cache: dict[tuple[int, int], torch.Tensor] = {}
@@ -110,20 +114,26 @@ def fused_denoiser(
         norm = torch.zeros((1, hh, ww), dtype=torch.float32)
         wh, wwid = min(window, hh), min(window, ww)
         wgt = weight(wh, wwid)
-        for b in range(0, len(wins), batch_size):
+
+        def run(chunk: list[tuple[int, int]]) -> torch.Tensor:
             check_cancel(cancel)
-            chunk = wins[b : b + batch_size]
             batch = torch.stack([x[0, :, py : py + wh, px : px + wwid] for py, px in chunk])
             if per_window:
                 rects = [(py + origin[0], px + origin[1], wh, wwid) for py, px in chunk]
-                x0 = denoise(batch, t, rects)
-            else:
-                x0 = denoise(batch, t)
-            for (py, px), out in zip(chunk, x0, strict=True):
-                acc[:, py : py + wh, px : px + wwid] += out * wgt
-                norm[:, py : py + wh, px : px + wwid] += wgt
-            if progress is not None:
-                progress()
+                return denoise(batch, t, rects)
+            return denoise(batch, t)
+
+        batches = [wins[b : b + batch_size] for b in range(0, len(wins), batch_size)]
+        group = model_workers() if cpu else 1
+        for g in range(0, len(batches), group):
+            todo = batches[g : g + group]
+            # fused in lattice order whatever ran side by side: the same sums as one by one
+            for chunk, x0 in zip(todo, parallel_calls(run, todo, cpu), strict=True):
+                for (py, px), out in zip(chunk, x0, strict=True):
+                    acc[:, py : py + wh, px : px + wwid] += out * wgt
+                    norm[:, py : py + wh, px : px + wwid] += wgt
+                if progress is not None:
+                    progress()
         return (acc / norm).unsqueeze(0)
 
     fused.model_dtype = getattr(denoise, "model_dtype", None)
@@ -156,24 +166,41 @@ def decode_tiled(
     cancel: Any = None,
 ) -> torch.Tensor:
     """Decode ``rect = (y, x, h, w)`` (latents, within ``z`` ``(C, H, W)``) tile by tile, as
-    ``config`` (:class:`~.settings.DecodeConfig`) says, with memory bounded by one tile; for a
-    decoder whose receptive field fits in the halo the result equals a whole-canvas decode.
-    Returns ``(3, h * f, w * f)`` float32 in [-1, 1].
+    ``config`` (:class:`~.settings.DecodeConfig`, ``norm`` resolved for ``model``) says, up to
+    :func:`~.threads.model_workers` tiles side by side on the CPU, memory bounded by that many
+    tiles; for a decoder whose receptive field fits in the halo the result equals a whole-canvas
+    decode. Returns ``(3, h * f, w * f)`` float32 in [-1, 1].
     """
-    tile_latent, halo_latent, b = config.tile_latent, config.halo_latent, config.blend_latent
+    config = config.resolve(model)
+    decoder = model.frozen_norm_model if config.norm == "frozen" else model
+    tile_latent, halo_latent = config.tile_latent, config.halo_latent
+    # A local decoder's tiles agree where they meet: nothing to cross-fade.
+    b = 0 if config.norm == "frozen" else config.blend_latent
     _, hz, wz = z.shape
     y, x, h, w = rect if rect is not None else (0, 0, hz, wz)
     f = model.latent_factor
     mode = precision.resolve_autocast(autocast, model)
     out = torch.zeros((3, h * f, w * f), dtype=torch.float32)
     norm = torch.zeros((1, h * f, w * f), dtype=torch.float32) if b else None
-    for ty in range(y, y + h, tile_latent):
-        for tx in range(x, x + w, tile_latent):
-            check_cancel(cancel)
+
+    def halo_box(ty: int, tx: int) -> tuple[int, int, int, int]:
+        th, tw = min(tile_latent, y + h - ty), min(tile_latent, x + w - tx)
+        ya, xa = max(0, ty - halo_latent), max(0, tx - halo_latent)
+        return ya, xa, min(hz, ty + th + halo_latent), min(wz, tx + tw + halo_latent)
+
+    def decode(tile: tuple[int, int]) -> torch.Tensor:
+        check_cancel(cancel)
+        ya, xa, yb, xb = halo_box(*tile)
+        return precision.decode(decoder, z[None, :, ya:yb, xa:xb], mode)[0]
+
+    tiles = [(ty, tx) for ty in range(y, y + h, tile_latent) for tx in range(x, x + w, tile_latent)]
+    cpu = on_cpu(model)
+    group = model_workers() if cpu else 1
+    for g in range(0, len(tiles), group):
+        todo = tiles[g : g + group]
+        for (ty, tx), rgb in zip(todo, parallel_calls(decode, todo, cpu), strict=True):
             th, tw = min(tile_latent, y + h - ty), min(tile_latent, x + w - tx)
-            ya, xa = max(0, ty - halo_latent), max(0, tx - halo_latent)
-            yb, xb = min(hz, ty + th + halo_latent), min(wz, tx + tw + halo_latent)
-            rgb = precision.decode(model, z[None, :, ya:yb, xa:xb], mode)[0]
+            ya, xa, _, _ = halo_box(ty, tx)
             # Kept span (latents, absolute): the tile plus b into each inner neighbour.
             by0 = b if ty > y else 0
             # a last tile narrower than b limits how far its neighbour reaches into it
@@ -193,6 +220,11 @@ def decode_tiled(
                 out[:, sy, sx] += crop * wgt
                 norm[:, sy, sx] += wgt
     return out if norm is None else out / norm
+
+
+def on_cpu(model: Any) -> bool:
+    """Whether ``model`` runs on the CPU (its network calls may then run side by side)."""
+    return torch.device(getattr(model, "device", "cpu")).type == "cpu"
 
 
 def encode_tiled(
