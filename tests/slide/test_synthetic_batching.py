@@ -21,6 +21,7 @@ from napari_cytosyn.sampling.lazy import (
     render_region_lazy,
 )
 from napari_cytosyn.sampling.lazy.batching import prepare_cells
+from napari_cytosyn.sampling.threads import WORKERS_ENV
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
 
@@ -108,7 +109,8 @@ def _rect(plan: LazyPlan, cy: int, cx: int) -> tuple[int, int, int, int]:
     return cy * 16 - 6, cx * 16 - 6, 28, 28  # chunk (16 latents) + halo 4 + blend 2
 
 
-def test_padded_slots_compute_the_next_chunks_windows_and_pixels_stay_the_same(tiny):
+def test_padded_slots_compute_the_next_chunks_windows_and_pixels_stay_the_same(tiny, monkeypatch):
+    monkeypatch.setenv(WORKERS_ENV, "1")  # one batch at a time: only padded slots are filled
     spec = _spec(batch=8)
     later = [(0, 1), (1, 0), (1, 1)]
     plain = LazyPlan(tiny, spec, MemoryPhaseCache())
@@ -155,3 +157,23 @@ def test_a_batch_size_per_phase_is_stored_and_used(tiny):
     assert np.array_equal(render_chunk(tiny, spec, 1, 1, cache), alone)
     with pytest.raises(ValueError, match="batch must be an integer >= 1 or a tuple of them"):
         _spec(batch=(8, 0))
+
+
+def test_batches_that_would_leave_a_worker_idle_compute_the_next_chunks_windows(tiny, monkeypatch):
+    spec = _spec(batch=2)
+    later = [(0, 1), (1, 0), (1, 1)]
+    plans, after = {}, {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv(WORKERS_ENV, workers)
+        plan = LazyPlan(tiny, spec, MemoryPhaseCache())
+        plan.prepare_rects([_rect(plan, 0, 0)], [[_rect(plan, *c)] for c in later])
+        plans[workers] = plan
+        after[workers] = LazyPlan(tiny, spec, plan.cache)
+        after[workers].prepare_rects([_rect(plan, *c) for c in later])
+    # with two workers, phases that ended on one batch got a second one of the next chunks'
+    # windows (run beside it): more done ahead, less left to do afterwards
+    assert plans["2"].evaluations > plans["1"].evaluations
+    assert after["2"].evaluations < after["1"].evaluations
+    for cy, cx in [(0, 0), *later]:
+        alone = render_chunk(tiny, spec, cy, cx, MemoryPhaseCache())
+        assert np.array_equal(render_chunk(tiny, spec, cy, cx, plans["2"].cache), alone)

@@ -16,7 +16,7 @@ import torch
 
 from ..counter_noise import noise_field
 from ..settings import ThreadValue, check_cancel
-from ..threads import parallel_calls
+from ..threads import model_workers, parallel_calls
 
 _PREVIEW = ThreadValue()  # this thread's preview_scope callback
 
@@ -42,15 +42,19 @@ def prepare_cells(
     call. ``then``: cells of phase ``p`` wanted next, most urgent first; the last, partly
     empty batch of each phase is filled with their work instead of zeros (a window's result
     does not depend on its batch partners): first whole cones that fit in every phase, then
-    cells of their cones whose inputs are ready.
+    cells of their cones whose inputs are ready; and so are the batches that would leave one
+    of the :func:`~..threads.model_workers` idle at the end of a phase.
     """
     missing = plan.cone(p, cells)
     sizes = [plan.spec.batch_of(q) for q in range(len(plan.phases))]
     if then and any(len(m) % b for m, b in zip(missing, sizes, strict=True)):
         fill_with_cones(plan, p, missing, then)
+    # A phase's batches run side by side: wished work also fills the batches that would
+    # leave a worker idle at the phase's end (no wall time on an idle machine).
+    workers = model_workers() if plan.on_cpu else 1
     wish: list[list[tuple[int, int]]] = [[] for _ in plan.phases]
     for later in then or ():
-        if all(len(m) % b == 0 for m, b in zip(missing, sizes, strict=True)):
+        if all(len(m) % (b * workers) == 0 for m, b in zip(missing, sizes, strict=True)):
             break
         for q, cone_q in enumerate(plan.cone(p, later)):
             wish[q].extend(cone_q)
@@ -64,7 +68,7 @@ def prepare_cells(
 
     for q, todo_q in enumerate(missing):
         b = sizes[q]
-        short = -len(todo_q) % b
+        short = -len(todo_q) % (b * workers)
         if short and wish[q]:
             taken = set(todo_q)
             for cell in wish[q]:
