@@ -61,3 +61,34 @@ def test_the_outline_gets_no_painting_tool_visuals_until_made_editable(viewer):
     labels.editable = True  # a user may still paint on it: the tools come back
     assert all(ov.visible for ov in paint)
     assert set(paint) <= set(canvas._layer_overlay_to_visual[labels])
+
+
+def test_a_new_outline_is_inserted_hidden_and_shown_a_turn_later(viewer, qtbot):
+    from napari_cytosyn._napari._qt._controller import _outline_steps
+
+    region = _region(viewer)
+    viewer.reset_view()
+    insert, show = _outline_steps(viewer, region, None)
+    insert()  # napari's insert in one turn of the event loop...
+    labels = _layers.mask_layer_of(region)
+    assert labels in viewer.layers and not labels.visible
+    show()  # ...its first slice, contour and draw in the next
+    assert labels.visible
+    qtbot.waitUntil(lambda: _magenta_px(viewer) > 100, timeout=5000)
+    # an outline that exists already is refreshed in one step
+    assert len(_outline_steps(viewer, region, None)) == 1
+
+
+def test_an_outline_hidden_before_it_is_shown_stays_hidden(viewer, qtbot):
+    from napari_cytosyn._napari._qt._controller import _outline_steps
+
+    region = _region(viewer)
+    viewer.reset_view()
+    insert, show = _outline_steps(viewer, region, None)
+    insert()
+    labels = _layers.mask_layer_of(region)
+    labels.visible = False  # the user (or a script) hides it before the plugin shows it
+    show()
+    assert not labels.visible
+    qtbot.wait(300)
+    assert _magenta_px(viewer) == 0

@@ -598,10 +598,11 @@ def composite_layer_data(viewer: Any, composite: Any, real_data: tuple) -> tuple
     return composite_levels(composite), kwargs, "image"
 
 
-def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
+def show_synthetic_mask(viewer: Any, image: Any, slide: Any, visible: bool = True) -> Any:
     """Add (or refresh) the "synthetic" labels layer of an image layer: label 1 marks its
     synthetic pixels, drawn as an outline right above the image, at the same place; it is
-    removed with the image. Returns the labels layer (``None`` if ``image`` was removed)."""
+    removed with the image; ``visible``: whether a new one is shown. Returns the labels layer
+    (``None`` if ``image`` was removed)."""
     if image not in viewer.layers:
         return None
     labels = _links(viewer).masks.get(image)
@@ -620,7 +621,8 @@ def show_synthetic_mask(viewer: Any, image: Any, slide: Any) -> Any:
     )
     from napari.layers import Labels
 
-    labels = Labels(levels if len(levels) > 1 else np.asarray(levels[0]), **kwargs)
+    data = levels if len(levels) > 1 else np.asarray(levels[0])
+    labels = Labels(data, visible=visible, **kwargs)
     _link_mask(viewer, image, labels)
     return labels
 
