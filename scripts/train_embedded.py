@@ -102,8 +102,9 @@ def dihedral(rgb: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(out[:, ::-1] if k >= 4 else out)
 
 
-def vae_batch(images, rng, batch: int, crop: int) -> torch.Tensor:
-    """Random augmented crops ``(B, 3, crop, crop)`` in [-1, 1], avoiding the holdout block."""
+def vae_batch(images, rng, batch: int, crop: int, jitter: bool = True) -> torch.Tensor:
+    """Random augmented crops ``(B, 3, crop, crop)`` in [-1, 1], avoiding the holdout block
+    (``jitter`` False: flips and rotations only, the real colours)."""
     out = []
     while len(out) < batch:
         i = int(rng.integers(len(images)))
@@ -113,7 +114,7 @@ def vae_batch(images, rng, batch: int, crop: int) -> torch.Tensor:
         if i == 0 and y + crop > h - HOLDOUT_PX and x + crop > w - HOLDOUT_PX:
             continue
         c = dihedral(im[y : y + crop, x : x + crop], int(rng.integers(8)))
-        out.append(stain_jitter(c, rng))
+        out.append(stain_jitter(c, rng) if jitter else c)
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2) * 2.0 - 1.0
 
 
@@ -179,6 +180,22 @@ def gaussian_blur(x: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = ((a - b) / 2.0).pow(2).mean().item()
     return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def stain_moments_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L1 between the per-image means and sds of haematoxylin and eosin optical density
+    (``rgb2hed``) of ``(B, 3, H, W)`` in [-1, 1]: the colour statistics of a crop, without its
+    pixel positions (the generated pairs share the layout, not the detail)."""
+    from skimage.color import hed_from_rgb
+
+    m = torch.as_tensor(hed_from_rgb[:, :2], dtype=a.dtype)
+
+    def moments(x):
+        od = torch.log(((x + 1) / 2).clamp(1e-6, 1)) / math.log(1e-6)
+        he = torch.einsum("bchw,cd->bdhw", od, m).clamp_min(0)
+        return torch.cat([he.mean((2, 3)), he.std((2, 3))], 1)
+
+    return (moments(a) - moments(b)).abs().mean()
 
 
 def train_vae(args, images, rng, out: Path) -> tuple[AutoencoderKL, int]:
@@ -689,7 +706,7 @@ def h_laplacian_var(rgb: torch.Tensor) -> float:
     return float(np.mean(out))
 
 
-def x2_batch(im40: np.ndarray, rng, batch: int, crop: int) -> torch.Tensor:
+def x2_batch(im40: np.ndarray, rng, batch: int, crop: int, jitter: bool = True) -> torch.Tensor:
     """Augmented ``crop`` px crops of the 0.25 um/px image in [-1, 1], avoiding its holdout."""
     out = []
     h, w = im40.shape[:2]
@@ -699,7 +716,7 @@ def x2_batch(im40: np.ndarray, rng, batch: int, crop: int) -> torch.Tensor:
         if y + crop > h - hold and x + crop > w - hold:
             continue
         c = dihedral(im40[y : y + crop, x : x + crop], int(rng.integers(8)))
-        out.append(stain_jitter(c, rng))
+        out.append(stain_jitter(c, rng) if jitter else c)
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2) * 2.0 - 1.0
 
 
@@ -933,7 +950,9 @@ def train_decoder_gen(args, images, rng, scale: int) -> dict:
     Gaussian low-passes (sigma ``--teacher-sigma`` px) of the output and of the starting
     decoder's output on the same latents: it keeps the nuclei where and as large as the
     starting decoder drew them (the adversarial term alone shrank them at 40x) while the
-    detail finer than sigma is free to sharpen. The encoder is untouched. 1/16 of the pairs
+    detail finer than sigma is free to sharpen. ``--stain-weight`` adds
+    :func:`stain_moments_l1` (each crop's H and E optical-density mean and sd against its real
+    crop's). The encoder is untouched. 1/16 of the pairs
     are held out: their haematoxylin Laplacian-variance ratio (decoded / real) and low-pass
     PSNR are logged.
     Resumable from ``runs/gdec{scale}x_ckpt.pt``; outputs ``--out/vae`` or ``--out/vae_x2``,
@@ -1050,6 +1069,7 @@ def train_decoder_gen(args, images, rng, scale: int) -> dict:
             + args.l1_weight * (rec - x).abs().mean()
             + args.fft_weight * fft_l1_windowed(rec, x)
             + args.grad_weight * gradient_l1(rec, x)
+            + args.stain_weight * stain_moments_l1(rec, x)
         )
         if teacher is not None:
             with torch.no_grad():
@@ -1104,6 +1124,77 @@ def run_gen_decoders(args, images, rng) -> None:
                 if v not in (None, False, "", []) and k != "unet_override"
             )
             info_path.write_text(json.dumps(info, indent=2))
+
+
+def sample_decoded(model, cond: torch.Tensor, seed: int, steps: int) -> torch.Tensor:
+    """Tiles of ``model`` conditioned on ``cond`` ``(N, D)`` (plain Euler on the ``steps`` grid,
+    seeded noise, batches of 4), decoded and clamped: ``(N, 3, H, W)`` in [-1, 1]."""
+    from napari_cytosyn.sampling import time_grid
+
+    lat = model.tile_px // model.latent_factor
+    out = []
+    for b0 in range(0, cond.shape[0], 4):
+        c = cond[b0 : b0 + 4]
+        z = torch.randn(c.shape[0], 4, lat, lat, generator=torch.Generator().manual_seed(seed + b0))
+        for t, tn in itertools.pairwise(time_grid(steps)):
+            x0 = model.denoise(z, torch.full((c.shape[0],), t), cond=c)
+            z = x0 + (tn / t) * (z - x0)
+        out.append(model.decode(z).clamp(-1, 1))
+    return torch.cat(out)
+
+
+def run_colour_match(args, images, rng) -> None:
+    """``--colour-match``: shift the output colour of the ``--gen-model`` decoders so that its
+    sampled tiles have the mean RGB of the real crops they are conditioned on.
+
+    For each scale, ``--colour-tiles`` real crops (20x: 224 px of the 0.5 um/px images; 40x:
+    448 px of the 0.25 um/px image; outside the holdout) condition as many sampled tiles; the
+    difference of the mean RGB (real minus sampled, per channel) is added to the bias of the
+    decoder's last convolution, an exact change of the output colour that leaves every
+    normalisation input (and so the frozen GroupNorm statistics) unchanged. The folder is
+    copied to ``--out`` first when they differ; ``cytosyn_tiny.json`` records the offsets.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from napari_cytosyn.models.embedded import load_embedded
+
+    if args.out.resolve() != args.gen_model.resolve():
+        shutil.copytree(args.gen_model, args.out, dirs_exist_ok=True)
+    cfg_path = args.out / "cytosyn_tiny.json"
+    cfg = json.loads(cfg_path.read_text())
+    im40 = imread(args.data / "tiatoolbox_target_0.25mpp.png")[..., :3].astype(np.float32) / 255
+    for s in args.colour_match.split(","):
+        model = load_embedded(device="cpu", path=args.out, scale=s)
+        if s == "20x":
+            real = torch.cat(
+                [
+                    vae_batch(images, rng, 4, args.tile_px, False)
+                    for _ in range(args.colour_tiles // 4)
+                ]
+            )
+        else:
+            real = torch.cat(
+                [
+                    x2_batch(im40, rng, 4, 2 * args.tile_px, False)
+                    for _ in range(args.colour_tiles // 4)
+                ]
+            )
+        syn = sample_decoded(model, model.embed(real), args.seed + 7000, args.default_steps)
+        offset = (real.mean((0, 2, 3)) - syn.mean((0, 2, 3))).double()
+        f = args.out / (
+            "vae/diffusion_pytorch_model.safetensors"
+            if s == "20x"
+            else "vae_x2/x2_decoder.safetensors"
+        )
+        sd = load_file(f)
+        bias = sd["decoder.conv_out.bias"]
+        sd["decoder.conv_out.bias"] = (bias.double() + offset).to(bias.dtype).contiguous()
+        save_file(sd, f, metadata={"format": "pt"})
+        cfg["training"].setdefault("colour_offset", {})[s] = [round(float(v), 5) for v in offset]
+        log(f"colour match {s}: {real.shape[0]} tiles, RGB offset {offset.tolist()} ([-1, 1])")
+    cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
 # ---------------------------------------------------------------- assembling v2
@@ -1297,6 +1388,13 @@ def main() -> None:
         "--teacher-weight", type=float, default=0.0, help="--gen-decoders: low-pass L1 to the start"
     )
     ap.add_argument("--teacher-sigma", type=float, default=3.0)
+    ap.add_argument("--stain-weight", type=float, default=0.0, help="--gen-decoders: H&E moment L1")
+    ap.add_argument(
+        "--colour-match",
+        default="",
+        help="shift the --gen-model decoders' output colour to the real mean: '20x', '40x', both",
+    )
+    ap.add_argument("--colour-tiles", type=int, default=32, help="--colour-match: tiles per scale")
     args = ap.parse_args()
     args.unet_override = (
         dict(block_out_channels=(32, 32, 32), attention_head_dim=8, norm_num_groups=8)
@@ -1312,6 +1410,11 @@ def main() -> None:
     log(f"{len(images)} images, {sum(i.shape[0] * i.shape[1] for i in images) / 1e6:.3f} MP")
     if args.assemble:
         assemble(args)
+        return
+    if args.colour_match:
+        if args.gen_model is None:
+            raise SystemExit("--colour-match needs --gen-model (the weights folder to shift)")
+        run_colour_match(args, images, rng)
         return
     if args.gen_decoders:
         if args.gen_model is None:

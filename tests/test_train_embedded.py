@@ -111,7 +111,7 @@ def test_generated_latent_decoders_keep_the_encoder_and_resume(data, tmp_path):
         "--gen-decoders", "20x,40x", "--gen-model", str(WEIGHTS_DIR), "--data", str(data),
         "--out", str(out), "--runs", str(runs), "--tile-px", "64", "--gen-pairs", "8",
         "--default-steps", "2", "--vae-batch", "1", "--decoder-crop", "32", "--threads", "1",
-        "--teacher-weight", "1.0", "--teacher-sigma", "2",
+        "--teacher-weight", "1.0", "--teacher-sigma", "2", "--stain-weight", "5",
     ]  # fmt: skip
     log = run(*common, "--vae-steps", "2")
     assert "8 generated-latent pairs (1x)" in log and "8 generated-latent pairs (2x)" in log
@@ -138,3 +138,33 @@ def test_generated_latent_decoders_keep_the_encoder_and_resume(data, tmp_path):
     assert "8 cached generated-latent pairs (1x)" in log
     assert "resumed gdec1x at step 2" in log and "gdec1x done: 3 steps" in log
     assert "resumed gdec2x at step 2" in log and "gdec2x done: 3 steps" in log
+
+
+def test_colour_match_shifts_only_the_decoders_output_bias(data, tmp_path):
+    from safetensors.torch import load_file
+
+    from napari_cytosyn.models.embedded import WEIGHTS_DIR, load_embedded
+
+    out = tmp_path / "out"
+    log = run(
+        "--colour-match", "20x,40x", "--gen-model", str(WEIGHTS_DIR), "--data", str(data),
+        "--out", str(out), "--runs", str(tmp_path / "runs"), "--tile-px", "64",
+        "--colour-tiles", "4", "--default-steps", "2", "--threads", "1",
+    )  # fmt: skip
+    assert "colour match 20x: 4 tiles" in log and "colour match 40x: 4 tiles" in log
+    offsets = json.loads((out / "cytosyn_tiny.json").read_text())["training"]["colour_offset"]
+    for scale, f in (
+        ("20x", "vae/diffusion_pytorch_model.safetensors"),
+        ("40x", "vae_x2/x2_decoder.safetensors"),
+    ):
+        new, old = load_file(out / f), load_file(WEIGHTS_DIR / f)
+        assert new.keys() == old.keys()
+        changed = [k for k in old if not torch.equal(new[k], old[k])]
+        assert changed == ["decoder.conv_out.bias"]
+        shift = (new[changed[0]].float() - old[changed[0]].float()).numpy()
+        assert np.abs(shift).max() > 0
+        np.testing.assert_allclose(shift, offsets[scale], atol=2e-3)  # float16 bias
+    for f in ("unet/diffusion_pytorch_model.safetensors", "vae/decoder_norm_stats.safetensors"):
+        assert (out / f).read_bytes() == (WEIGHTS_DIR / f).read_bytes()
+    m = load_embedded(device="cpu", path=out, scale="40x")  # loads, frozen statistics still fit
+    assert m.frozen_norm_model is not None
