@@ -36,6 +36,7 @@ update) on the model's native tile. ``--compare`` adds side-by-side full-zoom cr
     python benchmarks/embedded_quality.py --figures    # 16 synthetic tiles, 2048 px region
     python benchmarks/embedded_quality.py --quick      # 6 tiles, no region
     python benchmarks/embedded_quality.py --only-40x   # the _40x keys only
+    python benchmarks/embedded_quality.py --guidance 3 # conditioned tiles with CFG 3
 
 Last line: ``RESULT {"nuclei_density_rel_err": ..., "nuclear_area_rel_err": ...,
 "hed_distance": ..., "hed_distance_real_real": ..., "sharpness_ratio_20x": ..., ...}``.
@@ -101,8 +102,11 @@ def montage(rows: list[list[np.ndarray]], gap: int = 6) -> np.ndarray:
     return out
 
 
-def sample_tiles(model, n: int, steps: int, seed: int, cond=None, batch: int = 8) -> list:
-    """``n`` native tiles (uint8) by batched Euler from seeded noise; ``cond`` ``(n, D)``."""
+def sample_tiles(
+    model, n: int, steps: int, seed: int, cond=None, batch: int = 8, guidance: float = 1.0
+) -> list:
+    """``n`` native tiles (uint8) by batched Euler from seeded noise; ``cond`` ``(n, D)``, with
+    classifier-free ``guidance`` (1.0: none, the product's default)."""
     import torch
 
     from napari_cytosyn.sampling import time_grid
@@ -116,7 +120,9 @@ def sample_tiles(model, n: int, steps: int, seed: int, cond=None, batch: int = 8
         c = None if cond is None else cond[b0 : b0 + nb]
         grid = time_grid(steps)
         for t, tn in itertools.pairwise(grid):
-            x0 = model.denoise(z, torch.full((nb,), t), cond=c)
+            x0 = model.denoise(
+                z, torch.full((nb,), t), cond=c, guidance=guidance if c is not None else 1.0
+            )
             z = x0 + (tn / t) * (z - x0)
         rgb = model.decode(z)
         rgb = ((rgb + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
@@ -214,7 +220,9 @@ def inpaint_sharpness(model20, model40, img40: np.ndarray, steps: int, centres) 
     return float(np.mean(inside) / np.mean(ring)), crops
 
 
-def quality_40x(model, model40, data: Path, steps: int, n_cond: int, quick: bool) -> tuple:
+def quality_40x(
+    model, model40, data: Path, steps: int, n_cond: int, quick: bool, guidance: float = 1.0
+) -> tuple:
     """The ``_40x`` keys on the natively 40x image (0.25 um/px); also returns the synthetic 40x
     tiles, the reference crops they are conditioned on and the inpainted (real, result) crops."""
     from skimage.io import imread
@@ -228,7 +236,7 @@ def quality_40x(model, model40, data: Path, steps: int, n_cond: int, quick: bool
     real40 = random_crops(img40, 24, 224, 41)
     if model40 is not None:
         c40 = embed_crops(model40, refs40) if conditional else None
-        syn40 = sample_tiles(model40, n_cond, steps, 4000, c40, batch=4)
+        syn40 = sample_tiles(model40, n_cond, steps, 4000, c40, batch=4, guidance=guidance)
         unc40 = sample_tiles(model40, n_cond, steps, 5000, None, batch=4) if conditional else syn40
     else:  # a 20x-only model: its 0.5 um/px tiles upsampled 2x, as a 40x slide shows them
         syn40 = [upsample2(t) for t in sample_tiles(model, n_cond, steps, 4000)]
@@ -278,6 +286,9 @@ def main() -> None:
     parser.add_argument("--no-region", action="store_true", help="skip the 2048 px region")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
+        "--guidance", type=float, default=1.0, help="classifier-free guidance of conditioned tiles"
+    )
+    parser.add_argument(
         "--only-40x", action="store_true", help="the _40x keys only (picking a 40x decoder)"
     )
     args = parser.parse_args()
@@ -315,8 +326,9 @@ def main() -> None:
     )
 
     if args.only_40x:  # the 40x keys do not depend on the 20x decoder or tiles
-        q40, *_ = quality_40x(model, model40, args.data, steps, n_cond, args.quick)
-        print("RESULT " + json.dumps({**q40, "steps": steps, "conditional": conditional}))
+        q40, *_ = quality_40x(model, model40, args.data, steps, n_cond, args.quick, args.guidance)
+        extra = {"steps": steps, "conditional": conditional, "guidance": args.guidance}
+        print("RESULT " + json.dumps({**q40, **extra}))
         return
     t0 = time.perf_counter()
     synth = sample_tiles(model, n_tiles, steps, seed=1000)
@@ -377,7 +389,8 @@ def main() -> None:
         uncond_err.append(relative_error(syn_stats.mean_area_um2, ref_area))
         if conditional:
             refs = random_crops(im, n_cond, tile, 100 + k)
-            tiles = sample_tiles(model, n_cond, steps, 2000 + 100 * k, embed_crops(model, refs))
+            c = embed_crops(model, refs)
+            tiles = sample_tiles(model, n_cond, steps, 2000 + 100 * k, c, guidance=args.guidance)
             cond_tiles.extend(tiles)
             area = nuclei_stats(tiles, model.mpp).mean_area_um2
             cond_err.append(relative_error(area, ref_area))
@@ -389,7 +402,7 @@ def main() -> None:
     )
 
     q40, syn40, refs40, inpainted = quality_40x(
-        model, model40, args.data, steps, n_cond, args.quick
+        model, model40, args.data, steps, n_cond, args.quick, args.guidance
     )
 
     if args.figures:
@@ -457,6 +470,7 @@ def main() -> None:
         "conditioning_area_err_uncond_20x": round(float(np.mean(uncond_err)), 4),
         **q40,
         "conditional": conditional,
+        "guidance": args.guidance,
     }
     print("RESULT " + json.dumps(result))
 

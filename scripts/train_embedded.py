@@ -1143,16 +1143,42 @@ def sample_decoded(model, cond: torch.Tensor, seed: int, steps: int) -> torch.Te
     return torch.cat(out)
 
 
+def mean_od(x: torch.Tensor) -> torch.Tensor:
+    """Mean haematoxylin, eosin and DAB optical density (``rgb2hed``) of ``(B, 3, H, W)`` in
+    [-1, 1] -> ``(3,)`` float64."""
+    from skimage.color import hed_from_rgb
+
+    od = torch.log(((x.double() + 1) / 2).clamp(1e-6, 1)) / math.log(1e-6)
+    m = torch.as_tensor(hed_from_rgb, dtype=torch.float64)
+    return torch.einsum("bchw,cd->bdhw", od, m).clamp_min(0).mean((0, 2, 3))
+
+
+def od_matching_offset(syn: torch.Tensor, real: torch.Tensor, iters: int = 6) -> torch.Tensor:
+    """The RGB offset ``b`` (``(3,)`` float64, [-1, 1] units) for which ``syn + b`` (clamped)
+    has the mean H, E and DAB optical density of ``real``: Newton's method with a
+    finite-difference Jacobian (3 unknowns, 3 equations)."""
+    target, b, eps = mean_od(real), torch.zeros(3, dtype=torch.float64), 1e-3
+    shifted = lambda v: (syn + v.to(syn.dtype)[None, :, None, None]).clamp(-1, 1)  # noqa: E731
+    for _ in range(iters):
+        f = mean_od(shifted(b)) - target
+        jac = torch.stack(
+            [(mean_od(shifted(b + eps * e)) - target - f) / eps for e in torch.eye(3)]
+        )
+        b = b - torch.linalg.solve(jac.T, f)
+    return b
+
+
 def run_colour_match(args, images, rng) -> None:
     """``--colour-match``: shift the output colour of the ``--gen-model`` decoders so that its
-    sampled tiles have the mean RGB of the real crops they are conditioned on.
+    sampled tiles have the stain of the real crops they are conditioned on.
 
     For each scale, ``--colour-tiles`` real crops (20x: 224 px of the 0.5 um/px images; 40x:
     448 px of the 0.25 um/px image; outside the holdout) condition as many sampled tiles; the
-    difference of the mean RGB (real minus sampled, per channel) is added to the bias of the
-    decoder's last convolution, an exact change of the output colour that leaves every
-    normalisation input (and so the frozen GroupNorm statistics) unchanged. The folder is
-    copied to ``--out`` first when they differ; ``cytosyn_tiny.json`` records the offsets.
+    RGB offset that gives the sampled tiles the real crops' mean H, E and DAB optical density
+    (:func:`od_matching_offset`) is added to the bias of the decoder's last convolution, an
+    exact change of the output colour that leaves every normalisation input (and so the frozen
+    GroupNorm statistics) unchanged. The folder is copied to ``--out`` first when they differ;
+    ``cytosyn_tiny.json`` records the offsets (summed over repeated runs).
     """
     import shutil
 
@@ -1165,24 +1191,15 @@ def run_colour_match(args, images, rng) -> None:
     cfg_path = args.out / "cytosyn_tiny.json"
     cfg = json.loads(cfg_path.read_text())
     im40 = imread(args.data / "tiatoolbox_target_0.25mpp.png")[..., :3].astype(np.float32) / 255
+    n = max(1, args.colour_tiles // 4)
     for s in args.colour_match.split(","):
         model = load_embedded(device="cpu", path=args.out, scale=s)
         if s == "20x":
-            real = torch.cat(
-                [
-                    vae_batch(images, rng, 4, args.tile_px, False)
-                    for _ in range(args.colour_tiles // 4)
-                ]
-            )
+            real = torch.cat([vae_batch(images, rng, 4, args.tile_px, False) for _ in range(n)])
         else:
-            real = torch.cat(
-                [
-                    x2_batch(im40, rng, 4, 2 * args.tile_px, False)
-                    for _ in range(args.colour_tiles // 4)
-                ]
-            )
+            real = torch.cat([x2_batch(im40, rng, 4, 2 * args.tile_px, False) for _ in range(n)])
         syn = sample_decoded(model, model.embed(real), args.seed + 7000, args.default_steps)
-        offset = (real.mean((0, 2, 3)) - syn.mean((0, 2, 3))).double()
+        offset = od_matching_offset(syn, real)
         f = args.out / (
             "vae/diffusion_pytorch_model.safetensors"
             if s == "20x"
@@ -1192,8 +1209,15 @@ def run_colour_match(args, images, rng) -> None:
         bias = sd["decoder.conv_out.bias"]
         sd["decoder.conv_out.bias"] = (bias.double() + offset).to(bias.dtype).contiguous()
         save_file(sd, f, metadata={"format": "pt"})
-        cfg["training"].setdefault("colour_offset", {})[s] = [round(float(v), 5) for v in offset]
-        log(f"colour match {s}: {real.shape[0]} tiles, RGB offset {offset.tolist()} ([-1, 1])")
+        total = cfg["training"].setdefault("colour_offset", {}).get(s, [0.0, 0.0, 0.0])
+        cfg["training"]["colour_offset"][s] = [
+            round(float(a + b), 5) for a, b in zip(total, offset, strict=True)
+        ]
+        log(
+            f"colour match {s}: {real.shape[0]} tiles, mean H/E/DAB OD real "
+            f"{mean_od(real).tolist()} sampled {mean_od(syn).tolist()}; RGB offset "
+            f"{offset.tolist()} ([-1, 1])"
+        )
     cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
