@@ -423,7 +423,12 @@ def main() -> None:
             rows = [half, [t[:112, :112] for t in o_syn], [t[:112, :112] for t in synth[:3]]]
             fig = montage([[np.kron(t, np.ones((2, 2, 1), np.uint8)) for t in r] for r in rows])
             imsave(out / "embedded_zoom_20x.png", fig, check_contrast=False)
-            o40 = [upsample2(t) for t in sample_tiles(other, 3, o_steps, seed=4000)]
+            try:  # the compared weights' own 40x decoder, else their 20x tiles upsampled
+                other40 = load_embedded(device="cpu", path=args.compare, scale="40x")
+                c = embed_crops(other40, refs40[:3]) if other40.uncond is not None else None
+                o40 = sample_tiles(other40, 3, o_steps, 4000, c, batch=4)
+            except FileNotFoundError:
+                o40 = [upsample2(t) for t in sample_tiles(other, 3, o_steps, seed=4000)]
             rows = [
                 [c[:224, :224] for c in refs40[:3]],
                 [t[:224, :224] for t in o40],
