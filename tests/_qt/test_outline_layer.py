@@ -92,3 +92,28 @@ def test_an_outline_hidden_before_it_is_shown_stays_hidden(viewer, qtbot):
     assert not labels.visible
     qtbot.wait(300)
     assert _magenta_px(viewer) == 0
+
+
+def test_later_lets_due_timers_run_between_its_steps(qtbot):
+    import time
+    from itertools import pairwise
+
+    from qtpy.QtCore import QTimer
+
+    from napari_cytosyn._napari._qt._controller import _later
+
+    ticks, seen = [0], []
+    ticker = QTimer()
+    ticker.setInterval(1)
+    ticker.timeout.connect(lambda: ticks.__setitem__(0, ticks[0] + 1))
+    ticker.start()
+
+    def step() -> None:
+        seen.append(ticks[0])
+        time.sleep(0.005)  # the ticker falls due meanwhile
+
+    _later(*[step] * 6)
+    qtbot.waitUntil(lambda: len(seen) == 6, timeout=5000)
+    ticker.stop()
+    # each step saw the ticker run since the step before: the event loop had a turn between
+    assert all(b > a for a, b in pairwise(seen)), seen
