@@ -17,6 +17,12 @@ default 1, and up to ``NAPARI_CYTOSYN_MODEL_WORKERS`` calls side by side, defaul
 
     python benchmarks/embedded_speed.py            # 1024 x 1024 px
     python benchmarks/embedded_speed.py --quick    # 512 x 512 px (time reported as is)
+    python benchmarks/embedded_speed.py --thread-policy   # only: 1 thread x 2 calls vs 2 x 1
+
+``--thread-policy`` times denoiser calls (float32, 4 windows of the model's tile each, ms of
+wall time per window, median of 8 alternated rounds of 4 calls): two calls side by side with one
+intra-op thread each (the product's default on 2 cores) against calls in turn with two intra-op
+threads, and ends with its own RESULT line.
 
 Last line: ``RESULT {"seconds_1024": ..., "seconds_1024_fp32": ..., "steps": ..., ...}``, with
 ``seconds_1024_fp32_cpu_s``: the float32 run's process CPU seconds (for a loaded machine) and
@@ -44,6 +50,7 @@ def main() -> None:
         "--workers", type=int, default=0, help="network calls side by side (0: cores / threads)"
     )
     parser.add_argument("--decode-norm", choices=("auto", "crop", "frozen"), default="auto")
+    parser.add_argument("--thread-policy", action="store_true")
     parser.add_argument("--sampler", default="euler")
     parser.add_argument("--weights", help="model folder (default: the shipped one)")
     args = parser.parse_args()
@@ -65,6 +72,9 @@ def main() -> None:
 
     model = load_embedded(device="cpu", path=args.weights) if args.weights else None
     model = model or load_embedded(device="cpu")
+    if args.thread_policy:
+        print("RESULT " + json.dumps(thread_policy(model)))
+        return
     steps = args.steps or int(model.info["default_steps"])
     auto = resolve_autocast("auto", model)
     decode = DecodeConfig(norm=args.decode_norm).resolve(model)
@@ -111,6 +121,40 @@ def main() -> None:
     }
     result[f"{key}_fp32_idle_estimate"] = round(idle["off"], 2)
     print("RESULT " + json.dumps(result))
+
+
+def thread_policy(model, rounds: int = 8) -> dict:
+    """Wall ms per denoiser window: 2 calls side by side x 1 thread vs in turn x 2 threads."""
+    import statistics
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    tile = model.tile_px // model.latent_factor
+    gen = torch.Generator().manual_seed(0)
+    zs = [torch.randn(4, model.latent_channels, tile, tile, generator=gen) for _ in range(4)]
+    t = torch.full((4,), 0.5)
+    times: dict[str, list[float]] = {"workers2_threads1": [], "workers1_threads2": []}
+    with ThreadPoolExecutor(2) as pool, torch.no_grad():
+
+        def call(z):
+            with torch.no_grad():
+                return model.denoise(z, t)
+
+        for _ in range(rounds):
+            torch.set_num_threads(1)
+            t0 = time.perf_counter()
+            list(pool.map(call, zs))
+            times["workers2_threads1"].append((time.perf_counter() - t0) / 16)
+            torch.set_num_threads(2)
+            t0 = time.perf_counter()
+            for z in zs:
+                model.denoise(z, t)
+            times["workers1_threads2"].append((time.perf_counter() - t0) / 16)
+    out = {f"ms_per_window_{k}": round(statistics.median(v) * 1000, 1) for k, v in times.items()}
+    out["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    print(out)
+    return out
 
 
 if __name__ == "__main__":
