@@ -55,7 +55,7 @@ def test_controlnet_loads_natively_and_conditions_on_a_mask(controlnet_repo):
     guided = model.denoise(z, t, cond={"mask": _mask()})
     other = model.denoise(z, t, cond={"mask": 1.0 - _mask()})
     assert not torch.allclose(plain, guided) and not torch.allclose(guided, other)
-    # the hooks that add the residuals are gone after the call
+    # the residual hooks add nothing once the call is over
     torch.testing.assert_close(model.denoise(z, t), plain)
     # conditioning_scale 0: the ControlNet adds nothing
     model.net.conditioning_scale = 0.0
@@ -124,3 +124,22 @@ def test_the_test_kit_synthesizes_a_layout_through_the_controlnet(controlnet_rep
     np.testing.assert_array_equal(rgb, synthesize(layout, model, settings=settings, glass=False))
     model.net.conditioning_scale = 0.0  # the same run without the ControlNet's residuals
     assert not np.array_equal(rgb, synthesize(layout, model, settings=settings, glass=False))
+
+
+def test_controlnet_calls_side_by_side_in_threads_equal_calls_in_turn(controlnet_repo, monkeypatch):
+    """The residual hooks belong to the calling thread: two masks denoised at once in two model
+    threads give what each gives alone (hooks per call added one call's residuals to the other)."""
+    from napari_cytosyn.sampling.threads import parallel_calls
+
+    monkeypatch.setenv("NAPARI_CYTOSYN_MODEL_WORKERS", "2")
+    model = load_model(f"pixcell-256-cell-controlnet:{controlnet_repo}", device="cpu")
+    z, t = torch.randn(1, 16, 16, 16), torch.tensor([0.5])
+    masks = [_mask(), 1.0 - _mask()] * 4
+
+    def call(mask: torch.Tensor) -> torch.Tensor:
+        return model.denoise(z, t, cond={"mask": mask})
+
+    with torch.no_grad():
+        alone = [call(m) for m in masks]
+    for together, one in zip(parallel_calls(call, masks), alone, strict=True):
+        torch.testing.assert_close(together, one, rtol=0, atol=0)

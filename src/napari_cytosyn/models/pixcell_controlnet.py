@@ -14,9 +14,12 @@ tokens; without a mask the transformer runs alone (guidance's unconditional bran
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,18 +52,33 @@ def control_residuals(
     return out
 
 
+_CALL = threading.local()  # the residuals of the forward pass running in this thread
+
+
 @contextlib.contextmanager
 def added_after_blocks(transformer: nn.Module, residuals: list[torch.Tensor]) -> Iterator[None]:
-    """While active, ``transformer``'s block ``i`` returns its output plus ``residuals[i]``
-    (PixCell's ControlNet transformer adds them after each of its first blocks)."""
-    handles = []
-    for block, res in zip(transformer.transformer_blocks, residuals, strict=False):
-        handles.append(block.register_forward_hook(lambda _m, _a, out, r=res: out + r))
+    """While active in this thread, ``transformer``'s block ``i`` returns its output plus
+    ``residuals[i]`` (PixCell's ControlNet transformer adds them after each of its first blocks).
+
+    The hooks are installed once per transformer and read the calling thread's residuals: network
+    calls run side by side in threads (:func:`~napari_cytosyn.sampling.threads.parallel_calls`),
+    and hooks added per call would apply one call's residuals to the other's forward pass.
+    """
+    if not getattr(transformer, "_cytosyn_control_hooks", False):
+        for i, block in enumerate(transformer.transformer_blocks):
+            block.register_forward_hook(functools.partial(_add_residual, i))
+        transformer._cytosyn_control_hooks = True
+    outer = getattr(_CALL, "residuals", None)
+    _CALL.residuals = residuals
     try:
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        _CALL.residuals = outer
+
+
+def _add_residual(i: int, _module: nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
+    residuals = getattr(_CALL, "residuals", None)
+    return out + residuals[i] if residuals is not None and i < len(residuals) else out
 
 
 class MaskEncoder:
@@ -71,19 +89,22 @@ class MaskEncoder:
         self.encode = encode
         self.size = size
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()  # calls run side by side in threads
 
     def __call__(self, mask: torch.Tensor) -> torch.Tensor:
         key = hashlib.blake2b(
             mask.detach().float().cpu().numpy().tobytes() + str(tuple(mask.shape)).encode(),
             digest_size=16,
         ).hexdigest()
-        hit = self._cache.get(key)
-        if hit is None:
-            rgb = mask.float().expand(-1, 3, -1, -1) * 2.0 - 1.0
-            hit = self.encode(rgb)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        # encoded outside the lock (two threads may encode the same mask: same result)
+        hit = self.encode(mask.float().expand(-1, 3, -1, -1) * 2.0 - 1.0)
+        with self._lock:
             self._cache[key] = hit
             if len(self._cache) > self.size:
                 self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
         return hit
