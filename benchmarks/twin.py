@@ -211,9 +211,17 @@ def main() -> None:
     parser.add_argument("--cell", type=int, default=256, help="metric cell in px")
     parser.add_argument("--model", help="a conditional model (default: the embedded one)")
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--grid-um", type=float, help="reference grid spacing in um (default: the product's)"
+        "--seed",
+        default="0",
+        help="seed of the layout and the twin; several, comma-separated (0,1,2,3,4), make one "
+        "slide and twin each and pool their cells",
+    )
+    parser.add_argument(
+        "--grid-um",
+        type=float,
+        help="embed the reference on a grid of this spacing in um (default: the product's, "
+        "every window on its own footprint)",
     )
     parser.add_argument(
         "--guidance", type=float, help="guidance scale (default: the model's conditioned one, or 1)"
@@ -223,24 +231,21 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "training")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--out", type=Path, help="keep the slide and the twin here")
+    parser.add_argument("--out", type=Path, help="keep the slides and the twins here")
     parser.add_argument(
-        "--figures", action="store_true", help="write the user guide's figures to docs/images"
+        "--figures",
+        action="store_true",
+        help="write the user guide's figures to docs/images (from the first seed)",
     )
     args = parser.parse_args()
-    size = args.size or (1024 if args.quick else 2048)
-    block = args.block or (256 if args.quick else 512)
-    region = args.region or 2 * block
+    args.size = args.size or (1024 if args.quick else 2048)
+    args.block = args.block or (256 if args.quick else 512)
+    args.region = args.region or 2 * args.block
+    seeds = [int(v) for v in str(args.seed).split(",")]
 
     import torch
 
-    from napari_cytosyn.chunk_grid import downsample_area
-    from napari_cytosyn.sampling import SamplerSettings
     from napari_cytosyn.sampling.conditioning import is_conditional
-    from napari_cytosyn.slide import open_slide
-    from napari_cytosyn.slide.reference import slide_tissue_mask
-    from napari_cytosyn.slide.sample import write_pyramidal_tiff
-    from napari_cytosyn.slide.synthetic import SyntheticSlide
 
     torch.set_num_threads(args.threads)
     os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)  # network calls too
@@ -256,10 +261,67 @@ def main() -> None:
             f"{name} is unconditional; the twin benchmark needs a conditional model (the "
             "embedded cytosyn-tiny v2, cytosyn, pixcell-256...): pass --model"
         )
-    real = real_images(args.data)
-    images = list(real.values())
-    ref_img, plan = layout(images, size, block, args.seed, region)
-    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="twin-bench-"))
+    images = list(real_images(args.data).values())
+    runs = [
+        one_layout(args, model, name, images, seed, make_figures=args.figures and k == 0)
+        for k, seed in enumerate(seeds)
+    ]
+    result = runs[0]["result"]
+    if len(runs) > 1:
+        result = pooled(runs, seeds)
+    print("RESULT " + json.dumps(result))
+
+
+def pooled(runs: list[dict], seeds: list[int]) -> dict:
+    """Several layouts' figures: the correlations over the cells of all of them, each layout's
+    (and their mean and sd: how much one layout can say), the worst privacy ratio and IoU, the
+    embedding time over the rendering time of all of them."""
+
+    def corr(key: str) -> float:
+        a = np.concatenate([r[key][0] for r in runs])
+        b = np.concatenate([r[key][1] for r in runs])
+        return round(float(np.corrcoef(a, b)[0, 1]), 3)
+
+    res = [r["result"] for r in runs]
+    out = {
+        "density_corr": corr("density"),
+        "area_corr": corr("area"),
+        "tissue_iou": min(r["tissue_iou"] for r in res),
+        "embed_share": round(sum(r["embed_s"] for r in res) / sum(r["render_s"] for r in res), 4),
+        "nn_ratio": min(r["nn_ratio"] for r in res),
+        "nn_ratio_uncond": min(r["nn_ratio_uncond"] for r in res),
+        "nn_own_place": sum(r["nn_own_place"] for r in res),
+        "cells": sum(r["cells"] for r in res),
+        "seeds": seeds,
+    }
+    for key in ("density_corr", "area_corr"):
+        v = np.array([np.nan if r[key] is None else r[key] for r in res])
+        out[f"{key}_seeds"] = [r[key] for r in res]
+        out[f"{key}_mean"] = round(float(np.nanmean(v)), 3)
+        out[f"{key}_sd"] = round(float(np.nanstd(v, ddof=1)), 3)
+    out["embed_share_seeds"] = [r["embed_share"] for r in res]
+    out["embed_s"] = round(sum(r["embed_s"] for r in res), 2)
+    out["render_s"] = round(sum(r["render_s"] for r in res), 2)
+    keep = ("model", "steps", "guidance", "size_px", "block_px", "region_px", "grid_px", "cell_px")
+    out.update({k: res[0][k] for k in keep})
+    return out
+
+
+def one_layout(args, model, name: str, images: list, seed: int, make_figures: bool = False) -> dict:
+    """Lay out a test slide with ``seed``, make and render its twin, measure it: ``{"result":
+    the layout's RESULT dict, "density": (reference, twin) per cell, "area": likewise}``."""
+    import torch
+
+    from napari_cytosyn.chunk_grid import downsample_area
+    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.slide import open_slide
+    from napari_cytosyn.slide.reference import slide_tissue_mask
+    from napari_cytosyn.slide.sample import write_pyramidal_tiff
+    from napari_cytosyn.slide.synthetic import SyntheticSlide
+
+    size, block, region = args.size, args.block, args.region
+    ref_img, plan = layout(images, size, block, seed, region)
+    work = Path(args.out) / f"seed{seed}" if args.out else Path(tempfile.mkdtemp(prefix="twin-"))
     work.mkdir(parents=True, exist_ok=True)
     slide_path = write_pyramidal_tiff(
         work / "two_tissues.tif",
@@ -276,7 +338,7 @@ def main() -> None:
         from napari_cytosyn.models import get_info
 
         guidance = get_info(name).defaults.get("guidance_conditioned")
-    settings = SamplerSettings(steps=steps, seed=args.seed, guidance=float(guidance or 1.0))
+    settings = SamplerSettings(steps=steps, seed=seed, guidance=float(guidance or 1.0))
     store = work / "twin.cytosyn"
     # one-off imports are not embedding time
     import skimage.color
@@ -290,7 +352,7 @@ def main() -> None:
         model,
         None,
         None,
-        settings.replace(seed=args.seed),
+        settings.replace(seed=seed),
         chunk_px=256,
         reference=slide,
         reference_grid_um=args.grid_um,
@@ -298,7 +360,8 @@ def main() -> None:
     )
     t_embed = time.perf_counter() - t0
     ref = twin.metadata()["reference"]
-    print(f"embedded {ref['tissue_cells']} grid cells of {ref['grid_px']} px: {t_embed:.1f} s")
+    grid = ref.get("grid_px", "windows")  # default: every window on its own footprint
+    print(f"embedded {ref['tissue_cells']} reference crops (grid: {grid}): {t_embed:.1f} s")
     t1 = time.perf_counter()
     twin.render_all()
     t_render = time.perf_counter() - t1
@@ -351,7 +414,7 @@ def main() -> None:
         x = torch.from_numpy(ref_tiles).permute(0, 3, 1, 2).float() / 127.5 - 1
         rec = model.decode(model.encode(x))
     rec_u8 = ((rec + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    uncond = np.stack(sample_tiles(model, len(spots), steps, 9000 + args.seed))
+    uncond = np.stack(sample_tiles(model, len(spots), steps, 9000 + seed))
     (nn_syn, at_syn), (nn_rec, _a), (nn_unc, _b) = (
         nearest_crop(ref_img, t) for t in (syn_tiles, rec_u8, uncond)
     )
@@ -389,11 +452,14 @@ def main() -> None:
         "size_px": size,
         "block_px": block,
         "region_px": region,
-        "grid_px": ref["grid_px"],
+        "grid_px": grid,
+        "cell_px": args.cell,
+        "seed": seed,
     }
-    if args.figures:
+    if make_figures:
         figures(model, slide, ref_img, twin_img, size, block, settings)
-    print("RESULT " + json.dumps(result))
+    print(f"seed {seed}: " + json.dumps(result), flush=True)
+    return {"result": result, "density": (d_ref, d_twin), "area": (a_ref, a_twin)}
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ def add_twin_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grid-um",
         type=float,
-        help="spacing of the reference embeddings in um (default: 0.7 model tile)",
+        help="embed the reference on a grid of this spacing in um, windows interpolated "
+        "between its cells (default: every window embedded on its own footprint)",
     )
     p.add_argument("--chunk-px", type=int, default=512, help="chunk size in px (default 512)")
     add_guidance_argument(p)
@@ -114,12 +115,12 @@ def guided_settings(args: argparse.Namespace, settings: Any, model: Any) -> Any:
 
 def twin_store(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, Any]]:
     """``(matches, create)`` for :func:`napari_cytosyn.cli.open_or_create_store`: a twin store
-    is reopened when made from the same slide file (checksum), seed and grid."""
+    is reopened when made from the same slide file (checksum), seed and grid (or none)."""
     from napari_cytosyn.slide import open_slide
-    from napari_cytosyn.slide.reference import slide_checksum, twin_grid_px
+    from napari_cytosyn.slide.reference import slide_checksum
 
     real = open_slide(args.slide)
-    grid = twin_grid_px(model) if args.grid_um is None else round(args.grid_um / float(model.mpp))
+    grid = None if args.grid_um is None else round(args.grid_um / float(model.mpp))
 
     def matches(attrs: dict[str, Any]) -> bool:
         ref = attrs.get("reference") or {}

@@ -13,7 +13,7 @@ from napari_cytosyn.models.grf import ConditionalGRFModel, GRFModel
 from napari_cytosyn.sampling import SamplerSettings
 from napari_cytosyn.sampling.conditioning import ConditionField
 from napari_cytosyn.slide import open_slide
-from napari_cytosyn.slide.reference import load_field, region_embedding, slide_checksum
+from napari_cytosyn.slide.reference import load_fields, region_embedding, slide_checksum
 from napari_cytosyn.slide.sample import write_pyramidal_tiff
 from napari_cytosyn.slide.synthetic import SyntheticSlide
 
@@ -93,18 +93,23 @@ def test_twin_takes_size_layout_and_kind_of_tissue_from_the_real_slide(rendered)
 
 
 def test_recipe_stores_the_reference_never_its_pixels_and_reopens(real, tmp_path):
+    from napari_cytosyn.slide.reference import twin_condition
+
     path = tmp_path / "twin.cytosyn"
     twin = _twin(path, real)
     ref = twin.metadata()["reference"]
     assert ref["file"] == "two_tissues.tif"
     assert ref["sha256"] == slide_checksum(real)
-    assert ref["grid_px"] == 48 and ref["grid_um"] == 24.0  # 0.7 of a 64 px tile, on 8 px
+    lattices = ref["lattices_px"]  # one per lazy phase: cores of 64 px windows (context 2, 2, 1)
+    assert len(lattices) == 3 and [v[2] for v in lattices] == [32.0, 32.0, 48.0]
+    assert "grid_px" not in ref
     assert ref["encoder"] == "grf-conditional.embed"
-    assert ref["cells"] == [4, 6] and 0 < ref["tissue_cells"] < 24
+    assert len(ref["cells"]) == 3 and 0 < ref["tissue_cells"] < sum(a * b for a, b in ref["cells"])
     json.dumps(ref)  # plain JSON
     group = zarr.open_group(str(path), mode="r")["reference"]
-    assert sorted(group.array_keys()) == ["embeddings", "valid"]  # features, not pixels
-    assert group["embeddings"].shape == (4, 6, 4)
+    names = ["embeddings", "embeddings_1", "embeddings_2", "valid", "valid_1", "valid_2"]
+    assert sorted(group.array_keys()) == names  # features, not pixels
+    assert group["embeddings"].shape == (*ref["cells"][0], 4)
     assert twin.store.attrs["recipe"]["core"]["guidance"] == 1.0
     a = twin.ensure_chunk(0, 1, 1)
     reopened = SyntheticSlide.open(path, model=TwinModel())
@@ -113,8 +118,44 @@ def test_recipe_stores_the_reference_never_its_pixels_and_reopens(real, tmp_path
     fresh = _twin(tmp_path / "fresh.cytosyn", real)
     np.testing.assert_array_equal(fresh.ensure_chunk(0, 1, 0), b)
     np.testing.assert_array_equal(fresh.ensure_chunk(0, 1, 1), a)
-    field = load_field(zarr.open_group(str(path), mode="r"))
-    assert field.fingerprint() == ref["field_fingerprint"]
+    fields = load_fields(zarr.open_group(str(path), mode="r"))
+    assert [[f.origin_px[0] % 48, f.origin_px[1] % 48, f.cell_px] for f in fields] == lattices
+    assert twin_condition(fields, 8).fingerprint() == ref["field_fingerprint"]
+
+
+def test_each_window_of_each_phase_is_conditioned_on_its_own_footprint(real, tmp_path):
+    from napari_cytosyn.sampling.conditioning import embed_crops
+    from napari_cytosyn.sampling.lazy import LazyPlan, MemoryPhaseCache
+    from napari_cytosyn.slide.reference import (
+        read_model_px,
+        slide_tissue_mask,
+        tissue_fraction_of_boxes,
+        twin_condition,
+        twin_size,
+    )
+
+    model, slide = TwinModel(), open_slide(real)
+    twin = _twin(tmp_path / "twin.cytosyn", real)
+    renderer = SyntheticSlide.open(twin.store.path, model=model).renderer()  # as reopened
+    cond = renderer.cond
+    assert cond.fingerprint() == twin_condition(load_fields(twin.store.root), 8).fingerprint()
+    plan = LazyPlan(model, renderer.spec, MemoryPhaseCache())
+    h, w = twin_size(slide, model)
+    mask = slide_tissue_mask(slide)
+    checked = glass = 0
+    for ph in plan.phases:
+        for i, j in sorted(plan.covering(ph.index, 0, 0, h // 8, w // 8)):
+            oy, ox = plan.origin(ph, i, j)
+            rect = (oy - ph.context, ox - ph.context, plan.window, plan.window)
+            y = min(max(0, rect[0] * 8), h - 64)
+            x = min(max(0, rect[1] * 8), w - 64)
+            if tissue_fraction_of_boxes(mask, (h, w), [(y, x, y + 64, x + 64)])[0] < 0.5:
+                glass += 1  # its condition comes from the tissue windows around it
+                continue
+            own = embed_crops(model, [read_model_px(slide, model, y, x, 64)])[0]
+            np.testing.assert_allclose(cond.for_windows([rect])[0].numpy(), own, atol=1e-6)
+            checked += 1
+    assert checked >= 30 and glass > 0
 
 
 def test_twin_chunks_are_bit_identical_in_any_order(real, rendered, tmp_path):
@@ -141,20 +182,20 @@ def test_recreating_a_twin_of_the_same_file_reuses_its_embeddings(real, tmp_path
     assert CountingModel.embedded > first  # another grid: embedded again
 
 
-def test_the_twin_grid_is_finer_than_a_tile_and_the_cli_reopens_only_the_same_grid(real, tmp_path):
+def test_the_cli_reopens_a_twin_only_for_the_same_windows_or_grid(real, tmp_path):
     import argparse
-    from types import SimpleNamespace
 
     from napari_cytosyn.cli_twin import twin_store
-    from napari_cytosyn.slide.reference import twin_grid_px
 
-    for tile, factor, grid in ((224, 8, 160), (256, 8, 176), (448, 16, 320), (8, 8, 8)):
-        assert twin_grid_px(SimpleNamespace(tile_px=tile, latent_factor=factor)) == grid
     attrs = _twin(tmp_path / "t.cytosyn", real).store.attrs
     asked = argparse.Namespace(slide=str(real), seed=3, grid_um=None)
-    assert twin_store(asked, TwinModel())[0](attrs)  # the default grid: reopened
+    assert twin_store(asked, TwinModel())[0](attrs)  # the default (windows): reopened
     other = argparse.Namespace(slide=str(real), seed=3, grid_um=32.0)
-    assert not twin_store(other, TwinModel())[0](attrs)  # another grid: made again
+    assert not twin_store(other, TwinModel())[0](attrs)  # a grid: made again
+    gridded = _twin(tmp_path / "g.cytosyn", real, reference_grid_um=32.0).store.attrs
+    assert gridded["reference"]["grid_px"] == 64 and "lattices_px" not in gridded["reference"]
+    assert twin_store(other, TwinModel())[0](gridded)
+    assert not twin_store(asked, TwinModel())[0](gridded)
 
 
 def test_guidance_is_stored_only_where_a_condition_uses_it(real, tmp_path):

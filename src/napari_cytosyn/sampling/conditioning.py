@@ -239,6 +239,45 @@ class FieldCondition:
         return f"{self.field.fingerprint()}-f{self.latent_factor}"
 
 
+@dataclass(frozen=True, eq=False)
+class LatticeCondition:
+    """Per-window condition from several fields, one per lattice of windows (a lazy slide's
+    phases): a window whose centre is a node of a field's lattice gets that field's cell there,
+    the embedding of its own footprint (:func:`~napari_cytosyn.slide.reference.window_lattices`);
+    any other window the field whose nearest node is nearest (the first on a tie),
+    interpolated. With one field it is :class:`FieldCondition`.
+    """
+
+    fields: tuple[ConditionField, ...]
+    latent_factor: int
+
+    def for_windows(self, rects: Sequence[tuple[int, int, int, int]]) -> torch.Tensor:
+        f = float(self.latent_factor)
+        cy = np.array([(r[0] + r[2] / 2.0) * f for r in rects], dtype=np.float64)
+        cx = np.array([(r[1] + r[3] / 2.0) * f for r in rects], dtype=np.float64)
+        off = np.stack([_node_offset(fl, cy, cx) for fl in self.fields])
+        pick = off.argmin(axis=0)
+        out = np.empty((len(rects), *self.fields[0].embedding_shape), dtype=np.float32)
+        for k in np.unique(pick):
+            sel = pick == k
+            out[sel] = self.fields[k].at(cy[sel], cx[sel])
+        return torch.from_numpy(out)
+
+    def fingerprint(self) -> str:
+        return "-".join(fl.fingerprint() for fl in self.fields) + f"-f{self.latent_factor}"
+
+
+def _node_offset(field: ConditionField, y_px: np.ndarray, x_px: np.ndarray) -> np.ndarray:
+    """Distance (grid units, chessboard) from positions, clamped to ``field``'s grid as
+    :meth:`ConditionField.at` clamps them, to its nearest node: a window beyond the edge nodes
+    (whose crops lie at the slide's edge) gets the edge node's crop, which is its own."""
+    out = np.zeros(y_px.shape, dtype=np.float64)
+    for pos, o, n in zip((y_px, x_px), field.origin_px, field.shape, strict=True):
+        g = ((pos - o) / field.cell_px).clip(0, n - 1)
+        out = np.maximum(out, np.abs(g - np.round(g)))
+    return out
+
+
 class JointCondition:
     """Several conditions given to a model together as one dict per window, e.g. a nucleus
     layout and a reference embedding for PixCell's mask ControlNet:

@@ -30,12 +30,6 @@ from napari_cytosyn.sampling.settings import ThreadValue
 REFERENCE_KEY = "reference"
 #: Widest band of a cell row read at once when embedding a slide's grid, in model px.
 BAND_PX = 8192
-#: Default spacing of a twin's grid, in model tiles. A lazy window gets the field at its
-#: centre, bilinear between cells whose crops lie up to a spacing away from its own, which
-#: blurs the tissue's variation within a region: on ``benchmarks/twin.py`` (cytosyn-tiny) the
-#: density descriptor a window gets correlates with its own crop's at r 0.80 with a grid of one
-#: tile, 0.88 at 0.7 tile and 0.90 at half a tile, which embeds 3.6x the cells of one tile.
-TWIN_GRID_TILES = 0.7
 _SCOPE = ThreadValue()
 
 
@@ -123,13 +117,6 @@ STAINED_SATURATION = 0.15
 _TISSUE_MASKS: dict[tuple[str, float, int], np.ndarray] = {}
 
 
-def twin_grid_px(model: Any) -> int:
-    """Default grid spacing of a twin in model px: :data:`TWIN_GRID_TILES` model tiles, a
-    multiple of the latent factor (160 px for 224 px tiles)."""
-    f = int(model.latent_factor)
-    return max(8, f * round(TWIN_GRID_TILES * int(model.tile_px) / f))
-
-
 def slide_tissue_mask(slide: Any, max_px: int = 1024) -> np.ndarray:
     """Tissue mask of a slide from its thumbnail (Otsu; ``(h, w)`` bool), computed once per
     file version (inpainting asks for it at every edit)."""
@@ -154,6 +141,29 @@ def slide_tissue_mask(slide: Any, max_px: int = 1024) -> np.ndarray:
     return mask
 
 
+def window_lattices(model: Any, spec: Any) -> list[tuple[float, float, float]]:
+    """Where a lazy slide of ``model`` under ``spec`` (a ``LazySpec``) evaluates its windows:
+    ``(centre y, centre x, period)`` in model px of each phase's lattice of window centres
+    (centres modulo the period; lattices of two phases that coincide are listed once). The
+    offsets depend on the seed, so a twin embedded on them belongs to its spec."""
+    from napari_cytosyn.sampling.lazy import LazyPlan, MemoryPhaseCache
+
+    plan = LazyPlan(model, spec, MemoryPhaseCache())
+    f = int(model.latent_factor)
+    out: list[tuple[float, float, float]] = []
+    for ph in plan.phases:
+        half = plan.window / 2.0 - ph.context  # window centre from the cell's origin
+        period = float(ph.stride * f)
+        lat = (
+            float((ph.offset[0] + half) * f % period),
+            float((ph.offset[1] + half) * f % period),
+            period,
+        )
+        if lat not in out:
+            out.append(lat)
+    return out
+
+
 def slide_field(
     model: Any,
     slide: Any,
@@ -165,9 +175,40 @@ def slide_field(
 ) -> Any:
     """Embeddings on a grid over the tissue of ``slide``: a ``ConditionField`` in model px.
 
-    Cells of ``grid_px`` model px; a cell's crop (``model.tile_px`` a side, centred on the cell)
-    is embedded when at least :data:`~napari_cytosyn.sampling.conditioning.MIN_CELL_TISSUE` of
-    it is tissue under ``tissue_mask``, ``batch_size`` crops per ``model.embed`` call.
+    Cells of ``grid_px`` model px, cell ``(i, j)`` centred at ``((i + 0.5) g, (j + 0.5) g)``;
+    see :func:`lattice_fields` for which cells are embedded and how."""
+    return lattice_fields(
+        model,
+        slide,
+        tissue_mask,
+        [(grid_px / 2.0, grid_px / 2.0, float(grid_px))],
+        batch_size,
+        progress,
+        cancel,
+        grid_cells_default=True,
+    )[0]
+
+
+def lattice_fields(
+    model: Any,
+    slide: Any,
+    tissue_mask: np.ndarray,
+    lattices: list[tuple[float, float, float]],
+    batch_size: int = 16,
+    progress: Any = None,
+    cancel: Any = None,
+    grid_cells_default: bool = False,
+) -> list[Any]:
+    """One ``ConditionField`` per lattice ``(centre y, centre x, period)`` model px of cell
+    centres over ``slide`` (:func:`window_lattices`), embedded in one batched pass.
+
+    A cell's crop (``model.tile_px`` a side, centred on the cell, shifted inside the slide: glass
+    beyond it is no reference) is embedded when at least
+    :data:`~napari_cytosyn.sampling.conditioning.MIN_CELL_TISSUE` of it is tissue under
+    ``tissue_mask``, ``batch_size`` crops per ``model.embed`` call. Nodes run from the last one
+    whose crop touches the slide's top/left edge to the first whose crop touches its
+    bottom/right edge (windows beyond get those crops); ``grid_cells_default``: the plain grid's
+    ``ceil(extent / period)`` cells from the first node instead.
     """
     from napari_cytosyn.sampling.conditioning import (
         MIN_CELL_TISSUE,
@@ -179,55 +220,70 @@ def slide_field(
 
     h, w = twin_size(slide, model)
     side = embed_px(model)
-    ny, nx = grid_cells(h, w, grid_px)
-    centres = [((i + 0.5) * grid_px, (j + 0.5) * grid_px) for i in range(ny) for j in range(nx)]
 
     def corner(c: float, extent: int) -> int:
-        # crops of edge cells are shifted inside the slide: glass beyond it is no reference
         return int(min(max(0, round(c - side / 2)), max(0, extent - side)))
 
-    boxes = [
-        (corner(cy, h), corner(cx, w), corner(cy, h) + side, corner(cx, w) + side)
-        for cy, cx in centres
-    ]
-    frac = tissue_fraction_of_boxes(np.asarray(tissue_mask, bool), (h, w), boxes)
-    picks = [k for k in range(len(centres)) if frac[k] >= MIN_CELL_TISSUE]
-    if not picks:
+    def axis(o: float, g: float, extent: int) -> tuple[float, int]:
+        if grid_cells_default:
+            return o, grid_cells(extent, extent, round(g))[0]
+        first = o - g * math.ceil(max(0.0, o - side / 2) / g)
+        return first, max(1, math.ceil((extent - side / 2 - first) / g) + 1)
+
+    plans, jobs = [], []  # per lattice (y0, x0, g, ny, nx, picks); jobs: (lattice, cell index)
+    for oy, ox, g in lattices:
+        (y0, ny), (x0, nx) = axis(oy, g, h), axis(ox, g, w)
+        boxes = [
+            (corner(y0 + i * g, h), corner(x0 + j * g, w)) for i in range(ny) for j in range(nx)
+        ]
+        frac = tissue_fraction_of_boxes(
+            np.asarray(tissue_mask, bool), (h, w), [(y, x, y + side, x + side) for y, x in boxes]
+        )
+        picks = [k for k in range(ny * nx) if frac[k] >= MIN_CELL_TISSUE]
+        plans.append((y0, x0, g, ny, nx, picks))
+        jobs += [(len(plans) - 1, k) for k in picks]
+    if not jobs:
         raise ValueError(
-            f"{getattr(slide, 'name', 'the reference')}: no grid cell of {grid_px} px is mostly "
-            "tissue; the tissue mask is empty or the grid is too coarse"
+            f"{getattr(slide, 'name', 'the reference')}: no reference cell "
+            f"({', '.join(f'{g:g}' for *_, g in lattices)} px apart) is mostly tissue; the tissue "
+            "mask is empty or the grid is too coarse"
         )
 
     # Crops are cut from bands of a cell row (<= BAND_PX wide): one slide read per band, not
-    # per cell (a whole slide has ~10^5 cells). Picks are row-major, so bands are read in order.
-    seg = max(1, BAND_PX // grid_px)
+    # per cell (a whole slide has ~10^5 cells). Jobs are row-major per lattice, so in order.
     band: dict[str, Any] = {"key": None}
 
-    def crop(k: int) -> np.ndarray:
-        i, j = divmod(picks[k], nx)
-        key = (i, j // seg)
-        top = corner((i + 0.5) * grid_px, h)
+    def crop(n: int) -> np.ndarray:
+        lat, k = jobs[n]
+        y0, x0, g, _ny, nx, _p = plans[lat]
+        seg = max(1, int(BAND_PX // g))
+        i, j = divmod(k, nx)
+        key = (lat, i, j // seg)
         if band["key"] != key:
-            j0, j1 = key[1] * seg, min(nx, (key[1] + 1) * seg)
-            x0 = corner((j0 + 0.5) * grid_px, w)
-            x1 = corner((j1 - 0.5) * grid_px, w) + side
-            band.update(key=key, x0=x0, img=read_model_px(slide, model, top, x0, side, x1 - x0))
-        left = corner((j + 0.5) * grid_px, w) - band["x0"]
+            j0, j1 = key[2] * seg, min(nx, (key[2] + 1) * seg)
+            left, right = corner(x0 + j0 * g, w), corner(x0 + (j1 - 1) * g, w) + side
+            top = corner(y0 + i * g, h)
+            img = read_model_px(slide, model, top, left, side, right - left)
+            band.update(key=key, x0=left, img=img)
+        left = corner(x0 + j * g, w) - band["x0"]
         return band["img"][:, left : left + side]
 
     emb = embed_crops(
-        model, crop, n=len(picks), batch_size=batch_size, cancel=cancel, progress=progress
+        model, crop, n=len(jobs), batch_size=batch_size, cancel=cancel, progress=progress
     )
-    grid = np.zeros((ny * nx, *emb.shape[1:]), dtype=np.float32)
-    valid = np.zeros(ny * nx, dtype=bool)
-    grid[picks] = emb
-    valid[picks] = True
-    return ConditionField(
-        grid.reshape(ny, nx, *emb.shape[1:]),
-        valid.reshape(ny, nx),
-        float(grid_px),
-        (grid_px / 2.0, grid_px / 2.0),
-    )
+    fields, start = [], 0
+    for y0, x0, g, ny, nx, picks in plans:
+        grid = np.zeros((ny * nx, *emb.shape[1:]), dtype=np.float32)
+        valid = np.zeros(ny * nx, dtype=bool)
+        grid[picks] = emb[start : start + len(picks)]
+        valid[picks] = True
+        start += len(picks)
+        if not picks:  # a lattice without tissue cells: all of its windows are glass
+            grid[:], valid[:] = emb.mean(axis=0), True
+        fields.append(
+            ConditionField(grid.reshape(ny, nx, *emb.shape[1:]), valid.reshape(ny, nx), g, (y0, x0))
+        )
+    return fields
 
 
 def region_embedding(
@@ -291,44 +347,61 @@ def reference_record(slide: Any, model: Any, checksum: str, **extra: Any) -> dic
     }
 
 
-def save_field(root: Any, field: Any) -> None:
-    """Write a field's cells into the zarr group ``root`` (``reference/embeddings``,
-    ``reference/valid``) with its geometry as attributes."""
+def save_fields(root: Any, fields: list[Any]) -> None:
+    """Write fields' cells into the zarr group ``root`` (``reference/embeddings``,
+    ``reference/valid``, then ``embeddings_1``, ``valid_1``... for more lattices) with their
+    geometry as attributes."""
     group = root.require_group(REFERENCE_KEY)
-    group.create_array("embeddings", data=np.ascontiguousarray(field.embeddings), overwrite=True)
-    group.create_array("valid", data=field.valid.astype(np.uint8), overwrite=True)
-    group.attrs.update(
+    for k, field in enumerate(fields):
+        sfx = f"_{k}" if k else ""
+        emb = np.ascontiguousarray(field.embeddings)
+        group.create_array(f"embeddings{sfx}", data=emb, overwrite=True)
+        group.create_array(f"valid{sfx}", data=field.valid.astype(np.uint8), overwrite=True)
+    group.attrs["fields"] = [
         {
-            "cell_px": float(field.cell_px),
-            "origin_px": list(field.origin_px),
-            "fingerprint": field.fingerprint(),
+            "cell_px": float(f.cell_px),
+            "origin_px": list(f.origin_px),
+            "fingerprint": f.fingerprint(),
         }
-    )
+        for f in fields
+    ]
 
 
-def load_field(root: Any) -> Any:
-    """The field saved by :func:`save_field`; its fingerprint is checked."""
+def load_fields(root: Any) -> list[Any]:
+    """The fields saved by :func:`save_fields`; their fingerprints are checked."""
     from napari_cytosyn.sampling.conditioning import ConditionField
 
     group = root[REFERENCE_KEY]
     attrs = dict(group.attrs)
-    field = ConditionField(
-        np.asarray(group["embeddings"][...], dtype=np.float32),
-        np.asarray(group["valid"][...]).astype(bool),
-        float(attrs["cell_px"]),
-        tuple(attrs["origin_px"]),
-    )
-    if field.fingerprint() != attrs.get("fingerprint"):
-        raise ValueError(
-            "the reference embeddings stored in this slide do not match their fingerprint "
-            "(the store was modified); recreate the twin"
+    fields = []
+    for k, geo in enumerate(attrs.get("fields", [attrs])):  # a one-grid store: top-level attrs
+        sfx = f"_{k}" if k else ""
+        field = ConditionField(
+            np.asarray(group[f"embeddings{sfx}"][...], dtype=np.float32),
+            np.asarray(group[f"valid{sfx}"][...]).astype(bool),
+            float(geo["cell_px"]),
+            tuple(geo["origin_px"]),
         )
-    return field
+        if field.fingerprint() != geo.get("fingerprint"):
+            raise ValueError(
+                "the reference embeddings stored in this slide do not match their fingerprint "
+                "(the store was modified); recreate the twin"
+            )
+        fields.append(field)
+    return fields
 
 
-def cached_field(store: str | os.PathLike, record: dict[str, Any]) -> Any | None:
-    """A field already stored at ``store`` for the same reference (checksum, grid, encoder,
-    model), else ``None``: recreating a twin of the same file does not embed it again."""
+def twin_condition(fields: list[Any], latent_factor: int) -> Any:
+    """The per-window condition of a twin from its fields (:func:`lattice_fields`)."""
+    from napari_cytosyn.sampling.conditioning import LatticeCondition
+
+    return LatticeCondition(tuple(fields), int(latent_factor))
+
+
+def cached_fields(store: str | os.PathLike, record: dict[str, Any]) -> list[Any] | None:
+    """Fields already stored at ``store`` for the same reference (checksum, grid or window
+    lattices, encoder, model), else ``None``: recreating a twin of the same file does not embed
+    it again."""
     from .store import read_store_attrs
 
     try:
@@ -336,13 +409,13 @@ def cached_field(store: str | os.PathLike, record: dict[str, Any]) -> Any | None
     except Exception:  # an unreadable or foreign folder: nothing to reuse
         return None
     old = (attrs or {}).get(REFERENCE_KEY)
-    keys = ("sha256", "grid_px", "encoder", "model", "model_mpp", "slide_mpp")
+    keys = ("sha256", "grid_px", "lattices_px", "encoder", "model", "model_mpp", "slide_mpp")
     if not old or any(old.get(k) != record.get(k) for k in keys):
         return None
     import zarr
 
     try:
-        return load_field(zarr.open_group(str(store), mode="r"))
+        return load_fields(zarr.open_group(str(store), mode="r"))
     except (KeyError, ValueError, FileNotFoundError):
         return None
 
@@ -351,18 +424,22 @@ def twin_inputs(
     model: Any,
     reference: Any,
     store: str | os.PathLike,
+    spec: Any,
     tissue_mask: np.ndarray | None = None,
     grid_um: float | None = None,
     batch_size: int = 16,
     progress: Any = None,
     cancel: Any = None,
-) -> tuple[tuple[int, int], np.ndarray, Any, dict[str, Any]]:
-    """Everything a twin of ``reference`` (a ``Slide`` or a path) needs.
+) -> tuple[tuple[int, int], np.ndarray, list[Any], dict[str, Any]]:
+    """Everything a twin of ``reference`` (a ``Slide`` or a path) rendered under ``spec`` (its
+    ``LazySpec``) needs.
 
-    Returns ``((height, width) model px, tissue mask, field, record)``. The grid spacing is
-    ``grid_um`` (default: :func:`twin_grid_px`); the tissue mask the real slide's (Otsu on its
-    thumbnail) unless given. The field is taken from ``store`` when it already holds one for
-    the same file (checksum), grid and encoder.
+    Returns ``((height, width) model px, tissue mask, fields, record)``. By default every
+    window of every phase of ``spec`` is conditioned on its own footprint: one field per phase
+    lattice (:func:`window_lattices`); ``grid_um``: one grid of that spacing instead, windows
+    interpolated between its cells. The tissue mask is the real slide's (Otsu on its thumbnail)
+    unless given. The fields are taken from ``store`` when it already holds them for the same
+    file (checksum), lattices or grid, and encoder.
     """
     from napari_cytosyn.sampling.conditioning import require_conditional
 
@@ -371,33 +448,36 @@ def twin_inputs(
         from .real import open_slide
 
         reference = open_slide(reference)
-    grid_px = twin_grid_px(model) if grid_um is None else round(float(grid_um) / float(model.mpp))
-    if grid_px < 8:
-        raise ValueError(
-            f"grid spacing {grid_um} um is {grid_px} px at the model's {model.mpp} um/px; "
-            "use at least 8 px"
-        )
+    if grid_um is None:
+        lattices = window_lattices(model, spec)
+        geometry: dict[str, Any] = {"lattices_px": [list(v) for v in lattices]}
+    else:
+        grid_px = round(float(grid_um) / float(model.mpp))
+        if grid_px < 8:
+            raise ValueError(
+                f"grid spacing {grid_um} um is {grid_px} px at the model's {model.mpp} um/px; "
+                "use at least 8 px"
+            )
+        lattices = None
+        geometry = {"grid_px": grid_px, "grid_um": grid_px * float(model.mpp)}
     mask = slide_tissue_mask(reference) if tissue_mask is None else np.asarray(tissue_mask, bool)
     if mask.ndim != 2 or not mask.any():
         raise ValueError(f"{reference.name}: no tissue found on the reference slide")
-    record = reference_record(
-        reference,
-        model,
-        slide_checksum(reference.path),
-        grid_px=grid_px,
-        grid_um=grid_px * float(model.mpp),
-    )
-    field = cached_field(store, record)
-    if field is None:
+    record = reference_record(reference, model, slide_checksum(reference.path), **geometry)
+    fields = cached_fields(store, record)
+    if fields is None:
         progress = progress if progress is not None else _SCOPE.get()
-        field = slide_field(model, reference, mask, grid_px, batch_size, progress, cancel)
+        if lattices is None:
+            fields = [slide_field(model, reference, mask, grid_px, batch_size, progress, cancel)]
+        else:
+            fields = lattice_fields(model, reference, mask, lattices, batch_size, progress, cancel)
     record.update(
-        cells=list(field.shape),
-        tissue_cells=int(field.valid.sum()),
-        embedding_shape=list(field.embedding_shape),
-        field_fingerprint=field.fingerprint(),
+        cells=[list(f.shape) for f in fields] if lattices else list(fields[0].shape),
+        tissue_cells=int(sum(f.valid.sum() for f in fields)),
+        embedding_shape=list(fields[0].embedding_shape),
+        field_fingerprint=twin_condition(fields, model.latent_factor).fingerprint(),
     )
-    return twin_size(reference, model), mask, field, record
+    return twin_size(reference, model), mask, fields, record
 
 
 # -- inpainting --------------------------------------------------------------------------------

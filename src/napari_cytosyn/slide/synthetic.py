@@ -118,8 +118,9 @@ class SyntheticSlide:
             own defaults first (``lazy_defaults``: the frozen decode of cytosyn-tiny).
         reference: a real ``Slide`` (or path): make a synthetic twin of it. Size and tissue
             mask (unless given) come from it, and every window is conditioned on the embedding
-            of the real tissue there, on a grid of ``reference_grid_um`` (default 0.7 model
-            tile) stored with the slide (:mod:`~.reference`). Needs a conditional model.
+            of the real tissue under it (its own footprint, every window of every phase; or
+            interpolated on a grid of ``reference_grid_um``), stored with the slide
+            (:mod:`~.reference`). Needs a conditional model.
         """
         from napari_cytosyn.sampling import (
             LazySpec,
@@ -130,21 +131,6 @@ class SyntheticSlide:
         from napari_cytosyn.sampling.conditioning import recipe_settings
         from napari_cytosyn.sampling.lazy import lazy_defaults
 
-        field = None
-        if reference is not None:
-            from .reference import twin_inputs
-
-            # embedding the grid is a long job: it stops when the caller's cancel_scope is set
-            (th, tw), tissue_mask, field, ref_record = twin_inputs(
-                model, reference, store, tissue_mask, reference_grid_um, cancel=current_cancel()
-            )
-            if (width, height) not in ((None, None), (tw, th)):
-                raise ValueError(
-                    f"a twin of {ref_record['file']} is {tw} x {th} px at the model's "
-                    f"{model.mpp} um/px; pass width=None, height=None"
-                )
-            width, height = tw, th
-        _check_size(width, height)
         if settings is not None and not isinstance(settings, SamplerSettings):
             raise TypeError(
                 f"settings must be a SamplerSettings (the seed is settings.seed), got {settings!r}"
@@ -157,9 +143,30 @@ class SyntheticSlide:
         # The recipe stores how the networks run ("auto" resolved): alike on every machine.
         settings = settings if settings is not None else SamplerSettings()
         settings = resolve_settings(settings, model)
-        settings = recipe_settings(settings, conditioned=field is not None)
+        settings = recipe_settings(settings, conditioned=reference is not None)
         lazy = {**lazy_defaults(model), **(lazy or {})}
         spec = LazySpec(settings=settings, chunk_px=int(chunk_px), **lazy)
+        fields = None
+        if reference is not None:
+            from .reference import twin_inputs
+
+            # embedding the windows is a long job: it stops when the caller's cancel_scope is set
+            (th, tw), tissue_mask, fields, ref_record = twin_inputs(
+                model,
+                reference,
+                store,
+                spec,
+                tissue_mask,
+                reference_grid_um,
+                cancel=current_cancel(),
+            )
+            if (width, height) not in ((None, None), (tw, th)):
+                raise ValueError(
+                    f"a twin of {ref_record['file']} is {tw} x {th} px at the model's "
+                    f"{model.mpp} um/px; pass width=None, height=None"
+                )
+            width, height = tw, th
+        _check_size(width, height)
         attrs = {
             "width": int(width),
             "height": int(height),
@@ -167,7 +174,7 @@ class SyntheticSlide:
             "recipe": stored_json(make_recipe(model, settings, "lazy", lazy=spec)),
             "tissue_mask": tissue_mask is not None,
         }
-        if field is not None:
+        if fields is not None:
             attrs["reference"] = stored_json(ref_record)
         mask = None
         if tissue_mask is not None:
@@ -199,11 +206,11 @@ class SyntheticSlide:
             populate=populate,
         )
         cond = None
-        if field is not None:
-            from .reference import save_field
+        if fields is not None:
+            from .reference import save_fields, twin_condition
 
-            save_field(st.root, field)
-            cond = field.window_cond(model.latent_factor)
+            save_fields(st.root, fields)
+            cond = twin_condition(fields, model.latent_factor)
         return cls(st, DiffusionChunkRenderer(model, spec, _phase_cache(st), cond))
 
     @classmethod
@@ -243,10 +250,10 @@ class SyntheticSlide:
                 m = load_model(name)
             spec = _lazy_spec(st)
             cond = None
-            if "reference" in attrs:  # a twin: windows conditioned on the stored grid
-                from .reference import load_field
+            if "reference" in attrs:  # a twin: windows conditioned on the stored fields
+                from .reference import load_fields, twin_condition
 
-                cond = load_field(st.root).window_cond(m.latent_factor)
+                cond = twin_condition(load_fields(st.root), m.latent_factor)
             return DiffusionChunkRenderer(m, spec, _phase_cache(st), cond)
 
         return cls(st, make_renderer if st.writable else None)
