@@ -10,6 +10,7 @@ from napari_cytosyn.models.grf import ConditionalGRFModel, GRFModel
 from napari_cytosyn.sampling import InpaintConfig, LazySpec, MemoryPhaseCache, SamplerSettings
 from napari_cytosyn.sampling.conditioning import (
     ConditionField,
+    LatticeCondition,
     embed_crops,
     is_conditional,
     require_conditional,
@@ -65,6 +66,31 @@ def test_cells_without_tissue_are_ignored_and_filled_from_their_neighbours():
     assert ConditionField(far, lone, 10.0).at(0.0, 0.0)[0] == pytest.approx(7.0)
     with pytest.raises(ValueError, match="no reference cell holds enough tissue"):
         ConditionField(emb, np.zeros((1, 3), bool), 10.0)
+
+
+def test_a_window_on_a_lattice_node_gets_that_lattice_s_cell_and_others_the_nearest_lattice():
+    # two lattices of window centres (8 px latents): period 48 from 24 px, period 64 from 0 px;
+    # each cell's embedding is (lattice, y, x) so the test reads which cell a window got
+    def lattice(k, period, origin, n):
+        iy, ix = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        emb = np.stack([np.full(iy.shape, k), origin + iy * period, origin + ix * period], -1)
+        return ConditionField(emb.astype(np.float32), np.ones((n, n), bool), period, (origin,) * 2)
+
+    cond = LatticeCondition((lattice(0, 48.0, 24.0, 5), lattice(1, 64.0, 0.0, 4)), 8)
+    rects = [
+        (1, 1, 4, 4),  # centre 24 px: node (0, 0) of lattice 0
+        (-2, 6, 4, 4),  # centre (0, 64): node (0, 1) of lattice 1 (not on lattice 0 in x)
+        (6, 6, 4, 4),  # centre 64: node (1, 1) of lattice 1
+        (36, -10, 4, 4),  # beyond both grids: clamped onto an edge node of each, the first wins
+        (2, 2, 4, 4),  # centre 32 px: on neither, lattice 0 is nearer (1/6 vs 1/2 spacing)
+    ]
+    got = cond.for_windows(rects).numpy()
+    np.testing.assert_array_equal(got[0], [0, 24, 24])
+    np.testing.assert_array_equal(got[1], [1, 0, 64])
+    np.testing.assert_array_equal(got[2], [1, 64, 64])
+    np.testing.assert_array_equal(got[3], [0, 216, 24])
+    np.testing.assert_allclose(got[4], [0, 32, 32], atol=1e-5)  # bilinear on lattice 0
+    assert cond.fingerprint().endswith("-f8") and cond.fingerprint().count("-") == 2
 
 
 def test_fused_denoiser_passes_each_window_the_field_at_its_centre():
