@@ -231,6 +231,9 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "training")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="layouts (seeds) made at once, one process each"
+    )
     parser.add_argument("--out", type=Path, help="keep the slides and the twins here")
     parser.add_argument(
         "--figures",
@@ -261,15 +264,32 @@ def main() -> None:
             f"{name} is unconditional; the twin benchmark needs a conditional model (the "
             "embedded cytosyn-tiny v2, cytosyn, pixcell-256...): pass --model"
         )
-    images = list(real_images(args.data).values())
-    runs = [
-        one_layout(args, model, name, images, seed, make_figures=args.figures and k == 0)
-        for k, seed in enumerate(seeds)
-    ]
+    jobs = [(args, name, seed, args.figures and k == 0) for k, seed in enumerate(seeds)]
+    if args.jobs > 1 and len(seeds) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(min(args.jobs, len(seeds)), mp_context=ctx) as pool:
+            runs = list(pool.map(run_seed, jobs))
+    else:
+        runs = [run_seed(job) for job in jobs]
     result = runs[0]["result"]
     if len(runs) > 1:
         result = pooled(runs, seeds)
     print("RESULT " + json.dumps(result))
+
+
+def run_seed(job: tuple) -> dict:
+    """:func:`one_layout` for ``(args, model name, seed, figures)`` (in a worker process with
+    ``--jobs``: its own model, threads as the parent's)."""
+    import torch
+
+    args, name, seed, make_figures = job
+    torch.set_num_threads(args.threads)
+    os.environ["NAPARI_CYTOSYN_MODEL_THREADS"] = str(args.threads)
+    images = list(real_images(args.data).values())
+    return one_layout(args, load(name), name, images, seed, make_figures)
 
 
 def pooled(runs: list[dict], seeds: list[int]) -> dict:
