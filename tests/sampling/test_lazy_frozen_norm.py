@@ -72,7 +72,10 @@ def test_the_shipped_local_decoder_is_local_and_the_plain_one_is_not(tiny, scale
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     plain_a, plain_b = model.decode(z)[..., :keep], model.decode(far)[..., :keep]
     assert (plain_a - plain_b).abs().max() > 1e-3  # GroupNorm statistics of the whole crop
-    assert (a - plain_a).abs().mean() < 0.05  # the same picture, up to the statistics
+    # the same picture, up to the statistics (random latents, 40x: 0.041 before the
+    # 40x decoder's stain run, 0.055 after; on the model's own latents the frozen 40x decode is
+    # 36.6 dB from a whole-region decode, the crop decode 34.6: frozen_norm_decoder.py)
+    assert (a - plain_a).abs().mean() < 0.06
 
 
 def test_frozen_chunks_do_not_depend_on_order_region_or_workers(tiny, monkeypatch):
