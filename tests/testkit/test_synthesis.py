@@ -81,3 +81,13 @@ def test_inpainted_variant_regenerates_a_region_whose_nuclei_still_follow_the_la
         apply_variant(rgb, layout.labels, 0.5, variant)
     with pytest.raises(ValueError, match="area fraction"):
         Variant("x", "inpaint", 1.5)
+
+
+def test_the_cells_model_decodes_without_cytosyn_tiny_colour_match(model):
+    """The shared 20x decoder's colour match is cytosyn-tiny's; the cells model undoes it."""
+    tiny = load_model("cytosyn-tiny", device="cpu", dtype="float32")
+    offset = tiny.info["training"]["colour_offset"]["20x"]
+    torch.testing.assert_close(
+        model.vae.decoder.conv_out.bias,
+        tiny.vae.decoder.conv_out.bias - torch.tensor(offset),
+    )

@@ -125,6 +125,7 @@ def load_cells(device: str = "cpu", dtype=None):
     vae, unet, _dev, dtype = load_frozen_pair(
         vae_path / "vae", path / "unet", device, dtype, str(cfg.get("name"))
     )
+    _undo_colour_match(vae, tiny)
     f = int(tiny["latent_factor"])
     return LatentDiffusion(
         name=cfg.get("name", "cytosyn-tiny-cells"),
@@ -146,3 +147,20 @@ def load_cells(device: str = "cpu", dtype=None):
             "training": cfg.get("training", {}),
         },
     )
+
+
+def _undo_colour_match(vae, tiny: dict) -> None:
+    """Give the shared 20x decoder back its output bias before cytosyn-tiny's colour match.
+
+    The match (``train_embedded.py --colour-match``) shifts the bias so that cytosyn-tiny's
+    conditioned samples have the real mean stain; this model's mask-conditioned nuclei were
+    trained and checked against segmenters with the decoder before it, and the shift darkens their
+    cores so far that Otsu splits nuclei into core and rim.
+    """
+    import torch
+
+    offset = tiny.get("training", {}).get("colour_offset", {}).get("20x")
+    if offset:
+        bias = vae.decoder.conv_out.bias
+        with torch.no_grad():
+            bias -= torch.tensor(offset, dtype=bias.dtype, device=bias.device)

@@ -126,10 +126,10 @@ class SyntheticSlide:
             LazySpec,
             SamplerSettings,
             make_recipe,
-            resolve_settings,
         )
         from napari_cytosyn.sampling.conditioning import recipe_settings
         from napari_cytosyn.sampling.lazy import lazy_defaults
+        from napari_cytosyn.sampling.precision import resolve_autocast
 
         if settings is not None and not isinstance(settings, SamplerSettings):
             raise TypeError(
@@ -140,9 +140,11 @@ class SyntheticSlide:
                 f"chunk_px={chunk_px} must be a multiple of the model's latent factor "
                 f"{model.latent_factor}"
             )
-        # The recipe stores how the networks run ("auto" resolved): alike on every machine.
+        # The recipe stores how the networks run ("auto" resolved): alike on every machine. A lazy
+        # slide decodes as its LazySpec says (decode_norm), so the region DecodeConfig, which a
+        # lazy recipe does not store, is left as it is.
         settings = settings if settings is not None else SamplerSettings()
-        settings = resolve_settings(settings, model)
+        settings = settings.replace(autocast=resolve_autocast(settings.autocast, model))
         settings = recipe_settings(settings, conditioned=reference is not None)
         lazy = {**lazy_defaults(model), **(lazy or {})}
         spec = LazySpec(settings=settings, chunk_px=int(chunk_px), **lazy)
