@@ -65,6 +65,59 @@ def test_touching_nuclei_are_split_by_watershed():
     assert segment_nuclei(rgb, mpp=0.5).max() == 2
 
 
+def _blobby_he(seed: int, size: int = 224) -> np.ndarray:
+    """H&E-like tile of touching, irregular nuclei of many sizes, up to the tile's edges."""
+    from skimage.filters import gaussian
+
+    rng = np.random.default_rng(seed)
+    field = gaussian(rng.standard_normal((size, size)), sigma=rng.uniform(2.0, 5.0))
+    od = np.zeros((size, size, 3))
+    od[..., 1] = 0.035 + 0.005 * rng.standard_normal((size, size))
+    od[..., 0] = 0.02 + np.clip(field / field.std(), 0, None) * 0.06
+    return np.round(np.clip(hed2rgb(od), 0, 1) * 255).astype(np.uint8)
+
+
+def _segment_nuclei_as_scikit_image(rgb: np.ndarray, mpp: float = 0.5) -> np.ndarray:
+    """segment_nuclei's pipeline written with scikit-image's and scipy's own functions."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2hed
+    from skimage.feature import peak_local_max
+    from skimage.filters import gaussian, threshold_otsu
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    h = gaussian(rgb2hed(rgb)[..., 0], sigma=0.5 / mpp)
+    mask = ndi.binary_opening(ndi.binary_fill_holes(h > threshold_otsu(h)), iterations=1)
+    lab = label(mask)
+    mask = (np.bincount(lab.ravel()) >= round(8.0 / mpp**2))[lab] & mask
+    dist = ndi.distance_transform_edt(mask)
+    peaks = peak_local_max(dist, min_distance=round(3.0 / mpp), labels=label(mask))
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-dist, markers, mask=mask).astype(np.int32)
+
+
+def test_fast_segmentation_gives_scikit_image_s_labels_exactly():
+    """hed, hole filling and the per-label peaks are faster paths to the same values: the
+    tissue descriptor (a twin's condition) must not change with them."""
+    from skimage.color import rgb2hed
+
+    from napari_cytosyn.quality import hed
+
+    rng = np.random.default_rng(0)
+    tiles = [_blobby_he(s) for s in range(6)] + [synthetic_he(5)[0]]
+    tiles.append(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8))  # noise: many tiny objects
+    glass = _blobby_he(7)
+    glass[:100] = 243
+    tiles.append(glass)
+    for rgb in tiles:
+        assert np.array_equal(hed(rgb), rgb2hed(rgb))
+        for mpp in (0.5, 0.25):
+            ref = _segment_nuclei_as_scikit_image(rgb, mpp)
+            assert ref.max() > 1
+            assert np.array_equal(segment_nuclei(rgb, mpp), ref)
+
+
 def test_metrics_tell_tissue_from_noise():
     tissue_a, _ = synthetic_he(1)
     tissue_b, _ = synthetic_he(2)

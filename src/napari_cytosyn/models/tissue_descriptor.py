@@ -39,7 +39,7 @@ def describe(rgb: np.ndarray, mpp: float = 0.5) -> np.ndarray:
     h, e = d[..., 0], d[..., 1]
     tissue = rgb.mean(-1) < TISSUE_RGB_MAX
     n_tissue = int(tissue.sum())
-    lab = segment_nuclei(rgb, mpp)
+    lab = segment_nuclei(rgb, mpp, od=d)
     n = int(lab.max())
     nuc = lab > 0
     tissue_um2 = max(n_tissue, 1) * mpp**2
