@@ -69,10 +69,14 @@ def test_a_new_outline_is_inserted_hidden_and_shown_a_turn_later(viewer, qtbot):
     region = _region(viewer)
     viewer.reset_view()
     insert, show = _outline_steps(viewer, region, None)
-    insert()  # napari's insert in one turn of the event loop...
+    built = insert()  # napari's insert in one turn of the event loop...
     labels = _layers.mask_layer_of(region)
     assert labels in viewer.layers and not labels.visible
-    show()  # ...its first slice, contour and draw in the next
+    assert len(built) == 2  # ...its visual and its controls in the next two...
+    for step in built:
+        step()
+    assert labels in viewer.window._qt_viewer.canvas.layer_to_visual
+    show()  # ...its first slice, contour and draw in the last
     assert labels.visible
     qtbot.waitUntil(lambda: _magenta_px(viewer) > 100, timeout=5000)
     # an outline that exists already is refreshed in one step
@@ -85,7 +89,8 @@ def test_an_outline_hidden_before_it_is_shown_stays_hidden(viewer, qtbot):
     region = _region(viewer)
     viewer.reset_view()
     insert, show = _outline_steps(viewer, region, None)
-    insert()
+    for step in insert():
+        step()
     labels = _layers.mask_layer_of(region)
     labels.visible = False  # the user (or a script) hides it before the plugin shows it
     show()
@@ -112,8 +117,12 @@ def test_later_lets_due_timers_run_between_its_steps(qtbot):
         seen.append(ticks[0])
         time.sleep(0.005)  # the ticker falls due meanwhile
 
-    _later(*[step] * 6)
-    qtbot.waitUntil(lambda: len(seen) == 6, timeout=5000)
+    def step_with_more() -> list:  # the steps it returns run next, one per turn too
+        step()
+        return [step, step]
+
+    _later(step, step_with_more, *[step] * 3)
+    qtbot.waitUntil(lambda: len(seen) == 7, timeout=5000)
     ticker.stop()
     # each step saw the ticker run since the step before: the event loop had a turn between
     assert all(b > a for a, b in pairwise(seen)), seen

@@ -12,7 +12,7 @@ dask arrays, so napari's dask chunk cache can never serve a stale chunk after a 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -190,12 +190,18 @@ def synthetic_layer_kwargs(slide: Any) -> dict[str, Any]:
     }
 
 
-def add_synthetic_layer(viewer: Any, slide: Any, **view_options: Any) -> tuple[Any, LazySlideView]:
-    """Add a synthetic slide as a lazy layer that renders where the user looks.
+def add_synthetic_layer(
+    viewer: Any, slide: Any, steps: list | None = None, **view_options: Any
+) -> tuple[Any, LazySlideView]:
+    """Add a synthetic slide as a lazy layer that renders where the user looks; it is selected
+    (with ``steps``, by the last step: see :func:`insert_layer`).
 
     Returns ``(layer, view)``; ``view`` is the :class:`LazySlideView` driving its rendering.
     """
-    layer = viewer.add_image(synthetic_levels(slide), **synthetic_layer_kwargs(slide))
+    from napari.layers import Image
+
+    layer = Image(synthetic_levels(slide), **synthetic_layer_kwargs(slide))
+    insert_layer(viewer, layer, select=True, steps=steps)
     links = _links(viewer)
     links.sources[layer] = slide
     view = links.views[layer] = LazySlideView(viewer, layer, slide, **view_options)
@@ -352,9 +358,12 @@ def view_of(layer: Any) -> LazySlideView | None:
     return None if links is None else links.views.get(layer)
 
 
-def add_composite_layer(viewer: Any, composite: Any, real_layer: Any) -> Any:
+def add_composite_layer(
+    viewer: Any, composite: Any, real_layer: Any, steps: list | None = None
+) -> Any:
     """Add a composite (real slide + edits) layer right above ``real_layer``, same placement,
-    named after it (``"<real layer> (edited)"``); the selection stays (:func:`keep_selection`)."""
+    named after it (``"<real layer> (edited)"``); the selection stays. ``steps``: see
+    :func:`insert_layer`."""
     from napari.layers import Image
 
     layer = Image(
@@ -369,8 +378,7 @@ def add_composite_layer(viewer: Any, composite: Any, real_layer: Any) -> Any:
         metadata=composite_metadata(composite),
     )
     _links(viewer).sources[layer] = composite
-    with keep_selection(viewer.layers):  # drawn once, in place
-        viewer.layers.insert(viewer.layers.index(real_layer) + 1, layer)
+    insert_layer(viewer, layer, viewer.layers.index(real_layer) + 1, steps=steps)
     return layer
 
 
@@ -483,16 +491,15 @@ def _mask_kwargs(
     }
 
 
-def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
+def _link_mask(viewer: Any, image: Any, labels: Any, steps: list | None = None) -> None:
     """Outline style, right above ``image`` (inserted there when not a layer yet, so napari
-    draws it once, styled), removed with it."""
+    draws it once, styled; ``steps``: see :func:`insert_layer`), removed with it."""
     labels.contour = 3  # an outline: the tissue under it stays visible
     labels.editable = False
     _paint_tools_follow_editable(labels)
     _links(viewer).masks[image] = labels
     if image in viewer.layers and labels not in viewer.layers:
-        with keep_selection(viewer.layers):
-            viewer.layers.insert(viewer.layers.index(image) + 1, labels)
+        insert_layer(viewer, labels, viewer.layers.index(image) + 1, steps=steps)
     elif image in viewer.layers:
         viewer.layers.move(viewer.layers.index(labels), viewer.layers.index(image) + 1)
 
@@ -503,6 +510,64 @@ def _link_mask(viewer: Any, image: Any, labels: Any) -> None:
                 viewer.layers.remove(labels)
 
     viewer.layers.events.removed.connect(on_removed)
+
+
+def insert_layer(
+    viewer: Any,
+    layer: Any,
+    index: int | None = None,
+    select: bool = False,
+    steps: list | None = None,
+) -> None:
+    """Insert ``layer`` at ``index`` (``None``: on top) of ``viewer``'s layers, selected only
+    with ``select`` (:func:`keep_selection`).
+
+    napari builds everything of a new layer on the GUI thread in the one turn of the event loop
+    that inserts it: 160-230 ms of GUI CPU for an image on a 2-core machine, whatever its data
+    (a numpy pyramid costs the same as a lazy one; ``benchmarks/gui_latency.py``). With
+    ``steps`` (a list), its two costliest parts, the canvas visual (vispy layer, 30-50 ms) and
+    the layer controls (35-70 ms), are not built in that turn: builders for them (and the
+    selection) are appended to ``steps``, for the caller to run one per turn
+    (``_qt._controller._later``). Until they ran, the layer is listed and sliced but not drawn;
+    removing or selecting a layer meanwhile builds what is missing first, as napari's own
+    handlers of those expect it. Private napari names (``QtViewer._on_add_layer_change``,
+    ``QtLayerControlsContainer._add``), checked by ``tests/_qt/test_insert_layer.py``."""
+    layers = viewer.layers
+    index = len(layers) if index is None else index
+    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+    if steps is None or qt_viewer is None:
+        with nullcontext() if select else keep_selection(layers):
+            layers.insert(index, layer)
+        return
+    from napari.utils.events import Event
+
+    inserted, event = layers.events.inserted, Event("inserted", value=layer, index=index)
+    builders = [qt_viewer._on_add_layer_change, qt_viewer.controls._add]
+    with inserted.blocker(builders[0]), inserted.blocker(builders[1]), keep_selection(layers):
+        layers.insert(index, layer)
+    hooks = (layers.events.removing, layers.selection.events.changed)
+
+    def build_next(everything: bool = False) -> None:
+        while builders and layer in layers:
+            builders.pop(0)(event)
+            if not everything:
+                break
+        if not builders or layer not in layers:
+            builders.clear()
+            for hook in hooks:
+                hook.disconnect(build_all)
+
+    def build_all(event: Any) -> None:
+        build_next(everything=True)
+
+    for hook in hooks:  # before napari's handlers, which expect a visual and controls
+        hook.connect(build_all, position="first")
+
+    def select_it() -> None:
+        if layer in layers:
+            layers.selection.active = layer  # as napari's own insert does
+
+    steps += [build_next, build_next, *([select_it] if select else [])]
 
 
 @contextmanager
@@ -598,11 +663,13 @@ def composite_layer_data(viewer: Any, composite: Any, real_data: tuple) -> tuple
     return composite_levels(composite), kwargs, "image"
 
 
-def show_synthetic_mask(viewer: Any, image: Any, slide: Any, visible: bool = True) -> Any:
+def show_synthetic_mask(
+    viewer: Any, image: Any, slide: Any, visible: bool = True, steps: list | None = None
+) -> Any:
     """Add (or refresh) the "synthetic" labels layer of an image layer: label 1 marks its
     synthetic pixels, drawn as an outline right above the image, at the same place; it is
-    removed with the image; ``visible``: whether a new one is shown. Returns the labels layer
-    (``None`` if ``image`` was removed)."""
+    removed with the image; ``visible``: whether a new one is shown; ``steps``: see
+    :func:`insert_layer`. Returns the labels layer (``None`` if ``image`` was removed)."""
     if image not in viewer.layers:
         return None
     labels = _links(viewer).masks.get(image)
@@ -623,7 +690,7 @@ def show_synthetic_mask(viewer: Any, image: Any, slide: Any, visible: bool = Tru
 
     data = levels if len(levels) > 1 else np.asarray(levels[0])
     labels = Labels(data, visible=visible, **kwargs)
-    _link_mask(viewer, image, labels)
+    _link_mask(viewer, image, labels, steps)
     return labels
 
 

@@ -114,8 +114,9 @@ class WidgetActions:
         self.session.composites[key] = composite
         layer = _layers.edited_layer(self.viewer, composite)
         if layer is None:  # a new layer shows the edit as it is: no refresh
-            layer = _layers.add_composite_layer(self.viewer, composite, image)
-            _later(*_outline_steps(self.viewer, layer, composite))
+            steps: list = []
+            layer = _layers.add_composite_layer(self.viewer, composite, image, steps)
+            _later(*steps, *_outline_steps(self.viewer, layer, composite))
             self.session.edits_changed.emit(composite)
         else:
             self._edits_changed(layer, composite)
@@ -247,10 +248,9 @@ class WidgetActions:
                     "provenance": region_provenance(recipe, (y, x, h, w)),
                 },
             )
-            steps += [lambda ly=layer: _append_unselected(self.viewer, ly)]
+            steps += [lambda ly=layer: _inserted_in_steps(self.viewer, ly)]
             steps += _outline_steps(self.viewer, layer, None)
-        steps[0]()
-        _later(*steps[1:])
+        _later(*steps[0](), *steps[1:])
         self.say(f"Synthesized {len(images)} region(s) with seed {seed}.")
 
     # -- synthetic slides -------------------------------------------------------------
@@ -277,9 +277,11 @@ class WidgetActions:
         return self.run_job("New synthetic slide", work, self._show_synthetic)
 
     def _show_synthetic(self, slide: Any) -> None:
+        steps: list = []
         layer, view = _layers.add_synthetic_layer(
-            self.viewer, slide, on_error=lambda msg: self.say(f"Rendering failed: {msg}")
+            self.viewer, slide, steps, on_error=lambda msg: self.say(f"Rendering failed: {msg}")
         )
+        _later(*steps)
         self.views[id(layer)] = view
         view.note_changed.connect(self._update_view_note)
         self.edit_box.image_combo.select(layer)
@@ -394,35 +396,51 @@ class WidgetActions:
 
 def _later(*steps: Callable[[], Any]) -> None:
     """Run ``steps`` on the GUI thread, one per event-loop turn from the next one: napari
-    takes 100-250 ms of GUI CPU to add a layer on a loaded 2-core machine, so layers added
-    in one turn froze the viewer for their sum (``benchmarks/gui_latency.py``). A 1 ms timer,
+    takes 160-230 ms of GUI CPU to add a layer on a 2-core machine, so layers added in one
+    turn froze the viewer for their sum (``benchmarks/gui_latency.py``). A step that returns a
+    list of steps (an insert's, :func:`_layers.insert_layer`) has them run next. A 1 ms timer,
     not 0: Qt runs a 0 ms single shot posted from a step before the timers that fell due
     during that step (every other pair of steps ran back to back), a 1 ms one after them."""
+
+    def run() -> None:
+        more = steps[0]()
+        _later(*(more if isinstance(more, list) else ()), *steps[1:])
+
     if steps:
-        QTimer.singleShot(1, lambda: (steps[0](), _later(*steps[1:])))
+        QTimer.singleShot(1, run)
 
 
-def _append_unselected(viewer: Any, layer: Any) -> None:
-    with _layers.keep_selection(viewer.layers):
-        viewer.layers.append(layer)
+def _inserted_in_steps(viewer: Any, layer: Any) -> list[Callable[[], Any]]:
+    """Insert ``layer`` on top, unselected; returns the steps that build its visual and
+    controls (:func:`_layers.insert_layer`)."""
+    steps: list = []
+    _layers.insert_layer(viewer, layer, steps=steps)
+    return steps
 
 
 def _outline_steps(viewer: Any, layer: Any, slide: Any) -> list[Callable[[], Any]]:
     """Steps for :func:`_later` that add (or refresh) ``layer``'s "synthetic" outline. A new
-    one is inserted hidden and shown a turn later: napari's insert (~100 ms of GUI CPU here)
-    and its first slice, contour and draw (40-60 ms) in two turns instead of one. It is not
-    shown if its visibility was set in between (a user or script that hid it keeps it so)."""
+    one is inserted hidden (its visual and controls built in the turns after, see
+    :func:`_layers.insert_layer`) and shown last: napari's insert and its first slice,
+    contour and draw (40-60 ms) in four turns instead of one. It is not shown if its
+    visibility was set in between (a user or script that hid it keeps it so)."""
     if _layers.mask_layer_of(layer) is not None:
-        return [lambda: _layers.show_synthetic_mask(viewer, layer, slide)]
+
+        def refresh() -> None:
+            _layers.show_synthetic_mask(viewer, layer, slide)
+
+        return [refresh]
     touched: list[bool] = []
 
     def mark(event: Any = None) -> None:
         touched.append(True)
 
-    def insert() -> None:
-        labels = _layers.show_synthetic_mask(viewer, layer, slide, visible=False)
+    def insert() -> list[Callable[[], Any]]:
+        steps: list = []
+        labels = _layers.show_synthetic_mask(viewer, layer, slide, visible=False, steps=steps)
         if labels is not None:
             labels.events.visible.connect(mark)
+        return steps
 
     def show() -> None:
         labels = _layers.mask_layer_of(layer)

@@ -1,0 +1,91 @@
+"""Inserting a layer in steps (``_layers.insert_layer`` with ``steps``): napari's canvas visual
+and layer controls of a new layer are built in later turns of the event loop, and whatever
+napari does meanwhile (removing, selecting, closing) still works."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Image
+
+from napari_cytosyn._napari import _layers
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    v = make_napari_viewer(show=True)
+    v.window._qt_window.resize(900, 700)
+    return v
+
+
+def _red() -> Image:
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    rgb[..., 0] = 255
+    return Image(rgb, rgb=True, name="red")
+
+
+def _red_px(viewer) -> int:
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    return int(((shot[..., 0] > 200) & (shot[..., 1] < 60) & (shot[..., 2] < 60)).sum())
+
+
+def _built(viewer, layer) -> tuple[bool, bool]:
+    """Whether napari has built ``layer``'s canvas visual and its layer controls (private
+    napari names, checked here so that a napari that renames them fails loudly)."""
+    qt_viewer = viewer.window._qt_viewer
+    return layer in qt_viewer.canvas.layer_to_visual, layer in qt_viewer.controls.widgets
+
+
+def test_a_layer_inserted_in_steps_is_built_and_drawn_by_them(viewer, qtbot):
+    first = viewer.add_image(np.zeros((64, 96, 3), np.uint8), rgb=True, name="first")
+    layer, steps = _red(), []
+    _layers.insert_layer(viewer, layer, 0, select=True, steps=steps)
+    # in the layer list at once, sliced, but napari's Qt parts not built and not selected yet
+    assert list(viewer.layers) == [layer, first] and layer.data_level == 0
+    assert _built(viewer, layer) == (False, False)
+    assert viewer.layers.selection.active is first
+    visual, controls, select = steps
+    visual()
+    assert _built(viewer, layer) == (True, False)
+    controls()
+    assert _built(viewer, layer) == (True, True)
+    select()
+    assert viewer.layers.selection.active is layer
+    first.visible = False
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: _red_px(viewer) > 1000, timeout=5000)
+
+
+def test_without_steps_the_layer_is_inserted_whole_and_selected_only_if_asked(viewer):
+    first = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="first")
+    layer = _red()
+    _layers.insert_layer(viewer, layer)
+    assert _built(viewer, layer) == (True, True)
+    assert viewer.layers.selection.active is first
+    other = _red()
+    _layers.insert_layer(viewer, other, select=True)
+    assert viewer.layers.selection.active is other
+
+
+@pytest.mark.parametrize("action", ["remove", "select", "select another", "clear"])
+def test_removing_or_selecting_before_the_steps_builds_what_napari_needs(viewer, action):
+    first = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="first")
+    second = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="second")
+    layer, steps = _red(), []
+    _layers.insert_layer(viewer, layer, steps=steps)
+    assert viewer.layers.selection.active is second
+    if action == "remove":
+        viewer.layers.remove(layer)
+        assert list(viewer.layers) == [first, second]
+    elif action == "clear":
+        viewer.layers.clear()
+        assert len(viewer.layers) == 0
+    else:  # napari shows the controls of the selected layer: they are built first
+        viewer.layers.selection.active = layer if action == "select" else first
+        assert _built(viewer, layer) == (True, True)
+        controls = viewer.window._qt_viewer.controls
+        assert controls.currentWidget() is controls.widgets[viewer.layers.selection.active]
+    for step in steps:  # the steps have nothing left to do, and do not fail
+        step()
+    if layer in viewer.layers:
+        assert _built(viewer, layer) == (True, True)
