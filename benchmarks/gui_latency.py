@@ -157,16 +157,6 @@ def pump_until(app, condition, timeout_s: float) -> bool:
     return True
 
 
-def load_model(name: str):
-    if name == "grf":
-        from napari_cytosyn.models.grf import GRFModel
-
-        return GRFModel()
-    from napari_cytosyn.models import load_model as load
-
-    return load(name, device="cpu")
-
-
 def first_pixels(app, widget, size: int, zoom_to_fit: bool) -> tuple[float, float]:
     """Seconds from "New synthetic slide" to the first pixels on screen (the progressive
     preview of a chunk being generated, or a finished chunk), and to the first finished chunk
@@ -325,7 +315,15 @@ def main() -> None:
     viewer.window.add_dock_widget(widget, name="CytoSyn")
     widget.model_box.cache_edit.setText(str(work / "cache"))
     widget._save_config()
-    widget.models.override = load_model(args.model)
+    if args.model == "grf":
+        from napari_cytosyn.models.grf import GRFModel
+
+        widget.models.override = GRFModel()
+    else:  # loaded by the widget's model cache, as the first job would (not timed)
+        widget.model_box.model_combo.setCurrentText(args.model)
+        assert widget.model_box.model_combo.currentText() == args.model, args.model
+        widget._snapshot_model_choice()
+        widget.get_model()
     if args.steps:
         widget.sampling.steps_spin.setValue(args.steps)
     widget.confirm = lambda text: True  # no dialog in a benchmark

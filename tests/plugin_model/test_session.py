@@ -114,3 +114,27 @@ def test_layer_links_live_in_the_viewer_session_and_go_with_the_layer():
     del layer
     gc.collect()
     assert len(session_for(a).layers.sources) == 0  # weak: a removed layer forgets its links
+
+
+def test_a_loaded_model_is_frozen_out_of_full_garbage_collections(monkeypatch):
+    import gc
+
+    import napari_cytosyn.models as models
+    from napari_cytosyn._napari._actions import ModelProvider, thaw
+
+    class Model:  # a model object, as load_model returns one
+        pass
+
+    monkeypatch.setattr(models, "load_model", lambda name, **kw: Model())
+    thaw()
+    provider = ModelProvider()
+    model = provider.get("some-model", "cpu")
+    try:
+        # in Python's permanent generation: no collection scans it (nor what existed with it)
+        assert gc.get_freeze_count() > 0
+        assert not any(obj is model for obj in gc.get_objects())
+        assert provider.get("some-model", "cpu") is model  # loaded once
+    finally:
+        thaw()  # a closing viewer gives them back to the collector
+    assert gc.get_freeze_count() == 0
+    assert any(obj is model for obj in gc.get_objects())

@@ -8,6 +8,7 @@ only gathers inputs on the GUI thread and shows results when the work returns.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import math
@@ -50,6 +51,24 @@ def ensure_imports() -> None:
         _IMPORTED = True
 
 
+def freeze_long_lived() -> None:
+    """Move every object Python's cyclic garbage collector tracks now to its permanent
+    generation (``gc.freeze``), which later collections do not scan.
+
+    napari, torch and a loaded model make 550-650k tracked objects (modules, classes,
+    functions, the model), and every full collection scans them all holding the GIL: 500-600 ms
+    in which napari's GUI thread cannot run, every few jobs, whichever thread triggers it
+    (``benchmarks/gui_latency.py``); after a freeze, a few ms. Called when they are loaded
+    (they live as long as the process); frozen objects are still freed by reference counting,
+    and :func:`thaw` gives them back to the collector when a viewer closes."""
+    gc.freeze()
+
+
+def thaw() -> None:
+    """Undo :func:`freeze_long_lived`: a viewer closes, what was frozen with it may be garbage."""
+    gc.unfreeze()
+
+
 class ModelProvider:
     """Loads models by (name, device, options) once and keeps them (thread-safe).
 
@@ -72,6 +91,7 @@ class ModelProvider:
 
                 model = load_model(name, device=device, **hub_options)
                 self._models[key] = model
+                freeze_long_lived()
             return model
 
 

@@ -187,6 +187,7 @@ def _open_synthetic_sample(store: Path, device: str) -> Any:
 
     with _actions._LOAD_LOCK:
         model = load_model("cytosyn-tiny", device=device)
+        _actions.freeze_long_lived()
     steps = SYNTHETIC_STEPS or int(get_info("cytosyn-tiny").defaults["steps"])
     settings = SamplerSettings(steps=steps, seed=1)
     if store.exists():

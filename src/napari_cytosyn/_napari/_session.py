@@ -17,7 +17,7 @@ from typing import Any
 
 from psygnal import Signal
 
-from ._actions import ModelProvider
+from ._actions import ModelProvider, freeze_long_lived
 
 #: Above this many megapixels (level 0) a render or export asks for confirmation first.
 CONFIRM_MPX = 256.0
@@ -62,6 +62,7 @@ def warm_up() -> threading.Thread:
             from vispy.visuals.line.dash_atlas import DashAtlas
 
             DashAtlas()
+            freeze_long_lived()  # napari's and these modules' objects: no full GC scans them
 
         _warm_thread = threading.Thread(target=imports, name="cytosyn-warm-up")
         _warm_thread.start()

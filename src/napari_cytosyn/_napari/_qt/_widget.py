@@ -242,7 +242,10 @@ class CytoSynWidget(WidgetActions, QWidget):
     # -- closing ----------------------------------------------------------------------
 
     def closeEvent(self, event: Any) -> None:
+        from .._actions import thaw
+
         self.close_views()
+        thaw()  # the viewer's objects, frozen with the model, can be collected again
         super().closeEvent(event)
 
     def close_views(self, timeout: float = 0.0) -> None:
