@@ -40,13 +40,15 @@ def test_a_layer_inserted_in_steps_is_built_and_drawn_by_them(viewer, qtbot):
     first = viewer.add_image(np.zeros((64, 96, 3), np.uint8), rgb=True, name="first")
     layer, steps = _red(), []
     _layers.insert_layer(viewer, layer, 0, select=True, steps=steps)
-    # in the layer list at once, sliced, but napari's Qt parts not built and not selected yet
-    assert list(viewer.layers) == [layer, first] and layer.data_level == 0
+    # in the layer list at once, hidden, napari's Qt parts not built, not selected yet
+    assert list(viewer.layers) == [layer, first] and not layer.visible
     assert _built(viewer, layer) == (False, False)
     assert viewer.layers.selection.active is first
-    visual, controls, select = steps
+    visual, show, controls, select = steps
     visual()
     assert _built(viewer, layer) == (True, False)
+    show()
+    assert layer.visible
     controls()
     assert _built(viewer, layer) == (True, True)
     select()
@@ -85,7 +87,32 @@ def test_removing_or_selecting_before_the_steps_builds_what_napari_needs(viewer,
         assert _built(viewer, layer) == (True, True)
         controls = viewer.window._qt_viewer.controls
         assert controls.currentWidget() is controls.widgets[viewer.layers.selection.active]
-    for step in steps:  # the steps have nothing left to do, and do not fail
+    for step in steps:  # the steps have nothing left to build, and do not fail
         step()
     if layer in viewer.layers:
-        assert _built(viewer, layer) == (True, True)
+        assert _built(viewer, layer) == (True, True) and layer.visible
+
+
+def test_a_layer_hidden_before_its_show_step_stays_hidden(viewer):
+    layer, steps = _red(), []
+    _layers.insert_layer(viewer, layer, steps=steps)
+    layer.visible = False  # a user or script hides it meanwhile
+    for step in steps:
+        step()
+    assert not layer.visible
+
+
+def test_a_layer_from_a_layer_data_tuple_is_built_in_later_steps(viewer, qtbot):
+    """Samples return layer data tuples, which napari inserts itself."""
+    first = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="first")
+    found = []
+    _layers._inserted_in_steps(viewer, lambda ly: ly.name == "red", found.append)
+    # napari makes and inserts the layer of a tuple as add_image does
+    layer = viewer.add_image(np.zeros((64, 96, 3), np.uint8), name="red", rgb=True, visible=False)
+    assert found == [layer] and _built(viewer, layer) == (False, False)
+    assert viewer.layers.selection.active is first  # selected by the last step
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is layer, timeout=5000)
+    assert _built(viewer, layer) == (True, True) and layer.visible
+    # napari builds later layers as it always does
+    other = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="other")
+    assert _built(viewer, other) == (True, True)

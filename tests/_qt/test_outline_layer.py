@@ -63,24 +63,24 @@ def test_the_outline_gets_no_painting_tool_visuals_until_made_editable(viewer):
     assert set(paint) <= set(canvas._layer_overlay_to_visual[labels])
 
 
-def test_a_new_outline_is_inserted_hidden_and_shown_a_turn_later(viewer, qtbot):
+def test_a_new_outline_is_inserted_hidden_and_shown_by_a_later_step(viewer, qtbot):
     from napari_cytosyn._napari._qt._controller import _outline_steps
 
     region = _region(viewer)
     viewer.reset_view()
-    insert, show = _outline_steps(viewer, region, None)
-    built = insert()  # napari's insert in one turn of the event loop...
+    [add] = _outline_steps(viewer, region, None)
+    visual, show, controls = add()  # napari's insert in one turn of the event loop...
     labels = _layers.mask_layer_of(region)
     assert labels in viewer.layers and not labels.visible
-    assert len(built) == 2  # ...its visual and its controls in the next two...
-    for step in built:
-        step()
-    assert labels in viewer.window._qt_viewer.canvas.layer_to_visual
-    show()  # ...its first slice, contour and draw in the last
+    visual()  # ...its visual in the next...
+    assert labels in viewer.window._qt_viewer.canvas.layer_to_visual and not labels.visible
+    show()  # ...its first slice, contour and draw in the next, then its controls
     assert labels.visible
+    controls()
     qtbot.waitUntil(lambda: _magenta_px(viewer) > 100, timeout=5000)
-    # an outline that exists already is refreshed in one step
-    assert len(_outline_steps(viewer, region, None)) == 1
+    # an outline that exists already is refreshed in one step, adding none
+    [refresh] = _outline_steps(viewer, region, None)
+    assert refresh() == []
 
 
 def test_an_outline_hidden_before_it_is_shown_stays_hidden(viewer, qtbot):
@@ -88,12 +88,13 @@ def test_an_outline_hidden_before_it_is_shown_stays_hidden(viewer, qtbot):
 
     region = _region(viewer)
     viewer.reset_view()
-    insert, show = _outline_steps(viewer, region, None)
-    for step in insert():
-        step()
+    [add] = _outline_steps(viewer, region, None)
+    visual, show, controls = add()
+    visual()
     labels = _layers.mask_layer_of(region)
     labels.visible = False  # the user (or a script) hides it before the plugin shows it
     show()
+    controls()
     assert not labels.visible
     qtbot.wait(300)
     assert _magenta_px(viewer) == 0
@@ -105,7 +106,7 @@ def test_later_lets_due_timers_run_between_its_steps(qtbot):
 
     from qtpy.QtCore import QTimer
 
-    from napari_cytosyn._napari._qt._controller import _later
+    from napari_cytosyn._napari._layers import later
 
     ticks, seen = [0], []
     ticker = QTimer()
@@ -121,7 +122,7 @@ def test_later_lets_due_timers_run_between_its_steps(qtbot):
         step()
         return [step, step]
 
-    _later(step, step_with_more, *[step] * 3)
+    later(step, step_with_more, *[step] * 3)
     qtbot.waitUntil(lambda: len(seen) == 7, timeout=5000)
     ticker.stop()
     # each step saw the ticker run since the step before: the event loop had a turn between

@@ -261,12 +261,13 @@ class PendingSlide:
             "scale": (self.mpp, self.mpp),
             "units": ("um", "um"),
             "metadata": {META_KEY: {"kind": "synthetic", "store": self.store}},
+            "visible": False,  # shown by a step after napari's insert (_inserted_in_steps)
         }
 
         def found(layer: Any) -> None:
             self.layer = layer
 
-        _after_insert(
+        _inserted_in_steps(
             self.viewer,
             lambda ly: ly.metadata.get(META_KEY, {}).get("store") == self.store,
             found,
@@ -320,11 +321,12 @@ class PendingImage:
             **kwargs.get("metadata", {}),
             META_KEY: {"kind": "pending", "loading": token},
         }
+        kwargs["visible"] = False  # shown by a step after napari's insert (_inserted_in_steps)
 
         def found(layer: Any) -> None:
             self.layer = layer
 
-        _after_insert(
+        _inserted_in_steps(
             self.viewer,
             lambda ly: ly.metadata.get(META_KEY, {}).get("loading") == token,
             found,
@@ -523,15 +525,12 @@ def insert_layer(
     with ``select`` (:func:`keep_selection`).
 
     napari builds everything of a new layer on the GUI thread in the one turn of the event loop
-    that inserts it: 160-230 ms of GUI CPU for an image on a 2-core machine, whatever its data
+    that inserts it: 160-250 ms of GUI CPU for an image on a 2-core machine, whatever its data
     (a numpy pyramid costs the same as a lazy one; ``benchmarks/gui_latency.py``). With
-    ``steps`` (a list), its two costliest parts, the canvas visual (vispy layer, 30-50 ms) and
-    the layer controls (35-70 ms), are not built in that turn: builders for them (and the
-    selection) are appended to ``steps``, for the caller to run one per turn
-    (``_qt._controller._later``). Until they ran, the layer is listed and sliced but not drawn;
-    removing or selecting a layer meanwhile builds what is missing first, as napari's own
-    handlers of those expect it. Private napari names (``QtViewer._on_add_layer_change``,
-    ``QtLayerControlsContainer._add``), checked by ``tests/_qt/test_insert_layer.py``."""
+    ``steps`` (a list), the layer is inserted hidden and without its two costliest parts, the
+    canvas visual (vispy layer, 30-70 ms) and the layer controls (35-70 ms): the steps that
+    build them, show it (slice and draw) and select it are appended to ``steps``, for the
+    caller to run one per turn (:func:`later`; see :func:`_qt_part_steps`)."""
     layers = viewer.layers
     index = len(layers) if index is None else index
     qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
@@ -539,15 +538,39 @@ def insert_layer(
         with nullcontext() if select else keep_selection(layers):
             layers.insert(index, layer)
         return
+    shown, layer.visible = layer.visible, False  # sliced and drawn by the show step
+    with _qt_parts_blocked(qt_viewer, layers), keep_selection(layers):
+        layers.insert(index, layer)
+    steps += _qt_part_steps(viewer, layer, shown, select)
+
+
+@contextmanager
+def _qt_parts_blocked(qt_viewer: Any, layers: Any) -> Iterator[None]:
+    """napari builds no canvas visual and no layer controls for layers inserted meanwhile
+    (private napari names, checked by ``tests/_qt/test_insert_layer.py``)."""
+    inserted = layers.events.inserted
+    with (
+        inserted.blocker(qt_viewer._on_add_layer_change),
+        inserted.blocker(qt_viewer.controls._add),
+    ):
+        yield
+
+
+def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[Callable]:
+    """Steps, one per turn, for a layer inserted in :func:`_qt_parts_blocked`: build its canvas
+    visual; show it (``shown``, unless its visibility was set meanwhile: a user or script that
+    hid it keeps it so); build its layer controls; select it (``select``). Until they ran,
+    removing or selecting a layer builds what is missing first, as napari's own handlers of
+    those expect it."""
     from napari.utils.events import Event
 
-    inserted, event = layers.events.inserted, Event("inserted", value=layer, index=index)
+    layers, qt_viewer = viewer.layers, viewer.window._qt_viewer
+    event = Event("inserted", value=layer, index=layers.index(layer))
     builders = [qt_viewer._on_add_layer_change, qt_viewer.controls._add]
-    with inserted.blocker(builders[0]), inserted.blocker(builders[1]), keep_selection(layers):
-        layers.insert(index, layer)
     hooks = (layers.events.removing, layers.selection.events.changed)
+    touched: list[bool] = []
 
-    def build_next(everything: bool = False) -> None:
+    def build(everything: bool = False) -> None:
         while builders and layer in layers:
             builders.pop(0)(event)
             if not everything:
@@ -558,16 +581,81 @@ def insert_layer(
                 hook.disconnect(build_all)
 
     def build_all(event: Any) -> None:
-        build_next(everything=True)
+        build(everything=True)
 
-    for hook in hooks:  # before napari's handlers, which expect a visual and controls
-        hook.connect(build_all, position="first")
+    def mark(event: Any = None) -> None:
+        touched.append(True)
+
+    def show() -> None:
+        layer.events.visible.disconnect(mark)
+        if shown and not touched and layer in layers:
+            layer.visible = True
 
     def select_it() -> None:
         if layer in layers:
             layers.selection.active = layer  # as napari's own insert does
 
-    steps += [build_next, build_next, *([select_it] if select else [])]
+    for hook in hooks:  # before napari's handlers, which expect a visual and controls
+        hook.connect(build_all, position="first")
+    layer.events.visible.connect(mark)
+    return [build, show, build, *([select_it] if select else [])]
+
+
+def later(*steps: Callable[[], Any]) -> None:
+    """Run ``steps`` on the GUI thread, one per event-loop turn from the next one: layers added
+    in one turn froze the viewer for the sum of napari's work on them. A step that returns a
+    list of steps (an insert's, :func:`insert_layer`) has them run next. A 1 ms timer, not 0:
+    Qt runs a 0 ms single shot posted from a step before the timers that fell due during that
+    step (every other pair of steps ran back to back), a 1 ms one after them."""
+    from qtpy.QtCore import QTimer
+
+    def run() -> None:
+        more = steps[0]()
+        later(*(more if isinstance(more, list) else ()), *steps[1:])
+
+    if steps:
+        QTimer.singleShot(1, run)
+
+
+def _inserted_in_steps(viewer: Any, match: Callable[[Any], bool], found: Callable) -> None:
+    """The layer of a layer data tuple (samples, readers), which napari inserts after the
+    function that made it returns: when a layer for which ``match(layer)`` is inserted (from
+    the same call, on the GUI thread), its Qt parts, showing and selecting it run as
+    :func:`later` steps (:func:`_qt_part_steps`); the tuple says ``visible=False``. Then
+    ``found(layer)``. Other layers inserted meanwhile are built as napari builds them."""
+    from qtpy.QtCore import QTimer
+
+    layers = viewer.layers
+    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+    if qt_viewer is None:
+        _after_insert(viewer, match, found)
+        return
+    blocked = _qt_parts_blocked(qt_viewer, layers)
+    selecting, released = layers._activate_on_insert, []
+
+    def release() -> None:
+        if not released:
+            released.append(True)
+            blocked.__exit__(None, None, None)
+            layers.events.inserted.disconnect(on_inserted)
+
+    def release_all() -> None:  # after napari's insert (which selects when it returns)
+        release()
+        layers._activate_on_insert = selecting
+
+    def on_inserted(event: Any) -> None:
+        if not match(event.value):
+            qt_viewer._on_add_layer_change(event)
+            qt_viewer.controls._add(event)
+            return
+        release()
+        later(*_qt_part_steps(viewer, event.value, True, selecting))
+        found(event.value)
+
+    blocked.__enter__()
+    layers._activate_on_insert = False
+    layers.events.inserted.connect(on_inserted)
+    QTimer.singleShot(0, release_all)  # never left blocked, whatever napari did with the tuple
 
 
 @contextmanager
@@ -663,13 +751,11 @@ def composite_layer_data(viewer: Any, composite: Any, real_data: tuple) -> tuple
     return composite_levels(composite), kwargs, "image"
 
 
-def show_synthetic_mask(
-    viewer: Any, image: Any, slide: Any, visible: bool = True, steps: list | None = None
-) -> Any:
+def show_synthetic_mask(viewer: Any, image: Any, slide: Any, steps: list | None = None) -> Any:
     """Add (or refresh) the "synthetic" labels layer of an image layer: label 1 marks its
     synthetic pixels, drawn as an outline right above the image, at the same place; it is
-    removed with the image; ``visible``: whether a new one is shown; ``steps``: see
-    :func:`insert_layer`. Returns the labels layer (``None`` if ``image`` was removed)."""
+    removed with the image; ``steps``: see :func:`insert_layer`. Returns the labels layer
+    (``None`` if ``image`` was removed)."""
     if image not in viewer.layers:
         return None
     labels = _links(viewer).masks.get(image)
@@ -689,7 +775,7 @@ def show_synthetic_mask(
     from napari.layers import Labels
 
     data = levels if len(levels) > 1 else np.asarray(levels[0])
-    labels = Labels(data, visible=visible, **kwargs)
+    labels = Labels(data, **kwargs)
     _link_mask(viewer, image, labels, steps)
     return labels
 

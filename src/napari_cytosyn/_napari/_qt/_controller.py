@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog
 
 from .. import _actions, _layers
+from .._layers import later
 from .._masks import DrawnMask, read_mask, world_rectangles
 from .._session import format_duration
 from ._jobs import Job
@@ -116,7 +116,7 @@ class WidgetActions:
         if layer is None:  # a new layer shows the edit as it is: no refresh
             steps: list = []
             layer = _layers.add_composite_layer(self.viewer, composite, image, steps)
-            _later(*steps, *_outline_steps(self.viewer, layer, composite))
+            later(*steps, *_outline_steps(self.viewer, layer, composite))
             self.session.edits_changed.emit(composite)
         else:
             self._edits_changed(layer, composite)
@@ -173,7 +173,7 @@ class WidgetActions:
         if layer is not None:
             layer.metadata.update(_layers.composite_metadata(composite))
             layer.refresh()
-            _later(*_outline_steps(self.viewer, layer, composite))
+            later(*_outline_steps(self.viewer, layer, composite))
         self.session.edits_changed.emit(composite)
 
     def open_edit_store(self, path: str | None = None) -> Any:
@@ -250,7 +250,7 @@ class WidgetActions:
             )
             steps += [lambda ly=layer: _inserted_in_steps(self.viewer, ly)]
             steps += _outline_steps(self.viewer, layer, None)
-        _later(*steps[0](), *steps[1:])
+        later(*steps[0](), *steps[1:])
         self.say(f"Synthesized {len(images)} region(s) with seed {seed}.")
 
     # -- synthetic slides -------------------------------------------------------------
@@ -281,7 +281,7 @@ class WidgetActions:
         layer, view = _layers.add_synthetic_layer(
             self.viewer, slide, steps, on_error=lambda msg: self.say(f"Rendering failed: {msg}")
         )
-        _later(*steps)
+        later(*steps)
         self.views[id(layer)] = view
         view.note_changed.connect(self._update_view_note)
         self.edit_box.image_combo.select(layer)
@@ -394,63 +394,25 @@ class WidgetActions:
         )
 
 
-def _later(*steps: Callable[[], Any]) -> None:
-    """Run ``steps`` on the GUI thread, one per event-loop turn from the next one: napari
-    takes 160-230 ms of GUI CPU to add a layer on a 2-core machine, so layers added in one
-    turn froze the viewer for their sum (``benchmarks/gui_latency.py``). A step that returns a
-    list of steps (an insert's, :func:`_layers.insert_layer`) has them run next. A 1 ms timer,
-    not 0: Qt runs a 0 ms single shot posted from a step before the timers that fell due
-    during that step (every other pair of steps ran back to back), a 1 ms one after them."""
-
-    def run() -> None:
-        more = steps[0]()
-        _later(*(more if isinstance(more, list) else ()), *steps[1:])
-
-    if steps:
-        QTimer.singleShot(1, run)
-
-
 def _inserted_in_steps(viewer: Any, layer: Any) -> list[Callable[[], Any]]:
     """Insert ``layer`` on top, unselected; returns the steps that build its visual and
-    controls (:func:`_layers.insert_layer`)."""
+    controls and show it (:func:`_layers.insert_layer`)."""
     steps: list = []
     _layers.insert_layer(viewer, layer, steps=steps)
     return steps
 
 
 def _outline_steps(viewer: Any, layer: Any, slide: Any) -> list[Callable[[], Any]]:
-    """Steps for :func:`_later` that add (or refresh) ``layer``'s "synthetic" outline. A new
-    one is inserted hidden (its visual and controls built in the turns after, see
-    :func:`_layers.insert_layer`) and shown last: napari's insert and its first slice,
-    contour and draw (40-60 ms) in four turns instead of one. It is not shown if its
-    visibility was set in between (a user or script that hid it keeps it so)."""
-    if _layers.mask_layer_of(layer) is not None:
+    """Steps for :func:`_layers.later` that add (or refresh) ``layer``'s "synthetic" outline: a
+    new one is inserted hidden, then its visual, showing it (first slice, contour and draw) and
+    its controls in the turns after (:func:`_layers.insert_layer`)."""
 
-        def refresh() -> None:
-            _layers.show_synthetic_mask(viewer, layer, slide)
-
-        return [refresh]
-    touched: list[bool] = []
-
-    def mark(event: Any = None) -> None:
-        touched.append(True)
-
-    def insert() -> list[Callable[[], Any]]:
+    def add() -> list[Callable[[], Any]]:
         steps: list = []
-        labels = _layers.show_synthetic_mask(viewer, layer, slide, visible=False, steps=steps)
-        if labels is not None:
-            labels.events.visible.connect(mark)
+        _layers.show_synthetic_mask(viewer, layer, slide, steps=steps)
         return steps
 
-    def show() -> None:
-        labels = _layers.mask_layer_of(layer)
-        if labels is None:
-            return
-        labels.events.visible.disconnect(mark)
-        if not touched and labels in viewer.layers:
-            labels.visible = True
-
-    return [insert, show]
+    return [add]
 
 
 def _unique(path: Path) -> Path:
