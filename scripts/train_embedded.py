@@ -1373,7 +1373,7 @@ def main() -> None:
         "--views", type=int, default=8, help="dihedral views per image (conditional stage)"
     )
     ap.add_argument("--tile-px", type=int, default=224)
-    ap.add_argument("--default-steps", type=int, default=12)
+    ap.add_argument("--default-steps", type=int, default=8)
     ap.add_argument("--resume", action="store_true", help="continue from the runs/ checkpoint")
     ap.add_argument(
         "--tiny", action="store_true", help="a tiny network (tests of this script only)"

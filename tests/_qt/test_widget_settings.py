@@ -130,7 +130,7 @@ def test_steps_follow_the_chosen_models_recommendation(make_napari_viewer, confi
 
     widget = CytoSynWidget(make_napari_viewer(), config_path=config_path)
     widget.model_box.model_combo.setCurrentText("cytosyn-tiny")
-    assert widget.sampling.steps_spin.value() == get_info("cytosyn-tiny").defaults["steps"] == 12
+    assert widget.sampling.steps_spin.value() == get_info("cytosyn-tiny").defaults["steps"] == 8
     widget.model_box.model_combo.setCurrentText("cytosyn")
     assert widget.sampling.steps_spin.value() == get_info("cytosyn").defaults["steps"] == 250
 

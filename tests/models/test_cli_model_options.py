@@ -27,7 +27,7 @@ def _args(*argv: str):
 @pytest.mark.parametrize(
     ("model", "sampler", "steps"),
     [
-        ("cytosyn-tiny", "euler", 12),
+        ("cytosyn-tiny", "euler", 8),
         ("pixcell-256", "dpmpp_2m", 20),
         ("cytosyn", "euler_maruyama", 250),
     ],
