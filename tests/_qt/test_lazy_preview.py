@@ -77,3 +77,23 @@ def test_preview_off_shows_only_finished_chunks(make_napari_viewer, qtbot, tmp_p
     _wait_until(qtbot, lambda: slide.is_done(0, 0, 0))
     view.close(timeout=30)
     assert view.previews_landed == 0 and view.cache.previews is None
+
+
+def test_the_first_view_is_planned_when_napari_places_the_layer_not_after_the_debounce(
+    make_napari_viewer, qtbot, tmp_path
+):
+    slide = SyntheticSlide.create(
+        tmp_path / "s.cytosyn", GRFModel(), 2048, 2048, SamplerSettings(steps=2, seed=3)
+    )
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(900, 700)
+    # a camera debounce far longer than the test: only the first placement can plan the view
+    layer, view = _layers.add_synthetic_layer(viewer, slide, debounce_ms=600_000)
+    um = slide.mpp.x
+    viewer.camera.center = (0, 1024.0 * um, 1024.0 * um)
+    viewer.camera.zoom = 1.0 / um  # level 0 around the centre
+    _wait_until(qtbot, lambda: view._request is not None, timeout_s=10)
+    level, (y0, x0, y1, x1) = view._request
+    assert level == layer.data_level == 0
+    assert y0 < 1024 < y1 and x0 < 1024 < x1 and (y1 - y0) < 2048  # the view, not the slide
+    view.close(timeout=30)

@@ -224,6 +224,11 @@ class LazySlideView:
 
     def _on_sliced(self, event: Any = None) -> None:
         self._sliced_seq = self._landed_seq
+        if self._request is None and self._drawn():
+            # The first view is planned as soon as napari has placed the layer on screen, not
+            # after the camera's debounce: the first model call starts ~120 ms sooner.
+            self._debounce.stop()
+            self.request_view()
 
     def _on_chunk(self, level: int, cy: int, cx: int) -> None:
         self.chunks_landed += 1
@@ -291,11 +296,16 @@ class LazySlideView:
         corners = np.asarray(self.layer.corner_pixels)[:, -2:]
         y0, x0 = (int(v) for v in corners[0])
         y1, x1 = (int(v) + 1 for v in corners[1])
-        if y1 - y0 <= 1 and x1 - x0 <= 1:  # not drawn yet: the whole coarsest level
+        if not self._drawn():  # the whole coarsest level
             level = len(self.slide.level_shapes) - 1
             y0, x0 = 0, 0
             y1, x1 = self.slide.level_shapes[level]
         return level, (y0, x0, y1, x1)
+
+    def _drawn(self) -> bool:
+        """Whether napari has placed the layer on screen (its corners span more than a px)."""
+        (y0, x0), (y1, x1) = np.asarray(self.layer.corner_pixels)[:, -2:]
+        return y1 - y0 > 0 or x1 - x0 > 0
 
     def request_view(self) -> int:
         """Plan the chunks in view now; returns how many were planned."""
