@@ -201,7 +201,8 @@ def add_synthetic_layer(
     from napari.layers import Image
 
     layer = Image(synthetic_levels(slide), **synthetic_layer_kwargs(slide))
-    insert_layer(viewer, layer, select=True, steps=steps)
+    # not hidden: its view plans the chunks in view while napari builds the rest
+    insert_layer(viewer, layer, select=True, steps=steps, hidden=False)
     links = _links(viewer)
     links.sources[layer] = slide
     view = links.views[layer] = LazySlideView(viewer, layer, slide, **view_options)
@@ -520,6 +521,7 @@ def insert_layer(
     index: int | None = None,
     select: bool = False,
     steps: list | None = None,
+    hidden: bool = True,
 ) -> None:
     """Insert ``layer`` at ``index`` (``None``: on top) of ``viewer``'s layers, selected only
     with ``select`` (:func:`keep_selection`).
@@ -527,10 +529,11 @@ def insert_layer(
     napari builds everything of a new layer on the GUI thread in the one turn of the event loop
     that inserts it: 160-250 ms of GUI CPU for an image on a 2-core machine, whatever its data
     (a numpy pyramid costs the same as a lazy one; ``benchmarks/gui_latency.py``). With
-    ``steps`` (a list), the layer is inserted hidden and without its two costliest parts, the
-    canvas visual (vispy layer, 30-70 ms) and the layer controls (35-70 ms): the steps that
-    build them, show it (slice and draw) and select it are appended to ``steps``, for the
-    caller to run one per turn (:func:`later`; see :func:`_qt_part_steps`)."""
+    ``steps`` (a list), the layer is inserted without its two costliest parts, the canvas
+    visual (vispy layer, 30-70 ms) and the layer controls (35-70 ms), and ``hidden`` (its slice
+    and first draw in a step of their own): the steps that build them, show it and select it
+    are appended to ``steps``, for the caller to run one per turn (:func:`later`; see
+    :func:`_qt_part_steps`)."""
     layers = viewer.layers
     index = len(layers) if index is None else index
     qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
@@ -538,7 +541,9 @@ def insert_layer(
         with nullcontext() if select else keep_selection(layers):
             layers.insert(index, layer)
         return
-    shown, layer.visible = layer.visible, False  # sliced and drawn by the show step
+    shown = layer.visible and hidden
+    if shown:
+        layer.visible = False  # sliced and drawn by the show step
     with _qt_parts_blocked(qt_viewer, layers), keep_selection(layers):
         layers.insert(index, layer)
     steps += _qt_part_steps(viewer, layer, shown, select)
@@ -588,7 +593,7 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
 
     def show() -> None:
         layer.events.visible.disconnect(mark)
-        if shown and not touched and layer in layers:
+        if not touched and layer in layers:
             layer.visible = True
 
     def select_it() -> None:
@@ -597,8 +602,9 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
 
     for hook in hooks:  # before napari's handlers, which expect a visual and controls
         hook.connect(build_all, position="first")
-    layer.events.visible.connect(mark)
-    return [build, show, build, *([select_it] if select else [])]
+    if shown:
+        layer.events.visible.connect(mark)
+    return [build, *([show] if shown else []), build, *([select_it] if select else [])]
 
 
 def later(*steps: Callable[[], Any]) -> None:

@@ -137,9 +137,17 @@ class LazySlideView:
             threading.Thread(target=self._fit_preview, name="cytosyn-preview-fit").start()
         self._connect()
         self._closed = False
+        self._estimated = False  # the latest request came from the camera, not from a draw
         _OPEN_VIEWS.add(self)
         _close_at_exit()
-        self.schedule()
+        # The first view is planned in the next turn (after the caller's camera changes of this
+        # one) from the camera, before napari has drawn the layer: the first model call
+        # overlaps napari's work of adding the layer.
+        QTimer.singleShot(1, self._first_request)
+
+    def _first_request(self) -> None:
+        if self._request is None:
+            self.request_view(self._camera_request())
 
     def _connect(self) -> None:
         cam = self.viewer.camera.events
@@ -224,9 +232,9 @@ class LazySlideView:
 
     def _on_sliced(self, event: Any = None) -> None:
         self._sliced_seq = self._landed_seq
-        if self._request is None and self._drawn():
-            # The first view is planned as soon as napari has placed the layer on screen, not
-            # after the camera's debounce: the first model call starts ~120 ms sooner.
+        if (self._request is None or self._estimated) and self._drawn():
+            # napari has placed the layer on screen: the view it shows replaces the camera's
+            # estimate at once, not after the camera's debounce
             self._debounce.stop()
             self.request_view()
 
@@ -292,26 +300,45 @@ class LazySlideView:
 
     def visible_request(self) -> tuple[int, tuple[int, int, int, int]]:
         """``(level, (y0, x0, y1, x1))`` that napari currently shows, in that level's px."""
+        if not self._drawn():
+            return self._camera_request()
         level = int(self.layer.data_level)
         corners = np.asarray(self.layer.corner_pixels)[:, -2:]
         y0, x0 = (int(v) for v in corners[0])
         y1, x1 = (int(v) + 1 for v in corners[1])
-        if not self._drawn():  # the whole coarsest level
-            level = len(self.slide.level_shapes) - 1
-            y0, x0 = 0, 0
-            y1, x1 = self.slide.level_shapes[level]
         return level, (y0, x0, y1, x1)
 
-    def _drawn(self) -> bool:
-        """Whether napari has placed the layer on screen (its corners span more than a px)."""
-        (y0, x0), (y1, x1) = np.asarray(self.layer.corner_pixels)[:, -2:]
-        return y1 - y0 > 0 or x1 - x0 > 0
+    def _camera_request(self) -> tuple[int, tuple[int, int, int, int]]:
+        """``(level, (y0, x0, y1, x1))`` the camera shows before napari has drawn the layer, by
+        napari's rule: the coarsest level that still has a data px per screen px."""
+        canvas = np.asarray(self.viewer.canvas.size, float)  # (h, w) screen px
+        camera = self.viewer.camera
+        half = canvas / 2 / camera.zoom
+        scale, shift = np.asarray(self.layer.scale[-2:]), np.asarray(self.layer.translate[-2:])
+        lo = (np.asarray(camera.center[-2:]) - half - shift) / scale  # level-0 px
+        hi = (np.asarray(camera.center[-2:]) + half - shift) / scale
+        shapes = np.asarray(self.slide.level_shapes, float)
+        factors = shapes[0] / shapes
+        finer = [k for k in range(len(shapes)) if np.all((hi - lo) / factors[k] > canvas)]
+        level = finer[-1] if finer else 0
+        y0, x0 = np.clip(np.floor(lo / factors[level]), 0, shapes[level]).astype(int)
+        y1, x1 = np.clip(np.ceil(hi / factors[level]), 0, shapes[level]).astype(int)
+        return level, (int(y0), int(x0), int(y1), int(x1))
 
-    def request_view(self) -> int:
-        """Plan the chunks in view now; returns how many were planned."""
+    def _drawn(self) -> bool:
+        """Whether napari has a canvas visual for the layer (then its level and corners are
+        those of the screen; before, its slice is the whole coarsest level). Built in a later
+        turn when the layer is inserted in steps (``_layers.insert_layer``)."""
+        qt_viewer = getattr(getattr(self.viewer, "window", None), "_qt_viewer", None)
+        return qt_viewer is None or self.layer in qt_viewer.canvas.layer_to_visual
+
+    def request_view(self, estimate: tuple | None = None) -> int:
+        """Plan the chunks in view now (or, before napari has drawn the layer, in the camera's
+        ``estimate`` of it, replaced at its first draw); returns how many were planned."""
         if self._closed or not self.layer.visible:
             return 0
-        level, region = self.visible_request()
+        level, region = estimate or self.visible_request()
+        self._estimated = estimate is not None or not self._drawn()
         self._shown_level = level
         self._request = (level, region)
         self._relay.note.emit()
