@@ -23,7 +23,9 @@ and, each at 20x (0.5 um/px) and 40x (0.25 um/px; keys ending ``_20x`` / ``_40x`
   unconditional tiles; 40x: the 40x image, tiles conditioned on it where the model can);
 - ``realism_auc``: 5-fold cross-validated AUC of a logistic regression on the
   :data:`napari_cytosyn.quality.REALISM_FEATURES` of 224 px patches, real vs synthetic
-  (0.5 = indistinguishable);
+  (0.5 = indistinguishable); ``realism_auc_vae`` the same for the autoencoder's own
+  reconstructions of other real crops (20x: 2 x 24 crops of 224 px; 40x: 12 of 448 px, in
+  quadrants) against the same real crops: the ceiling the decoder sets on real latents;
 - ``conditioning_area_err``: tiles conditioned on crops of one real image (20x: each of the
   two; 40x: the 40x image), relative error of mean nuclear area to that image, averaged;
   ``conditioning_area_err_uncond`` gives the same for unconditional tiles.
@@ -173,6 +175,19 @@ def realism_auc(real: list[np.ndarray], synth: list[np.ndarray], mpp: float, tag
     return cv_auc(x, y, folds=5, seed=0)
 
 
+def reconstructions(model, crops: list[np.ndarray]) -> list[np.ndarray]:
+    """The autoencoder's own reconstructions (encode, decode) of real ``crops`` (uint8)."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for b in range(0, len(crops), 4):
+            x = torch.from_numpy(np.stack(crops[b : b + 4])).permute(0, 3, 1, 2).float()
+            rgb = model.decode(model.encode(x / 127.5 - 1))
+            out.extend(((rgb + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
+    return out
+
+
 def upsample2(rgb: np.ndarray) -> np.ndarray:
     """2x bilinear, as the composite slide resamples a 0.5 um/px result into a 40x slide."""
     from napari_cytosyn.slide.composite import _from_model
@@ -247,6 +262,12 @@ def quality_40x(
     tex40_real = nuclear_texture(img40, mpp40)
     tex40 = nuclear_texture(syn40, mpp40)
     auc_40 = realism_auc(real40, quadrants(syn40), mpp40, "40x")
+    rec40 = (
+        reconstructions(model40, random_crops(img40, 12, 448, 71)) if model40 is not None else None
+    )
+    auc_vae_40 = (
+        realism_auc(real40, quadrants(rec40), mpp40, "40x vae") if rec40 is not None else None
+    )
     centres = [(260, 260), (740, 700)] if not quick else [(260, 260)]
     sharp_40, inpainted = inpaint_sharpness(model, model40, img40, steps, centres)
     print(
@@ -266,6 +287,7 @@ def quality_40x(
         ),
         "nuclear_area_rel_err_40x": area_err,
         "realism_auc_40x": round(auc_40, 3),
+        "realism_auc_vae_40x": None if auc_vae_40 is None else round(auc_vae_40, 3),
         "conditioning_area_err_40x": area_err if conditional else None,
         "conditioning_area_err_uncond_40x": round(relative_error(u40.mean_area_um2, area_ref), 4),
         "native_40x": model40 is not None,
@@ -396,6 +418,10 @@ def main() -> None:
             cond_err.append(relative_error(area, ref_area))
             print(f"conditioned on {name}: mean nuclear area {area:.1f} um2 (real {ref_area:.1f})")
     auc_20 = realism_auc(real_crops, synth + cond_tiles, model.mpp, "20x")
+    rec_crops = [
+        c for k, im in enumerate(real.values()) for c in random_crops(im, 24, tile, 60 + k)
+    ]
+    auc_vae_20 = realism_auc(real_crops, reconstructions(model, rec_crops), model.mpp, "20x vae")
     print(
         f"20x: sharpness ratio {sharp_20:.3f}, nuclear texture {tex_syn:.4f} (real "
         f"{tex_real:.4f}), realism AUC {auc_20:.3f}"
@@ -471,6 +497,7 @@ def main() -> None:
             relative_error(syn_stats.mean_area_um2, real_stats.mean_area_um2), 4
         ),
         "realism_auc_20x": round(auc_20, 3),
+        "realism_auc_vae_20x": round(auc_vae_20, 3),
         "conditioning_area_err_20x": round(float(np.mean(cond_err)), 4) if cond_err else None,
         "conditioning_area_err_uncond_20x": round(float(np.mean(uncond_err)), 4),
         **q40,
