@@ -87,9 +87,9 @@ _TINY = ModelInfo(
     description="small demonstration model shipped with the plugin; works offline. "
     "It is not a foundation model and its tissue is only plausible at low zoom. "
     "Conditioned on a fixed descriptor of a reference patch (or unconditional).",
-    # 8 uniform Euler steps: the closest 8-call sampler to the 12 steps its decoders were tuned
-    # on (docs/models.md, Speed); guidance 2 with a reference: tiles follow their reference's
-    # nuclear density and size (docs/user-guide/twin.md)
+    # 8 uniform Euler steps: of the 8-call samplers measured, as close as any to the 12 steps its
+    # decoders were tuned on (docs/models.md, Speed); guidance 2 with a reference: tiles follow
+    # their reference's nuclear density and size (docs/user-guide/twin.md)
     defaults={"sampler": "euler", "steps": 8, "guidance": 1.0, "guidance_conditioned": 2.0},
 )
 _PIXCELL_256 = ModelInfo(
