@@ -110,6 +110,7 @@ class LazySlideView:
         self._relay.chunk.connect(self._on_chunk)
         self._relay.preview.connect(self._on_preview)
         self._previews_seen = self._chunks_seen = False  # visible ones, not yet refreshed
+        self._early_previews: set = set()  # chunks previewed before napari drew the layer
         self.note_changed = self._relay.note  # the zoom note (:meth:`zoom_note`) changed
         self._shown_level = len(slide.level_shapes) - 1  # the level napari shows (GUI thread)
         self._request: tuple[int, tuple[int, int, int, int]] | None = None
@@ -220,6 +221,9 @@ class LazySlideView:
         shown = int(self.layer.data_level)
         if not self.live:
             return
+        if not self._drawn():  # on screen with the layer's first slice (see _on_sliced)
+            self._early_previews.update(chunks)
+            return
         if any(self.is_visible(shown, cy >> shown, cx >> shown) for cy, cx in chunks):
             self._landed_seq += 1
             first = self.first_preview_shown is None and self.first_chunk_shown is None
@@ -237,6 +241,12 @@ class LazySlideView:
             # estimate at once, not after the camera's debounce
             self._debounce.stop()
             self.request_view()
+        if self._early_previews and self._drawn():  # this slice shows them
+            k = int(self.layer.data_level)
+            if any(self.is_visible(k, cy >> k, cx >> k) for cy, cx in self._early_previews):
+                self._previews_seen = True
+                self._note_shown()
+            self._early_previews.clear()
 
     def _on_chunk(self, level: int, cy: int, cx: int) -> None:
         self.chunks_landed += 1
