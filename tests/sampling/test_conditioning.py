@@ -239,6 +239,31 @@ def test_unconditional_models_are_told_clearly():
         embed_crops(GRFModel(), [np.zeros((16, 16, 3), np.uint8)])
 
 
+def test_crops_are_embedded_side_by_side_with_the_serial_result_and_read_in_order(monkeypatch):
+    model = ConditionalGRFModel()
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (11, 16, 16, 3), dtype=np.uint8)
+    read, done = [], []
+
+    def crop(k: int) -> np.ndarray:
+        read.append(k)
+        return crops[k]
+
+    out = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("NAPARI_CYTOSYN_MODEL_WORKERS", workers)
+        read.clear()
+        done.clear()
+        out[workers] = embed_crops(
+            model, crop, n=11, batch_size=2, progress=lambda d, n: done.append((d, n))
+        )
+        assert read == list(range(11))  # the reader (a band cache) is used in order, once each
+        assert done[-1] == (11, 11) and [d for d, _ in done] == sorted({d for d, _ in done})
+    assert out["1"].shape == (11, model.embed(torch.zeros(1, 3, 16, 16)).shape[1])
+    assert np.array_equal(out["1"], out["2"])
+    assert np.array_equal(out["2"][3], embed_crops(model, [crops[3]])[0])
+
+
 def test_conditional_grf_guidance_pushes_away_from_the_unconditional_branch():
     model = ConditionalGRFModel()
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
