@@ -3,6 +3,8 @@ every level (latent resolution, marked with the checker, dropped when a chunk fi
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -94,6 +96,29 @@ def test_finished_chunks_are_not_previewed():
     p = ChunkPreviews([(128, 128), (64, 64)], 64, 8, _grey_map(1.0), finished=lambda y, x: x == 0)
     touched = p.paint([(0, 0, 8, 16)], np.ones((1, 4, 8, 16), np.float32))
     assert touched == {(0, 1)} and p.read(0, 0, 0) is None
+
+
+def test_a_chunk_that_lands_while_it_is_painted_keeps_no_preview():
+    # The renderer's thread paints a preview while the writer finishes the chunk: the writer
+    # marks it done, then drops its preview. A drop between paint's check and its insert
+    # used to leave a stale preview of a finished chunk (seen under load in
+    # tests/_qt/test_lazy_preview.py).
+    done: set = set()
+    writer: list[threading.Thread] = []
+
+    def finishing(cy: int, cx: int) -> bool:
+        if not writer:  # the chunk lands right after paint asked
+            done.add((cy, cx))
+            writer.append(threading.Thread(target=p.drop, args=(cy, cx)))
+            writer[0].start()
+            writer[0].join(0.2)  # done at once unless paint holds the previews' lock
+            return False
+        return (cy, cx) in done
+
+    p = ChunkPreviews([(64, 64)], 64, 8, _grey_map(1.0), finished=finishing)
+    p.paint([(0, 0, 8, 8)], np.ones((1, 4, 8, 8), np.float32))
+    writer[0].join()
+    assert (0, 0) not in p and p.read(0, 0, 0) is None
 
 
 def test_layer_shows_the_preview_until_the_chunk_lands_and_the_store_never_has_it(tmp_path):

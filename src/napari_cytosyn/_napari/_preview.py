@@ -157,6 +157,7 @@ class ChunkPreviews:
         self._chunks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._read_cache: dict[tuple[int, int, int], Any] = {}
         self._lock = threading.Lock()
+        self._changes = 0  # paints and drops so far: a read built meanwhile is not cached
         self.painted = 0  # reports painted (counts model calls)
 
     def __len__(self) -> int:
@@ -176,9 +177,11 @@ class ChunkPreviews:
         for (y, x, h, w), z in zip(rects, est, strict=True):
             rgb = self.to_rgb(z)
             for p in pieces((ny * n, nx * n), n, y, x, h, w):
-                if self.finished is not None and self.finished(p.cy, p.cx):
-                    continue
+                # Checked under the lock that drop() takes: a chunk finished meanwhile is
+                # either skipped here or dropped after, never left with a stale preview.
                 with self._lock:
+                    if self.finished is not None and self.finished(p.cy, p.cx):
+                        continue
                     entry = self._chunks.get((p.cy, p.cx))
                     if entry is None:
                         entry = self._chunks[(p.cy, p.cx)] = (
@@ -190,6 +193,7 @@ class ChunkPreviews:
                 touched.add((p.cy, p.cx))
         with self._lock:
             self.painted += 1
+            self._changes += 1
             self._forget_reads(touched)
         return touched
 
@@ -197,6 +201,7 @@ class ChunkPreviews:
         """Chunk ``(0, cy, cx)`` is finished: its preview is no longer shown."""
         with self._lock:
             if self._chunks.pop((cy, cx), None) is not None:
+                self._changes += 1
                 self._forget_reads({(cy, cx)})
 
     def _forget_reads(self, chunks: set[tuple[int, int]]) -> None:
@@ -212,6 +217,7 @@ class ChunkPreviews:
         with self._lock:
             if key in self._read_cache:
                 return self._read_cache[key]
+            changes = self._changes
             d = 1 << level
             under = [
                 (k, v)
@@ -220,7 +226,8 @@ class ChunkPreviews:
             ]
         result = self._build(level, cy, cx, under) if under else None
         with self._lock:
-            self._read_cache[key] = result
+            if self._changes == changes:
+                self._read_cache[key] = result
         return result
 
     def _build(self, level: int, cy: int, cx: int, under: list) -> tuple[np.ndarray, np.ndarray]:
