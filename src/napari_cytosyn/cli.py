@@ -627,10 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     help = "verify a synthetic or edit store (and --repair it)"
     add_check_arguments(add_subcommand(sub, "check", cmd_check, help))
 
-    # steps=12: a few minutes on a laptop CPU with the embedded model (pass --steps for more)
-    p = add_subcommand(
-        sub, "demo", cmd_demo, "headless synthesis + inpainting demo (OME-Zarr + PNG)", steps=12
-    )
+    help = "headless synthesis + inpainting demo (OME-Zarr + PNG)"
+    p = add_subcommand(sub, "demo", cmd_demo, help)  # the model's own steps (cytosyn-tiny: 8)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--size", type=int, default=512, help="image side in px (default 512)")
     p.add_argument("--seed", type=int, default=0)
