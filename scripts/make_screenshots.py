@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="cytosyn-tiny", help="cytosyn-tiny, grf, ...")
     parser.add_argument("--embedded-path", default=None, help="folder of embedded weights")
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, help="default: the widget's, the model's own")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,8 @@ def main() -> None:
     widget = CytoSynWidget(viewer)
     viewer.window.add_dock_widget(widget, name="CytoSyn")
     widget.models.override = load(args)
-    widget.sampling.steps_spin.setValue(args.steps)
+    if args.steps is not None:
+        widget.sampling.steps_spin.setValue(args.steps)
     widget.sampling.seed_spin.setValue(42)
     widget.chunk_px = 256
 
@@ -135,7 +136,8 @@ def main() -> None:
     widget.confirm = lambda text: True
     job = widget.inpaint()
     assert job is not None
-    while not job.is_finished and widget.session.job.done < max(2, args.steps // 3):
+    steps = widget.sampling.steps_spin.value()
+    while not job.is_finished and widget.session.job.done < max(2, steps // 3):
         pump(app, 0.05)
     pump(app, 0.3)
     save(_grab(widget.progress), args.out / "ui-progress.png")
