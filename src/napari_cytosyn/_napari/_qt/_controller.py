@@ -248,7 +248,7 @@ class WidgetActions:
                     "provenance": region_provenance(recipe, (y, x, h, w)),
                 },
             )
-            steps += [lambda ly=layer: _inserted_in_steps(self.viewer, ly)]
+            steps += [lambda ly=layer: _insert_on_top(self.viewer, ly)]
             steps += _outline_steps(self.viewer, layer, None)
         later(*steps[0](), *steps[1:])
         self.say(f"Synthesized {len(images)} region(s) with seed {seed}.")
@@ -394,7 +394,7 @@ class WidgetActions:
         )
 
 
-def _inserted_in_steps(viewer: Any, layer: Any) -> list[Callable[[], Any]]:
+def _insert_on_top(viewer: Any, layer: Any) -> list[Callable[[], Any]]:
     """Insert ``layer`` on top, unselected; returns the steps that build its visual and
     controls and show it (:func:`_layers.insert_layer`)."""
     steps: list = []
