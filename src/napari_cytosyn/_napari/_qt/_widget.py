@@ -47,9 +47,13 @@ class CytoSynWidget(WidgetActions, QWidget):
 
     def __init__(self, napari_viewer: Any, config_path: str | None = None) -> None:
         super().__init__()
+        from .._actions import thaw
         from .._session import real_viewer, warm_up
 
         warm_up()  # the first slide layer then finds pint's registry built (no GUI stall)
+        # The viewer's objects, frozen with the model (freeze_long_lived), can be collected
+        # again once the dock is gone: closing the viewer deletes it without a closeEvent.
+        self.destroyed.connect(thaw)
         # napari hands plugin widgets a PublicOnlyProxy of the viewer (Plugins menu,
         # add_plugin_dock_widget); its layers would be proxies too, unknown to our registries.
         self.viewer = real_viewer(napari_viewer)
