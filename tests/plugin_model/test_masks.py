@@ -20,7 +20,23 @@ def test_shapes_rasterise_on_the_slide_grid(slide_layer):
     shapes = Shapes([np.array([[20, 5], [20, 15], [30, 15], [30, 5]], float)])
     (y, x, h, w), mask = read_mask(shapes, slide_layer).rasterise((1000, 1000))
     assert (y, x, h, w) == (40, 20, 41, 41)
-    assert mask.shape == (41, 41) and mask.all()  # skimage counts the outline in
+    # pixels whose centres lie inside: rows 40-79, cols 20-59 (half-open edges, as the CLI)
+    assert mask.shape == (41, 41) and mask[:40, :40].all()
+    assert not mask[40:].any() and not mask[:, 40:].any()
+
+
+def test_overlapping_shapes_are_all_inside(slide_layer):
+    # two rectangles sharing rows 50-59 x cols 30-39 (slide px): the overlap is inside too
+    shapes = Shapes(
+        [
+            np.array([[20, 5], [20, 10], [25, 10], [25, 5]], float),
+            np.array([[22.5, 7.5], [22.5, 12.5], [27.5, 12.5], [27.5, 7.5]], float),
+        ]
+    )
+    (y, x, h, w), mask = read_mask(shapes, slide_layer).rasterise((1000, 1000))
+    assert (y, x, h, w) == (40, 20, 31, 31)
+    assert mask[10:20, 10:20].all()  # the overlap
+    assert mask.sum() == 2 * 20 * 20 - 10 * 10
 
 
 def test_labels_are_copied_when_read_so_later_painting_changes_nothing(slide_layer):

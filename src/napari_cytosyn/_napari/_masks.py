@@ -82,19 +82,23 @@ class DrawnMask:
         """Level-0 pixels of the mask on a slide of level-0 ``(height, width)`` ``shape_hw``:
         ``((y, x, h, w), mask)``, the clipped bounding box and a ``(h, w)`` bool mask.
 
-        Shapes: True inside any shape. Labels: each level-0 pixel takes the label of the Labels
-        pixel its centre falls in (nearest), so a Labels layer painted at any resolution works.
+        Shapes: True where a pixel's centre lies inside any shape (half-open edges, as the
+        CLI's GeoJSON masks). Labels: each level-0 pixel takes the label of the Labels pixel its
+        centre falls in (nearest), so a Labels layer painted at any resolution works.
         """
         if self.painted is not None:
             return self._resample_painted(shape_hw)
-        from skimage.draw import polygon as draw_polygon
+        # The CLI's scanline fill: a few numpy calls, where skimage.draw.polygon tested every
+        # pixel of the bounding box in one call that holds the GIL (0.2 s for 600 x 600 px,
+        # 3.6 s for 2400 x 2400 px: napari froze meanwhile)
+        from napari_cytosyn.cli_masks import fill_rings
 
         allv = np.concatenate(self.outlines)
         y, x, h, w = _clip_bbox(allv.min(axis=0), allv.max(axis=0), shape_hw, self.name)
         mask = np.zeros((h, w), dtype=bool)
-        for outline in self.outlines:
-            rr, cc = draw_polygon(outline[:, 0] - y, outline[:, 1] - x, shape=(h, w))
-            mask[rr, cc] = True
+        for outline in self.outlines:  # each shape filled on its own: overlaps stay inside
+            # (y, x) with pixel centres on integers -> (x, y) with centres on halves
+            mask |= fill_rings([outline[:, ::-1] - (x - 0.5, y - 0.5)], (h, w))
         if not mask.any():
             raise ValueError(f"the shapes in {self.name!r} cover no slide pixel; draw larger ones")
         return (y, x, h, w), mask
