@@ -45,7 +45,7 @@ def _inpainted(viewer, widget):
 
 
 @pytest.mark.parametrize("fmt", ["OME-Zarr", "OME-TIFF"])
-def test_reopened_export_gives_image_and_synthetic_labels(setup, tmp_path, fmt):
+def test_reopened_export_gives_image_and_synthetic_labels(setup, tmp_path, fmt, qtbot):
     viewer, widget = setup
     _real, edited = _inpainted(viewer, widget)
     composite = _layers.slide_of(edited)
@@ -56,6 +56,11 @@ def test_reopened_export_gives_image_and_synthetic_labels(setup, tmp_path, fmt):
     kinds = [type(ly).__name__ for ly in layers]
     assert kinds == ["Image", "Labels"], kinds
     image, labels = layers
+    # napari builds their Qt parts and shows them in the turns after the insert
+    assert not image.visible and not labels.visible
+    qtbot.waitUntil(lambda: image.visible and labels.visible, timeout=10_000)
+    assert set(viewer.window._qt_viewer.canvas.layer_to_visual) >= {image, labels}
+    assert "cytosyn-insert" not in image.metadata
     assert labels.name == f"{image.name} synthetic"
     np.testing.assert_allclose(labels.scale, image.scale)
     h, w = composite.level_shapes[0]
@@ -88,7 +93,7 @@ def test_synthetic_store_opens_by_drag_and_drop(setup, qtbot):
     _layers.view_of(image).close()
 
 
-def test_edit_store_opens_by_drag_and_drop_with_its_real_slide(setup):
+def test_edit_store_opens_by_drag_and_drop_with_its_real_slide(setup, qtbot):
     viewer, widget = setup
     _real, edited = _inpainted(viewer, widget)
     composite = _layers.slide_of(edited)
@@ -97,6 +102,9 @@ def test_edit_store_opens_by_drag_and_drop_with_its_real_slide(setup):
     layers = viewer.open(str(composite.path), plugin=PLUGIN)
     assert [type(ly).__name__ for ly in layers] == ["Image", "Image", "Labels"]
     real2, edited2, labels = layers
+    visuals = viewer.window._qt_viewer.canvas.layer_to_visual
+    qtbot.waitUntil(lambda: set(visuals) >= {real2, edited2, labels}, timeout=10_000)
+    qtbot.waitUntil(lambda: real2.visible and edited2.visible and labels.visible, timeout=10_000)
     assert edited2.name == f"{real2.name} (edited)"
     assert _layers.is_composite(_layers.slide_of(edited2))
     np.testing.assert_array_equal(np.asarray(edited2.data[0][:, :]), expected)

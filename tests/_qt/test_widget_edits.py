@@ -88,7 +88,7 @@ def test_edit_list_undo_and_remove_give_back_the_real_pixels_bit_for_bit(setup):
     assert not np.asarray(labels.data[0][:, :]).any()
 
 
-def test_edits_do_not_come_back_in_a_new_session_unless_reopened(setup, make_napari_viewer):
+def test_edits_do_not_come_back_in_a_new_session_unless_reopened(setup, make_napari_viewer, qtbot):
     viewer, widget, real = setup
     edited = _inpaint(viewer, widget, real, ((100, 60), (130, 110)), seed=1)
     store = _layers.slide_of(edited).path
@@ -110,4 +110,9 @@ def test_edits_do_not_come_back_in_a_new_session_unless_reopened(setup, make_nap
     assert layer is not None and len(_layers.slide_of(layer).edits) == 1
     assert _layers.slide_of(layer).edits[0]["recipe"]["core"]["seed"] == 1
     assert second.edits_box.edit_list.count() == 1
+    # its real slide, edited layer and outline are built and shown in the turns after
+    outline = _layers.mask_layer_of(layer)
+    visuals = other.window._qt_viewer.canvas.layer_to_visual
+    qtbot.waitUntil(lambda: {layer, outline} <= set(visuals) and outline.visible, timeout=10_000)
+    assert layer.visible and other.layers.index(outline) == other.layers.index(layer) + 1
     second.close_views()

@@ -623,12 +623,15 @@ def later(*steps: Callable[[], Any]) -> None:
         QTimer.singleShot(1, run)
 
 
-def _inserted_in_steps(viewer: Any, match: Callable[[Any], bool], found: Callable) -> None:
-    """The layer of a layer data tuple (samples, readers), which napari inserts after the
-    function that made it returns: when a layer for which ``match(layer)`` is inserted (from
-    the same call, on the GUI thread), its Qt parts, showing and selecting it run as
-    :func:`later` steps (:func:`_qt_part_steps`); the tuple says ``visible=False``. Then
-    ``found(layer)``. Other layers inserted meanwhile are built as napari builds them."""
+def _inserted_in_steps(
+    viewer: Any, match: Callable[[Any], bool], found: Callable, count: int = 1
+) -> None:
+    """The layers of layer data tuples (samples, readers), which napari inserts after the
+    function that made them returns: when each of the ``count`` layers for which
+    ``match(layer)`` is inserted (from the same call, on the GUI thread), its Qt parts, showing
+    it (when its tuple says ``visible=False``) and selecting it run as :func:`later` steps
+    (:func:`_qt_part_steps`); then ``found(layer)``. Other layers inserted meanwhile are built
+    as napari builds them."""
     from qtpy.QtCore import QTimer
 
     layers = viewer.layers
@@ -637,7 +640,7 @@ def _inserted_in_steps(viewer: Any, match: Callable[[Any], bool], found: Callabl
         _after_insert(viewer, match, found)
         return
     blocked = _qt_parts_blocked(qt_viewer, layers)
-    selecting, released = layers._activate_on_insert, []
+    selecting, released, matched = layers._activate_on_insert, [], []
 
     def release() -> None:
         if not released:
@@ -654,8 +657,10 @@ def _inserted_in_steps(viewer: Any, match: Callable[[Any], bool], found: Callabl
             qt_viewer._on_add_layer_change(event)
             qt_viewer.controls._add(event)
             return
-        release()
-        later(*_qt_part_steps(viewer, event.value, True, selecting))
+        matched.append(event.value)
+        if len(matched) == count:
+            release()
+        later(*_qt_part_steps(viewer, event.value, not event.value.visible, selecting))
         found(event.value)
 
     blocked.__enter__()

@@ -69,7 +69,40 @@ def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
         mask = synthetic_mask_data(slide, layers[-1][1])
         if mask is not None:
             layers.append(mask)
-    return layers
+    return _in_steps(layers)
+
+
+def _in_steps(layers: list[LayerData]) -> list[LayerData]:
+    """napari inserts the layers of a reader's tuples all in one turn of the GUI thread
+    (150-250 ms of GUI CPU each): read there with a viewer open, their Qt parts, first draws
+    (the tuples say ``visible=False``; not a synthetic slide's, whose view plans from the
+    camera) and selection run in the turns after (:func:`._layers._inserted_in_steps`). Read
+    in a worker thread (the H&E sample), the tuples are returned as they are."""
+    import threading
+    import uuid
+
+    import napari
+
+    from . import _layers
+
+    viewer = napari.current_viewer()
+    if viewer is None or not layers or threading.current_thread() is not threading.main_thread():
+        return layers
+    token, out = uuid.uuid4().hex, []
+    for data, kwargs, kind in layers:
+        metadata = {**kwargs.get("metadata", {}), _INSERT_KEY: token}
+        lazy = metadata.get(_layers.META_KEY, {}).get("kind") == "synthetic"
+        out.append((data, {**kwargs, "metadata": metadata, "visible": lazy}, kind))
+    _layers._inserted_in_steps(
+        viewer,
+        lambda ly: ly.metadata.get(_INSERT_KEY) == token,
+        lambda ly: ly.metadata.pop(_INSERT_KEY, None),
+        count=len(out),
+    )
+    return out
+
+
+_INSERT_KEY = "cytosyn-insert"  # metadata of a reader's layer until napari has inserted it
 
 
 def read_store(path: PathLike) -> list[LayerData]:

@@ -191,13 +191,19 @@ class WidgetActions:
             key = str(Path(composite.real.path).resolve())
             self.session.composites[key] = composite
             layer = _layers.edited_layer(self.viewer, composite)
-            if layer is None:
+            if layer is None:  # three new layers: napari's work on them spread over turns
+                from napari.layers import Image
+
                 from .._reader import slide_layer_data
 
                 data, kwargs, _ = slide_layer_data(composite.real)
-                real = self.viewer.add_image(data, **kwargs)
-                layer = _layers.add_composite_layer(self.viewer, composite, real)
-            _layers.show_synthetic_mask(self.viewer, layer, composite)
+                real, steps = Image(data, **kwargs), []
+                _layers.insert_layer(self.viewer, real, select=True, steps=steps)
+                layer = _layers.add_composite_layer(self.viewer, composite, real, steps)
+                _layers.show_synthetic_mask(self.viewer, layer, composite, steps)
+                later(*steps)
+            else:
+                _layers.show_synthetic_mask(self.viewer, layer, composite)
             self.edit_box.image_combo.select(layer)
             self.session.edits_changed.emit(composite)
             self.say(f"Opened {len(composite.edits)} edit(s) of {composite.real.name}.")
