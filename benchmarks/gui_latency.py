@@ -296,7 +296,16 @@ def main() -> None:
     parser.add_argument(
         "--why-stalls", action="store_true", help="sample the GUI thread's stack during stalls"
     )
+    parser.add_argument(
+        "--lp-threads",
+        type=int,
+        default=None,
+        help="set Mesa's LP_NUM_THREADS (software OpenGL, llvmpipe) before the window opens; "
+        "0: the GUI thread rasterises itself instead of waiting for llvmpipe's threads",
+    )
     args = parser.parse_args()
+    if args.lp_threads is not None:  # read by Mesa when the first GL context is made
+        os.environ["LP_NUM_THREADS"] = str(args.lp_threads)
 
     import napari
     import torch
@@ -328,13 +337,18 @@ def main() -> None:
         widget.sampling.steps_spin.setValue(args.steps)
     widget.confirm = lambda text: True  # no dialog in a benchmark
     pump_until(app, lambda: False, 2.0)
+    from vispy.gloo import gl
+
+    renderer = str(gl.glGetParameter(gl.GL_RENDERER))  # the window's context is current
 
     global TICKER
+    load0 = os.getloadavg()[0]
     ticker = TICKER = Ticker()
     sampler = StallSampler(ticker) if args.why_stalls else None
     print(
         f"model {args.model}, {widget.sampling.steps_spin.value()} steps, "
-        f"{args.threads} torch thread(s)"
+        f"{args.threads} torch thread(s); OpenGL: {renderer}, LP_NUM_THREADS "
+        f"{os.environ.get('LP_NUM_THREADS', 'unset')}; load {os.getloadavg()[0]:.1f}"
     )
     phase("first pixels")
     fp, fp_final = first_pixels(app, widget, 8192, zoom_to_fit=False)
@@ -363,6 +377,9 @@ def main() -> None:
         "model": args.model,
         "steps": int(widget.sampling.steps_spin.value()),
         "threads": args.threads,
+        "gl_renderer": renderer,
+        "lp_num_threads": os.environ.get("LP_NUM_THREADS"),
+        "load_1min": [round(load0, 1), round(os.getloadavg()[0], 1)],  # at start, at end
     }
     for key, target in TARGETS.items():
         value = result[key]
