@@ -19,6 +19,9 @@ rendered; then, per grid cell of ``--cell`` px that is tissue in both:
 - ``embed_share``: time to embed the reference over the time to render the twin; <= 0.1
   (wall clock; ``embed_share_cpu``: the same in CPU seconds of the process, which a shared,
   loaded machine changes less);
+- ``seam``: the twin's mean step across its chunk borders over its mean step across other
+  lines (:func:`napari_cytosyn.sampling.seam_score`, on the chunk borders that are no layout
+  block's edge; 1.0: no seams; several layouts: the largest);
 - ``nn_ratio``: privacy. RMSE (8 x 8 px block means) from each of ``--nn-tiles`` twin tiles to
   its nearest crop of the whole reference slide (every crop at a multiple of 8 px, in all 8
   flips and rotations, as ``embedded_quality.py`` searches training crops), the closest tile
@@ -229,6 +232,15 @@ def main() -> None:
         "--guidance", type=float, help="guidance scale (default: the model's conditioned one, or 1)"
     )
     parser.add_argument(
+        "--guidance-interval",
+        help="t interval of the guidance, lo,hi (t = 1 noise; default: the model's, else 0,1)",
+    )
+    parser.add_argument(
+        "--decode-norm",
+        choices=("frozen", "crop"),
+        help="how lazy chunks decode (LazySpec.decode_norm; default: the model's)",
+    )
+    parser.add_argument(
         "--nn-tiles", type=int, default=32, help="tiles of the privacy check (default 32)"
     )
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "training")
@@ -311,6 +323,7 @@ def pooled(runs: list[dict], seeds: list[int]) -> dict:
         "tissue_iou": min(r["tissue_iou"] for r in res),
         "embed_share": round(sum(r["embed_s"] for r in res) / sum(r["render_s"] for r in res), 4),
         "nn_ratio": min(r["nn_ratio"] for r in res),
+        "seam": max((r["seam"] for r in res if r["seam"] is not None), default=None),
         "nn_ratio_uncond": min(r["nn_ratio_uncond"] for r in res),
         "nn_own_place": sum(r["nn_own_place"] for r in res),
         "cells": sum(r["cells"] for r in res),
@@ -326,7 +339,8 @@ def pooled(runs: list[dict], seeds: list[int]) -> dict:
     out["embed_share_cpu"] = round(cpu, 4)
     out["embed_s"] = round(sum(r["embed_s"] for r in res), 2)
     out["render_s"] = round(sum(r["render_s"] for r in res), 2)
-    keep = ("model", "steps", "guidance", "size_px", "block_px", "region_px", "grid_px", "cell_px")
+    keep = ("model", "steps", "guidance", "guidance_interval", "decode_norm")
+    keep += ("size_px", "block_px", "region_px", "grid_px", "cell_px")
     out.update({k: res[0][k] for k in keep})
     return out
 
@@ -337,7 +351,7 @@ def one_layout(args, model, name: str, images: list, seed: int, make_figures: bo
     import torch
 
     from napari_cytosyn.chunk_grid import downsample_area
-    from napari_cytosyn.sampling import SamplerSettings
+    from napari_cytosyn.sampling import SamplerSettings, seam_score
     from napari_cytosyn.slide import open_slide
     from napari_cytosyn.slide.reference import slide_tissue_mask
     from napari_cytosyn.slide.sample import write_pyramidal_tiff
@@ -362,7 +376,19 @@ def one_layout(args, model, name: str, images: list, seed: int, make_figures: bo
         from napari_cytosyn.models import get_info
 
         guidance = get_info(name).defaults.get("guidance_conditioned")
-    settings = SamplerSettings(steps=steps, seed=seed, guidance=float(guidance or 1.0))
+    interval = args.guidance_interval
+    if interval is None and not name.startswith("py:"):
+        from napari_cytosyn.models import get_info
+
+        interval = get_info(name).defaults.get("guidance_interval")
+    if isinstance(interval, str):
+        interval = [float(v) for v in interval.split(",")]
+    settings = SamplerSettings(
+        steps=steps,
+        seed=seed,
+        guidance=float(guidance or 1.0),
+        guidance_interval=tuple(interval or (0.0, 1.0)),
+    )
     store = work / "twin.cytosyn"
     # one-off imports are not embedding time
     import skimage.color
@@ -380,6 +406,7 @@ def one_layout(args, model, name: str, images: list, seed: int, make_figures: bo
         chunk_px=256,
         reference=slide,
         reference_grid_um=args.grid_um,
+        lazy={"decode_norm": args.decode_norm} if args.decode_norm else None,
         overwrite=True,
     )
     t_embed, c_embed = time.perf_counter() - t0, time.process_time() - c0
@@ -391,6 +418,10 @@ def one_layout(args, model, name: str, images: list, seed: int, make_figures: bo
     t_render, c_render = time.perf_counter() - t1, time.process_time() - c1
     print(f"rendered the twin ({len(twin.missing_chunks(0)) == 0}): {t_render:.1f} s")
     twin_img = twin.read_region(0, 0, 0, *twin.level_shapes[0])
+    # chunks decode separately: steps across their borders against steps elsewhere (1 = none),
+    # on the borders that are no layout block's edge (where the tissue itself changes)
+    lines = [v for v in range(twin.chunk_px, size, twin.chunk_px) if v % block]
+    seam = float(seam_score(twin_img, lines, lines)) if lines else float("nan")
 
     # tissue masks: the same function on both slides
     m_ref = slide_tissue_mask(slide, max_px=512)
@@ -466,6 +497,7 @@ def one_layout(args, model, name: str, images: list, seed: int, make_figures: bo
         "embed_share": round(t_embed / t_render, 4),
         "embed_share_cpu": round(c_embed / c_render, 4),
         "nn_ratio": round(nn_ratio, 3),
+        "seam": num(seam, 3),
         "nn_ratio_uncond": round(float(nn_unc.min() / max(1e-9, nn_rec.mean())), 3),
         "nn_own_place": int(own),
         "cells": len(cells),
@@ -476,6 +508,8 @@ def one_layout(args, model, name: str, images: list, seed: int, make_figures: bo
         "model": name,
         "steps": steps,
         "guidance": settings.guidance,
+        "guidance_interval": list(settings.guidance_interval),
+        "decode_norm": twin.recipe["lazy"]["decode_norm"],
         "size_px": size,
         "block_px": block,
         "region_px": region,
