@@ -68,6 +68,8 @@ def test_previews_paint_level0_at_latent_resolution_and_average_coarse_levels():
     expect = np.zeros((64, 64), bool)
     expect[32:, 16:] = True  # latents y 4-8, x 2-8 of chunk (0, 0), 8 x 8 px each
     np.testing.assert_array_equal(known, expect)
+    # the checker where no estimate is known, so that a slice copies the picture whole
+    np.testing.assert_array_equal(rgb[~known], checker(0, 0, 64, 64)[~known])
     got = _unmark(rgb, known, 0, 0)
     np.testing.assert_allclose(got[32:, 16:56], 100, atol=0.7)
     np.testing.assert_allclose(got[32:, 56:], 200, atol=0.7)
@@ -144,6 +146,9 @@ def test_layer_shows_the_preview_until_the_chunk_lands_and_the_store_never_has_i
     shown = _layers.read_finished(slide, 0, 64, 128, 64, 64, cache)
     greys = checker(64, 128, 64, 64)
     assert (shown != greys).any(axis=-1).mean() > 0.5  # the preview, not the bare checker
+    early, known = cache.previews.read(0, 1, 2)
+    np.testing.assert_array_equal(shown[known], early[known])
+    np.testing.assert_array_equal(shown[~known], greys[~known])
     assert not slide.store.is_done(0, 1, 2)  # never stored
     slide.generate_chunk(0, 1, 2)
     cache.landed(0, 1, 2)

@@ -118,13 +118,12 @@ def read_finished(
                 chunk = store.read_chunk(level, p.cy, p.cx)
             out[p.out] = chunk[p.chunk]
             continue
-        if previews is not None:
-            early = previews.read(level, p.cy, p.cx)
-            if early is not None:
-                where = early[1][p.chunk]
-                if tissue is not None:
-                    where = where & tissue[p.out]
-                np.copyto(out[p.out], early[0][p.chunk], where=where[..., None])
+        early = previews.read(level, p.cy, p.cx) if previews is not None else None
+        if early is not None and tissue is None:  # the preview over the checker: copied whole
+            out[p.out] = early[0][p.chunk]  # (a masked copy took 6 ms of GUI CPU a chunk)
+        elif early is not None:
+            where = early[1][p.chunk] & tissue[p.out]
+            np.copyto(out[p.out], early[0][p.chunk], where=where[..., None])
         if cache is not None and level > 0:
             part = cache.provisional(level, p.cy, p.cx)
             if part is not None:

@@ -211,7 +211,8 @@ class ChunkPreviews:
 
     def read(self, level: int, cy: int, cx: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Preview of chunk ``(level, cy, cx)``: ``(rgb (h, w, 3) uint8, known (h, w) bool)``
-        over the chunk's pixels, or ``None`` when no level-0 chunk under it has a preview.
+        over the chunk's pixels (``rgb`` is the grey :func:`checker` where not ``known``), or
+        ``None`` when no level-0 chunk under it has a preview.
         Level-0 latents are repeated ``f`` times (levels finer than ``f``) or area-averaged."""
         key = (level, cy, cx)
         with self._lock:
@@ -265,4 +266,6 @@ class ChunkPreviews:
             rgb = sums / np.maximum(counts, 1)[..., None]
             marked = (1 - PREVIEW_MARK) * rgb + PREVIEW_MARK * checker(cy * c, cx * c, c, c)
             out = np.clip(np.rint(marked), 0, 255).astype(np.uint8)
+        # the checker where no estimate is known: the picture is copied whole at each slice
+        np.copyto(out, checker(cy * c, cx * c, c, c), where=~known[..., None])
         return out[:h, :w], known[:h, :w]
