@@ -27,8 +27,11 @@ Needs a display (``xvfb-run -a``). Examples::
 
     xvfb-run -a python benchmarks/gui_latency.py                       # embedded cytosyn-tiny
     xvfb-run -a python benchmarks/gui_latency.py --model grf           # the fast test model
+    xvfb-run -a python benchmarks/gui_latency.py --lp-threads 0        # llvmpipe rasterising
+                                                                       # on the GUI thread
 
-Prints the figures; last line ``RESULT {json}``.
+Prints the figures (with the OpenGL renderer, Mesa's ``LP_NUM_THREADS`` and the load average
+at start and end); last line ``RESULT {json}``.
 """
 
 from __future__ import annotations
