@@ -267,5 +267,6 @@ class ChunkPreviews:
             marked = (1 - PREVIEW_MARK) * rgb + PREVIEW_MARK * checker(cy * c, cx * c, c, c)
             out = np.clip(np.rint(marked), 0, 255).astype(np.uint8)
         # the checker where no estimate is known: the picture is copied whole at each slice
-        np.copyto(out, checker(cy * c, cx * c, c, c), where=~known[..., None])
+        if not known.all():
+            np.copyto(out, checker(cy * c, cx * c, c, c), where=~known[..., None])
         return out[:h, :w], known[:h, :w]
