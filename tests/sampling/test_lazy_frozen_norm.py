@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from napari_cytosyn.models.embedded import FROZEN_HALO_LATENT, load_embedded
-from napari_cytosyn.models.tiny_nets import FrozenGroupNorm, decoder_norms, frozen_norm_vae
+from napari_cytosyn.models.tiny_nets import (
+    FrozenGroupNorm,
+    _LocalResnet,
+    decoder_norms,
+    frozen_norm_vae,
+)
 from napari_cytosyn.sampling import (
     LazySpec,
     MemoryPhaseCache,
@@ -38,6 +43,30 @@ def test_frozen_group_norm_equals_group_norm_given_the_inputs_own_statistics():
     torch.testing.assert_close(frozen(x), norm(x), atol=1e-5, rtol=1e-5)
     # fixed statistics: another input is not normalised by its own
     assert not torch.allclose(frozen(x * 2), norm(x * 2), atol=1e-2)
+
+
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_the_local_resnet_block_gives_the_diffusers_blocks_exact_output(shortcut):
+    from diffusers.models.resnet import ResnetBlock2D
+
+    torch.manual_seed(1)
+    c_in = 16 if shortcut else 8
+    block = ResnetBlock2D(in_channels=c_in, out_channels=8, temb_channels=None, groups=4).eval()
+    for name in ("norm1", "norm2"):
+        norm = getattr(block, name)
+        stats = torch.rand(4) + 0.1
+        setattr(block, name, FrozenGroupNorm(norm, stats - 0.5, stats))
+    x = torch.randn(2, c_in, 9, 7).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.equal(_LocalResnet(block)(x.clone()), block(x, None))
+
+
+def test_the_shipped_frozen_decoder_runs_all_its_resnet_blocks_locally(tiny):
+    from diffusers.models.resnet import ResnetBlock2D
+
+    kinds = [type(m) for m in tiny.frozen_norm_model.vae.decoder.modules()]
+    assert kinds.count(_LocalResnet) == 10  # 2 in the mid block + 4 up blocks x 2
+    assert ResnetBlock2D not in kinds
 
 
 def test_statistics_that_do_not_fit_the_decoder_are_refused(tiny):

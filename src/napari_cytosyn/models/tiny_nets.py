@@ -153,6 +153,41 @@ class FrozenGroupNorm(torch.nn.Module):
         return torch.addcmul(self.shift.to(x.dtype), x, self.scale.to(x.dtype))
 
 
+class _LocalResnet(torch.nn.Module):
+    """A decoder ``ResnetBlock2D`` (no time embedding, no resampling, output scale 1) whose
+    norms are :class:`FrozenGroupNorm`, run with in-place activations and residual sum: the same
+    operations in the same order as diffusers' forward (bit-identical output) without its three
+    extra full-size tensors and its division by 1 (float32 CPU decode ~15 % less time)."""
+
+    def __init__(self, block: ResnetBlock2D):
+        super().__init__()
+        self.norm1, self.conv1, self.norm2, self.conv2 = (
+            block.norm1,
+            block.conv1,
+            block.norm2,
+            block.conv2,
+        )
+        self.shortcut = block.conv_shortcut
+
+    def forward(self, x: torch.Tensor, temb=None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        h = self.conv2(F.silu(self.norm2(h), inplace=True))
+        return h.add_(x if self.shortcut is None else self.shortcut(x))
+
+
+def _plain_frozen_resnet(mod) -> bool:
+    """Whether ``mod`` is a ResNet block that :class:`_LocalResnet` runs exactly."""
+    return (
+        isinstance(mod, ResnetBlock2D)
+        and mod.time_emb_proj is None
+        and mod.upsample is None
+        and mod.downsample is None
+        and mod.output_scale_factor == 1.0
+        and isinstance(mod.norm1, FrozenGroupNorm)
+        and isinstance(mod.norm2, FrozenGroupNorm)
+    )
+
+
 def decoder_norms(vae) -> dict[str, torch.nn.GroupNorm]:
     """The ``GroupNorm`` layers that decoding runs, by module name in ``vae`` (an
     ``AutoencoderKL``: ``decoder.*``; an :class:`X2VAE`: ``x2.*``)."""
@@ -166,7 +201,8 @@ def decoder_norms(vae) -> dict[str, torch.nn.GroupNorm]:
 
 def frozen_norm_vae(vae, stats: dict[str, torch.Tensor]):
     """A copy of ``vae`` whose decoding GroupNorms use fixed statistics (:class:`FrozenGroupNorm`),
-    channels-last (~15 % faster float32 convolutions on CPU here; same pixels).
+    channels-last (~15 % faster float32 convolutions on CPU here; same pixels), its ResNet blocks
+    run as :class:`_LocalResnet` (same pixels).
 
     ``stats``: ``"<module name>.mean"`` and ``"<module name>.var"`` ``(num_groups,)`` for every
     layer of :func:`decoder_norms` and nothing else (as in :data:`NORM_STATS_NAME`).
@@ -185,4 +221,9 @@ def frozen_norm_vae(vae, stats: dict[str, torch.Tensor]):
             raise ValueError(f"statistics of {name} must have shape ({norm.num_groups},)")
         parent_name, _, child = name.rpartition(".")
         setattr(frozen.get_submodule(parent_name), child, FrozenGroupNorm(norm, mean, var))
+    prefix = next(iter(norms)).split(".")[0] + "."
+    for name, mod in list(frozen.named_modules()):
+        if name.startswith(prefix) and _plain_frozen_resnet(mod):
+            parent_name, _, child = name.rpartition(".")
+            setattr(frozen.get_submodule(parent_name), child, _LocalResnet(mod))
     return frozen.to(memory_format=torch.channels_last).eval().requires_grad_(False)
