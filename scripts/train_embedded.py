@@ -696,6 +696,32 @@ def run_conditional(args, images, rng) -> None:
 # ---------------------------------------------------------------- decoders (v2)
 
 
+def h_od(x: torch.Tensor) -> torch.Tensor:
+    """Haematoxylin optical density (``rgb2hed``'s first channel) of ``(B, 3, H, W)`` in
+    [-1, 1] -> ``(B, 1, H, W)``, differentiable."""
+    from skimage.color import hed_from_rgb
+
+    m = torch.as_tensor(hed_from_rgb[:, :1], dtype=x.dtype)
+    od = torch.log(((x + 1) / 2).clamp(1e-6, 1)) / math.log(1e-6)
+    return torch.einsum("bchw,cd->bdhw", od, m).clamp_min(0)
+
+
+def hf_energy_l1(a: torch.Tensor, b: torch.Tensor, scales=(1, 2, 4)) -> torch.Tensor:
+    """L1 between the per-image log variances of the Laplacian of haematoxylin (the realism
+    classifier's and the sharpness ratio's texture measure) of ``a`` and ``b``, at full
+    resolution and on 2 x 2 and 4 x 4 averages (``scales``): asks for the real energy in each
+    frequency band, neither less (blur) nor more (over-sharp grain); the coarser bands keep the
+    chromatin texture while the finest one loses its excess."""
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=a.dtype)
+    ha, hb = h_od(a), h_od(b)
+
+    def log_var(h, s):
+        h = F.avg_pool2d(h, s) if s > 1 else h
+        return torch.log(F.conv2d(h, lap.reshape(1, 1, 3, 3)).var((1, 2, 3)) + 1e-8)
+
+    return sum((log_var(ha, s) - log_var(hb, s)).abs().mean() for s in scales) / len(scales)
+
+
 def h_laplacian_var(rgb: torch.Tensor) -> float:
     """Variance of the Laplacian of the haematoxylin channel of ``(B, 3, H, W)`` in [-1, 1]."""
     from scipy import ndimage as ndi
@@ -952,7 +978,12 @@ def train_decoder_gen(args, images, rng, scale: int) -> dict:
     starting decoder drew them (the adversarial term alone shrank them at 40x) while the
     detail finer than sigma is free to sharpen. ``--stain-weight`` adds
     :func:`stain_moments_l1` (each crop's H and E optical-density mean and sd against its real
-    crop's). The encoder is untouched. 1/16 of the pairs
+    crop's). ``--hf-weight`` adds :func:`hf_energy_l1` (each crop's haematoxylin Laplacian
+    energy against its real crop's). ``--real-frac`` of each batch are latents of real crops
+    (the encoder's posterior mean, with a 2-latent-pixel margin cut off after encoding) paired
+    with those crops, whose layout and detail the latent does hold: the decoder keeps
+    reconstructing real tissue while it adapts to the sampler's latents. The encoder is
+    untouched. 1/16 of the pairs
     are held out: their haematoxylin Laplacian-variance ratio (decoded / real) and low-pass
     PSNR are logged.
     Resumable from ``runs/gdec{scale}x_ckpt.pt``; outputs ``--out/vae`` or ``--out/vae_x2``,
@@ -987,6 +1018,23 @@ def train_decoder_gen(args, images, rng, scale: int) -> dict:
         params = list(net.parameters())
         decode_vae = net
     decode = lambda z: decode_vae(z / lscale + shift)  # noqa: E731
+    n_real = round(args.real_frac * args.vae_batch)
+    if n_real:
+        enc = AutoencoderKL.from_pretrained(args.gen_model / "vae", torch_dtype=torch.float32)
+        enc.requires_grad_(False)
+        if scale == 2:
+            im40 = imread(args.data / "tiatoolbox_target_0.25mpp.png")[..., :3]
+            im40 = im40.astype(np.float32) / 255.0
+
+    def real_pairs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` (model-scale latent, crop) pairs of real tissue, crop_lat latents wide."""
+        m, size = 2, (crop_lat + 4) * f
+        x = vae_batch(images, rng, n, size) if scale == 1 else x2_batch(im40, rng, n, size)
+        with torch.no_grad():
+            z = enc.encode(F.avg_pool2d(x, scale) if scale > 1 else x).latent_dist.mean
+        z = (z - shift) * lscale
+        return z[..., m:-m, m:-m], x[..., m * f : -m * f, m * f : -m * f]
+
     teacher = None
     if args.teacher_weight:  # a frozen copy of the starting decoder
         t_net = copy.deepcopy(net).requires_grad_(False)
@@ -1063,6 +1111,9 @@ def train_decoder_gen(args, images, rng, scale: int) -> dict:
             xb.append(xs[i, :, y * f : (y + crop_lat) * f, x * f : (x + crop_lat) * f])
         z = torch.stack(zb)
         x = torch.stack(xb).float() / 127.5 - 1
+        if n_real:
+            zr, xr = real_pairs(n_real)
+            z, x = torch.cat([z[n_real:], zr]), torch.cat([x[n_real:], xr])
         rec = decode(z)
         rec_loss = (
             args.lowpass_weight * (gaussian_blur(rec) - gaussian_blur(x)).abs().mean()
@@ -1070,6 +1121,7 @@ def train_decoder_gen(args, images, rng, scale: int) -> dict:
             + args.fft_weight * fft_l1_windowed(rec, x)
             + args.grad_weight * gradient_l1(rec, x)
             + args.stain_weight * stain_moments_l1(rec, x)
+            + args.hf_weight * hf_energy_l1(rec, x)
         )
         if teacher is not None:
             with torch.no_grad():
@@ -1413,6 +1465,12 @@ def main() -> None:
     )
     ap.add_argument("--teacher-sigma", type=float, default=3.0)
     ap.add_argument("--stain-weight", type=float, default=0.0, help="--gen-decoders: H&E moment L1")
+    ap.add_argument(
+        "--hf-weight", type=float, default=0.0, help="--gen-decoders: H Laplacian-energy L1"
+    )
+    ap.add_argument(
+        "--real-frac", type=float, default=0.0, help="--gen-decoders: real-crop share of a batch"
+    )
     ap.add_argument(
         "--colour-match",
         default="",

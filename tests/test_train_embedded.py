@@ -112,6 +112,7 @@ def test_generated_latent_decoders_keep_the_encoder_and_resume(data, tmp_path):
         "--out", str(out), "--runs", str(runs), "--tile-px", "64", "--gen-pairs", "8",
         "--default-steps", "2", "--vae-batch", "1", "--decoder-crop", "32", "--threads", "1",
         "--teacher-weight", "1.0", "--teacher-sigma", "2", "--stain-weight", "5",
+        "--hf-weight", "0.5", "--real-frac", "1.0",
     ]  # fmt: skip
     log = run(*common, "--vae-steps", "2")
     assert "8 generated-latent pairs (1x)" in log and "8 generated-latent pairs (2x)" in log
@@ -171,3 +172,15 @@ def test_colour_match_shifts_only_the_decoders_output_bias(data, tmp_path):
         assert (out / f).read_bytes() == (WEIGHTS_DIR / f).read_bytes()
     m = load_embedded(device="cpu", path=out, scale="40x")  # loads, frozen statistics still fit
     assert m.frozen_norm_model is not None
+
+
+def test_hf_energy_term_is_zero_for_equal_energy_and_grows_with_blur_or_grain(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from train_embedded import gaussian_blur, hf_energy_l1
+
+    torch.manual_seed(0)
+    x = (torch.rand(2, 3, 64, 64) * 0.6 - 0.5).clamp(-1, 1)
+    assert float(hf_energy_l1(x, x)) == 0.0
+    assert float(hf_energy_l1(x, x.flip(-1))) < 1e-4  # energy, not positions
+    blurred, grainy = gaussian_blur(x, 1.0), (x + 0.2 * torch.randn_like(x)).clamp(-1, 1)
+    assert float(hf_energy_l1(blurred, x)) > 0.5 and float(hf_energy_l1(grainy, x)) > 0.1
