@@ -194,8 +194,9 @@ def main() -> None:
     widget.scroll.ensureWidgetVisible(widget.synthetic_box)
     view = widget.views[id(layer)]
     slide = _layers.slide_of(layer)
-    viewer.camera.center = (2048 * slide.mpp.y, 2048 * slide.mpp.x)
-    viewer.camera.zoom = 1.0
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+    camera.center = (2048 * slide.mpp.y, 2048 * slide.mpp.x)
+    camera.zoom = 1.0
     # The progressive preview: early estimates of the chunks in view, before any is finished.
     end = time.perf_counter() + 600
     while view.previews_landed < 8 and slide.compute_count == 0 and time.perf_counter() < end:

@@ -78,8 +78,9 @@ def test_view_decodes_landed_chunks_off_the_gui_thread(make_napari_viewer, qtbot
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(900, 700)
     layer, view = _layers.add_synthetic_layer(viewer, slide)
-    viewer.camera.center = (0, 64.0, 192.0)
-    viewer.camera.zoom = 4.0  # level 0 around chunk (0, 1)
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+    camera.center = (0, 64.0, 192.0)
+    camera.zoom = 4.0  # level 0 around chunk (0, 1)
     _wait_until(qtbot, lambda: slide.is_done(0, 0, 1) and view.refreshes >= 1)
     _wait_until(qtbot, lambda: not view._refresh.isActive())
     view.close(timeout=30)
@@ -98,8 +99,9 @@ def test_view_skips_a_refresh_when_napari_resliced_after_the_chunk_landed(
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(900, 700)
     layer, view = _layers.add_synthetic_layer(viewer, slide, refresh_ms=300)
-    viewer.camera.center = (0, 64.0, 192.0)
-    viewer.camera.zoom = 4.0
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+    camera.center = (0, 64.0, 192.0)
+    camera.zoom = 4.0
     qtbot.wait(300)
     assert view.is_visible(0, 0, 1)
     before = view.refreshes

@@ -43,8 +43,9 @@ def test_preview_shows_before_the_chunk_and_is_replaced_by_it(make_napari_viewer
     viewer.window._qt_window.resize(900, 700)
     layer, view = _layers.add_synthetic_layer(viewer, slide)
     um = slide.mpp.x
-    viewer.camera.center = (0, 128.0 * um, 128.0 * um)  # the centre of chunk (0, 0)
-    viewer.camera.zoom = 1.0 / um  # one screen px per slide px: level 0
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+    camera.center = (0, 128.0 * um, 128.0 * um)  # the centre of chunk (0, 0)
+    camera.zoom = 1.0 / um  # one screen px per slide px: level 0
     t0 = time.perf_counter()
     _wait_until(qtbot, lambda: view.first_preview_shown is not None)
     assert view.preview_error is None
@@ -90,8 +91,9 @@ def test_the_first_view_is_planned_when_napari_places_the_layer_not_after_the_de
     # a camera debounce far longer than the test: only the first placement can plan the view
     layer, view = _layers.add_synthetic_layer(viewer, slide, debounce_ms=600_000)
     um = slide.mpp.x
-    viewer.camera.center = (0, 1024.0 * um, 1024.0 * um)
-    viewer.camera.zoom = 1.0 / um  # level 0 around the centre
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+    camera.center = (0, 1024.0 * um, 1024.0 * um)
+    camera.zoom = 1.0 / um  # level 0 around the centre
     _wait_until(qtbot, lambda: view._request is not None, timeout_s=10)
     level, (y0, x0, y1, x1) = view._request
     assert level == layer.data_level == 0

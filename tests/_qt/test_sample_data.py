@@ -132,8 +132,9 @@ def test_synthetic_sample_renders_where_the_viewer_looks(
     assert layer.metadata["cytosyn"]["kind"] == "synthetic"
     assert slide.level_shapes[0] == (16384, 16384)
     centre = (8192 // slide.chunk_px, 8192 // slide.chunk_px)
-    viewer.camera.center = (0, 4096.0, 4096.0)
-    viewer.camera.zoom = 2.0
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+    camera.center = (0, 4096.0, 4096.0)
+    camera.zoom = 2.0
     end = time.monotonic() + 60
     while not slide.is_done(0, *centre):
         assert time.monotonic() < end, "the chunk under the camera was not rendered"

@@ -125,8 +125,9 @@ def test_inpaint_shapes_changes_composite_inside_mask_only(setup, qtbot):
     # On screen: with the composite shown, the rectangle's centre differs from the real slide;
     # far from the mask the two views are identical.
     shapes.visible = False  # the shapes' fill would cover what is under it
-    viewer.camera.center = (0, 115.0, 85.0)  # the rectangle's centre, um
-    viewer.camera.zoom = 6.0  # 1.5 screen px per level-0 px: the view lies inside the slide
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+    camera.center = (0, 115.0, 85.0)  # the rectangle's centre, um
+    camera.zoom = 6.0  # 1.5 screen px per level-0 px: the view lies inside the slide
     qtbot.wait(300)
     shown = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     composite.visible = False

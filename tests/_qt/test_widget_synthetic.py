@@ -62,8 +62,9 @@ def test_new_slide_renders_the_chunks_in_view_and_the_canvas_shows_them(widget, 
     np.testing.assert_allclose(layer.scale, (0.5, 0.5))
     viewer = widget.viewer
     # Look closely at the top-right corner: level-0 chunk (0, 5) (px 0-255 x 1280-1535).
-    viewer.camera.center = (0, 64.0, 704.0)  # um = px (128, 1408)
-    viewer.camera.zoom = 4.0
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+    camera.center = (0, 64.0, 704.0)  # um = px (128, 1408)
+    camera.zoom = 4.0
     _wait_until(qtbot, lambda: slide.is_done(0, 0, 5), about=view.renderer.stats)
     _wait_until(qtbot, lambda: view.refreshes > 0 and not view._refresh.isActive())
     qtbot.wait(200)
@@ -83,7 +84,8 @@ def test_new_slide_renders_the_chunks_in_view_and_the_canvas_shows_them(widget, 
     assert centre.mean() < 235 and centre.std() > 2  # rendered texture on screen
 
     # Moving the camera elsewhere renders there.
-    viewer.camera.center = (0, 448.0, 64.0)  # px (896, 128): chunk (3, 0)
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+    camera.center = (0, 448.0, 64.0)  # px (896, 128): chunk (3, 0)
     _wait_until(qtbot, lambda: slide.is_done(0, 3, 0), about=view.renderer.stats)
     assert view.renderer.stats.requests >= 2
 

@@ -27,6 +27,11 @@ def _sync_slicing() -> bool:
 THUMBNAIL_S = 2.0  # the layer list's thumbnail is redrawn at most this often while rendering
 
 
+def _camera(viewer: Any) -> Any:
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9 (``viewer.camera`` before)."""
+    return getattr(viewer, "scene", viewer).camera
+
+
 class _ChunkRelay(QObject):
     """Carries chunk notifications from worker threads to the GUI thread (queued signal)."""
 
@@ -151,7 +156,7 @@ class LazySlideView:
             self.request_view(self._camera_request())
 
     def _connect(self) -> None:
-        cam = self.viewer.camera.events
+        cam = _camera(self.viewer).events
         for ev in (cam.center, cam.zoom):
             ev.connect(self.schedule)
         self.viewer.dims.events.ndisplay.connect(self.schedule)
@@ -322,7 +327,7 @@ class LazySlideView:
         """``(level, (y0, x0, y1, x1))`` the camera shows before napari has drawn the layer, by
         napari's rule: the coarsest level that still has a data px per screen px."""
         canvas = np.asarray(self.viewer.canvas.size, float)  # (h, w) screen px
-        camera = self.viewer.camera
+        camera = _camera(self.viewer)
         half = canvas / 2 / camera.zoom
         scale, shift = np.asarray(self.layer.scale[-2:]), np.asarray(self.layer.translate[-2:])
         lo = (np.asarray(camera.center[-2:]) - half - shift) / scale  # level-0 px
@@ -386,7 +391,7 @@ class LazySlideView:
         self._closed = True
         self._debounce.stop()
         self._refresh.stop()
-        cam = self.viewer.camera.events
+        cam = _camera(self.viewer).events
         for ev in (cam.center, cam.zoom):
             ev.disconnect(self.schedule)
         self.viewer.dims.events.ndisplay.disconnect(self.schedule)
