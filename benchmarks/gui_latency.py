@@ -177,8 +177,9 @@ def first_pixels(app, widget, size: int, zoom_to_fit: bool) -> tuple[float, floa
     view = widget.views[id(layer)]
     slide = _layers.slide_of(layer)
     if not zoom_to_fit:  # full zoom at the slide's centre: one screen px per slide px
-        viewer.camera.center = (size / 2 * slide.mpp.y, size / 2 * slide.mpp.x)
-        viewer.camera.zoom = 1.0 / slide.mpp.x
+        camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
+        camera.center = (size / 2 * slide.mpp.y, size / 2 * slide.mpp.x)
+        camera.zoom = 1.0 / slide.mpp.x
 
     def shown() -> list[float]:
         return [t for t in (view.first_preview_shown, view.first_chunk_shown) if t is not None]

@@ -242,6 +242,7 @@ def main() -> None:
     model = load(args)
     settings = SamplerSettings(steps=args.steps, seed=5)
     viewer = napari.Viewer(show=True)
+    camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
     viewer.window._qt_window.resize(args.window, int(args.window * 0.75))
     app = QApplication.instance()
     tmp = Path(tempfile.mkdtemp(prefix="gui_stall_"))
@@ -253,16 +254,16 @@ def main() -> None:
 
     def hop(k: int) -> None:
         dy, dx = ((0, 0), (1, 0), (1, 1), (0, 1))[k % 4]
-        viewer.camera.center = (centre_um[0] + dy * view_um, centre_um[1] + dx * view_um)
+        camera.center = (centre_um[0] + dy * view_um, centre_um[1] + dx * view_um)
 
     def make_slide(name: str):
         slide = SyntheticSlide.create(
             tmp / name, model, args.size, args.size, settings.replace(seed=2), chunk_px=args.chunk
         )
-        viewer.camera.zoom = zoom
+        camera.zoom = zoom
         hop(0)
         layer, view = _layers.add_synthetic_layer(viewer, slide)
-        viewer.camera.zoom = zoom
+        camera.zoom = zoom
         hop(0)
         return slide, layer, view
 
