@@ -55,6 +55,15 @@ def test_segmentation_recovers_count_and_area_of_known_nuclei():
     assert stats.density_per_mm2 == pytest.approx(n / (256 * 256 * 0.25 / 1e6))
 
 
+def test_a_spot_of_saturated_ink_loses_the_nuclei_unless_otsu_is_clipped():
+    # 16 x 16 px of R = G = 0 blue (0.4 % of the image, a pen mark): Otsu's threshold moves to
+    # its haematoxylin level and the nuclei are lost; clipped at the 99th percentile it is not
+    rgb, n = synthetic_he(0)
+    rgb[120:136, 120:136] = (0, 0, 73)
+    assert nuclei_stats(rgb, mpp=0.5).count <= 1
+    assert abs(nuclei_stats(rgb, mpp=0.5, clip=99.0).count - n) <= 1
+
+
 def test_touching_nuclei_are_split_by_watershed():
     hed = np.zeros((64, 96, 3))
     hed[..., 1] = 0.035
