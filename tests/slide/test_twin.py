@@ -341,17 +341,19 @@ def test_grid_cells_cut_from_row_bands_equal_cells_read_one_by_one(real, monkeyp
 
 def test_the_embedded_model_is_conditioned_with_its_recommended_guidance():
     """cytosyn-tiny follows its reference's nuclear density and size only with guidance
-    (docs/user-guide/twin.md): twins and inpainting from the CLI use the registry's scale on
-    the whole interval, unless --guidance says otherwise."""
+    (docs/user-guide/twin.md): twins and inpainting from the CLI use the registry's scale and
+    interval (3 while t >= 0.3; the 40x model 2 throughout), unless --guidance says otherwise."""
     import argparse
 
     from napari_cytosyn.cli_twin import guided_settings
     from napari_cytosyn.models import get_info
 
-    for name in ("cytosyn-tiny", "cytosyn-tiny-40x"):
-        recommended = get_info(name).defaults["guidance_conditioned"]
+    for name, scale, interval in (
+        ("cytosyn-tiny", 3.0, (0.3, 1.0)),
+        ("cytosyn-tiny-40x", 2.0, (0, 1)),
+    ):
         got = guided_settings(argparse.Namespace(model=name, guidance=None), SETTINGS, None)
-        assert recommended == 2.0 and got.guidance == recommended
-        assert got.guidance_interval == (0.0, 1.0)
+        assert get_info(name).defaults["guidance_conditioned"] == scale == got.guidance
+        assert got.guidance_interval == interval
     asked = argparse.Namespace(model="cytosyn-tiny", guidance=1.5)
     assert guided_settings(asked, SETTINGS, None).guidance == 1.5

@@ -88,9 +88,16 @@ _TINY = ModelInfo(
     "It is not a foundation model and its tissue is only plausible at low zoom. "
     "Conditioned on a fixed descriptor of a reference patch (or unconditional).",
     # 8 uniform Euler steps: of the 8-call samplers measured, as close as any to the 12 steps its
-    # decoders were tuned on (docs/models.md, Speed); guidance 2 with a reference: tiles follow
-    # their reference's nuclear density and size (docs/user-guide/twin.md)
-    defaults={"sampler": "euler", "steps": 8, "guidance": 1.0, "guidance_conditioned": 2.0},
+    # decoders were tuned on (docs/models.md, Speed); with a reference, guidance 3 while t >= 0.3
+    # (the last two of 8 steps unguided): twins follow their reference's nuclear density and
+    # size better than at 2 on the whole interval on every layout measured (user-guide/twin.md)
+    defaults={
+        "sampler": "euler",
+        "steps": 8,
+        "guidance": 1.0,
+        "guidance_conditioned": 3.0,
+        "guidance_interval": (0.3, 1.0),
+    },
 )
 _PIXCELL_256 = ModelInfo(
     name="pixcell-256",
@@ -127,6 +134,8 @@ _REGISTRY: dict[str, ModelInfo] = {
             name="cytosyn-tiny-40x",
             mpp=0.25,
             tile_px=448,
+            # its quality keys were measured at guidance 2 (docs/models.md); 3 was not
+            defaults={**_TINY.defaults, "guidance_conditioned": 2.0, "guidance_interval": (0, 1)},
             description="cytosyn-tiny with its 40x decoder: the same latents decoded to "
             "0.25 um/px, so 40x slides are inpainted without upsampling; works offline.",
         ),
