@@ -142,10 +142,15 @@ def main() -> None:
     pump(app, 0.3)
     save(_grab(widget.progress), args.out / "ui-progress.png")
     assert job.wait(3_600_000) and job.state == "done", job.error
-    pump(app, 0.5)  # the outline layer is added a turn of the event loop after the edit's
+    # the edited layer and its outline are built over a few turns of the event loop
+    deadline = time.monotonic() + 60
+    outline = None
+    while outline is None and time.monotonic() < deadline:
+        pump(app, 0.1)
+        edited = next((ly for ly in viewer.layers if ly.name == f"{real.name} (edited)"), None)
+        outline = None if edited is None else _layers.mask_layer_of(edited)
+    assert outline is not None, "the edited layer's outline did not appear within 60 s"
     shapes.visible = False
-    edited = viewer.layers[f"{real.name} (edited)"]
-    outline = _layers.mask_layer_of(edited)
     outline.visible = False
     pump(app, 2)
     save(viewer.screenshot(canvas_only=True, flash=False), args.out / "ui-inpaint-after.png")
