@@ -9,6 +9,7 @@ import pytest
 
 from napari_cytosyn._napari._config import WidgetConfig, load_config, save_config
 from napari_cytosyn._napari._qt._widget import GENERIC, CytoSynWidget
+from napari_cytosyn.models import get_info
 from napari_cytosyn.sampling import SAMPLERS, SamplerSettings
 
 
@@ -96,8 +97,10 @@ def test_sampler_controls_make_sampler_settings(make_napari_viewer, config_path)
     widget.sampling.steps_spin.setValue(12)
     widget.sampling.guidance_spin.setValue(2.5)
     widget.sampling.seed_spin.setValue(1234)
+    # the default model is conditional: its settings carry the registry's guidance interval
+    interval = get_info(widget.model_box.model_combo.currentText()).defaults["guidance_interval"]
     assert widget.sampler_settings() == SamplerSettings(
-        sampler="heun", steps=12, guidance=2.5, seed=1234
+        sampler="heun", steps=12, guidance=2.5, seed=1234, guidance_interval=tuple(interval)
     )
     assert widget.model_box.autocast_combo.currentText() == "auto"
     widget.model_box.autocast_combo.setCurrentText("off")
