@@ -4,6 +4,8 @@ run side by side (``NAPARI_CYTOSYN_MODEL_WORKERS``)."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import numpy as np
@@ -136,3 +138,30 @@ def test_an_interrupted_wait_drops_the_calls_not_started(monkeypatch):
     for f in [threads._POOLS[2].submit(both_idle.wait) for _ in range(2)]:
         f.result()
     assert set(ran) <= {0, 1}  # at most the two calls already running; 2-5 never started
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_parallel_calls_run_at_the_calling_threads_priority(monkeypatch):
+    """A viewer's background thread lowers its priority (nice) so that the GUI thread gets the
+    CPU first; the network calls it runs in the pool must not run above it."""
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    both_in_flight = threading.Barrier(2, timeout=30)  # both pool threads, not one twice
+
+    def niceness(_: int) -> int:
+        both_in_flight.wait()
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    parallel_calls(niceness, [0, 1])  # the pool's threads exist, made by this thread
+    seen = []
+
+    def background() -> None:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 5)
+        seen.append((os.getpriority(os.PRIO_PROCESS, tid), parallel_calls(niceness, [0, 1])))
+
+    worker = threading.Thread(target=background)
+    worker.start()
+    worker.join(60)
+    [(lowered, calls)] = seen
+    assert calls == [lowered, lowered]
+    parallel_calls(niceness, [0, 1])  # back to this thread's where allowed (raising needs root)

@@ -18,9 +18,11 @@ beside it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import suppress
 from typing import Any
 
 import torch
@@ -63,14 +65,22 @@ def parallel_calls(fn: Callable[[Any], Any], items: Sequence[Any], cpu: bool = T
 
     For independent network calls: torch releases the GIL inside its kernels, so with one
     intra-op thread per call two calls keep two cores busy, and every result is bit-identical to
-    a serial run. Each call runs without autograd. Waits for every call; the first exception
-    raised (e.g. ``Cancelled``) is re-raised. ``cpu=False`` (a GPU model) runs them in turn.
+    a serial run. Each call runs without autograd, at the calling thread's CPU priority (a
+    viewer's background thread lowers its own so that the GUI thread gets the CPU first; the
+    pool's threads, made by whichever thread asked first, follow it). Waits for every call; the
+    first exception raised (e.g. ``Cancelled``) is re-raised. ``cpu=False`` (a GPU model) runs
+    them in turn.
     """
     workers = model_workers() if cpu else 1
     if min(workers, len(items)) < 2 or threading.current_thread().name.startswith("cytosyn-model"):
         return [fn(item) for item in items]
 
+    nice = _niceness()
+
     def call(item: Any) -> Any:
+        if nice is not None and _niceness() != nice:
+            with suppress(OSError):  # raising it back needs a privilege: then it runs lower
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
         with torch.no_grad():
             return fn(item)
 
@@ -86,6 +96,16 @@ def parallel_calls(fn: Callable[[Any], Any], items: Sequence[Any], cpu: bool = T
             f.cancel()
         raise
     return [f.result() for f in futures]
+
+
+def _niceness() -> int | None:
+    """The calling thread's nice value (Linux, where it is per thread), else ``None``."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except OSError:
+        return None
 
 
 def pin_threads() -> None:

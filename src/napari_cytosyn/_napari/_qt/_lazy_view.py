@@ -174,8 +174,7 @@ class LazySlideView:
         if not self._closed:
             n_levels = len(self.slide.level_shapes)
             self.cache.landed(level, cy, cx, rebuild_levels=n_levels - self._shown_level)
-        # The renderer's thread yields the CPU to the GUI thread from its second chunk on.
-        lower_thread_priority()
+        lower_thread_priority()  # also without previews: from the second chunk on
         self._relay.chunk.emit(level, cy, cx)
 
     def _fit_preview(self) -> None:
@@ -189,7 +188,10 @@ class LazySlideView:
             self.preview_error = f"{type(exc).__name__}: {exc}"
 
     def _preview_from_thread(self, model: Any, rects: list, x0: Any) -> None:
-        # Runs in the renderer's thread after every model call (see preview_scope).
+        # Runs in the renderer's thread after every model call (see preview_scope). From the
+        # second model call on, the renderer and its model calls (sampling.threads) yield the
+        # CPU to the GUI thread; the first runs at full priority (the first pixels).
+        lower_thread_priority()
         if self._closed or self.preview_error is not None:
             return
         try:
