@@ -30,15 +30,22 @@ def test_job_updates_paint_the_bar_later_not_inside_the_signal(qtbot):
     box.bar.installEventFilter(paints)
     qtbot.wait(50)
 
+    def paints_later(step) -> None:
+        before = paints.count
+        step()
+        assert paints.count == before  # nothing painted inside the job's signal
+        qtbot.waitUntil(lambda: paints.count > before, timeout=2000)  # ... but soon after
+
     for step in (
         lambda: session.begin_job("Render", unit="chunks", total=10),
         lambda: session.progress(4, 10),
         lambda: session.end_job("done"),
     ):
-        before = paints.count
-        step()
-        assert paints.count == before  # nothing painted inside the job's signal
-        qtbot.waitUntil(lambda b=before: paints.count > b, timeout=2000)  # ... but soon after
-
+        paints_later(step)
     assert (box.bar.value(), box.bar.maximum()) == (10, 10)
     assert box.bar.format() == "Render: done"
+
+    # A shorter job next: its range no longer holds the bar's value (10), which made
+    # QProgressBar.setRange reset the bar with a synchronous repaint.
+    paints_later(lambda: session.begin_job("Export", unit="chunks", total=3))
+    assert (box.bar.value(), box.bar.maximum()) == (0, 3)

@@ -74,23 +74,25 @@ class ProgressBox(QWidget):
         if job is None:
             return
         total = max(job.total, 1)
-        self.bar.setRange(0, total)
         if job.outcome == "done":
-            self._set_value(total)
+            self._set_range_value(total, total)
             self.bar.setFormat(f"{job.title}: done".replace("%", "%%"))
             return
-        self._set_value(min(job.done, total) if job.total else 0)
+        self._set_range_value(total, min(job.done, total) if job.total else 0)
         text = job.text() if job.outcome is None else f"{job.title}: {job.outcome}"
         self.bar.setFormat(text.replace("%", "%%"))
         if job.outcome is None:
             self.say(job.text())
 
-    def _set_value(self, value: int) -> None:
-        # QProgressBar.setValue repaints at once (repaint(), not update()): in napari's window
-        # that composes the whole window, the canvas drawn again included, inside this call
-        # (0.2-2.8 s of the GUI thread on a loaded machine). With updates off it only marks
-        # the bar for the next paint (setUpdatesEnabled(True) calls update()).
+    def _set_range_value(self, total: int, value: int) -> None:
+        # QProgressBar.setValue repaints at once (repaint(), not update()), and so does
+        # setRange when the value falls outside the new range (a new job after a finished
+        # one: reset()): in napari's window that composes the whole window, the canvas drawn
+        # again included, inside this call (0.1-2.8 s of the GUI thread on a loaded machine).
+        # With updates off the bar is only marked for the next paint (setUpdatesEnabled(True)
+        # calls update()).
         self.bar.setUpdatesEnabled(False)
+        self.bar.setRange(0, total)
         self.bar.setValue(value)
         self.bar.setUpdatesEnabled(True)
 
