@@ -33,7 +33,8 @@ def _built(viewer, layer) -> tuple[bool, bool]:
     """Whether napari has built ``layer``'s canvas visual and its layer controls (private
     napari names, checked here so that a napari that renames them fails loudly)."""
     qt_viewer = viewer.window._qt_viewer
-    return layer in qt_viewer.canvas.layer_to_visual, layer in qt_viewer.controls.widgets
+    controls = qt_viewer.controls.widgets.get(layer)  # napari's, or the plugin's stand-in
+    return layer in qt_viewer.canvas.layer_to_visual, getattr(controls, "layer", None) is layer
 
 
 def test_a_layer_inserted_in_steps_is_built_and_drawn_by_them(viewer, qtbot):
@@ -84,13 +85,66 @@ def test_removing_or_selecting_before_the_steps_builds_what_napari_needs(viewer,
         assert len(viewer.layers) == 0
     else:  # napari shows the controls of the selected layer: they are built first
         viewer.layers.selection.active = layer if action == "select" else first
-        assert _built(viewer, layer) == (True, True)
+        assert _built(viewer, layer) == (True, action == "select")
         controls = viewer.window._qt_viewer.controls
         assert controls.currentWidget() is controls.widgets[viewer.layers.selection.active]
     for step in steps:  # the steps have nothing left to build, and do not fail
         step()
-    if layer in viewer.layers:
-        assert _built(viewer, layer) == (True, True) and layer.visible
+    if layer in viewer.layers:  # controls only for a layer that was selected
+        assert _built(viewer, layer) == (True, action == "select") and layer.visible
+
+
+def test_controls_of_a_layer_not_selected_are_built_when_it_is_first_selected(viewer):
+    first = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="first")
+    layer, steps = _red(), []
+    _layers.insert_layer(viewer, layer, steps=steps)
+    for step in steps:
+        step()
+    assert _built(viewer, layer) == (True, False)  # napari shows the selected layer's alone
+    viewer.layers.selection.active = first
+    assert _built(viewer, layer) == (True, False)
+    viewer.layers.selection.active = layer
+    assert _built(viewer, layer) == (True, True)
+    controls = viewer.window._qt_viewer.controls
+    assert controls.currentWidget() is controls.widgets[layer]
+    viewer.layers.remove(layer)
+    assert layer not in controls.widgets and controls.currentWidget() is not None
+
+
+def test_napari_shows_an_empty_panel_until_the_controls_are_built(viewer):
+    """However the layer gets selected (napari's own handlers run before the plugin's)."""
+    first = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="first")
+    layer, steps = _red(), []
+    _layers.insert_layer(viewer, layer, steps=steps)
+    controls = viewer.window._qt_viewer.controls
+    viewer.layers.selection.clear()
+    viewer.layers.selection.add(layer)  # no "active" event before napari's handler
+    assert _built(viewer, layer) == (True, True)
+    assert controls.currentWidget() is controls.widgets[layer]
+    viewer.layers.selection.add(first)  # several selected: napari's panel of both
+    viewer.layers.selection.active = first
+    assert controls.currentWidget() is controls.widgets[first]
+
+
+@pytest.mark.parametrize("action", ["remove", "clear", "remove another"])
+def test_a_layer_whose_controls_were_never_built_can_be_removed(viewer, qtbot, action):
+    first = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="first")
+    layer, steps = _red(), []
+    _layers.insert_layer(viewer, layer, steps=steps)
+    for step in steps:
+        step()
+    assert _built(viewer, layer) == (True, False)
+    if action == "remove":
+        viewer.layers.remove(layer)
+    elif action == "clear":
+        viewer.layers.clear()
+    else:
+        viewer.layers.remove(first)
+        assert _built(viewer, layer) == (True, False)  # nothing built for another's removal
+    qtbot.wait(10)
+    controls = viewer.window._qt_viewer.controls
+    assert set(controls.widgets) == set(viewer.layers)  # napari's, or a stand-in
+    assert set(viewer.window._qt_viewer.canvas.layer_to_visual) == set(viewer.layers)
 
 
 def test_a_layer_hidden_before_its_show_step_stays_hidden(viewer):

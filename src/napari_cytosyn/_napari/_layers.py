@@ -563,29 +563,59 @@ def _qt_parts_blocked(qt_viewer: Any, layers: Any) -> Iterator[None]:
 def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[Callable]:
     """Steps, one per turn, for a layer inserted in :func:`_qt_parts_blocked`: build its canvas
     visual; show it (``shown``, unless its visibility was set meanwhile: a user or script that
-    hid it keeps it so); build its layer controls; select it (``select``). Until they ran,
-    removing or selecting a layer builds what is missing first, as napari's own handlers of
-    those expect it."""
+    hid it keeps it so); with ``select``, build its layer controls and select it.
+
+    A layer not selected gets its controls (35-150 ms of GUI CPU) only when it is first
+    selected: napari shows the controls of the selected layer alone, and the plugin's outlines
+    and edited layers are often never selected. Until then an empty stand-in takes their place
+    in napari's controls panel. Until the visual is built, removing or selecting any layer
+    builds it first (napari's handlers of those expect every layer's visual). Private napari
+    names, checked by ``tests/_qt/test_insert_layer.py``."""
+    import weakref
+
     from napari.utils.events import Event
+    from qtpy.QtWidgets import QFrame
 
     layers, qt_viewer = viewer.layers, viewer.window._qt_viewer
+    controls = qt_viewer.controls
+    # the hooks may outlive the window (a layer never selected): no strong reference to it
+    visual = weakref.WeakMethod(qt_viewer._on_add_layer_change)
     event = Event("inserted", value=layer, index=layers.index(layer))
-    builders = [qt_viewer._on_add_layer_change, qt_viewer.controls._add]
-    hooks = (layers.events.removing, layers.selection.events.changed)
+    stand_in = QFrame()
+    controls.addWidget(stand_in)
+    controls.widgets[layer] = stand_in
+    missing = {"visual", "controls"}
     touched: list[bool] = []
 
-    def build(everything: bool = False) -> None:
-        while builders and layer in layers:
-            builders.pop(0)(event)
-            if not everything:
-                break
-        if not builders or layer not in layers:
-            builders.clear()
-            for hook in hooks:
-                hook.disconnect(build_all)
+    def build_visual() -> None:
+        if "visual" in missing and layer in layers and visual() is not None:
+            missing.discard("visual")
+            visual()(event)
 
-    def build_all(event: Any) -> None:
-        build(everything=True)
+    def build_controls() -> None:
+        build_visual()
+        if "controls" in missing and layer in layers:
+            missing.discard("controls")
+            controls._add(event)  # napari's, in place of the stand-in
+            if controls.currentWidget() is stand_in:
+                controls._populate()
+            controls.removeWidget(stand_in)
+            stand_in.deleteLater()
+            forget()
+
+    def forget() -> None:
+        layers.events.removing.disconnect(on_removing)
+        layers.selection.events.changed.disconnect(on_selection)
+
+    def on_removing(event: Any) -> None:
+        build_visual()
+        if layers[event.index] is layer:  # napari removes the controls or the stand-in
+            forget()
+
+    def on_selection(event: Any) -> None:  # after napari showed the controls (or stand-in)
+        build_visual()
+        if layer in layers.selection:
+            build_controls()
 
     def mark(event: Any = None) -> None:
         touched.append(True)
@@ -599,11 +629,12 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
         if layer in layers:
             layers.selection.active = layer  # as napari's own insert does
 
-    for hook in hooks:  # before napari's handlers, which expect a visual and controls
-        hook.connect(build_all, position="first")
+    layers.events.removing.connect(on_removing, position="first")
+    layers.selection.events.changed.connect(on_selection, position="first")
     if shown:
         layer.events.visible.connect(mark)
-    return [build, *([show] if shown else []), build, *([select_it] if select else [])]
+    steps = [build_visual, *([show] if shown else [])]
+    return steps + ([build_controls, select_it] if select else [])
 
 
 def later(*steps: Callable[[], Any]) -> None:
