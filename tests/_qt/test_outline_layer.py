@@ -63,6 +63,34 @@ def test_the_outline_gets_no_painting_tool_visuals_until_made_editable(viewer):
     assert set(paint) <= set(canvas._layer_overlay_to_visual[labels])
 
 
+@pytest.mark.parametrize("contour", [1, 2, 3])
+def test_the_outline_contour_is_napari_s_for_0_1_masks_and_other_labels(viewer, contour):
+    from napari.layers import Labels
+
+    rng = np.random.default_rng(contour)
+    mask = np.zeros((120, 90), np.uint8)
+    for y, x, r in rng.integers(0, 90, (12, 3)):  # blobs, touching the borders too
+        mask[max(0, y - r // 3) : y + r // 3, max(0, x - r // 4) : x + r // 4] = 1
+    region = _region(viewer)
+    labels = _layers.show_synthetic_mask(viewer, region, None)
+    labels.contour = contour
+    assert labels._calculate_contour is not Labels._calculate_contour.__get__(labels)
+    for data_slice in (
+        (slice(0, 120), slice(0, 90)),  # all
+        (slice(0, 37), slice(50, 90)),  # at two borders
+        (slice(40, 80), slice(10, 60)),  # inside
+    ):
+        napari = Labels._calculate_contour(labels, mask, data_slice)
+        ours = labels._calculate_contour(mask, data_slice)
+        assert ours.dtype == napari.dtype
+        np.testing.assert_array_equal(ours, napari)
+    many = mask * rng.integers(1, 4, mask.shape).astype(np.uint8)  # labels 1-3: napari's own
+    np.testing.assert_array_equal(
+        labels._calculate_contour(many, (slice(0, 120), slice(0, 90))),
+        Labels._calculate_contour(labels, many, (slice(0, 120), slice(0, 90))),
+    )
+
+
 def test_a_new_outline_is_inserted_hidden_and_shown_by_a_later_step(viewer, qtbot):
     from napari_cytosyn._napari._qt._controller import _outline_steps
 
