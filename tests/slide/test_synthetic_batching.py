@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_cytosyn.models.latent import LatentDiffusion
 from napari_cytosyn.sampling import SamplerSettings
@@ -17,8 +18,10 @@ from napari_cytosyn.sampling.lazy import (
     LazySpec,
     MemoryPhaseCache,
     prepare_chunks,
+    preview_scope,
     render_chunk,
     render_region_lazy,
+    soon_scope,
 )
 from napari_cytosyn.sampling.lazy.batching import prepare_cells
 from napari_cytosyn.sampling.threads import WORKERS_ENV
@@ -177,3 +180,28 @@ def test_batches_that_would_leave_a_worker_idle_compute_the_next_chunks_windows(
     for cy, cx in [(0, 0), *later]:
         alone = render_chunk(tiny, spec, cy, cx, MemoryPhaseCache())
         assert np.array_equal(render_chunk(tiny, spec, cy, cx, plans["2"].cache), alone)
+
+
+def test_soon_scope_shows_one_window_estimate_first_and_stores_nothing_of_it(tiny):
+    spec = _spec()
+    plain_cache = MemoryPhaseCache()
+    plain = render_chunk(tiny, spec, 1, 2, plain_cache)
+    sizes = tiny.info["batch_sizes"]
+    sizes.clear()
+    with soon_scope():  # without a preview_scope there is nothing to show: no extra call
+        render_chunk(tiny, spec, 1, 2, MemoryPhaseCache())
+    assert set(sizes) == {4}
+    reports, cache = [], MemoryPhaseCache()
+    sizes.clear()
+    with preview_scope(lambda model, rects, x0: reports.append((rects, x0))), soon_scope():
+        soon = render_chunk(tiny, spec, 1, 2, cache)
+    # one window alone first, then only fixed-size batches; same pixels, same stored states
+    assert sizes[0] == 1 and set(sizes[1:]) == {4}
+    assert np.array_equal(soon, plain)
+    assert set(cache._data) == set(plain_cache._data)
+    (rect,), first = reports[0]
+    y, x, h, w = rect  # a window core over the chunk (latents 16-32 x 32-48)
+    assert y < 32 and y + h > 16 and x < 48 and x + w > 32
+    # ... and the model's estimate of that window: its batch reports it again (last bits aside)
+    again = [x0[rects.index(rect)] for rects, x0 in reports[1:] if rect in rects]
+    assert again and torch.allclose(first[0], again[0], atol=1e-4)

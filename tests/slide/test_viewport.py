@@ -177,3 +177,11 @@ def test_zoomed_far_out_plans_the_chunks_nearest_the_centre_without_listing_all(
     n = -(-100_000 // 256)  # 391 chunks a side, centre at 195.5
     dist = [(y + 0.5 - n / 2) ** 2 + (x + 0.5 - n / 2) ** 2 for _, y, x in leaves]
     assert dist == sorted(dist) and max(dist) <= 5**2 * 2  # an 8 x 8 block around the centre
+
+
+def test_a_requests_first_preview_is_one_window_estimated_before_the_batches(slide):
+    reports: list[int] = []
+    with ViewportRenderer(slide, on_preview=lambda m, rects, x0: reports.append(len(rects))) as r:
+        r.request(0, (128, 128, 256, 320))
+        assert r.wait(timeout=120)
+    assert reports[0] == 1 and max(reports) > 1  # then the fixed-size batches

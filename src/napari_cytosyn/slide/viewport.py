@@ -12,6 +12,7 @@ one, so work the user has scrolled away from is dropped; only the chunk in fligh
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -62,7 +63,10 @@ class ViewportRenderer:
         model windows share full batches, which costs fewer padded slots than one chunk at a
         time. ``1`` = one chunk at a time. The first chunk is always prepared alone, so it shows
         as soon as possible. Batch slots that would be padding compute windows of the next
-        ``lookahead_chunks`` chunks instead (pixels do not depend on it).
+        ``lookahead_chunks`` chunks instead (pixels do not depend on it). The first model
+        batch of a request runs on its own, holding the windows nearest the first chunk's
+        centre (:func:`~napari_cytosyn.sampling.lazy.soon_scope`): its preview comes after one
+        model call that has a core to itself while the viewer draws.
     """
 
     def __init__(
@@ -242,7 +246,8 @@ class ViewportRenderer:
     # -- worker ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        from napari_cytosyn.sampling.lazy import preview_scope  # torch: not at import time
+        # torch: not at import time
+        from napari_cytosyn.sampling.lazy import preview_scope, soon_scope
 
         while True:
             with self._cond:
@@ -253,9 +258,11 @@ class ViewportRenderer:
                 key = self._plan.pop(0)
                 self._busy = True
                 t0 = self._t_request
+                first = self._first_of_request
                 ahead, upcoming = self._lookahead(key)
             try:
-                with cancel_scope(self._stop), preview_scope(self.on_preview):
+                soon = soon_scope() if first else contextlib.nullcontext()
+                with cancel_scope(self._stop), preview_scope(self.on_preview), soon:
                     self._generate(key, ahead, upcoming, t0)
             except Cancelled:
                 return  # closed with cancel=True

@@ -31,11 +31,11 @@ view").
 Modules: :mod:`.spec` (``LazySpec``, the phase-cache protocol), :mod:`.plan` (``LazyPlan``:
 phases, lattices, dependency cones, cached states, final latents), :mod:`.batching` (missing
 states evaluated in fixed-size model batches, padded slots filled with work wanted next;
-``preview_scope``) and :mod:`.decode` (chunks decoded with halo and cross-faded borders, or locally;
-``render_chunk``, ``prepare_chunks``, ``render_region_lazy``).
+``preview_scope``, ``soon_scope``) and :mod:`.decode` (chunks decoded with halo and
+cross-faded borders, or locally; ``render_chunk``, ``prepare_chunks``, ``render_region_lazy``).
 """
 
-from .batching import preview_scope
+from .batching import preview_scope, soon_scope
 from .decode import (
     BORDER_DECODES,
     final_latents,
@@ -61,4 +61,5 @@ __all__ = [
     "preview_scope",
     "render_chunk",
     "render_region_lazy",
+    "soon_scope",
 ]

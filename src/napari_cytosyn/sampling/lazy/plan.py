@@ -153,15 +153,25 @@ class LazyPlan:
         m = self.phases[q].context
         return self.covering(q - 1, oy - m, ox - m, self.window, self.window)
 
-    def cone(self, p: int, cells: set[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    def cone(
+        self,
+        p: int,
+        cells: set[tuple[int, int]],
+        known: dict[tuple[int, int, int], bool] | None = None,
+    ) -> list[list[tuple[int, int]]]:
         """Missing cells, per phase, that computing ``cells`` of phase ``p`` needs (top-down
-        walk: a cached state needs nothing below it)."""
+        walk: a cached state needs nothing below it). ``known``: :meth:`cached` answers kept
+        across calls while nothing is computed (a planner asks for the same cells' cones
+        many times; each answer may stat a file)."""
+        known = {} if known is None else known
         missing: list[list[tuple[int, int]]] = [[] for _ in self.phases]
         todo = cells
         for q in range(p, -1, -1):
             below: set[tuple[int, int]] = set()
             for i, j in sorted(todo):
-                if self.cached((q, i, j)):
+                if (q, i, j) not in known:
+                    known[q, i, j] = self.cached((q, i, j))
+                if known[q, i, j]:
                     continue
                 missing[q].append((i, j))
                 if q > 0:
