@@ -99,3 +99,24 @@ def test_the_first_view_is_planned_when_napari_places_the_layer_not_after_the_de
     assert level == layer.data_level == 0
     assert y0 < 1024 < y1 and x0 < 1024 < x1 and (y1 - y0) < 2048  # the view, not the slide
     view.close(timeout=30)
+
+
+def test_previews_reach_the_gui_thread_before_events_queued_earlier(qtbot):
+    import threading
+
+    from napari_cytosyn._napari._qt._lazy_view import _ChunkRelay
+
+    relay, seen = _ChunkRelay(), []
+    relay.note.connect(lambda: seen.append("note"))
+    relay.preview.connect(lambda chunks: seen.append(chunks))
+
+    def worker() -> None:  # as the renderer's thread does: a queued signal, then previews
+        relay.note.emit()
+        relay.post_preview([(0, 1)])
+        relay.post_preview([(2, 3)])
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    _wait_until(qtbot, lambda: len(seen) == 3)
+    assert seen == [[(0, 1)], [(2, 3)], "note"]  # in order, ahead of the earlier signal

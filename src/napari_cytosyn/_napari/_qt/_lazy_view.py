@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer, Signal
 
 from .._chunk_cache import chunk_cache
 from ._jobs import lower_thread_priority
@@ -32,13 +32,40 @@ def _camera(viewer: Any) -> Any:
     return getattr(viewer, "scene", viewer).camera
 
 
+_PREVIEW_EVENT = QEvent.Type(QEvent.registerEventType())
+
+
 class _ChunkRelay(QObject):
-    """Carries chunk notifications from worker threads to the GUI thread (queued signal)."""
+    """Carries chunk notifications from worker threads to the GUI thread (queued signals;
+    previews ahead of the queue, :meth:`post_preview`)."""
 
     chunk = Signal(int, int, int)
     preview = Signal(object)  # level-0 chunks (cy, cx) whose preview changed
     error = Signal(str)
     note = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._previews: list[list] = []  # posted, not yet emitted
+        self._lock = threading.Lock()
+
+    def post_preview(self, chunks: list) -> None:
+        """Emit :attr:`preview` on the GUI thread before the events already queued there (a
+        new layer's layout, polish and paint: 100-300 ms on software OpenGL), as a
+        high-priority posted event: a view's first preview is shown a turn sooner."""
+        with self._lock:
+            self._previews.append(chunks)
+        high = Qt.EventPriority.HighEventPriority
+        QCoreApplication.postEvent(self, QEvent(_PREVIEW_EVENT), getattr(high, "value", high))
+
+    def event(self, e: QEvent) -> bool:
+        if e.type() != _PREVIEW_EVENT:
+            return super().event(e)
+        with self._lock:
+            posted, self._previews = self._previews, []
+        for chunks in posted:
+            self.preview.emit(chunks)
+        return True
 
 
 _OPEN_VIEWS: weakref.WeakSet = weakref.WeakSet()
@@ -221,7 +248,7 @@ class LazySlideView:
             self.preview_error = f"{type(exc).__name__}: {exc}"
             return
         if touched:
-            self._relay.preview.emit(sorted(touched))
+            self._relay.post_preview(sorted(touched))
 
     def _on_preview(self, chunks: list) -> None:
         self.previews_landed += 1
