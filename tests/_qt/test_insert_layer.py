@@ -45,7 +45,9 @@ def test_a_layer_inserted_in_steps_is_built_and_drawn_by_them(viewer, qtbot):
     assert list(viewer.layers) == [layer, first] and not layer.visible
     assert _built(viewer, layer) == (False, False)
     assert viewer.layers.selection.active is first
-    visual, show, controls, select = steps
+    make, visual, show, controls, select = steps
+    make()  # napari's vispy layer, not in the canvas yet
+    assert _built(viewer, layer) == (False, False)
     visual()
     assert _built(viewer, layer) == (True, False)
     show()
@@ -170,3 +172,22 @@ def test_a_layer_from_a_layer_data_tuple_is_built_in_later_steps(viewer, qtbot):
     # napari builds later layers as it always does
     other = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="other")
     assert _built(viewer, other) == (True, True)
+
+
+@pytest.mark.parametrize("action", ["remove", "select"])
+def test_a_vispy_layer_made_but_not_in_the_canvas_yet_is_put_there_first(viewer, action):
+    first = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="first")
+    layer, steps = _red(), []
+    _layers.insert_layer(viewer, layer, steps=steps)
+    steps[0]()  # napari's vispy layer made
+    assert _built(viewer, layer) == (False, False)
+    canvas = viewer.window._qt_viewer.canvas
+    if action == "remove":
+        viewer.layers.remove(layer)  # napari's canvas removes (and closes) it
+        assert set(canvas.layer_to_visual) == {first}
+    else:
+        viewer.layers.selection.active = layer
+        assert _built(viewer, layer) == (True, True)
+    for step in steps[1:]:
+        step()
+    assert set(canvas.layer_to_visual) == set(viewer.layers)

@@ -97,10 +97,11 @@ def test_a_new_outline_is_inserted_hidden_and_shown_by_a_later_step(viewer, qtbo
     region = _region(viewer)
     viewer.reset_view()
     [add] = _outline_steps(viewer, region, None)
-    visual, show = add()  # napari's insert in one turn of the event loop...
+    make, visual, show = add()  # napari's insert in one turn of the event loop...
     labels = _layers.mask_layer_of(region)
     assert labels in viewer.layers and not labels.visible
-    visual()  # ...its visual in the next...
+    make()  # ...its visual in the next two...
+    visual()
     assert labels in viewer.window._qt_viewer.canvas.layer_to_visual and not labels.visible
     show()  # ...its first slice, contour and draw in the next (controls: when selected)
     assert labels.visible
@@ -116,7 +117,8 @@ def test_an_outline_hidden_before_it_is_shown_stays_hidden(viewer, qtbot):
     region = _region(viewer)
     viewer.reset_view()
     [add] = _outline_steps(viewer, region, None)
-    visual, show = add()
+    make, visual, show = add()
+    make()
     visual()
     labels = _layers.mask_layer_of(region)
     labels.visible = False  # the user (or a script) hides it before the plugin shows it

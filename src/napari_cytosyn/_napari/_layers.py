@@ -562,9 +562,11 @@ def _qt_parts_blocked(qt_viewer: Any, layers: Any) -> Iterator[None]:
 
 
 def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[Callable]:
-    """Steps, one per turn, for a layer inserted in :func:`_qt_parts_blocked`: build its canvas
-    visual; show it (``shown``, unless its visibility was set meanwhile: a user or script that
-    hid it keeps it so); with ``select``, build its layer controls and select it.
+    """Steps, one per turn, for a layer inserted in :func:`_qt_parts_blocked`: make napari's
+    vispy layer (its visuals and shaders: 40-60 ms of GUI CPU), put it in the canvas (15-35 ms,
+    the units check included); show it (``shown``, unless its visibility was set meanwhile: a
+    user or script that hid it keeps it so); with ``select``, build its layer controls and
+    select it.
 
     A layer not selected gets its controls (35-150 ms of GUI CPU) only when it is first
     selected: napari shows the controls of the selected layer alone, and the plugin's outlines
@@ -580,18 +582,32 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
     layers, qt_viewer = viewer.layers, viewer.window._qt_viewer
     controls = qt_viewer.controls
     # the hooks may outlive the window (a layer never selected): no strong reference to it
-    visual = weakref.WeakMethod(qt_viewer._on_add_layer_change)
+    window = weakref.ref(qt_viewer)
     event = Event("inserted", value=layer, index=layers.index(layer))
     stand_in = QFrame()
     controls.addWidget(stand_in)
     controls.widgets[layer] = stand_in
     missing = {"visual", "controls"}
+    made: list = []  # napari's vispy layer, made by make_visual, not in the canvas yet
     touched: list[bool] = []
 
+    def make_visual() -> None:
+        qt = window()
+        # with napari's experimental QtPoll on, napari's own in one step (build_visual)
+        if "visual" in missing and not made and layer in layers and qt is not None:
+            from napari._vispy.utils.visual import create_vispy_layer
+
+            if getattr(qt, "_qt_poll", None) is None:
+                made.append(create_vispy_layer(layer, font_info=qt.canvas.font_info()))
+
     def build_visual() -> None:
-        if "visual" in missing and layer in layers and visual() is not None:
+        qt = window()
+        if "visual" in missing and layer in layers and qt is not None:
             missing.discard("visual")
-            visual()(event)
+            if made:  # the rest of napari's QtViewer._add_layer
+                qt.canvas.add_layer_visual_mapping(layer, made.pop())
+            else:
+                qt._on_add_layer_change(event)
 
     def build_controls() -> None:
         build_visual()
@@ -634,7 +650,7 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
     layers.selection.events.changed.connect(on_selection, position="first")
     if shown:
         layer.events.visible.connect(mark)
-    steps = [build_visual, *([show] if shown else [])]
+    steps = [make_visual, build_visual, *([show] if shown else [])]
     return steps + ([build_controls, select_it] if select else [])
 
 
