@@ -45,13 +45,15 @@ def test_a_layer_inserted_in_steps_is_built_and_drawn_by_them(viewer, qtbot):
     assert list(viewer.layers) == [layer, first] and not layer.visible
     assert _built(viewer, layer) == (False, False)
     assert viewer.layers.selection.active is first
-    make, visual, show, controls, select = steps
+    make, visual, show, make_controls, controls, select = steps
     make()  # napari's vispy layer, not in the canvas yet
     assert _built(viewer, layer) == (False, False)
     visual()
     assert _built(viewer, layer) == (True, False)
     show()
     assert layer.visible
+    make_controls()  # napari's controls, not in its panel yet
+    assert _built(viewer, layer) == (True, False)
     controls()
     assert _built(viewer, layer) == (True, True)
     select()
@@ -191,3 +193,17 @@ def test_a_vispy_layer_made_but_not_in_the_canvas_yet_is_put_there_first(viewer,
     for step in steps[1:]:
         step()
     assert set(canvas.layer_to_visual) == set(viewer.layers)
+
+
+def test_controls_made_but_not_in_the_panel_are_dropped_with_the_layer(viewer, qtbot):
+    first = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="first")
+    layer, steps = _red(), []
+    _layers.insert_layer(viewer, layer, select=True, steps=steps)
+    for step in steps[:4]:  # ... up to napari's controls made
+        step()
+    viewer.layers.remove(layer)
+    for step in steps[4:]:
+        step()
+    qtbot.wait(10)
+    controls = viewer.window._qt_viewer.controls
+    assert set(controls.widgets) == {first} and viewer.layers.selection.active is not layer

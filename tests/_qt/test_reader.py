@@ -75,6 +75,7 @@ def test_viewer_shows_slide_at_physical_scale(
     # Pixel centres of the last row/column of level 0 sit at (n - 1) * 0.5 um in world coordinates.
     np.testing.assert_allclose(layer.extent.world[1], ((1104 - 1) * 0.5, (1536 - 1) * 0.5))
 
+    qtbot.waitUntil(lambda: layer.visible, timeout=10_000)  # shown by a step, turns later
     viewer.reset_view()
     qtbot.wait(200)
     assert layer.data_level >= 1  # an overview of the whole slide does not load level 0

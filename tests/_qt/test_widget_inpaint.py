@@ -125,6 +125,8 @@ def test_inpaint_shapes_changes_composite_inside_mask_only(setup, qtbot):
     # On screen: with the composite shown, the rectangle's centre differs from the real slide;
     # far from the mask the two views are identical.
     shapes.visible = False  # the shapes' fill would cover what is under it
+    # the edited layer is shown by a step a few event-loop turns after the job ends
+    qtbot.waitUntil(lambda: composite.visible, timeout=10_000)
     camera = getattr(viewer, "scene", viewer).camera  # napari >= 0.9: viewer.scene
     camera.center = (0, 115.0, 85.0)  # the rectangle's centre, um
     camera.zoom = 6.0  # 1.5 screen px per level-0 px: the view lies inside the slide
