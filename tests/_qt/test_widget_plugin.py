@@ -95,11 +95,10 @@ def test_add_plugin_dock_widget_then_inpaint_and_synthesize(viewer, tmp_path, qt
 
 def test_plugins_menu_opens_the_widget_and_it_inpaints(viewer, tmp_path):
     _menu_action(viewer.window._qt_window, "CytoSyn (CytoSyn)", "CytoSyn").trigger()
-    [widget] = [
-        d.widget()
-        for d in viewer.window._dock_widgets.values()
-        if isinstance(d.widget(), CytoSynWidget)
-    ]
+    docks = getattr(viewer.window, "dock_widgets", None)  # the inner widgets (napari >= 0.6)
+    if docks is None:
+        docks = {k: d.widget() for k, d in viewer.window._dock_widgets.items()}
+    [widget] = [w for w in docks.values() if isinstance(w, CytoSynWidget)]
     _prepare(widget, tmp_path / "cache")
     [real] = viewer.open_sample(PLUGIN, "he_slide")
     wait_loaded(real)
