@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from napari_cytosyn.sampling import (
     Cancelled,
@@ -141,3 +142,65 @@ def test_inpaint_cancels_within_one_batch(grf, scene):
             progress=lambda d, t: cancel.set(),
             cancel=cancel,
         )
+
+
+def _tiny_scene(tiny_diffusion, net_hook=None):
+    model = tiny_diffusion(2, tile_px=32, net_hook=net_hook)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    return model, image, mask
+
+
+def _layers_run_after(module, cancel):
+    """Names of ``module``'s leaf layers that finished once ``cancel`` was set, in order."""
+    ran = []
+
+    def record(name):
+        if cancel.is_set():
+            ran.append(name)
+
+    for name, sub in module.named_modules():
+        if not list(sub.children()):
+            sub.register_forward_hook(lambda m, a, o, name=name: record(name))
+    return ran
+
+
+def test_cancel_during_a_network_call_stops_it_before_its_last_layer(tiny_diffusion, monkeypatch):
+    monkeypatch.setenv("NAPARI_CYTOSYN_MODEL_WORKERS", "1")  # one call in flight at a time
+    cancel = threading.Event()
+    # Cancel arrives while the denoiser's network runs (its first batch): the call stops at
+    # the next layer instead of finishing the UNet.
+    model, image, mask = _tiny_scene(tiny_diffusion, net_hook=lambda z: cancel.set())
+    [unet] = [
+        c.cell_contents for c in model.net.__closure__ if hasattr(c.cell_contents, "up_blocks")
+    ]
+    unet_layers = _layers_run_after(unet, cancel)
+    global_hooks = dict(torch.nn.modules.module._global_forward_pre_hooks)
+    with pytest.raises(Cancelled):
+        inpaint(model, image, mask, SamplerSettings(steps=4, seed=1), cancel=cancel)
+    assert unet_layers == []  # not one layer ran after Cancel
+    # the cancel hook is gone once no call is in flight
+    assert dict(torch.nn.modules.module._global_forward_pre_hooks) == global_hooks
+
+
+def test_cancel_during_the_encode_of_the_real_pixels_stops_it(tiny_diffusion):
+    cancel = threading.Event()
+    calls = []
+    model, image, mask = _tiny_scene(tiny_diffusion, net_hook=calls.append)
+    model.vae.encoder.conv_in.register_forward_hook(lambda m, a, o: cancel.set())
+    encoder_layers = _layers_run_after(model.vae.encoder, cancel)
+    with pytest.raises(Cancelled):
+        inpaint(model, image, mask, SamplerSettings(steps=4, seed=1), cancel=cancel)
+    assert encoder_layers == ["conv_in"]  # stopped at the layer after the one Cancel came in
+    assert calls == []  # the denoiser never ran
+
+
+def test_a_cancellable_inpaint_not_cancelled_gives_the_same_pixels(tiny_diffusion):
+    model, image, mask = _tiny_scene(tiny_diffusion)
+    st = SamplerSettings(steps=4, seed=1)
+    plain = inpaint(model, image, mask, st)
+    cancellable = inpaint(model, image, mask, st, cancel=threading.Event())
+    np.testing.assert_array_equal(cancellable, plain)
+    assert not np.array_equal(plain[mask], image[mask])

@@ -141,7 +141,7 @@ def inpaint(
     mask_p = np.pad(mask, pad, mode="edge")
 
     st = settings
-    known = encode_tiled(model, to_float(img_p), st.decode, st.autocast)
+    known = encode_tiled(model, to_float(img_p), st.decode, st.autocast, cancel)
     c, h, w = known.shape
     release = latent_release_times(
         mask_p, f, st.inpaint.mask_dilate_latent, st.inpaint.release_band_latent

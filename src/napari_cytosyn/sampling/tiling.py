@@ -7,8 +7,10 @@ Jiménez 2023), so any sampler takes one step on the whole canvas unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -16,10 +18,43 @@ import torch
 
 from . import precision
 from .counter_noise import uniform
-from .settings import DecodeConfig, check_cancel
+from .settings import DecodeConfig, ThreadValue, check_cancel
 from .threads import model_workers, parallel_calls
 
 ProgressFn = Callable[[int, int], None]
+
+_CALL_CANCEL = ThreadValue()  # the cancel flag of this thread's network call
+_HOOK_LOCK = threading.Lock()
+_HOOK: dict[str, Any] = {"users": 0, "handle": None}
+
+
+def _stop_if_cancelled(module: torch.nn.Module, args: Any) -> None:
+    check_cancel(_CALL_CANCEL.get())
+
+
+@contextlib.contextmanager
+def cancellable(cancel: Any) -> Iterator[None]:
+    """Network calls this thread makes in the block stop at their next layer once ``cancel``
+    is set (raising ``Cancelled``), not at their end: a forward pre-hook on every torch module,
+    registered process-wide while any block is open; each thread checks its own flag only, so
+    other jobs sharing the model run on. The hook changes no value: pixels stay bit-identical.
+    """
+    if cancel is None:
+        yield
+        return
+    with _HOOK_LOCK:
+        if _HOOK["users"] == 0:
+            hook = torch.nn.modules.module.register_module_forward_pre_hook
+            _HOOK["handle"] = hook(_stop_if_cancelled)
+        _HOOK["users"] += 1
+    try:
+        with _CALL_CANCEL.scope(cancel):
+            yield
+    finally:
+        with _HOOK_LOCK:
+            _HOOK["users"] -= 1
+            if _HOOK["users"] == 0:
+                _HOOK["handle"].remove()
 
 
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
@@ -118,10 +153,11 @@ def fused_denoiser(
         def run(chunk: list[tuple[int, int]]) -> torch.Tensor:
             check_cancel(cancel)
             batch = torch.stack([x[0, :, py : py + wh, px : px + wwid] for py, px in chunk])
-            if per_window:
-                rects = [(py + origin[0], px + origin[1], wh, wwid) for py, px in chunk]
-                return denoise(batch, t, rects)
-            return denoise(batch, t)
+            with cancellable(cancel):
+                if per_window:
+                    rects = [(py + origin[0], px + origin[1], wh, wwid) for py, px in chunk]
+                    return denoise(batch, t, rects)
+                return denoise(batch, t)
 
         batches = [wins[b : b + batch_size] for b in range(0, len(wins), batch_size)]
         group = model_workers() if cpu else 1
@@ -191,7 +227,8 @@ def decode_tiled(
     def decode(tile: tuple[int, int]) -> torch.Tensor:
         check_cancel(cancel)
         ya, xa, yb, xb = halo_box(*tile)
-        return precision.decode(decoder, z[None, :, ya:yb, xa:xb], mode)[0]
+        with cancellable(cancel):
+            return precision.decode(decoder, z[None, :, ya:yb, xa:xb], mode)[0]
 
     tiles = [(ty, tx) for ty in range(y, y + h, tile_latent) for tx in range(x, x + w, tile_latent)]
     cpu = on_cpu(model)
@@ -228,11 +265,12 @@ def on_cpu(model: Any) -> bool:
 
 
 def encode_tiled(
-    model: Any, rgb: torch.Tensor, config: DecodeConfig, autocast: str = "off"
+    model: Any, rgb: torch.Tensor, config: DecodeConfig, autocast: str = "off", cancel: Any = None
 ) -> torch.Tensor:
     """Encode ``(3, H, W)`` float in [-1, 1] (H, W multiples of ``latent_factor``) by tiles of
     ``config.tile_latent`` latents with a pixel halo of ``halo_latent`` latents, keeping their
-    centres. Returns ``(C, H / f, W / f)`` float32."""
+    centres; ``cancel`` is checked inside each tile's network call (:func:`cancellable`).
+    Returns ``(C, H / f, W / f)`` float32."""
     tile_latent, halo_latent = config.tile_latent, config.halo_latent
     mode = precision.resolve_autocast(autocast, model)
     f = model.latent_factor
@@ -247,7 +285,8 @@ def encode_tiled(
             ya, xa = max(0, ty - halo_latent), max(0, tx - halo_latent)
             yb, xb = min(h, ty + th + halo_latent), min(w, tx + tw + halo_latent)
             crop = rgb[None, :, ya * f : yb * f, xa * f : xb * f]
-            z = precision.encode(model, crop, mode)[0]
+            with cancellable(cancel):
+                z = precision.encode(model, crop, mode)[0]
             oy, ox = ty - ya, tx - xa
             out[:, ty : ty + th, tx : tx + tw] = z[:, oy : oy + th, ox : ox + tw]
     return out
