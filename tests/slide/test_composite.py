@@ -187,3 +187,35 @@ def test_inpainting_refuses_anisotropic_pixels_naming_both_axes(tmp_path):
         (100, 100, 64, 64), disc(64, 64), GRFModel(), SETTINGS, halo_px=32, slide_mpp=0.5
     )
     assert record["slide_mpp"] == 0.5
+
+
+def test_cancel_during_the_slide_read_stops_before_the_sampler(composite, monkeypatch):
+    """Cancel pressed while the job reads the real slide (seconds on a busy machine) ends it
+    there: no sampler call, no edit."""
+    import threading
+
+    import napari_cytosyn.sampling as sampling_pkg
+
+    cancel = threading.Event()
+    read = composite.read_region
+
+    def read_then_cancel(*args):
+        out = read(*args)
+        cancel.set()  # the user presses Cancel while the region is being read
+        return out
+
+    def no_sampler(*args, **kwargs):
+        raise AssertionError("the sampler ran after Cancel")
+
+    monkeypatch.setattr(composite, "read_region", read_then_cancel)
+    monkeypatch.setattr(sampling_pkg, "inpaint", no_sampler)
+    with pytest.raises(sampling.Cancelled):
+        composite.inpaint(
+            (100, 100, 64, 64),
+            disc(64, 64),
+            GRFModel(boundary="periodic"),
+            SETTINGS,
+            halo_px=32,
+            cancel=cancel,
+        )
+    assert composite.edits == []

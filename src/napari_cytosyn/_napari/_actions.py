@@ -163,6 +163,7 @@ def inpaint_work(
 
     def work(progress: Progress, cancel: Any) -> dict[str, Any]:
         from napari_cytosyn.models import model_for_slide
+        from napari_cytosyn.sampling.settings import check_cancel
 
         real_mpp = composite.real.mpp
         # cytosyn-tiny on a 40x slide: its 40x decoder, so nothing is upsampled; the edit's
@@ -171,6 +172,7 @@ def inpaint_work(
         model, why = model_for_slide(get_model(), side)
         if why:
             log.info(why)
+        check_cancel(cancel)  # loading the slide's model may take seconds the first time
         return composite.inpaint(
             region,
             mask,

@@ -299,6 +299,7 @@ class CompositeSlide:
         """
         from napari_cytosyn.sampling import SamplerSettings, make_recipe, resolve_settings
         from napari_cytosyn.sampling import inpaint as sample_inpaint
+        from napari_cytosyn.sampling.settings import check_cancel
 
         # The edit records how its networks ran ("auto" resolved for this model and machine).
         settings = resolve_settings(settings if settings is not None else SamplerSettings(), model)
@@ -344,7 +345,11 @@ class CompositeSlide:
         context = self.read_region(0, cy0, cx0, ch, cw)
         ctx_mask = np.zeros((ch, cw), dtype=bool)
         ctx_mask[y - cy0 : y - cy0 + h, x - cx0 : x - cx0 + w] = mask
+        # Cancel acts between the steps before the sampler (each may take seconds on a busy
+        # machine: this job runs at a lowered priority), not only inside its network calls.
+        check_cancel(cancel)
         img_m, mask_m = _to_model(context, ctx_mask, factor)
+        check_cancel(cancel)
         from napari_cytosyn.sampling.conditioning import recipe_settings
 
         from .reference import inpaint_condition
