@@ -589,25 +589,25 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
     controls.addWidget(stand_in)
     controls.widgets[layer] = stand_in
     missing = {"visual", "controls"}
-    made: list = []  # napari's vispy layer, made by make_visual, not in the canvas yet
+    made_visual: list = []  # napari's vispy layer, made by make_visual, not in the canvas yet
     made_controls: list = []  # napari's controls, made by make_controls, not in the panel yet
     touched: list[bool] = []
 
     def make_visual() -> None:
         qt = window()
         # with napari's experimental QtPoll on, napari's own in one step (build_visual)
-        if "visual" in missing and not made and layer in layers and qt is not None:
+        if "visual" in missing and not made_visual and layer in layers and qt is not None:
             from napari._vispy.utils.visual import create_vispy_layer
 
             if getattr(qt, "_qt_poll", None) is None:
-                made.append(create_vispy_layer(layer, font_info=qt.canvas.font_info()))
+                made_visual.append(create_vispy_layer(layer, font_info=qt.canvas.font_info()))
 
     def build_visual() -> None:
         qt = window()
         if "visual" in missing and layer in layers and qt is not None:
             missing.discard("visual")
-            if made:  # the rest of napari's QtViewer._add_layer
-                qt.canvas.add_layer_visual_mapping(layer, made.pop())
+            if made_visual:  # the rest of napari's QtViewer._add_layer
+                qt.canvas.add_layer_visual_mapping(layer, made_visual.pop())
             else:
                 qt._on_add_layer_change(event)
 
@@ -626,10 +626,10 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
         if "controls" in missing and layer in layers:
             missing.discard("controls")
             if made_controls:  # the rest of napari's QtLayerControlsContainer._add
-                made = made_controls.pop()
-                made.ndisplay = viewer.dims.ndisplay
-                controls.addWidget(made)
-                controls.widgets[layer] = made
+                widget = made_controls.pop()
+                widget.ndisplay = viewer.dims.ndisplay
+                controls.addWidget(widget)
+                controls.widgets[layer] = widget
             else:
                 controls._add(event)  # napari's, in place of the stand-in
             if controls.currentWidget() is stand_in:
@@ -645,8 +645,8 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
     def on_removing(event: Any) -> None:
         build_visual()
         if layers[event.index] is layer:  # napari removes the controls or the stand-in
-            for made in made_controls:
-                made.deleteLater()
+            for widget in made_controls:
+                widget.deleteLater()
             forget()
 
     def on_selection(event: Any) -> None:  # after napari showed the controls (or stand-in)
