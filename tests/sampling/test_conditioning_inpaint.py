@@ -94,3 +94,30 @@ def test_unconditional_models_inpaint_as_before_and_refuse_a_reference(real, tmp
         _inpaint(real, tmp_path, "u3", model=GRFModel(tile_px=64), reference="surround")
     with pytest.raises(ValueError, match="reference must be one of"):
         _inpaint(real, tmp_path, "u4", reference="nearby")
+
+
+def test_cancel_during_the_ring_read_stops_before_the_tissue_mask_and_the_embedding(
+    real, tmp_path, monkeypatch
+):
+    """Cancel pressed while the ring around the mask is read (seconds at a worker's priority on
+    a busy machine) ends the edit there: no tissue mask, no embedding, no edit."""
+    import threading
+
+    import napari_cytosyn.sampling.conditioning as conditioning
+    import napari_cytosyn.slide.reference as reference
+    from napari_cytosyn.sampling import Cancelled
+
+    cancel, read, later = threading.Event(), reference.read_model_px, []
+
+    def read_then_cancel(*args, **kwargs):
+        out = read(*args, **kwargs)
+        cancel.set()
+        return out
+
+    monkeypatch.setattr(reference, "read_model_px", read_then_cancel)
+    monkeypatch.setattr(reference, "slide_tissue_mask", lambda *a: later.append("mask"))
+    monkeypatch.setattr(conditioning, "surround_field", lambda *a, **k: later.append("embed"))
+    comp = CompositeSlide(open_slide(real), tmp_path / "cancelled")
+    with pytest.raises(Cancelled):
+        comp.inpaint(REGION, _mask(), ConditionalGRFModel(tile_px=64), ST, cancel=cancel)
+    assert later == [] and comp.edits == []

@@ -219,3 +219,31 @@ def test_cancel_during_the_slide_read_stops_before_the_sampler(composite, monkey
             cancel=cancel,
         )
     assert composite.edits == []
+
+
+def test_cancel_after_the_last_model_call_writes_nothing(composite, monkeypatch):
+    """Cancel pressed once the sampler has returned (its result resampled back to the slide)
+    still stops the edit: nothing is written to the edit store."""
+    import threading
+
+    import napari_cytosyn.slide.composite as composite_module
+
+    cancel, from_model = threading.Event(), composite_module._from_model
+
+    def resample_then_cancel(*args):
+        out = from_model(*args)
+        cancel.set()  # the user presses Cancel after the last model call
+        return out
+
+    monkeypatch.setattr(composite_module, "_from_model", resample_then_cancel)
+    with pytest.raises(sampling.Cancelled):
+        composite.inpaint(
+            (100, 100, 64, 64),
+            disc(64, 64),
+            GRFModel(boundary="periodic"),
+            SETTINGS,
+            halo_px=32,
+            cancel=cancel,
+        )
+    assert cancel.is_set() and composite.edits == []
+    assert not full_mask(composite, 0).any() and "edit_pixels" not in composite.store.root

@@ -107,6 +107,56 @@ def _fit_preview(model: Any) -> None:
         log.info("no preview map for %r: %s", model, exc)
 
 
+_BACKGROUND: set[threading.Thread] = set()  # steps cancelled jobs left running
+
+
+def finish_in_background(step: Callable[[], Any], cancel: Any) -> Any:
+    """``step()``, run in a thread of its own while the calling job waits for it or for
+    ``cancel`` (a ``threading.Event``; ``None``: run here).
+
+    For the part of a job that writes nothing: on Cancel the job raises ``Cancelled`` at once
+    and the step runs on in the background to its next Cancel check, its result dropped. At a
+    worker's lowered priority on a busy machine, single steps of a job that cannot stop midway
+    (the first 40x decoder load, a slide's first tissue mask, a slide read) took 5-20 s, and a
+    Cancel waited for them; what such a step loads is kept for the next job. The thread runs at
+    the job thread's CPU priority (Linux: a new thread takes its maker's nice value).
+    """
+    from napari_cytosyn.sampling.settings import check_cancel
+
+    if cancel is None:
+        return step()
+    check_cancel(cancel)
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = step()
+        except BaseException as exc:  # handed to the job, or dropped once it has gone
+            out["error"] = exc
+        finally:
+            _BACKGROUND.discard(threading.current_thread())
+
+    thread = threading.Thread(target=run, name="cytosyn-background", daemon=True)
+    _BACKGROUND.add(thread)
+    thread.start()
+    while thread.is_alive() and not cancel.is_set():
+        thread.join(0.02)
+    check_cancel(cancel)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def join_background(timeout: float = 5.0) -> None:
+    """Wait up to ``timeout`` s in all for the steps cancelled jobs left running (at exit: a
+    thread left inside torch while Python finalises aborts the process)."""
+    import time
+
+    end = time.monotonic() + timeout
+    for thread in list(_BACKGROUND):
+        thread.join(max(0.0, end - time.monotonic()))
+
+
 EDIT_STORE_SUFFIX = ".cytosyn"
 
 
@@ -163,26 +213,35 @@ def inpaint_work(
 
     def work(progress: Progress, cancel: Any) -> dict[str, Any]:
         from napari_cytosyn.models import model_for_slide
-        from napari_cytosyn.sampling.settings import check_cancel
 
         real_mpp = composite.real.mpp
-        # cytosyn-tiny on a 40x slide: its 40x decoder, so nothing is upsampled; the edit's
-        # record names the model used
         side = real_mpp.side_um("inpainting") if real_mpp else None
-        model, why = model_for_slide(get_model(), side)
-        if why:
-            log.info(why)
-        check_cancel(cancel)  # loading the slide's model may take seconds the first time
-        return composite.inpaint(
-            region,
-            mask,
-            model,
-            settings,
-            progress=progress,
-            cancel=cancel,
-            reference=reference,
-            ring_um=ring_um,
-        )
+
+        def live(done: int, total: int) -> None:  # a step left running reports nothing
+            if cancel is None or not cancel.is_set():
+                progress(done, total)
+
+        def make() -> Any:
+            with _LOAD_LOCK:  # one load, also when a cancelled job's load is still running
+                # cytosyn-tiny on a 40x slide: its 40x decoder, so nothing is upsampled; the
+                # edit's record names the model used
+                model, why = model_for_slide(get_model(), side)
+            if why:
+                log.info(why)
+            return composite.make_edit(
+                region,
+                mask,
+                model,
+                settings,
+                progress=live,
+                cancel=cancel,
+                reference=reference,
+                ring_um=ring_um,
+            )
+
+        # Everything but the writing runs where a Cancel need not wait for it: the job ends
+        # at once, nothing is written, what a model load or a tissue mask loaded is kept.
+        return composite.write_edit(finish_in_background(make, cancel), cancel)
 
     return work
 
@@ -218,7 +277,7 @@ def synthesize_work(
         from napari_cytosyn.sampling import generate_region, resolve_settings
         from napari_cytosyn.sampling.recipe import make_recipe
 
-        model = get_model()
+        model = finish_in_background(get_model, cancel)  # loaded once, kept when cancelled
         run = resolve_settings(settings, model)
         out = []
         n = len(boxes_px)

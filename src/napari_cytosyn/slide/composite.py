@@ -20,7 +20,7 @@ import math
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,6 +32,15 @@ from .store_io import stored_json
 
 KIND = "edit-store"
 _TILE_PX = 2048  # level-0 px per side processed at once when refreshing coarse levels
+
+
+class PendingEdit(NamedTuple):
+    """An inpainting edit computed and not yet written (:meth:`CompositeSlide.make_edit`):
+    its record, the context's pixels ``rgb`` ``(h, w, 3)`` uint8 and ``mask`` ``(h, w)`` bool."""
+
+    record: dict[str, Any]
+    rgb: np.ndarray
+    mask: np.ndarray
 
 
 class CompositeSlide:
@@ -295,8 +304,31 @@ class CompositeSlide:
             ``(y, x, h, w)`` (:func:`~.reference.inpaint_condition`); recorded, never its pixels.
         ring_um: width of that ring in um (default one model tile).
 
-        Returns the edit's record (also appended to :attr:`edits`).
+        Returns the edit's record (also appended to :attr:`edits`). :meth:`make_edit` and
+        :meth:`write_edit` are its two halves.
         """
+        edit = self.make_edit(
+            region, mask, model, settings, progress, cancel, halo_px, slide_mpp, max_side_px,
+            reference, ring_um,
+        )  # fmt: skip
+        return self.write_edit(edit, cancel)
+
+    def make_edit(
+        self,
+        region: tuple[int, int, int, int],
+        mask: np.ndarray,
+        model: Any,
+        settings: Any = None,
+        progress: Any = None,
+        cancel: Any = None,
+        halo_px: int | None = None,
+        slide_mpp: PixelSize | float | None = None,
+        max_side_px: int = 8192,
+        reference: Any = "auto",
+        ring_um: float | None = None,
+    ) -> PendingEdit:
+        """The edit :meth:`inpaint` makes (same arguments), computed and not written: it only
+        reads, so a cancelled job may leave it running to its next Cancel check."""
         from napari_cytosyn.sampling import SamplerSettings, make_recipe, resolve_settings
         from napari_cytosyn.sampling import inpaint as sample_inpaint
         from napari_cytosyn.sampling.settings import check_cancel
@@ -319,6 +351,7 @@ class CompositeSlide:
             )
         if not mask.any():
             raise ValueError("the mask is empty: nothing to inpaint")
+        check_cancel(cancel)
         rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
         by0, by1 = y + int(rows[0]), y + int(rows[-1]) + 1
         bx0, bx1 = x + int(cols[0]), x + int(cols[-1]) + 1
@@ -377,15 +410,27 @@ class CompositeSlide:
         }
         if ref_record is not None:
             record["reference"] = stored_json(ref_record)
+        return PendingEdit(record, out, ctx_mask)
+
+    def write_edit(self, edit: PendingEdit, cancel: Any = None) -> dict[str, Any]:
+        """Write an edit of :meth:`make_edit` into the edit store and append its record to
+        :attr:`edits`; returns the record. ``cancel`` is checked first: after that, all of it
+        is written."""
+        from napari_cytosyn.sampling.settings import check_cancel
+
+        check_cancel(cancel)
+        record = edit.record
+        cy0, cx0 = record["context"][:2]
+        by0, bx0, bh, bw = record["bbox"]
         # One edit at a time writes (threads and processes): merges read, modify and write,
         # from the records on disk (another process may have edited since we opened).
         with self.store.lock:
             self.store.refresh()
             # The edit's own pixels, kept so that it can be removed later (the merged levels
             # hold only the newest edit where edits overlap).
-            self._save_edit_pixels(record["id"], out, ctx_mask)
-            self._merge(0, cy0, cx0, out, ctx_mask)
-            self._refresh_levels(by0, by1, bx0, bx1)
+            self._save_edit_pixels(record["id"], edit.rgb, edit.mask)
+            self._merge(0, cy0, cx0, edit.rgb, edit.mask)
+            self._refresh_levels(by0, by0 + bh, bx0, bx0 + bw)
             self.store.update_attrs(
                 lambda attrs: {**attrs, "edits": [*attrs.get("edits", []), record]}
             )

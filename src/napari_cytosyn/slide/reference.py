@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cytosyn.sampling.settings import ThreadValue
+from napari_cytosyn.sampling.settings import ThreadValue, check_cancel
 
 #: Store attribute and group holding a slide's reference.
 REFERENCE_KEY = "reference"
@@ -552,6 +552,7 @@ def inpaint_condition(
         ry, rx = math.floor(my) - margin, math.floor(mx) - margin
         rh, rw = math.ceil(my + mh) + margin - ry, math.ceil(mx + mw) + margin - rx
         image = read_model_px(slide, model, ry, rx, rh, rw)
+        check_cancel(cancel)  # the read takes seconds at a worker's priority on a busy machine
         tissue = _tissue_in_box(slide, model, ry, rx, rh, rw)
         m = np.asarray(mask, bool)
         rows = np.clip(

@@ -59,10 +59,14 @@ _RUNNING: weakref.WeakSet = weakref.WeakSet()
 
 
 def stop_all_jobs(timeout: float = 5.0) -> None:
-    """Cancel every running job and wait for its thread (at exit: a worker thread left inside
-    torch while Python finalises aborts the process)."""
+    """Cancel every running job and wait for its thread, then for the steps cancelled jobs left
+    running (at exit: a worker thread left inside torch while Python finalises aborts the
+    process)."""
+    from .._actions import join_background
+
     for job in list(_RUNNING):
         job.stop(timeout)
+    join_background(timeout)
 
 
 def _stop_at_exit() -> None:
