@@ -207,3 +207,31 @@ def test_controls_made_but_not_in_the_panel_are_dropped_with_the_layer(viewer, q
     qtbot.wait(10)
     controls = viewer.window._qt_viewer.controls
     assert set(controls.widgets) == {first} and viewer.layers.selection.active is not layer
+
+
+def test_making_the_controls_draws_nothing_and_keeps_the_colormap(viewer, qtbot):
+    """napari's colormap control, when made, sets the layer's colormap to the one it has: that
+    redrew the whole canvas for nothing."""
+    from qtpy.QtWidgets import QComboBox
+
+    layer, steps = Image(np.zeros((64, 96), np.uint8), colormap="viridis", name="grey"), []
+    _layers.insert_layer(viewer, layer, select=True, steps=steps)
+    make, visual, show, make_controls, controls, select = steps
+    for step in (make, visual, show):
+        step()
+    qtbot.wait(200)
+    draws, colormaps = [], []
+    viewer.window._qt_viewer.canvas._scene_canvas.events.draw.connect(draws.append)
+    layer.events.colormap.connect(colormaps.append)
+    make_controls()
+    qtbot.wait(200)
+    assert draws == [] and colormaps == []
+    controls()
+    select()
+    combo = viewer.window._qt_viewer.controls.widgets[layer].findChild(
+        QComboBox, "colormapComboBox"
+    )
+    assert combo.currentData() == "viridis"
+    combo.setCurrentIndex(combo.findData("magma"))  # the user's choice still applies
+    assert layer.colormap.name == "magma" and len(colormaps) == 1
+    qtbot.waitUntil(lambda: len(draws) > 0, timeout=5000)

@@ -619,7 +619,8 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
             from napari.settings import get_settings
 
             if not get_settings().experimental.dynamic_layer_controls:
-                made_controls.append(create_qt_layer_controls(layer))
+                with _colormap_not_reset(layer):
+                    made_controls.append(create_qt_layer_controls(layer))
 
     def build_controls() -> None:
         build_visual()
@@ -672,6 +673,32 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
         layer.events.visible.connect(mark)
     steps = [make_visual, build_visual, *([show] if shown else [])]
     return steps + ([make_controls, build_controls, select_it] if select else [])
+
+
+@contextmanager
+def _colormap_not_reset(layer: Any) -> Iterator[None]:
+    """Meanwhile a colormap that resolves to ``layer``'s own is not set again: napari's colormap
+    control, when made, sets the layer's colormap to the one it has (its combo box catching
+    up), and the layer then remakes its thumbnail and its visual redraws the whole canvas
+    (16-33 ms of paint + a window compose) for nothing (a private method,
+    ``_set_colormap``; ``tests/_qt/test_insert_layer.py`` fails if napari renames it)."""
+    from napari.layers.intensity_mixin import IntensityVisualizationMixin
+    from napari.utils.colormaps import ensure_colormap
+
+    if not isinstance(layer, IntensityVisualizationMixin):
+        yield
+        return
+    set_colormap = layer._set_colormap
+
+    def set_if_new(colormap: Any) -> None:
+        if ensure_colormap(colormap) is not layer.colormap:
+            set_colormap(colormap)
+
+    layer._set_colormap = set_if_new
+    try:
+        yield
+    finally:
+        del layer._set_colormap
 
 
 def later(*steps: Callable[[], Any]) -> None:
