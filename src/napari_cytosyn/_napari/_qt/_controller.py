@@ -87,8 +87,9 @@ class WidgetActions:
         ring_um = self.reference_box.ring_um()
         self._snapshot_model_choice()
         settings, cache = self.sampler_settings(), self.config.cache_path()
+        shown = _layers.shown_region(image)
 
-        def work(progress: Any, cancel: Any) -> tuple[Any, dict]:
+        def work(progress: Any, cancel: Any) -> tuple[Any, dict, dict]:
             target = composite or _actions.open_composite(path, cache)
             try:
                 shape_hw = target.level_shapes[0]
@@ -99,27 +100,31 @@ class WidgetActions:
                 run = _actions.inpaint_work(
                     target, region, mask, self.get_model, settings, ref, ring_um
                 )
-                return target, run(progress, cancel)
+                record = run(progress, cancel)
             except BaseException:
                 if composite is None:  # a store made for this edit alone: nothing left behind
                     shutil.rmtree(target.path, ignore_errors=True)
                 raise
+            # what the edited layer's first slice reads: here, not on the GUI thread
+            return target, record, _layers.read_ahead(target, shown)
 
         return self.run_job(
             "Inpaint", work, lambda out: self._show_composite(image, *out), unit="steps"
         )
 
-    def _show_composite(self, image: Any, composite: Any, record: dict) -> None:
+    def _show_composite(self, image: Any, composite: Any, record: dict, ahead: dict) -> None:
         key = str(Path(composite.real.path).resolve())
         self.session.composites[key] = composite
         layer = _layers.edited_layer(self.viewer, composite)
         if layer is None:  # a new layer shows the edit as it is: no refresh
+            _layers.use_read_ahead(composite, ahead)
             steps: list = []
             layer = _layers.add_composite_layer(self.viewer, composite, image, steps)
-            later(*steps, *_outline_steps(self.viewer, layer, composite))
+            done = [lambda: _layers.use_read_ahead(composite, None)]  # shown: sliced
+            later(*steps, *done, *_outline_steps(self.viewer, layer, composite))
             self.session.edits_changed.emit(composite)
         else:
-            self._edits_changed(layer, composite)
+            self._edits_changed(layer, composite, ahead)
         self.say(
             f"Inpainted {record['mask_px']:,} px into {layer.name!r} "
             f"({len(composite.edits)} edit(s) in {composite.path})."
@@ -167,12 +172,14 @@ class WidgetActions:
             f"has {len(composite.edits)} edit(s)."
         )
 
-    def _edits_changed(self, layer: Any, composite: Any) -> None:
-        """The edits of ``composite`` changed: refresh its layer (if shown) and mask, tell the
-        session."""
+    def _edits_changed(self, layer: Any, composite: Any, ahead: dict | None = None) -> None:
+        """The edits of ``composite`` changed: refresh its layer (if shown; its slice reads
+        ``ahead``, :func:`_layers.read_ahead`) and mask, tell the session."""
         if layer is not None:
             layer.metadata.update(_layers.composite_metadata(composite))
+            _layers.use_read_ahead(composite, ahead)
             layer.refresh()
+            _layers.use_read_ahead(composite, None)
             later(*_outline_steps(self.viewer, layer, composite))
         self.session.edits_changed.emit(composite)
 
