@@ -235,3 +235,30 @@ def test_making_the_controls_draws_nothing_and_keeps_the_colormap(viewer, qtbot)
     combo.setCurrentIndex(combo.findData("magma"))  # the user's choice still applies
     assert layer.colormap.name == "magma" and len(colormaps) == 1
     qtbot.waitUntil(lambda: len(draws) > 0, timeout=5000)
+
+
+def test_a_new_outline_is_styled_without_a_slice_per_style(viewer, monkeypatch):
+    """Setting its contour sliced it (napari's contour: 11 ms) in the turn that inserts it
+    hidden; it is sliced styled when its show step shows it."""
+    from napari.layers import Labels
+
+    from napari_cytosyn._napari._qt._controller import _outline_steps
+
+    region = viewer.add_image(np.zeros((64, 96, 3), np.uint8), rgb=True, name="region")
+    sliced = []  # the contour of each refresh that slices
+    refresh = Labels.refresh
+
+    def counted(self, *args, **kwargs):
+        if self.visible and not self._refresh_blocked:
+            sliced.append(self.contour)
+        return refresh(self, *args, **kwargs)
+
+    monkeypatch.setattr(Labels, "refresh", counted)
+    [add] = _outline_steps(viewer, region, None)
+    steps = add()
+    assert 3 not in sliced  # napari's own slices of a new Labels only
+    n = len(sliced)
+    for step in steps:
+        step()
+    labels = _layers.mask_layer_of(region)
+    assert sliced[n:] == [3] and labels.visible and not labels.editable

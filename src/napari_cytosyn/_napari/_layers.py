@@ -554,10 +554,15 @@ def _mask_kwargs(
 def _link_mask(viewer: Any, image: Any, labels: Any, steps: list | None = None) -> None:
     """Outline style, right above ``image`` (inserted there when not a layer yet, so napari
     draws it once, styled; ``steps``: see :func:`insert_layer`), removed with it."""
-    labels.contour = 3  # an outline: the tissue under it stays visible
-    labels.editable = False
-    _paint_tools_follow_editable(labels)
-    _binary_contours(labels)
+    # styled without a slice for each setter (napari's contour of the first, 11 ms): a layer
+    # is sliced when inserted or shown, one already in the viewer here
+    with labels._block_refresh():  # a private napari method: test_outline_layer.py
+        labels.contour = 3  # an outline: the tissue under it stays visible
+        labels.editable = False
+        _paint_tools_follow_editable(labels)
+        _binary_contours(labels)
+    if labels in viewer.layers:
+        labels.refresh()
     _links(viewer).masks[image] = labels
     if image in viewer.layers and labels not in viewer.layers:
         insert_layer(viewer, labels, viewer.layers.index(image) + 1, steps=steps)
