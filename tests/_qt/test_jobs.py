@@ -8,7 +8,12 @@ import threading
 
 import pytest
 
-from napari_cytosyn._napari._qt._jobs import BACKGROUND_NICENESS, Job, lower_thread_priority
+from napari_cytosyn._napari._qt._jobs import (
+    BACKGROUND_NICENESS,
+    JOB_NICENESS,
+    Job,
+    lower_thread_priority,
+)
 from napari_cytosyn.sampling import Cancelled
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice")
@@ -33,8 +38,10 @@ def test_job_runs_in_a_worker_thread_at_lower_priority(qtbot):
     assert job.wait(10_000)
     assert (job.state, job.result) == ("done", 42)
     assert seen["main"] is False
-    assert seen["nice"] == min(19, gui_nice + BACKGROUND_NICENESS)
+    assert seen["nice"] == min(19, gui_nice + JOB_NICENESS)
     assert _nice() == gui_nice  # the GUI thread keeps its priority
+    # a job the user waits for is lowered less than the viewport's renderer
+    assert 0 < JOB_NICENESS < BACKGROUND_NICENESS
 
 
 def test_job_reports_failures_and_cancels(qtbot):

@@ -24,6 +24,10 @@ from qtpy.QtCore import QObject, Signal
 Work = Callable[[Callable[[int, int], None], threading.Event], Any]
 
 BACKGROUND_NICENESS = 10  # added to a worker thread's nice value (0 normal, 19 lowest)
+# A job the user started and waits for is lowered less than the viewport's renderer: beside
+# two CPU-bound processes a first inpaint took 109-112 s at +10 and 37-40 s at +5; on a quiet
+# machine benchmarks/gui_latency.py saw no larger GUI stalls (docs/user-guide/inpaint.md).
+JOB_NICENESS = 5
 _THREAD = threading.local()  # .lowered: this thread's priority was lowered
 
 
@@ -153,7 +157,7 @@ class Job(QObject):
             # never two threads importing diffusers at once; the first import (seconds) runs
             # before the priority drops, or a loaded machine starves it for tens of seconds
             ensure_imports()
-            lower_thread_priority()
+            lower_thread_priority(JOB_NICENESS)
             result = self._work(self.progressed.emit, self.cancel_event)
         except BaseException as exc:
             self._errored.emit(exc)
