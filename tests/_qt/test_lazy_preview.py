@@ -120,3 +120,31 @@ def test_previews_reach_the_gui_thread_before_events_queued_earlier(qtbot):
     thread.join()
     _wait_until(qtbot, lambda: len(seen) == 3)
     assert seen == [[(0, 1)], [(2, 3)], "note"]  # in order, ahead of the earlier signal
+
+
+def test_a_data_refresh_leaves_the_layer_list_alone_and_a_thumbnail_refresh_reaches_it(
+    make_napari_viewer, qtbot, tmp_path
+):
+    # napari's layer list answers any layer event with a relayout and a repaint of the whole
+    # list, a window compose of its own: a refresh of new chunks must reach only the canvas.
+    slide = SyntheticSlide.create(
+        tmp_path / "s.cytosyn", GRFModel(), 512, 512, SamplerSettings(steps=2, seed=3)
+    )
+    viewer = make_napari_viewer(show=True)
+    layer, view = _layers.add_synthetic_layer(viewer, slide, preview=False)
+    _wait_until(qtbot, lambda: view._drawn() and slide.is_done(0, 0, 0))
+    view.live = False  # only the refreshes below
+    qtbot.wait(300)
+    list_changes, data_sent = [], []
+    viewer.window._qt_viewer.layers.model().dataChanged.connect(lambda *a: list_changes.append(a))
+    layer.events.set_data.connect(data_sent.append)
+    view._landed_seq += 1  # a visible chunk landed
+    view._thumbnail_stale = False
+    view._do_refresh()
+    assert len(data_sent) == 1  # the canvas gets the new pixels
+    assert list_changes == []
+    view._landed_seq += 1
+    view._thumbnail_stale, view._thumbnail_t = True, 0.0  # the thumbnail is due
+    view._do_refresh()
+    assert len(data_sent) == 2 and list_changes  # the list shows the new thumbnail
+    view.close(timeout=30)
