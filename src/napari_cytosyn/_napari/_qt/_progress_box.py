@@ -49,15 +49,21 @@ class ProgressBox(QWidget):
         self.cancel_button.clicked.connect(session.cancel)
         row.addWidget(self.cancel_button)
         layout.addLayout(row)
-        self.status = QLabel("Ready.")
+        # The status line: two lines, always, in a slot of fixed height without a layout of its
+        # own. A QLabel's new text asks its parent to lay out again, and in a layout that climbs
+        # to napari's main window: relaid out and composed again after every status text.
+        self._status_slot = QWidget()
+        self._status_slot.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.status = QLabel("Ready.", self._status_slot)
         self.status.setWordWrap(True)
         self.status.setToolTip("What the plugin did last")
-        # Two lines, always: a status text that changed the label's height relaid out the whole
-        # window (the canvas too) on the GUI thread, up to half a second on a loaded machine.
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.status.setFixedHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
-        layout.addWidget(self.status)
+        self._status_slot.setFixedHeight(2 * self.status.fontMetrics().lineSpacing() + 4)
+        layout.addWidget(self._status_slot)
         session.job_changed.connect(self._on_job)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self.status.setGeometry(self._status_slot.rect())
 
     def say(self, text: str) -> None:
         self.status.setText(text)
