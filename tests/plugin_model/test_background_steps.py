@@ -98,3 +98,28 @@ def test_cancel_while_the_model_loads_ends_the_inpaint_and_the_next_one_gets_the
     assert len(loaded) == 1
     record = work()(lambda done, total: None, threading.Event())
     assert len(loaded) == 1 and [e["id"] for e in composite.edits] == [record["id"]]
+
+
+def test_an_uncancelled_inpaint_job_writes_the_same_pixels_as_the_headless_inpaint(
+    generic_tiff_slide, tmp_path
+):
+    yy, xx = np.mgrid[:64, :64]
+    mask = (yy - 31.5) ** 2 + (xx - 31.5) ** 2 <= 30**2
+    region, settings = (100, 100, 64, 64), SamplerSettings(steps=2, seed=5)
+    model = GRFModel(boundary="periodic")
+    job, headless = (
+        CompositeSlide(open_slide(generic_tiff_slide), tmp_path / name, 256)
+        for name in ("job.cytosyn", "headless.cytosyn")
+    )
+    steps = []
+    inpaint_work(job, region, mask, lambda: model, settings, "none")(
+        lambda done, total: steps.append(done), threading.Event()
+    )
+    headless.inpaint(region, mask, model, settings, reference="none")
+    assert steps and steps[-1] == 2  # the background step's progress reached the job
+    for level in range(len(job.level_shapes)):
+        h, w = job.level_shapes[level]
+        np.testing.assert_array_equal(
+            job.read_region(level, 0, 0, h, w), headless.read_region(level, 0, 0, h, w)
+        )
+    assert len(job.edits) == len(headless.edits) == 1
