@@ -1,19 +1,21 @@
-"""Cancel of an Inpaint on a busy machine: CPU-bound processes beside napari, Cancel pressed at
-several moments of the job, seconds from Cancel to the job's end.
+"""Cancel of an Inpaint (or a Synthesize region) on a busy machine: CPU-bound processes beside
+napari, Cancel pressed at several moments of the job, seconds from Cancel to the job's end.
 
 Drives the real dock widget in a real viewer: opens the H&E sample, draws a rectangle mask,
-starts Inpaint (``--steps`` sampler steps) and presses Cancel ``--at`` seconds after each start
-(cycled over ``--presses`` jobs). ``--hogs`` processes spinning on the CPU at normal priority
-run the whole time (started ``--warm-s`` before the first job, so that the load average
-reflects them). Every 20 ms the job threads' stacks are sampled: each press prints where the
-time from Cancel to the end went (the step of the plugin in flight), so a slow Cancel names
-the step that held it. The first job also loads what a first job loads (the slide's model,
-its tissue mask). ``gui_latency.py`` measures Cancel of every job kind on a quiet machine.
+starts Inpaint or Synthesize region (``--job``, ``--steps`` sampler steps) and presses Cancel
+``--at`` seconds after each start (cycled over ``--presses`` jobs). ``--hogs`` processes
+spinning on the CPU at normal priority run the whole time (started ``--warm-s`` before the
+first job, so that the load average reflects them). Every 20 ms the job threads' stacks are
+sampled: each press prints where the time from Cancel to the end went (the step of the plugin
+in flight), so a slow Cancel names the step that held it. The first job also loads what a first
+job loads (the slide's model, its tissue mask). ``gui_latency.py`` measures Cancel of every job
+kind on a quiet machine.
 
 Needs a display::
 
     xvfb-run -a python benchmarks/cancel_busy.py                  # 2 hogs, 6 presses
     xvfb-run -a python benchmarks/cancel_busy.py --hogs 0 --at 1  # quiet machine
+    xvfb-run -a python benchmarks/cancel_busy.py --job region
 
 Last line ``RESULT {json}``: ``cancel_s`` per press, ``max_cancel_s``, ``load_1min``.
 """
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_S = 0.02
+JOBS = {"inpaint": "Inpaint", "region": "Synthesize region"}  # --job: the job's title
 _WORK_FRAMES = ("composite.py:inpaint", "_actions.py:work", "_actions.py:make")
 
 
@@ -59,10 +62,10 @@ def _step(prefix: str) -> str | None:
     return None
 
 
-def job_step() -> str:
-    """Where the Inpaint job is: its own thread's step, or the step of the background thread
+def job_step(title: str) -> str:
+    """Where the job ``title`` is: its own thread's step, or the step of the background thread
     it waits for."""
-    step = _step("cytosyn-Inpaint") or "(no job thread)"
+    step = _step(f"cytosyn-{title}") or "(no job thread)"
     if "finish_in_background" in step:
         step = "background: " + (_step("cytosyn-background") or "(ended)")
     return step
@@ -77,6 +80,7 @@ def pump(app, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--job", choices=JOBS, default="inpaint", help="the job cancelled")
     parser.add_argument("--hogs", type=int, default=2, help="CPU-bound processes beside napari")
     parser.add_argument("--presses", type=int, default=6, help="jobs started and cancelled")
     parser.add_argument("--at", default="1,3,6", help="seconds after the start, cycled")
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace, delays: list[float]) -> dict:
     times = []
     for press in range(args.presses):
         delay = delays[press % len(delays)]
-        job = widget.inpaint()
+        job = widget.inpaint() if args.job == "inpaint" else widget.synthesize_region()
         assert job is not None, widget.status.text()
         start = last = time.perf_counter()
         pressed, at_cancel = None, ""
@@ -138,10 +142,10 @@ def run(args: argparse.Namespace, delays: list[float]) -> dict:
         while not job.is_finished:
             now = time.perf_counter()
             if pressed is None and now - start >= delay:
-                at_cancel, pressed = job_step(), time.perf_counter()
+                at_cancel, pressed = job_step(JOBS[args.job]), time.perf_counter()
                 widget.cancel()
             if pressed is not None and now - last >= SAMPLE_S:
-                after[job_step()] += now - last
+                after[job_step(JOBS[args.job])] += now - last
             if now - last >= SAMPLE_S:
                 last = now
             app.processEvents()
@@ -163,6 +167,7 @@ def run(args: argparse.Namespace, delays: list[float]) -> dict:
     return {
         "cancel_s": [round(t, 3) for t in times],
         "max_cancel_s": round(max(times), 3) if times else None,
+        "job": args.job,
         "hogs": args.hogs,
         "steps": args.steps,
         "load_1min": round(os.getloadavg()[0], 1),
