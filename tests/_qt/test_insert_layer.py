@@ -262,3 +262,22 @@ def test_a_new_outline_is_styled_without_a_slice_per_style(viewer, monkeypatch):
         step()
     labels = _layers.mask_layer_of(region)
     assert sliced[n:] == [3] and labels.visible and not labels.editable
+
+
+def test_a_timer_due_after_a_step_ends_runs_before_the_next_step(qtbot):
+    """Qt composes the window after a step; a timer due meanwhile ran after the next step
+    when that one was due 1 ms after the step before."""
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    order = []
+
+    def slow() -> None:
+        QTimer.singleShot(25, lambda: order.append("timer"))  # due 5 ms after this step
+        time.sleep(0.02)
+        order.append("slow")
+
+    _layers.later(slow, lambda: order.append("next"))
+    qtbot.waitUntil(lambda: len(order) == 3, timeout=5000)
+    assert order == ["slow", "timer", "next"]
