@@ -95,11 +95,18 @@ def test_cancel_stops_render_all_within_one_chunk(widget, qtbot):
     view.close()  # only "render all" works on this slide from here on
     total = len(slide.missing_chunks(0))
     job = widget.render_all()
-    job.progressed.connect(lambda done, n: widget.cancel() if done >= 2 else None)
+    pressed_at = []  # chunks made when Cancel was pressed (a loaded GUI thread presses late)
+
+    def press(done: int, n: int) -> None:
+        if done >= 2 and not pressed_at:
+            pressed_at.append(slide.compute_count)
+            widget.cancel()
+
+    job.progressed.connect(press)
     assert job.wait(60_000)
     assert job.state == "cancelled"
     made = slide.compute_count
-    assert 2 <= made <= 3  # the chunk in flight when Cancel was pressed may finish
+    assert 2 <= pressed_at[0] <= made <= pressed_at[0] + 1  # the chunk in flight may finish
     qtbot.wait(500)
     assert slide.compute_count == made  # and nothing runs after the cancel
     assert len(slide.missing_chunks(0)) == total - made
