@@ -160,6 +160,24 @@ def test_a_layer_hidden_before_its_show_step_stays_hidden(viewer):
     assert not layer.visible
 
 
+def test_a_layer_added_before_the_select_step_keeps_the_selection(viewer):
+    """A sample's steps run on after it is shown: the Shapes layer a user adds meanwhile (napari
+    selects it) stays selected; a second layer of the plugin's still takes it from the first."""
+    layer, steps = _red(), []
+    _layers.insert_layer(viewer, layer, select=True, steps=steps)
+    shapes = viewer.add_shapes(name="mask")  # the user, before the last step
+    for step in steps:
+        step()
+    assert viewer.layers.selection.active is shapes and len(viewer.layers.selection) == 1
+    assert _built(viewer, layer) == (True, True)
+    first, second, steps_1, steps_2 = _red(), _red(), [], []
+    _layers.insert_layer(viewer, first, select=True, steps=steps_1)
+    _layers.insert_layer(viewer, second, select=True, steps=steps_2)
+    for step in steps_1 + steps_2:
+        step()
+    assert viewer.layers.selection.active is second and len(viewer.layers.selection) == 1
+
+
 def test_a_layer_from_a_layer_data_tuple_is_built_in_later_steps(viewer, qtbot):
     """Samples return layer data tuples, which napari inserts itself."""
     first = viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="first")

@@ -624,6 +624,10 @@ def _qt_parts_blocked(qt_viewer: Any, layers: Any) -> Iterator[None]:
         yield
 
 
+#: layers selected by their insert steps' ``select_it`` (see :func:`_qt_part_steps`)
+_SELECTED_BY_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[Callable]:
     """Steps, one per turn, for a layer inserted in :func:`_qt_parts_blocked`: make napari's
     vispy layer (its visuals and shaders: 40-60 ms of GUI CPU), put it in the canvas (15-35 ms,
@@ -655,6 +659,7 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
     made_visual: list = []  # napari's vispy layer, made by make_visual, not in the canvas yet
     made_controls: list = []  # napari's controls, made by make_controls, not in the panel yet
     touched: list[bool] = []
+    selected_before = set(layers.selection)
 
     def make_visual() -> None:
         qt = window()
@@ -727,8 +732,14 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
             layer.visible = True
 
     def select_it() -> None:
-        if layer in layers:
-            layers.selection.active = layer  # as napari's own insert does
+        # as napari's own insert does, unless the user selected or added a layer meanwhile
+        # (the steps of a sample run on after it is shown: they must not take the selection
+        # from the Shapes layer added just after); a layer these steps selected gives it up,
+        # as napari's newest inserted layer does
+        now = set(layers.selection)
+        if layer in layers and (now == selected_before or now <= set(_SELECTED_BY_STEPS)):
+            layers.selection.active = layer
+            _SELECTED_BY_STEPS[layer] = True
 
     layers.events.removing.connect(on_removing, position="first")
     layers.selection.events.changed.connect(on_selection, position="first")
