@@ -4,34 +4,12 @@ as a slice read there."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 
 import numpy as np
 import pytest
 
-from napari_cytosyn._napari._qt._wait import wait_loaded
-from napari_cytosyn._napari._qt._widget import CytoSynWidget
-from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.slide.composite import CompositeSlide
-
-
-@pytest.fixture
-def setup(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_CYTOSYN_CONFIG", str(tmp_path / "widget.json"))
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1300, 800)
-    widget = CytoSynWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.model_box.cache_edit.setText(str(tmp_path / "cache"))
-    widget._save_config()
-    widget.models.override = GRFModel()
-    widget.sampling.steps_spin.setValue(3)
-    [real] = viewer.open_sample("napari-cytosyn", "he_slide")
-    wait_loaded(real)
-    yield viewer, widget, real
-    shutil.rmtree(tmp_path / "cache" / "edits", ignore_errors=True)
-    widget.close_views()
 
 
 @pytest.fixture
@@ -58,8 +36,10 @@ def _inpaint(viewer, widget, real, y0, x0, y1, x1):
     assert job is not None and job.wait(90_000) and job.state == "done", job.error
 
 
-def test_the_edited_layers_first_slice_reads_no_slide_pixels_on_the_gui_thread(setup, reads, qtbot):
-    viewer, widget, real = setup
+def test_the_edited_layers_first_slice_reads_no_slide_pixels_on_the_gui_thread(
+    he_widget, reads, qtbot
+):
+    viewer, widget, real = he_widget
     at_show: list[list] = []
 
     def on_inserted(event):
@@ -80,8 +60,8 @@ def test_the_edited_layers_first_slice_reads_no_slide_pixels_on_the_gui_thread(s
     np.testing.assert_array_equal(edited._slice.image.raw, shown)
 
 
-def test_a_second_edit_refreshes_the_layer_from_pixels_read_ahead(setup, reads, qtbot):
-    viewer, widget, real = setup
+def test_a_second_edit_refreshes_the_layer_from_pixels_read_ahead(he_widget, reads, qtbot):
+    viewer, widget, real = he_widget
     _inpaint(viewer, widget, real, 100, 60, 130, 110)
     edited = viewer.layers[f"{real.name} (edited)"]
     qtbot.waitUntil(lambda: edited.visible, timeout=10_000)

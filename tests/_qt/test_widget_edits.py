@@ -4,7 +4,6 @@ following the edits, and what persists between sessions (only what is reopened o
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from napari_cytosyn._napari import _layers
 from napari_cytosyn._napari._qt._wait import wait_loaded
@@ -12,23 +11,6 @@ from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 
 PLUGIN = "napari-cytosyn"
-
-
-@pytest.fixture
-def setup(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_CYTOSYN_CONFIG", str(tmp_path / "widget.json"))
-    viewer = make_napari_viewer(show=True)
-    viewer.window._qt_window.resize(1300, 800)
-    widget = CytoSynWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.model_box.cache_edit.setText(str(tmp_path / "cache"))
-    widget._save_config()
-    widget.models.override = GRFModel()
-    widget.sampling.steps_spin.setValue(3)
-    [real] = viewer.open_sample(PLUGIN, "he_slide")
-    wait_loaded(real)
-    yield viewer, widget, real
-    widget.close_views()
 
 
 def _inpaint(viewer, widget, real, box_um, seed):
@@ -54,8 +36,8 @@ def _run(job):
     assert job.wait(60_000) and job.state == "done", job.error
 
 
-def test_edit_list_undo_and_remove_give_back_the_real_pixels_bit_for_bit(setup):
-    viewer, widget, real = setup
+def test_edit_list_undo_and_remove_give_back_the_real_pixels_bit_for_bit(he_widget):
+    viewer, widget, real = he_widget
     real_levels = _levels(real)
     edited = _inpaint(viewer, widget, real, ((100, 60), (130, 110)), seed=1)
     edited = _inpaint(viewer, widget, real, ((150, 150), (170, 180)), seed=2)
@@ -88,8 +70,10 @@ def test_edit_list_undo_and_remove_give_back_the_real_pixels_bit_for_bit(setup):
     assert not np.asarray(labels.data[0][:, :]).any()
 
 
-def test_edits_do_not_come_back_in_a_new_session_unless_reopened(setup, make_napari_viewer, qtbot):
-    viewer, widget, real = setup
+def test_edits_do_not_come_back_in_a_new_session_unless_reopened(
+    he_widget, make_napari_viewer, qtbot
+):
+    viewer, widget, real = he_widget
     edited = _inpaint(viewer, widget, real, ((100, 60), (130, 110)), seed=1)
     store = _layers.slide_of(edited).path
     assert store.suffix == ".cytosyn"

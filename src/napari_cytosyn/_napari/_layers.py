@@ -625,7 +625,7 @@ def _qt_parts_blocked(qt_viewer: Any, layers: Any) -> Iterator[None]:
 
 
 #: layers selected by their insert steps' ``select_it`` (see :func:`_qt_part_steps`)
-_SELECTED_BY_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SELECTED_BY_STEPS: weakref.WeakSet = weakref.WeakSet()
 
 
 def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[Callable]:
@@ -739,7 +739,7 @@ def _qt_part_steps(viewer: Any, layer: Any, shown: bool, select: bool) -> list[C
         now = set(layers.selection)
         if layer in layers and (now == selected_before or now <= set(_SELECTED_BY_STEPS)):
             layers.selection.active = layer
-            _SELECTED_BY_STEPS[layer] = True
+            _SELECTED_BY_STEPS.add(layer)
 
     layers.events.removing.connect(on_removing, position="first")
     layers.selection.events.changed.connect(on_selection, position="first")

@@ -1,0 +1,28 @@
+"""Fixtures shared by the widget tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_cytosyn._napari._qt._wait import wait_loaded
+from napari_cytosyn._napari._qt._widget import CytoSynWidget
+from napari_cytosyn.models.grf import GRFModel
+
+
+@pytest.fixture
+def he_widget(make_napari_viewer, tmp_path, monkeypatch):
+    """``(viewer, widget, real)``: the CytoSyn widget docked in a shown viewer, its cache under
+    ``tmp_path``, the quick GRF model at 3 steps, and the H&E sample opened (``real``)."""
+    monkeypatch.setenv("NAPARI_CYTOSYN_CONFIG", str(tmp_path / "widget.json"))
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1300, 800)
+    widget = CytoSynWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model_box.cache_edit.setText(str(tmp_path / "cache"))
+    widget._save_config()
+    widget.models.override = GRFModel()
+    widget.sampling.steps_spin.setValue(3)
+    [real] = viewer.open_sample("napari-cytosyn", "he_slide")
+    wait_loaded(real)
+    yield viewer, widget, real
+    widget.close_views()
