@@ -96,7 +96,10 @@ class LatentDiffusion:
         guidance: float = 1.0,
     ) -> torch.Tensor:
         """x0 estimate; classifier-free guidance when ``guidance != 1`` and ``cond`` is given."""
-        z = z_t.to(self.device, self.dtype)
+        # x0 is formed in float32 on the model's device, from the caller's float32 z_t (not
+        # from its reduced-precision copy given to the network)
+        z32 = z_t.to(self.device, torch.float32)
+        z = z32.to(self.dtype)
         tt = t.to(self.device, torch.float32)
         if guidance != 1.0 and cond is not None:
             if self.uncond is None:
@@ -106,7 +109,7 @@ class LatentDiffusion:
             pred = pred_u + guidance * (pred_c - pred_u)
         else:
             pred = self.net(z, tt, cond).float()
-        x0 = prediction_to_x0(pred, z_t.float(), t.float(), self.interpolant, self.target)
+        x0 = prediction_to_x0(pred, z32, tt, self.interpolant, self.target)
         if not torch.isfinite(x0).all():
             if torch.is_autocast_enabled(self.device.type):
                 hint = "under bfloat16 autocast; try autocast 'off'"

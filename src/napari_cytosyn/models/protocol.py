@@ -71,11 +71,12 @@ class VPInterpolant:
     def _ac(self, t: torch.Tensor) -> torch.Tensor:
         import torch
 
-        pos = t.to(torch.float64).clamp(0.0, 1.0) * (self.num_train_timesteps - 1)
+        # on the CPU, where the table is, in float64 (which MPS lacks); t is one value per row
+        pos = t.detach().to("cpu", torch.float64).clamp(0.0, 1.0) * (self.num_train_timesteps - 1)
         lo = pos.floor().long().clamp(max=self.num_train_timesteps - 2)
         frac = pos - lo.to(torch.float64)
         log_ac = torch.lerp(self._log_ac[lo], self._log_ac[lo + 1], frac)
-        return log_ac.exp().to(t.dtype)
+        return log_ac.exp().to(t.device, t.dtype)
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         return self._ac(t).sqrt()

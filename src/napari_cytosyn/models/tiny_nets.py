@@ -140,14 +140,18 @@ class FrozenGroupNorm(torch.nn.Module):
     def __init__(self, norm: torch.nn.GroupNorm, mean: torch.Tensor, var: torch.Tensor):
         super().__init__()
         per_group = norm.num_channels // norm.num_groups
-        scale = torch.rsqrt(var.double() + norm.eps).repeat_interleave(per_group)
-        shift = -mean.double().repeat_interleave(per_group) * scale
+
+        def f64(t: torch.Tensor) -> torch.Tensor:  # on the CPU: MPS has no float64
+            return t.detach().to("cpu", torch.float64)
+
+        scale = torch.rsqrt(f64(var) + norm.eps).repeat_interleave(per_group)
+        shift = -f64(mean).repeat_interleave(per_group) * scale
         if norm.affine:
-            scale, shift = scale * norm.weight.double(), shift * norm.weight.double()
-            shift = shift + norm.bias.double()
-        like = norm.weight if norm.affine else mean
-        self.register_buffer("scale", scale.to(like.dtype).view(1, -1, 1, 1))
-        self.register_buffer("shift", shift.to(like.dtype).view(1, -1, 1, 1))
+            scale, shift = scale * f64(norm.weight), shift * f64(norm.weight)
+            shift = shift + f64(norm.bias)
+        like = norm.weight if norm.affine else mean  # the layer's device and dtype
+        self.register_buffer("scale", scale.to(like.device, like.dtype).view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.to(like.device, like.dtype).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(self.shift.to(x.dtype), x, self.scale.to(x.dtype))
