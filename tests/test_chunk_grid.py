@@ -110,6 +110,19 @@ def test_downsample_known_matches_the_full_rule_where_all_is_known():
     assert not mean[:2, 0].any()
 
 
+@pytest.mark.parametrize("shape", [(64, 48, 3), (33, 17, 3), (1, 1, 3), (9, 12)])
+def test_downsample_known_of_uint8_by_2_equals_the_general_rule(shape):
+    # uint8 by 2 takes a 16-bit path; the general path (here for uint16) is the reference
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    known = rng.random(shape[:2]) < 0.6
+    mean, any_known = downsample_known(image, known)
+    ref_mean, ref_any = downsample_known(image.astype(np.uint16), known)
+    assert mean.dtype == np.uint8 and mean.shape == ref_mean.shape
+    np.testing.assert_array_equal(mean, ref_mean)
+    np.testing.assert_array_equal(any_known, ref_any)
+
+
 def test_parent_chunk_from_children_equals_the_whole_level_downsample():
     rng = np.random.default_rng(3)
     child_level = rng.integers(0, 256, (300, 170, 3), dtype=np.uint8)

@@ -204,12 +204,35 @@ def downsample_known(
     h, w = image.shape[:2]
     oh, ow = -(-h // f), -(-w // f)
     tail = image.shape[2:]
+    if f == 2 and image.dtype == np.uint8:
+        return _halve_known_uint8(_pad_to(image, 2 * oh, 2 * ow), _pad_to(known, 2 * oh, 2 * ow))
     weight = known.astype(np.int64)
     weighted = image * weight.reshape(h, w, *([1] * len(tail)))
     sums = _pad_to(weighted, oh * f, ow * f).reshape(oh, f, ow, f, *tail).sum(axis=(1, 3))
     counts = _pad_to(weight, oh * f, ow * f).reshape(oh, f, ow, f).sum(axis=(1, 3))
     safe = np.maximum(counts, 1).reshape(oh, ow, *([1] * len(tail)))
     return ((2 * sums + safe) // (2 * safe)).astype(image.dtype), counts > 0
+
+
+def _halve_known_uint8(image: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`downsample_known` by 2 of a uint8 image of even sides, in 16-bit integers (four
+    pixels sum to at most 1020, doubled plus rounding 2044): the same result, ~5x faster than
+    the general int64 path (provisional coarse chunks are built while the view refreshes)."""
+    k = known.reshape(known.shape + (1,) * (image.ndim - 2))
+    weighted = image.astype(np.uint16)
+    weighted *= k
+    sums = weighted[0::2, 0::2] + weighted[1::2, 0::2]
+    sums += weighted[0::2, 1::2]
+    sums += weighted[1::2, 1::2]
+    counts = k[0::2, 0::2].astype(np.uint16) + k[1::2, 0::2]
+    counts += k[0::2, 1::2]
+    counts += k[1::2, 1::2]
+    safe = np.maximum(counts, 1)
+    sums *= 2
+    sums += safe
+    sums //= 2 * safe
+    any_known = counts > 0
+    return sums.astype(np.uint8), any_known.reshape(any_known.shape[:2])
 
 
 def build_parent_chunk(

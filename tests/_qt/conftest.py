@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from napari_cytosyn._napari._qt._gc import stop_collecting_on_gui_thread
 from napari_cytosyn._napari._qt._wait import wait_loaded
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
+
+
+@pytest.fixture(autouse=True)
+def _automatic_gc_after_the_test():
+    """The dock switches Python's automatic collection off for the process (``_gc.py``); the
+    tests after this one may run no event loop to collect, so it is switched back on."""
+    yield
+    stop_collecting_on_gui_thread()
 
 
 @pytest.fixture

@@ -167,11 +167,18 @@ class ChunkCache:
         n_levels = self.store.n_levels
         if level == 0 and self.previews is not None:
             self.previews.drop(cy, cx)
+        first_rebuilt = max(level + 1, n_levels - rebuild_levels)
+        chain = [(k, cy >> (k - level), cx >> (k - level)) for k in range(level, n_levels)]
         with self._lock:
-            for k in range(level, n_levels):
-                self._provisional.pop((k, cy >> (k - level), cx >> (k - level)), None)
-        for k in range(max(level + 1, n_levels - rebuild_levels), n_levels):
-            self.provisional(k, cy >> (k - level), cx >> (k - level))
+            for key in chain[: first_rebuilt - level]:
+                self._provisional.pop(key, None)
+        # Those rebuilt replace the old ones only when ready (finer first: each is built from
+        # the one below it): meanwhile a slice on the GUI thread finds the old one, a chunk
+        # short, instead of building the chain itself.
+        for key in chain[first_rebuilt - level :]:
+            part = self._build_provisional(*key)
+            with self._lock:
+                self._provisional[key] = part
 
 
 _CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -81,6 +81,9 @@ def close_all_views(timeout: float = 5.0) -> None:
 def _close_at_exit() -> None:
     from qtpy.QtWidgets import QApplication
 
+    from ._gc import collect_on_gui_thread
+
+    collect_on_gui_thread()  # the renderer's threads must not free Qt objects
     app = QApplication.instance()
     if app is not None and not getattr(app, "_cytosyn_close_hooked", False):
         app.aboutToQuit.connect(close_all_views)

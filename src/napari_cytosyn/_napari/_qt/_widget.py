@@ -49,8 +49,10 @@ class CytoSynWidget(WidgetActions, QWidget):
         super().__init__()
         from .._actions import thaw
         from .._session import real_viewer, warm_up
+        from ._gc import collect_on_gui_thread
 
         warm_up()  # the first slide layer then finds pint's registry built (no GUI stall)
+        collect_on_gui_thread()  # the jobs' threads must not free Qt objects (see _gc.py)
         # The viewer's objects, frozen with the model (freeze_long_lived), can be collected
         # again once the dock is gone: closing the viewer deletes it without a closeEvent.
         self.destroyed.connect(thaw)
