@@ -3,7 +3,9 @@ every level (latent resolution, marked with the checker, dropped when a chunk fi
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -121,6 +123,47 @@ def test_a_chunk_that_lands_while_it_is_painted_keeps_no_preview():
     p.paint([(0, 0, 8, 8)], np.ones((1, 4, 8, 8), np.float32))
     writer[0].join()
     assert (0, 0) not in p and p.read(0, 0, 0) is None
+
+
+def test_reads_while_another_thread_paints_see_whole_estimates():
+    # The GUI thread builds a coarse preview from the arrays it took under the lock while the
+    # renderer's thread paints the next model call; changed in place, a build once mixed the
+    # known mask of one moment with the pixels of the next ("the weights and list don't have
+    # the same length", in the Qt event loop).
+    shapes = [(1024, 1024), (512, 512), (256, 256), (128, 128), (64, 64)]
+    p = ChunkPreviews(shapes, 64, 8, _grey_map(1.0))
+    rng = np.random.default_rng(0)
+    rects = [(int(y), int(x), 3, 3) for y, x in rng.integers(0, 14, (400, 2))]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def paint() -> None:
+        while not stop.is_set():
+            for k, rect in enumerate(rects):
+                p.paint([rect], np.full((1, 4, 3, 3), 120.0, np.float32))
+                if k % 20 == 0:
+                    p.drop(0, 0)  # its estimates start again from nothing known
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads interleave often: the race showed within a second
+    painter = threading.Thread(target=paint)
+    painter.start()
+    try:
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            try:
+                got = p.read(4, 0, 0)
+            except ValueError as exc:
+                errors.append(exc)
+                break
+            if got is not None:
+                rgb, known = got
+                assert known.any() and np.isin(rgb[~known], checker(0, 0, 64, 64)).all()
+    finally:
+        stop.set()
+        painter.join()
+        sys.setswitchinterval(switch)
+    assert not errors, errors[0]
 
 
 def test_layer_shows_the_preview_until_the_chunk_lands_and_the_store_never_has_it(tmp_path):

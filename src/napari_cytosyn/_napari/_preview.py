@@ -153,7 +153,7 @@ class ChunkPreviews:
         self.chunk_px, self.factor, self.to_rgb = int(chunk_px), int(latent_factor), to_rgb
         self.n = self.chunk_px // self.factor  # latents a chunk side
         self.finished = finished
-        # (cy, cx) -> (rgb (n, n, 3) float32, known (n, n) bool)
+        # (cy, cx) -> (rgb (n, n, 3) float32, known (n, n) bool), replaced, never changed
         self._chunks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._read_cache: dict[tuple[int, int, int], Any] = {}
         self._lock = threading.Lock()
@@ -182,14 +182,17 @@ class ChunkPreviews:
                 with self._lock:
                     if self.finished is not None and self.finished(p.cy, p.cx):
                         continue
-                    entry = self._chunks.get((p.cy, p.cx))
-                    if entry is None:
-                        entry = self._chunks[(p.cy, p.cx)] = (
-                            np.zeros((n, n, 3), np.float32),
-                            np.zeros((n, n), bool),
-                        )
-                    entry[0][p.chunk] = rgb[p.out]
-                    entry[1][p.chunk] = True
+                    # Copied, never changed in place: read() builds from the arrays it took
+                    # under the lock, outside it, while this thread paints the next call
+                    # (changed in place, a build saw a known mask and pixels of two moments).
+                    old = self._chunks.get((p.cy, p.cx))
+                    if old is None:
+                        lat, ok = np.zeros((n, n, 3), np.float32), np.zeros((n, n), bool)
+                    else:
+                        lat, ok = old[0].copy(), old[1].copy()
+                    lat[p.chunk] = rgb[p.out]
+                    ok[p.chunk] = True
+                    self._chunks[(p.cy, p.cx)] = (lat, ok)
                 touched.add((p.cy, p.cx))
         with self._lock:
             self.painted += 1

@@ -15,6 +15,11 @@ whose count passed the threshold CPython would have used (as pyqtgraph's ``Garba
 does for the same reason). Reference counting frees everything else at once, as before; the
 timer runs whenever napari's event loop does. When the application quits, automatic
 collection is switched back on.
+
+Automatic collection is switched off with a first threshold of 0, not ``gc.disable()``:
+dask's ``slice_array`` (which napari's slicing of dask arrays runs) is wrapped in a
+``disable_gc`` that calls ``gc.enable()`` on exit whatever the state was, and would switch it
+back on at every slice.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class GuiThreadCollector(QObject):
     def __init__(self, app: QApplication) -> None:
         super().__init__(app)
         self.thresholds = gc.get_threshold()
+        if self.thresholds[0] == 0:  # automatic collection was off already: CPython's default
+            self.thresholds = (700, 10, 10)
         self.collections = [0, 0, 0]  # by generation, for tests and benchmarks
         self._timer = QTimer(self)
         self._timer.setInterval(INTERVAL_MS)
@@ -45,12 +52,12 @@ class GuiThreadCollector(QObject):
         return self._timer.isActive()
 
     def start(self) -> None:
-        gc.disable()
+        gc.set_threshold(0, *self.thresholds[1:])
         self._timer.start()
 
     def stop(self) -> None:
         self._timer.stop()
-        gc.enable()
+        gc.set_threshold(*self.thresholds)
 
     def collect(self) -> int:
         """Collect the oldest generation past its threshold, if any; returns it (-1: none)."""
