@@ -5,9 +5,9 @@ passes its threshold. While a synthetic slide renders, the renderer, the job and
 cache's writer threads allocate most, so most collections ran there
 (``tests/_qt/test_gc_thread.py``), and a collection frees every unreachable cycle it finds,
 whatever it holds: the Qt and vispy objects of a closed viewer or a removed layer then had
-their C++ destructors run off the GUI thread while it painted, which Qt does not support (a
-segfault while collecting at viewer close and heap corruption, "free(): corrupted unsorted
-chunks", were seen in the test suite).
+their C++ destructors run off the GUI thread while it painted, which Qt does not support (it
+fits the rare crashes seen in the test suite: a segfault while collecting at viewer close,
+heap corruption, "free(): corrupted unsorted chunks").
 
 While napari-cytosyn's dock or a live synthetic layer exists, automatic collection is off and
 a timer on the GUI thread collects instead: every :data:`INTERVAL_MS`, the oldest generation
