@@ -177,6 +177,12 @@ def main() -> None:
     parser.add_argument("--region-px", type=int, nargs=2, default=None, metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="time the transformer under torch.compile (FLOPs counted uncompiled; the "
+        "compilation itself is reported apart, as compile_s)",
+    )
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -222,6 +228,11 @@ def main() -> None:
         flops.append(counter.get_total_flops())
     step_flops = flops[1] - flops[0]
     fixed_flops = flops[0] - step_flops
+    compile_s = None
+    if args.compile:
+        model.net.call = torch.compile(model.net.call)
+        compile_s = run(1)  # compiles for each batch shape the sampler uses
+        compile_s = max(0.0, compile_s - run(1))
     one_step = run(1)
     windows[0] = 0
     measured = run(measure_steps)
@@ -272,6 +283,8 @@ def main() -> None:
         f"achieved            {tflops:.3f} TFLOP/s vs peak {peak:.3f} ({peak_how}); "
         f"large matmul {mm:.3f} TFLOP/s"
     )
+    if compile_s is not None:
+        print(f"torch.compile       the transformer; compiling took {compile_s:.1f} s")
     result = {
         "device": name,
         "torch_device": str(device),
@@ -288,6 +301,8 @@ def main() -> None:
         "matmul_tflops": round(mm, 4),
         "step_s": round(step_time, 4),
         "fixed_s": round(fixed_time, 3),
+        "compiled": bool(args.compile),
+        "compile_s": None if compile_s is None else round(compile_s, 1),
     }
     print("RESULT " + json.dumps(result))
 
