@@ -9,7 +9,10 @@ an inpainting conditioned on the tissue around the mask), the script runs:
 - the CPU in float32 (the reference),
 - the GPU in float32: the same pixels up to the GPU's arithmetic (TF32 convolutions by default);
   reported as the mean and maximum absolute difference in 8-bit levels,
-- the GPU in the model's default precision (``dtype="auto"``: bfloat16 on Ampere and newer).
+- the GPU in the model's default precision (``dtype="auto"``: bfloat16 on Ampere and newer);
+
+and on each device the lazy slide's chunks asked for in the other order, from an empty cache,
+against the region (the maximum difference: 0 where the result does not depend on the order).
 
     python scripts/gpu_check.py                 # needs a CUDA device
     python scripts/gpu_check.py --device cpu    # the same cases, CPU against CPU (a dry run)
@@ -66,7 +69,13 @@ def tissue_image(h: int, w: int, seed: int) -> np.ndarray:
 def run_paths(model, tile: int) -> dict[str, np.ndarray]:
     from napari_cytosyn.sampling import SamplerSettings, generate_region, inpaint
     from napari_cytosyn.sampling.conditioning import image_field, is_conditional, surround_field
-    from napari_cytosyn.sampling.lazy import LazySpec, lazy_defaults, render_region_lazy
+    from napari_cytosyn.sampling.lazy import (
+        LazySpec,
+        MemoryPhaseCache,
+        lazy_defaults,
+        render_chunk,
+        render_region_lazy,
+    )
 
     settings = SamplerSettings(steps=3, seed=7)
     h, w = tile, 2 * tile
@@ -75,6 +84,13 @@ def run_paths(model, tile: int) -> dict[str, np.ndarray]:
         "region": generate_region(model, settings, 0, 0, h, w),
         "lazy": render_region_lazy(model, spec, 0, 0, h, w),
     }
+    # the same chunks asked for in the other order, from an empty cache: bit-identical where
+    # the device's kernels do not depend on what else is in a batch
+    cache = MemoryPhaseCache()
+    right = render_chunk(model, spec, 0, 1, cache)
+    left = render_chunk(model, spec, 0, 0, cache)
+    both = np.hstack([left, right]).astype(np.int16)
+    out["lazy_order_diff"] = int(np.abs(both - out["lazy"]).max())
     image = tissue_image(2 * tile, 2 * tile, 1)
     mask = np.zeros(image.shape[:2], bool)
     mask[tile // 2 : tile + tile // 2, tile // 2 : tile + tile // 2] = True
@@ -124,6 +140,10 @@ def main() -> None:
             ref_model = load_model(name, device="cpu", dtype="float32", **kwargs)
             tile = int(ref_model.tile_px)
             reference = run_paths(ref_model, tile)
+            cpu_order = reference.pop("lazy_order_diff")
+            if cpu_order:
+                print(f"FAIL {label}: CPU lazy chunks differ with the order asked ({cpu_order})")
+                failures += 1
         except Exception:
             traceback.print_exc()
             print(f"FAIL {label}: the CPU reference failed")
@@ -138,6 +158,7 @@ def main() -> None:
                 got = run_paths(model, tile)
                 row["seconds"] = round(time.perf_counter() - t0, 2)
                 row["model_dtype"] = str(model.dtype).removeprefix("torch.")
+                row["lazy_order_diff"] = got.pop("lazy_order_diff")
                 for path, ref in reference.items():
                     diff = np.abs(got[path].astype(np.int16) - ref.astype(np.int16))
                     row[path] = {"mean": round(float(diff.mean()), 3), "max": int(diff.max())}
@@ -147,6 +168,8 @@ def main() -> None:
                 row["ok"], row["error"] = False, f"{type(err).__name__}: {err}"[:300]
             failures += not row["ok"]
             figures = {k: v for k, v in row.items() if isinstance(v, dict)}
+            if "lazy_order_diff" in row:
+                figures["lazy chunks in the other order, max diff"] = row["lazy_order_diff"]
             print(f"{'ok  ' if row['ok'] else 'FAIL'} {label} {dtype}: {figures or row['error']}")
             rows.append(row)
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
