@@ -299,3 +299,38 @@ def test_a_timer_due_after_a_step_ends_runs_before_the_next_step(qtbot):
     _layers.later(slow, lambda: order.append("next"))
     qtbot.waitUntil(lambda: len(order) == 3, timeout=5000)
     assert order == ["slow", "timer", "next"]
+
+
+def test_a_timer_due_during_the_compose_after_a_step_runs_before_the_next_step(qtbot):
+    """The next step waits for the window's repaint of what a step changed: timed from the
+    step's end, a short step's successor fell due during the compose and ran before the timers
+    that fell due then (napari's controls in the same gap as the new layer's first draw)."""
+    import time
+
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QWidget
+
+    order = []
+
+    class Slow(QWidget):
+        def paintEvent(self, event) -> None:  # a window compose that takes 40 ms
+            time.sleep(0.04)
+            order.append("paint")
+
+    widget = Slow()
+    qtbot.addWidget(widget)
+    widget.resize(100, 100)
+    widget.show()
+    qtbot.waitExposed(widget)
+    qtbot.wait(50)
+    order.clear()
+
+    def step() -> None:  # 2 ms: the next step is due 2 ms after it, during the paint
+        widget.update()
+        QTimer.singleShot(10, lambda: order.append("timer"))  # due during the paint too
+        time.sleep(0.002)
+        order.append("step")
+
+    _layers.later(step, lambda: order.append("next"))
+    qtbot.waitUntil(lambda: "next" in order, timeout=5000)
+    assert order == ["step", "paint", "timer", "next"]

@@ -779,11 +779,13 @@ def later(*steps: Callable[[], Any], after_ms: int = 1) -> None:
     """Run ``steps`` on the GUI thread, one per event-loop turn, the first ``after_ms`` from
     now: layers added in one turn froze the viewer for the sum of napari's work on them. A
     step that returns a list of steps (an insert's, :func:`insert_layer`) has them run next.
-    Each next step waits as long as the step before took (1 ms at least, not 0: Qt runs a 0 ms
-    single shot posted from a step before the timers that fell due during that step): Qt
-    composes the window after a step, and the timers that fall due meanwhile (a 10 ms one: the
-    benchmark's ticker, an animation) run before the next step, not after it (a 7 ms step's
-    successor ran before them, in the same 113 ms gap as the step and the compose)."""
+
+    Each next step waits, after the window has composed what the step changed, as long as the
+    step took (1 ms at least): timers that fall due during the step or the compose (a 10 ms
+    one: the benchmark's ticker, an animation, a user's input) run before the next step, not
+    after it. Timed from the step's end instead, a 4 ms step's successor (napari's controls,
+    27 ms) fell due during the 56 ms compose of the step's first draw and ran before them,
+    in the same 95 ms gap (:func:`after_repaints`)."""
     import time
 
     from qtpy.QtCore import QTimer
@@ -792,10 +794,39 @@ def later(*steps: Callable[[], Any], after_ms: int = 1) -> None:
         start = time.perf_counter()
         more = steps[0]()
         took_ms = round((time.perf_counter() - start) * 1000)
-        later(*(more if isinstance(more, list) else ()), *steps[1:], after_ms=max(1, took_ms))
+        rest = (*(more if isinstance(more, list) else ()), *steps[1:])
+        if rest:
+            after_repaints(lambda: later(*rest, after_ms=max(1, took_ms)))
 
     if steps:
         QTimer.singleShot(after_ms, run)
+
+
+_RELAY: list = []  # the QObject of after_repaints, made on first use (GUI thread)
+
+
+def after_repaints(fn: Callable[[], Any]) -> None:
+    """Call ``fn`` on the GUI thread once the events posted so far are handled, the windows'
+    repaint requests included: Qt posts those at low priority, so they run after the normal
+    posted events and before this one, posted at low priority after them."""
+    from qtpy.QtCore import QCoreApplication, QEvent, QObject, Qt
+
+    if not _RELAY:
+
+        class Relay(QObject):
+            kind = QEvent.Type(QEvent.registerEventType())
+
+            def event(self, event: Any) -> bool:
+                if event.type() == self.kind:
+                    event.fn()
+                    return True
+                return super().event(event)
+
+        _RELAY.append(Relay())  # no parent: it lives as long as the process
+    relay = _RELAY[0]
+    event = QEvent(relay.kind)
+    event.fn = fn
+    QCoreApplication.postEvent(relay, event, Qt.EventPriority.LowEventPriority.value)
 
 
 def _inserted_in_steps(
