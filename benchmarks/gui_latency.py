@@ -301,6 +301,12 @@ def main() -> None:
         "--why-stalls", action="store_true", help="sample the GUI thread's stack during stalls"
     )
     parser.add_argument(
+        "--stall-after-ms",
+        type=float,
+        default=150.0,
+        help="with --why-stalls: sample once the latest tick is this old (ms)",
+    )
+    parser.add_argument(
         "--lp-threads",
         type=int,
         default=None,
@@ -348,7 +354,7 @@ def main() -> None:
     global TICKER
     load0 = os.getloadavg()[0]
     ticker = TICKER = Ticker()
-    sampler = StallSampler(ticker) if args.why_stalls else None
+    sampler = StallSampler(ticker, args.stall_after_ms) if args.why_stalls else None
     print(
         f"model {args.model}, {widget.sampling.steps_spin.value()} steps, "
         f"{args.threads} torch thread(s); OpenGL: {renderer}, LP_NUM_THREADS "
