@@ -106,19 +106,23 @@ class StallSampler:
     was then destroyed while painted ("QPaintDevice: Cannot destroy paint device that is being
     painted") and the process crashed."""
 
-    def __init__(self, ticker: Ticker, after_ms: float = 150.0) -> None:
+    #: innermost frames of a thread that is only waiting for work (not reported)
+    IDLE = ("threading.py", "queue.py", "selectors.py", "thread.py:81 _worker")
+
+    def __init__(self, ticker: Ticker, after_ms: float = 150.0, others: bool = False) -> None:
         import collections
         import threading
 
-        self.ticker, self.after_ms = ticker, after_ms
+        self.ticker, self.after_ms, self.others = ticker, after_ms, others
         self.counts: collections.Counter = collections.Counter()
         self._main = f"Thread 0x{threading.main_thread().ident:016x}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _main_stack(self, dump) -> list[tuple[str, str, str]]:
-        """``(file, line, function)`` of the GUI thread's frames, innermost first."""
+    def _stacks(self, dump) -> dict[bool, list[list[tuple[str, str, str]]]]:
+        """``(file, line, function)`` frames, innermost first, of the GUI thread (``True``)
+        and of the other threads (``False``), one list per thread."""
         import faulthandler
         import re
 
@@ -126,27 +130,35 @@ class StallSampler:
         dump.truncate()
         faulthandler.dump_traceback(dump, all_threads=True)
         dump.seek(0)
-        text = dump.read().decode(errors="replace")
-        block = text.split(self._main, 1)[1].split("\n\n", 1)[0] if self._main in text else ""
-        return re.findall(r'File "(.+)", line (\d+) in (\S+)', block)
+        out: dict[bool, list] = {True: [], False: []}
+        for block in dump.read().decode(errors="replace").split("\n\n"):
+            frames = re.findall(r'File "(.+)", line (\d+) in (\S+)', block)
+            if frames and "Current thread" not in block:  # not this sampler
+                out[self._main in block].append(frames)
+        return out
+
+    @staticmethod
+    def _key(stack: list[tuple[str, str, str]]) -> str:
+        ours = [f for f in stack if "napari_cytosyn" in f[0]]
+        return " <- ".join(f"{Path(f).name}:{line} {fn}" for f, line, fn in (ours or stack)[:3])
 
     def _run(self) -> None:
         with tempfile.TemporaryFile() as dump:
             while not self._stop.wait(0.02):
                 if (time.perf_counter() - self.ticker.last) * 1000 < self.after_ms:
                     continue
-                stack = self._main_stack(dump)
-                ours = [f for f in stack if "napari_cytosyn" in f[0]]
-                key = " <- ".join(
-                    f"{Path(f).name}:{line} {fn}" for f, line, fn in (ours or stack)[:3]
-                )
-                if key:
-                    self.counts[(self.ticker.phase, key)] += 1
+                stacks = self._stacks(dump)
+                for stack in stacks[True]:
+                    self.counts[(self.ticker.phase, self._key(stack))] += 1
+                for stack in stacks[False] if self.others else ():
+                    first = f"{Path(stack[0][0]).name}:{stack[0][1]} {stack[0][2]}"
+                    if not first.startswith(self.IDLE):
+                        self.counts[(self.ticker.phase, "other thread: " + self._key(stack))] += 1
 
     def report(self) -> None:
         self._stop.set()
         print("GUI thread while stalled (phase, innermost frames: samples of 20 ms):")
-        for (ph, key), n in self.counts.most_common(12):
+        for (ph, key), n in self.counts.most_common(24 if self.others else 12):
             print(f"  {n * 20:6d} ms  [{ph}] {key}")
 
 
@@ -301,6 +313,12 @@ def main() -> None:
         "--why-stalls", action="store_true", help="sample the GUI thread's stack during stalls"
     )
     parser.add_argument(
+        "--stall-threads",
+        action="store_true",
+        help="with --why-stalls: also the other threads that are not idle (a GUI thread "
+        "blocked, not on a CPU, waits for one of them)",
+    )
+    parser.add_argument(
         "--stall-after-ms",
         type=float,
         default=150.0,
@@ -354,7 +372,9 @@ def main() -> None:
     global TICKER
     load0 = os.getloadavg()[0]
     ticker = TICKER = Ticker()
-    sampler = StallSampler(ticker, args.stall_after_ms) if args.why_stalls else None
+    sampler = (
+        StallSampler(ticker, args.stall_after_ms, args.stall_threads) if args.why_stalls else None
+    )
     print(
         f"model {args.model}, {widget.sampling.steps_spin.value()} steps, "
         f"{args.threads} torch thread(s); OpenGL: {renderer}, LP_NUM_THREADS "
