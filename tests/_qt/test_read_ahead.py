@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+from napari_cytosyn._napari import _layers
 from napari_cytosyn.slide.composite import CompositeSlide
 
 
@@ -53,7 +54,8 @@ def test_the_edited_layers_first_slice_reads_no_slide_pixels_on_the_gui_thread(
     assert any(not gui for gui, _ in at_show[0])  # read by the job's worker thread
     assert not any(gui for gui, _ in at_show[0])
     shown = np.array(edited._slice.image.raw)
-    qtbot.wait(50)  # the read-ahead is dropped after the show: a refresh reads the slide
+    # the read-ahead is dropped by a step after the show: then a refresh reads the slide
+    qtbot.waitUntil(lambda: not _layers._READ_AHEAD, timeout=10_000)
     n = len(reads)
     edited.refresh()
     assert any(gui for gui, _ in reads[n:])
