@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 import weakref
 
 import pytest
@@ -67,10 +66,7 @@ def test_the_collector_collects_a_worker_threads_garbage_on_the_gui_thread(qtbot
         cycle = _garbage_in_a_thread(20_000)
         assert collections == []  # nothing collected in the worker
         assert cycle() is not None
-        end = time.monotonic() + 5
-        while cycle() is not None:
-            assert time.monotonic() < end, "the GUI thread never collected"
-            qtbot.wait(50)
+        qtbot.waitUntil(lambda: cycle() is None, timeout=5_000)  # the GUI thread collected
         assert collections and set(collections) == {threading.main_thread().name}
         assert sum(collector.collections) >= 1
     finally:
@@ -89,10 +85,7 @@ def test_while_a_synthetic_slide_renders_every_collection_runs_on_the_gui_thread
     assert job.wait(30_000) and job.state == "done", job.error
     layer = widget.edit_box.image_combo.layer()
     slide = _layers.slide_of(layer)
-    end = time.monotonic() + 60
-    while not slide.is_done(0, 0, 0):
-        assert time.monotonic() < end
-        qtbot.wait(50)
+    qtbot.waitUntil(lambda: slide.is_done(0, 0, 0), timeout=60_000)
     qtbot.wait(500)
     assert collections, "nothing was collected while the slide rendered"
     assert set(collections) == {threading.main_thread().name}
