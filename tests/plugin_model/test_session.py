@@ -138,3 +138,37 @@ def test_a_loaded_model_is_frozen_out_of_full_garbage_collections(monkeypatch):
         thaw()  # a closing viewer gives them back to the collector
     assert gc.get_freeze_count() == 0
     assert any(obj is model for obj in gc.get_objects())
+
+
+def test_warm_up_imports_the_slide_readers_napari_would_import_on_the_gui_thread():
+    """In a fresh interpreter (the suite has imported everything already): opening a real slide
+    after the warm-up imports none of dask, distributed, tifffile or openslide."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys
+        from napari_cytosyn._napari._session import warm_up
+        readers = ("dask.array", "distributed", "tifffile", "imagecodecs", "openslide",
+                   "napari_cytosyn._napari._reader")
+        assert not [m for m in readers if m in sys.modules], "imported before the warm-up"
+        warm_up().join(120)
+        before = set(sys.modules)
+        import numpy as np
+        from napari_cytosyn._napari._sample_data import _he_layer_data, real_sample_path
+        import tempfile, pathlib
+        data, _, _ = _he_layer_data(*real_sample_path(pathlib.Path(tempfile.mkdtemp())))
+        np.asarray(data[-1])
+        print("NEW", sorted(set(sys.modules) - before))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("NEW")]
+    heavy = {"dask.array", "distributed", "tifffile", "imagecodecs", "openslide", "PIL.Image"}
+    heavy |= {"PIL.PngImagePlugin", "imagecodecs._zlib", "dask.cache", "tornado"}
+    assert not heavy & set(eval(line[4:])), line

@@ -27,13 +27,31 @@ CONFIRM_MPX = 256.0
 #: when the first image layer arrives (its thumbnail and contrast limits use scipy.ndimage:
 #: 1-3 s on a loaded machine), and the synthetic slide's store (zarr: 0.4 s of the first
 #: "New synthetic slide", before its first pixels) and the sample-data module (napari imports
-#: it on the GUI thread when a sample is opened).
+#: it on the GUI thread when a sample is opened). Then the real-slide readers: napari calls the
+#: plugin's reader on the GUI thread, and the first slide opened imported dask.array (0.5 s),
+#: distributed (dask's first compute looks for a client), tifffile, imagecodecs and openslide
+#: there; the H&E sample, opened in a worker, imported them while napari drew, and the GUI
+#: thread waited for the GIL between its Python calls (80-120 ms gaps in
+#: ``benchmarks/gui_latency.py``).
 _WARM_MODULES = (
     "scipy.ndimage",
     "zarr",
     "napari_cytosyn.slide.synthetic",
     "napari_cytosyn._napari._sample_data",
     "skimage.color.colorconv",  # napari's labels colormaps (the first "synthetic" outline layer)
+    "dask.array",
+    "distributed",
+    "dask.cache",  # napari's cache of dask chunks, made at the first dask layer's slice
+    "PIL.Image",
+    "PIL.PngImagePlugin",  # the sample's image (PIL imports its common formats at first open)
+    "tifffile",
+    "imagecodecs",
+    "imagecodecs._zlib",  # the sample pyramid's codec (imagecodecs imports codecs when used)
+    "openslide",
+    "napari_cytosyn.slide.kinds",
+    "napari_cytosyn.slide._tiff",
+    "napari_cytosyn.slide.sample",
+    "napari_cytosyn._napari._reader",
 )
 _warm_thread: threading.Thread | None = None
 
@@ -53,10 +71,12 @@ def warm_up() -> threading.Thread:
     if _warm_thread is None:
 
         def imports() -> None:
+            import contextlib
             import importlib
 
             for name in _WARM_MODULES:
-                importlib.import_module(name)
+                with contextlib.suppress(ImportError, OSError):  # e.g. no OpenSlide library
+                    importlib.import_module(name)
             # vispy's dash patterns, cached per process: napari's labels layer overlays build
             # them when the first "synthetic" outline layer is added (80 ms of GUI CPU)
             from vispy.visuals.line.dash_atlas import DashAtlas
