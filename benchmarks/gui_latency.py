@@ -21,7 +21,11 @@ measures, with a 10 ms QTimer ticking on the GUI thread the whole time:
   napari action excluded: adding the Shapes mask layer before pressing Inpaint (its phase,
   counted in ``max_stall_with_user_layers_ms``); the largest gap
   of each phase is split into the GUI thread's time on a CPU, waiting for a CPU (the machine's
-  load) and blocked (the GIL held by a worker thread, or a lock) (``max_stall_split_ms``).
+  load) and blocked (the GIL held by a worker thread, or a lock) (``max_stall_split_ms``);
+- ``napari_alone_stall_ms``, for scale: napari's own stalls on the same machine, in the same
+  run, at the end, with no job running: adding a 1000 px RGB image layer with
+  ``viewer.add_image`` (napari builds it in one turn), selecting a layer and removing one
+  (phases "napari alone: ...", not counted in ``max_stall_ms``).
 
 Needs a display (``xvfb-run -a``). Examples::
 
@@ -299,8 +303,36 @@ def cancel_times(app, widget, tmp: Path) -> dict[str, float]:
     # Export of a whole 4096 px slide rendered on the way: cancelled while rendering or writing.
     widget.edit_box.image_combo.select(layer)
     measure("export", lambda: widget.export(str(tmp / "export.ome.zarr"), "OME-Zarr"))
-    viewer.layers.clear()
+    # one by one: after layers.clear() with a Shapes layer among them, napari 0.9.2 under
+    # Mesa's llvmpipe crashed drawing the second image added next (a segfault in glDrawArrays)
+    while len(viewer.layers):
+        viewer.layers.pop()
     return out
+
+
+NAPARI_ALONE = "napari alone: "  # phases of napari's own actions, for scale (not counted)
+
+
+def napari_alone(app, viewer) -> dict[str, float]:
+    """napari's own largest tick gap (ms over the tick) when it adds a 1000 px RGB image layer,
+    selects a layer and removes one, with nothing else running (each after a quiet 0.5 s)."""
+    image = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
+    first: list = []
+    actions = {
+        "add_image": lambda: first.append(viewer.add_image(image, rgb=True, name="napari A")),
+        "add_image again": lambda: viewer.add_image(image, rgb=True, name="napari B"),
+        "select": lambda: setattr(viewer.layers.selection, "active", first[0]),
+        "remove": lambda: viewer.layers.remove(first[0]),
+    }
+    for name, act in actions.items():
+        phase(TEARDOWN)
+        pump_until(app, lambda: False, 0.5)
+        phase(NAPARI_ALONE + name)
+        act()
+        pump_until(app, lambda: False, 1.0)
+    viewer.layers.clear()
+    by_phase = TICKER.by_phase if TICKER is not None else {}
+    return {k: round(by_phase.get(NAPARI_ALONE + k, float("nan")) - TICK_MS, 1) for k in actions}
 
 
 def main() -> None:
@@ -385,8 +417,13 @@ def main() -> None:
     phase("zoomed-out first pixels")
     zo, zo_final = first_pixels(app, widget, args.big, zoom_to_fit=True)
     cancels = cancel_times(app, widget, work)
+    alone = napari_alone(app, viewer)
     gaps = np.asarray(ticker.gaps[5:])
-    counted = [v for k, v in ticker.by_phase.items() if k not in (TEARDOWN, USER)]
+    counted = [
+        v
+        for k, v in ticker.by_phase.items()
+        if k not in (TEARDOWN, USER) and not k.startswith(NAPARI_ALONE)
+    ]
     stall = float(max(counted) - TICK_MS) if counted else float("nan")
     with_user = max(stall, ticker.by_phase.get(USER, 0.0) - TICK_MS)
     result = {
@@ -398,6 +435,7 @@ def main() -> None:
         "zoomed_out_first_final_s": round(zo_final, 3),
         "max_stall_ms": round(stall, 1),
         "max_stall_with_user_layers_ms": round(with_user, 1),
+        "napari_alone_stall_ms": alone,
         "max_stall_ms_by_phase": {k: round(v - TICK_MS, 1) for k, v in ticker.by_phase.items()},
         # the largest gap of each phase split: GUI thread on a CPU / waiting for one / blocked
         "max_stall_split_ms": {
