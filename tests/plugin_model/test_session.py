@@ -143,6 +143,7 @@ def test_a_loaded_model_is_frozen_out_of_full_garbage_collections(monkeypatch):
 def test_warm_up_imports_the_slide_readers_napari_would_import_on_the_gui_thread():
     """In a fresh interpreter (the suite has imported everything already): opening a real slide
     after the warm-up imports none of dask, distributed, tifffile or openslide."""
+    import ast
     import subprocess
     import sys
     import textwrap
@@ -171,4 +172,4 @@ def test_warm_up_imports_the_slide_readers_napari_would_import_on_the_gui_thread
     [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("NEW")]
     heavy = {"dask.array", "distributed", "tifffile", "imagecodecs", "openslide", "PIL.Image"}
     heavy |= {"PIL.PngImagePlugin", "imagecodecs._zlib", "dask.cache", "tornado"}
-    assert not heavy & set(eval(line[4:])), line
+    assert not heavy & set(ast.literal_eval(line[4:])), line
