@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+from napari_cytosyn._napari import _layers
 from napari_cytosyn._napari._qt._gc import stop_collecting_on_gui_thread
 from napari_cytosyn._napari._qt._wait import wait_loaded
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
+
+
+def new_slide(widget, width: int, height: int):
+    """ "New synthetic slide" of ``width`` x ``height`` px in ``widget``, waited for: ``(layer,
+    slide, view)`` of the new layer (selected in the widget)."""
+    widget.synthetic_box.width_spin.setValue(width)
+    widget.synthetic_box.height_spin.setValue(height)
+    job = widget.new_synthetic_slide()
+    assert job.wait(30_000) and job.state == "done", job.error
+    layer = widget.edit_box.image_combo.layer()  # the new slide is selected
+    return layer, _layers.slide_of(layer), widget.views[id(layer)]
 
 
 @pytest.fixture(autouse=True)

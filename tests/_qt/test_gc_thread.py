@@ -10,8 +10,9 @@ import weakref
 
 import pytest
 
-from napari_cytosyn._napari import _layers
 from napari_cytosyn._napari._qt._gc import collect_on_gui_thread, stop_collecting_on_gui_thread
+
+from .conftest import new_slide
 
 
 class Node:
@@ -79,12 +80,7 @@ def test_while_a_synthetic_slide_renders_every_collection_runs_on_the_gui_thread
 ):
     _, widget, _ = he_widget
     assert gc.get_threshold()[0] == 0  # the dock started the collector
-    widget.synthetic_box.width_spin.setValue(2048)
-    widget.synthetic_box.height_spin.setValue(2048)
-    job = widget.new_synthetic_slide()
-    assert job.wait(30_000) and job.state == "done", job.error
-    layer = widget.edit_box.image_combo.layer()
-    slide = _layers.slide_of(layer)
+    _, slide, _ = new_slide(widget, 2048, 2048)
     qtbot.waitUntil(lambda: slide.is_done(0, 0, 0), timeout=60_000)
     qtbot.wait(500)
     assert collections, "nothing was collected while the slide rendered"

@@ -18,6 +18,8 @@ from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
 from napari_cytosyn.sampling import Cancelled
 
+from .conftest import new_slide
+
 PLUGIN = "napari-cytosyn"
 CANCEL_S = 2.0
 
@@ -78,13 +80,8 @@ def test_cancel_inpaint_and_region_within_2_s(widget):
 
 def test_cancel_render_all_within_2_s_and_nothing_half_written(widget, qtbot):
     widget.sampling.steps_spin.setValue(400)  # each chunk takes many model calls
-    widget.synthetic_box.width_spin.setValue(1024)
-    widget.synthetic_box.height_spin.setValue(1024)
-    job = widget.new_synthetic_slide()
-    assert job.wait(30_000) and job.state == "done", job.error
-    layer = widget.edit_box.image_combo.layer()
-    slide = _layers.slide_of(layer)
-    widget.views[id(layer)].close(timeout=30)  # only Render all works on the slide
+    _, slide, view = new_slide(widget, 1024, 1024)
+    view.close(timeout=30)  # only Render all works on the slide
     job = widget.render_all()
     qtbot.wait(1000)  # in the middle of the first chunk (400 steps of several windows)
     assert job.running
@@ -127,13 +124,8 @@ def test_cancelled_export_stops_within_2_s_and_leaves_nothing(widget, tmp_path, 
 
 def test_cancel_while_an_export_renders_missing_chunks_leaves_no_file(widget, qtbot, tmp_path):
     widget.sampling.steps_spin.setValue(400)  # each chunk takes many model calls
-    widget.synthetic_box.width_spin.setValue(1024)
-    widget.synthetic_box.height_spin.setValue(1024)
-    job = widget.new_synthetic_slide()
-    assert job.wait(30_000) and job.state == "done", job.error
-    layer = widget.edit_box.image_combo.layer()
-    slide = _layers.slide_of(layer)
-    widget.views[id(layer)].close(timeout=30)  # only the export renders the slide
+    _, slide, view = new_slide(widget, 1024, 1024)
+    view.close(timeout=30)  # only the export renders the slide
     widget.confirm = lambda text: True
     out = tmp_path / "out" / "seed.ome.tif"
     out.parent.mkdir()

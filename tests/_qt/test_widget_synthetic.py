@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cytosyn._napari import _chunk_cache, _layers
+from napari_cytosyn._napari import _chunk_cache
 from napari_cytosyn._napari._qt._widget import CytoSynWidget
 from napari_cytosyn.models.grf import GRFModel
+
+from .conftest import new_slide
 
 SHOTS = os.environ.get("CYTOSYN_TEST_SHOTS")  # folder to keep the test's screenshots in
 
@@ -38,16 +40,6 @@ def widget(make_napari_viewer, tmp_path):
     w.close_views()
 
 
-def _new_slide(widget, width: int, height: int):
-    widget.synthetic_box.width_spin.setValue(width)
-    widget.synthetic_box.height_spin.setValue(height)
-    job = widget.new_synthetic_slide()
-    assert job.wait(30_000) and job.state == "done", job.error
-    layer = widget.edit_box.image_combo.layer()  # the new slide is selected
-    slide = _layers.slide_of(layer)
-    return layer, slide, widget.views[id(layer)]
-
-
 def _wait_until(qtbot, condition, timeout_s: float = 40.0, about: object = None) -> None:
     end = time.monotonic() + timeout_s
     while not condition():
@@ -56,7 +48,7 @@ def _wait_until(qtbot, condition, timeout_s: float = 40.0, about: object = None)
 
 
 def test_new_slide_renders_the_chunks_in_view_and_the_canvas_shows_them(widget, qtbot):
-    layer, slide, view = _new_slide(widget, 1536, 1024)
+    layer, slide, view = new_slide(widget, 1536, 1024)
     assert slide.level_shapes[0] == (1024, 1536)
     assert slide.seed == 7
     np.testing.assert_allclose(layer.scale, (0.5, 0.5))
@@ -91,7 +83,7 @@ def test_new_slide_renders_the_chunks_in_view_and_the_canvas_shows_them(widget, 
 
 
 def test_cancel_stops_render_all_within_one_chunk(widget, qtbot):
-    _layer, slide, view = _new_slide(widget, 2048, 2048)
+    _layer, slide, view = new_slide(widget, 2048, 2048)
     view.close()  # only "render all" works on this slide from here on
     total = len(slide.missing_chunks(0))
     job = widget.render_all()
@@ -116,7 +108,7 @@ def test_cancel_stops_render_all_within_one_chunk(widget, qtbot):
 def test_render_all_fills_the_slide_and_export_writes_it(widget, qtbot, tmp_path):
     import zarr
 
-    layer, slide, view = _new_slide(widget, 512, 512)
+    layer, slide, view = new_slide(widget, 512, 512)
     job = widget.render_all()
     assert job.wait(60_000) and job.state == "done", job.error
     assert slide.missing_chunks(0) == []
@@ -137,7 +129,7 @@ def test_render_all_fills_the_slide_and_export_writes_it(widget, qtbot, tmp_path
 def test_export_of_an_incomplete_slide_renders_and_writes_in_one_job(widget, tmp_path):
     import zarr
 
-    _layer, slide, view = _new_slide(widget, 768, 512)
+    _layer, slide, view = new_slide(widget, 768, 512)
     view.close()  # nothing renders the slide but the export
     missing = len(slide.missing_chunks(0))
     assert missing == 6
@@ -170,7 +162,7 @@ def test_export_of_an_incomplete_slide_renders_and_writes_in_one_job(widget, tmp
 def test_zoomed_out_huge_slide_shows_provisional_pixels_and_says_where_generation_starts(
     widget, qtbot
 ):
-    layer, slide, view = _new_slide(widget, 100_000, 100_000)
+    layer, slide, view = new_slide(widget, 100_000, 100_000)
     _wait_until(qtbot, lambda: "Zoomed out" in widget.synthetic_box.view_note.text())
     note = widget.synthetic_box.view_note.text()
     assert "only the 64 nearest the centre are generated" in note and "Zoom in about" in note
@@ -189,7 +181,7 @@ def test_zoomed_out_huge_slide_shows_provisional_pixels_and_says_where_generatio
 
 
 def test_render_all_of_a_large_slide_asks_first_with_an_estimate(widget):
-    _layer, slide, view = _new_slide(widget, 4096, 4096)
+    _layer, slide, view = new_slide(widget, 4096, 4096)
     view.close()
     asked = []
     widget.confirm_mpx = 1.0
